@@ -1,0 +1,138 @@
+"""The Celery app (`celery -A sms_pipeline.celery_app worker`), its queues, routes and beat.
+
+Configured for no loss: late acks, re-queue when a worker dies, prefetch 1, JSON only, no
+result backend. The database outbox is the source of truth; the broker only carries ids,
+so a lost broker message is re-dispatched by the outbox sweeper.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from sms_pipeline.settings import Settings, get_settings
+
+URGENT_QUEUE = "urgent"  # verification and 2FA: never wait behind bulk
+BULK_QUEUE = "bulk"  # text, medication_request
+STATUS_QUEUE = "status"  # status checks
+MAINTENANCE_QUEUE = "maintenance"  # beat's periodic jobs
+ALL_QUEUES = (URGENT_QUEUE, BULK_QUEUE, STATUS_QUEUE, MAINTENANCE_QUEUE)
+
+# Every module that defines tasks; the worker imports them all at start.
+TASK_MODULES = ("sms_pipeline.tasks.send",)
+
+# Task names: services dispatch by name so they never import the tasks package.
+SEND_TASK = "sms_pipeline.send"
+OUTBOX_SWEEP_TASK = "sms_pipeline.outbox_sweep"
+QUEUE_POLL_TASK = "sms_pipeline.queue_poll"
+STATUS_SWEEP_TASK = "sms_pipeline.status_sweep"
+CHECK_STATUS_TASK = "sms_pipeline.check_status"
+REPLICATE_TASK = "sms_pipeline.replicate"
+INBOUND_POLL_TASK = "sms_pipeline.inbound_poll"
+CALLBACKS_SWEEP_TASK = "sms_pipeline.callbacks_sweep"
+DELIVER_CALLBACK_TASK = "sms_pipeline.deliver_callback"
+
+# Redis emulates priorities with one list per step; 0 is served first.
+PRIORITY_STEPS = list(range(10))
+
+
+def celery_priority(priority: int) -> int:
+    """Map the seed's priority (higher goes first) to a broker priority (0 goes first)."""
+    return max(0, min(9, 9 - priority))
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    url = settings.broker_url
+    if url.startswith("filesystem:"):
+        folder = settings.broker_folder
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    if url.startswith(("redis://", "rediss://", "sentinel://")):
+        return {
+            # Longer than any countdown we schedule (retry backoff is capped below it),
+            # so a waiting retry is never handed to a second worker.
+            "visibility_timeout": int(max(600, 2 * settings.sms_retry_backoff_max_seconds)),
+            # Restore unacked messages of a dead worker in seconds, not minutes.
+            "unacked_restore_throttle": 1,
+            "priority_steps": PRIORITY_STEPS,
+            "queue_order_strategy": "priority",
+            "sep": ":",
+        }
+    return {}
+
+
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    def every(task: str, seconds: float) -> dict[str, Any]:
+        # expires = interval: ticks piled up behind a busy worker (or a second beat started
+        # by mistake) are dropped instead of run back to back.
+        return {
+            "task": task,
+            "schedule": dt.timedelta(seconds=seconds),
+            "options": {"queue": MAINTENANCE_QUEUE, "expires": seconds},
+        }
+
+    return {
+        "outbox-sweep": every(OUTBOX_SWEEP_TASK, settings.sms_outbox_sweep_seconds),
+        "queue-poll": every(QUEUE_POLL_TASK, settings.sms_queue_poll_seconds),
+        "status-sweep": every(STATUS_SWEEP_TASK, settings.sms_status_poll_seconds),
+        "replicate": every(REPLICATE_TASK, settings.sms_replication_seconds),
+        "inbound-poll": every(INBOUND_POLL_TASK, settings.sms_inbound_poll_seconds),
+        "callbacks-sweep": every(CALLBACKS_SWEEP_TASK, settings.sms_outbox_sweep_seconds),
+    }
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Apply settings to `app` (tests call this again with their own settings)."""
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(name) for name in ALL_QUEUES],
+        task_default_queue=BULK_QUEUE,
+        task_routes={
+            CHECK_STATUS_TASK: {"queue": STATUS_QUEUE},
+            f"{STATUS_QUEUE}.*": {"queue": STATUS_QUEUE},
+            "celery.chunks": {"queue": STATUS_QUEUE},
+            "celery.starmap": {"queue": STATUS_QUEUE},
+            STATUS_SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
+            OUTBOX_SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
+            QUEUE_POLL_TASK: {"queue": MAINTENANCE_QUEUE},
+            REPLICATE_TASK: {"queue": MAINTENANCE_QUEUE},
+            INBOUND_POLL_TASK: {"queue": MAINTENANCE_QUEUE},
+            CALLBACKS_SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
+            DELIVER_CALLBACK_TASK: {"queue": MAINTENANCE_QUEUE},
+        },
+        # Flower sees tasks only with events on; arguments are ids only, so nothing leaks.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        beat_schedule=_beat_schedule(settings),
+        timezone="UTC",
+        enable_utc=True,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    app = Celery("sms_pipeline", include=list(TASK_MODULES))
+    configure(app, settings or get_settings())
+    return app
+
+
+app = create_app()

@@ -1,0 +1,134 @@
+"""The one place that builds database engines and sessions.
+
+PostgreSQL goes through psycopg 3 with a pool sized for the worker's threads. SQLite (the
+embedded default) runs in WAL mode with a busy timeout so a worker, beat and the CLI can
+share the file, and maps the `verification` schema away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from sms_pipeline.db.models.base import SCHEMA
+from sms_pipeline.settings import Settings, get_settings
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Force the psycopg 3 driver for PostgreSQL URLs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def is_sqlite(engine_or_url: Engine | str | URL) -> bool:
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(engine_or_url)
+    return url.get_backend_name() == "sqlite"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level; SQLAlchemy's "begin" hook below opens transactions.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # BEGIN IMMEDIATE takes the write lock up front: a deferred transaction that reads and
+    # then writes would fail with "database is locked" instead of waiting its turn.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> Engine:
+    """A new engine for `url` (callers normally want `get_engine()`)."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
+        engine = create_engine(
+            parsed,
+            echo=echo,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
+        ).execution_options(schema_translate_map={SCHEMA: None})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(
+        parsed,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def get_engine(settings: Settings | None = None) -> Engine:
+    """The process-wide engine for the configured database, pool sized for the worker."""
+    settings = settings or get_settings()
+    url = settings.database_url
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = make_engine(url, pool_size=settings.sms_worker_concurrency + 2)
+            _engines[url] = engine
+        return engine
+
+
+def get_sessionmaker(settings: Settings | None = None) -> sessionmaker[Session]:
+    settings = settings or get_settings()
+    url = settings.database_url
+    with _lock:
+        maker = _sessionmakers.get(url)
+    if maker is None:
+        maker = sessionmaker(get_engine(settings), expire_on_commit=False)
+        with _lock:
+            maker = _sessionmakers.setdefault(url, maker)
+    return maker
+
+
+@contextlib.contextmanager
+def session_scope(settings: Settings | None = None) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on error."""
+    session = get_sessionmaker(settings)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (after fork, in tests, at shutdown)."""
+    with _lock:
+        engines = list(_engines.values())
+        _engines.clear()
+        _sessionmakers.clear()
+    for engine in engines:
+        engine.dispose()
+
+
+# A forked child must not reuse the parent's sockets.
+os.register_at_fork(after_in_child=lambda: _engines.clear() or _sessionmakers.clear())

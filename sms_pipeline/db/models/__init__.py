@@ -1,0 +1,43 @@
+"""The pipeline's tables, one module per concern; all live in schema `verification`."""
+
+from .accounts import POSTPAID_CREDITS, Account
+from .api import ApiKey, CallbackEvent, IdempotencyRecord
+from .base import SCHEMA, Base, UTCDateTime, utcnow
+from .inbound import OptOut, SmsReply, SmsShortcode
+from .messages import (
+    MESSAGE_TYPES,
+    MOVING_STATUS_VALUES,
+    PENDING_SEND_STATUSES,
+    SEND_STATUSES,
+    MessageType,
+    SendStatus,
+    SmsLog,
+)
+from .metrics import MetricCounter
+from .queue import SmsQueue
+from .verifications import Verification
+
+__all__ = [
+    "MESSAGE_TYPES",
+    "MOVING_STATUS_VALUES",
+    "PENDING_SEND_STATUSES",
+    "POSTPAID_CREDITS",
+    "SCHEMA",
+    "SEND_STATUSES",
+    "Account",
+    "ApiKey",
+    "Base",
+    "CallbackEvent",
+    "IdempotencyRecord",
+    "MessageType",
+    "MetricCounter",
+    "OptOut",
+    "SendStatus",
+    "SmsLog",
+    "SmsQueue",
+    "SmsReply",
+    "SmsShortcode",
+    "UTCDateTime",
+    "Verification",
+    "utcnow",
+]

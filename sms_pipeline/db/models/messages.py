@@ -1,0 +1,142 @@
+"""`verification.sms_log`: one row per message for its whole life, from enqueue to final.
+
+The seed's columns keep the seed's names. The row is written (and committed) before the
+gateway is called, so a crash at any point leaves an explained row behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from sms_pipeline.gateway.statuses import ALL_STATUSES, MOVING_STATUSES
+
+from .base import Base, utcnow
+
+
+class MessageType(enum.StrEnum):
+    VERIFICATION = "verification"
+    MEDICATION_REQUEST = "medication_request"
+    TEXT = "text"
+    TWO_FA = "2FA"
+
+
+class SendStatus(enum.StrEnum):
+    """Where a message is on the way to the gateway (seed 2's SENT.Status words)."""
+
+    QUEUED = "QUEUED"  # waiting: for its turn, its send time, its window or a retry
+    SENDING = "SENDING"  # claimed by a worker; lease_until bounds the claim
+    SUBMITTED = "SUBMITTED"  # the gateway took it; gateway_status follows it
+    REJECTED = "REJECTED"  # the gateway refused it for good (last_error says why)
+    RETRYCOUNT_EXCEEDED = "RETRYCOUNT EXCEEDED"
+    NUMBER_INVALID = "number invalid"
+    DATA1_INVALID = "data1 invalid"
+    OPTED_OUT = "OPTED OUT"  # a text to a number that opted out: not sent
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (SendStatus.QUEUED, SendStatus.SENDING)
+
+
+MESSAGE_TYPES: tuple[str, ...] = tuple(t.value for t in MessageType)
+SEND_STATUSES: tuple[str, ...] = tuple(s.value for s in SendStatus)
+PENDING_SEND_STATUSES: tuple[str, ...] = (SendStatus.QUEUED.value, SendStatus.SENDING.value)
+MOVING_STATUS_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in MOVING_STATUSES))
+
+
+def _in_list(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class SmsLog(Base):
+    __tablename__ = "sms_log"
+    __table_args__ = (
+        CheckConstraint(_in_list("type", MESSAGE_TYPES), name="type"),
+        CheckConstraint(
+            "gateway_status IS NULL OR " + _in_list("gateway_status", ALL_STATUSES),
+            name="gateway_status",
+        ),
+        CheckConstraint(_in_list("send_status", SEND_STATUSES), name="send_status"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        # Status sweep: only messages still moving, so its cost follows pending work.
+        Index(
+            "ix_sms_log_moving",
+            "next_check_at",
+            postgresql_where=text(_in_list("gateway_status", MOVING_STATUS_VALUES)),
+            sqlite_where=text(_in_list("gateway_status", MOVING_STATUS_VALUES)),
+        ),
+        # Outbox and queue poller: waiting messages per account, highest priority first.
+        Index(
+            "ix_sms_log_outbox",
+            "account_id",
+            text("priority DESC"),
+            "due_at",
+            postgresql_where=text(_in_list("send_status", PENDING_SEND_STATUSES)),
+            sqlite_where=text(_in_list("send_status", PENDING_SEND_STATUSES)),
+        ),
+        Index("ix_sms_log_gateway_id", "gateway_id"),
+        Index("ix_sms_log_inserted_at", "inserted_at"),
+    )
+
+    # --- the seed's columns --------------------------------------------------------------
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    phone_number: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(32))
+    body: Mapped[str] = mapped_column(Text)
+    gateway_id: Mapped[str | None] = mapped_column(String(64))
+    gateway_status: Mapped[str | None] = mapped_column(String(16))
+    status_changed_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    inserted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    # --- what the pipeline needs ---------------------------------------------------------
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    sender_id: Mapped[str | None] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # The caller's "not before" time (seed 2's SendDatetime).
+    send_after: Mapped[dt.datetime | None]
+    # When the next send attempt may run: send_after, a retry's backoff, or a pause.
+    due_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    send_status: Mapped[str] = mapped_column(String(32), default=SendStatus.QUEUED.value)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    ext_id: Mapped[str | None] = mapped_column(String(64))
+    uniq_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    submitted_at: Mapped[dt.datetime | None]
+    cost_centre: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[str | None] = mapped_column(String(128))
+    flash: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    segments: Mapped[int] = mapped_column(default=1, server_default=text("1"))
+    encoding: Mapped[str] = mapped_column(String(8), default="GSM-7", server_default="GSM-7")
+    verification_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True)
+    # The seed-2 QUEUE row this message came from (SQL route), once only.
+    queue_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
+
+    # --- machinery -----------------------------------------------------------------------
+    dispatched_at: Mapped[dt.datetime | None]  # last publish of a send task
+    lease_until: Mapped[dt.datetime | None]  # SENDING claim expiry
+    next_check_at: Mapped[dt.datetime | None]  # next status check (moving messages)
+    status_checks: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    final_at: Mapped[dt.datetime | None]  # when the message reached a final state
+
+    def __repr__(self) -> str:
+        # Never the body or the full number.
+        return (
+            f"SmsLog(id={self.id!s}, type={self.type!r}, send_status={self.send_status!r}, "
+            f"gateway_status={self.gateway_status!r}, attempts={self.attempts!r})"
+        )

@@ -1,0 +1,37 @@
+"""Seed 2's QUEUE table: the SQL route, where other applications insert rows directly.
+
+The queue poller validates each row, turns it into an `sms_log` message and deletes it
+in one transaction; bad rows still end in the log as `number invalid` / `data1 invalid`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import BIGINT_PK, Base, utcnow
+
+
+class SmsQueue(Base):
+    __tablename__ = "sms_queue"
+    __table_args__ = (
+        Index("ix_sms_queue_account_priority", "account_id", text("priority DESC"), "send_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))  # seed 2: UserID
+    kind: Mapped[str] = mapped_column(String(8), default="SMS", server_default="SMS")
+    message_type: Mapped[str] = mapped_column(String(32), default="text", server_default="text")
+    sender_id: Mapped[str | None] = mapped_column(String(16))
+    num_to: Mapped[str] = mapped_column(String(64))
+    data1: Mapped[str] = mapped_column(Text)
+    data2: Mapped[str | None] = mapped_column(Text)
+    flash: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    send_at: Mapped[dt.datetime | None]  # seed 2: SendDatetime
+    priority: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    retry_count: Mapped[int] = mapped_column(default=-1, server_default=text("-1"))
+    cost_centre: Mapped[str | None] = mapped_column(String(64))
+    customer_id: Mapped[str | None] = mapped_column(String(128))
+    inserted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

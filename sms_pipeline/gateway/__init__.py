@@ -1,0 +1,46 @@
+"""The IP2SMS gateway: XML codec, HTTP client, statuses and errors (no database here)."""
+
+from sms_pipeline.gateway.client import IP2SMSClient, Observer, SendResult, StatusResult
+from sms_pipeline.gateway.codec import (
+    ParsedAnswer,
+    ParsedState,
+    build_send_xml,
+    build_status_xml,
+    parse_answer,
+)
+from sms_pipeline.gateway.errors import (
+    GatewayAuthError,
+    GatewayConnectionError,
+    GatewayCreditsExhausted,
+    GatewayDuplicate,
+    GatewayError,
+    GatewayHTTPError,
+    GatewayProtocolError,
+    GatewayRejected,
+    GatewayThrottled,
+    GatewayTimeout,
+)
+from sms_pipeline.gateway.statuses import GatewayStatus
+
+__all__ = [
+    "GatewayAuthError",
+    "GatewayConnectionError",
+    "GatewayCreditsExhausted",
+    "GatewayDuplicate",
+    "GatewayError",
+    "GatewayHTTPError",
+    "GatewayProtocolError",
+    "GatewayRejected",
+    "GatewayStatus",
+    "GatewayThrottled",
+    "GatewayTimeout",
+    "IP2SMSClient",
+    "Observer",
+    "ParsedAnswer",
+    "ParsedState",
+    "SendResult",
+    "StatusResult",
+    "build_send_xml",
+    "build_status_xml",
+    "parse_answer",
+]

@@ -1,0 +1,386 @@
+"""IP2SMS XML: building requests and answers, parsing them safely.
+
+Everything is built with :mod:`xml.etree.ElementTree`, so user text (the body, ext_id,
+uniq_key, ...) is escaped by the library and can never become markup. Everything is
+parsed with :mod:`defusedxml` with DTDs forbidden: entity bombs and external entities are
+refused before any expansion happens.
+
+Client side: :func:`build_send_xml`, :func:`build_status_xml`, :func:`parse_answer`.
+Gateway side (the simulator): :func:`parse_send_request`, :func:`parse_status_request`,
+:func:`build_answer`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import defusedxml
+from defusedxml import ElementTree as DefusedElementTree
+
+from sms_pipeline.gateway.errors import GatewayProtocolError
+from sms_pipeline.gateway.statuses import GatewayStatus
+
+DEFAULT_MAX_BYTES: Final = 65536
+
+# XML 1.0 "Char": tab, LF, CR and everything from U+0020 except surrogates, FFFE, FFFF.
+_INVALID_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+class RequestParseError(ValueError):
+    """A request to the (simulated) gateway is not the IP2SMS XML it expects."""
+
+
+class UnsafeXMLError(ValueError):
+    """The document declares a DTD or entities; it was refused without expansion."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def check_xml_text(value: str, field: str) -> str:
+    """Return ``value`` unchanged, or raise ValueError if XML 1.0 cannot carry it.
+
+    The message names the field, the code point and its position, never the text itself
+    (the text may be a one-time code).
+    """
+    match = _INVALID_XML_CHAR.search(value)
+    if match is not None:
+        raise ValueError(
+            f"{field} contains U+{ord(match.group()):04X} at position {match.start()}, "
+            "a character XML 1.0 cannot carry"
+        )
+    return value
+
+
+def _local(tag: str) -> str:
+    # Tolerate namespaces and letter case: the gateway's markup is not formally specified.
+    return tag.rsplit("}", 1)[-1].lower()
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _prepare(raw: bytes) -> bytes:
+    # A declaration must be the very first thing, so drop leading whitespace and a BOM.
+    raw = raw.strip()
+    if raw.startswith(_BOM):
+        raw = raw[len(_BOM) :].lstrip()
+    return raw
+
+
+def _safe_fromstring(raw: bytes) -> ET.Element:
+    """Parse with DTDs, entities and external references forbidden.
+
+    Raises UnsafeXMLError for DTD/entity documents, ValueError for anything malformed.
+    """
+    try:
+        root: ET.Element = DefusedElementTree.fromstring(
+            raw, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+        return root
+    except defusedxml.DefusedXmlException as exc:
+        raise UnsafeXMLError(f"XML with a DTD or entities refused ({type(exc).__name__})") from None
+    except ET.ParseError as exc:
+        raise ValueError(f"malformed XML (line {exc.position[0]})") from None
+    except (LookupError, UnicodeError):
+        raise ValueError("XML in an unknown or wrong character encoding") from None
+
+
+def _tostring(root: ET.Element) -> bytes:
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
+    # XML parsers turn a literal CR in text into LF; a character reference survives.
+    # ElementTree already writes CR in attributes as &#13;, so any CR left here is text.
+    return data.replace(b"\r", b"&#13;")
+
+
+def parse_gateway_date(raw: str | None) -> datetime | None:
+    """An RFC 1123 date with offset as an aware UTC datetime; None if empty or garbage."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed.tzinfo is None:
+        # "-0000" means "UTC, origin unknown" (RFC 5322); parsedate returns it naive.
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_gateway_date(moment: datetime) -> str:
+    """``Wed, 28 Mar 2007 12:35:00 +0300``: the gateway's date format (aware datetime)."""
+    return email.utils.format_datetime(moment)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def build_send_xml(
+    phone_number: str,
+    body: str,
+    *,
+    source: str,
+    ext_id: str | None = None,
+    uniq_key: str | None = None,
+    start: str | None = None,
+    validity: str | None = None,
+    encoding: str | None = "plain",
+    service: str = "single",
+) -> bytes:
+    """The UTF-8 ``<message>`` document that submits one SMS.
+
+    Optional attributes are omitted when None. Raises ValueError when any value holds a
+    character XML 1.0 cannot carry (the message says which field and code point).
+    """
+    service_attrs: dict[str, str] = {"id": check_xml_text(service, "service")}
+    service_attrs["source"] = check_xml_text(source, "source")
+    for name, value in (("start", start), ("validity", validity), ("uniq_key", uniq_key)):
+        if value is not None:
+            service_attrs[name] = check_xml_text(value, name)
+    root = ET.Element("message")
+    ET.SubElement(root, "service", service_attrs)
+    to_attrs = {} if ext_id is None else {"ext_id": check_xml_text(ext_id, "ext_id")}
+    to = ET.SubElement(root, "to", to_attrs)
+    to.text = check_xml_text(phone_number, "phone_number")
+    body_attrs = {"content-type": "text/plain"}
+    if encoding is not None:
+        body_attrs["encoding"] = check_xml_text(encoding, "encoding")
+    body_el = ET.SubElement(root, "body", body_attrs)
+    body_el.text = check_xml_text(body, "body")
+    return _tostring(root)
+
+
+def build_status_xml(gateway_id: str) -> bytes:
+    """The ``<request id="...">status</request>`` document for one message."""
+    root = ET.Element("request", {"id": check_xml_text(gateway_id, "gateway_id")})
+    root.text = "status"
+    return _tostring(root)
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """A parsed ``<message>`` as the gateway sees it (used by the simulator)."""
+
+    phone_number: str
+    body: str
+    source: str | None
+    service: str | None = None
+    ext_id: str | None = None
+    uniq_key: str | None = None
+    start: str | None = None
+    validity: str | None = None
+    encoding: str | None = None
+    content_type: str | None = None
+
+
+def _request_root(raw: bytes, expected: str) -> ET.Element:
+    try:
+        root = _safe_fromstring(_prepare(raw))
+    except ValueError as exc:
+        raise RequestParseError(str(exc)) from None
+    if _local(root.tag) != expected:
+        raise RequestParseError(f"expected <{expected}>, got <{_local(root.tag)[:30]}>")
+    return root
+
+
+def parse_send_request(raw: bytes) -> SendRequest:
+    """Parse a send request; raises RequestParseError when it is not one.
+
+    The body text is returned exactly as sent (no stripping): it is the message.
+    """
+    root = _request_root(raw, "message")
+    service = to = body = None
+    for child in root:
+        name = _local(child.tag)
+        if name == "service" and service is None:
+            service = child
+        elif name == "to" and to is None:
+            to = child
+        elif name == "body" and body is None:
+            body = child
+    if to is None or not _clean(to.text):
+        raise RequestParseError("no <to> number")
+    if body is None:
+        raise RequestParseError("no <body>")
+    attrs = service.attrib if service is not None else {}
+    return SendRequest(
+        phone_number=(to.text or "").strip(),
+        body=body.text or "",
+        source=attrs.get("source"),
+        service=attrs.get("id"),
+        ext_id=to.get("ext_id"),
+        uniq_key=_clean(attrs.get("uniq_key")),
+        start=attrs.get("start"),
+        validity=attrs.get("validity"),
+        encoding=body.get("encoding"),
+        content_type=body.get("content-type"),
+    )
+
+
+def parse_status_request(raw: bytes) -> str:
+    """The gateway id asked about in ``<request id="...">status</request>``."""
+    root = _request_root(raw, "request")
+    gateway_id = _clean(root.get("id"))
+    if gateway_id is None:
+        raise RequestParseError("status request without an id")
+    if (root.text or "").strip().lower() != "status":
+        raise RequestParseError("request is not a status request")
+    return gateway_id
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedState:
+    """One (id, state, error) triple of an answer; group answers have several."""
+
+    gateway_id: str | None
+    status: GatewayStatus
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedAnswer:
+    """A parsed ``<status>`` answer.
+
+    ``date`` is aware UTC or None; ``date_raw`` keeps the text as received so the caller
+    can log a date it could not read.
+    """
+
+    items: tuple[ParsedState, ...]
+    date: datetime | None
+    date_raw: str | None
+    group_id: str | None = None
+    ext_id: str | None = None
+
+    @property
+    def first(self) -> ParsedState:
+        return self.items[0]
+
+
+def parse_answer(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedAnswer:
+    """Parse any answer shape the gateway is known to send.
+
+    Raises GatewayProtocolError (transient) for answers that are too large, not XML,
+    carry a DTD/entities, have another root than ``<status>`` (e.g. ``<error>``), lack a
+    ``<state>``, or name an unknown status. The reason never quotes the answer.
+    """
+    if len(raw) > max_bytes:
+        raise GatewayProtocolError(f"answer larger than {max_bytes} bytes")
+    data = _prepare(raw)
+    if not data:
+        raise GatewayProtocolError("empty answer")
+    if not data.startswith(b"<"):
+        raise GatewayProtocolError("answer is plain text, not XML")
+    try:
+        root = _safe_fromstring(data)
+    except UnsafeXMLError as exc:
+        raise GatewayProtocolError(str(exc)) from None
+    except ValueError as exc:
+        raise GatewayProtocolError(f"answer is {exc}") from None
+    name = _local(root.tag)
+    if name != "status":
+        raise GatewayProtocolError(f"answer root is <{name[:30]}>, not <status>")
+
+    ids: list[str | None] = []
+    attr_id = _clean(root.get("id"))
+    if attr_id is not None:
+        ids.append(attr_id)
+    states: list[tuple[GatewayStatus, str | None]] = []
+    for child in root:
+        child_name = _local(child.tag)
+        if child_name == "id":
+            child_id = _clean(child.text)
+            if child_id is not None and child_id not in ids:
+                ids.append(child_id)
+        elif child_name == "state":
+            try:
+                status = GatewayStatus.parse(child.text or "")
+            except ValueError:
+                raise GatewayProtocolError("answer has an unknown status word") from None
+            states.append((status, _clean(child.get("error"))))
+    if not states:
+        raise GatewayProtocolError("answer has no <state>")
+    if len(states) == 1 and len(ids) > 1:
+        # One state for a whole group applies to each of its ids.
+        states = states * len(ids)
+    if not ids:
+        ids = [None] * len(states)
+    if len(ids) != len(states):
+        raise GatewayProtocolError(f"answer has {len(ids)} ids but {len(states)} states")
+
+    date_raw = root.get("date")
+    return ParsedAnswer(
+        items=tuple(
+            ParsedState(gid, status, error)
+            for gid, (status, error) in zip(ids, states, strict=True)
+        ),
+        date=parse_gateway_date(date_raw),
+        date_raw=date_raw,
+        group_id=_clean(root.get("groupid")),
+        ext_id=_clean(root.get("ext_id")),
+    )
+
+
+def build_answer(
+    items: Sequence[ParsedState] | Iterable[ParsedState],
+    *,
+    date: str,
+    group_id: str | None = None,
+    ext_id: str | None = None,
+) -> bytes:
+    """A ``<status>`` answer as the gateway writes it (for the simulator).
+
+    One item with an id puts the id in an attribute; several items are a group answer
+    with ``<id>`` children followed by ``<state>`` children.
+    """
+    items = list(items)
+    attrs: dict[str, str] = {}
+    group = len(items) > 1
+    if group and group_id is not None:
+        attrs["groupid"] = group_id
+    if not group and items and items[0].gateway_id is not None:
+        attrs["id"] = items[0].gateway_id
+    attrs["date"] = date
+    if ext_id is not None:
+        attrs["ext_id"] = check_xml_text(ext_id, "ext_id")
+    root = ET.Element("status", attrs)
+    if group:
+        for item in items:
+            if item.gateway_id is not None:
+                ET.SubElement(root, "id").text = item.gateway_id
+    for item in items:
+        state = ET.SubElement(root, "state", {} if item.error is None else {"error": item.error})
+        state.text = item.status.value
+    return _tostring(root)
+
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "ParsedAnswer",
+    "ParsedState",
+    "RequestParseError",
+    "SendRequest",
+    "UnsafeXMLError",
+    "build_answer",
+    "build_send_xml",
+    "build_status_xml",
+    "check_xml_text",
+    "format_gateway_date",
+    "parse_answer",
+    "parse_gateway_date",
+    "parse_send_request",
+    "parse_status_request",
+]

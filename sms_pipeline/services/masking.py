@@ -1,0 +1,13 @@
+"""What may appear in logs: masked phone numbers, never bodies."""
+
+from __future__ import annotations
+
+
+def mask_phone(number: str | None) -> str:
+    """`+380931234567` → `+38093*****67`: enough to tell numbers apart, not to dial."""
+    if not number:
+        return "-"
+    keep_head = min(6, max(1, len(number) // 3))
+    keep_tail = 2 if len(number) > 8 else 1
+    hidden = max(1, len(number) - keep_head - keep_tail)
+    return number[:keep_head] + "*" * hidden + number[-keep_tail:]

@@ -1,0 +1,167 @@
+"""The outbox: dispatch sends only after their rows commit, and re-dispatch what was lost.
+
+`dispatched_at` is the moment a published send task is expected to run (now, or the end
+of a retry's countdown). The sweeper publishes again for a waiting message that is due
+and whose last dispatch is older than the grace period: a broker restart, a killed
+worker or a failed publish all end here, and the conditional claim in the send service
+makes a second delivery harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import and_, event, or_, select, update
+from sqlalchemy.orm import Session
+
+from sms_pipeline.celery_app import (
+    BULK_QUEUE,
+    SEND_TASK,
+    URGENT_QUEUE,
+    app,
+    celery_priority,
+)
+from sms_pipeline.db import is_sqlite, session_scope
+from sms_pipeline.db.models import MessageType, SendStatus, SmsLog, utcnow
+from sms_pipeline.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+URGENT_TYPES = frozenset({MessageType.VERIFICATION.value, MessageType.TWO_FA.value})
+# Countdowns longer than this stay in the database (due_at) for the sweeper: broker
+# countdowns live in worker memory and in Redis' unacked hash.
+MAX_COUNTDOWN_SECONDS = 300.0
+_PENDING_KEY = "sms_pipeline.pending_dispatch"
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    message_id: uuid.UUID
+    type: str
+    priority: int
+    countdown: float | None = None
+
+
+def queue_for(message_type: str) -> str:
+    return URGENT_QUEUE if message_type in URGENT_TYPES else BULK_QUEUE
+
+
+def dispatch_of(message: SmsLog, now: dt.datetime) -> Dispatch | None:
+    """The dispatch for a waiting message, or None when it is due too far away."""
+    wait = (message.due_at - now).total_seconds()
+    if wait > MAX_COUNTDOWN_SECONDS:
+        return None
+    return Dispatch(message.id, message.type, message.priority, wait if wait > 0 else None)
+
+
+def publish(dispatches: Iterable[Dispatch]) -> int:
+    """Publish send tasks (ids only). A failure is logged: the sweeper covers it."""
+    sent = 0
+    for d in dispatches:
+        try:
+            app.send_task(
+                SEND_TASK,
+                args=[str(d.message_id)],
+                queue=queue_for(d.type),
+                priority=celery_priority(d.priority),
+                countdown=d.countdown,
+            )
+            sent += 1
+        except Exception:  # the broker is down: the row is committed, the sweeper resends
+            log.warning("dispatch of %s failed; the outbox sweeper will retry", d.message_id)
+    return sent
+
+
+def dispatch_after_commit(session: Session, dispatch: Dispatch) -> None:
+    """Publish `dispatch` once `session`'s transaction commits (never on rollback)."""
+    session.info.setdefault(_PENDING_KEY, []).append(dispatch)
+
+
+@event.listens_for(Session, "after_commit")
+def _publish_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING_KEY, None)
+    if pending:
+        publish(pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
+# --- the sweeper ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    released: int  # expired SENDING claims put back in the queue
+    exhausted: int  # expired claims that had used their last attempt
+    dispatched: int
+
+
+def release_expired_claims(session: Session, now: dt.datetime, settings: Settings) -> tuple[int, int]:
+    """Claims whose worker died: back to QUEUED, or RETRYCOUNT EXCEEDED if none are left."""
+    base = and_(SmsLog.send_status == SendStatus.SENDING.value, SmsLog.lease_until < now)
+    exhausted = session.execute(
+        update(SmsLog)
+        .where(base, SmsLog.attempts >= settings.sms_max_attempts)
+        .values(
+            send_status=SendStatus.RETRYCOUNT_EXCEEDED.value,
+            last_error="worker lost during the last attempt",
+            lease_until=None,
+            final_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    released = session.execute(
+        update(SmsLog)
+        .where(base)
+        .values(
+            send_status=SendStatus.QUEUED.value,
+            last_error="worker lost during a send attempt",
+            lease_until=None,
+            dispatched_at=None,
+            due_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return released, exhausted
+
+
+def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> SweepResult:
+    """One pass: release dead claims, then publish due messages whose dispatch is stale."""
+    settings = settings or get_settings()
+    now = utcnow()
+    stale = now - dt.timedelta(seconds=settings.sms_outbox_grace_seconds)
+    with session_scope(settings) as session:
+        released, exhausted = release_expired_claims(session, now, settings)
+        query = (
+            select(SmsLog.id, SmsLog.type, SmsLog.priority)
+            .where(
+                SmsLog.send_status == SendStatus.QUEUED.value,
+                SmsLog.due_at <= now,
+                or_(SmsLog.dispatched_at.is_(None), SmsLog.dispatched_at < stale),
+            )
+            .order_by(SmsLog.priority.desc(), SmsLog.due_at)
+            .limit(limit)
+        )
+        if not is_sqlite(session.get_bind()):
+            query = query.with_for_update(skip_locked=True, of=SmsLog)
+        rows = session.execute(query).all()
+        if rows:
+            session.execute(
+                update(SmsLog)
+                .where(SmsLog.id.in_([r.id for r in rows]))
+                .values(dispatched_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    if released or exhausted:
+        log.warning("outbox: released %d dead claims, %d out of attempts", released, exhausted)
+    dispatched = publish(Dispatch(r.id, r.type, r.priority) for r in rows)
+    if rows:
+        log.info("outbox: re-dispatched %d waiting messages", dispatched)
+    return SweepResult(released, exhausted, dispatched)

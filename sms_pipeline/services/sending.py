@@ -1,0 +1,322 @@
+"""One send attempt: claim the message, call the gateway, record the outcome.
+
+The claim (QUEUED → SENDING, attempts + 1) commits before the gateway is called, so a
+crash mid-call leaves a row that says an attempt was under way; its lease expires and
+the outbox sweeper puts it back. Every message carries `uniq_key`, so a repeated
+submission is refused by the gateway rather than delivered twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from celery.utils.time import get_exponential_backoff_interval
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
+from sms_pipeline.gateway import (
+    GatewayCreditsExhausted,
+    GatewayDuplicate,
+    GatewayError,
+    GatewayRejected,
+    GatewayStatus,
+    GatewayThrottled,
+    IP2SMSClient,
+    SendResult,
+)
+from sms_pipeline.services import accounts as account_rules
+from sms_pipeline.services.gateway import get_gateway_client
+from sms_pipeline.services.masking import mask_phone
+from sms_pipeline.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# A dispatch that arrives this early (a sweeper re-dispatch racing a countdown) still runs.
+EARLY_TOLERANCE = dt.timedelta(seconds=1)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one run of the send task did; `retry_in` asks the task to run again later."""
+
+    outcome: str  # submitted | retry | rejected | exhausted | deferred | skipped
+    retry_in: float | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class _Claim:
+    id: uuid.UUID
+    phone_number: str
+    body: str
+    uniq_key: str | None
+    ext_id: str | None
+    sender_id: str | None
+    account_id: int
+    segments: int
+    attempt: int
+
+
+def retry_delay(attempt: int, settings: Settings) -> float:
+    """Exponential backoff (base x 2^(attempt-1), capped) with jitter over its upper half."""
+    delay = get_exponential_backoff_interval(
+        factor=settings.sms_retry_backoff_seconds,
+        retries=attempt - 1,
+        maximum=int(settings.sms_retry_backoff_max_seconds),
+        full_jitter=False,
+    )
+    return float(delay) * random.uniform(0.5, 1.0)
+
+
+def with_db_retry(fn: Callable[[], T], *, tries: int = 6) -> T:
+    """Run a short transaction again while the database is briefly unreachable.
+
+    Recording an outcome after the gateway answered is worth a few seconds of waiting:
+    losing it would mean a second submission (refused by uniq_key, but with the
+    gateway id lost).
+    """
+    for attempt in range(tries):
+        try:
+            return fn()
+        except OperationalError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(min(8.0, 0.5 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def _defer(session: Session, message_id: uuid.UUID, until: dt.datetime, reason: str) -> None:
+    # dispatched_at = None: the sweeper publishes it again once it is due.
+    session.execute(
+        update(SmsLog)
+        .where(SmsLog.id == message_id, SmsLog.send_status == SendStatus.QUEUED.value)
+        .values(due_at=until, dispatched_at=None, last_error=reason)
+    )
+
+
+def _claim(message_id: uuid.UUID, settings: Settings) -> _Claim | AttemptResult:
+    now = utcnow()
+    with session_scope(settings) as session:
+        message = session.get(SmsLog, message_id)
+        if message is None or message.send_status != SendStatus.QUEUED.value:
+            return AttemptResult("skipped", detail="not waiting to be sent")
+        if message.due_at > now + EARLY_TOLERANCE:
+            return AttemptResult("skipped", detail="not due yet")
+        account = session.get(Account, message.account_id)
+        if account is None:  # the foreign key makes this impossible; say so if it happens
+            return AttemptResult("skipped", detail="account missing")
+        permission = account_rules.may_send(account, message.segments, now)
+        if not permission.allowed:
+            until = permission.wait_until or now + dt.timedelta(minutes=1)
+            _defer(session, message_id, until, permission.reason or "waiting")
+            return AttemptResult("deferred", detail=permission.reason)
+        if not account_rules.take_rate_token(account, settings):
+            return AttemptResult("deferred", retry_in=random.uniform(0.2, 1.0), detail="rate")
+        attempt = session.execute(
+            update(SmsLog)
+            .where(SmsLog.id == message_id, SmsLog.send_status == SendStatus.QUEUED.value)
+            .values(
+                send_status=SendStatus.SENDING.value,
+                attempts=SmsLog.attempts + 1,
+                lease_until=now + dt.timedelta(seconds=settings.sms_send_lease_seconds),
+            )
+            .returning(SmsLog.attempts)
+            .execution_options(synchronize_session=False)
+        ).scalar()
+        if attempt is None:
+            return AttemptResult("skipped", detail="claimed by another worker")
+        return _Claim(
+            id=message.id,
+            phone_number=message.phone_number,
+            body=message.body,
+            uniq_key=message.uniq_key,
+            ext_id=message.ext_id,
+            sender_id=message.sender_id,
+            account_id=message.account_id,
+            segments=message.segments,
+            attempt=attempt,
+        )
+
+
+def _ours(claim: _Claim) -> Any:
+    # Our claim still holds: nobody released it (lease) and re-claimed it meanwhile.
+    return (
+        (SmsLog.id == claim.id)
+        & (SmsLog.send_status == SendStatus.SENDING.value)
+        & (SmsLog.attempts == claim.attempt)
+    )
+
+
+def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> AttemptResult:
+    now = utcnow()
+    status = result.status
+    if result.date is None and result.date_raw:
+        log.warning("message %s: unparseable gateway date; using the time of the answer", claim.id)
+    values: dict[str, Any] = {
+        "send_status": SendStatus.SUBMITTED.value,
+        "gateway_id": result.gateway_id,
+        "gateway_status": status.value,
+        "status_changed_at": result.date or now,
+        "submitted_at": now,
+        "lease_until": None,
+        "last_error": None,
+    }
+    if status.is_final:
+        values["final_at"] = now
+    else:
+        values["next_check_at"] = now + dt.timedelta(seconds=settings.sms_status_check_backoff[0])
+
+    def write() -> int:
+        with session_scope(settings) as session:
+            updated = session.execute(
+                update(SmsLog).where(_ours(claim)).values(**values)
+            ).rowcount
+            if updated:
+                account_rules.charge_credits(session, claim.account_id, claim.segments)
+            return updated
+
+    if not with_db_retry(write):
+        log.warning("message %s: submitted, but the claim was lost meanwhile", claim.id)
+        return AttemptResult("skipped", detail="claim lost after submission")
+    log.info(
+        "message %s to %s submitted (attempt %d, gateway id %s, %s)",
+        claim.id,
+        mask_phone(claim.phone_number),
+        claim.attempt,
+        result.gateway_id,
+        status.value,
+    )
+    return AttemptResult("submitted")
+
+
+def _record_failure(claim: _Claim, exc: GatewayError, settings: Settings) -> AttemptResult:
+    now = utcnow()
+    reason = exc.reason[:500]
+    result: AttemptResult
+    account_pause: tuple[dt.datetime, str] | None = None
+
+    if isinstance(exc, GatewayDuplicate):
+        # An earlier attempt reached the gateway (its answer was lost): it is submitted,
+        # only its gateway id is unknown, so it cannot be polled.
+        values: dict[str, Any] = {
+            "send_status": SendStatus.SUBMITTED.value,
+            "submitted_at": now,
+            "final_at": now,
+            "lease_until": None,
+            "last_error": "uniq_key dupe: an earlier attempt reached the gateway; "
+            "its gateway id is unknown",
+        }
+        result = AttemptResult("submitted", detail="duplicate")
+    elif isinstance(exc, GatewayCreditsExhausted):
+        # Not the message's fault: give the attempt back and wait for credits.
+        until = now + dt.timedelta(seconds=settings.sms_credit_pause_seconds)
+        values = {
+            "send_status": SendStatus.QUEUED.value,
+            "attempts": SmsLog.attempts - 1,
+            "due_at": until,
+            "dispatched_at": None,
+            "lease_until": None,
+            "last_error": reason,
+        }
+        account_pause = (until, reason)
+        result = AttemptResult("deferred", detail="credits exhausted")
+    elif exc.permanent:
+        values = {
+            "send_status": SendStatus.REJECTED.value,
+            "gateway_status": (
+                GatewayStatus.REJECTED.value if isinstance(exc, GatewayRejected) else None
+            ),
+            "gateway_id": getattr(exc, "gateway_id", None),
+            "status_changed_at": now,
+            "final_at": now,
+            "lease_until": None,
+            "last_error": reason,
+        }
+        result = AttemptResult("rejected", detail=reason)
+    elif claim.attempt >= settings.sms_max_attempts:
+        values = {
+            "send_status": SendStatus.RETRYCOUNT_EXCEEDED.value,
+            "final_at": now,
+            "lease_until": None,
+            "last_error": reason,
+        }
+        result = AttemptResult("exhausted", detail=reason)
+    else:
+        delay = retry_delay(claim.attempt, settings)
+        if exc.retry_after is not None:
+            delay = max(delay, min(exc.retry_after, settings.sms_retry_backoff_max_seconds))
+        due = now + dt.timedelta(seconds=delay)
+        values = {
+            "send_status": SendStatus.QUEUED.value,
+            "due_at": due,
+            "dispatched_at": due,
+            "lease_until": None,
+            "last_error": reason,
+        }
+        result = AttemptResult("retry", retry_in=delay, detail=reason)
+    if isinstance(exc, GatewayThrottled):
+        pause = exc.retry_after or settings.sms_rate_limit_backoff_seconds
+        account_pause = (now + dt.timedelta(seconds=pause), "gateway throttled (429)")
+
+    def write() -> int:
+        with session_scope(settings) as session:
+            updated = session.execute(
+                update(SmsLog).where(_ours(claim)).values(**values)
+            ).rowcount
+            if updated and account_pause is not None:
+                account_rules.pause_account(session, claim.account_id, *account_pause)
+            return updated
+
+    if not with_db_retry(write):
+        return AttemptResult("skipped", detail="claim lost")
+    log.info(
+        "message %s to %s attempt %d: %s (%s)",
+        claim.id,
+        mask_phone(claim.phone_number),
+        claim.attempt,
+        result.outcome,
+        reason,
+    )
+    return result
+
+
+def attempt_send(
+    message_id: uuid.UUID,
+    *,
+    settings: Settings | None = None,
+    client: IP2SMSClient | None = None,
+) -> AttemptResult:
+    """Run one send attempt for `message_id`; safe to call twice for the same id."""
+    settings = settings or get_settings()
+    claim = _claim(message_id, settings)
+    if isinstance(claim, AttemptResult):
+        return claim
+    client = client or get_gateway_client(settings)
+    try:
+        answer = client.send(
+            claim.phone_number,
+            claim.body,
+            ext_id=claim.ext_id or claim.id.hex,
+            uniq_key=claim.uniq_key,
+            source=claim.sender_id or None,
+            validity=settings.ip2sms_validity,
+        )
+    except GatewayError as exc:
+        return _record_failure(claim, exc, settings)
+    return _record_submitted(claim, answer, settings)
+
+
+def load_message(message_id: uuid.UUID, settings: Settings | None = None) -> SmsLog | None:
+    with session_scope(settings) as session:
+        return session.scalar(select(SmsLog).where(SmsLog.id == message_id))

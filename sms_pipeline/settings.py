@@ -1,0 +1,257 @@
+"""One typed settings object, read from the environment and an optional `.env` file.
+
+This is the only module that reads the environment. A bad value fails at start with a
+message naming the variable; secrets are `SecretStr` and never appear in a repr.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path(".sms_pipeline")
+
+
+class SettingsError(RuntimeError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+_URL_FIELDS = frozenset({"sms_database_url", "sms_broker_url", "sms_redis_url"})
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every variable the pipeline reads. Names are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    # --- where things live --------------------------------------------------------------
+    sms_data_dir: Path = Field(
+        DEFAULT_DATA_DIR,
+        description="Folder for the embedded database, broker and reports.",
+    )
+    sms_database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; empty = embedded SQLite file in SMS_DATA_DIR. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    sms_broker_url: str | None = Field(
+        None,
+        description="Celery broker; empty = embedded broker (no server) in SMS_DATA_DIR.",
+    )
+    sms_redis_url: str | None = Field(
+        None,
+        description="Redis for the cross-worker rate limiter; empty = the broker's Redis "
+        "when the broker is Redis, otherwise a per-database limiter.",
+    )
+
+    # --- the IP2SMS gateway ---------------------------------------------------------------
+    ip2sms_send_url: str = Field("http://127.0.0.1:8080/ip2sms/", description="Send URL.")
+    ip2sms_status_url: str = Field(
+        "http://127.0.0.1:8080/ip2sms-request/", description="Status request URL."
+    )
+    ip2sms_login: str = Field("demo", description="HTTP Basic login.")
+    ip2sms_password: SecretStr = Field(SecretStr("demo"), description="HTTP Basic password.")
+    ip2sms_source: str = Field("HEALTH", description="Default sender id (source).")
+    ip2sms_validity: str | None = Field(
+        "+2 hour", description="validity attribute sent with each message; empty = none."
+    )
+    ip2sms_connect_timeout: float = Field(3.05, gt=0, description="Seconds to connect.")
+    ip2sms_read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for an answer.")
+    ip2sms_max_response_bytes: int = Field(
+        65536, ge=1024, description="Answers larger than this are refused (transient error)."
+    )
+
+    # --- sending rules --------------------------------------------------------------------
+    sms_max_attempts: int = Field(3, ge=1, le=20, description="Send attempts per message.")
+    sms_retry_backoff_seconds: float = Field(
+        5.0, gt=0, description="First retry delay; doubles per attempt, with jitter."
+    )
+    sms_retry_backoff_max_seconds: float = Field(300.0, gt=0, description="Retry delay cap.")
+    sms_max_segments: int = Field(
+        6, ge=1, le=255, description="Longest body allowed, in SMS segments."
+    )
+    sms_default_account: str = Field(
+        "default", description="Account used when enqueue_sms gets account=None."
+    )
+    sms_send_lease_seconds: int = Field(
+        120, ge=10, description="A claimed send not finished by then is free to retry."
+    )
+    sms_outbox_grace_seconds: int = Field(
+        30, ge=1, description="A queued message not dispatched after this is re-dispatched."
+    )
+    sms_outbox_sweep_seconds: float = Field(10.0, gt=0, description="Outbox sweeper period.")
+    sms_queue_poll_seconds: float = Field(
+        5.0, gt=0, description="How often beat looks for accounts whose queue interval is due."
+    )
+    sms_rate_limit_backoff_seconds: float = Field(
+        30.0, gt=0, description="Pause an account this long after a gateway 429."
+    )
+    sms_credit_pause_seconds: float = Field(
+        300.0, gt=0, description="Pause an account this long after 'Prepaid messages limit'."
+    )
+
+    # --- status polling -------------------------------------------------------------------
+    sms_status_poll_seconds: float = Field(60.0, gt=0, description="Status sweep period.")
+    sms_status_check_backoff: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [30, 60, 120, 300, 600],
+        description="Seconds between a message's status checks, growing per check.",
+    )
+    sms_status_chunk_size: int = Field(
+        100, ge=1, description="Status checks per broker message (celery chunks)."
+    )
+    sms_status_batch_limit: int = Field(
+        10000, ge=1, description="Most messages one status sweep claims."
+    )
+    sms_terminate_after_seconds: int = Field(
+        1800, ge=1, description="Moving this long after submission becomes Terminated."
+    )
+
+    # --- replication and inbound ----------------------------------------------------------
+    sms_replication_seconds: float = Field(5.0, gt=0, description="Replication poll period.")
+    sms_replication_safe_window_seconds: int = Field(
+        600, ge=1, description="How far back each replication pass looks for missed rows."
+    )
+    sms_inbound_poll_seconds: float = Field(
+        30.0, gt=0, description="How often beat looks for accounts whose inbound poll is due."
+    )
+    sms_opt_out_keywords: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "STOP",
+            "STOPALL",
+            "UNSUBSCRIBE",
+            "CANCEL",
+            "END",
+            "QUIT",
+            "СТОП",
+            "ВІДПИСКА",
+            "ВІДПИСАТИСЯ",
+            "ОТПИСКА",
+        ],
+        description="Inbound words that opt a number out (case- and space-insensitive).",
+    )
+    sms_opt_in_keywords: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["START", "UNSTOP", "СТАРТ"],
+        description="Inbound words that opt a number back in.",
+    )
+
+    # --- workers and monitoring -----------------------------------------------------------
+    sms_worker_concurrency: int = Field(16, ge=1, le=1000, description="Worker threads.")
+    sms_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    sms_flower_basic_auth: SecretStr | None = Field(
+        None, description="user:password for Flower's UI."
+    )
+    sms_metrics_port: int = Field(9808, ge=1, le=65535, description="Prometheus exporter port.")
+
+    @field_validator("sms_status_check_backoff", mode="before")
+    @classmethod
+    def _backoff_list(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list) and not value:
+            raise ValueError("needs at least one number of seconds")
+        return value
+
+    @field_validator("sms_opt_out_keywords", "sms_opt_in_keywords", mode="before")
+    @classmethod
+    def _keyword_list(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("sms_database_url", "sms_broker_url", "sms_redis_url", "ip2sms_validity")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> Settings:
+        if any(s <= 0 for s in self.sms_status_check_backoff):
+            raise ValueError("SMS_STATUS_CHECK_BACKOFF: every delay must be positive")
+        return self
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        # URLs may embed a password (postgresql://user:pw@host): show them masked.
+        for name, value in super().__repr_args__():
+            if name in _URL_FIELDS and isinstance(value, str):
+                value = mask_url(value)
+            yield name, value
+
+    # --- derived values -------------------------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        if self.sms_database_url:
+            return self.sms_database_url
+        return f"sqlite:///{(self.sms_data_dir / 'sms_pipeline.db').resolve()}"
+
+    @property
+    def broker_url(self) -> str:
+        if self.sms_broker_url:
+            return self.sms_broker_url
+        return "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the embedded (filesystem) broker keeps its messages."""
+        return (self.sms_data_dir / "broker").resolve()
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url.startswith(("filesystem:", "sqla+", "memory:"))
+
+    @property
+    def redis_url(self) -> str | None:
+        if self.sms_redis_url:
+            return self.sms_redis_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; raise SettingsError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            # Never echo the input: it may be a password.
+            problems.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests and the CLI change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,372 @@
+"""The IP2SMS gateway simulator: an aiohttp application speaking the gateway's XML.
+
+Endpoints (send and status need HTTP Basic auth, like the real gateway):
+
+- ``POST /ip2sms/``            send one message (``<message>``)
+- ``POST /ip2sms-request/``    status of one message (``<request id="..">status</request>``)
+- ``GET  /_sim/stats``         JSON counters
+- ``GET  /_sim/rules``         the fault table in use
+- ``GET  /_sim/messages/{id}`` one message as JSON (never its body)
+- ``GET  /_sim/submissions?uniq_key=K``  how many times a message reached the gateway
+- ``POST /_sim/reset``         forget everything
+
+Faults are chosen by the destination number's last digits: see
+:mod:`sms_pipeline.simulator.rules`. Other modules (e.g. an inbound API) add routes
+through ``SimulatorConfig.extra_routes`` and reach the store via ``app[STATE_KEY]``.
+
+Tests: ``with running_simulator(SimulatorConfig(...)) as base_url: ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import hmac
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from aiohttp import web
+
+from sms_pipeline.gateway.codec import (
+    ParsedState,
+    RequestParseError,
+    build_answer,
+    parse_send_request,
+    parse_status_request,
+)
+from sms_pipeline.gateway.statuses import GatewayStatus
+from sms_pipeline.simulator.rules import DEFAULT_RULES, MALFORMED_ANSWER, Action, Rule
+from sms_pipeline.simulator.state import SimState, gateway_date
+
+log = logging.getLogger(__name__)
+
+SEND_PATH: Final = "/ip2sms/"
+STATUS_PATH: Final = "/ip2sms-request/"
+MAX_REQUEST_BYTES: Final = 64 * 1024
+XML_TYPE: Final = "text/xml"
+# The gateway's own literal dupe answer (single quotes and an empty date, as seen).
+DUPE_ANSWER: Final = b"<status date=''><state error='uniq_key dupe'>Rejected</state></status>"
+
+RouteRegistrar = Callable[[web.Application], None]
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    """Everything the simulator can be told. ``port=0`` picks a free port."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    login: str = "demo"
+    password: str = field(default="demo", repr=False)
+    latency_ms: float = 0.0
+    enroute_after: float = 1.0
+    deliver_after: float = 2.0
+    slow_seconds: float = 15.0
+    rules: Sequence[Rule] = DEFAULT_RULES
+    extra_routes: Sequence[RouteRegistrar] = ()
+    shutdown_timeout: float = 1.0
+
+
+STATE_KEY: Final = web.AppKey("sms_sim_state", SimState)
+CONFIG_KEY: Final = web.AppKey("sms_sim_config", SimulatorConfig)
+
+
+def _expected_auth(config: SimulatorConfig) -> bytes:
+    token = base64.b64encode(f"{config.login}:{config.password}".encode()).decode("ascii")
+    return f"Basic {token}".encode()
+
+
+class _Handlers:
+    """The request handlers, with the per-app values they need bound once."""
+
+    def __init__(self, config: SimulatorConfig, state: SimState) -> None:
+        self.config = config
+        self.state = state
+        self.expected_auth = _expected_auth(config)
+        self.latency = config.latency_ms / 1000.0
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        return hmac.compare_digest(header.encode("utf-8", "replace"), self.expected_auth)
+
+    @staticmethod
+    def _xml(body: bytes, status: int = 200) -> web.Response:
+        return web.Response(body=body, status=status, content_type=XML_TYPE, charset="utf-8")
+
+    @staticmethod
+    def _malformed() -> web.Response:
+        return web.Response(body=MALFORMED_ANSWER, content_type="text/plain")
+
+    def _unauthorized(self) -> web.Response:
+        self.state.stats["auth_failures"] += 1
+        return web.Response(
+            status=401,
+            text="Unauthorized",
+            headers={"WWW-Authenticate": 'Basic realm="ip2sms"'},
+        )
+
+    async def _read(self, request: web.Request) -> bytes | None:
+        if request.content_length is not None and request.content_length > MAX_REQUEST_BYTES:
+            return None
+        raw = await request.content.read(MAX_REQUEST_BYTES + 1)
+        return None if len(raw) > MAX_REQUEST_BYTES else raw
+
+    async def send(self, request: web.Request) -> web.Response:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if not self._authorized(request):
+            return self._unauthorized()
+        raw = await self._read(request)
+        if raw is None:
+            return web.Response(status=413, text="Request Entity Too Large")
+        try:
+            req = parse_send_request(raw)
+        except RequestParseError:
+            self.state.stats["bad_requests"] += 1
+            return self._malformed()
+        state = self.state
+        decision = state.submit(req)
+        action = decision.action
+        if action is Action.ACCEPT:
+            pass
+        elif action is Action.DUPLICATE:
+            return self._xml(DUPE_ANSWER)
+        elif action is Action.HTTP_ERROR:
+            rule = decision.rule
+            assert rule is not None
+            headers = {}
+            if rule.retry_after is not None:
+                headers["Retry-After"] = f"{rule.retry_after:g}"
+            text = "Too Many Requests" if rule.http_status == 429 else "Application Error"
+            return web.Response(status=rule.http_status, text=text, headers=headers)
+        elif action is Action.REJECT:
+            assert decision.rule is not None
+            item = ParsedState(None, GatewayStatus.REJECTED, decision.rule.error)
+            return self._xml(build_answer([item], date=gateway_date()))
+        elif action is Action.MALFORMED:
+            return self._malformed()
+        elif action is Action.SLOW:
+            rule = decision.rule
+            delay = rule.delay if rule and rule.delay is not None else self.config.slow_seconds
+            await asyncio.sleep(delay)
+            # A retry may have been accepted while this one slept: the real gateway
+            # would refuse the late one by uniq_key too.
+            if state.is_duplicate(req.uniq_key):
+                state.count_late_duplicate()
+                return self._xml(DUPE_ANSWER)
+        message = state.accept(req, decision)
+        item = ParsedState(message.gateway_id, GatewayStatus.ACCEPTED)
+        return self._xml(build_answer([item], date=gateway_date(), ext_id=req.ext_id))
+
+    async def status(self, request: web.Request) -> web.Response:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if not self._authorized(request):
+            return self._unauthorized()
+        raw = await self._read(request)
+        if raw is None:
+            return web.Response(status=413, text="Request Entity Too Large")
+        try:
+            gateway_id = parse_status_request(raw)
+        except RequestParseError:
+            self.state.stats["bad_requests"] += 1
+            return self._malformed()
+        found = self.state.status(gateway_id)
+        if found is None:
+            item = ParsedState(gateway_id, GatewayStatus.UNKNOWN, "Message not found")
+            return self._xml(build_answer([item], date=gateway_date()))
+        message, status, date = found
+        item = ParsedState(gateway_id, status)
+        return self._xml(build_answer([item], date=date, ext_id=message.ext_id))
+
+    # ------------------------------------------------------------------ introspection
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state.stats_dict())
+
+    async def rules(self, request: web.Request) -> web.Response:
+        return web.json_response([rule.to_dict() for rule in self.state.rules.rules])
+
+    async def message(self, request: web.Request) -> web.Response:
+        data = self.state.message_dict(request.match_info["gateway_id"])
+        if data is None:
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response(data)
+
+    async def submissions(self, request: web.Request) -> web.Response:
+        uniq_key = request.query.get("uniq_key")
+        if not uniq_key:
+            return web.json_response({"error": "uniq_key required"}, status=400)
+        return web.json_response(self.state.submissions_for(uniq_key))
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.state.reset()
+        return web.json_response({"reset": True})
+
+
+def create_app(config: SimulatorConfig, state: SimState | None = None) -> web.Application:
+    """The simulator application; ``app[STATE_KEY]`` is its message store."""
+    if state is None:
+        state = SimState(
+            rules=config.rules,
+            enroute_after=config.enroute_after,
+            deliver_after=config.deliver_after,
+        )
+    handlers = _Handlers(config, state)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app[STATE_KEY] = state
+    app[CONFIG_KEY] = config
+    app.router.add_post(SEND_PATH, handlers.send)
+    app.router.add_post(STATUS_PATH, handlers.status)
+    app.router.add_get("/_sim/stats", handlers.stats)
+    app.router.add_get("/_sim/rules", handlers.rules)
+    app.router.add_get("/_sim/messages/{gateway_id}", handlers.message)
+    app.router.add_get("/_sim/submissions", handlers.submissions)
+    app.router.add_post("/_sim/reset", handlers.reset)
+    for register in config.extra_routes:
+        register(app)
+    return app
+
+
+async def _start(
+    config: SimulatorConfig, *, handle_signals: bool
+) -> tuple[web.AppRunner, str, SimState]:
+    app = create_app(config)
+    # Access logging costs about a third of the throughput; the simulator keeps counters.
+    runner = web.AppRunner(app, access_log=None, handle_signals=handle_signals)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, config.host, config.port, shutdown_timeout=config.shutdown_timeout, backlog=1024
+    )
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return runner, f"http://{host}:{port}", app[STATE_KEY]
+
+
+def run(config: SimulatorConfig) -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM). Prints the listening URL on stdout."""
+
+    async def serve() -> None:
+        runner, base_url, _ = await _start(config, handle_signals=True)
+        print(f"gateway simulator listening on {base_url}", flush=True)
+        log.info("gateway simulator listening on %s", base_url)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
+        asyncio.run(serve())
+
+
+class SimulatorServer:
+    """The simulator on a background thread with its own event loop (tests, demo)."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.config = config
+        self.base_url = ""
+        self._state: SimState | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def state(self) -> SimState:
+        """The live store (read it from tests; it is mutated on the server thread)."""
+        assert self._state is not None, "simulator not started"
+        return self._state
+
+    @property
+    def send_url(self) -> str:
+        return self.base_url + SEND_PATH
+
+    @property
+    def status_url(self) -> str:
+        return self.base_url + STATUS_PATH
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Start serving; returns the base URL (``http://127.0.0.1:PORT``)."""
+        self._thread = threading.Thread(target=self._serve, name="gateway-sim", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("gateway simulator did not start in time")
+        if self._error is not None:
+            raise RuntimeError("gateway simulator failed to start") from self._error
+        return self.base_url
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._runner, self.base_url, self._state = loop.run_until_complete(
+                _start(self.config, handle_signals=False)
+            )
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+    def stop(self) -> None:
+        """Stop serving; in-flight slow answers are cut after ``shutdown_timeout``."""
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(self.config.shutdown_timeout + 10)
+
+    def __enter__(self) -> SimulatorServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running_simulator(
+    config: SimulatorConfig | None = None, *, port: int | None = 0
+) -> Iterator[str]:
+    """Run the simulator on a background thread for the block; yields its base URL.
+
+    It listens on a free port by default (``port=0``); ``port=None`` keeps
+    ``config.port``. The send URL is ``base_url + SEND_PATH`` (``/ip2sms/``), the status
+    URL ``base_url + STATUS_PATH`` (``/ip2sms-request/``).
+    """
+    config = config or SimulatorConfig()
+    if port is not None:
+        config = dataclasses.replace(config, port=port)
+    server = SimulatorServer(config)
+    base_url = server.start()
+    try:
+        yield base_url
+    finally:
+        server.stop()
+
+
+__all__ = [
+    "CONFIG_KEY",
+    "DUPE_ANSWER",
+    "SEND_PATH",
+    "STATE_KEY",
+    "STATUS_PATH",
+    "RouteRegistrar",
+    "SimulatorConfig",
+    "SimulatorServer",
+    "create_app",
+    "run",
+    "running_simulator",
+]

@@ -1,0 +1,1 @@
+"""Thin Celery tasks: load ids, call a service, decide retry or not."""

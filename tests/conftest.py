@@ -1,0 +1,218 @@
+"""Shared fixtures: real PostgreSQL and Redis (a database and a Redis db of our own).
+
+The environment is set here, before any test imports `sms_pipeline`, because the Celery
+app reads its broker from settings at import. Without PostgreSQL or Redis the tests that
+need them are skipped with the reason printed; under CI=true a missing service fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+PG_ADMIN_URL = os.environ.get(
+    "SMS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_BASE_URL = os.environ.get("SMS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+TEST_DB_NAME = f"sms_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+_TMP = tempfile.mkdtemp(prefix="sms-pipeline-tests-")
+
+
+def _probe_postgres() -> str | None:
+    try:
+        import psycopg
+
+        dsn = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, connect_timeout=3):
+            return None
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {PG_ADMIN_URL}: {type(exc).__name__}"
+
+
+def _claim_redis_db() -> tuple[int | None, str | None]:
+    """Take a Redis db number no other test run holds (a lock key in db 0)."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(f"{REDIS_BASE_URL}/0", socket_connect_timeout=2)
+        for number in range(1, 16):
+            if client.set(f"sms-pipeline-tests:lock:{number}", os.getpid(), nx=True, ex=7200):
+                redis.Redis.from_url(f"{REDIS_BASE_URL}/{number}").flushdb()
+                return number, None
+        return None, "every Redis db 1-15 is held by another test run"
+    except Exception as exc:
+        return None, f"Redis not reachable at {REDIS_BASE_URL}: {type(exc).__name__}"
+
+
+PG_PROBLEM = _probe_postgres()
+REDIS_DB, REDIS_PROBLEM = _claim_redis_db()
+PG_TEST_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB_NAME
+REDIS_TEST_URL = f"{REDIS_BASE_URL}/{REDIS_DB}" if REDIS_DB is not None else None
+
+os.environ["SMS_DATA_DIR"] = _TMP
+os.environ["SMS_DATABASE_URL"] = PG_TEST_URL if PG_PROBLEM is None else f"sqlite:///{_TMP}/t.db"
+os.environ["SMS_BROKER_URL"] = REDIS_TEST_URL or "memory://"
+os.environ.pop("SMS_REDIS_URL", None)
+# Fast clocks for tests; each test may change more through `settings_env`.
+os.environ.setdefault("SMS_RETRY_BACKOFF_SECONDS", "0.2")
+os.environ.setdefault("SMS_RETRY_BACKOFF_MAX_SECONDS", "2")
+os.environ.setdefault("SMS_WORKER_CONCURRENCY", "8")
+os.environ.setdefault("IP2SMS_READ_TIMEOUT", "3")
+
+
+def require(problem: str | None) -> None:
+    if problem is None:
+        return
+    if CI:
+        pytest.fail(f"CI=true and a required service is missing: {problem}")
+    pytest.skip(problem)
+
+
+def pytest_report_header(config: Any) -> list[str]:
+    return [
+        f"postgres: {'ok (' + TEST_DB_NAME + ')' if PG_PROBLEM is None else PG_PROBLEM}",
+        f"redis: {'ok (db ' + str(REDIS_DB) + ')' if REDIS_PROBLEM is None else REDIS_PROBLEM}",
+    ]
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    if REDIS_DB is not None:
+        with contextlib.suppress(Exception):
+            import redis
+
+            redis.Redis.from_url(f"{REDIS_BASE_URL}/{REDIS_DB}").flushdb()
+            redis.Redis.from_url(f"{REDIS_BASE_URL}/0").delete(
+                f"sms-pipeline-tests:lock:{REDIS_DB}"
+            )
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Set environment variables for one test; settings are re-read after each change."""
+    from sms_pipeline.settings import get_settings, reset_settings_cache
+
+    def apply(**values: object) -> Any:
+        for key, value in values.items():
+            monkeypatch.setenv(key.upper(), str(value))
+        reset_settings_cache()
+        return get_settings()
+
+    reset_settings_cache()
+    yield apply
+    monkeypatch.undo()
+    reset_settings_cache()
+
+
+@pytest.fixture(scope="session")
+def pg_engine() -> Iterator[Any]:
+    """The session's own PostgreSQL database, migrated to head; dropped at the end."""
+    require(PG_PROBLEM)
+    import psycopg
+
+    from sms_pipeline.db import dispose_engines, get_engine, migrate
+
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{TEST_DB_NAME}"')
+    try:
+        engine = get_engine()
+        assert engine.url.database == TEST_DB_NAME
+        migrate.upgrade(engine)
+        yield engine
+    finally:
+        dispose_engines()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB_NAME}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(pg_engine: Any) -> Iterator[Any]:
+    """A clean PostgreSQL database for one test (every pipeline table emptied after)."""
+    from sqlalchemy import text
+
+    from sms_pipeline.db.models import Base
+
+    yield pg_engine
+    tables = ", ".join(f"verification.{t.name}" for t in Base.metadata.sorted_tables)
+    with pg_engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require(REDIS_PROBLEM)
+    assert REDIS_TEST_URL is not None
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def simulator(settings_env: Any) -> Iterator[Any]:
+    """The IP2SMS simulator on a free loopback port, with settings pointing at it."""
+    from sms_pipeline.simulator import SimulatorConfig, running_simulator
+
+    config = SimulatorConfig(
+        host="127.0.0.1",
+        port=0,
+        login="demo",
+        password="demo",
+        enroute_after=0.2,
+        deliver_after=0.4,
+        slow_seconds=5.0,
+    )
+    with running_simulator(config) as base_url:
+        settings_env(
+            IP2SMS_SEND_URL=f"{base_url}/ip2sms/",
+            IP2SMS_STATUS_URL=f"{base_url}/ip2sms-request/",
+            IP2SMS_LOGIN="demo",
+            IP2SMS_PASSWORD="demo",
+        )
+        yield SimulatorHandle(base_url)
+
+
+class SimulatorHandle:
+    """Talks to the simulator's introspection endpoints."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def stats(self) -> dict[str, Any]:
+        import requests
+
+        answer = requests.get(f"{self.base_url}/_sim/stats", timeout=5)
+        answer.raise_for_status()
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def submissions(self, uniq_key: str) -> int:
+        import requests
+
+        answer = requests.get(
+            f"{self.base_url}/_sim/submissions", params={"uniq_key": uniq_key}, timeout=5
+        )
+        answer.raise_for_status()
+        return int(answer.json()["submissions"])
+
+
+@pytest.fixture
+def worker(db: Any, redis_url: str, simulator: Any) -> Iterator[Any]:
+    """A real Celery worker (threads pool) in this process, on the test's Redis db."""
+    from celery.contrib.testing.worker import start_worker
+
+    from sms_pipeline.celery_app import app
+
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=8,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ) as controller:
+        yield controller

@@ -1,0 +1,148 @@
+"""The send pipeline end to end: real PostgreSQL, Redis, worker and gateway simulator."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from sms_pipeline import InvalidMessage, enqueue_sms
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.models import SendStatus, SmsLog
+
+NORMAL = "+380931234567"
+TRANSIENT_TWICE = "+380931234502"
+TRANSIENT_ALWAYS = "+380931234503"
+REJECTED = "+380931234504"
+
+
+def wait_for(
+    message_id: uuid.UUID, done: Callable[[SmsLog], bool], timeout: float = 30.0
+) -> SmsLog:
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope() as session:
+            row = session.get(SmsLog, message_id)
+            if row is not None and done(row):
+                return row
+        if time.monotonic() > deadline:
+            raise AssertionError(f"message {message_id} did not settle: {row!r}")
+        time.sleep(0.1)
+
+
+def is_final(row: SmsLog) -> bool:
+    return SendStatus(row.send_status).is_final
+
+
+def test_enqueued_message_is_submitted_and_logged(worker: Any, simulator: Any) -> None:
+    message_id = enqueue_sms(NORMAL, "Your code is 123456", "verification")
+    row = wait_for(message_id, is_final)
+    assert row.send_status == SendStatus.SUBMITTED.value
+    assert row.gateway_id
+    assert row.gateway_status == "Accepted"
+    assert row.attempts == 1
+    assert row.submitted_at is not None and row.status_changed_at is not None
+    assert row.uniq_key == message_id.hex
+    assert simulator.submissions(row.uniq_key) == 1
+
+
+def test_two_transient_failures_then_submitted(worker: Any, simulator: Any) -> None:
+    message_id = enqueue_sms(TRANSIENT_TWICE, "hello", "text")
+    row = wait_for(message_id, is_final)
+    assert row.send_status == SendStatus.SUBMITTED.value
+    assert row.attempts == 3
+    assert simulator.submissions(message_id.hex) == 3
+
+
+def test_third_transient_failure_logs_retrycount_exceeded(worker: Any, simulator: Any) -> None:
+    message_id = enqueue_sms(TRANSIENT_ALWAYS, "hello", "text")
+    row = wait_for(message_id, is_final)
+    assert row.send_status == SendStatus.RETRYCOUNT_EXCEEDED.value
+    assert row.attempts == 3
+    assert row.last_error and "503" in row.last_error
+    time.sleep(1.0)  # a fourth attempt, if any, would have arrived by now
+    assert simulator.submissions(message_id.hex) == 3
+
+
+def test_permanent_reject_is_logged_at_once_without_retry(worker: Any, simulator: Any) -> None:
+    message_id = enqueue_sms(REJECTED, "hello", "text")
+    row = wait_for(message_id, is_final)
+    assert row.send_status == SendStatus.REJECTED.value
+    assert row.gateway_status == "Rejected"
+    assert row.last_error and "Invalid abonent number" in row.last_error
+    assert row.attempts == 1
+    assert simulator.submissions(message_id.hex) == 1
+
+
+def test_duplicate_task_delivery_submits_once(db: Any, simulator: Any, monkeypatch: Any) -> None:
+    from sms_pipeline.services import outbox, sending
+
+    monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
+    message_id = enqueue_sms(NORMAL, "hello", "text")
+    first = sending.attempt_send(message_id)
+    second = sending.attempt_send(message_id)
+    assert (first.outcome, second.outcome) == ("submitted", "skipped")
+    assert simulator.submissions(message_id.hex) == 1
+
+
+def test_rolled_back_caller_transaction_sends_nothing(
+    db: Any, simulator: Any, monkeypatch: Any
+) -> None:
+    from sms_pipeline.db import get_sessionmaker
+    from sms_pipeline.services import outbox
+
+    published: list[Any] = []
+    monkeypatch.setattr(outbox, "publish", lambda dispatches: published.extend(dispatches))
+    with get_sessionmaker()() as session:
+        enqueue_sms(NORMAL, "hello", session=session)
+        session.rollback()
+    with get_sessionmaker()() as session:
+        kept = enqueue_sms(NORMAL, "hello", session=session)
+        assert published == []  # not before the commit
+        session.commit()
+    assert [d.message_id for d in published] == [kept]
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(SmsLog)) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"phone_number": "12", "body": "x"}, "phone_number"),
+        ({"phone_number": "+380931234567", "body": "  "}, "body"),
+        ({"phone_number": "+380931234567", "body": "x", "type": "fax"}, "type"),
+        ({"phone_number": "+380931234567", "body": "x" * 2000}, "body"),
+        ({"phone_number": "+380931234567", "body": "x", "account": "nope"}, "account"),
+    ],
+)
+def test_bad_input_raises_invalid_message_and_stores_nothing(
+    db: Any, kwargs: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        enqueue_sms(**kwargs)
+    assert info.value.field == field
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(SmsLog)) == 0
+
+
+def test_sweeper_resends_message_whose_dispatch_was_lost(
+    worker: Any, simulator: Any, monkeypatch: Any, settings_env: Any
+) -> None:
+    from sms_pipeline.services import outbox
+
+    real_publish = outbox.publish
+    monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
+    message_id = enqueue_sms(NORMAL, "hello", "text")
+    time.sleep(0.5)
+    with session_scope() as session:
+        assert session.get(SmsLog, message_id).send_status == SendStatus.QUEUED.value
+    monkeypatch.setattr(outbox, "publish", real_publish)
+    settings_env(SMS_OUTBOX_GRACE_SECONDS=1)
+    time.sleep(1.1)
+    assert outbox.sweep_outbox().dispatched == 1
+    row = wait_for(message_id, is_final)
+    assert row.send_status == SendStatus.SUBMITTED.value

@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from sms_pipeline.settings import Settings, get_settings
 
@@ -22,7 +22,12 @@ MAINTENANCE_QUEUE = "maintenance"  # beat's periodic jobs
 ALL_QUEUES = (URGENT_QUEUE, BULK_QUEUE, STATUS_QUEUE, MAINTENANCE_QUEUE)
 
 # Every module that defines tasks; the worker imports them all at start.
-TASK_MODULES = ("sms_pipeline.tasks.send",)
+TASK_MODULES = (
+    "sms_pipeline.tasks.send",
+    "sms_pipeline.tasks.callbacks",
+    "sms_pipeline.tasks.status",
+    "sms_pipeline.tasks.replication",
+)
 
 # Task names: services dispatch by name so they never import the tasks package.
 SEND_TASK = "sms_pipeline.send"
@@ -103,7 +108,7 @@ def configure(app: Celery, settings: Settings) -> None:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_queues=[Queue(name) for name in ALL_QUEUES],
+        task_queues=[Queue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
         task_default_queue=BULK_QUEUE,
         task_routes={
             CHECK_STATUS_TASK: {"queue": STATUS_QUEUE},

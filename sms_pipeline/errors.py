@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 
-class InvalidMessage(ValueError):
+class InvalidMessage(ValueError):  # noqa: N818  (the name is the public contract)
     """A message was refused before anything was stored; `field` names the bad argument."""
 
     def __init__(self, field: str, reason: str) -> None:

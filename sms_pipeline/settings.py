@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     ip2sms_status_url: str = Field(
         "http://127.0.0.1:8080/ip2sms-request/", description="Status request URL."
     )
+    ip2sms_inbound_url: str = Field(
+        "http://127.0.0.1:8080/ip2sms-inbound/",
+        description="Base URL of our inbound API (replies, shortcodes); see docs/inbound.md.",
+    )
     ip2sms_login: str = Field("demo", description="HTTP Basic login.")
     ip2sms_password: SecretStr = Field(SecretStr("demo"), description="HTTP Basic password.")
     ip2sms_source: str = Field("HEALTH", description="Default sender id (source).")
@@ -138,6 +142,11 @@ class Settings(BaseSettings):
     sms_replication_safe_window_seconds: int = Field(
         600, ge=1, description="How far back each replication pass looks for missed rows."
     )
+    sms_verification_template: str = Field(
+        "Your verification code: {code}",
+        pattern=r"\{code\}",
+        description="Body of a replicated verification SMS; {code} is the verification's code.",
+    )
     sms_inbound_poll_seconds: float = Field(
         30.0, gt=0, description="How often beat looks for accounts whose inbound poll is due."
     )
@@ -170,6 +179,33 @@ class Settings(BaseSettings):
         None, description="user:password for Flower's UI."
     )
     sms_metrics_port: int = Field(9808, ge=1, le=65535, description="Prometheus exporter port.")
+
+    # --- HTTP API and status callbacks ------------------------------------------------------
+    sms_api_host: str = Field("127.0.0.1", description="Address `sms-pipeline api` listens on.")
+    sms_api_port: int = Field(8000, ge=1, le=65535, description="Port of `sms-pipeline api`.")
+    sms_api_max_body_bytes: int = Field(
+        16384, ge=1024, description="Larger API request bodies are refused (413) unread."
+    )
+    sms_callback_secret: SecretStr | None = Field(
+        None,
+        description="Signs callbacks of messages enqueued without an API key (HMAC-SHA256); "
+        "empty = such callbacks are sent unsigned.",
+    )
+    sms_callback_timeout_seconds: float = Field(
+        5.0, gt=0, le=30, description="Connect and read timeout of one callback POST."
+    )
+    sms_callback_max_attempts: int = Field(
+        6, ge=1, le=20, description="Callback POSTs per event before it is given up."
+    )
+    sms_callback_backoff_seconds: float = Field(
+        60.0, gt=0, description="Delay after the first failed callback; doubles per attempt."
+    )
+    sms_callback_lookback_seconds: int = Field(
+        86400, ge=60, description="How far back the callback sweep looks for final messages."
+    )
+    sms_callback_batch_limit: int = Field(
+        1000, ge=1, description="Most callback events one sweep creates or dispatches."
+    )
 
     @field_validator("sms_status_check_backoff", mode="before")
     @classmethod

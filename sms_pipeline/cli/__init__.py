@@ -21,6 +21,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runtime",
     "simulator",
     "messages",
+    "maintenance",
+    "demo",
+    "api",
 )
 
 

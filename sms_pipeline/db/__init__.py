@@ -1,5 +1,19 @@
 """Database access: engines, sessions, models and migrations."""
 
-from .engine import dispose_engines, get_engine, get_sessionmaker, is_sqlite, session_scope
+from .engine import (
+    affected,
+    dispose_engines,
+    get_engine,
+    get_sessionmaker,
+    is_sqlite,
+    session_scope,
+)
 
-__all__ = ["dispose_engines", "get_engine", "get_sessionmaker", "is_sqlite", "session_scope"]
+__all__ = [
+    "affected",
+    "dispose_engines",
+    "get_engine",
+    "get_sessionmaker",
+    "is_sqlite",
+    "session_scope",
+]

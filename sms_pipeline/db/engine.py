@@ -11,9 +11,9 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,9 +33,15 @@ def normalise_url(url: str | URL) -> URL:
     return parsed
 
 
-def is_sqlite(engine_or_url: Engine | str | URL) -> bool:
-    url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(engine_or_url)
-    return url.get_backend_name() == "sqlite"
+def is_sqlite(bind: Engine | Connection | str | URL) -> bool:
+    if isinstance(bind, Engine | Connection):
+        return bind.dialect.name == "sqlite"
+    return make_url(bind).get_backend_name() == "sqlite"
+
+
+def affected(result: Result[Any]) -> int:
+    """Rows matched by an UPDATE/DELETE (session.execute types it as a plain Result)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -131,4 +137,9 @@ def dispose_engines() -> None:
 
 
 # A forked child must not reuse the parent's sockets.
-os.register_at_fork(after_in_child=lambda: _engines.clear() or _sessionmakers.clear())
+def _forget_after_fork() -> None:
+    _engines.clear()
+    _sessionmakers.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

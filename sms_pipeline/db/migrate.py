@@ -16,8 +16,9 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 VERSION_TABLE = "sms_pipeline_alembic_version"
 
 
-def _config(engine: Engine, connection: object, stdout: io.TextIOBase | None = None) -> Config:
-    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"), stdout=stdout or io.StringIO())
+def _config(engine: Engine, connection: object) -> Config:
+    # Alembic prints to stdout; the CLI says what happened itself.
+    cfg = Config(str(MIGRATIONS_DIR / "alembic.ini"), stdout=io.StringIO())
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
     return cfg

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Final, Literal, Self, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.auth import HTTPBasicAuth
 
 from sms_pipeline.gateway.codec import (
     DEFAULT_MAX_BYTES,
@@ -175,7 +176,6 @@ class IP2SMSClient:
         self.send_url = send_url
         self.status_url = status_url
         self.login = login
-        self.__password = password
         self.source = source
         self.timeout = timeout
         self.validity = validity
@@ -187,10 +187,12 @@ class IP2SMSClient:
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
-            session.auth = (login, password)
             # A gateway is configured, not discovered: never pick up .netrc or env proxies
             # that could replace our credentials.
             session.trust_env = False
+        if session.auth is None:
+            # The password lives only in the session's auth object, never on the client.
+            session.auth = HTTPBasicAuth(login, password)
         self._session = session
         self._headers = {"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml, */*"}
 
@@ -296,6 +298,9 @@ class IP2SMSClient:
             result = convert(parse_answer(raw, max_bytes=self.max_response_bytes), raw)
         except GatewayError as exc:
             outcome = exc.outcome
+            # The transport exception behind it may quote URLs, answers or headers: keep
+            # it out of tracebacks and error reporters, the reason says what happened.
+            exc.__cause__ = exc.__context__ = None
             raise
         finally:
             self._observe(op, outcome, time.perf_counter() - started)

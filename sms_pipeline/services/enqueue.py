@@ -14,7 +14,7 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import MESSAGE_TYPES, MessageType, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.services.accounts import find_account
-from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit, dispatch_of
+from sms_pipeline.services.outbox import dispatch_after_commit, dispatch_of
 from sms_pipeline.services.segments import count_segments
 from sms_pipeline.settings import Settings, get_settings
 
@@ -86,7 +86,7 @@ def is_opted_out(session: Session, phone_number: str) -> bool:
 def enqueue_sms(
     phone_number: str,
     body: str,
-    type: str = "text",  # noqa: A002  (the public name, as the spec gives it)
+    type: str = "text",
     *,
     account: str | int | None = None,
     priority: int = 0,

@@ -25,7 +25,7 @@ from sms_pipeline.celery_app import (
     app,
     celery_priority,
 )
-from sms_pipeline.db import is_sqlite, session_scope
+from sms_pipeline.db import affected, is_sqlite, session_scope
 from sms_pipeline.db.models import MessageType, SendStatus, SmsLog, utcnow
 from sms_pipeline.settings import Settings, get_settings
 
@@ -103,32 +103,38 @@ class SweepResult:
     dispatched: int
 
 
-def release_expired_claims(session: Session, now: dt.datetime, settings: Settings) -> tuple[int, int]:
+def release_expired_claims(
+    session: Session, now: dt.datetime, settings: Settings
+) -> tuple[int, int]:
     """Claims whose worker died: back to QUEUED, or RETRYCOUNT EXCEEDED if none are left."""
     base = and_(SmsLog.send_status == SendStatus.SENDING.value, SmsLog.lease_until < now)
-    exhausted = session.execute(
-        update(SmsLog)
-        .where(base, SmsLog.attempts >= settings.sms_max_attempts)
-        .values(
-            send_status=SendStatus.RETRYCOUNT_EXCEEDED.value,
-            last_error="worker lost during the last attempt",
-            lease_until=None,
-            final_at=now,
+    exhausted = affected(
+        session.execute(
+            update(SmsLog)
+            .where(base, SmsLog.attempts >= settings.sms_max_attempts)
+            .values(
+                send_status=SendStatus.RETRYCOUNT_EXCEEDED.value,
+                last_error="worker lost during the last attempt",
+                lease_until=None,
+                final_at=now,
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    released = session.execute(
-        update(SmsLog)
-        .where(base)
-        .values(
-            send_status=SendStatus.QUEUED.value,
-            last_error="worker lost during a send attempt",
-            lease_until=None,
-            dispatched_at=None,
-            due_at=now,
+    )
+    released = affected(
+        session.execute(
+            update(SmsLog)
+            .where(base)
+            .values(
+                send_status=SendStatus.QUEUED.value,
+                last_error="worker lost during a send attempt",
+                lease_until=None,
+                dispatched_at=None,
+                due_at=now,
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     return released, exhausted
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import session_scope
+from sms_pipeline.db import affected, session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import (
     GatewayCreditsExhausted,
@@ -179,9 +179,7 @@ def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> 
 
     def write() -> int:
         with session_scope(settings) as session:
-            updated = session.execute(
-                update(SmsLog).where(_ours(claim)).values(**values)
-            ).rowcount
+            updated = affected(session.execute(update(SmsLog).where(_ours(claim)).values(**values)))
             if updated:
                 account_rules.charge_credits(session, claim.account_id, claim.segments)
             return updated
@@ -271,9 +269,7 @@ def _record_failure(claim: _Claim, exc: GatewayError, settings: Settings) -> Att
 
     def write() -> int:
         with session_scope(settings) as session:
-            updated = session.execute(
-                update(SmsLog).where(_ours(claim)).values(**values)
-            ).rowcount
+            updated = affected(session.execute(update(SmsLog).where(_ours(claim)).values(**values)))
             if updated and account_pause is not None:
                 account_rules.pause_account(session, claim.account_id, *account_pause)
             return updated

@@ -30,7 +30,9 @@ from sms_pipeline.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-def _message_from_row(session: Session, row: SmsQueue, now: dt.datetime, settings: Settings) -> SmsLog:
+def _message_from_row(
+    session: Session, row: SmsQueue, now: dt.datetime, settings: Settings
+) -> SmsLog:
     message_id = uuid.uuid4()
     status, error, segments, encoding = SendStatus.QUEUED, None, 1, "GSM-7"
     number = (row.num_to or "")[:32]
@@ -46,9 +48,12 @@ def _message_from_row(session: Session, row: SmsQueue, now: dt.datetime, setting
             segments, encoding = valid.segments, valid.encoding
         except InvalidMessage as exc:
             status, error = SendStatus.DATA1_INVALID, str(exc)
-    if status is SendStatus.QUEUED and message_type not in ESSENTIAL_TYPES:
-        if is_opted_out(session, number):
-            status, error = SendStatus.OPTED_OUT, "number opted out"
+    if (
+        status is SendStatus.QUEUED
+        and message_type not in ESSENTIAL_TYPES
+        and is_opted_out(session, number)
+    ):
+        status, error = SendStatus.OPTED_OUT, "number opted out"
     send_at = row.send_at
     return SmsLog(
         id=message_id,
@@ -75,7 +80,9 @@ def _message_from_row(session: Session, row: SmsQueue, now: dt.datetime, setting
     )
 
 
-def ingest_account_queue(account_id: int, settings: Settings | None = None, *, limit: int = 1000) -> int:
+def ingest_account_queue(
+    account_id: int, settings: Settings | None = None, *, limit: int = 1000
+) -> int:
     """Move up to `limit` waiting queue rows of one account into the log; returns how many."""
     settings = settings or get_settings()
     now = utcnow()

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import hmac
 import logging
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -238,11 +239,14 @@ async def _start(
 ) -> tuple[web.AppRunner, str, SimState]:
     app = create_app(config)
     # Access logging costs about a third of the throughput; the simulator keeps counters.
-    runner = web.AppRunner(app, access_log=None, handle_signals=handle_signals)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, config.host, config.port, shutdown_timeout=config.shutdown_timeout, backlog=1024
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=handle_signals,
+        shutdown_timeout=config.shutdown_timeout,
     )
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, backlog=1024)
     await site.start()
     host, port = runner.addresses[0][:2]
     if ":" in host:
@@ -254,15 +258,22 @@ def run(config: SimulatorConfig) -> None:
     """Serve until interrupted (Ctrl-C / SIGTERM). Prints the listening URL on stdout."""
 
     async def serve() -> None:
-        runner, base_url, _ = await _start(config, handle_signals=True)
+        runner, base_url, _ = await _start(config, handle_signals=False)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # Exit 0 on `docker stop` / Ctrl-C after closing connections properly.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, stop.set)
         print(f"gateway simulator listening on {base_url}", flush=True)
         log.info("gateway simulator listening on %s", base_url)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
+        log.info("gateway simulator stopped")
 
-    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,29 +11,11 @@ from sqlalchemy import func, select
 from sms_pipeline import InvalidMessage, enqueue_sms
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog
+from tests.helpers import NORMAL, is_final, wait_for
 
-NORMAL = "+380931234567"
 TRANSIENT_TWICE = "+380931234502"
 TRANSIENT_ALWAYS = "+380931234503"
 REJECTED = "+380931234504"
-
-
-def wait_for(
-    message_id: uuid.UUID, done: Callable[[SmsLog], bool], timeout: float = 30.0
-) -> SmsLog:
-    deadline = time.monotonic() + timeout
-    while True:
-        with session_scope() as session:
-            row = session.get(SmsLog, message_id)
-            if row is not None and done(row):
-                return row
-        if time.monotonic() > deadline:
-            raise AssertionError(f"message {message_id} did not settle: {row!r}")
-        time.sleep(0.1)
-
-
-def is_final(row: SmsLog) -> bool:
-    return SendStatus(row.send_status).is_final
 
 
 def test_enqueued_message_is_submitted_and_logged(worker: Any, simulator: Any) -> None:

@@ -90,6 +90,13 @@ class SmsLog(Base):
         ),
         Index("ix_sms_log_gateway_id", "gateway_id"),
         Index("ix_sms_log_inserted_at", "inserted_at"),
+        # Callback sweep: recently final messages that asked for a status callback.
+        Index(
+            "ix_sms_log_callbacks",
+            "final_at",
+            postgresql_where=text("callback_url IS NOT NULL"),
+            sqlite_where=text("callback_url IS NOT NULL"),
+        ),
     )
 
     # --- the seed's columns --------------------------------------------------------------
@@ -126,6 +133,8 @@ class SmsLog(Base):
     # The seed-2 QUEUE row this message came from (SQL route), once only.
     queue_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     callback_url: Mapped[str | None] = mapped_column(String(2000))
+    # The API key that created the message: its signing secret signs the callbacks.
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
 
     # --- machinery -----------------------------------------------------------------------
     dispatched_at: Mapped[dt.datetime | None]  # last publish of a send task

@@ -168,6 +168,7 @@ def upgrade() -> None:
         sa.Column("verification_id", sa.Uuid(), nullable=True),
         sa.Column("queue_id", sa.BigInteger(), nullable=True),
         sa.Column("callback_url", sa.String(length=2000), nullable=True),
+        sa.Column("api_key_id", sa.Integer(), nullable=True),
         sa.Column("dispatched_at", UTCDateTime(), nullable=True),
         sa.Column("lease_until", UTCDateTime(), nullable=True),
         sa.Column("next_check_at", UTCDateTime(), nullable=True),
@@ -191,11 +192,25 @@ def upgrade() -> None:
             ["verification.accounts.id"],
             name=op.f("fk_sms_log_account_id_accounts"),
         ),
+        sa.ForeignKeyConstraint(
+            ["api_key_id"],
+            ["verification.api_keys.id"],
+            name=op.f("fk_sms_log_api_key_id_api_keys"),
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sms_log")),
         sa.UniqueConstraint("queue_id", name=op.f("uq_sms_log_queue_id")),
         sa.UniqueConstraint("uniq_key", name=op.f("uq_sms_log_uniq_key")),
         sa.UniqueConstraint("verification_id", name=op.f("uq_sms_log_verification_id")),
         schema="verification",
+    )
+    op.create_index(
+        "ix_sms_log_callbacks",
+        "sms_log",
+        ["final_at"],
+        unique=False,
+        schema="verification",
+        postgresql_where=sa.text("callback_url IS NOT NULL"),
+        sqlite_where=sa.text("callback_url IS NOT NULL"),
     )
     op.create_index(
         "ix_sms_log_gateway_id", "sms_log", ["gateway_id"], unique=False, schema="verification"
@@ -438,6 +453,7 @@ def downgrade() -> None:
     )
     op.drop_index("ix_sms_log_inserted_at", table_name="sms_log", schema="verification")
     op.drop_index("ix_sms_log_gateway_id", table_name="sms_log", schema="verification")
+    op.drop_index("ix_sms_log_callbacks", table_name="sms_log", schema="verification")
     op.drop_table("sms_log", schema="verification")
     op.drop_index(op.f("ix_api_keys_prefix"), table_name="api_keys", schema="verification")
     op.drop_table("api_keys", schema="verification")

@@ -1,0 +1,64 @@
+"""`sms-pipeline worker` and `sms-pipeline beat`: the Celery processes with our defaults."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sms_pipeline.settings import get_settings
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The celery worker command line: a threads pool sized for I/O-bound gateway calls."""
+    settings = get_settings()
+    argv = [
+        "worker",
+        f"--pool={args.pool}",
+        f"--concurrency={args.concurrency or settings.sms_worker_concurrency}",
+        f"--queues={args.queues}",
+        f"--loglevel={args.loglevel or settings.sms_log_level}",
+    ]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    if settings.is_embedded_broker:
+        # The embedded broker has no broadcast: no remote control, events or gossip.
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return argv
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from sms_pipeline.celery_app import app
+
+    if get_settings().is_embedded_broker:
+        app.conf.worker_send_task_events = False
+        app.conf.task_send_sent_event = False
+        app.conf.worker_enable_remote_control = False
+    app.worker_main(worker_argv(args))
+    return 0
+
+
+def _beat(args: argparse.Namespace) -> int:
+    from sms_pipeline.celery_app import app
+
+    settings = get_settings()
+    settings.sms_data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = args.schedule or str(settings.sms_data_dir / "celerybeat-schedule")
+    app.start(["beat", f"--schedule={schedule}", f"--loglevel={args.loglevel or 'INFO'}"])
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    from sms_pipeline.celery_app import ALL_QUEUES
+
+    worker = subparsers.add_parser("worker", help="run a Celery worker (all queues by default)")
+    worker.add_argument("--concurrency", type=int, default=None, help="threads (default: settings)")
+    worker.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"])
+    worker.add_argument("--queues", default=",".join(ALL_QUEUES))
+    worker.add_argument("--hostname", default=None)
+    worker.add_argument("--loglevel", default=None)
+    worker.set_defaults(func=_worker)
+
+    beat = subparsers.add_parser("beat", help="run celery beat (run exactly one)")
+    beat.add_argument("--schedule", default=None, help="schedule file (default: data dir)")
+    beat.add_argument("--loglevel", default=None)
+    beat.set_defaults(func=_beat)

@@ -1,0 +1,311 @@
+"""Our inbound API next to IP2SMS: replies and shortcode messages, fetched in pages.
+
+IP2SMS defines no way to fetch incoming messages, so this small protocol is ours
+(docs/inbound.md); it keeps the gateway's conventions: HTTP POST of a small XML document
+with Basic auth, XML answers, the same error classes. Both sides live here, like
+:mod:`sms_pipeline.gateway.codec`: the client (:class:`InboundClient`) and the helpers the
+simulator answers with.
+
+Request (``POST <IP2SMS_INBOUND_URL>replies`` or ``.../shortcodes``)::
+
+    <request after="0" limit="100">replies</request>
+
+Answers, items in increasing ``id`` order, every ``id`` greater than ``after``::
+
+    <replies date="Wed, 28 Mar 2007 12:35:00 +0300">
+      <reply id="17" ref="3806712345671174984921384" from="+380931234567"
+             date="Wed, 28 Mar 2007 12:34:00 +0300">STOP</reply>
+    </replies>
+    <shortcodes date="...">
+      <shortcode id="5" code="31234" keyword="HEALTH" from="+380931234567"
+                 date="...">HEALTH yes</shortcode>
+    </shortcodes>
+
+A page holding ``limit`` items means "there may be more: ask again after the last id".
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Literal, Self
+
+import requests
+
+from sms_pipeline.gateway.client import IP2SMSClient
+from sms_pipeline.gateway.codec import (
+    DEFAULT_MAX_BYTES,
+    RequestParseError,
+    UnsafeXMLError,
+    _prepare,
+    _safe_fromstring,
+    _tostring,
+    check_xml_text,
+    parse_gateway_date,
+)
+from sms_pipeline.gateway.errors import GatewayError, GatewayProtocolError
+
+if TYPE_CHECKING:
+    from sms_pipeline.settings import Settings
+
+Kind = Literal["replies", "shortcodes"]
+REPLIES: Final = "replies"
+SHORTCODES: Final = "shortcodes"
+KINDS: Final[tuple[Kind, ...]] = ("replies", "shortcodes")
+ITEM_TAG: Final[dict[str, str]] = {REPLIES: "reply", SHORTCODES: "shortcode"}
+# The most items one page carries; a client asking for more gets this many.
+MAX_PAGE: Final = 100
+# 100 items of up to a few KB each; larger answers are refused like any oversized answer.
+DEFAULT_INBOUND_MAX_BYTES: Final = max(DEFAULT_MAX_BYTES, 1024 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundItem:
+    """One incoming message as the gateway reports it.
+
+    ``in_reply_to`` (replies) is the gateway id of the message answered; ``shortcode``
+    and ``keyword`` are set for shortcode messages. ``text`` is personal data: never log it.
+    """
+
+    kind: Kind
+    id: int
+    phone_number: str
+    text: str = field(repr=False)
+    received_at: datetime | None = None
+    date_raw: str | None = None
+    in_reply_to: str | None = None
+    shortcode: str | None = None
+    keyword: str | None = None
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def build_page_request(kind: Kind, after: int, limit: int = MAX_PAGE) -> bytes:
+    """``<request after=".." limit="..">replies</request>``."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown inbound kind {kind!r}")
+    if after < 0 or limit < 1:
+        raise ValueError("after must be >= 0 and limit >= 1")
+    root = ET.Element("request", {"after": str(after), "limit": str(limit)})
+    root.text = kind
+    return _tostring(root)
+
+
+def parse_page_request(raw: bytes) -> tuple[Kind, int, int]:
+    """(kind, after, limit) of a page request; RequestParseError when it is not one.
+
+    ``limit`` is capped at :data:`MAX_PAGE`; a missing ``after`` means 0.
+    """
+    try:
+        root = _safe_fromstring(_prepare(raw))
+    except ValueError as exc:
+        raise RequestParseError(str(exc)) from None
+    if root.tag.rsplit("}", 1)[-1].lower() != "request":
+        raise RequestParseError("expected <request>")
+    kind = (root.text or "").strip().lower()
+    if kind not in KINDS:
+        raise RequestParseError("request is not for replies or shortcodes")
+    try:
+        after = int((root.get("after") or "0").strip())
+        limit = int((root.get("limit") or str(MAX_PAGE)).strip())
+    except ValueError:
+        raise RequestParseError("after and limit must be integers") from None
+    if after < 0 or limit < 1:
+        raise RequestParseError("after must be >= 0 and limit >= 1")
+    return kind, after, min(limit, MAX_PAGE)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def build_page_answer(kind: Kind, items: Iterable[InboundItem], *, date: str) -> bytes:
+    """The answer document for one page (the simulator's side)."""
+    root = ET.Element(kind, {"date": date})
+    for item in items:
+        attrs = {"id": str(item.id), "from": check_xml_text(item.phone_number, "from")}
+        if item.date_raw:
+            attrs["date"] = item.date_raw
+        if kind == REPLIES and item.in_reply_to is not None:
+            attrs["ref"] = check_xml_text(item.in_reply_to, "ref")
+        if kind == SHORTCODES:
+            attrs["code"] = check_xml_text(item.shortcode or "", "code")
+            if item.keyword:
+                attrs["keyword"] = check_xml_text(item.keyword, "keyword")
+        element = ET.SubElement(root, ITEM_TAG[kind], attrs)
+        element.text = check_xml_text(item.text, "text")
+    return _tostring(root)
+
+
+def _clean(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def parse_page_answer(
+    raw: bytes, kind: Kind, *, after: int = 0, max_bytes: int = DEFAULT_INBOUND_MAX_BYTES
+) -> list[InboundItem]:
+    """The items of one page, in increasing id order.
+
+    Raises GatewayProtocolError (transient) for anything that is not such a page: plain
+    text, ``<error>``, DTDs/entities, an item without a usable id or number. Items whose
+    id is not above ``after`` are dropped (a gateway repeating itself is harmless).
+    The reason never quotes the answer.
+    """
+    if len(raw) > max_bytes:
+        raise GatewayProtocolError(f"answer larger than {max_bytes} bytes")
+    data = _prepare(raw)
+    if not data:
+        raise GatewayProtocolError("empty answer")
+    if not data.startswith(b"<"):
+        raise GatewayProtocolError("answer is plain text, not XML")
+    try:
+        root = _safe_fromstring(data)
+    except UnsafeXMLError as exc:
+        raise GatewayProtocolError(str(exc)) from None
+    except ValueError as exc:
+        raise GatewayProtocolError(f"answer is {exc}") from None
+    name = root.tag.rsplit("}", 1)[-1].lower()
+    if name != kind:
+        raise GatewayProtocolError(f"answer root is <{name[:30]}>, not <{kind}>")
+    items: dict[int, InboundItem] = {}
+    tag = ITEM_TAG[kind]
+    for child in root:
+        if child.tag.rsplit("}", 1)[-1].lower() != tag:
+            continue
+        try:
+            item_id = int((child.get("id") or "").strip())
+        except ValueError:
+            raise GatewayProtocolError(f"<{tag}> without a numeric id") from None
+        number = _clean(child.get("from"))
+        if number is None:
+            raise GatewayProtocolError(f"<{tag}> without a from number")
+        if item_id <= after:
+            continue
+        date_raw = child.get("date")
+        items[item_id] = InboundItem(
+            kind=kind,
+            id=item_id,
+            phone_number=number,
+            text=child.text or "",
+            received_at=parse_gateway_date(date_raw),
+            date_raw=date_raw,
+            in_reply_to=_clean(child.get("ref")) if kind == REPLIES else None,
+            shortcode=_clean(child.get("code")) if kind == SHORTCODES else None,
+            keyword=_clean(child.get("keyword")) if kind == SHORTCODES else None,
+        )
+    return [items[key] for key in sorted(items)]
+
+
+# --------------------------------------------------------------------------- client
+
+
+def page_url(base_url: str, kind: Kind) -> str:
+    return base_url.rstrip("/") + "/" + kind
+
+
+class InboundClient:
+    """Fetches pages of replies and shortcode messages; thread-safe like IP2SMSClient.
+
+    The HTTP exchange (timeouts, size limit, redirects refused, HTTP errors sorted into
+    :mod:`sms_pipeline.gateway.errors`) is IP2SMSClient's own, so both sides of the
+    gateway fail the same way.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        login: str,
+        password: str,
+        timeout: tuple[float, float] = (3.05, 10.0),
+        session: requests.Session | None = None,
+        *,
+        max_response_bytes: int = DEFAULT_INBOUND_MAX_BYTES,
+        pool_size: int = 4,
+    ) -> None:
+        self.base_url = base_url
+        self.login = login
+        self.max_response_bytes = max_response_bytes
+        self._http = IP2SMSClient(
+            base_url,
+            base_url,
+            login,
+            password,
+            source="",
+            timeout=timeout,
+            session=session,
+            max_response_bytes=max_response_bytes,
+            pool_size=pool_size,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings | None = None, session: requests.Session | None = None
+    ) -> InboundClient:
+        if settings is None:
+            from sms_pipeline.settings import get_settings
+
+            settings = get_settings()
+        return cls(
+            settings.ip2sms_inbound_url,
+            settings.ip2sms_login,
+            settings.ip2sms_password.get_secret_value(),
+            (settings.ip2sms_connect_timeout, settings.ip2sms_read_timeout),
+            session,
+            max_response_bytes=max(settings.ip2sms_max_response_bytes, DEFAULT_INBOUND_MAX_BYTES),
+        )
+
+    def __repr__(self) -> str:
+        return f"InboundClient(base_url={self.base_url!r}, login={self.login!r}, password='***')"
+
+    __str__ = __repr__
+
+    def fetch(self, kind: Kind, after: int, limit: int = MAX_PAGE) -> list[InboundItem]:
+        """One page of `kind` with ids above `after`. Raises GatewayError."""
+        payload = build_page_request(kind, after, limit)
+        try:
+            raw = self._http._post(page_url(self.base_url, kind), payload)
+            return parse_page_answer(raw, kind, after=after, max_bytes=self.max_response_bytes)
+        except GatewayError as exc:
+            # The transport exception may quote URLs or answers: the reason says enough.
+            exc.__cause__ = exc.__context__ = None
+            raise
+
+    def replies(self, after: int, limit: int = MAX_PAGE) -> list[InboundItem]:
+        return self.fetch(REPLIES, after, limit)
+
+    def shortcodes(self, after: int, limit: int = MAX_PAGE) -> list[InboundItem]:
+        return self.fetch(SHORTCODES, after, limit)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+__all__ = [
+    "KINDS",
+    "MAX_PAGE",
+    "REPLIES",
+    "SHORTCODES",
+    "InboundClient",
+    "InboundItem",
+    "Kind",
+    "build_page_answer",
+    "build_page_request",
+    "page_url",
+    "parse_page_answer",
+    "parse_page_request",
+]

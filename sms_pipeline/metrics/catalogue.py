@@ -1,0 +1,265 @@
+"""The SMS channel's predefined metrics: one list that the exporter, the docs and the tests share.
+
+Three sources:
+- ``stored``: counters and histograms kept in ``verification.metric_counters`` (they survive
+  restarts and add up across workers); histograms are stored the Prometheus way, as
+  cumulative ``_bucket{le=...}`` rows plus ``_sum`` and ``_count``.
+- ``scrape``: gauges computed from ``sms_log`` when Prometheus scrapes, with indexed queries.
+
+Label values come from bounded vocabularies only (message types, statuses, outcomes, queue
+names, account names): never a phone number, a message id or a gateway id.
+
+``python -m sms_pipeline.metrics.catalogue`` prints the markdown table of docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Final
+
+
+class Kind(enum.StrEnum):
+    COUNTER = "counter"
+    HISTOGRAM = "histogram"
+    GAUGE = "gauge"
+
+
+class Source(enum.StrEnum):
+    STORED = "stored"  # metric_counters rows, incremented by the workers
+    SCRAPE = "scrape"  # computed from sms_log at scrape time
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric as Prometheus shows it (counters carry their `_total` suffix here)."""
+
+    name: str
+    kind: Kind
+    source: Source
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+    label_values: str = ""  # the vocabulary of the labels, for the docs
+
+    @property
+    def family(self) -> str:
+        """The metric family name (prometheus_client adds `_total` to counters itself)."""
+        if self.kind is Kind.COUNTER and self.name.endswith("_total"):
+            return self.name[: -len("_total")]
+        return self.name
+
+    @property
+    def sample_names(self) -> tuple[str, ...]:
+        if self.kind is Kind.HISTOGRAM:
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+# Gateway answers normally take tens of milliseconds; the read timeout is 10 s by default.
+GATEWAY_LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Retries back off 5 s, 10 s, 20 s...; send windows and pauses can hold a message for hours.
+ENQUEUE_TO_SUBMIT_BUCKETS: Final = (
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0
+)  # fmt: skip
+# Delivery reports arrive within seconds to minutes; Terminated after 30 minutes.
+SUBMIT_TO_DELIVERED_BUCKETS: Final = (
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0
+)  # fmt: skip
+ATTEMPT_BUCKETS: Final = (1.0, 2.0, 3.0, 4.0, 5.0, 10.0)
+
+# The `status` values of sms_messages_total: what happened to a message on its way in/out.
+MESSAGE_EVENTS: Final = (
+    "enqueued",
+    "submitted",
+    "rejected",
+    "retrycount_exceeded",
+    "number_invalid",
+    "data1_invalid",
+    "opted_out",
+)
+GATEWAY_OUTCOMES: Final = (
+    "ok",
+    "timeout",
+    "refused",
+    "http_4xx",
+    "http_5xx",
+    "http_429",
+    "parse_error",
+    "rejected",
+    "auth",
+)
+
+MESSAGES_TOTAL: Final = "sms_messages_total"
+GATEWAY_REQUESTS_TOTAL: Final = "sms_gateway_requests_total"
+GATEWAY_DURATION: Final = "sms_gateway_request_duration_seconds"
+STATUS_TRANSITIONS_TOTAL: Final = "sms_status_transitions_total"
+ENQUEUE_TO_SUBMIT: Final = "sms_enqueue_to_submit_seconds"
+SUBMIT_TO_DELIVERED: Final = "sms_submit_to_delivered_seconds"
+MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
+QUEUE_DEPTH: Final = "sms_queue_depth"
+QUEUE_OLDEST_AGE: Final = "sms_queue_oldest_age_seconds"
+MESSAGES_MOVING: Final = "sms_messages_moving"
+MESSAGES_WINDOW: Final = "sms_messages_window"
+TERMINATED_RATIO: Final = "sms_terminated_ratio"
+DELIVERY_RATIO: Final = "sms_delivery_ratio"
+RETRYCOUNT_EXCEEDED_RATIO: Final = "sms_retrycount_exceeded_ratio"
+WINDOW_SECONDS: Final = "sms_metrics_window_seconds"
+DATABASE_UP: Final = "sms_metrics_database_up"
+
+_TYPES = "verification, medication_request, text, 2FA"
+
+CATALOGUE: Final[tuple[MetricSpec, ...]] = (
+    MetricSpec(
+        MESSAGES_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Messages by what happened to them: enqueued, then one send outcome each.",
+        ("type", "account", "status"),
+        label_values=f"type: {_TYPES}; account: account name; status: "
+        + ", ".join(MESSAGE_EVENTS),
+    ),
+    MetricSpec(
+        GATEWAY_REQUESTS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "IP2SMS HTTP requests by operation and outcome.",
+        ("operation", "outcome"),
+        label_values="operation: send, status; outcome: " + ", ".join(GATEWAY_OUTCOMES),
+    ),
+    MetricSpec(
+        GATEWAY_DURATION,
+        Kind.HISTOGRAM,
+        Source.STORED,
+        "IP2SMS request latency, whatever the outcome.",
+        ("operation",),
+        GATEWAY_LATENCY_BUCKETS,
+        label_values="operation: send, status",
+    ),
+    MetricSpec(
+        STATUS_TRANSITIONS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Gateway status changes recorded, by the status reached.",
+        ("type", "status"),
+        label_values=f"type: {_TYPES}; status: the 11 IP2SMS statuses",
+    ),
+    MetricSpec(
+        ENQUEUE_TO_SUBMIT,
+        Kind.HISTOGRAM,
+        Source.STORED,
+        "Time from enqueue (or the requested send time, if later) to the gateway's acceptance.",
+        ("type",),
+        ENQUEUE_TO_SUBMIT_BUCKETS,
+        label_values=f"type: {_TYPES}",
+    ),
+    MetricSpec(
+        SUBMIT_TO_DELIVERED,
+        Kind.HISTOGRAM,
+        Source.STORED,
+        "Time from submission to the Delivered status (the gateway's status date).",
+        ("type",),
+        SUBMIT_TO_DELIVERED_BUCKETS,
+        label_values=f"type: {_TYPES}",
+    ),
+    MetricSpec(
+        MESSAGE_ATTEMPTS,
+        Kind.HISTOGRAM,
+        Source.STORED,
+        "Send attempts a message used, observed at its final send outcome.",
+        ("type",),
+        ATTEMPT_BUCKETS,
+        label_values=f"type: {_TYPES}",
+    ),
+    MetricSpec(
+        QUEUE_DEPTH,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Messages waiting to be sent or being sent (QUEUED, SENDING).",
+        ("queue", "priority"),
+        label_values="queue: urgent, bulk; priority: 0..9, <0, >9",
+    ),
+    MetricSpec(
+        QUEUE_OLDEST_AGE,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "How long the oldest due message has been waiting (0 when none is due).",
+        ("queue", "priority"),
+        label_values="queue: urgent, bulk; priority: 0..9, <0, >9",
+    ),
+    MetricSpec(
+        MESSAGES_MOVING,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Submitted messages still moving (Accepted, Enroute, Unknown, Pending).",
+    ),
+    MetricSpec(
+        MESSAGES_WINDOW,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Messages enqueued within the window, by their current status.",
+        ("type", "status"),
+        label_values=f"type: {_TYPES}; status: a final gateway status, a final send "
+        "status, moving or pending",
+    ),
+    MetricSpec(
+        TERMINATED_RATIO,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Share of the window's finished messages that ended Terminated (no final status in time).",
+    ),
+    MetricSpec(
+        DELIVERY_RATIO,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Share of the window's finished messages that were Delivered.",
+        ("type",),
+        label_values=f"type: {_TYPES}",
+    ),
+    MetricSpec(
+        RETRYCOUNT_EXCEEDED_RATIO,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Share of the window's finished messages that ended RETRYCOUNT EXCEEDED.",
+    ),
+    MetricSpec(
+        WINDOW_SECONDS,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "The window the *_window and *_ratio gauges look back over.",
+    ),
+    MetricSpec(
+        DATABASE_UP,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "1 when the exporter could read the database at this scrape, else 0.",
+    ),
+)
+
+BY_NAME: Final[dict[str, MetricSpec]] = {spec.name: spec for spec in CATALOGUE}
+
+
+def spec(name: str) -> MetricSpec:
+    return BY_NAME[name]
+
+
+def render_markdown() -> str:
+    """The catalogue as a markdown table (docs/metrics.md embeds this verbatim)."""
+    lines = [
+        "| Metric | Type | Source | Labels | Meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for item in CATALOGUE:
+        labels = ", ".join(item.labels) or "—"
+        if item.label_values:
+            labels += f" ({item.label_values})"
+        meaning = item.help
+        if item.buckets:
+            meaning += " Buckets: " + ", ".join(f"{b:g}" for b in item.buckets) + "."
+        cells = [f"`{item.name}`", item.kind.value, item.source.value, labels, meaning]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(render_markdown(), end="")

@@ -1,0 +1,199 @@
+"""One-line hooks the services call to record metrics; none of them ever raises.
+
+Metrics must never turn a good send into a failure (and a resend): every hook swallows
+its own errors. Labels are bounded: message type, status words, account NAME (the
+accounts table bounds it), never a phone number or an id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, Final, ParamSpec
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from sms_pipeline.db.models import Account
+from sms_pipeline.metrics import catalogue as c
+from sms_pipeline.metrics.store import get_store, histogram_increments
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+
+_PENDING_KEY: Final = "sms_pipeline.pending_metrics"
+# The send status a message ends its enqueue/send step with → the sms_messages_total status.
+SEND_STATUS_EVENTS: Final[dict[str, str]] = {
+    "SUBMITTED": "submitted",
+    "REJECTED": "rejected",
+    "RETRYCOUNT EXCEEDED": "retrycount_exceeded",
+    "number invalid": "number_invalid",
+    "data1 invalid": "data1_invalid",
+    "OPTED OUT": "opted_out",
+}
+_ATTEMPT_OUTCOMES: Final = {"rejected": "rejected", "exhausted": "retrycount_exceeded"}
+
+_names_lock = threading.Lock()
+_account_names: dict[int, str] = {}
+
+
+def _never_raises(fn: Callable[P, None]) -> Callable[P, None]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception:
+            log.warning("metrics hook %s failed", fn.__name__, exc_info=True)
+
+    return wrapper
+
+
+def account_name(account_id: int) -> str:
+    """The account's name (cached per process: accounts are few and never renamed in flight)."""
+    with _names_lock:
+        name = _account_names.get(account_id)
+    if name is not None:
+        return name
+    with get_store().engine.connect() as conn:
+        found = conn.execute(select(Account.name).where(Account.id == account_id)).scalar()
+    name = str(found) if found is not None else "unknown"
+    if found is not None:
+        with _names_lock:
+            _account_names[account_id] = name
+    return name
+
+
+def forget_account_names() -> None:
+    with _names_lock:
+        _account_names.clear()
+
+
+def _seconds(later: dt.datetime | None, earlier: dt.datetime | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    # The gateway's status date has whole seconds: a fast delivery can look negative.
+    return max(0.0, (later - earlier).total_seconds())
+
+
+# --- gateway -----------------------------------------------------------------------------------
+
+
+@_never_raises
+def gateway_request(operation: str, outcome: str, seconds: float) -> None:
+    """The IP2SMSClient observer: one request's operation, outcome and latency."""
+    store = get_store()
+    store.inc(c.GATEWAY_REQUESTS_TOTAL, {"operation": operation, "outcome": outcome})
+    store.observe(c.GATEWAY_DURATION, {"operation": operation}, seconds, c.GATEWAY_LATENCY_BUCKETS)
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+@_never_raises
+def message_stored(session: Session, message_type: str, account: str, send_status: str) -> None:
+    """A message row was written (enqueue, SQL route, replication): counted when it commits."""
+    labels = {"type": message_type, "account": account}
+    increments: list[tuple[str, dict[str, object], float]] = [
+        (c.MESSAGES_TOTAL, {**labels, "status": "enqueued"}, 1.0)
+    ]
+    final_event = SEND_STATUS_EVENTS.get(send_status)
+    if final_event is not None:
+        increments.append((c.MESSAGES_TOTAL, {**labels, "status": final_event}, 1.0))
+    session.info.setdefault(_PENDING_KEY, []).extend(increments)
+
+
+@event.listens_for(Session, "after_commit")
+def _record_committed(session: Session) -> None:
+    pending = session.info.pop(_PENDING_KEY, None)
+    if not pending:
+        return
+    try:
+        store = get_store()
+        for name, labels, value in pending:
+            store.inc(name, labels, value)
+    except Exception:
+        log.warning("metrics: committed increments not recorded", exc_info=True)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_rolled_back(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
+@_never_raises
+def message_submitted(
+    message_type: str,
+    account_id: int,
+    attempts: int,
+    ready_at: dt.datetime | None,
+    submitted_at: dt.datetime,
+    gateway_status: str,
+    status_changed_at: dt.datetime | None = None,
+) -> None:
+    """The gateway took a message (recorded after the row says so)."""
+    store = get_store()
+    labels = {"type": message_type}
+    store.inc(
+        c.MESSAGES_TOTAL,
+        {**labels, "account": account_name(account_id), "status": "submitted"},
+    )
+    store.observe(c.MESSAGE_ATTEMPTS, labels, attempts, c.ATTEMPT_BUCKETS)
+    waited = _seconds(submitted_at, ready_at)
+    if waited is not None:
+        store.observe(c.ENQUEUE_TO_SUBMIT, labels, waited, c.ENQUEUE_TO_SUBMIT_BUCKETS)
+    status_changed(message_type, gateway_status, submitted_at, status_changed_at or submitted_at)
+
+
+@_never_raises
+def message_failed(message_type: str, account_id: int, attempts: int, outcome: str) -> None:
+    """A send attempt failed; `outcome` is AttemptResult.outcome (rejected, exhausted, retry...).
+
+    Only final outcomes count as messages; retries show in the gateway request counters
+    and, at the end, in the attempts histogram.
+    """
+    event_name = _ATTEMPT_OUTCOMES.get(outcome)
+    if event_name is None:
+        return
+    store = get_store()
+    store.inc(
+        c.MESSAGES_TOTAL,
+        {"type": message_type, "account": account_name(account_id), "status": event_name},
+    )
+    store.observe(c.MESSAGE_ATTEMPTS, {"type": message_type}, attempts, c.ATTEMPT_BUCKETS)
+
+
+@_never_raises
+def status_changed(
+    message_type: str,
+    status: str,
+    submitted_at: dt.datetime | None = None,
+    changed_at: dt.datetime | None = None,
+) -> None:
+    """A message's gateway status changed to `status` (call once per real change)."""
+    store = get_store()
+    store.inc(c.STATUS_TRANSITIONS_TOTAL, {"type": message_type, "status": status})
+    if status == "Delivered":
+        took = _seconds(changed_at, submitted_at)
+        if took is not None:
+            store.observe(
+                c.SUBMIT_TO_DELIVERED, {"type": message_type}, took, c.SUBMIT_TO_DELIVERED_BUCKETS
+            )
+
+
+def pending_in(session: Session) -> list[Any]:
+    """Increments waiting for `session` to commit (tests)."""
+    return list(session.info.get(_PENDING_KEY, []))
+
+
+__all__ = [
+    "account_name",
+    "gateway_request",
+    "histogram_increments",
+    "message_failed",
+    "message_stored",
+    "message_submitted",
+    "status_changed",
+]

@@ -1,0 +1,153 @@
+"""The read-only `sms_log` queries behind the gauges and the report.
+
+Each query is shaped to an index, so its cost follows the pending work or the window,
+not the size of the history:
+- waiting messages: the partial index ix_sms_log_outbox (send_status QUEUED/SENDING);
+- moving messages: the partial index ix_sms_log_moving (moving gateway statuses);
+- a time window: ix_sms_log_inserted_at.
+The IN lists are written literally (constants from our code) so PostgreSQL can match the
+partial indexes' predicates whatever the plan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import Connection, TextClause, bindparam, text
+
+from sms_pipeline.db.models import MOVING_STATUS_VALUES, PENDING_SEND_STATUSES
+from sms_pipeline.db.models.base import UTCDateTime
+from sms_pipeline.gateway.statuses import FINAL_STATUSES
+
+FINAL_GATEWAY: Final = frozenset(s.value for s in FINAL_STATUSES)
+MOVING: Final = "moving"
+PENDING: Final = "pending"
+# Not the channel's doing: kept out of the rates' denominators (still counted and shown).
+NOT_ATTEMPTED: Final = frozenset({"OPTED OUT", "number invalid", "data1 invalid"})
+URGENT_TYPES: Final = frozenset({"verification", "2FA"})  # services.outbox.queue_for's rule
+
+
+def sql_in(column: str, values: tuple[str, ...] | frozenset[str]) -> str:
+    quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(values))
+    return f"{column} IN ({quoted})"
+
+
+def table(dialect: str, name: str = "sms_log") -> str:
+    return name if dialect == "sqlite" else f"verification.{name}"
+
+
+def outcome_of(send_status: str, gateway_status: str | None) -> str:
+    """One status word per message: its final gateway status, its final send status, or
+    `pending` (not yet with the gateway) / `moving` (with the gateway, not final)."""
+    if send_status == "REJECTED":
+        return "Rejected"
+    if gateway_status in FINAL_GATEWAY:
+        return str(gateway_status)
+    if send_status in PENDING_SEND_STATUSES:
+        return PENDING
+    if send_status == "SUBMITTED":
+        # A submission known only from "uniq_key dupe" has no gateway id: never polled.
+        return MOVING if gateway_status is not None else "SUBMITTED"
+    return send_status
+
+
+def is_finished(outcome: str) -> bool:
+    return outcome not in (MOVING, PENDING)
+
+
+def counts_in_rates(outcome: str) -> bool:
+    """Finished and the channel's doing: the denominator of delivery/Terminated rates."""
+    return is_finished(outcome) and outcome not in NOT_ATTEMPTED
+
+
+def queue_of(message_type: str) -> str:
+    return "urgent" if message_type in URGENT_TYPES else "bulk"
+
+
+def priority_label(priority: int) -> str:
+    # Callers choose priorities freely: bound the label to the broker's 10 steps.
+    if priority < 0:
+        return "<0"
+    if priority > 9:
+        return ">9"
+    return str(priority)
+
+
+def as_utc(value: object, dialect: str) -> dt.datetime | None:
+    """A timestamp from a raw text() query, aware UTC on either database."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # SQLite returns text for expressions
+        value = dt.datetime.fromisoformat(value)
+    assert isinstance(value, dt.datetime)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class QueueStat:
+    depth: int
+    oldest_due: dt.datetime | None
+
+
+def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], QueueStat]:
+    """(queue, priority label) → waiting messages and the oldest due one."""
+    dialect = conn.dialect.name
+    rows = conn.execute(
+        timed(
+            f"SELECT type, priority, count(*), "
+            f"min(CASE WHEN due_at <= :now THEN due_at END) "
+            f"FROM {table(dialect)} WHERE {sql_in('send_status', PENDING_SEND_STATUSES)} "
+            f"GROUP BY type, priority",
+            "now",
+        ),
+        {"now": now},
+    ).all()
+    depth: dict[tuple[str, str], int] = defaultdict(int)
+    oldest: dict[tuple[str, str], dt.datetime] = {}
+    for message_type, priority, count, due in rows:
+        key = (queue_of(message_type), priority_label(int(priority)))
+        depth[key] += int(count)
+        due_at = as_utc(due, dialect)
+        if due_at is not None and (key not in oldest or due_at < oldest[key]):
+            oldest[key] = due_at
+    return {key: QueueStat(depth[key], oldest.get(key)) for key in depth}
+
+
+def moving_count(conn: Connection) -> int:
+    dialect = conn.dialect.name
+    found = conn.execute(
+        text(
+            f"SELECT count(*) FROM {table(dialect)} "
+            f"WHERE {sql_in('gateway_status', MOVING_STATUS_VALUES)}"
+        )
+    ).scalar()
+    return int(found or 0)
+
+
+def window_counts(
+    conn: Connection, since: dt.datetime, until: dt.datetime | None = None
+) -> dict[tuple[str, str], int]:
+    """(type, outcome) → messages enqueued in [since, until)."""
+    dialect = conn.dialect.name
+    where = "inserted_at >= :since" + (" AND inserted_at < :until" if until else "")
+    params = {"since": since, "until": until} if until else {"since": since}
+    rows = conn.execute(
+        timed(
+            f"SELECT type, send_status, gateway_status, count(*) FROM {table(dialect)} "
+            f"WHERE {where} GROUP BY type, send_status, gateway_status",
+            *params,
+        ),
+        params,
+    ).all()
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    for message_type, send_status, gateway_status, count in rows:
+        out[(message_type, outcome_of(send_status, gateway_status))] += int(count)
+    return dict(out)
+
+
+def timed(sql: str, *names: str) -> TextClause:
+    """A text() query whose named parameters bind as UTCDateTime (the columns' storage)."""
+    return text(sql).bindparams(*(bindparam(n, type_=UTCDateTime()) for n in names))

@@ -1,0 +1,394 @@
+"""`sms-pipeline report`: how stable, reliable and fast the channel was over a window.
+
+Built from `sms_log` (messages enqueued in [since, until), by `inserted_at`, indexed) and
+the stored gateway counters. Queries, whatever the size of the log:
+1. volume per hour × type × status (one GROUP BY) — the per-type table and the chart;
+2. time to Delivered (status_changed_at - submitted_at, clamped at 0): on PostgreSQL one
+   `percentile_cont` query with GROUPING SETS (per type and overall) and one
+   `width_bucket` query for the distribution; on SQLite one ordered, bounded fetch whose
+   percentiles (same interpolation as percentile_cont) and bins are computed here;
+3. the stored gateway request counters (totals since they began, not windowed).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, select
+
+from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
+from sms_pipeline.metrics import catalogue as c
+from sms_pipeline.metrics import queries as q
+from sms_pipeline.metrics.store import parse_labels
+
+PERCENTILES: Final = (0.5, 0.95, 0.99)
+LATENCY_EDGES: Final = c.SUBMIT_TO_DELIVERED_BUCKETS
+SQLITE_LATENCY_LIMIT: Final = 1_000_000
+ALL: Final = "all"
+
+
+@dataclass
+class TypeReport:
+    type: str
+    total: int = 0
+    finished: int = 0  # final, and the channel's doing (not opted out / invalid input)
+    by_status: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    delivery_rate: float | None = None
+    terminated_share: float | None = None
+    retrycount_exceeded_share: float | None = None
+    latency_count: int = 0
+    latency_p50: float | None = None
+    latency_p95: float | None = None
+    latency_p99: float | None = None
+
+
+@dataclass
+class GatewayReport:
+    operation: str
+    requests: int
+    by_outcome: dict[str, int]
+    error_rate: float | None
+
+
+@dataclass
+class ChannelReport:
+    since: dt.datetime
+    until: dt.datetime
+    generated_at: dt.datetime
+    types: list[TypeReport]
+    overall: TypeReport
+    gateway: list[GatewayReport]
+    # (hour start, {status: count}) in time order, hours without messages included.
+    hourly: list[tuple[dt.datetime, dict[str, int]]]
+    # (upper bound in seconds or None for the last open bin, count): bisect_right bins.
+    latency_histogram: list[tuple[float | None, int]]
+    latency_sample_truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["hourly"] = [{"hour": h.isoformat(), "by_status": s} for h, s in self.hourly]
+        data["latency_histogram"] = [
+            {"below": edge, "count": n} for edge, n in self.latency_histogram
+        ]
+        for key in ("since", "until", "generated_at"):
+            data[key] = getattr(self, key).isoformat()
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str) -> dt.timedelta:
+    """`90s`, `30m`, `24h`, `7d`, `2w` (a bare number is seconds)."""
+    match = _DURATION.match(value.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 24h, 7d)")
+    return dt.timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def percentile_cont(ordered: list[float], fraction: float) -> float | None:
+    """PostgreSQL's percentile_cont (linear interpolation) over an ascending list."""
+    if not ordered:
+        return None
+    position = fraction * (len(ordered) - 1)
+    low = math.floor(position)
+    high = math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _hour(value: dt.datetime) -> dt.datetime:
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+# --- the queries -----------------------------------------------------------------------------
+
+
+def _hourly_counts(
+    conn: Connection, since: dt.datetime, until: dt.datetime
+) -> dict[tuple[dt.datetime, str, str], int]:
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        hour = "date_trunc('hour', inserted_at AT TIME ZONE 'UTC')"
+    else:
+        hour = "strftime('%Y-%m-%d %H:00:00', inserted_at)"
+    rows = conn.execute(
+        q.timed(
+            f"SELECT {hour} AS hour, type, send_status, gateway_status, count(*) "
+            f"FROM {q.table(dialect)} WHERE inserted_at >= :since AND inserted_at < :until "
+            f"GROUP BY 1, 2, 3, 4",
+            "since",
+            "until",
+        ),
+        {"since": since, "until": until},
+    ).all()
+    out: dict[tuple[dt.datetime, str, str], int] = defaultdict(int)
+    for hour_value, message_type, send_status, gateway_status, count in rows:
+        when = q.as_utc(hour_value, dialect)
+        assert when is not None
+        out[(when, message_type, q.outcome_of(send_status, gateway_status))] += int(count)
+    return out
+
+
+@dataclass
+class _Latency:
+    percentiles: dict[str, tuple[int, list[float | None]]]  # type or ALL → (n, p50/95/99)
+    bins: list[int]
+    truncated: bool = False
+
+
+def _latency_postgres(conn: Connection, since: dt.datetime, until: dt.datetime) -> _Latency:
+    where = (
+        "gateway_status = 'Delivered' AND submitted_at IS NOT NULL "
+        "AND status_changed_at IS NOT NULL AND inserted_at >= :since AND inserted_at < :until"
+    )
+    seconds = "greatest(0, extract(epoch FROM status_changed_at - submitted_at))::float8"
+    fractions = ", ".join(repr(p) for p in PERCENTILES)
+    rows = conn.execute(
+        q.timed(
+            f"SELECT type, count(*), percentile_cont(ARRAY[{fractions}]) "
+            f"WITHIN GROUP (ORDER BY {seconds}) "
+            f"FROM verification.sms_log WHERE {where} GROUP BY GROUPING SETS ((type), ())",
+            "since",
+            "until",
+        ),
+        {"since": since, "until": until},
+    ).all()
+    percentiles = {
+        (message_type if message_type is not None else ALL): (int(n), list(values))
+        for message_type, n, values in rows
+        if n
+    }
+    edges = ", ".join(repr(float(e)) for e in LATENCY_EDGES)
+    bins = [0] * (len(LATENCY_EDGES) + 1)
+    for index, count in conn.execute(
+        q.timed(
+            f"SELECT width_bucket({seconds}, ARRAY[{edges}]::float8[]), count(*) "
+            f"FROM verification.sms_log WHERE {where} GROUP BY 1",
+            "since",
+            "until",
+        ),
+        {"since": since, "until": until},
+    ):
+        bins[int(index)] += int(count)
+    return _Latency(percentiles, bins)
+
+
+def _latency_sqlite(conn: Connection, since: dt.datetime, until: dt.datetime) -> _Latency:
+    rows = conn.execute(
+        q.timed(
+            "SELECT type, submitted_at, status_changed_at FROM sms_log "
+            "WHERE gateway_status = 'Delivered' AND submitted_at IS NOT NULL "
+            "AND status_changed_at IS NOT NULL AND inserted_at >= :since AND inserted_at < :until "
+            "ORDER BY inserted_at DESC LIMIT :limit",
+            "since",
+            "until",
+        ),
+        {"since": since, "until": until, "limit": SQLITE_LATENCY_LIMIT + 1},
+    ).all()
+    truncated = len(rows) > SQLITE_LATENCY_LIMIT
+    values: dict[str, list[float]] = defaultdict(list)
+    for message_type, submitted, changed in rows[:SQLITE_LATENCY_LIMIT]:
+        start, end = q.as_utc(submitted, "sqlite"), q.as_utc(changed, "sqlite")
+        assert start is not None and end is not None
+        took = max(0.0, (end - start).total_seconds())
+        values[message_type].append(took)
+        values[ALL].append(took)
+    percentiles: dict[str, tuple[int, list[float | None]]] = {}
+    bins = [0] * (len(LATENCY_EDGES) + 1)
+    for key, seq in values.items():
+        seq.sort()
+        percentiles[key] = (len(seq), [percentile_cont(seq, p) for p in PERCENTILES])
+        if key == ALL:
+            for took in seq:
+                bins[bisect.bisect_right(LATENCY_EDGES, took)] += 1
+    return _Latency(percentiles, bins, truncated)
+
+
+def _gateway(conn: Connection) -> list[GatewayReport]:
+    rows = conn.execute(
+        select(MetricCounter.labels, MetricCounter.value).where(
+            MetricCounter.name == c.GATEWAY_REQUESTS_TOTAL
+        )
+    ).all()
+    by_op: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for labels, value in rows:
+        parsed = parse_labels(labels)
+        by_op[parsed.get("operation", "")][parsed.get("outcome", "")] += round(value)
+    out = []
+    for operation in sorted(by_op):
+        outcomes = dict(sorted(by_op[operation].items()))
+        total = sum(outcomes.values())
+        errors = total - outcomes.get("ok", 0)
+        out.append(GatewayReport(operation, total, outcomes, _ratio(errors, total)))
+    return out
+
+
+# --- the report ------------------------------------------------------------------------------
+
+
+def _type_report(name: str, by_status: dict[str, int]) -> TypeReport:
+    rated = sum(n for s, n in by_status.items() if q.counts_in_rates(s))
+    delivered = by_status.get("Delivered", 0)
+    return TypeReport(
+        type=name,
+        total=sum(by_status.values()),
+        finished=rated,
+        by_status=dict(sorted(by_status.items())),
+        delivered=delivered,
+        delivery_rate=_ratio(delivered, rated),
+        terminated_share=_ratio(by_status.get("Terminated", 0), rated),
+        retrycount_exceeded_share=_ratio(by_status.get("RETRYCOUNT EXCEEDED", 0), rated),
+    )
+
+
+def build_report(
+    engine: Engine | None = None,
+    *,
+    since: dt.timedelta | dt.datetime = dt.timedelta(hours=24),
+    until: dt.datetime | None = None,
+) -> ChannelReport:
+    """The channel's health for messages enqueued in [since, until) (until = now)."""
+    if engine is None:
+        from sms_pipeline.db import get_engine
+
+        engine = get_engine()
+    now = utcnow()
+    until = until or now
+    start = until - since if isinstance(since, dt.timedelta) else since
+    with engine.connect() as conn:
+        hourly_counts = _hourly_counts(conn, start, until)
+        if conn.dialect.name == "postgresql":
+            latency = _latency_postgres(conn, start, until)
+        else:
+            latency = _latency_sqlite(conn, start, until)
+        gateway = _gateway(conn)
+
+    per_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    per_hour: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (hour, message_type, outcome), count in hourly_counts.items():
+        per_type[message_type][outcome] += count
+        per_type[ALL][outcome] += count
+        per_hour[hour][outcome] += count
+
+    def with_latency(report: TypeReport) -> TypeReport:
+        n, values = latency.percentiles.get(report.type, (0, [None, None, None]))
+        report.latency_count = n
+        report.latency_p50, report.latency_p95, report.latency_p99 = values
+        return report
+
+    known = [t for t in MESSAGE_TYPES if t in per_type]
+    extra = sorted(t for t in per_type if t not in MESSAGE_TYPES and t != ALL)
+    types = [with_latency(_type_report(t, per_type[t])) for t in (*known, *extra)]
+    overall = with_latency(_type_report(ALL, per_type.get(ALL, {})))
+
+    hourly: list[tuple[dt.datetime, dict[str, int]]] = []
+    hour = _hour(start)
+    while hour < until:
+        hourly.append((hour, dict(sorted(per_hour.get(hour, {}).items()))))
+        hour += dt.timedelta(hours=1)
+
+    edges: list[float | None] = [*LATENCY_EDGES, None]
+    return ChannelReport(
+        since=start,
+        until=until,
+        generated_at=now,
+        types=types,
+        overall=overall,
+        gateway=gateway,
+        hourly=hourly,
+        latency_histogram=list(zip(edges, latency.bins, strict=True)),
+        latency_sample_truncated=latency.truncated,
+    )
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _secs(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f}s" if value < 120 else f"{value / 60:.1f}m"
+
+
+def render_text(report: ChannelReport, *, width: int = 120) -> str:
+    """The report as rich tables, rendered to plain text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=width, record=True, file=_Null(), color_system=None)
+    console.print(
+        f"SMS channel report: messages enqueued {report.since:%Y-%m-%d %H:%M} → "
+        f"{report.until:%Y-%m-%d %H:%M} UTC"
+    )
+    table = Table(title="Delivery by type")
+    for column in (
+        "type", "total", "finished", "delivered", "delivery rate", "Terminated",
+        "RETRYCOUNT EXC.", "p50", "p95", "p99",
+    ):  # fmt: skip
+        table.add_column(column, justify="left" if column == "type" else "right")
+    for row in (*report.types, report.overall):
+        table.add_row(
+            row.type,
+            str(row.total),
+            str(row.finished),
+            str(row.delivered),
+            _pct(row.delivery_rate),
+            _pct(row.terminated_share),
+            _pct(row.retrycount_exceeded_share),
+            _secs(row.latency_p50),
+            _secs(row.latency_p95),
+            _secs(row.latency_p99),
+            end_section=row is report.types[-1] if report.types else False,
+        )
+    console.print(table)
+
+    statuses = sorted({s for row in report.types for s in row.by_status})
+    if statuses:
+        by_status = Table(title="Messages by final status")
+        by_status.add_column("type")
+        for status in statuses:
+            by_status.add_column(status, justify="right")
+        for row in (*report.types, report.overall):
+            by_status.add_row(row.type, *(str(row.by_status.get(s, 0)) for s in statuses))
+        console.print(by_status)
+
+    gateway = Table(title="Gateway requests (stored counters, since they began)")
+    for column in ("operation", "requests", "error rate", "outcomes"):
+        gateway.add_column(column, justify="left" if column in ("operation", "outcomes") else "right")
+    for g in report.gateway:
+        outcomes = ", ".join(f"{k}={v}" for k, v in g.by_outcome.items())
+        gateway.add_row(g.operation, str(g.requests), _pct(g.error_rate), outcomes)
+    console.print(gateway)
+    if report.latency_sample_truncated:
+        console.print(f"(latency from the newest {SQLITE_LATENCY_LIMIT} deliveries only)")
+    return console.export_text()
+
+
+class _Null:
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None

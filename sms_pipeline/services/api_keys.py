@@ -1,0 +1,134 @@
+"""API keys: create (shown once), revoke, list, and check a presented key.
+
+A key is `sk_<prefix>_<secret>`: the prefix (random, not secret) finds the row, the whole
+key is stored as HMAC-SHA256 under a fixed label. Keys are 256-bit random values, so
+nobody can guess or brute-force one from its hash: a slow password hash (bcrypt, argon2)
+protects low-entropy human passwords and would only add latency to every request here.
+Comparison is constant-time (`hmac.compare_digest`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sms_pipeline.db.models import Account, ApiKey, utcnow
+
+KEY_PREFIX = "sk"
+_PREFIX_BYTES = 4  # 8 hex characters: no "_", so the key splits unambiguously
+_SECRET_BYTES = 32
+# Domain separation: the stored value is useless as a hash of anything but an API key.
+_HASH_LABEL = b"sms-pipeline api key v1"
+
+
+class ApiKeyError(ValueError):
+    """A key operation was refused (unknown name, duplicate name, unknown account)."""
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    """What `create_api_key` returns: the only time the key and secret are visible."""
+
+    name: str
+    key: str
+    signing_secret: str
+    account: str | None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of an API request."""
+
+    key_id: int
+    name: str
+    account_id: int | None
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    name: str
+    prefix: str
+    account: str | None
+    active: bool
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+def hash_key(key: str) -> str:
+    return hmac.new(_HASH_LABEL, key.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _split(key: str) -> str | None:
+    """The prefix of a well-formed key, or None."""
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1]
+
+
+def create_api_key(session: Session, name: str, account: str | None = None) -> NewApiKey:
+    name = name.strip()
+    if not name or len(name) > 64:
+        raise ApiKeyError("a key name is 1-64 characters")
+    if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
+        raise ApiKeyError(f"an API key named {name!r} exists (revoke it or pick another name)")
+    account_id = None
+    if account is not None:
+        account_id = session.scalar(select(Account.id).where(Account.name == account))
+        if account_id is None:
+            raise ApiKeyError(f"no account named {account!r}")
+    # The prefix is random, not part of the secret: it narrows the lookup to one row.
+    prefix = secrets.token_hex(_PREFIX_BYTES)
+    key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(_SECRET_BYTES)}"
+    signing_secret = "whsec_" + secrets.token_urlsafe(_SECRET_BYTES)
+    session.add(
+        ApiKey(
+            name=name,
+            prefix=prefix,
+            key_hash=hash_key(key),
+            signing_secret=signing_secret,
+            account_id=account_id,
+            active=True,
+        )
+    )
+    session.flush()
+    return NewApiKey(name, key, signing_secret, account)
+
+
+def revoke_api_key(session: Session, name: str) -> bool:
+    """Revoke the key named `name`; False when there is no active key of that name."""
+    key = session.scalar(select(ApiKey).where(ApiKey.name == name))
+    if key is None or not key.active:
+        return False
+    key.active = False
+    key.revoked_at = utcnow()
+    return True
+
+
+def list_api_keys(session: Session) -> list[ApiKeyInfo]:
+    rows = session.execute(
+        select(ApiKey, Account.name)
+        .outerjoin(Account, Account.id == ApiKey.account_id)
+        .order_by(ApiKey.name)
+    ).all()
+    return [
+        ApiKeyInfo(k.name, k.prefix, acct, k.active, k.created_at, k.revoked_at) for k, acct in rows
+    ]
+
+
+def authenticate(session: Session, presented: str) -> Principal | None:
+    """The principal of an active key, or None (malformed, unknown, wrong or revoked)."""
+    prefix = _split(presented)
+    if prefix is None or len(presented) > 200:
+        return None
+    expected = hash_key(presented)
+    for key in session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)):
+        if hmac.compare_digest(key.key_hash, expected) and key.active:
+            return Principal(key.id, key.name, key.account_id)
+    return None

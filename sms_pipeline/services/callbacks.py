@@ -1,0 +1,346 @@
+"""Delivery-status callbacks: one signed POST per message and final status.
+
+Decoupled from the rest of the pipeline: the periodic sweep finds messages that became
+final (`final_at` set) and asked for a callback, records one `callback_events` row per
+(message, final status) — the unique key makes a second sweep, or two sweeps at once,
+harmless — and dispatches a delivery task per due event. A delivery claims its event
+with one conditional UPDATE (attempts + 1, next_attempt_at pushed past the POST's
+timeouts), POSTs outside any transaction, and records the outcome only if its claim still
+stands. A worker killed mid-POST leaves a claim that expires and is retried. Delivery is
+at least once (a crash after the receiver answered but before the commit resends):
+receivers de-duplicate by `X-SMS-Event-Id`.
+
+Signing: HMAC-SHA256 over `"{timestamp}.{body}"` with the signing secret of the API key
+that created the message, or SMS_CALLBACK_SECRET for messages enqueued from Python;
+with neither, the event is sent unsigned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+import requests
+from sqlalchemy import and_, case, exists, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
+
+from sms_pipeline.celery_app import DELIVER_CALLBACK_TASK, MAINTENANCE_QUEUE, app
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.models import ApiKey, CallbackEvent, SmsLog, utcnow
+from sms_pipeline.gateway.statuses import FINAL_STATUSES
+from sms_pipeline.services.masking import mask_phone
+from sms_pipeline.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-SMS-Signature"
+TIMESTAMP_HEADER = "X-SMS-Timestamp"
+EVENT_ID_HEADER = "X-SMS-Event-Id"
+USER_AGENT = "sms-pipeline-callbacks/1"
+_FINAL_GATEWAY = tuple(sorted(s.value for s in FINAL_STATUSES))
+
+# The status an event is about: the gateway's final word when there is one, otherwise
+# the send status that ended the message (REJECTED, RETRYCOUNT EXCEEDED, ...).
+final_status_expr = case(
+    (SmsLog.gateway_status.in_(_FINAL_GATEWAY), SmsLog.gateway_status),
+    else_=SmsLog.send_status,
+)
+
+
+def final_status(send_status: str, gateway_status: str | None) -> str:
+    if gateway_status in _FINAL_GATEWAY:
+        return str(gateway_status)
+    return send_status
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value for `body` sent at `timestamp` (unix seconds)."""
+    mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, "sha256")
+    return "sha256=" + mac.hexdigest()
+
+
+def verify_signature(
+    secret: str,
+    timestamp: str,
+    body: bytes,
+    signature: str,
+    *,
+    tolerance_seconds: float = 300.0,
+    now: float | None = None,
+) -> bool:
+    """What a receiver does: a valid signature over a fresh timestamp (replays fail)."""
+    try:
+        sent = float(timestamp)
+    except ValueError:
+        return False
+    current = time.time() if now is None else now
+    if abs(current - sent) > tolerance_seconds:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+# --- creating events ----------------------------------------------------------------------
+
+_EVENT_COLUMNS = (
+    SmsLog.id,
+    SmsLog.api_key_id,
+    SmsLog.type,
+    SmsLog.phone_number,
+    SmsLog.send_status,
+    SmsLog.gateway_status,
+    SmsLog.gateway_id,
+    SmsLog.attempts,
+    SmsLog.last_error,
+    SmsLog.ext_id,
+    SmsLog.customer_id,
+    SmsLog.inserted_at,
+    SmsLog.submitted_at,
+    SmsLog.status_changed_at,
+    SmsLog.final_at,
+)
+
+
+def event_payload(row: Any) -> dict[str, Any]:
+    """The event body: status, times and attempts; the number masked, never the body."""
+    return {
+        "event": "message.final",
+        "id": str(row.id),
+        "status": final_status(row.send_status, row.gateway_status),
+        "send_status": row.send_status,
+        "gateway_status": row.gateway_status,
+        "gateway_id": row.gateway_id,
+        "error": row.last_error,
+        "type": row.type,
+        "phone_number": mask_phone(row.phone_number),
+        "ext_id": row.ext_id,
+        "customer_id": row.customer_id,
+        "attempts": row.attempts,
+        "inserted_at": _iso(row.inserted_at),
+        "submitted_at": _iso(row.submitted_at),
+        "status_changed_at": _iso(row.status_changed_at),
+        "final_at": _iso(row.final_at),
+    }
+
+
+def create_events(session: Session, now: dt.datetime, settings: Settings) -> int:
+    """Record an event for each recently final message with a callback URL and none yet."""
+    since = now - dt.timedelta(seconds=settings.sms_callback_lookback_seconds)
+    recorded = exists().where(
+        CallbackEvent.message_id == SmsLog.id, CallbackEvent.status == final_status_expr
+    )
+    rows = session.execute(
+        select(*_EVENT_COLUMNS)
+        .where(
+            SmsLog.callback_url.is_not(None),
+            SmsLog.final_at.is_not(None),
+            SmsLog.final_at >= since,
+            ~recorded,
+        )
+        .order_by(SmsLog.final_at)
+        .limit(settings.sms_callback_batch_limit)
+    ).all()
+    if not rows:
+        return 0
+    values = []
+    for row in rows:
+        payload = event_payload(row)
+        values.append(
+            {
+                "message_id": row.id,
+                "api_key_id": row.api_key_id,
+                "status": payload["status"],
+                "payload": json.dumps(payload, separators=(",", ":")),
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+        )
+    on_sqlite = session.get_bind().dialect.name == "sqlite"
+    dialect_insert = sqlite.insert if on_sqlite else postgresql.insert
+    stmt = dialect_insert(CallbackEvent).on_conflict_do_nothing(
+        index_elements=["message_id", "status"]
+    )
+    result = cast(CursorResult[Any], session.execute(stmt, values))
+    return max(int(result.rowcount), 0)
+
+
+def due_event_ids(session: Session, now: dt.datetime, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(CallbackEvent.id)
+            .where(CallbackEvent.next_attempt_at <= now, CallbackEvent.delivered_at.is_(None))
+            .order_by(CallbackEvent.next_attempt_at)
+            .limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class CallbackSweep:
+    created: int
+    dispatched: int
+
+
+def sweep_callbacks(settings: Settings | None = None) -> CallbackSweep:
+    """One pass: record new final-status events, then dispatch every due delivery."""
+    settings = settings or get_settings()
+    now = utcnow()
+    with session_scope(settings) as session:
+        created = create_events(session, now, settings)
+    with session_scope(settings) as session:
+        due = due_event_ids(session, now, settings.sms_callback_batch_limit)
+    # A task that waits longer than the next sweep is superseded by that sweep's: letting
+    # it expire keeps a backlog from piling up copies (a copy that runs is a no-op anyway).
+    expires = max(30.0, 2 * settings.sms_outbox_sweep_seconds)
+    dispatched = 0
+    for event_id in due:
+        try:
+            app.send_task(
+                DELIVER_CALLBACK_TASK, args=[event_id], queue=MAINTENANCE_QUEUE, expires=expires
+            )
+            dispatched += 1
+        except Exception:  # the broker is down: the next sweep dispatches again
+            log.warning("callbacks: dispatch of event %s failed; the next sweep retries", event_id)
+    if created or dispatched:
+        log.info("callbacks: %d new events, %d deliveries dispatched", created, dispatched)
+    return CallbackSweep(created, dispatched)
+
+
+# --- delivering one event ------------------------------------------------------------------
+
+
+def retry_delay(attempt: int, settings: Settings) -> float:
+    """Seconds before the attempt after failed attempt number `attempt` (1-based)."""
+    return float(settings.sms_callback_backoff_seconds * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class _Claim:
+    event_id: int
+    attempt: int
+    message_id: uuid.UUID
+    api_key_id: int | None
+    payload: str
+    url: str | None
+    secret: str | None
+
+
+def _claim(event_id: int, settings: Settings) -> _Claim | None:
+    now = utcnow()
+    # Longer than one POST can take, so a live delivery is never claimed twice; a dead
+    # worker's claim expires and the sweep dispatches the event again.
+    lease = dt.timedelta(seconds=4 * settings.sms_callback_timeout_seconds + 30)
+    with session_scope(settings) as session:
+        row = session.execute(
+            update(CallbackEvent)
+            .where(
+                CallbackEvent.id == event_id,
+                CallbackEvent.delivered_at.is_(None),
+                CallbackEvent.next_attempt_at <= now,
+            )
+            .values(attempts=CallbackEvent.attempts + 1, next_attempt_at=now + lease)
+            .returning(
+                CallbackEvent.attempts,
+                CallbackEvent.message_id,
+                CallbackEvent.api_key_id,
+                CallbackEvent.payload,
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        url = session.scalar(select(SmsLog.callback_url).where(SmsLog.id == row.message_id))
+        secret = None
+        if row.api_key_id is not None:
+            secret = session.scalar(
+                select(ApiKey.signing_secret).where(ApiKey.id == row.api_key_id)
+            )
+        elif settings.sms_callback_secret is not None:
+            secret = settings.sms_callback_secret.get_secret_value() or None
+    return _Claim(event_id, row.attempts, row.message_id, row.api_key_id, row.payload, url, secret)
+
+
+def _post(claim: _Claim, settings: Settings) -> str | None:
+    """POST the event; None on a 2xx answer, else a short reason (never the URL)."""
+    if not claim.url or not claim.url.startswith(("http://", "https://")):
+        return "no usable callback URL"
+    body = claim.payload.encode("utf-8")
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        EVENT_ID_HEADER: str(claim.event_id),
+        TIMESTAMP_HEADER: timestamp,
+    }
+    if claim.secret:
+        headers[SIGNATURE_HEADER] = sign(claim.secret, timestamp, body)
+    timeout = settings.sms_callback_timeout_seconds
+    try:
+        # No redirects: the URL the producer gave is the only place events go. The answer's
+        # body is never read (stream=True), so a huge or slow reply cannot hold the worker.
+        with requests.post(
+            claim.url,
+            data=body,
+            headers=headers,
+            timeout=(timeout, timeout),
+            allow_redirects=False,
+            stream=True,
+        ) as answer:
+            if 200 <= answer.status_code < 300:
+                return None
+            return f"HTTP {answer.status_code}"
+    except requests.RequestException as exc:
+        # The exception text may quote the URL (and any token in it): keep the class only.
+        return type(exc).__name__
+
+
+def deliver_event(event_id: int, settings: Settings | None = None) -> str:
+    """One delivery attempt of a due event: 'delivered', 'retry', 'given up' or 'skipped'."""
+    settings = settings or get_settings()
+    claim = _claim(event_id, settings)
+    if claim is None:
+        return "skipped"  # delivered, not due, or claimed by a concurrent copy
+    error = _post(claim, settings)
+    now = utcnow()
+    mine = and_(
+        CallbackEvent.id == event_id,
+        CallbackEvent.attempts == claim.attempt,
+        CallbackEvent.delivered_at.is_(None),
+    )
+    if error is None:
+        values: dict[str, Any] = {"delivered_at": now, "next_attempt_at": None, "last_error": None}
+        outcome = "delivered"
+    elif claim.attempt >= settings.sms_callback_max_attempts:
+        values = {
+            "next_attempt_at": None,
+            "last_error": f"given up after {claim.attempt} attempts: {error}"[:500],
+        }
+        outcome = "given up"
+    else:
+        delay = retry_delay(claim.attempt, settings)
+        values = {"next_attempt_at": now + dt.timedelta(seconds=delay), "last_error": error}
+        outcome = "retry"
+    with session_scope(settings) as session:
+        session.execute(update(CallbackEvent).where(mine).values(**values))
+    if outcome == "given up":
+        log.warning(
+            "callback event %s (message %s) given up after %d attempts: %s",
+            event_id,
+            claim.message_id,
+            claim.attempt,
+            error,
+        )
+    elif outcome == "retry":
+        log.info("callback event %s attempt %d failed: %s", event_id, claim.attempt, error)
+    return outcome

@@ -1,0 +1,371 @@
+"""Status polling: Terminated, the status sweep (claim + fan-out) and one status check.
+
+The sweep runs on beat every SMS_STATUS_POLL_SECONDS:
+
+1. Terminated: one conditional UPDATE ends every message still moving
+   SMS_TERMINATE_AFTER_SECONDS after submission. A final status is never touched.
+2. Claim: messages still moving whose `next_check_at` is due are claimed in one UPDATE
+   that also moves `next_check_at` forward by the next backoff step (indexed by
+   `status_checks`). That bump is the lease: a second, overlapping sweep no longer sees
+   the row as due (PostgreSQL adds FOR UPDATE SKIP LOCKED so it does not even wait for
+   it; SQLite serialises writers with BEGIN IMMEDIATE). `updated_at` is kept as it was:
+   it says when the message changed, not when we looked at it.
+3. Fan-out: one status-check task signature per claimed id, grouped with Celery
+   `chunks`, so a backlog of N messages costs N / SMS_STATUS_CHUNK_SIZE broker messages.
+
+A check asks the gateway and writes only a forward change, with a compare-and-set on the
+status it read, so a late or repeated check can neither overwrite a final status nor
+move a message backwards. A failed check changes nothing: the lease already scheduled
+the next one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import enum
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from sqlalchemy import CursorResult, and_, case, literal, or_, select, update
+from sqlalchemy.orm import Session
+
+from sms_pipeline.celery_app import CHECK_STATUS_TASK, STATUS_QUEUE, app
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, UTCDateTime, utcnow
+from sms_pipeline.gateway import GatewayError, GatewayStatus, StatusResult
+from sms_pipeline.services.gateway import get_gateway_client
+from sms_pipeline.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+# --- pure rules -------------------------------------------------------------------------
+
+# How far along its way a status says a message is. Unknown tells nothing, so it ranks
+# with Accepted: Enroute -> Unknown would lose information and is treated as backwards.
+_RANK: dict[GatewayStatus, int] = {
+    GatewayStatus.ACCEPTED: 0,
+    GatewayStatus.UNKNOWN: 0,
+    GatewayStatus.PENDING: 1,
+    GatewayStatus.ENROUTE: 1,
+}
+_FINAL_RANK = 2
+
+
+def status_rank(status: GatewayStatus) -> int:
+    return _FINAL_RANK if status.is_final else _RANK[status]
+
+
+class Transition(enum.StrEnum):
+    """What a status answer means for a message whose stored status is `old`."""
+
+    UNCHANGED = "unchanged"  # same status: no write at all
+    FORWARD = "forward"  # write it
+    BACKWARDS = "backwards"  # e.g. Enroute -> Accepted, Delivered -> Enroute: ignored, counted
+    LOCKED = "locked"  # the stored status is final: never overwritten
+
+
+def classify_transition(old: GatewayStatus, new: GatewayStatus) -> Transition:
+    if old == new:
+        return Transition.UNCHANGED
+    if old.is_final:
+        return Transition.BACKWARDS if status_rank(new) < _FINAL_RANK else Transition.LOCKED
+    if status_rank(new) < status_rank(old):
+        return Transition.BACKWARDS
+    # Same rank, different word (Accepted <-> Unknown, Enroute <-> Pending): the gateway's
+    # newer word wins; it is still moving either way.
+    return Transition.FORWARD
+
+
+def check_delay_seconds(status_checks: int, backoff: Sequence[int]) -> int:
+    """Seconds until the next check of a message already checked `status_checks` times."""
+    if not backoff:
+        raise ValueError("the backoff schedule needs at least one step")
+    return backoff[min(max(status_checks, 0), len(backoff) - 1)]
+
+
+def status_date(result: StatusResult, checked_at: dt.datetime, message_id: object) -> dt.datetime:
+    """The gateway's date in UTC; the check time (logged) when it is missing or garbage."""
+    if result.date is not None:
+        return result.date.astimezone(dt.UTC)
+    log.warning(
+        "message %s: gateway status date %r is unreadable; using the check time",
+        message_id,
+        (result.date_raw or "")[:64],
+    )
+    return checked_at
+
+
+# --- hooks for metrics --------------------------------------------------------------------
+
+CheckHook = Callable[["CheckResult"], None]
+_hooks: list[CheckHook] = []
+_hooks_lock = threading.Lock()
+
+
+def add_check_hook(hook: CheckHook) -> None:
+    """Call `hook(result)` after every status check (metrics count `result.outcome`)."""
+    with _hooks_lock:
+        _hooks.append(hook)
+
+
+def remove_check_hook(hook: CheckHook) -> None:
+    with _hooks_lock:
+        if hook in _hooks:
+            _hooks.remove(hook)
+
+
+def _notify(result: CheckResult) -> CheckResult:
+    with _hooks_lock:
+        hooks = list(_hooks)
+    for hook in hooks:
+        try:
+            hook(result)
+        except Exception:  # a metrics bug must not break polling
+            log.exception("status check hook failed")
+    return result
+
+
+def _rowcount(result: Any) -> int:
+    # DML results are CursorResults; Session.execute is typed with the general Result.
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+# --- one status check -------------------------------------------------------------------
+
+
+class StatusClient(Protocol):
+    def status(self, gateway_id: str) -> StatusResult: ...
+
+
+class CheckOutcome(enum.StrEnum):
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    BACKWARDS = "backwards"  # ignored and counted
+    NOT_MOVING = "not_moving"  # final already (or gone): the gateway was not asked
+    NO_GATEWAY_ID = "no_gateway_id"  # cannot be polled; Terminated will end it
+    GATEWAY_ERROR = "gateway_error"  # left for the next sweep
+    LOST_RACE = "lost_race"  # the row changed between our read and our write
+    MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    message_id: uuid.UUID
+    outcome: CheckOutcome
+    old_status: str | None = None
+    new_status: str | None = None
+
+
+def check_status(
+    message_id: uuid.UUID,
+    *,
+    settings: Settings | None = None,
+    client: StatusClient | None = None,
+) -> CheckResult:
+    """Ask the gateway about one message and record a forward change; safe to run twice."""
+    settings = settings or get_settings()
+    with session_scope(settings) as session:
+        row = session.execute(
+            select(SmsLog.gateway_id, SmsLog.gateway_status).where(SmsLog.id == message_id)
+        ).first()
+    if row is None:
+        return _notify(CheckResult(message_id, CheckOutcome.MISSING))
+    gateway_id, stored = row
+    if stored not in MOVING_STATUS_VALUES:
+        return _notify(CheckResult(message_id, CheckOutcome.NOT_MOVING, stored))
+    if not gateway_id:
+        return _notify(CheckResult(message_id, CheckOutcome.NO_GATEWAY_ID, stored))
+    old = GatewayStatus(stored)
+    try:
+        answer = (client or get_gateway_client(settings)).status(gateway_id)
+    except GatewayError as exc:
+        log.warning(
+            "message %s: status check failed (%s); next sweep retries", message_id, exc.reason
+        )
+        return _notify(CheckResult(message_id, CheckOutcome.GATEWAY_ERROR, stored))
+    new = answer.status
+    transition = classify_transition(old, new)
+    if transition is Transition.UNCHANGED:
+        return _notify(CheckResult(message_id, CheckOutcome.UNCHANGED, stored, new.value))
+    if transition is not Transition.FORWARD:
+        log.warning(
+            "message %s: gateway status went backwards %s -> %s; ignored",
+            message_id,
+            old.value,
+            new.value,
+        )
+        return _notify(CheckResult(message_id, CheckOutcome.BACKWARDS, stored, new.value))
+    now = utcnow()
+    values: dict[str, Any] = {
+        "gateway_status": new.value,
+        "status_changed_at": status_date(answer, now, message_id),
+        "updated_at": now,
+    }
+    if new.is_final:
+        values["final_at"] = now
+        values["next_check_at"] = None
+    with session_scope(settings) as session:
+        # Compare-and-set on the status we read: a final status (Terminated meanwhile) or
+        # a newer answer written by another check is never overwritten.
+        written = _rowcount(
+            session.execute(
+                update(SmsLog)
+                .where(SmsLog.id == message_id, SmsLog.gateway_status == stored)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    if not written:
+        return _notify(CheckResult(message_id, CheckOutcome.LOST_RACE, stored, new.value))
+    log.info("message %s: %s -> %s", message_id, old.value, new.value)
+    return _notify(CheckResult(message_id, CheckOutcome.CHANGED, stored, new.value))
+
+
+# --- Terminated ---------------------------------------------------------------------------
+
+
+def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) -> int:
+    """Messages still moving SMS_TERMINATE_AFTER_SECONDS after submission become Terminated."""
+    cutoff = now - dt.timedelta(seconds=settings.sms_terminate_after_seconds)
+    return _rowcount(
+        session.execute(
+            update(SmsLog)
+            .where(
+                SmsLog.gateway_status.in_(MOVING_STATUS_VALUES),
+                or_(
+                    SmsLog.submitted_at < cutoff,
+                    and_(SmsLog.submitted_at.is_(None), SmsLog.inserted_at < cutoff),
+                ),
+            )
+            .values(
+                gateway_status=GatewayStatus.TERMINATED.value,
+                status_changed_at=now,
+                updated_at=now,
+                final_at=now,
+                next_check_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+# --- the sweep ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: uuid.UUID
+    gateway_id: str | None
+
+
+def claim_due_checks(
+    session: Session, now: dt.datetime, settings: Settings, *, limit: int | None = None
+) -> list[Claimed]:
+    """Claim moving messages due for a check; their next check moves one backoff step on."""
+    limit = limit or settings.sms_status_batch_limit
+    backoff = settings.sms_status_check_backoff
+    due = and_(SmsLog.gateway_status.in_(MOVING_STATUS_VALUES), SmsLog.next_check_at <= now)
+    candidates = select(SmsLog.id).where(due).order_by(SmsLog.next_check_at).limit(limit)
+    if session.get_bind().dialect.name != "sqlite":
+        candidates = candidates.with_for_update(skip_locked=True)
+
+    def at(step: int) -> Any:
+        return literal(now + dt.timedelta(seconds=backoff[step]), UTCDateTime())
+
+    last = len(backoff) - 1
+    next_check = (
+        case(*[(SmsLog.status_checks == i, at(i)) for i in range(last)], else_=at(last))
+        if last
+        else at(0)
+    )
+    rows = session.execute(
+        update(SmsLog)
+        .where(SmsLog.id.in_(candidates.scalar_subquery()), due)
+        .values(
+            next_check_at=next_check,
+            status_checks=SmsLog.status_checks + 1,
+            # A look is not a change: keep updated_at (the column's onupdate would bump it).
+            updated_at=SmsLog.updated_at,
+        )
+        .returning(SmsLog.id, SmsLog.gateway_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return [Claimed(r.id, r.gateway_id) for r in rows]
+
+
+def fan_out(ids: Sequence[uuid.UUID], settings: Settings) -> int:
+    """Publish status checks for `ids`, SMS_STATUS_CHUNK_SIZE per broker message."""
+    if not ids:
+        return 0
+    size = settings.sms_status_chunk_size
+    app.signature(CHECK_STATUS_TASK).chunks(((str(i),) for i in ids), size).apply_async(
+        queue=STATUS_QUEUE
+    )
+    return (len(ids) + size - 1) // size
+
+
+def check_inline(
+    ids: Sequence[uuid.UUID], settings: Settings, *, threads: int = 8
+) -> list[CheckResult]:
+    """Run the checks in this process (CLI `sweep --once`, tests) instead of via the broker."""
+    if not ids:
+        return []
+    workers = max(1, min(threads, len(ids)))
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="status") as pool:
+        return list(pool.map(lambda i: check_status(i, settings=settings), ids))
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    terminated: int
+    claimed: int
+    dispatched: int  # messages whose check was published (or run, inline)
+    broker_messages: int
+    checks: tuple[CheckResult, ...] = ()  # inline only
+
+
+def sweep_statuses(
+    settings: Settings | None = None,
+    *,
+    inline: bool = False,
+    now: dt.datetime | None = None,
+    limit: int | None = None,
+) -> SweepResult:
+    """One status sweep: Terminated first, then claim due messages and fan out their checks.
+
+    With `inline`, the claimed messages are checked in this process rather than via the
+    broker. A failed publish loses nothing: the claimed rows come due again after their
+    backoff step.
+    """
+    settings = settings or get_settings()
+    now = now or utcnow()
+    with session_scope(settings) as session:
+        terminated = terminate_overdue(session, now, settings)
+    if terminated:
+        log.info(
+            "status sweep: %d messages Terminated after %d s",
+            terminated,
+            settings.sms_terminate_after_seconds,
+        )
+    with session_scope(settings) as session:
+        claimed = claim_due_checks(session, now, settings, limit=limit)
+    # Without a gateway id there is nothing to ask; the claim still pushed their next look
+    # out, and Terminated ends them.
+    pollable = [c.id for c in claimed if c.gateway_id]
+    if inline:
+        checks = check_inline(pollable, settings)
+        return SweepResult(terminated, len(claimed), len(pollable), 0, tuple(checks))
+    try:
+        messages = fan_out(pollable, settings)
+    except Exception:
+        log.warning("status sweep: publishing %d checks failed; they come due again", len(pollable))
+        return SweepResult(terminated, len(claimed), 0, 0)
+    if pollable:
+        log.info("status sweep: %d checks in %d broker messages", len(pollable), messages)
+    return SweepResult(terminated, len(claimed), len(pollable), messages)

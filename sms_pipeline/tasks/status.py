@@ -1,0 +1,33 @@
+"""Status sweep (beat) and the per-message status check (fanned out in chunks)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from sms_pipeline.celery_app import CHECK_STATUS_TASK, STATUS_SWEEP_TASK, app
+from sms_pipeline.services import status
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=STATUS_SWEEP_TASK)
+def status_sweep() -> dict[str, int]:
+    result = status.sweep_statuses()
+    return {
+        "terminated": result.terminated,
+        "claimed": result.claimed,
+        "dispatched": result.dispatched,
+        "broker_messages": result.broker_messages,
+    }
+
+
+@app.task(name=CHECK_STATUS_TASK, acks_late=True)
+def check_status(message_id: str) -> str:
+    # Runs inside a chunk (celery.starmap): an exception would skip the rest of the chunk.
+    # A failed check needs nothing: the sweep's lease already scheduled the next one.
+    try:
+        return status.check_status(uuid.UUID(message_id)).outcome.value
+    except Exception:
+        log.exception("status check of %s failed; the next sweep retries it", message_id)
+        return "error"

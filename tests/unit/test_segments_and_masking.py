@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+from sms_pipeline.services.masking import mask_phone
+from sms_pipeline.services.segments import GSM7, UCS2, count_segments
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "segments"),
+    [
+        ("a" * 160, GSM7, 1),
+        ("a" * 161, GSM7, 2),
+        ("a" * 306, GSM7, 2),
+        ("a" * 307, GSM7, 3),
+        ("€" * 80, GSM7, 1),  # an extension character costs two septets
+        ("€" * 81, GSM7, 2),
+        ("ї" * 70, UCS2, 1),
+        ("ї" * 71, UCS2, 2),
+        ("ї" * 134, UCS2, 2),
+        ("ї" * 135, UCS2, 3),
+        ("😀" * 35, UCS2, 1),  # outside the BMP: two UTF-16 units each
+        ("😀" * 36, UCS2, 2),
+    ],
+)
+def test_segment_count_follows_gsm7_and_ucs2_limits(
+    body: str, encoding: str, segments: int
+) -> None:
+    info = count_segments(body)
+    assert (info.encoding, info.segments) == (encoding, segments)
+
+
+def test_masked_number_keeps_head_and_tail_only() -> None:
+    masked = mask_phone("+380931234567")
+    assert masked.startswith("+380") and masked.endswith("67")
+    assert "1234" not in masked
+    assert len(masked) == len("+380931234567")
+    assert mask_phone(None) == "-"

@@ -27,6 +27,7 @@ TASK_MODULES = (
     "sms_pipeline.tasks.callbacks",
     "sms_pipeline.tasks.status",
     "sms_pipeline.tasks.replication",
+    "sms_pipeline.tasks.inbound",
 )
 
 # Task names: services dispatch by name so they never import the tasks package.

@@ -396,8 +396,8 @@ def scenario_table(rows: Sequence[Row], record: RunRecord) -> tuple[Table, list[
         if scenario is not None:
             grouped[scenario.name].append((scenario, row))
     table = Table(title="What happened to each kind of message", title_justify="left")
-    for column in ("scenario", "messages", "outcome", "attempts", "as promised"):
-        table.add_column(column, justify="right" if column in ("messages", "attempts") else "left")
+    for column in ("scenario", "what the gateway does", "n", "outcome", "attempts", "ok"):
+        table.add_column(column, justify="right" if column in ("n", "attempts") else "left")
     surprises = []
     order = [NORMAL, *SCENARIOS, SQL_ROUTE_GOOD, SQL_ROUTE_BAD_NUMBER, SQL_ROUTE_EMPTY_TEXT,
              REPLICATED]  # fmt: skip
@@ -415,7 +415,8 @@ def scenario_table(rows: Sequence[Row], record: RunRecord) -> tuple[Table, list[
                 + f" (expected {scenario.expected})"
             )
         table.add_row(
-            f"{scenario.name} [dim]({scenario.story})[/dim]",
+            scenario.name,
+            f"[dim]{scenario.story}[/dim]",
             str(len(members)),
             ", ".join(f"{o} ×{n}" if len(outcomes) > 1 else o for o, n in outcomes.most_common()),
             "/".join(str(a) for a in sorted(attempts)),
@@ -424,7 +425,8 @@ def scenario_table(rows: Sequence[Row], record: RunRecord) -> tuple[Table, list[
     refused = sum(record.refused.values())
     if refused:
         table.add_row(
-            "invalid number [dim](InvalidMessage at enqueue)[/dim]",
+            "invalid number",
+            "[dim]InvalidMessage at enqueue[/dim]",
             str(refused),
             "refused, nothing stored",
             "0",
@@ -550,7 +552,11 @@ def _report(console: Console, data_dir: Path) -> list[str]:
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     """Run the demo; returns the exit code (0: every message reached its final state)."""
-    console = console or Console(highlight=False)
+    if console is None:
+        console = Console(highlight=False)
+        if not console.is_terminal:
+            # Logs and CI: no terminal width to follow; keep the table on one line per row.
+            console = Console(highlight=False, width=120)
     data_dir = options.data_dir.resolve()
     if data_dir.exists() and not options.keep:
         shutil.rmtree(data_dir)

@@ -71,9 +71,7 @@ class ApiGuard:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(
-            PROTECTED_PREFIX
-        ):
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(PROTECTED_PREFIX):
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes

@@ -60,9 +60,7 @@ class MessageIn(BaseModel):
 
     phone_number: Text = Field(description="E.164 number, e.g. +380931234567.")
     body: Text = Field(description="The text; at most SMS_MAX_SEGMENTS segments.")
-    type: Text = Field(
-        "text", description="One of verification, medication_request, text, 2FA."
-    )
+    type: Text = Field("text", description="One of verification, medication_request, text, 2FA.")
     account: Text | None = Field(
         None,
         description="Account name; default: the key's account, else the default account.",

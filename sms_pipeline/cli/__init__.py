@@ -21,9 +21,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runtime",
     "simulator",
     "messages",
+    "monitoring",
     "maintenance",
     "demo",
     "api",
+    "inbound",
 )
 
 

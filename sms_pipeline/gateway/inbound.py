@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from sms_pipeline.settings import Settings
 
 Kind = Literal["replies", "shortcodes"]
-REPLIES: Final = "replies"
-SHORTCODES: Final = "shortcodes"
+REPLIES: Final[Kind] = "replies"
+SHORTCODES: Final[Kind] = "shortcodes"
 KINDS: Final[tuple[Kind, ...]] = ("replies", "shortcodes")
 ITEM_TAG: Final[dict[str, str]] = {REPLIES: "reply", SHORTCODES: "shortcode"}
 # The most items one page carries; a client asking for more gets this many.
@@ -116,7 +116,7 @@ def parse_page_request(raw: bytes) -> tuple[Kind, int, int]:
         raise RequestParseError("after and limit must be integers") from None
     if after < 0 or limit < 1:
         raise RequestParseError("after must be >= 0 and limit >= 1")
-    return kind, after, min(limit, MAX_PAGE)  # type: ignore[return-value]
+    return kind, after, min(limit, MAX_PAGE)
 
 
 # --------------------------------------------------------------------------- answers
@@ -124,7 +124,7 @@ def parse_page_request(raw: bytes) -> tuple[Kind, int, int]:
 
 def build_page_answer(kind: Kind, items: Iterable[InboundItem], *, date: str) -> bytes:
     """The answer document for one page (the simulator's side)."""
-    root = ET.Element(kind, {"date": date})
+    root = ET.Element(str(kind), {"date": date})
     for item in items:
         attrs = {"id": str(item.id), "from": check_xml_text(item.phone_number, "from")}
         if item.date_raw:

@@ -116,8 +116,7 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         Source.STORED,
         "Messages by what happened to them: enqueued, then one send outcome each.",
         ("type", "account", "status"),
-        label_values=f"type: {_TYPES}; account: account name; status: "
-        + ", ".join(MESSAGE_EVENTS),
+        label_values=f"type: {_TYPES}; account: account name; status: " + ", ".join(MESSAGE_EVENTS),
     ),
     MetricSpec(
         GATEWAY_REQUESTS_TOTAL,

@@ -74,7 +74,7 @@ class SmsCollector(Collector):
             yield _family(spec)
 
     def collect(self) -> Iterator[Metric]:
-        families = {spec.name: _family(spec) for spec in c.CATALOGUE}
+        families: dict[str, Any] = {spec.name: _family(spec) for spec in c.CATALOGUE}
         up = 1.0
         try:
             self._fill(families)
@@ -87,7 +87,7 @@ class SmsCollector(Collector):
         yield from families.values()
 
     # --- filling the families -----------------------------------------------------------------
-    def _fill(self, families: dict[str, Metric]) -> None:
+    def _fill(self, families: dict[str, Any]) -> None:
         now = self.clock()
         with self.engine.connect() as conn:
             stored = conn.execute(
@@ -99,7 +99,7 @@ class SmsCollector(Collector):
         self._stored(families, stored)
         self._gauges(families, now, queues, moving, window)
 
-    def _stored(self, families: dict[str, Metric], rows: Any) -> None:
+    def _stored(self, families: dict[str, Any], rows: Any) -> None:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
         for name, labels, value in rows:
             by_name[name].append((parse_labels(labels), float(value)))
@@ -108,7 +108,9 @@ class SmsCollector(Collector):
                 continue
             family = families[spec.name]
             if spec.kind is c.Kind.COUNTER:
-                for labels, value in sorted(by_name.get(spec.name, []), key=lambda r: sorted(r[0].items())):
+                for labels, value in sorted(
+                    by_name.get(spec.name, []), key=lambda r: sorted(r[0].items())
+                ):
                     family.add_metric([labels.get(k, "") for k in spec.labels], value)
             else:
                 self._histogram(family, spec, by_name)
@@ -137,7 +139,7 @@ class SmsCollector(Collector):
 
     def _gauges(
         self,
-        families: dict[str, Metric],
+        families: dict[str, Any],
         now: dt.datetime,
         queues: dict[tuple[str, str], q.QueueStat],
         moving: int,

@@ -34,7 +34,12 @@ SEND_STATUS_EVENTS: Final[dict[str, str]] = {
     "data1 invalid": "data1_invalid",
     "OPTED OUT": "opted_out",
 }
-_ATTEMPT_OUTCOMES: Final = {"rejected": "rejected", "exhausted": "retrycount_exceeded"}
+# AttemptResult outcomes that end a message's sending ("submitted" here: uniq_key dupe).
+_ATTEMPT_OUTCOMES: Final = {
+    "rejected": "rejected",
+    "exhausted": "retrycount_exceeded",
+    "submitted": "submitted",
+}
 
 _names_lock = threading.Lock()
 _account_names: dict[int, str] = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import io
 import json
 import math
 import re
@@ -337,7 +338,7 @@ def render_text(report: ChannelReport, *, width: int = 120) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=width, record=True, file=_Null(), color_system=None)
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
     console.print(
         f"SMS channel report: messages enqueued {report.since:%Y-%m-%d %H:%M} → "
         f"{report.until:%Y-%m-%d %H:%M} UTC"
@@ -376,7 +377,9 @@ def render_text(report: ChannelReport, *, width: int = 120) -> str:
 
     gateway = Table(title="Gateway requests (stored counters, since they began)")
     for column in ("operation", "requests", "error rate", "outcomes"):
-        gateway.add_column(column, justify="left" if column in ("operation", "outcomes") else "right")
+        gateway.add_column(
+            column, justify="left" if column in ("operation", "outcomes") else "right"
+        )
     for g in report.gateway:
         outcomes = ", ".join(f"{k}={v}" for k, v in g.by_outcome.items())
         gateway.add_row(g.operation, str(g.requests), _pct(g.error_rate), outcomes)
@@ -384,11 +387,3 @@ def render_text(report: ChannelReport, *, width: int = 120) -> str:
     if report.latency_sample_truncated:
         console.print(f"(latency from the newest {SQLITE_LATENCY_LIMIT} deliveries only)")
     return console.export_text()
-
-
-class _Null:
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        return None

@@ -20,9 +20,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import Engine, Insert, select
+from sqlalchemy import Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from sms_pipeline.db.models import MetricCounter, utcnow
@@ -72,7 +72,7 @@ def histogram_increments(
 
 
 def _upsert(dialect: str) -> Callable[[list[dict[str, Any]]], Insert]:
-    table = MetricCounter.__table__
+    table = cast(Table, MetricCounter.__table__)
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     def build(rows: list[dict[str, Any]]) -> Insert:
@@ -115,7 +115,9 @@ class MetricsStore:
         return self._engine if isinstance(self._engine, Engine) else self._engine()
 
     # --- the hot path ---------------------------------------------------------------------
-    def inc(self, name: str, labels: Mapping[str, object] | None = None, value: float = 1.0) -> None:
+    def inc(
+        self, name: str, labels: Mapping[str, object] | None = None, value: float = 1.0
+    ) -> None:
         key = (name, format_labels(labels))
         with self._lock:
             self._pending[key] = self._pending.get(key, 0.0) + value
@@ -128,7 +130,8 @@ class MetricsStore:
         buckets: Iterable[float],
     ) -> None:
         increments = [
-            ((n, format_labels(lab)), v) for n, lab, v in histogram_increments(name, labels, value, buckets)
+            ((n, format_labels(lab)), v)
+            for n, lab, v in histogram_increments(name, labels, value, buckets)
         ]
         with self._lock:
             for key, v in increments:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import MESSAGE_TYPES, MessageType, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.accounts import find_account
 from sms_pipeline.services.outbox import dispatch_after_commit, dispatch_of
 from sms_pipeline.services.segments import count_segments
@@ -164,6 +165,7 @@ def enqueue_sms(
                 dispatch_after_commit(sess, dispatch)
         sess.add(message)
         sess.flush()
+        metrics.message_stored(sess, message_type, acct.name, message.send_status)
         if opted_out:
             raise OptedOut(message_id)
         return message_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from sms_pipeline.gateway import IP2SMSClient
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.settings import Settings, get_settings
 
 _lock = threading.Lock()
@@ -17,7 +18,7 @@ def get_gateway_client(settings: Settings | None = None) -> IP2SMSClient:
     with _lock:
         client = _clients.get(key)
         if client is None:
-            client = IP2SMSClient.from_settings(settings)
+            client = IP2SMSClient.from_settings(settings, observer=metrics.gateway_request)
             _clients[key] = client
         return client
 

@@ -34,7 +34,9 @@ from sms_pipeline.gateway import (
     IP2SMSClient,
     SendResult,
 )
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import accounts as account_rules
+from sms_pipeline.services.enqueue import ESSENTIAL_TYPES, is_opted_out
 from sms_pipeline.services.gateway import get_gateway_client
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.settings import Settings, get_settings
@@ -50,7 +52,7 @@ EARLY_TOLERANCE = dt.timedelta(seconds=1)
 class AttemptResult:
     """What one run of the send task did; `retry_in` asks the task to run again later."""
 
-    outcome: str  # submitted | retry | rejected | exhausted | deferred | skipped
+    outcome: str  # submitted | retry | rejected | exhausted | deferred | skipped | opted_out
     retry_in: float | None = None
     detail: str | None = None
 
@@ -66,6 +68,8 @@ class _Claim:
     account_id: int
     segments: int
     attempt: int
+    type: str = "text"
+    ready_at: dt.datetime | None = None  # enqueued, or the requested send time if later
 
 
 def retry_delay(attempt: int, settings: Settings) -> float:
@@ -113,6 +117,22 @@ def _claim(message_id: uuid.UUID, settings: Settings) -> _Claim | AttemptResult:
             return AttemptResult("skipped", detail="not waiting to be sent")
         if message.due_at > now + EARLY_TOLERANCE:
             return AttemptResult("skipped", detail="not due yet")
+        if message.type not in ESSENTIAL_TYPES and is_opted_out(session, message.phone_number):
+            # The number opted out after this text was queued: log it final, never send.
+            opted = affected(
+                session.execute(
+                    update(SmsLog)
+                    .where(SmsLog.id == message_id, SmsLog.send_status == SendStatus.QUEUED.value)
+                    .values(
+                        send_status=SendStatus.OPTED_OUT.value,
+                        final_at=now,
+                        lease_until=None,
+                        last_error="number opted out",
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            return AttemptResult("opted_out" if opted else "skipped", detail="number opted out")
         account = session.get(Account, message.account_id)
         if account is None:  # the foreign key makes this impossible; say so if it happens
             return AttemptResult("skipped", detail="account missing")
@@ -146,6 +166,8 @@ def _claim(message_id: uuid.UUID, settings: Settings) -> _Claim | AttemptResult:
             account_id=message.account_id,
             segments=message.segments,
             attempt=attempt,
+            type=message.type,
+            ready_at=max(message.inserted_at, message.send_after or message.inserted_at),
         )
 
 
@@ -187,6 +209,10 @@ def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> 
     if not with_db_retry(write):
         log.warning("message %s: submitted, but the claim was lost meanwhile", claim.id)
         return AttemptResult("skipped", detail="claim lost after submission")
+    metrics.message_submitted(
+        claim.type, claim.account_id, claim.attempt, claim.ready_at, now, status.value,
+        values["status_changed_at"],
+    )  # fmt: skip
     log.info(
         "message %s to %s submitted (attempt %d, gateway id %s, %s)",
         claim.id,
@@ -276,6 +302,7 @@ def _record_failure(claim: _Claim, exc: GatewayError, settings: Settings) -> Att
 
     if not with_db_retry(write):
         return AttemptResult("skipped", detail="claim lost")
+    metrics.message_failed(claim.type, claim.account_id, claim.attempt, result.outcome)
     log.info(
         "message %s to %s attempt %d: %s (%s)",
         claim.id,

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from celery.canvas import chunks
 from sqlalchemy import CursorResult, and_, case, literal, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -304,7 +305,8 @@ def fan_out(ids: Sequence[uuid.UUID], settings: Settings) -> int:
     if not ids:
         return 0
     size = settings.sms_status_chunk_size
-    app.signature(CHECK_STATUS_TASK).chunks(((str(i),) for i in ids), size).apply_async(
+    # By name (services never import tasks): the worker resolves the task in each chunk.
+    chunks(app.signature(CHECK_STATUS_TASK), ((str(i),) for i in ids), size, app=app).apply_async(
         queue=STATUS_QUEUE
     )
     return (len(ids) + size - 1) // size
@@ -363,8 +365,12 @@ def sweep_statuses(
         return SweepResult(terminated, len(claimed), len(pollable), 0, tuple(checks))
     try:
         messages = fan_out(pollable, settings)
-    except Exception:
-        log.warning("status sweep: publishing %d checks failed; they come due again", len(pollable))
+    except Exception as exc:
+        log.warning(
+            "status sweep: publishing %d checks failed (%s); they come due again",
+            len(pollable),
+            type(exc).__name__,
+        )
         return SweepResult(terminated, len(claimed), 0, 0)
     if pollable:
         log.info("status sweep: %d checks in %d broker messages", len(pollable), messages)

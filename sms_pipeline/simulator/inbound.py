@@ -168,7 +168,9 @@ class _InboundHandlers:
         if not hmac.compare_digest(header.encode("utf-8", "replace"), self.expected_auth):
             self.state.stats["auth_failures"] += 1
             return web.Response(
-                status=401, text="Unauthorized", headers={"WWW-Authenticate": 'Basic realm="ip2sms"'}
+                status=401,
+                text="Unauthorized",
+                headers={"WWW-Authenticate": 'Basic realm="ip2sms"'},
             )
         raw = await request.content.read(MAX_REQUEST_BYTES + 1)
         if len(raw) > MAX_REQUEST_BYTES:

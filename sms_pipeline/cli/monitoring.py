@@ -1,0 +1,144 @@
+"""`sms-pipeline metrics-server`, `sms-pipeline flower` and `sms-pipeline report`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from sms_pipeline.settings import Settings, get_settings
+
+CELERY_APP = "sms_pipeline.celery_app"
+
+
+# --- metrics-server ------------------------------------------------------------------------
+
+
+def _metrics_server(args: argparse.Namespace) -> int:
+    from sms_pipeline.metrics.collector import SmsCollector, build_registry, serve
+    from sms_pipeline.metrics.report import parse_duration
+
+    settings = get_settings()
+    port = args.port if args.port is not None else settings.sms_metrics_port
+    registry = build_registry(SmsCollector(window=parse_duration(args.window)))
+    server, thread = serve(args.host, port, registry)
+    host, bound = server.server_address[:2]
+    print(f"serving Prometheus metrics at http://{host}:{bound}/metrics", flush=True)
+    try:
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+    finally:
+        server.shutdown()
+    return 0
+
+
+# --- flower --------------------------------------------------------------------------------
+
+
+def flower_command(
+    settings: Settings, *, port: int, address: str, no_auth: bool
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and extra environment that start Flower on our Celery app.
+
+    The basic-auth pair goes through Flower's own FLOWER_BASIC_AUTH variable, not argv:
+    any local user can read a process's command line in `ps`.
+    """
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        CELERY_APP,
+        "flower",
+        f"--port={port}",
+        f"--address={address}",
+    ]
+    env: dict[str, str] = {}
+    if settings.sms_flower_basic_auth is not None:
+        pair = settings.sms_flower_basic_auth.get_secret_value()
+        if ":" not in pair or "," in pair:
+            # Flower splits FLOWER_BASIC_AUTH on ","; say what is wrong, never the value.
+            raise ValueError("SMS_FLOWER_BASIC_AUTH must be user:password (no commas)")
+        env["FLOWER_BASIC_AUTH"] = pair
+    elif not no_auth:
+        raise PermissionError(
+            "SMS_FLOWER_BASIC_AUTH is not set: refusing to start Flower without a login "
+            "(pass --no-auth for a local-only session)"
+        )
+    return argv, env
+
+
+def _flower(args: argparse.Namespace) -> int:
+    try:
+        argv, env = flower_command(
+            get_settings(), port=args.port, address=args.address, no_auth=args.no_auth
+        )
+    except (PermissionError, ValueError) as exc:
+        print(f"sms-pipeline flower: {exc}", file=sys.stderr)
+        return 2
+    if not env:
+        print("sms-pipeline flower: WARNING: no login (--no-auth)", file=sys.stderr)
+    environment = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
+    environment.update(env)
+    print(
+        f"starting Flower at http://{args.address}:{args.port} "
+        "(its /metrics and /healthcheck need no login: keep it on a private network)",
+        flush=True,
+    )
+    # Replace this process: Flower gets the signals (Ctrl-C, docker stop) directly.
+    os.execve(sys.executable, argv, environment)  # noqa: S606 - fixed argv, no shell
+    return 0  # pragma: no cover
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sms_pipeline.metrics.report import build_report, parse_duration, render_text
+
+    try:
+        since = parse_duration(args.since)
+    except ValueError as exc:
+        print(f"sms-pipeline report: {exc}", file=sys.stderr)
+        return 2
+    report = build_report(since=since)
+    if args.format == "json":
+        print(report.to_json())
+    else:
+        print(render_text(report), end="")
+    if args.plot:
+        from sms_pipeline.metrics.plot import render_png
+
+        path = render_png(report, Path(args.plot))
+        print(f"plot written to {path}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    server = subparsers.add_parser(
+        "metrics-server", help="serve Prometheus /metrics from the database"
+    )
+    server.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    server.add_argument("--port", type=int, default=None, help="port (default SMS_METRICS_PORT)")
+    server.add_argument(
+        "--window", default="1h", help="look-back of the ratio gauges (default %(default)s)"
+    )
+    server.set_defaults(func=_metrics_server)
+
+    flower = subparsers.add_parser("flower", help="run Flower (Celery monitoring UI)")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.add_argument("--address", default="127.0.0.1")
+    flower.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="run without SMS_FLOWER_BASIC_AUTH (local use only)",
+    )
+    flower.set_defaults(func=_flower)
+
+    report = subparsers.add_parser("report", help="the channel's health over a window")
+    report.add_argument("--since", default="24h", help="window, e.g. 30m, 24h, 7d")
+    report.add_argument("--format", choices=("text", "json"), default="text")
+    report.add_argument("--plot", metavar="FILE.png", help="also write the charts as PNG")
+    report.set_defaults(func=_report)

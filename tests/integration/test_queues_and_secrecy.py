@@ -1,0 +1,134 @@
+"""Urgent traffic overtakes a bulk backlog; nothing secret reaches the broker or the logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, insert, select
+
+from sms_pipeline import enqueue_sms
+from sms_pipeline.celery_app import BULK_QUEUE, SEND_TASK, app
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
+from sms_pipeline.services.accounts import get_or_create_default_account
+from tests.helpers import NORMAL, is_final, wait_for
+
+BACKLOG = 20_000
+
+
+def purge_broker(redis_url: str) -> None:
+    redis.Redis.from_url(redis_url).flushdb()
+
+
+def test_verification_overtakes_a_bulk_backlog_of_20000_texts(
+    db: Any, redis_url: str, simulator: Any
+) -> None:
+    from celery.contrib.testing.worker import start_worker
+
+    now = utcnow()
+    with session_scope() as session:
+        account_id = get_or_create_default_account(session).id
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "phone_number": NORMAL,
+            "type": "text",
+            "body": "bulk",
+            "account_id": account_id,
+            "send_status": SendStatus.QUEUED.value,
+            "due_at": now,
+            "dispatched_at": now,
+            "uniq_key": uuid.uuid4().hex,
+            "inserted_at": now,
+            "updated_at": now,
+        }
+        for _ in range(BACKLOG)
+    ]
+    with session_scope() as session:
+        session.execute(insert(SmsLog), rows)
+    with app.producer_or_acquire() as producer:
+        for row in rows:
+            app.send_task(
+                SEND_TASK, args=[str(row["id"])], queue=BULK_QUEUE, priority=9, producer=producer
+            )
+    try:
+        with start_worker(
+            app, pool="threads", concurrency=8, perform_ping_check=False, loglevel="WARNING"
+        ):
+            urgent = enqueue_sms(NORMAL, "Your code is 424242", "verification")
+            wait_for(urgent, is_final, timeout=60)
+            with session_scope() as session:
+                sent_bulk = session.scalar(
+                    select(func.count())
+                    .select_from(SmsLog)
+                    .where(SmsLog.type == "text", SmsLog.send_status == "SUBMITTED")
+                )
+    finally:
+        purge_broker(redis_url)
+    assert sent_bulk is not None
+    assert sent_bulk < BACKLOG / 2, f"the verification waited for {sent_bulk} bulk messages"
+
+
+def _decoded_payloads(client: redis.Redis) -> list[str]:
+    texts = []
+    for key in client.scan_iter():
+        kind = client.type(key)
+        values: list[bytes] = []
+        if kind == b"list":
+            values = client.lrange(key, 0, -1)
+        elif kind == b"hash":
+            values = list(client.hvals(key))
+        elif kind == b"string":
+            values = [client.get(key) or b""]
+        elif kind == b"zset":
+            values = [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+        for value in values:
+            text = value.decode("utf-8", "replace")
+            texts.append(text)
+            try:
+                body = json.loads(text).get("body")
+                if isinstance(body, str):
+                    texts.append(base64.b64decode(body).decode("utf-8", "replace"))
+            except (ValueError, AttributeError):
+                pass
+    return texts
+
+
+def test_broker_messages_carry_ids_only(db: Any, redis_url: str) -> None:
+    secret_body = "Your code is 918273"
+    try:
+        message_id = enqueue_sms("+380931112233", secret_body, "verification")
+        payloads = _decoded_payloads(redis.Redis.from_url(redis_url))
+    finally:
+        purge_broker(redis_url)
+    assert any(str(message_id) in p for p in payloads)
+    for text in payloads:
+        assert "918273" not in text
+        assert "380931112233" not in text
+
+
+def test_logs_hold_no_body_number_or_password(
+    worker: Any, simulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    numbers = ["+380931112233", "+380931112203", "+380931112204"]  # ok, always 503, reject
+    codes = [f"55{i}661" for i in range(len(numbers))]
+    ids = [enqueue_sms(n, f"Your code is {c}", "2FA") for n, c in zip(numbers, codes, strict=True)]
+    for message_id in ids:
+        wait_for(message_id, is_final)
+    lines = [record.getMessage() for record in caplog.records]
+    lines += [str(record.args) for record in caplog.records]
+    assert any("submitted" in line for line in lines)
+    for line in lines:
+        for number in numbers:
+            assert number[1:] not in line
+        for code in codes:
+            assert code not in line
+        assert "Your code" not in line
+        assert "demo:demo" not in line

@@ -156,6 +156,7 @@ def redis_url() -> str:
 def simulator(settings_env: Any) -> Iterator[Any]:
     """The IP2SMS simulator on a free loopback port, with settings pointing at it."""
     from sms_pipeline.simulator import SimulatorConfig, running_simulator
+    from sms_pipeline.simulator.inbound import inbound_routes
 
     config = SimulatorConfig(
         host="127.0.0.1",
@@ -165,6 +166,7 @@ def simulator(settings_env: Any) -> Iterator[Any]:
         enroute_after=0.2,
         deliver_after=0.4,
         slow_seconds=5.0,
+        extra_routes=(inbound_routes(),),
     )
     with running_simulator(config) as base_url:
         settings_env(
@@ -172,6 +174,7 @@ def simulator(settings_env: Any) -> Iterator[Any]:
             IP2SMS_STATUS_URL=f"{base_url}/ip2sms-request/",
             IP2SMS_LOGIN="demo",
             IP2SMS_PASSWORD="demo",
+            IP2SMS_INBOUND_URL=f"{base_url}/ip2sms-inbound/",
         )
         yield SimulatorHandle(base_url)
 

@@ -44,7 +44,7 @@ def inbound_records(since: dt.datetime, limit: int, *, with_text: bool) -> list[
 
     records: list[dict[str, Any]] = []
     with session_scope() as session:
-        names = dict(session.execute(select(Account.id, Account.name)).tuples().all())
+        names = {row.id: row.name for row in session.execute(select(Account.id, Account.name))}
         replies = session.scalars(
             select(SmsReply)
             .where(SmsReply.received_at >= since)

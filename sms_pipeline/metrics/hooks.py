@@ -11,15 +11,16 @@ import datetime as dt
 import functools
 import logging
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from typing import Any, Final, ParamSpec
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db.models import Account
+from sms_pipeline.db.models import Account, SmsLog
 from sms_pipeline.metrics import catalogue as c
-from sms_pipeline.metrics.store import get_store, histogram_increments
+from sms_pipeline.metrics.store import get_store
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -39,6 +40,7 @@ _ATTEMPT_OUTCOMES: Final = {
     "rejected": "rejected",
     "exhausted": "retrycount_exceeded",
     "submitted": "submitted",
+    "opted_out": "opted_out",
 }
 
 _names_lock = threading.Lock()
@@ -188,6 +190,30 @@ def status_changed(
             )
 
 
+@_never_raises
+def status_changed_by_id(message_id: uuid.UUID, status: str, changed_at: dt.datetime) -> None:
+    """A status check wrote a change: look up the labels it needs (one primary-key read,
+    only on real changes) and record it."""
+    with get_store().engine.connect() as conn:
+        row = conn.execute(
+            select(SmsLog.type, SmsLog.submitted_at).where(SmsLog.id == message_id)
+        ).first()
+    if row is not None:
+        status_changed(row.type, status, row.submitted_at, changed_at)
+
+
+@_never_raises
+def statuses_changed_in(session: Session, message_types: Iterable[str], status: str) -> None:
+    """A bulk update (Terminated) changed these messages: counted when `session` commits."""
+    counts: dict[str, int] = {}
+    for message_type in message_types:
+        counts[message_type] = counts.get(message_type, 0) + 1
+    session.info.setdefault(_PENDING_KEY, []).extend(
+        (c.STATUS_TRANSITIONS_TOTAL, {"type": t, "status": status}, float(n))
+        for t, n in sorted(counts.items())
+    )
+
+
 def pending_in(session: Session) -> list[Any]:
     """Increments waiting for `session` to commit (tests)."""
     return list(session.info.get(_PENDING_KEY, []))
@@ -196,9 +222,10 @@ def pending_in(session: Session) -> list[Any]:
 __all__ = [
     "account_name",
     "gateway_request",
-    "histogram_increments",
     "message_failed",
     "message_stored",
     "message_submitted",
     "status_changed",
+    "status_changed_by_id",
+    "statuses_changed_in",
 ]

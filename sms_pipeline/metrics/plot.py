@@ -32,7 +32,9 @@ def render_png(report: ChannelReport, path: str | Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: servers, CI, containers
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
     fig, (volume, latency) = plt.subplots(2, 1, figsize=(11, 8), constrained_layout=True)
@@ -61,7 +63,12 @@ def render_png(report: ChannelReport, path: str | Path) -> Path:
         volume.set_ylabel("messages")
         if statuses:
             volume.legend(loc="upper left", fontsize="small", ncol=4)
-        fig.autofmt_xdate()
+        formatter = mdates.DateFormatter("%m-%d %H:%M")  # type: ignore[no-untyped-call]
+        volume.xaxis.set_major_formatter(formatter)
+        volume.yaxis.set_major_locator(MaxNLocator(integer=True))
+        for label in volume.get_xticklabels():
+            label.set_rotation(30)
+            label.set_horizontalalignment("right")
 
         labels = []
         previous: float | None = None
@@ -78,6 +85,7 @@ def render_png(report: ChannelReport, path: str | Path) -> Path:
             f"p95={_fmt(overall.latency_p95)}, p99={_fmt(overall.latency_p99)})"
         )
         latency.set_ylabel("messages")
+        latency.yaxis.set_major_locator(MaxNLocator(integer=True))
         fig.savefig(path, format="png", dpi=100)
     finally:
         plt.close(fig)

@@ -15,12 +15,14 @@ be retried, up to a bound on distinct series.
 from __future__ import annotations
 
 import atexit
+import bisect
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, cast
+from typing import Final, cast
 
 from sqlalchemy import Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,7 +32,7 @@ from sms_pipeline.db.models import MetricCounter, utcnow
 log = logging.getLogger(__name__)
 
 LabelKey = tuple[str, str]  # (name, canonical labels)
-_ROWS_PER_STATEMENT: Final = 500  # 4 bound values per row: far below SQLite's limit
+_ROWS_PER_BATCH: Final = 1000
 _MAX_PENDING_SERIES: Final = 50_000
 
 
@@ -43,7 +45,7 @@ def format_labels(labels: Mapping[str, object] | None) -> str:
     """Canonical label text: `k=v` pairs sorted by key, joined by `,`."""
     if not labels:
         return ""
-    return ",".join(f"{_clean(k)}={_clean(v)}" for k, v in sorted(labels.items()))
+    return _canonical(_items(labels))
 
 
 def parse_labels(text: str) -> dict[str, str]:
@@ -71,21 +73,42 @@ def histogram_increments(
     return out
 
 
-def _upsert(dialect: str) -> Callable[[list[dict[str, Any]]], Insert]:
+@functools.cache
+def _upsert(dialect: str) -> Insert:
+    """One parameterised statement; executed with a list of rows SQLAlchemy batches them
+    into multi-row VALUES (insertmanyvalues) with a cached compilation."""
     table = cast(Table, MetricCounter.__table__)
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert_fn(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.name, table.c.labels],
+        set_={
+            "value": table.c.value + stmt.excluded.value,
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
 
-    def build(rows: list[dict[str, Any]]) -> Insert:
-        stmt = insert_fn(table).values(rows)
-        return stmt.on_conflict_do_update(
-            index_elements=[table.c.name, table.c.labels],
-            set_={
-                "value": table.c.value + stmt.excluded.value,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
 
-    return build
+@functools.lru_cache(maxsize=4096)
+def _canonical(items: tuple[tuple[str, str], ...]) -> str:
+    return ",".join(f"{_clean(k)}={_clean(v)}" for k, v in items)
+
+
+@functools.lru_cache(maxsize=1024)
+def _histogram_keys(
+    name: str, items: tuple[tuple[str, str], ...], buckets: tuple[float, ...]
+) -> tuple[tuple[float, ...], tuple[LabelKey, ...], LabelKey, LabelKey]:
+    bounds = (*sorted(buckets), float("inf"))
+    base = dict(items)
+    bucket_keys = tuple(
+        (f"{name}_bucket", format_labels({**base, "le": _le(bound)})) for bound in bounds
+    )
+    text = _canonical(items)
+    return bounds, bucket_keys, (f"{name}_sum", text), (f"{name}_count", text)
+
+
+def _items(labels: Mapping[str, object] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in labels.items())) if labels else ()
 
 
 class MetricsStore:
@@ -118,7 +141,7 @@ class MetricsStore:
     def inc(
         self, name: str, labels: Mapping[str, object] | None = None, value: float = 1.0
     ) -> None:
-        key = (name, format_labels(labels))
+        key = (name, _canonical(_items(labels)))
         with self._lock:
             self._pending[key] = self._pending.get(key, 0.0) + value
 
@@ -129,13 +152,17 @@ class MetricsStore:
         value: float,
         buckets: Iterable[float],
     ) -> None:
-        increments = [
-            ((n, format_labels(lab)), v)
-            for n, lab, v in histogram_increments(name, labels, value, buckets)
-        ]
+        """One observation of a cumulative histogram: every bucket with le >= value, +1."""
+        bounds, bucket_keys, sum_key, count_key = _histogram_keys(
+            name, _items(labels), tuple(buckets)
+        )
+        first = bisect.bisect_left(bounds, value)
         with self._lock:
-            for key, v in increments:
-                self._pending[key] = self._pending.get(key, 0.0) + v
+            pending = self._pending
+            for key in bucket_keys[first:]:
+                pending[key] = pending.get(key, 0.0) + 1.0
+            pending[sum_key] = pending.get(sum_key, 0.0) + value
+            pending[count_key] = pending.get(count_key, 0.0) + 1.0
 
     def pending(self) -> dict[LabelKey, float]:
         with self._lock:
@@ -160,10 +187,10 @@ class MetricsStore:
             ]
             try:
                 engine = self.engine
-                build = _upsert(engine.dialect.name)
+                stmt = _upsert(engine.dialect.name)
                 with engine.begin() as conn:
-                    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                        conn.execute(build(rows[start : start + _ROWS_PER_STATEMENT]))
+                    for start in range(0, len(rows), _ROWS_PER_BATCH):
+                        conn.execute(stmt, rows[start : start + _ROWS_PER_BATCH])
             except Exception:
                 self._restore(batch)
                 raise

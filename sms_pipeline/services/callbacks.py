@@ -24,12 +24,11 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import requests
 from sqlalchemy import and_, case, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from sms_pipeline.celery_app import DELIVER_CALLBACK_TASK, MAINTENANCE_QUEUE, app
@@ -169,11 +168,13 @@ def create_events(session: Session, now: dt.datetime, settings: Settings) -> int
         )
     on_sqlite = session.get_bind().dialect.name == "sqlite"
     dialect_insert = sqlite.insert if on_sqlite else postgresql.insert
-    stmt = dialect_insert(CallbackEvent).on_conflict_do_nothing(
-        index_elements=["message_id", "status"]
+    stmt = (
+        dialect_insert(CallbackEvent)
+        .on_conflict_do_nothing(index_elements=["message_id", "status"])
+        .returning(CallbackEvent.id)
     )
-    result = cast(CursorResult[Any], session.execute(stmt, values))
-    return max(int(result.rowcount), 0)
+    # Only the rows actually inserted come back: a concurrent sweep's rows are skipped.
+    return len(session.execute(stmt, values).all())
 
 
 def due_event_ids(session: Session, now: dt.datetime, limit: int) -> list[int]:

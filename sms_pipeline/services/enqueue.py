@@ -23,6 +23,7 @@ from sms_pipeline.settings import Settings, get_settings
 ESSENTIAL_TYPES = frozenset(
     {MessageType.VERIFICATION.value, MessageType.TWO_FA.value, MessageType.MEDICATION_REQUEST.value}
 )
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 _LIMITS = {"sender_id": 16, "ext_id": 64, "customer_id": 128, "cost_centre": 64}
 
 
@@ -54,7 +55,7 @@ class ValidBody:
 def validate_body(body: object, settings: Settings) -> ValidBody:
     if not isinstance(body, str) or not body.strip():
         raise InvalidMessage("body", "the message text is empty")
-    if any(ord(c) < 32 and c not in "\n\r\t" for c in body):
+    if any((ord(c) < 32 and c not in "\n\r\t") or 0xD800 <= ord(c) <= 0xDFFF for c in body):
         raise InvalidMessage("body", "contains control characters")
     info = count_segments(body)
     if info.segments > settings.sms_max_segments:
@@ -77,6 +78,8 @@ def _optional_text(field: str, value: object) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > _LIMITS[field]:
         raise InvalidMessage(field, f"must be text of at most {_LIMITS[field]} characters")
+    if not value.isprintable():
+        raise InvalidMessage(field, "contains control characters")
     return value
 
 
@@ -113,6 +116,8 @@ def enqueue_sms(
     message_type = validate_type(type)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise InvalidMessage("priority", "must be an integer")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidMessage("priority", f"must be from {PRIORITY_MIN} to {PRIORITY_MAX}")
     if send_at is not None and (not isinstance(send_at, dt.datetime) or send_at.tzinfo is None):
         raise InvalidMessage("send_at", "must be a timezone-aware datetime")
     sender = _optional_text("sender_id", sender_id)

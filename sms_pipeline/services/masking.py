@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def mask_phone(number: str | None) -> str:
-    """`+380931234567` → `+38093*****67`: enough to tell numbers apart, not to dial."""
+    """`+380931234567` → `+380*******67`: enough to tell numbers apart, not to dial."""
     if not number:
         return "-"
     keep_head = min(6, max(1, len(number) // 3))

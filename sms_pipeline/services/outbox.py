@@ -27,6 +27,7 @@ from sms_pipeline.celery_app import (
 )
 from sms_pipeline.db import affected, is_sqlite, session_scope
 from sms_pipeline.db.models import MessageType, SendStatus, SmsLog, utcnow
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -105,22 +106,21 @@ class SweepResult:
 
 def release_expired_claims(
     session: Session, now: dt.datetime, settings: Settings
-) -> tuple[int, int]:
+) -> tuple[int, list[tuple[str, int]]]:
     """Claims whose worker died: back to QUEUED, or RETRYCOUNT EXCEEDED if none are left."""
     base = and_(SmsLog.send_status == SendStatus.SENDING.value, SmsLog.lease_until < now)
-    exhausted = affected(
-        session.execute(
-            update(SmsLog)
-            .where(base, SmsLog.attempts >= settings.sms_max_attempts)
-            .values(
-                send_status=SendStatus.RETRYCOUNT_EXCEEDED.value,
-                last_error="worker lost during the last attempt",
-                lease_until=None,
-                final_at=now,
-            )
-            .execution_options(synchronize_session=False)
+    exhausted = session.execute(
+        update(SmsLog)
+        .where(base, SmsLog.attempts >= settings.sms_max_attempts)
+        .values(
+            send_status=SendStatus.RETRYCOUNT_EXCEEDED.value,
+            last_error="worker lost during the last attempt",
+            lease_until=None,
+            final_at=now,
         )
-    )
+        .returning(SmsLog.type, SmsLog.account_id)
+        .execution_options(synchronize_session=False)
+    ).all()
     released = affected(
         session.execute(
             update(SmsLog)
@@ -135,7 +135,7 @@ def release_expired_claims(
             .execution_options(synchronize_session=False)
         )
     )
-    return released, exhausted
+    return released, [(row.type, row.account_id) for row in exhausted]
 
 
 def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> SweepResult:
@@ -146,7 +146,7 @@ def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> Swee
     with session_scope(settings) as session:
         released, exhausted = release_expired_claims(session, now, settings)
         query = (
-            select(SmsLog.id, SmsLog.type, SmsLog.priority)
+            select(SmsLog.id, SmsLog.type, SmsLog.priority, SmsLog.due_at)
             .where(
                 SmsLog.send_status == SendStatus.QUEUED.value,
                 SmsLog.due_at <= now,
@@ -159,15 +159,28 @@ def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> Swee
             query = query.with_for_update(skip_locked=True, of=SmsLog)
         rows = session.execute(query).all()
         if rows:
+            # A stale dispatch may only be queued behind a backlog, not lost: expect the
+            # re-dispatch to take as long as the message has waited (capped), so a backlog
+            # is re-published a few times (log2 of its wait), not at every sweep.
+            cap = 10.0 * settings.sms_outbox_grace_seconds
             session.execute(
-                update(SmsLog)
-                .where(SmsLog.id.in_([r.id for r in rows]))
-                .values(dispatched_at=now)
-                .execution_options(synchronize_session=False)
+                update(SmsLog),
+                [
+                    {
+                        "id": r.id,
+                        "dispatched_at": now
+                        + dt.timedelta(
+                            seconds=min(cap, max(0.0, (now - r.due_at).total_seconds()))
+                        ),
+                    }
+                    for r in rows
+                ],
             )
+    for message_type, account_id in exhausted:
+        metrics.message_failed(message_type, account_id, settings.sms_max_attempts, "exhausted")
     if released or exhausted:
-        log.warning("outbox: released %d dead claims, %d out of attempts", released, exhausted)
+        log.warning("outbox: released %d dead claims, %d out of attempts", released, len(exhausted))
     dispatched = publish(Dispatch(r.id, r.type, r.priority) for r in rows)
     if rows:
         log.info("outbox: re-dispatched %d waiting messages", dispatched)
-    return SweepResult(released, exhausted, dispatched)
+    return SweepResult(released, len(exhausted), dispatched)

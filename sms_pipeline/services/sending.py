@@ -132,6 +132,8 @@ def _claim(message_id: uuid.UUID, settings: Settings) -> _Claim | AttemptResult:
                     .execution_options(synchronize_session=False)
                 )
             )
+            if opted:
+                metrics.message_failed(message.type, message.account_id, 0, "opted_out")
             return AttemptResult("opted_out" if opted else "skipped", detail="number opted out")
         account = session.get(Account, message.account_id)
         if account is None:  # the foreign key makes this impossible; say so if it happens

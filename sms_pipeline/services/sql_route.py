@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from sms_pipeline.db import is_sqlite, session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.errors import InvalidMessage
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.enqueue import (
     ESSENTIAL_TYPES,
     is_opted_out,
@@ -106,6 +107,9 @@ def ingest_account_queue(
             else:
                 log.info("queue row %s refused: %s", row.id, message.send_status)
             session.add(message)
+            metrics.message_stored(
+                session, message.type, metrics.account_name(account_id), message.send_status
+            )
         if rows:
             session.flush()
             session.execute(delete(SmsQueue).where(SmsQueue.id.in_([r.id for r in rows])))

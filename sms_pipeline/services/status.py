@@ -39,6 +39,7 @@ from sms_pipeline.celery_app import CHECK_STATUS_TASK, STATUS_QUEUE, app
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, UTCDateTime, utcnow
 from sms_pipeline.gateway import GatewayError, GatewayStatus, StatusResult
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.gateway import get_gateway_client
 from sms_pipeline.settings import Settings, get_settings
 
@@ -225,6 +226,7 @@ def check_status(
     if not written:
         return _notify(CheckResult(message_id, CheckOutcome.LOST_RACE, stored, new.value))
     log.info("message %s: %s -> %s", message_id, old.value, new.value)
+    metrics.status_changed_by_id(message_id, new.value, values["status_changed_at"])
     return _notify(CheckResult(message_id, CheckOutcome.CHANGED, stored, new.value))
 
 
@@ -234,7 +236,7 @@ def check_status(
 def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) -> int:
     """Messages still moving SMS_TERMINATE_AFTER_SECONDS after submission become Terminated."""
     cutoff = now - dt.timedelta(seconds=settings.sms_terminate_after_seconds)
-    return _rowcount(
+    types = (
         session.execute(
             update(SmsLog)
             .where(
@@ -251,9 +253,14 @@ def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) ->
                 final_at=now,
                 next_check_at=None,
             )
+            .returning(SmsLog.type)
             .execution_options(synchronize_session=False)
         )
+        .scalars()
+        .all()
     )
+    metrics.statuses_changed_in(session, types, GatewayStatus.TERMINATED.value)
+    return len(types)
 
 
 # --- the sweep ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
+from sms_pipeline.simulator.inbound import inbound_routes
 from sms_pipeline.simulator.rules import DEFAULT_RULES
 from sms_pipeline.simulator.server import SimulatorConfig, run
 
@@ -42,6 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="delay of the 'slow' rule (numbers ending in 06; default 15)",
     )
     parser.add_argument(
+        "--auto-reply",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability that a delivered message gets a reply (inbound API; default 0)",
+    )
+    parser.add_argument(
         "--no-faults",
         action="store_true",
         help="disable fault injection by number suffix: every message is delivered",
@@ -70,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         deliver_after=args.deliver_after,
         slow_seconds=args.slow_seconds,
         rules=() if args.no_faults else DEFAULT_RULES,
+        extra_routes=(inbound_routes(args.auto_reply),),
     )
 
 

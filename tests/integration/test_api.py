@@ -8,8 +8,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import hypothesis
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
+from schemathesis.checks import not_a_server_error
 from sqlalchemy import func, select, text
 
 from sms_pipeline.api.app import create_app, create_message
@@ -24,9 +27,10 @@ from sms_pipeline.services.api_keys import (
     revoke_api_key,
 )
 from sms_pipeline.services.enqueue import enqueue_sms
+from sms_pipeline.services.masking import mask_phone
 
 NUMBER = "+380931234567"
-MASKED = "+38093*****67"
+MASKED = mask_phone(NUMBER)
 BODY = "Your code is 123456"
 
 
@@ -210,9 +214,7 @@ def test_body_over_the_limit_is_413_before_parsing(
     assert message_count() == 1
 
 
-def test_same_idempotency_key_twice_gives_one_message(
-    client: TestClient, key: NewApiKey
-) -> None:
+def test_same_idempotency_key_twice_gives_one_message(client: TestClient, key: NewApiKey) -> None:
     payload = {"phone_number": NUMBER, "body": BODY, "type": "2FA"}
     headers = {**auth(key), "Idempotency-Key": "order-42-code"}
     first = client.post("/v1/messages", json=payload, headers=headers)
@@ -226,9 +228,7 @@ def test_same_idempotency_key_twice_gives_one_message(
     assert message_count() == 2
 
 
-def test_same_idempotency_key_with_another_body_is_422(
-    client: TestClient, key: NewApiKey
-) -> None:
+def test_same_idempotency_key_with_another_body_is_422(client: TestClient, key: NewApiKey) -> None:
     headers = {**auth(key), "Idempotency-Key": "k-1"}
     assert (
         client.post(
@@ -326,9 +326,7 @@ def test_get_unknown_message_is_404(client: TestClient, key: NewApiKey) -> None:
     assert client.get("/v1/messages/not-a-uuid", headers=auth(key)).status_code == 422
 
 
-def test_account_limited_key_sends_for_its_account_only(
-    client: TestClient, key: NewApiKey
-) -> None:
+def test_account_limited_key_sends_for_its_account_only(client: TestClient, key: NewApiKey) -> None:
     clinic = make_account("clinic")
     make_account("pharmacy")
     limited = make_key("clinic-app", account="clinic")
@@ -336,7 +334,9 @@ def test_account_limited_key_sends_for_its_account_only(
 
     own = client.post("/v1/messages", json=payload, headers=auth(limited))
     assert own.status_code == 201
-    named = client.post("/v1/messages", json={**payload, "account": "clinic"}, headers=auth(limited))
+    named = client.post(
+        "/v1/messages", json={**payload, "account": "clinic"}, headers=auth(limited)
+    )
     assert named.status_code == 201
     with session_scope() as session:
         accounts = {
@@ -440,3 +440,30 @@ def test_api_key_cli_prints_the_key_once_and_lists_without_it(
     with session_scope() as session:
         assert authenticate(session, api_key) is None
     assert main(["api-key", "revoke", "clinic-app"]) == 1
+
+
+# --- OpenAPI-driven fuzzing ------------------------------------------------------------------
+
+fuzz_schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
+
+
+@pytest.fixture
+def fuzz_key(db: Any, redis_url: str) -> NewApiKey:
+    # One key per fuzzed operation: the `db` fixture empties the tables after it.
+    return make_key("fuzzer")
+
+
+@fuzz_schema.parametrize()
+@hypothesis.settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+    derandomize=True,
+)
+def test_fuzzed_requests_never_cause_a_server_error(case: Any, fuzz_key: NewApiKey) -> None:
+    case.headers = {**(case.headers or {}), **auth(fuzz_key)}
+    response = case.call()
+    case.validate_response(response, checks=[not_a_server_error])
+    assert response.status_code < 500 or (
+        case.path == "/healthz" and response.status_code == 503
+    ), response.text

@@ -126,3 +126,20 @@ def test_sweeper_resends_message_whose_dispatch_was_lost(
     assert outbox.sweep_outbox().dispatched == 1
     row = wait_for(message_id, is_final)
     assert row.send_status == SendStatus.SUBMITTED.value
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"priority": 2**40}, "priority"),
+        ({"customer_id": "abc\x00"}, "customer_id"),
+        ({"body": "code \ud800"}, "body"),
+    ],
+)
+def test_values_the_database_cannot_store_are_refused(
+    db: Any, kwargs: dict[str, Any], field: str
+) -> None:
+    arguments: dict[str, Any] = {"phone_number": NORMAL, "body": "hello", **kwargs}
+    with pytest.raises(InvalidMessage) as info:
+        enqueue_sms(**arguments)
+    assert info.value.field == field

@@ -79,10 +79,10 @@ def worker_sim(worker: Any, sim: ClockedSimulator) -> ClockedSimulator:
 
 def submit(monkeypatch: pytest.MonkeyPatch, number: str = NORMAL) -> uuid.UUID:
     """A message submitted to the gateway (Accepted), sent inline rather than by a worker."""
-    monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
-    message_id = enqueue_sms(number, "hello", "text")
+    with monkeypatch.context() as patch:
+        patch.setattr(outbox, "publish", lambda dispatches: 0)
+        message_id = enqueue_sms(number, "hello", "text")
     assert sending.attempt_send(message_id).outcome == "submitted"
-    monkeypatch.undo()
     return message_id
 
 

@@ -1,0 +1,366 @@
+"""Status callbacks: events recorded once per final status, signed, retried, never resent.
+
+A loopback HTTP server (http.server in a thread, port 0) stands in for the producer's
+callback endpoint; PostgreSQL and Redis are real.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from sms_pipeline.api.app import create_app
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.models import CallbackEvent, SendStatus, SmsLog, utcnow
+from sms_pipeline.services import callbacks
+from sms_pipeline.services.api_keys import NewApiKey, create_api_key
+from sms_pipeline.services.enqueue import enqueue_sms
+from sms_pipeline.services.masking import mask_phone
+
+NUMBER = "+380931234567"
+REJECTED_NUMBER = "+380931234504"  # the simulator rejects it: final at once
+BODY = "Your code is 424242"
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+
+@dataclass
+class Receiver:
+    """A loopback callback endpoint; `answers` are the status codes to give, in order."""
+
+    url: str = ""
+    answers: list[int] = field(default_factory=list)
+    delay: float = 0.0
+    received: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            assert time.monotonic() < deadline, f"got {len(self.received)} callbacks of {count}"
+            time.sleep(0.05)
+        return list(self.received)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if state.delay:
+                time.sleep(state.delay)
+            with state.lock:
+                code = state.answers.pop(0) if state.answers else 200
+                state.received.append(Received(dict(self.headers.items()), body, code))
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/sms-events?token=abc"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def fast_callbacks(settings_env: Any) -> Any:
+    return settings_env(SMS_CALLBACK_BACKOFF_SECONDS="0.05", SMS_CALLBACK_TIMEOUT_SECONDS="3")
+
+
+@pytest.fixture
+def api_key(db: Any) -> NewApiKey:
+    with session_scope() as session:
+        return create_api_key(session, "backend")
+
+
+def post_via_api(key: NewApiKey, number: str, callback_url: str) -> uuid.UUID:
+    with TestClient(create_app()) as client:
+        answer = client.post(
+            "/v1/messages",
+            json={"phone_number": number, "body": BODY, "callback_url": callback_url},
+            headers={"Authorization": f"Bearer {key.key}"},
+        )
+    assert answer.status_code == 201, answer.text
+    return uuid.UUID(answer.json()["id"])
+
+
+def make_final(message_id: uuid.UUID, gateway_status: str = "Delivered") -> None:
+    """What the pipeline does when a message ends (the send and status services)."""
+    now = utcnow()
+    with session_scope() as session:
+        session.execute(
+            update(SmsLog)
+            .where(SmsLog.id == message_id)
+            .values(
+                send_status=SendStatus.SUBMITTED.value,
+                gateway_status=gateway_status,
+                gateway_id="G-1",
+                attempts=1,
+                submitted_at=now,
+                status_changed_at=now,
+                final_at=now,
+            )
+        )
+
+
+def events_of(message_id: uuid.UUID) -> list[CallbackEvent]:
+    with session_scope() as session:
+        return list(
+            session.scalars(select(CallbackEvent).where(CallbackEvent.message_id == message_id))
+        )
+
+
+def assert_signed(got: Received, secret: str) -> dict[str, Any]:
+    timestamp = got.headers["X-SMS-Timestamp"]
+    signature = got.headers["X-SMS-Signature"]
+    assert signature.startswith("sha256=")
+    assert callbacks.verify_signature(secret, timestamp, got.body, signature)
+    # The timestamp is inside the signed string: a replay with a fresh timestamp fails.
+    assert not callbacks.verify_signature(secret, str(int(timestamp) + 1), got.body, signature)
+    payload: dict[str, Any] = json.loads(got.body)
+    return payload
+
+
+def deliver_all(message_id: uuid.UUID) -> list[str]:
+    return [callbacks.deliver_event(e.id) for e in events_of(message_id)]
+
+
+def test_final_message_gets_one_signed_event_however_often_the_sweep_runs(
+    db: Any, redis_url: str, receiver: Receiver, api_key: NewApiKey, fast_callbacks: Any
+) -> None:
+    message_id = post_via_api(api_key, NUMBER, receiver.url)
+    assert callbacks.sweep_callbacks().created == 0  # not final yet: nothing to say
+    make_final(message_id)
+
+    assert callbacks.sweep_callbacks().created == 1
+    assert callbacks.sweep_callbacks().created == 0
+    assert deliver_all(message_id) == ["delivered"]
+    assert deliver_all(message_id) == ["skipped"]
+    assert callbacks.sweep_callbacks() == callbacks.CallbackSweep(created=0, dispatched=0)
+
+    (got,) = receiver.wait_for(1)
+    payload = assert_signed(got, api_key.signing_secret)
+    assert payload["id"] == str(message_id)
+    assert payload["status"] == "Delivered" and payload["send_status"] == "SUBMITTED"
+    assert payload["gateway_status"] == "Delivered" and payload["attempts"] == 1
+    assert payload["phone_number"] == mask_phone(NUMBER)
+    assert payload["final_at"] is not None
+    assert BODY not in got.body.decode() and NUMBER not in got.body.decode()
+    (event,) = events_of(message_id)
+    assert got.headers["X-SMS-Event-Id"] == str(event.id)
+    assert event.delivered_at is not None and event.next_attempt_at is None
+    assert event.attempts == 1
+    time.sleep(0.2)
+    assert len(receiver.received) == 1
+
+
+def test_failed_callback_is_retried_with_backoff_then_delivered(
+    db: Any, redis_url: str, receiver: Receiver, api_key: NewApiKey, fast_callbacks: Any
+) -> None:
+    receiver.answers = [500]
+    message_id = post_via_api(api_key, NUMBER, receiver.url)
+    make_final(message_id, "Undeliverable")
+    callbacks.sweep_callbacks()
+
+    before = utcnow()
+    assert deliver_all(message_id) == ["retry"]
+    (event,) = events_of(message_id)
+    assert event.last_error == "HTTP 500" and event.attempts == 1
+    assert event.next_attempt_at is not None and event.next_attempt_at > before
+    # Not due yet when asked at once? The backoff is 0.05 s: wait for it, then retry.
+    while utcnow() < event.next_attempt_at:
+        time.sleep(0.01)
+    assert deliver_all(message_id) == ["delivered"]
+    first, second = receiver.wait_for(2)
+    assert (first.answered, second.answered) == (500, 200)
+    assert first.body == second.body  # the same event, re-signed
+    assert first.headers["X-SMS-Event-Id"] == second.headers["X-SMS-Event-Id"]
+    assert_signed(second, api_key.signing_secret)
+    assert deliver_all(message_id) == ["skipped"]
+
+
+def test_retry_waits_for_its_backoff(
+    db: Any, redis_url: str, receiver: Receiver, api_key: NewApiKey, settings_env: Any
+) -> None:
+    settings_env(SMS_CALLBACK_BACKOFF_SECONDS="600")
+    receiver.answers = [503]
+    message_id = post_via_api(api_key, NUMBER, receiver.url)
+    make_final(message_id)
+    callbacks.sweep_callbacks()
+    assert deliver_all(message_id) == ["retry"]
+    assert deliver_all(message_id) == ["skipped"]  # due in 10 minutes, not now
+    assert callbacks.sweep_callbacks().dispatched == 0
+    assert len(receiver.received) == 1
+
+
+def test_callback_is_given_up_after_the_last_attempt(
+    db: Any, redis_url: str, receiver: Receiver, api_key: NewApiKey, settings_env: Any
+) -> None:
+    settings_env(SMS_CALLBACK_BACKOFF_SECONDS="0.01", SMS_CALLBACK_MAX_ATTEMPTS="3")
+    receiver.answers = [500, 502, 404, 200]
+    message_id = post_via_api(api_key, NUMBER, receiver.url)
+    make_final(message_id)
+    callbacks.sweep_callbacks()
+    outcomes = []
+    for _ in range(3):
+        time.sleep(0.05)
+        outcomes += deliver_all(message_id)
+    assert outcomes == ["retry", "retry", "given up"]
+    (event,) = events_of(message_id)
+    assert event.delivered_at is None and event.next_attempt_at is None
+    assert event.last_error == "given up after 3 attempts: HTTP 404"
+    assert deliver_all(message_id) == ["skipped"]
+    assert callbacks.sweep_callbacks() == callbacks.CallbackSweep(created=0, dispatched=0)
+    assert len(receiver.received) == 3
+
+
+def test_unreachable_callback_url_is_a_retry(
+    db: Any, redis_url: str, api_key: NewApiKey, fast_callbacks: Any
+) -> None:
+    message_id = post_via_api(api_key, NUMBER, "http://127.0.0.1:1/never")
+    make_final(message_id)
+    callbacks.sweep_callbacks()
+    assert deliver_all(message_id) == ["retry"]
+    (event,) = events_of(message_id)
+    assert event.last_error == "ConnectionError"  # the class only: URLs may hold tokens
+
+
+def test_two_concurrent_deliveries_of_one_event_post_once(
+    db: Any, redis_url: str, receiver: Receiver, api_key: NewApiKey, fast_callbacks: Any
+) -> None:
+    receiver.delay = 0.5
+    message_id = post_via_api(api_key, NUMBER, receiver.url)
+    make_final(message_id)
+    callbacks.sweep_callbacks()
+    (event,) = events_of(message_id)
+    outcomes: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: outcomes.append(callbacks.deliver_event(event.id)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["delivered", "skipped"]
+    assert len(receiver.received) == 1
+
+
+def test_message_enqueued_from_python_is_signed_with_the_global_secret(
+    db: Any, redis_url: str, receiver: Receiver, settings_env: Any
+) -> None:
+    settings_env(SMS_CALLBACK_SECRET="global-secret")
+    message_id = enqueue_sms(NUMBER, BODY, callback_url=receiver.url)
+    make_final(message_id, "Expired")
+    callbacks.sweep_callbacks()
+    assert deliver_all(message_id) == ["delivered"]
+    (got,) = receiver.wait_for(1)
+    assert assert_signed(got, "global-secret")["status"] == "Expired"
+
+
+def test_without_key_or_global_secret_the_callback_is_unsigned(
+    db: Any, redis_url: str, receiver: Receiver
+) -> None:
+    message_id = enqueue_sms(NUMBER, BODY, callback_url=receiver.url)
+    make_final(message_id)
+    callbacks.sweep_callbacks()
+    assert deliver_all(message_id) == ["delivered"]
+    (got,) = receiver.wait_for(1)
+    assert "X-SMS-Signature" not in got.headers
+    assert "X-SMS-Timestamp" in got.headers
+
+
+def test_messages_without_callback_url_or_final_long_ago_get_no_event(
+    db: Any, redis_url: str, receiver: Receiver
+) -> None:
+    plain = enqueue_sms(NUMBER, BODY)
+    make_final(plain)
+    old = enqueue_sms(NUMBER, BODY, callback_url=receiver.url)
+    make_final(old)
+    with session_scope() as session:
+        session.execute(
+            update(SmsLog).where(SmsLog.id == old).values(final_at=utcnow() - dt.timedelta(days=30))
+        )
+    assert callbacks.sweep_callbacks().created == 0
+
+
+def test_send_status_endings_are_events_too(db: Any, redis_url: str, receiver: Receiver) -> None:
+    message_id = enqueue_sms(NUMBER, BODY, callback_url=receiver.url)
+    with session_scope() as session:
+        session.execute(
+            update(SmsLog)
+            .where(SmsLog.id == message_id)
+            .values(
+                send_status=SendStatus.RETRYCOUNT_EXCEEDED.value,
+                attempts=3,
+                last_error="HTTP 503",
+                final_at=utcnow(),
+            )
+        )
+    callbacks.sweep_callbacks()
+    (event,) = events_of(message_id)
+    assert event.status == "RETRYCOUNT EXCEEDED"
+    assert json.loads(event.payload)["error"] == "HTTP 503"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.1)
+
+
+def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
+    worker: Any, receiver: Receiver, api_key: NewApiKey, fast_callbacks: Any
+) -> None:
+    from sms_pipeline.celery_app import CALLBACKS_SWEEP_TASK, app
+
+    receiver.answers = [500]
+    message_id = post_via_api(api_key, REJECTED_NUMBER, receiver.url)
+
+    def final() -> bool:
+        with session_scope() as session:
+            row = session.get(SmsLog, message_id)
+            return row is not None and row.final_at is not None
+
+    wait_until(final)
+    # Beat's job, run through the broker: the sweep dispatches deliveries to the worker.
+    for _ in range(100):
+        app.send_task(CALLBACKS_SWEEP_TASK)
+        time.sleep(0.2)
+        if [r for r in receiver.received if r.answered == 200]:
+            break
+    for _ in range(3):  # more sweeps after delivery send nothing more
+        app.send_task(CALLBACKS_SWEEP_TASK)
+    time.sleep(1.0)
+    assert [r.answered for r in receiver.received] == [500, 200]
+    payload = assert_signed(receiver.received[-1], api_key.signing_secret)
+    assert payload["status"] == "Rejected" and payload["send_status"] == "REJECTED"
+    (event,) = events_of(message_id)
+    assert event.delivered_at is not None and event.attempts == 2

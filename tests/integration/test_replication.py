@@ -1,0 +1,276 @@
+"""Replication of verification SMS into sms_log: exactly once, whatever the commit order.
+
+Real PostgreSQL; sends are captured at the outbox (publish) so the test can count them,
+except in the worker test, which runs the beat task through Redis and a real worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, func, insert, select, update
+
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.models import SendStatus, SmsLog, Verification, utcnow
+from sms_pipeline.services import outbox, replication
+
+_numbers = itertools.count(1000000)
+
+
+def verification(**values: Any) -> dict[str, Any]:
+    now = utcnow()
+    row = {
+        "id": uuid.uuid4(),
+        "phone_number": f"+38093{next(_numbers):07d}",
+        "code": f"{next(_numbers) % 1000000:06d}",
+        "status": "new",
+        "active": True,
+        "attempts_count": 0,
+        "gateway_id": None,
+        "inserted_at": now,
+        "updated_at": now,
+    }
+    row.update(values)
+    return row
+
+
+def add(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(insert(Verification), rows)
+
+
+def log_rows() -> list[SmsLog]:
+    with session_scope() as session:
+        return list(session.scalars(select(SmsLog)))
+
+
+def log_count() -> int:
+    with session_scope() as session:
+        return int(session.scalar(select(func.count()).select_from(SmsLog)) or 0)
+
+
+class Captured:
+    """Send dispatches published after commit (instead of going to the broker)."""
+
+    def __init__(self) -> None:
+        self.ids: list[uuid.UUID] = []
+        self.lock = threading.Lock()
+
+    def publish(self, dispatches: Any) -> int:
+        batch = [d.message_id for d in dispatches]
+        with self.lock:
+            self.ids.extend(batch)
+        return len(batch)
+
+
+@pytest.fixture
+def sent(db: Any, monkeypatch: pytest.MonkeyPatch) -> Captured:
+    captured = Captured()
+    monkeypatch.setattr(outbox, "publish", captured.publish)
+    return captured
+
+
+def test_out_of_order_commits_and_two_replicators_give_exactly_one_row_each(
+    pg_engine: Any, sent: Captured
+) -> None:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def replicator() -> None:
+        try:
+            while not stop.is_set():
+                replication.replicate_verifications()
+                time.sleep(0.02)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def writer(rows: list[dict[str, Any]]) -> None:
+        try:
+            for start in range(0, len(rows), 50):
+                with pg_engine.begin() as conn:
+                    add(conn, [verification(**r) for r in rows[start : start + 50]])
+        except BaseException as exc:
+            errors.append(exc)
+
+    # The long transaction inserts first (earliest inserted_at) and commits last.
+    long_conn = pg_engine.connect()
+    long_tx = long_conn.begin()
+    early = [verification() for _ in range(100)]
+    add(long_conn, early)
+    time.sleep(0.01)  # later rows get later inserted_at values
+
+    replicators = [threading.Thread(target=replicator) for _ in range(2)]
+    writers = [threading.Thread(target=writer, args=([{}] * 300,)) for _ in range(3)]
+    for t in replicators + writers:
+        t.start()
+    for t in writers:
+        t.join(120)
+    deadline = time.monotonic() + 60
+    while log_count() < 900 and time.monotonic() < deadline and not errors:
+        time.sleep(0.05)
+    assert not errors
+    replicated_before = log_rows()
+    assert len(replicated_before) == 900  # the long transaction's rows are not visible yet
+
+    long_tx.commit()
+    long_conn.close()
+    deadline = time.monotonic() + 60
+    while log_count() < 1000 and time.monotonic() < deadline and not errors:
+        time.sleep(0.05)
+    stop.set()
+    for t in replicators:
+        t.join(60)
+    # Two last passes at once, after everything committed: nothing new, nothing twice.
+    finals = [threading.Thread(target=replication.replicate_verifications) for _ in range(2)]
+    for t in finals:
+        t.start()
+    for t in finals:
+        t.join(60)
+    assert not errors
+
+    rows = log_rows()
+    assert len(rows) == 1000
+    assert len({r.verification_id for r in rows}) == 1000
+    with session_scope() as session:
+        all_ids = set(session.scalars(select(Verification.id)))
+    assert {r.verification_id for r in rows} == all_ids
+    # Each row was sent once: one dispatch per inserted row, none for the losers' attempts.
+    assert sorted(sent.ids) == sorted(r.id for r in rows)
+    assert all(r.type == "verification" and r.send_status == "QUEUED" for r in rows)
+    # The late rows really were behind the ones already replicated (a mark would skip them).
+    with session_scope() as session:
+        first_done = session.scalar(
+            select(func.min(Verification.inserted_at)).where(
+                Verification.id.in_([r.verification_id for r in replicated_before])
+            )
+        )
+    assert first_done is not None
+    early_inserted = max(r["inserted_at"] for r in early)
+    assert early_inserted < first_done
+
+
+def test_attempts_count_updates_never_create_another_row(pg_engine: Any, sent: Captured) -> None:
+    rows = [verification() for _ in range(5)]
+    with pg_engine.begin() as conn:
+        add(conn, rows)
+    assert replication.replicate_verifications().inserted == 5
+    before = {r.id: (r.verification_id, r.body) for r in log_rows()}
+    for attempt in range(1, 4):
+        with pg_engine.begin() as conn:
+            conn.execute(
+                update(Verification).values(
+                    attempts_count=attempt, status="sent", updated_at=utcnow()
+                )
+            )
+        assert replication.replicate_verifications().inserted == 0
+    after = {r.id: (r.verification_id, r.body) for r in log_rows()}
+    assert after == before
+    assert len(sent.ids) == 5
+
+
+def test_replicated_row_carries_the_code_in_the_configured_template(
+    pg_engine: Any, sent: Captured, settings_env: Any
+) -> None:
+    settings_env(SMS_VERIFICATION_TEMPLATE="Kod: {code}. Nikomu ne povidomliaite.")
+    row = verification(code="493817", phone_number="380931112233")
+    with pg_engine.begin() as conn:
+        add(conn, [row])
+    result = replication.replicate_verifications()
+    assert (result.inserted, result.dispatched) == (1, 1)
+    (message,) = log_rows()
+    assert message.verification_id == row["id"]
+    assert message.body == "Kod: 493817. Nikomu ne povidomliaite."
+    assert message.phone_number == "+380931112233"
+    assert (message.type, message.send_status) == ("verification", "QUEUED")
+    assert message.uniq_key == message.id.hex
+    with session_scope() as session:
+        from sms_pipeline.db.models import Account
+
+        account = session.get(Account, message.account_id)
+        assert account is not None and account.name == "default"
+    assert sent.ids == [message.id]
+
+
+def test_verification_already_sent_is_only_tracked(pg_engine: Any, sent: Captured) -> None:
+    row = verification(gateway_id="8072817")
+    with pg_engine.begin() as conn:
+        add(conn, [row])
+    result = replication.replicate_verifications()
+    assert (result.inserted, result.tracked, result.dispatched) == (1, 1, 0)
+    (message,) = log_rows()
+    assert message.send_status == SendStatus.SUBMITTED.value
+    assert (message.gateway_id, message.gateway_status) == ("8072817", "Accepted")
+    assert message.next_check_at is not None and message.next_check_at <= utcnow()
+    assert message.submitted_at is not None and message.final_at is None
+    assert sent.ids == []
+
+
+def test_bad_phone_number_is_logged_number_invalid(pg_engine: Any, sent: Captured) -> None:
+    row = verification(phone_number="12")
+    with pg_engine.begin() as conn:
+        add(conn, [row])
+    result = replication.replicate_verifications()
+    assert (result.inserted, result.invalid, result.dispatched) == (1, 1, 0)
+    (message,) = log_rows()
+    assert message.send_status == SendStatus.NUMBER_INVALID.value
+    assert message.final_at is not None and message.last_error
+    assert sent.ids == []
+    assert replication.replicate_verifications().inserted == 0
+
+
+def test_rows_older_than_the_safe_window_are_left_alone(
+    pg_engine: Any, sent: Captured, settings_env: Any
+) -> None:
+    settings_env(SMS_REPLICATION_SAFE_WINDOW_SECONDS=60)
+    old = verification(inserted_at=utcnow() - dt.timedelta(minutes=5))
+    new = verification()
+    with pg_engine.begin() as conn:
+        add(conn, [old, new])
+    assert replication.replicate_verifications().inserted == 1
+    assert [r.verification_id for r in log_rows()] == [new["id"]]
+
+
+def test_a_pass_larger_than_one_batch_replicates_everything(pg_engine: Any, sent: Captured) -> None:
+    with pg_engine.begin() as conn:
+        add(conn, [verification() for _ in range(25)])
+    result = replication.replicate_verifications(batch_size=10)
+    assert result.inserted == 25
+    assert log_count() == 25
+
+
+def test_replicate_task_through_the_worker_logs_and_sends(worker: Any, simulator: Any) -> None:
+    from sms_pipeline.celery_app import REPLICATE_TASK, app
+    from sms_pipeline.db import get_engine
+
+    row = verification(phone_number="+380931234567")
+    with get_engine().begin() as conn:
+        add(conn, [row])
+    app.send_task(REPLICATE_TASK)
+    deadline = time.monotonic() + 30
+    while True:
+        with session_scope() as session:
+            message = session.scalar(select(SmsLog).where(SmsLog.verification_id == row["id"]))
+            if message is not None and message.send_status == SendStatus.SUBMITTED.value:
+                break
+        assert time.monotonic() < deadline, f"not replicated and sent: {message!r}"
+        time.sleep(0.1)
+    assert message.gateway_id and simulator.submissions(message.uniq_key) == 1
+
+
+def test_cli_replicate_once(
+    pg_engine: Any, sent: Captured, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sms_pipeline.cli import main
+
+    with pg_engine.begin() as conn:
+        add(conn, [verification(), verification(phone_number="nope")])
+    assert main(["replicate", "--once"]) == 0
+    assert "inserted 2 (to send 1, tracked 0, refused 1)" in capsys.readouterr().out
+    assert main(["replicate", "--once"]) == 0
+    assert "inserted 0" in capsys.readouterr().out
+    assert log_count() == 2

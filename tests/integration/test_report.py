@@ -1,0 +1,219 @@
+"""`sms-pipeline report` against a hand-computed fixture, on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from sms_pipeline.db.engine import make_engine
+from sms_pipeline.db.models import Account, SmsLog
+from sms_pipeline.metrics import catalogue as c
+from sms_pipeline.metrics.plot import render_png
+from sms_pipeline.metrics.report import ChannelReport, build_report, render_text
+from sms_pipeline.metrics.store import MetricsStore
+
+UNTIL = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
+H = dt.timedelta(hours=1)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _row(account_id: int, inserted: dt.datetime, **values: Any) -> SmsLog:
+    message_id = uuid.uuid4()
+    fields: dict[str, Any] = {
+        "id": message_id,
+        "phone_number": "+380931234567",
+        "type": "verification",
+        "body": "code",
+        "account_id": account_id,
+        "inserted_at": inserted,
+        "updated_at": inserted,
+        "due_at": inserted,
+        "send_status": "QUEUED",
+        "uniq_key": message_id.hex,
+    }
+    fields.update(values)
+    return SmsLog(**fields)
+
+
+def _delivered(
+    account_id: int, inserted: dt.datetime, seconds: float, type_: str = "verification"
+) -> SmsLog:
+    submitted = inserted + dt.timedelta(seconds=2)
+    return _row(
+        account_id,
+        inserted,
+        type=type_,
+        send_status="SUBMITTED",
+        gateway_status="Delivered",
+        submitted_at=submitted,
+        status_changed_at=submitted + dt.timedelta(seconds=seconds),
+    )
+
+
+def _fill(engine: Engine) -> None:
+    t10 = UNTIL - 2 * H + dt.timedelta(minutes=5)  # 10:05
+    t11 = UNTIL - H + dt.timedelta(minutes=30)  # 11:30
+    with Session(engine) as session, session.begin():
+        account = Account(name="default", username="u")
+        session.add(account)
+        session.flush()
+        a = account.id
+        session.add_all(
+            [
+                # verification: 4 Delivered (10, 20, 30, 40 s), 1 Terminated,
+                # 1 RETRYCOUNT EXCEEDED, 1 still waiting
+                _delivered(a, t10, 10),
+                _delivered(a, t10, 20),
+                _delivered(a, t11, 30),
+                _delivered(a, t11, 40),
+                _row(
+                    a,
+                    t10,
+                    send_status="SUBMITTED",
+                    gateway_status="Terminated",
+                    submitted_at=t10,
+                    status_changed_at=t10 + dt.timedelta(minutes=30),
+                ),
+                _row(a, t11, send_status="RETRYCOUNT EXCEEDED", attempts=3),
+                _row(a, t11),
+                # text: 2 Delivered (5 s, 100 s), 1 opted out, 1 moving
+                _delivered(a, t10, 5, "text"),
+                _delivered(a, t11, 100, "text"),
+                _row(a, t11, type="text", send_status="OPTED OUT"),
+                _row(a, t11, type="text", send_status="SUBMITTED", gateway_status="Enroute"),
+                # outside the window: ignored
+                _delivered(a, UNTIL - 25 * H, 1),
+                _delivered(a, UNTIL + dt.timedelta(minutes=1), 1),
+            ]
+        )
+    store = MetricsStore(engine)
+    store.inc(c.GATEWAY_REQUESTS_TOTAL, {"operation": "send", "outcome": "ok"}, 8)
+    store.inc(c.GATEWAY_REQUESTS_TOTAL, {"operation": "send", "outcome": "timeout"}, 2)
+    store.inc(c.GATEWAY_REQUESTS_TOTAL, {"operation": "status", "outcome": "ok"}, 5)
+    store.flush()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    from sms_pipeline.db import migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path}/report.db")
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def report(request: pytest.FixtureRequest) -> ChannelReport:
+    engine: Engine = request.getfixturevalue(
+        "db" if request.param == "postgresql" else "sqlite_engine"
+    )
+    _fill(engine)
+    return build_report(engine, since=dt.timedelta(hours=24), until=UNTIL)
+
+
+def test_per_type_counts_rates_and_latency_match_the_fixture(report: ChannelReport) -> None:
+    by_type = {t.type: t for t in report.types}
+    assert list(by_type) == ["verification", "text"]
+    v = by_type["verification"]
+    assert v.by_status == {
+        "Delivered": 4,
+        "RETRYCOUNT EXCEEDED": 1,
+        "Terminated": 1,
+        "pending": 1,
+    }
+    assert (v.total, v.finished, v.delivered) == (7, 6, 4)
+    assert v.delivery_rate == pytest.approx(4 / 6)
+    assert v.terminated_share == pytest.approx(1 / 6)
+    assert v.retrycount_exceeded_share == pytest.approx(1 / 6)
+    assert v.latency_count == 4
+    assert v.latency_p50 == pytest.approx(25.0)
+    assert v.latency_p95 == pytest.approx(38.5)
+    assert v.latency_p99 == pytest.approx(39.7)
+
+    t = by_type["text"]
+    assert t.by_status == {"Delivered": 2, "OPTED OUT": 1, "moving": 1}
+    assert (t.total, t.finished) == (4, 2)  # opted out is not the channel's doing
+    assert t.delivery_rate == 1.0
+    assert t.terminated_share == 0.0
+    assert t.latency_p50 == pytest.approx(52.5)
+
+
+def test_overall_row_and_latency_distribution(report: ChannelReport) -> None:
+    overall = report.overall
+    assert (overall.total, overall.finished, overall.delivered) == (11, 8, 6)
+    assert overall.delivery_rate == pytest.approx(6 / 8)
+    # latencies 5, 10, 20, 30, 40, 100
+    assert overall.latency_count == 6
+    assert overall.latency_p50 == pytest.approx(25.0)
+    assert overall.latency_p95 == pytest.approx(85.0)
+    assert overall.latency_p99 == pytest.approx(97.0)
+    bins = dict(report.latency_histogram)
+    # bins are [previous edge, edge): 5 → [5,10), 10 → [10,20), 20 → [20,30),
+    # 30 and 40 → [30,60), 100 → [60,120)
+    assert {edge: n for edge, n in bins.items() if n} == {
+        10.0: 1,
+        20.0: 1,
+        30.0: 1,
+        60.0: 2,
+        120.0: 1,
+    }
+
+
+def test_hourly_volume_by_status(report: ChannelReport) -> None:
+    assert len(report.hourly) == 24
+    hours = dict(report.hourly)
+    assert hours[UNTIL - 2 * H] == {"Delivered": 3, "Terminated": 1}
+    assert hours[UNTIL - H] == {
+        "Delivered": 3,
+        "OPTED OUT": 1,
+        "RETRYCOUNT EXCEEDED": 1,
+        "moving": 1,
+        "pending": 1,
+    }
+    assert hours[UNTIL - 3 * H] == {}
+
+
+def test_gateway_error_rates_from_the_stored_counters(report: ChannelReport) -> None:
+    gateway = {g.operation: g for g in report.gateway}
+    assert gateway["send"].requests == 10
+    assert gateway["send"].by_outcome == {"ok": 8, "timeout": 2}
+    assert gateway["send"].error_rate == pytest.approx(0.2)
+    assert gateway["status"].error_rate == 0.0
+
+
+def test_renders_as_text_json_and_png(report: ChannelReport, tmp_path: Path) -> None:
+    text = render_text(report)
+    assert "verification" in text and "66.7%" in text and "25.0s" in text
+    data = json.loads(report.to_json())
+    assert data["overall"]["delivered"] == 6
+    assert data["types"][0]["type"] == "verification"
+    png = render_png(report, tmp_path / "report.png")
+    content = png.read_bytes()
+    assert content.startswith(PNG_MAGIC) and len(content) > 5000
+
+
+def test_report_command_prints_json_and_writes_the_plot(
+    db: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sms_pipeline.cli import main
+
+    with Session(db) as session, session.begin():
+        account = Account(name="default", username="u")
+        session.add(account)
+        session.flush()
+        now = dt.datetime.now(dt.UTC)
+        session.add(_delivered(account.id, now - dt.timedelta(minutes=5), 3))
+    plot = tmp_path / "out.png"
+    assert main(["report", "--since", "1h", "--format", "json", "--plot", str(plot)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["overall"]["delivered"] == 1
+    assert plot.read_bytes().startswith(PNG_MAGIC)

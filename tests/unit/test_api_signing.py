@@ -1,0 +1,94 @@
+"""API keys, callback signatures and request validation, without servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+
+import pytest
+from pydantic import ValidationError
+
+from sms_pipeline.api.schemas import MessageIn
+from sms_pipeline.services import api_keys, callbacks
+from sms_pipeline.settings import load_settings
+
+
+def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
+    body = b'{"id":"x","status":"Delivered"}'
+    expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert callbacks.sign("s3cret", "1700000000", body) == f"sha256={expected}"
+
+
+def test_verify_signature_accepts_fresh_and_refuses_tampered_or_stale() -> None:
+    body = b'{"id":"x"}'
+    signature = callbacks.sign("k", "1000", body)
+    assert callbacks.verify_signature("k", "1000", body, signature, now=1100)
+    assert not callbacks.verify_signature("k", "1000", body + b" ", signature, now=1100)
+    assert not callbacks.verify_signature("other", "1000", body, signature, now=1100)
+    assert not callbacks.verify_signature("k", "1001", body, signature, now=1100)
+    # An old event replayed later fails on its (signed) timestamp.
+    assert not callbacks.verify_signature("k", "1000", body, signature, now=1000 + 301)
+    assert not callbacks.verify_signature("k", "not-a-time", body, signature, now=1100)
+
+
+def test_final_status_prefers_the_gateways_final_word() -> None:
+    assert callbacks.final_status("SUBMITTED", "Delivered") == "Delivered"
+    assert callbacks.final_status("REJECTED", "Rejected") == "Rejected"
+    assert callbacks.final_status("RETRYCOUNT EXCEEDED", None) == "RETRYCOUNT EXCEEDED"
+    assert callbacks.final_status("SUBMITTED", "Enroute") == "SUBMITTED"
+
+
+def test_default_retry_schedule_is_six_attempts_over_about_half_an_hour() -> None:
+    settings = load_settings()
+    assert settings.sms_callback_max_attempts == 6
+    waits = [callbacks.retry_delay(n, settings) for n in range(1, 6)]
+    assert waits == [60, 120, 240, 480, 960]
+    assert 25 * 60 <= sum(waits) <= 35 * 60
+
+
+def test_api_key_hash_is_keyed_and_not_the_plain_sha256() -> None:
+    key = "sk_0123abcd_" + "x" * 43
+    assert api_keys.hash_key(key) == api_keys.hash_key(key)
+    assert api_keys.hash_key(key) != hashlib.sha256(key.encode()).hexdigest()
+    assert api_keys.hash_key(key) != api_keys.hash_key(key + "y")
+
+
+@pytest.mark.parametrize(
+    ("presented", "prefix"),
+    [
+        ("sk_0123abcd_secret_with_underscores", "0123abcd"),
+        ("sk__secret", None),
+        ("pk_0123abcd_secret", None),
+        ("sk_0123abcd", None),
+        ("", None),
+    ],
+)
+def test_key_prefix_is_read_only_from_well_formed_keys(presented: str, prefix: str | None) -> None:
+    assert api_keys._split(presented) == prefix
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"ext_id": "a\x00b"},
+        {"body": "\ud800"},
+        {"priority": 2**31},
+        {"priority": True},
+        {"priority": "1"},
+        {"send_at": dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5)))},
+        {"unknown": 1},
+        {"phone_number": 380931234567},
+    ],
+)
+def test_request_model_refuses_what_the_database_could_not_store(extra: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        MessageIn.model_validate({"phone_number": "+380931234567", "body": "hi", **extra})
+
+
+def test_request_model_leaves_message_rules_to_enqueue_sms() -> None:
+    # Invalid for enqueue_sms (bad number, unknown type, naive time) yet valid JSON types.
+    message = MessageIn.model_validate(
+        {"phone_number": "12", "body": "hi", "type": "promo", "send_at": "2030-01-01T00:00:00"}
+    )
+    assert message.type == "promo" and message.send_at is not None

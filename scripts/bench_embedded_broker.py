@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from sms_pipeline.demo import (
-    demo_environment,
+    child_environment,
     phone_number,
     spawn,
     stop_children,
@@ -53,11 +53,11 @@ def one_run(kind: str, count: int, root: Path, timeout: float) -> str:
     log_dir.mkdir(parents=True)
     children = []
     try:
-        env0 = demo_environment(data_dir, "http://127.0.0.1:0")
+        env0 = child_environment(data_dir, "http://127.0.0.1:0")
         sim = spawn("gateway-sim", ["gateway-sim", "--port=0", "--no-faults"], env0, log_dir)
         children.append(sim)
         url = wait_for_line(sim, r"listening on (http://\S+)", 30).group(1)
-        env = {**env0, **demo_environment(data_dir, url)}
+        env = child_environment(data_dir, url)
         if kind == "sqla":
             env["SMS_BROKER_URL"] = f"sqla+sqlite:///{data_dir / 'broker.db'}"
         migrate = spawn("migrate", ["db", "upgrade"], env, log_dir)

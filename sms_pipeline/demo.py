@@ -73,6 +73,14 @@ def demo_environment(data_dir: Path, gateway_url: str, concurrency: int = 8) -> 
     }
 
 
+def child_environment(data_dir: Path, gateway_url: str, concurrency: int = 8) -> dict[str, str]:
+    """This process's environment without its SMS_/IP2SMS_ settings, plus the demo's."""
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.upper().startswith(("SMS_", "IP2SMS_"))
+    }
+    return {**inherited, **demo_environment(data_dir, gateway_url, concurrency)}
+
+
 # --- the message mix ----------------------------------------------------------------------
 
 
@@ -560,8 +568,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
 
     children: list[Child] = []
     try:
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_", "IP2SMS_"))}
-        sim_env = {**base_env, **demo_environment(data_dir, "http://127.0.0.1:0")}
+        sim_env = child_environment(data_dir, "http://127.0.0.1:0")
         simulator = spawn(
             "gateway-sim",
             [
@@ -577,7 +584,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         children.append(simulator)
         migrate = spawn("migrate", ["db", "upgrade"], sim_env, log_dir)
         gateway_url = wait_for_line(simulator, r"listening on (http://\S+)", timeout=30).group(1)
-        env = {**base_env, **demo_environment(data_dir, gateway_url, options.concurrency)}
+        env = child_environment(data_dir, gateway_url, options.concurrency)
         if migrate.process.wait(timeout=120) != 0:
             raise DemoError("db upgrade failed", migrate)
         console.print(f"  gateway   simulator at {gateway_url} (faults chosen by number suffix)")

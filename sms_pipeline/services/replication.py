@@ -152,7 +152,7 @@ def _insert(session: Session) -> Insert:
     table = cast(Table, SmsLog.__table__)
     if session.get_bind().dialect.name == "sqlite":
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=["verification_id"])
-    return postgresql.insert(table)
+    return postgresql.insert(table).on_conflict_do_nothing(index_elements=["verification_id"])
 
 
 def find_unreplicated(session: Session, since: dt.datetime, limit: int) -> Sequence[Verification]:

@@ -266,12 +266,12 @@ class RedisServer:
 
 
 @pytest.fixture
-def own_redis(procs: Procs) -> Iterator[RedisServer]:
+def own_redis(procs: Procs) -> RedisServer:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server binary not installed: cannot run a Redis of our own")
     server = RedisServer(procs)
     server.start()
-    yield server  # killed with the other processes by `procs`
+    return server  # killed with the other processes by `procs`
 
 
 @pytest.fixture
@@ -420,6 +420,7 @@ def needs_postgres() -> None:
 
 
 # --- counting messages -------------------------------------------------------------------
+
 
 # Numbers the simulator treats as "always behaves" when its rules are on: suffixes 11..99.
 def phone(i: int) -> str:

@@ -222,3 +222,24 @@ def test_sql_route_never_loses_or_crashes_on_fuzzed_rows(
         )
         if message.send_status != SendStatus.QUEUED.value:
             assert message.last_error
+
+
+@FUZZ
+@given(
+    field=st.sampled_from(
+        ["phone_number", "body", "sender_id", "ext_id", "customer_id", "cost_centre", "priority"]
+    ),
+    value=st.one_of(any_text, st.integers(min_value=-(2**70), max_value=2**70)),
+)
+def test_enqueue_one_bad_field_among_good_ones_is_refused_cleanly(
+    db: Any, no_publish: None, field: str, value: Any
+) -> None:
+    good: dict[str, Any] = {"phone_number": "+380931234567", "body": "hello"}
+    good[field] = value
+    before = _rows()
+    try:
+        enqueue_sms(**good)
+    except InvalidMessage:
+        assert _rows() == before
+    else:
+        assert _rows() == before + 1

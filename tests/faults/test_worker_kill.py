@@ -34,9 +34,7 @@ def _submitted() -> int:
 def _in_flight() -> list[uuid.UUID]:
     with session_scope() as session:
         return list(
-            session.scalars(
-                select(SmsLog.id).where(SmsLog.send_status == SendStatus.SENDING.value)
-            )
+            session.scalars(select(SmsLog.id).where(SmsLog.send_status == SendStatus.SENDING.value))
         )
 
 
@@ -83,9 +81,7 @@ def test_worker_killed_three_times_loses_nothing_and_sends_nothing_twice(
     lost = lost_of(ids, counts)
     with session_scope() as session:
         rows = session.execute(
-            select(SmsLog.uniq_key, SmsLog.gateway_id, SmsLog.send_status).where(
-                SmsLog.id.in_(ids)
-            )
+            select(SmsLog.uniq_key, SmsLog.gateway_id, SmsLog.send_status).where(SmsLog.id.in_(ids))
         ).all()
     accepted_keys = snap["accepted_keys"]
     resubmitted = sum(1 for r in rows if snap["attempts"].get("u:" + r.uniq_key, 0) > 1)

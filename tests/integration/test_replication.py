@@ -11,6 +11,7 @@ import itertools
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -38,6 +39,12 @@ def verification(**values: Any) -> dict[str, Any]:
     }
     row.update(values)
     return row
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def add(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -100,31 +107,33 @@ def test_out_of_order_commits_and_two_replicators_give_exactly_one_row_each(
     # The long transaction inserts first (earliest inserted_at) and commits last.
     long_conn = pg_engine.connect()
     long_tx = long_conn.begin()
-    early = [verification() for _ in range(100)]
-    add(long_conn, early)
-    time.sleep(0.01)  # later rows get later inserted_at values
-
     replicators = [threading.Thread(target=replicator) for _ in range(2)]
-    writers = [threading.Thread(target=writer, args=([{}] * 300,)) for _ in range(3)]
-    for t in replicators + writers:
-        t.start()
-    for t in writers:
-        t.join(120)
-    deadline = time.monotonic() + 60
-    while log_count() < 900 and time.monotonic() < deadline and not errors:
-        time.sleep(0.05)
-    assert not errors
-    replicated_before = log_rows()
-    assert len(replicated_before) == 900  # the long transaction's rows are not visible yet
+    try:
+        early = [verification() for _ in range(100)]
+        add(long_conn, early)
+        time.sleep(0.01)  # later rows get later inserted_at values
 
-    long_tx.commit()
-    long_conn.close()
-    deadline = time.monotonic() + 60
-    while log_count() < 1000 and time.monotonic() < deadline and not errors:
-        time.sleep(0.05)
-    stop.set()
-    for t in replicators:
-        t.join(60)
+        writers = [threading.Thread(target=writer, args=([{}] * 300,)) for _ in range(3)]
+        for t in replicators + writers:
+            t.start()
+        for t in writers:
+            t.join(120)
+        wait_until(lambda: log_count() >= 900 or bool(errors))
+        assert not errors
+        replicated_before = log_rows()
+        assert len(replicated_before) == 900  # the long transaction's rows are not visible yet
+
+        long_tx.commit()
+        wait_until(lambda: log_count() >= 1000 or bool(errors))
+    finally:
+        # A failure above must not leave a transaction holding locks (teardown truncates).
+        if long_tx.is_active:
+            long_tx.rollback()
+        long_conn.close()
+        stop.set()
+        for t in replicators:
+            if t.ident is not None:  # started
+                t.join(60)
     # Two last passes at once, after everything committed: nothing new, nothing twice.
     finals = [threading.Thread(target=replication.replicate_verifications) for _ in range(2)]
     for t in finals:

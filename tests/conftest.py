@@ -127,6 +127,9 @@ def pg_engine() -> Iterator[Any]:
         migrate.upgrade(engine)
         yield engine
     finally:
+        from sms_pipeline.metrics.store import shutdown_store
+
+        shutdown_store()  # its last flush needs the database we are about to drop
         dispose_engines()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB_NAME}" WITH (FORCE)')

@@ -234,11 +234,13 @@ def _record_failure(claim: _Claim, exc: GatewayError, settings: Settings) -> Att
 
     if isinstance(exc, GatewayDuplicate):
         # An earlier attempt reached the gateway (its answer was lost): it is submitted,
-        # only its gateway id is unknown, so it cannot be polled.
+        # only its gateway id is unknown, so it cannot be polled. Its status is Unknown
+        # until the Terminated rule closes it, so it never sits unexplained.
         values: dict[str, Any] = {
             "send_status": SendStatus.SUBMITTED.value,
+            "gateway_status": GatewayStatus.UNKNOWN.value,
+            "status_changed_at": now,
             "submitted_at": now,
-            "final_at": now,
             "lease_until": None,
             "last_error": "uniq_key dupe: an earlier attempt reached the gateway; "
             "its gateway id is unknown",

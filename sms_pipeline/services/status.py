@@ -313,8 +313,10 @@ def fan_out(ids: Sequence[uuid.UUID], settings: Settings) -> int:
         return 0
     size = settings.sms_status_chunk_size
     # By name (services never import tasks): the worker resolves the task in each chunk.
+    # A chunk still queued after the longest backoff step is dropped: by then its rows
+    # have come due again and a later sweep has claimed them afresh.
     chunks(app.signature(CHECK_STATUS_TASK), ((str(i),) for i in ids), size, app=app).apply_async(
-        queue=STATUS_QUEUE
+        queue=STATUS_QUEUE, expires=max(settings.sms_status_check_backoff)
     )
     return (len(ids) + size - 1) // size
 

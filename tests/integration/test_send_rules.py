@@ -190,6 +190,8 @@ def test_uniq_key_dupe_after_lost_answer_is_recorded_as_submitted(
         row = session.get(SmsLog, message_id)
         assert row.send_status == SendStatus.SUBMITTED.value
         assert row.gateway_id is None and "uniq_key dupe" in (row.last_error or "")
+        # Unknown, so the Terminated rule ends it if nothing else does.
+        assert row.gateway_status == "Unknown" and row.final_at is None
     assert simulator.submissions(message_id.hex) == 2
 
 

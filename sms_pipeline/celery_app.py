@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery
 from kombu.entity import Queue
 
+from sms_pipeline import embedded_broker  # noqa: F401  (atomic filesystem:// transport)
 from sms_pipeline.settings import Settings, get_settings
 
 URGENT_QUEUE = "urgent"  # verification and 2FA: never wait behind bulk

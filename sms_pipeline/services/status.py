@@ -2,8 +2,9 @@
 
 The sweep runs on beat every SMS_STATUS_POLL_SECONDS:
 
-1. Terminated: one conditional UPDATE ends every message still moving
-   SMS_TERMINATE_AFTER_SECONDS after submission. A final status is never touched.
+1. Terminated: a conditional UPDATE ends every message still moving
+   SMS_TERMINATE_AFTER_SECONDS after submission, once it has been asked about at or after
+   that deadline (a backoff step never jumps past it). A final status is never touched.
 2. Claim: messages still moving whose `next_check_at` is due are claimed in one UPDATE
    that also moves `next_check_at` forward by the next backoff step (indexed by
    `status_checks`). That bump is the lease: a second, overlapping sweep no longer sees
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from celery.canvas import chunks
-from sqlalchemy import CursorResult, and_, case, literal, or_, select, update
+from sqlalchemy import CursorResult, and_, bindparam, case, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from sms_pipeline.celery_app import CHECK_STATUS_TASK, STATUS_QUEUE, app
@@ -233,19 +234,55 @@ def check_status(
 # --- Terminated ---------------------------------------------------------------------------
 
 
+def _deadline(
+    submitted_at: dt.datetime | None, inserted_at: dt.datetime, timeout: int
+) -> dt.datetime:
+    return (submitted_at or inserted_at) + dt.timedelta(seconds=timeout)
+
+
 def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) -> int:
-    """Messages still moving SMS_TERMINATE_AFTER_SECONDS after submission become Terminated."""
-    cutoff = now - dt.timedelta(seconds=settings.sms_terminate_after_seconds)
+    """Messages still moving SMS_TERMINATE_AFTER_SECONDS after submission become Terminated.
+
+    Only once the message has been asked about at or after its deadline (its next check
+    then lies beyond the deadline, see `claim_due_checks`): a message delivered a minute
+    before the deadline, whose last check was minutes earlier, gets a last check and ends
+    Delivered rather than Terminated. Messages the gateway cannot be asked about (no
+    gateway id) end at the deadline.
+    """
+    timeout = settings.sms_terminate_after_seconds
+    cutoff = now - dt.timedelta(seconds=timeout)
+    candidates = (
+        select(
+            SmsLog.id,
+            SmsLog.gateway_id,
+            SmsLog.submitted_at,
+            SmsLog.inserted_at,
+            SmsLog.next_check_at,
+        )
+        .where(
+            SmsLog.gateway_status.in_(MOVING_STATUS_VALUES),
+            or_(
+                SmsLog.submitted_at < cutoff,
+                and_(SmsLog.submitted_at.is_(None), SmsLog.inserted_at < cutoff),
+            ),
+        )
+        .limit(settings.sms_status_batch_limit)
+    )
+    if session.get_bind().dialect.name != "sqlite":
+        candidates = candidates.with_for_update(skip_locked=True)
+    overdue = [
+        r.id
+        for r in session.execute(candidates)
+        if not r.gateway_id
+        or r.next_check_at is None
+        or r.next_check_at > _deadline(r.submitted_at, r.inserted_at, timeout)
+    ]
+    if not overdue:
+        return 0
     types = (
         session.execute(
             update(SmsLog)
-            .where(
-                SmsLog.gateway_status.in_(MOVING_STATUS_VALUES),
-                or_(
-                    SmsLog.submitted_at < cutoff,
-                    and_(SmsLog.submitted_at.is_(None), SmsLog.inserted_at < cutoff),
-                ),
-            )
+            .where(SmsLog.id.in_(overdue), SmsLog.gateway_status.in_(MOVING_STATUS_VALUES))
             .values(
                 gateway_status=GatewayStatus.TERMINATED.value,
                 status_changed_at=now,
@@ -301,9 +338,31 @@ def claim_due_checks(
             # A look is not a change: keep updated_at (the column's onupdate would bump it).
             updated_at=SmsLog.updated_at,
         )
-        .returning(SmsLog.id, SmsLog.gateway_id)
+        .returning(
+            SmsLog.id,
+            SmsLog.gateway_id,
+            SmsLog.submitted_at,
+            SmsLog.inserted_at,
+            SmsLog.next_check_at,
+        )
         .execution_options(synchronize_session=False)
     ).all()
+    # A backoff step never jumps past the Terminated deadline: the message gets one last
+    # check at the deadline, so a late delivery is seen before Terminated is decided.
+    timeout = settings.sms_terminate_after_seconds
+    capped = []
+    for r in rows:
+        deadline = _deadline(r.submitted_at, r.inserted_at, timeout)
+        if r.gateway_id and now < deadline < r.next_check_at:
+            capped.append({"b_id": r.id, "b_next": deadline})
+    if capped:
+        table = SmsLog.__table__
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(next_check_at=bindparam("b_next"), updated_at=table.c.updated_at),
+            capped,
+        )
     return [Claimed(r.id, r.gateway_id) for r in rows]
 
 

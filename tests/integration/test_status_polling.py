@@ -317,7 +317,12 @@ def test_a_sweep_that_finds_nothing_due_claims_nothing(db: Any) -> None:
 
 def test_message_moving_after_timeout_is_terminated_once(db: Any) -> None:
     now = utcnow()
-    old = insert_row(submitted_at=now - dt.timedelta(minutes=31), gateway_status="Accepted")
+    # Last asked about after its deadline (its next check lies beyond it).
+    old = insert_row(
+        submitted_at=now - dt.timedelta(minutes=31),
+        gateway_status="Accepted",
+        next_check_at=now + dt.timedelta(minutes=5),
+    )
     young = insert_row(submitted_at=now - dt.timedelta(minutes=29))
     first = status.sweep_statuses(inline=True)
     assert first.terminated == 1
@@ -329,6 +334,43 @@ def test_message_moving_after_timeout_is_terminated_once(db: Any) -> None:
     assert row(young).gateway_status == "Enroute"
     assert status.sweep_statuses(inline=True).terminated == 0
     assert row(old).final_at == ended.final_at
+
+
+def test_message_delivered_just_before_the_deadline_gets_a_last_check_not_terminated(
+    db: Any, monkeypatch: pytest.MonkeyPatch, settings_env: Any
+) -> None:
+    settings_env(SMS_STATUS_CHECK_BACKOFF="600")
+    now = utcnow()
+    # Submitted 29 minutes ago and due now: the 600 s step would jump past the deadline.
+    message_id = insert_row(submitted_at=now - dt.timedelta(minutes=29), next_check_at=now)
+    fake = FakeClient(GatewayStatus.ENROUTE)
+    monkeypatch.setattr(status, "get_gateway_client", lambda settings=None: fake)
+    status.sweep_statuses(inline=True, now=now)
+    deadline = now - dt.timedelta(minutes=29) + dt.timedelta(minutes=30)
+    assert row(message_id).next_check_at == deadline
+    # Delivered at minute 29:30; at minute 31 the sweep must ask once more, not terminate.
+    fake.answer = GatewayStatus.DELIVERED
+    later = now + dt.timedelta(minutes=2)
+    result = status.sweep_statuses(inline=True, now=later)
+    assert result.terminated == 0
+    assert row(message_id).gateway_status == "Delivered"
+    assert status.sweep_statuses(inline=True, now=later).terminated == 0
+
+
+def test_moving_message_checked_after_its_deadline_is_terminated_at_the_next_sweep(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utcnow()
+    # Its last check was capped at the deadline, a minute ago, and has not run yet.
+    message_id = insert_row(
+        submitted_at=now - dt.timedelta(minutes=31), next_check_at=now - dt.timedelta(minutes=1)
+    )
+    fake = FakeClient(GatewayStatus.ENROUTE)
+    monkeypatch.setattr(status, "get_gateway_client", lambda settings=None: fake)
+    assert status.sweep_statuses(inline=True, now=now).terminated == 0
+    assert fake.asked == ["42"]
+    assert status.sweep_statuses(inline=True, now=now).terminated == 1
+    assert row(message_id).gateway_status == "Terminated"
 
 
 def test_delivered_message_is_never_terminated(db: Any) -> None:
@@ -344,7 +386,10 @@ def test_delivered_message_is_never_terminated(db: Any) -> None:
 
 def test_terminate_timeout_is_configurable(db: Any, settings_env: Any) -> None:
     settings_env(SMS_TERMINATE_AFTER_SECONDS=60)
-    message_id = insert_row(submitted_at=utcnow() - dt.timedelta(minutes=2))
+    message_id = insert_row(
+        submitted_at=utcnow() - dt.timedelta(minutes=2),
+        next_check_at=utcnow() + dt.timedelta(minutes=1),
+    )
     assert status.sweep_statuses(inline=True).terminated == 1
     assert row(message_id).gateway_status == "Terminated"
 

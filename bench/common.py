@@ -1,0 +1,469 @@
+"""What every benchmark shares: its own database and Redis db, subprocesses, the baseline.
+
+`BenchEnv` claims a Redis db the way tests/conftest.py does (a `sms-pipeline-tests:lock:N`
+key in db 0; only that db is ever flushed) and creates, migrates and finally drops a
+PostgreSQL database of its own. It sets the environment BEFORE anything imports
+`sms_pipeline.celery_app` (the app reads its broker at import), so import pipeline
+modules inside functions, after `BenchEnv.open()`.
+
+Worker, beat and simulator run as subprocesses in their own process groups (killed by
+their own pid at the end), like tests/faults/conftest.py: the bench measures the real
+processes. The baseline is a no-op task run by `bench.noop_worker` (the same worker
+command and app configuration) on the same broker, pool and concurrency.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO / ".sms_pipeline" / "bench-results.json"
+PG_ADMIN_URL = os.environ.get(
+    "SMS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_BASE_URL = os.environ.get("SMS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+LOGIN = "bench"
+PASSWORD = "bench-only-password"  # noqa: S105 - a throwaway loopback simulator
+CLI = [sys.executable, "-m", "sms_pipeline.cli"]
+QUEUE_PRIORITIES = range(10)  # kombu's Redis priority steps: `q`, `q:1` ... `q:9`
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an unsorted sequence (0.0 when empty)."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def load_average() -> tuple[float, float, float]:
+    one, five, fifteen = os.getloadavg()
+    return round(one, 2), round(five, 2), round(fifteen, 2)
+
+
+# --- processes -------------------------------------------------------------------------
+
+
+class Proc:
+    """A child in its own process group, output to a log file; killed by its own pid."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], folder: Path) -> None:
+        self.name = name
+        self.log_path = folder / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            argv,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=str(REPO),
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def rss_mib(self) -> float:
+        """Resident memory of the process (threads pool: the whole worker)."""
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        return 0.0
+
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log_text():
+                return
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited:\n{self.log_text()[-3000:]}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: no {text!r} after {timeout:.0f} s")
+
+    def stop(self) -> None:
+        """SIGTERM the group (warm shutdown), SIGKILL if it lingers; then reap."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.popen.wait(10)
+        self._log.close()
+
+
+# --- the environment -------------------------------------------------------------------
+
+
+class BenchEnv:
+    """A PostgreSQL database and a Redis db of the bench's own, and its subprocesses."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="sms-bench-"))
+        self.db_name = f"sms_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self.pg_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
+        self.redis_db: int | None = None
+        self.redis_url = ""
+        self.procs: list[Proc] = []
+        self._db_created = False
+        self.sim_url = ""
+        self.results: dict[str, Any] = {}
+        self._baselines: dict[tuple[str, int], dict[str, Any]] = {}
+
+    # --- set up / tear down
+    def open(self) -> BenchEnv:
+        import psycopg
+        import redis
+
+        client = redis.Redis.from_url(f"{REDIS_BASE_URL}/0", socket_connect_timeout=2)
+        for number in range(1, 16):
+            if client.set(f"sms-pipeline-tests:lock:{number}", os.getpid(), nx=True, ex=7200):
+                self.redis_db = number
+                break
+        if self.redis_db is None:
+            raise RuntimeError("every Redis db 1-15 is held by another run")
+        self.redis_url = f"{REDIS_BASE_URL}/{self.redis_db}"
+        self.redis().flushdb()  # ours now: leftovers of a crashed run would skew the queue
+        admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self._db_created = True
+        os.environ.update(self.base_env())
+        from sms_pipeline.settings import reset_settings_cache
+
+        reset_settings_cache()
+        from sms_pipeline.db import get_engine, migrate
+
+        engine = get_engine()
+        assert engine.url.database == self.db_name
+        migrate.upgrade(engine)
+        return self
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+        with contextlib.suppress(Exception):
+            from sms_pipeline.db import dispose_engines
+
+            dispose_engines()
+        if self._db_created:
+            import psycopg
+
+            admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            self._db_created = False
+        if self.redis_db is not None:
+            import redis
+
+            with contextlib.suppress(Exception):
+                self.redis().flushdb()
+                redis.Redis.from_url(f"{REDIS_BASE_URL}/0").delete(
+                    f"sms-pipeline-tests:lock:{self.redis_db}"
+                )
+            self.redis_db = None
+
+    def __enter__(self) -> BenchEnv:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def base_env(self) -> dict[str, str]:
+        return {
+            "SMS_DATA_DIR": str(self.folder),
+            "SMS_DATABASE_URL": self.pg_url,
+            "SMS_BROKER_URL": self.redis_url,
+            "IP2SMS_LOGIN": LOGIN,
+            "IP2SMS_PASSWORD": PASSWORD,
+            "IP2SMS_READ_TIMEOUT": "10",
+        }
+
+    def redis(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.redis_url)
+
+    # --- the database
+    def truncate(self) -> None:
+        """Empty every pipeline table (between benchmarks) and the broker db."""
+        from sqlalchemy import text
+
+        from sms_pipeline.db import get_engine
+        from sms_pipeline.db.models import Base
+
+        tables = ", ".join(f"verification.{t.name}" for t in Base.metadata.sorted_tables)
+        with get_engine().begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        self.redis().flushdb()
+        from sms_pipeline.metrics.hooks import forget_account_names
+
+        forget_account_names()
+
+    def vacuum_analyze(self, table: str = "verification.sms_log") -> None:
+        import psycopg
+
+        dsn = self.pg_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"VACUUM ANALYZE {table}")
+
+    # --- processes
+    def pipeline_env(self, concurrency: int, **overrides: object) -> dict[str, str]:
+        """A worker/beat environment: periodic jobs a benchmark does not use stay quiet."""
+        env = dict(os.environ)
+        env.update(self.base_env())
+        env.update(
+            PYTHONUNBUFFERED="1",
+            SMS_WORKER_CONCURRENCY=str(concurrency),  # sizes the PG pool (concurrency + 2)
+            SMS_OUTBOX_SWEEP_SECONDS="3600",
+            SMS_STATUS_POLL_SECONDS="3600",
+            SMS_QUEUE_POLL_SECONDS="3600",
+            SMS_REPLICATION_SECONDS="3600",
+            SMS_INBOUND_POLL_SECONDS="3600",
+            IP2SMS_SEND_URL=f"{self.sim_url}/ip2sms/",
+            IP2SMS_STATUS_URL=f"{self.sim_url}/ip2sms-request/",
+        )
+        env.update({k.upper(): str(v) for k, v in overrides.items()})
+        return env
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+        proc = Proc(name, argv, env, self.folder)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: Proc) -> None:
+        proc.stop()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def start_simulator(self, latency_ms: float = 0.0) -> Proc:
+        """`sms-pipeline gateway-sim --no-faults`: every message Delivered at once."""
+        import requests
+
+        port = free_port()
+        argv = [*CLI, "gateway-sim", "--no-faults", "--port", str(port)]
+        argv += ["--latency-ms", str(latency_ms), "--enroute-after", "0", "--deliver-after", "0"]
+        proc = self.spawn(f"simulator-{port}", argv, dict(os.environ, **self.base_env()))
+        self.sim_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{self.sim_url}/_sim/stats", timeout=1).raise_for_status()
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline or not proc.alive():
+                    raise RuntimeError(f"simulator did not start:\n{proc.log_text()[-2000:]}")
+                time.sleep(0.05)
+        from sms_pipeline.settings import reset_settings_cache
+
+        os.environ["IP2SMS_SEND_URL"] = f"{self.sim_url}/ip2sms/"
+        os.environ["IP2SMS_STATUS_URL"] = f"{self.sim_url}/ip2sms-request/"
+        reset_settings_cache()
+        return proc
+
+    def start_worker(
+        self,
+        *,
+        pool: str,
+        concurrency: int,
+        baseline: bool = False,
+        queues: str | None = None,
+        name: str = "worker",
+        **env_overrides: object,
+    ) -> Proc:
+        entry = [sys.executable, "-m", "bench.noop_worker"] if baseline else [*CLI, "worker"]
+        argv = [*entry, "--pool", pool, "--concurrency", str(concurrency)]
+        argv += [f"--hostname={name}-{uuid.uuid4().hex[:6]}@%h"]
+        if queues:
+            argv += ["--queues", queues]
+        proc = self.spawn(name, argv, self.pipeline_env(concurrency, **env_overrides))
+        proc.wait_for_log(" ready.")
+        return proc
+
+    def start_beat(self, **env_overrides: object) -> Proc:
+        schedule = self.folder / f"beat-{uuid.uuid4().hex[:6]}"
+        proc = self.spawn(
+            "beat", [*CLI, "beat", f"--schedule={schedule}"], self.pipeline_env(1, **env_overrides)
+        )
+        return proc
+
+    # --- the broker
+    def queued(self, queues: Iterable[str] = ("bulk", "urgent", "status")) -> int:
+        """Messages waiting in the broker (every priority list of `queues`)."""
+        pipe = self.redis().pipeline()
+        for queue in queues:
+            for p in QUEUE_PRIORITIES:
+                pipe.llen(queue if p == 0 else f"{queue}:{p}")
+        return int(sum(pipe.execute()))
+
+    def unacked(self) -> int:
+        return int(self.redis().hlen("unacked"))
+
+    def drop_queue(self, queue: str) -> None:
+        self.redis().delete(*[queue if p == 0 else f"{queue}:{p}" for p in QUEUE_PRIORITIES])
+
+    # --- the baseline
+    def baseline(self, pool: str, concurrency: int, count: int) -> dict[str, Any]:
+        """No-op tasks/s through the same kind of worker (measured once per pool+concurrency)."""
+        key = (pool, concurrency)
+        if key in self._baselines:
+            return self._baselines[key]
+        from sms_pipeline.celery_app import BULK_QUEUE, app, celery_priority
+
+        from bench.noop_worker import NOOP_TASK
+
+        for _ in range(count):
+            app.send_task(NOOP_TASK, queue=BULK_QUEUE, priority=celery_priority(0))
+        worker = self.start_worker(pool=pool, concurrency=concurrency, baseline=True, name="noop")
+        started = wait_until(lambda: self.queued() < count, 60, "the noop worker to start")
+        finished = wait_until(
+            lambda: self.queued() == 0 and self.unacked() == 0, 300, "noop tasks", interval=0.005
+        )
+        rss = worker.rss_mib()
+        self.stop(worker)
+        seconds = finished - started
+        result = {
+            "pool": pool,
+            "concurrency": concurrency,
+            "tasks": count,
+            "seconds": round(seconds, 3),
+            "per_second": round(count / seconds, 1),
+            "worker_rss_mib": rss,
+        }
+        log(f"baseline no-op {pool} c={concurrency}: {result['per_second']:.0f} tasks/s")
+        self._baselines[key] = result
+        return result
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
+) -> float:
+    """Poll until `condition` holds; returns time.perf_counter() at that moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- rows ------------------------------------------------------------------------------
+
+
+def phone(i: int) -> str:
+    return f"+38093{i % 10_000_000:07d}"
+
+
+def default_account_id() -> int:
+    from sms_pipeline.db import session_scope
+    from sms_pipeline.services.accounts import get_or_create_default_account
+
+    with session_scope() as session:
+        return get_or_create_default_account(session).id
+
+
+def message_row(i: int, account_id: int, now: dt.datetime, **values: Any) -> dict[str, Any]:
+    """A sms_log row as enqueue_sms writes it (QUEUED, due now), overridable."""
+    message_id = uuid.uuid4()
+    row: dict[str, Any] = {
+        "id": message_id,
+        "phone_number": phone(i),
+        "type": "text",
+        "body": f"Bench message {i}: your appointment is tomorrow at 10:00.",
+        "account_id": account_id,
+        "priority": 0,
+        "due_at": now,
+        "attempts": 0,
+        "send_status": "QUEUED",
+        "uniq_key": message_id.hex,
+        "segments": 1,
+        "encoding": "GSM-7",
+        "flash": False,
+        "status_checks": 0,
+        "inserted_at": now,
+        "updated_at": now,
+        "dispatched_at": now,
+    }
+    row.update(values)
+    return row
+
+
+def insert_rows(rows: list[dict[str, Any]], batch: int = 5000) -> None:
+    from sqlalchemy import insert
+
+    from sms_pipeline.db import get_engine
+    from sms_pipeline.db.models import SmsLog
+
+    engine = get_engine()
+    for start in range(0, len(rows), batch):
+        with engine.begin() as conn:
+            conn.execute(insert(SmsLog), rows[start : start + batch])
+
+
+def publish_sends(rows: list[dict[str, Any]]) -> None:
+    """Publish the send tasks of rows just inserted, through the outbox's own publish()."""
+    from sms_pipeline.services.outbox import Dispatch, publish
+
+    publish(Dispatch(r["id"], r["type"], r["priority"]) for r in rows)
+
+
+def count_where(sql: str, **params: Any) -> int:
+    from sqlalchemy import text
+
+    from sms_pipeline.db import get_engine
+
+    with get_engine().connect() as conn:
+        return int(conn.execute(text(sql), params).scalar() or 0)
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+def save_results(results: dict[str, Any]) -> Path:
+    """Merge this run's figures into .sms_pipeline/bench-results.json."""
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(RESULTS_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    data.update(results)
+    RESULTS_FILE.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return RESULTS_FILE

@@ -21,19 +21,21 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem
-from kombu.utils.encoding import str_to_bytes
-from kombu.utils.json import dumps
+from kombu.utils import json as kombu_json
 
 POLLING_INTERVAL = 0.1
+# kombu's encoder (it knows datetimes and UUIDs), as the original transport writes.
+_dumps: Callable[[Any], str] = kombu_json.dumps
 
 
-class Channel(filesystem.Channel):  # type: ignore[misc]
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
-        """Write `payload` to a hidden file, then rename it to `<ms>_<uuid>.<queue>.msg`."""
+class Channel(filesystem.Channel):
+    def _put(self, queue: Any, message: Any, **kwargs: Any) -> None:
+        """Write `message` to a hidden file, then rename it to `<ms>_<uuid>.<queue>.msg`."""
         name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         # A leading dot: the reader matches `name.partition('.')[2] == '<queue>.msg'`,
@@ -41,13 +43,13 @@ class Channel(filesystem.Channel):  # type: ignore[misc]
         partial = os.path.join(self.data_folder_out, f".{name}.part")
         try:
             with open(partial, "wb") as handle:
-                handle.write(str_to_bytes(dumps(payload)))
+                handle.write(_dumps(message).encode())
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
 
-class Transport(filesystem.Transport):  # type: ignore[misc]
+class Transport(filesystem.Transport):
     Channel = Channel
     polling_interval = POLLING_INTERVAL
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import time
 import uuid
 from collections.abc import Callable
+
+import redis
 
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog
@@ -29,3 +34,40 @@ def wait_for(
 
 def is_final(row: SmsLog) -> bool:
     return SendStatus(row.send_status).is_final
+
+
+def decode_broker_value(value: bytes) -> list[str]:
+    """A broker value as text, plus kombu's base64 JSON body when it is one."""
+    text = value.decode("utf-8", "replace")
+    out = [text]
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        envelope = json.loads(text)
+        if isinstance(envelope, list) and len(envelope) == 2:  # unacked hash: [message, ...]
+            envelope = envelope[0]
+        if isinstance(envelope, dict | list):
+            out.append(json.dumps(envelope))
+        if isinstance(envelope, dict) and isinstance(envelope.get("body"), str):
+            out.append(base64.b64decode(envelope["body"]).decode("utf-8", "replace"))
+    return out
+
+
+def redis_texts(client: redis.Redis) -> list[str]:
+    """Every key and value in a Redis db, decoded (for secrecy scans)."""
+    texts: list[str] = []
+    for key in client.scan_iter():
+        texts.append(key.decode("utf-8", "replace"))
+        kind = client.type(key)
+        values: list[bytes] = []
+        if kind == b"list":
+            values = client.lrange(key, 0, -1)
+        elif kind == b"hash":
+            values = list(client.hvals(key))
+        elif kind == b"string":
+            values = [client.get(key) or b""]
+        elif kind == b"zset":
+            values = [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+        elif kind == b"set":
+            values = list(client.smembers(key))
+        for value in values:
+            texts += decode_broker_value(value)
+    return texts

@@ -71,7 +71,7 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
-def _prepare(raw: bytes) -> bytes:
+def prepare_xml(raw: bytes) -> bytes:
     # A declaration must be the very first thing, so drop leading whitespace and a BOM.
     raw = raw.strip()
     if raw.startswith(_BOM):
@@ -79,7 +79,7 @@ def _prepare(raw: bytes) -> bytes:
     return raw
 
 
-def _safe_fromstring(raw: bytes) -> ET.Element:
+def safe_fromstring(raw: bytes) -> ET.Element:
     """Parse with DTDs, entities and external references forbidden.
 
     Raises UnsafeXMLError for DTD/entity documents, ValueError for anything malformed.
@@ -97,7 +97,7 @@ def _safe_fromstring(raw: bytes) -> ET.Element:
         raise ValueError("XML in an unknown or wrong character encoding") from None
 
 
-def _tostring(root: ET.Element) -> bytes:
+def xml_bytes(root: ET.Element) -> bytes:
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
     # XML parsers turn a literal CR in text into LF; a character reference survives.
     # ElementTree already writes CR in attributes as &#13;, so any CR left here is text.
@@ -158,14 +158,14 @@ def build_send_xml(
         body_attrs["encoding"] = check_xml_text(encoding, "encoding")
     body_el = ET.SubElement(root, "body", body_attrs)
     body_el.text = check_xml_text(body, "body")
-    return _tostring(root)
+    return xml_bytes(root)
 
 
 def build_status_xml(gateway_id: str) -> bytes:
     """The ``<request id="...">status</request>`` document for one message."""
     root = ET.Element("request", {"id": check_xml_text(gateway_id, "gateway_id")})
     root.text = "status"
-    return _tostring(root)
+    return xml_bytes(root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +186,7 @@ class SendRequest:
 
 def _request_root(raw: bytes, expected: str) -> ET.Element:
     try:
-        root = _safe_fromstring(_prepare(raw))
+        root = safe_fromstring(prepare_xml(raw))
     except ValueError as exc:
         raise RequestParseError(str(exc)) from None
     if _local(root.tag) != expected:
@@ -270,6 +270,32 @@ class ParsedAnswer:
         return self.items[0]
 
 
+def parse_root(raw: bytes, expected: str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ET.Element:
+    """Parse an answer safely and check its root element's name (any letter case).
+
+    Raises GatewayProtocolError (transient) for answers that are too large, empty, plain
+    text, not well-formed, carry a DTD/entities, or have another root. The reason never
+    quotes the answer.
+    """
+    if len(raw) > max_bytes:
+        raise GatewayProtocolError(f"answer larger than {max_bytes} bytes")
+    data = prepare_xml(raw)
+    if not data:
+        raise GatewayProtocolError("empty answer")
+    if not data.startswith(b"<"):
+        raise GatewayProtocolError("answer is plain text, not XML")
+    try:
+        root = safe_fromstring(data)
+    except UnsafeXMLError as exc:
+        raise GatewayProtocolError(str(exc)) from None
+    except ValueError as exc:
+        raise GatewayProtocolError(f"answer is {exc}") from None
+    name = _local(root.tag)
+    if name != expected:
+        raise GatewayProtocolError(f"answer root is <{name[:30]}>, not <{expected}>")
+    return root
+
+
 def parse_answer(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedAnswer:
     """Parse any answer shape the gateway is known to send.
 
@@ -277,22 +303,7 @@ def parse_answer(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedAns
     carry a DTD/entities, have another root than ``<status>`` (e.g. ``<error>``), lack a
     ``<state>``, or name an unknown status. The reason never quotes the answer.
     """
-    if len(raw) > max_bytes:
-        raise GatewayProtocolError(f"answer larger than {max_bytes} bytes")
-    data = _prepare(raw)
-    if not data:
-        raise GatewayProtocolError("empty answer")
-    if not data.startswith(b"<"):
-        raise GatewayProtocolError("answer is plain text, not XML")
-    try:
-        root = _safe_fromstring(data)
-    except UnsafeXMLError as exc:
-        raise GatewayProtocolError(str(exc)) from None
-    except ValueError as exc:
-        raise GatewayProtocolError(f"answer is {exc}") from None
-    name = _local(root.tag)
-    if name != "status":
-        raise GatewayProtocolError(f"answer root is <{name[:30]}>, not <status>")
+    root = parse_root(raw, "status", max_bytes=max_bytes)
 
     ids: list[str | None] = []
     attr_id = _clean(root.get("id"))
@@ -364,7 +375,7 @@ def build_answer(
     for item in items:
         state = ET.SubElement(root, "state", {} if item.error is None else {"error": item.error})
         state.text = item.status.value
-    return _tostring(root)
+    return xml_bytes(root)
 
 
 __all__ = [

@@ -39,12 +39,12 @@ from sms_pipeline.gateway.client import IP2SMSClient
 from sms_pipeline.gateway.codec import (
     DEFAULT_MAX_BYTES,
     RequestParseError,
-    UnsafeXMLError,
-    _prepare,
-    _safe_fromstring,
-    _tostring,
     check_xml_text,
     parse_gateway_date,
+    parse_root,
+    prepare_xml,
+    safe_fromstring,
+    xml_bytes,
 )
 from sms_pipeline.gateway.errors import GatewayError, GatewayProtocolError
 
@@ -92,7 +92,7 @@ def build_page_request(kind: Kind, after: int, limit: int = MAX_PAGE) -> bytes:
         raise ValueError("after must be >= 0 and limit >= 1")
     root = ET.Element("request", {"after": str(after), "limit": str(limit)})
     root.text = kind
-    return _tostring(root)
+    return xml_bytes(root)
 
 
 def parse_page_request(raw: bytes) -> tuple[Kind, int, int]:
@@ -101,7 +101,7 @@ def parse_page_request(raw: bytes) -> tuple[Kind, int, int]:
     ``limit`` is capped at :data:`MAX_PAGE`; a missing ``after`` means 0.
     """
     try:
-        root = _safe_fromstring(_prepare(raw))
+        root = safe_fromstring(prepare_xml(raw))
     except ValueError as exc:
         raise RequestParseError(str(exc)) from None
     if root.tag.rsplit("}", 1)[-1].lower() != "request":
@@ -137,7 +137,7 @@ def build_page_answer(kind: Kind, items: Iterable[InboundItem], *, date: str) ->
                 attrs["keyword"] = check_xml_text(item.keyword, "keyword")
         element = ET.SubElement(root, ITEM_TAG[kind], attrs)
         element.text = check_xml_text(item.text, "text")
-    return _tostring(root)
+    return xml_bytes(root)
 
 
 def _clean(value: str | None) -> str | None:
@@ -155,22 +155,7 @@ def parse_page_answer(
     id is not above ``after`` are dropped (a gateway repeating itself is harmless).
     The reason never quotes the answer.
     """
-    if len(raw) > max_bytes:
-        raise GatewayProtocolError(f"answer larger than {max_bytes} bytes")
-    data = _prepare(raw)
-    if not data:
-        raise GatewayProtocolError("empty answer")
-    if not data.startswith(b"<"):
-        raise GatewayProtocolError("answer is plain text, not XML")
-    try:
-        root = _safe_fromstring(data)
-    except UnsafeXMLError as exc:
-        raise GatewayProtocolError(str(exc)) from None
-    except ValueError as exc:
-        raise GatewayProtocolError(f"answer is {exc}") from None
-    name = root.tag.rsplit("}", 1)[-1].lower()
-    if name != kind:
-        raise GatewayProtocolError(f"answer root is <{name[:30]}>, not <{kind}>")
+    root = parse_root(raw, kind, max_bytes=max_bytes)
     items: dict[int, InboundItem] = {}
     tag = ITEM_TAG[kind]
     for child in root:

@@ -62,18 +62,27 @@ def dispatch_of(message: SmsLog, now: dt.datetime) -> Dispatch | None:
 def publish(dispatches: Iterable[Dispatch]) -> int:
     """Publish send tasks (ids only). A failure is logged: the sweeper covers it."""
     sent = 0
-    for d in dispatches:
-        try:
-            app.send_task(
-                SEND_TASK,
-                args=[str(d.message_id)],
-                queue=queue_for(d.type),
-                priority=celery_priority(d.priority),
-                countdown=d.countdown,
-            )
-            sent += 1
-        except Exception:  # the broker is down: the row is committed, the sweeper resends
-            log.warning("dispatch of %s failed; the outbox sweeper will retry", d.message_id)
+    # One producer (one pooled broker connection) for the whole batch: acquiring one per
+    # message costs more than the publish itself when a sweep re-publishes thousands.
+    try:
+        with app.producer_or_acquire() as producer:
+            for d in dispatches:
+                try:
+                    app.send_task(
+                        SEND_TASK,
+                        args=[str(d.message_id)],
+                        queue=queue_for(d.type),
+                        priority=celery_priority(d.priority),
+                        countdown=d.countdown,
+                        producer=producer,
+                    )
+                    sent += 1
+                except Exception:  # the broker is down: the row is committed, the sweeper resends
+                    log.warning(
+                        "dispatch of %s failed; the outbox sweeper will retry", d.message_id
+                    )
+    except Exception:  # no broker connection at all: the sweeper resends every one
+        log.warning("dispatch failed (no broker connection); the outbox sweeper will retry")
     return sent
 
 

@@ -47,6 +47,7 @@ from sms_pipeline.db.models import (
 )
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.gateway import GatewayStatus
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.enqueue import normalise_phone_number, validate_body
 from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit
@@ -186,10 +187,12 @@ def replicate_batch(
             session.execute(_insert(session).returning(SmsLog.__table__.c.id), rows).scalars()
         )
         result = ReplicationResult()
+        account = metrics.account_name(account_id)
         for row in rows:
             if row["id"] not in inserted_ids:
                 continue  # another replicator inserted this verification first
             status = row["send_status"]
+            metrics.message_stored(session, row["type"], account, status)
             if status == SendStatus.QUEUED.value:
                 dispatch_after_commit(session, Dispatch(row["id"], row["type"], row["priority"]))
                 result += ReplicationResult(inserted=1, dispatched=1)

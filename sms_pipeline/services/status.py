@@ -174,12 +174,15 @@ def check_status(
     """Ask the gateway about one message and record a forward change; safe to run twice."""
     settings = settings or get_settings()
     with session_scope(settings) as session:
+        # type and submitted_at are for the metrics hook: read now, not in a third query.
         row = session.execute(
-            select(SmsLog.gateway_id, SmsLog.gateway_status).where(SmsLog.id == message_id)
+            select(
+                SmsLog.gateway_id, SmsLog.gateway_status, SmsLog.type, SmsLog.submitted_at
+            ).where(SmsLog.id == message_id)
         ).first()
     if row is None:
         return _notify(CheckResult(message_id, CheckOutcome.MISSING))
-    gateway_id, stored = row
+    gateway_id, stored, message_type, submitted_at = row
     if stored not in MOVING_STATUS_VALUES:
         return _notify(CheckResult(message_id, CheckOutcome.NOT_MOVING, stored))
     if not gateway_id:
@@ -227,7 +230,7 @@ def check_status(
     if not written:
         return _notify(CheckResult(message_id, CheckOutcome.LOST_RACE, stored, new.value))
     log.info("message %s: %s -> %s", message_id, old.value, new.value)
-    metrics.status_changed_by_id(message_id, new.value, values["status_changed_at"])
+    metrics.status_changed(message_type, new.value, submitted_at, values["status_changed_at"])
     return _notify(CheckResult(message_id, CheckOutcome.CHANGED, stored, new.value))
 
 

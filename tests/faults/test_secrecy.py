@@ -26,6 +26,7 @@ from tests.faults.conftest import (
     settle,
     wait_until,
 )
+from tests.helpers import decode_broker_value, redis_texts
 
 # (number, type, code): normal, transient once, reject, malformed, 429 once.
 MIX = [
@@ -38,42 +39,6 @@ MIX = [
 ]
 
 BODY = re.compile(r'body\\?": ?\\?"([A-Za-z0-9+/=]{8,})')
-
-
-def _decode(value: bytes) -> list[str]:
-    """The value as text, plus kombu's base64 JSON body when it is one."""
-    text = value.decode("utf-8", "replace")
-    out = [text]
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
-        envelope = json.loads(text)
-        if isinstance(envelope, list) and len(envelope) == 2:  # unacked hash: [message, ...]
-            envelope = envelope[0]
-        if isinstance(envelope, dict | list):
-            out.append(json.dumps(envelope))
-        if isinstance(envelope, dict) and isinstance(envelope.get("body"), str):
-            out.append(base64.b64decode(envelope["body"]).decode("utf-8", "replace"))
-    return out
-
-
-def _scan_keys(client: redis.Redis) -> list[str]:
-    texts: list[str] = []
-    for key in client.scan_iter():
-        texts.append(key.decode("utf-8", "replace"))
-        kind = client.type(key)
-        values: list[bytes] = []
-        if kind == b"list":
-            values = client.lrange(key, 0, -1)
-        elif kind == b"hash":
-            values = list(client.hvals(key))
-        elif kind == b"string":
-            values = [client.get(key) or b""]
-        elif kind == b"zset":
-            values = [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
-        elif kind == b"set":
-            values = list(client.smembers(key))
-        for value in values:
-            texts += _decode(value)
-    return texts
 
 
 class Monitor:
@@ -98,7 +63,7 @@ class Monitor:
                 if not connection.can_read(timeout=0.2):
                     continue
                 command = monitor.next_command()["command"]
-                self.lines += _decode(command.encode("utf-8", "surrogateescape"))
+                self.lines += decode_broker_value(command.encode("utf-8", "surrogateescape"))
                 # A published task's body is base64 inside the quoted JSON argument.
                 for found in BODY.finditer(command):
                     decoded = base64.b64decode(found.group(1)).decode("utf-8", "replace")
@@ -151,7 +116,7 @@ def test_no_secret_in_logs_broker_messages_or_task_events(
 
         wait_until(polled, 60, "a status check to deliver a message")
         time.sleep(1)  # the last events and log lines
-        broker_keys = _scan_keys(redis.Redis.from_url(own_redis.url))
+        broker_keys = redis_texts(redis.Redis.from_url(own_redis.url))
     finally:
         receiver_stop.set()
         monitor.close()

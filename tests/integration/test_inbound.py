@@ -318,7 +318,7 @@ def test_inbound_poll_task_runs_on_the_worker(worker: Any, inbound_sim: InboundS
     message = sent_message()
     inbound_sim.reply(message.gateway_id or "", "СТОП")
     app.send_task(INBOUND_POLL_TASK)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while count(SmsReply) == 0:
         assert time.monotonic() < deadline, "the worker never stored the reply"
         time.sleep(0.1)

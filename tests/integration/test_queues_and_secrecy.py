@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import uuid
 from typing import Any
@@ -17,7 +15,7 @@ from sms_pipeline.celery_app import BULK_QUEUE, SEND_TASK, app
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.services.accounts import get_or_create_default_account
-from tests.helpers import NORMAL, is_final, wait_for
+from tests.helpers import NORMAL, is_final, redis_texts, wait_for
 
 BACKLOG = 20_000
 
@@ -75,36 +73,11 @@ def test_verification_overtakes_a_bulk_backlog_of_20000_texts(
     assert sent_bulk < BACKLOG / 2, f"the verification waited for {sent_bulk} bulk messages"
 
 
-def _decoded_payloads(client: redis.Redis) -> list[str]:
-    texts = []
-    for key in client.scan_iter():
-        kind = client.type(key)
-        values: list[bytes] = []
-        if kind == b"list":
-            values = client.lrange(key, 0, -1)
-        elif kind == b"hash":
-            values = list(client.hvals(key))
-        elif kind == b"string":
-            values = [client.get(key) or b""]
-        elif kind == b"zset":
-            values = [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
-        for value in values:
-            text = value.decode("utf-8", "replace")
-            texts.append(text)
-            try:
-                body = json.loads(text).get("body")
-                if isinstance(body, str):
-                    texts.append(base64.b64decode(body).decode("utf-8", "replace"))
-            except (ValueError, AttributeError):
-                pass
-    return texts
-
-
 def test_broker_messages_carry_ids_only(db: Any, redis_url: str) -> None:
     secret_body = "Your code is 918273"
     try:
         message_id = enqueue_sms("+380931112233", secret_body, "verification")
-        payloads = _decoded_payloads(redis.Redis.from_url(redis_url))
+        payloads = redis_texts(redis.Redis.from_url(redis_url))
     finally:
         purge_broker(redis_url)
     assert any(str(message_id) in p for p in payloads)

@@ -66,6 +66,7 @@ def run(
     t2 = time.perf_counter()
 
     worker = env.start_worker(pool=pool, concurrency=concurrency)
+    cpu0, sim_cpu0 = worker.cpu_seconds(), simulator.cpu_seconds()
     started = wait_until(lambda: env.queued() < count, 60, "the worker to start")
     profiler = None
     if profile_seconds > 0 and profile_out is not None:
@@ -74,6 +75,7 @@ def run(
         lambda: count_where(DONE_SQL) >= count, 60 + count / 20, "every message sent", 0.05
     )
     rss = worker.rss_mib()
+    cpu, sim_cpu = worker.cpu_seconds() - cpu0, simulator.cpu_seconds() - sim_cpu0
     if profiler is not None:
         try:
             profiler.wait(profile_seconds + 30)
@@ -100,11 +102,18 @@ def run(
         "enqueue_publish_per_second": round(count / (t2 - t1), 1),
         "worker_rss_mib": rss,
         "baseline_worker_rss_mib": baseline["worker_rss_mib"],
+        # CPU per message: the worker process (all threads) and the simulator process.
+        "worker_cpu_ms_per_message": round(1000 * cpu / count, 3),
+        "baseline_worker_cpu_ms_per_task": baseline["worker_cpu_ms_per_task"],
+        "simulator_cpu_ms_per_message": round(1000 * sim_cpu / count, 3),
     }
     log(
         f"send ({latency_ms:g} ms gateway, {pool} c={concurrency}): {ours:.0f} msg/s vs "
         f"baseline {baseline['per_second']:.0f}/s → ratio {result['ratio']:.2f} "
         f"({submitted}/{count} SUBMITTED; insert {result['enqueue_insert_rows_per_second']:.0f}"
-        f" rows/s, publish {result['enqueue_publish_per_second']:.0f}/s; RSS {rss} MiB)"
+        f" rows/s, publish {result['enqueue_publish_per_second']:.0f}/s; RSS {rss} MiB; CPU/msg "
+        f"worker {result['worker_cpu_ms_per_message']} ms (no-op "
+        f"{result['baseline_worker_cpu_ms_per_task']}), simulator "
+        f"{result['simulator_cpu_ms_per_message']} ms)"
     )
     return result

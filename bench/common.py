@@ -103,6 +103,13 @@ class Proc:
                     return round(int(line.split()[1]) / 1024, 1)
         return 0.0
 
+    def cpu_seconds(self) -> float:
+        """user + system CPU time of the process (all its threads) so far."""
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return 0.0
+
     def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -289,7 +296,9 @@ class BenchEnv:
                 break
             except requests.RequestException:
                 if time.monotonic() > deadline or not proc.alive():
-                    raise RuntimeError(f"simulator did not start:\n{proc.log_text()[-2000:]}")
+                    raise RuntimeError(
+                        f"simulator did not start:\n{proc.log_text()[-2000:]}"
+                    ) from None
                 time.sleep(0.05)
         from sms_pipeline.settings import reset_settings_cache
 
@@ -319,10 +328,8 @@ class BenchEnv:
 
     def start_beat(self, **env_overrides: object) -> Proc:
         schedule = self.folder / f"beat-{uuid.uuid4().hex[:6]}"
-        proc = self.spawn(
-            "beat", [*CLI, "beat", f"--schedule={schedule}"], self.pipeline_env(1, **env_overrides)
-        )
-        return proc
+        argv = [*CLI, "beat", f"--schedule={schedule}"]
+        return self.spawn("beat", argv, self.pipeline_env(1, **env_overrides))
 
     # --- the broker
     def queued(self, queues: Iterable[str] = ("bulk", "urgent", "status")) -> int:
@@ -345,17 +352,18 @@ class BenchEnv:
         key = (pool, concurrency)
         if key in self._baselines:
             return self._baselines[key]
-        from sms_pipeline.celery_app import BULK_QUEUE, app, celery_priority
-
         from bench.noop_worker import NOOP_TASK
+        from sms_pipeline.celery_app import BULK_QUEUE, app, celery_priority
 
         for _ in range(count):
             app.send_task(NOOP_TASK, queue=BULK_QUEUE, priority=celery_priority(0))
         worker = self.start_worker(pool=pool, concurrency=concurrency, baseline=True, name="noop")
+        cpu0 = worker.cpu_seconds()
         started = wait_until(lambda: self.queued() < count, 60, "the noop worker to start")
         finished = wait_until(
             lambda: self.queued() == 0 and self.unacked() == 0, 300, "noop tasks", interval=0.005
         )
+        cpu = worker.cpu_seconds() - cpu0
         rss = worker.rss_mib()
         self.stop(worker)
         seconds = finished - started
@@ -366,6 +374,7 @@ class BenchEnv:
             "seconds": round(seconds, 3),
             "per_second": round(count / seconds, 1),
             "worker_rss_mib": rss,
+            "worker_cpu_ms_per_task": round(1000 * cpu / count, 3),
         }
         log(f"baseline no-op {pool} c={concurrency}: {result['per_second']:.0f} tasks/s")
         self._baselines[key] = result
@@ -432,6 +441,8 @@ def insert_rows(rows: list[dict[str, Any]], batch: int = 5000) -> None:
     from sms_pipeline.db import get_engine
     from sms_pipeline.db.models import SmsLog
 
+    keys = {k for r in rows for k in r}
+    rows = [{k: r.get(k) for k in keys} for r in rows]  # one statement: the same columns
     engine = get_engine()
     for start in range(0, len(rows), batch):
         with engine.begin() as conn:

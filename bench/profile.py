@@ -43,6 +43,7 @@ def summarise(path: Path, top: int = 25, contains: str = "") -> dict[str, Any]:
         for name in set(frames):
             inclusive[name] += count
         own[frames[-1]] += count
+
     def pick(counter: Counter[str]) -> list[tuple[str, float]]:
         rows = [(n, c) for n, c in counter.most_common() if contains in n]
         return [(n, round(100 * c / total, 1)) for n, c in rows[:top]] if total else []

@@ -641,7 +641,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     except Exception as exc:  # the demo's own table above still tells the story
         report_problem = f"the channel report failed: {type(exc).__name__}: {exc}"
         console.print(f"[red]{report_problem}[/red]")
-    console.print("  logs      " + "  ".join(_short(c.log_path) for c in children))
+    for child in children:
+        console.print(f"  log       {_short(child.log_path)}")
     console.print(f"  database  {_short(data_dir / 'sms_pipeline.db')}")
     elapsed = time.monotonic() - started
     if final < total:

@@ -34,8 +34,8 @@ _dumps: Callable[[Any], str] = kombu_json.dumps
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: Any, message: Any, **kwargs: Any) -> None:
-        """Write `message` to a hidden file, then rename it to `<ms>_<uuid>.<queue>.msg`."""
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Write `payload` to a hidden file, then rename it to `<ms>_<uuid>.<queue>.msg`."""
         name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         # A leading dot: the reader matches `name.partition('.')[2] == '<queue>.msg'`,
@@ -43,7 +43,7 @@ class Channel(filesystem.Channel):
         partial = os.path.join(self.data_folder_out, f".{name}.part")
         try:
             with open(partial, "wb") as handle:
-                handle.write(_dumps(message).encode())
+                handle.write(_dumps(payload).encode())
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc

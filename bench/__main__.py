@@ -1,0 +1,248 @@
+"""`make bench` (= `python -m bench`): every benchmark, each against its baseline in the same run.
+
+    python -m bench                  # everything (~10 min on 2 cores)
+    python -m bench --quick          # smaller counts (~2-3 min)
+    python -m bench send --count 10000 [--latency-ms 100] [--concurrency 100]
+    python -m bench status|history|urgent|replication|enqueue [--count N]
+    python -m bench send --profile 10   # py-spy record of the worker for 10 s
+
+Needs PostgreSQL and Redis (SMS_TEST_POSTGRES_URL / SMS_TEST_REDIS_URL, as the tests):
+a database of its own is created, migrated and dropped; a Redis db is claimed like
+tests/conftest.py does. Figures are printed and merged into .sms_pipeline/bench-results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bench.common import REPO, BenchEnv, load_average, log, save_results
+
+BENCHMARKS = ("send", "status", "history", "urgent", "replication", "enqueue")
+POOL = "threads"
+# Chosen by measurement (docs/performance.md): enough threads to keep PostgreSQL and the
+# gateway busy, few enough that the GIL is not fought over.
+SEND_CONCURRENCY = 16
+SLOW_GATEWAY_CONCURRENCY = 100
+
+FULL: dict[str, Any] = {
+    "send": 10_000,
+    "status": 50_000,
+    "history_small": 10_000,
+    "history_large": 1_000_000,
+    "history_pending": 1_000,
+    "history_recent": 5_000,
+    "history_reps": 5,
+    "urgent_bulk": 20_000,
+    "urgent": 50,
+    "urgent_spread": 5.0,
+    "replication": 100_000,
+    "replication_rate": 5_000.0,
+    "enqueue": 2_000,
+}
+QUICK: dict[str, Any] = {
+    **FULL,
+    "send": 2_000,
+    "status": 5_000,
+    "history_large": 100_000,
+    "history_reps": 3,
+    "urgent_bulk": 4_000,
+    "urgent": 30,
+    "urgent_spread": 3.0,
+    "replication": 10_000,
+    "enqueue": 500,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("benchmark", nargs="?", default="all", choices=("all", *BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="smaller counts (~2-3 minutes)")
+    parser.add_argument("--count", type=int, default=None, help="main count of the benchmark")
+    parser.add_argument("--concurrency", type=int, default=None, help="worker threads")
+    parser.add_argument("--latency-ms", type=float, default=None, help="send: gateway latency")
+    parser.add_argument(
+        "--profile", type=float, default=0.0, metavar="SECONDS",
+        help="send: py-spy record the worker for SECONDS (.sms_pipeline/profile-send-*.txt)",
+    )  # fmt: skip
+    return parser
+
+
+def _met(value: float | None, target: float, higher_is_better: bool = True) -> str:
+    if value is None:
+        return "—"
+    return "yes" if (value >= target if higher_is_better else value <= target) else "NO"
+
+
+def _table(results: dict[str, Any]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for key in sorted(k for k in results if k.startswith("send_")):
+        r = results[key]
+        target = 0.6 if r["gateway_latency_ms"] == 0 else 0.5
+        rows.append([
+            f"send, {r['gateway_latency_ms']:g} ms gateway ({r['pool']} c={r['concurrency']})",
+            f"{r['per_second']:.0f} msg/s", f"{r['baseline_per_second']:.0f} tasks/s",
+            f"{r['ratio']:.2f}", f"≥ {target} × baseline", _met(r["ratio"], target),
+        ])  # fmt: skip
+    if "status" in results:
+        r = results["status"]
+        send = r.get("send_per_second")
+        rows.append([
+            f"status checks ({r['pool']} c={r['concurrency']})",
+            f"{r['per_second']:.0f} checks/s", f"{r['baseline_per_second']:.0f} tasks/s",
+            f"{r['ratio']:.2f}" + (f" ({r['ratio_to_send']:.2f} × send)" if send else ""),
+            "≥ 2 × send rate", _met(r.get("ratio_to_send"), 2.0),
+        ])  # fmt: skip
+    if "history" in results:
+        r = results["history"]
+        for what in ("sweep", "report"):
+            rows.append([
+                f"{what} time, {r['small_history']:,} → {r['large_history']:,} rows",
+                f"{r['large'][what + '_ms']} ms", f"{r['small'][what + '_ms']} ms",
+                f"{r[what + '_ratio']:.2f}", "≤ 1.2", _met(r[what + "_ratio"], 1.2, False),
+            ])  # fmt: skip
+    if "urgent" in results:
+        r = results["urgent"]
+        rows.append([
+            f"urgent p99 enqueue→submit under {r['bulk_messages']:,} bulk",
+            f"{r['p99_ms']:.0f} ms (p50 {r['p50_ms']:.0f})", "—", "—", "≤ 2000 ms",
+            _met(r["p99_ms"], 2000, False),
+        ])  # fmt: skip
+    if "replication" in results:
+        r = results["replication"]
+        rows.append([
+            f"replication, {r['verifications']:,} rows (offered {r['offered_per_second']:.0f}/s)",
+            f"{r['per_second']:.0f} rows/s, lag p99 {r['lag_p99_ms']:.0f} ms", "—", "—",
+            "all replicated", "yes",
+        ])  # fmt: skip
+    if "enqueue" in results:
+        r = results["enqueue"]
+        for key, label in (("own_session", "own session"), ("caller_session", "caller session")):
+            f = r[key]
+            rows.append([
+                f"enqueue_sms, {label}", f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms",
+                "—", "—", "—", "—",
+            ])  # fmt: skip
+    if "memory" in results:
+        r = results["memory"]
+        rows.append([
+            f"worker RSS after send ({r['concurrency']} threads)", f"{r['worker_rss_mib']} MiB",
+            f"{r['baseline_worker_rss_mib']} MiB", "—", "—", "—",
+        ])  # fmt: skip
+    return rows
+
+
+def print_table(results: dict[str, Any]) -> None:
+    header = ["benchmark", "ours", "baseline", "ratio", "target", "met?"]
+    rows = [header, *_table(results)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = dict(QUICK if args.quick else FULL)
+    chosen = BENCHMARKS if args.benchmark == "all" else (args.benchmark,)
+    if args.count is not None:
+        key = "history_large" if args.benchmark == "history" else args.benchmark
+        if args.benchmark == "urgent":
+            key = "urgent_bulk"
+        sizes[key] = args.count
+    run_info: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "benchmarks": list(chosen),
+        "load_average_before": load_average(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    log(f"load average {run_info['load_average_before']} on {os.cpu_count()} CPUs")
+    if run_info["load_average_before"][0] > 1.0:
+        log("WARNING: the machine is busy (load > 1): figures will be low and noisy")
+    results: dict[str, Any] = {}
+    started = time.perf_counter()
+    send_c = args.concurrency or SEND_CONCURRENCY
+    with BenchEnv() as env:
+        if "send" in chosen:
+            from bench import bench_send
+
+            latencies = [args.latency_ms] if args.latency_ms is not None else [0.0, 100.0]
+            for latency in latencies:
+                c = args.concurrency or (
+                    SEND_CONCURRENCY if latency == 0 else SLOW_GATEWAY_CONCURRENCY
+                )
+                profile_out = REPO / ".sms_pipeline" / f"profile-send-{latency:g}ms.txt"
+                r = bench_send.run(
+                    env, count=sizes["send"], latency_ms=latency, pool=POOL, concurrency=c,
+                    profile_seconds=args.profile, profile_out=profile_out,
+                )  # fmt: skip
+                results[f"send_{latency:g}ms"] = r
+                if args.profile and profile_out.exists():
+                    from bench.profile import summarise
+
+                    r["profile"] = {"file": str(profile_out), **summarise(profile_out, 25)}
+            first = results[f"send_{latencies[0]:g}ms"]
+            results["memory"] = {
+                "concurrency": first["concurrency"],
+                "worker_rss_mib": first["worker_rss_mib"],
+                "baseline_worker_rss_mib": first["baseline_worker_rss_mib"],
+            }
+        if "status" in chosen:
+            from bench import bench_status
+
+            send_rate = results.get("send_0ms", {}).get("per_second")
+            results["status"] = bench_status.run(
+                env, count=sizes["status"], pool=POOL, concurrency=send_c,
+                baseline_count=sizes["send"], send_rate=send_rate,
+            )  # fmt: skip
+        if "history" in chosen:
+            from bench import bench_history
+
+            results["history"] = bench_history.run(
+                env, small=sizes["history_small"], large=sizes["history_large"],
+                pending=sizes["history_pending"], recent=sizes["history_recent"],
+                reps=sizes["history_reps"],
+            )  # fmt: skip
+        if "urgent" in chosen:
+            from bench import bench_urgent
+
+            results["urgent"] = bench_urgent.run(
+                env, bulk=sizes["urgent_bulk"], urgent=sizes["urgent"],
+                spread=sizes["urgent_spread"], pool=POOL, concurrency=send_c, latency_ms=0.0,
+            )  # fmt: skip
+        if "replication" in chosen:
+            from bench import bench_replication
+
+            results["replication"] = bench_replication.run(
+                env, count=sizes["replication"], batch=1000, rate=sizes["replication_rate"]
+            )
+        if "enqueue" in chosen:
+            from bench import bench_enqueue
+
+            results["enqueue"] = bench_enqueue.run(env, count=sizes["enqueue"])
+    run_info["seconds"] = round(time.perf_counter() - started, 1)
+    run_info["load_average_after"] = load_average()
+    results["run"] = run_info
+    path = save_results(results)
+    print()
+    print(
+        f"sms-pipeline benchmarks ({'quick' if args.quick else 'full'}; "
+        f"{run_info['seconds']:.0f} s; load average before {run_info['load_average_before']}, "
+        f"after {run_info['load_average_after']}; {os.cpu_count()} CPUs)"
+    )
+    print_table(results)
+    print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""docker-compose.yml: valid against the Compose specification, and consistent with the code.
+
+No Docker engine runs here; check-jsonschema ships the official Compose schema.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from sms_pipeline.cli import build_parser
+from sms_pipeline.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+APP_IMAGE = "sms-pipeline:local"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = YAML(typ="safe").load(COMPOSE.read_text(encoding="utf-8"))
+    return data
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def _app_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if service.get("image") == APP_IMAGE
+    }
+
+
+def test_compose_file_matches_the_compose_specification_schema() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         str(COMPOSE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_pipeline_variable_in_compose_is_a_setting(compose: dict[str, Any]) -> None:
+    known = {name.upper() for name in Settings.model_fields}
+    used = {
+        (service, key)
+        for service, spec in compose["services"].items()
+        for key in _env(spec)
+        if key.startswith(("SMS_", "IP2SMS_"))
+    }
+    assert used, "the app services set no SMS_/IP2SMS_ variables"
+    unknown = sorted((service, key) for service, key in used if key not in known)
+    assert not unknown, f"not settings (typo?): {unknown}"
+
+
+def test_every_sms_pipeline_command_in_compose_parses(compose: dict[str, Any]) -> None:
+    parser = build_parser()
+    apps = _app_services(compose)
+    assert {"migrate", "worker", "beat", "flower", "metrics", "api", "gateway-sim"} <= set(apps)
+    for name, service in apps.items():
+        command = service["command"]
+        try:
+            args = parser.parse_args(command)
+        except SystemExit:
+            pytest.fail(f"service {name}: `sms-pipeline {' '.join(command)}` does not parse")
+        assert callable(args.func), name
+
+
+def test_app_services_reach_postgres_and_redis_not_the_embedded_defaults(
+    compose: dict[str, Any],
+) -> None:
+    for name, service in _app_services(compose).items():
+        env = _env(service)
+        assert env["SMS_DATABASE_URL"].startswith("postgresql+psycopg://"), name
+        assert env["SMS_BROKER_URL"].startswith("redis://"), name
+
+
+def test_secrets_have_no_silent_production_default(compose: dict[str, Any]) -> None:
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert "${POSTGRES_PASSWORD:?" in text
+    assert "${FLOWER_BASIC_AUTH:?" in text
+    for line in text.splitlines():
+        if ":-" in line and any(s in line for s in ("PASSWORD", "SECRET", "AUTH")):
+            assert "local only" in line, f"a password default must say 'local only': {line}"
+
+
+def test_redis_keeps_its_queue_across_restarts_and_never_evicts(compose: dict[str, Any]) -> None:
+    command = compose["services"]["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_exactly_one_beat_and_flower_only_on_loopback(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["beat"]["deploy"]["replicas"] == 1
+    assert all(str(p).startswith("127.0.0.1:") for p in services["flower"]["ports"])
+
+
+def test_dependencies_wait_for_health_or_completion(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        for target, rule in (service.get("depends_on") or {}).items():
+            assert target in services, f"{name} depends on unknown {target}"
+            condition = rule["condition"]
+            if condition == "service_healthy":
+                check = services[target].get("healthcheck") or {}
+                assert check.get("test") and not check.get("disable"), (name, target)
+            elif condition == "service_completed_successfully":
+                assert services[target].get("restart") == "no", (name, target)
+    assert services["worker"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_mounted_monitoring_config_exists(compose: dict[str, Any]) -> None:
+    for name in ("prometheus", "grafana"):
+        service = compose["services"][name]
+        assert service["profiles"] == ["monitoring"]
+        for volume in service["volumes"]:
+            source = str(volume).split(":", 1)[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"

@@ -1,0 +1,59 @@
+"""The embedded broker: many producers and a consumer never see a half-written message."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from kombu import Connection
+
+import sms_pipeline.embedded_broker  # noqa: F401  (registers the transport for filesystem://)
+
+
+def test_concurrent_producers_and_consumer_see_only_whole_messages(tmp_path: Path) -> None:
+    folder = tmp_path / "queue"
+    folder.mkdir()
+    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    producers, per_producer = 4, 250
+    received: list[dict[str, object]] = []
+    done = threading.Event()
+
+    def produce(n: int) -> None:
+        with Connection("filesystem://", transport_options=options) as conn:
+            queue = conn.SimpleQueue("q")
+            for i in range(per_producer):
+                queue.put({"producer": n, "i": i, "pad": "x" * 2000})
+            queue.close()
+
+    def consume() -> None:
+        with Connection("filesystem://", transport_options=options) as conn:
+            queue = conn.SimpleQueue("q")
+            while len(received) < producers * per_producer and not done.is_set():
+                try:
+                    message = queue.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                received.append(message.payload)
+                message.ack()
+            queue.close()
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    threads = [threading.Thread(target=produce, args=(n,)) for n in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    consumer.join(120)
+    done.set()
+    left = sorted(p.name for p in folder.iterdir())
+    assert len(received) == producers * per_producer, f"{len(received)} received; left: {left[:5]}"
+    assert {(m["producer"], m["i"]) for m in received} == {
+        (n, i) for n in range(producers) for i in range(per_producer)
+    }
+    assert not list(folder.glob(".*.part"))
+
+
+def test_transport_is_registered_for_filesystem_urls() -> None:
+    with Connection("filesystem://") as conn:
+        assert type(conn.transport).__module__ == "sms_pipeline.embedded_broker"

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from celery.canvas import chunks
-from sqlalchemy import CursorResult, and_, bindparam, case, literal, or_, select, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, case, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from sms_pipeline.celery_app import CHECK_STATUS_TASK, STATUS_QUEUE, app
@@ -359,7 +359,7 @@ def claim_due_checks(
         if r.gateway_id and now < deadline < r.next_check_at:
             capped.append({"b_id": r.id, "b_next": deadline})
     if capped:
-        table = SmsLog.__table__
+        table = cast(Table, SmsLog.__table__)
         session.execute(
             update(table)
             .where(table.c.id == bindparam("b_id"))

@@ -9,7 +9,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SMS_DATA_DIR=/var/lib/sms-pipeline
 
 WORKDIR /app
-# Dependencies first: a code change does not re-download them.
 COPY pyproject.toml README.md ./
 COPY sms_pipeline ./sms_pipeline
 RUN pip install . \

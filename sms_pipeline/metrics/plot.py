@@ -18,6 +18,10 @@ STATUS_COLOURS: Final = {
     "Undeliverable": "#8c564b",
     "Expired": "#e377c2",
     "OPTED OUT": "#7f7f7f",
+    "number invalid": "#bcbd22",
+    "data1 invalid": "#17becf",
+    "Unaccepted": "#393b79",
+    "Deleted": "#637939",
 }
 
 

@@ -44,7 +44,11 @@ def run(env: BenchEnv, *, count: int) -> dict[str, Any]:
             "per_second": round(len(values) / sum(values), 1),
         }
 
-    result = {"calls": count, "own_session": figures(own), "caller_session": figures(caller)}
+    result: dict[str, Any] = {
+        "calls": count,
+        "own_session": figures(own),
+        "caller_session": figures(caller),
+    }
     log(
         f"enqueue_sms: own session p50 {result['own_session']['p50_ms']} ms / p99 "
         f"{result['own_session']['p99_ms']} ms; caller session p50 "

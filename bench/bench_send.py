@@ -35,8 +35,9 @@ def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | N
     if not py_spy.exists():
         log("py-spy not installed (.venv/bin/pip install py-spy): no profile")
         return None
+    time.sleep(2.0)  # past the worker's first tasks (engine creation, imports)
     argv = [str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds))]
-    argv += ["--rate", "200", "--format", "raw", "--nonblocking", "-o", str(out)]
+    argv += ["--rate", "200", "--gil", "--format", "raw", "--nonblocking", "-o", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

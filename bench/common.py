@@ -188,7 +188,9 @@ class BenchEnv:
         self.procs.clear()
         with contextlib.suppress(Exception):
             from sms_pipeline.db import dispose_engines
+            from sms_pipeline.metrics.store import shutdown_store
 
+            shutdown_store()  # its flush thread must not outlive the database
             dispose_engines()
         if self._db_created:
             import psycopg
@@ -250,6 +252,8 @@ class BenchEnv:
         dsn = self.pg_url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"VACUUM ANALYZE {table}")
+            # Write the bulk load out now, not in the middle of the next measurement.
+            conn.execute("CHECKPOINT")
 
     # --- processes
     def pipeline_env(self, concurrency: int, **overrides: object) -> dict[str, str]:

@@ -17,7 +17,7 @@ from sms_pipeline.cli import main
 NOOP_TASK = "bench.noop"
 
 
-@app.task(name=NOOP_TASK, acks_late=True)
+@app.task(name=NOOP_TASK, acks_late=True)  # type: ignore[untyped-decorator]
 def noop() -> None:
     """Nothing: the per-task cost of Celery itself."""
 

@@ -23,21 +23,37 @@ the next one.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import enum
+import functools
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from celery.canvas import chunks
-from sqlalchemy import CursorResult, Table, and_, bindparam, case, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Table,
+    Update,
+    and_,
+    any_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from sms_pipeline.celery_app import CHECK_STATUS_TASK, STATUS_QUEUE, app
-from sms_pipeline.db import session_scope
+from sms_pipeline.db import get_engine, session_scope
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, UTCDateTime, utcnow
 from sms_pipeline.gateway import GatewayError, GatewayStatus, StatusResult
 from sms_pipeline.metrics import hooks as metrics
@@ -165,6 +181,45 @@ class CheckResult:
     new_status: str | None = None
 
 
+@contextlib.contextmanager
+def _one_statement(settings: Settings) -> Iterator[Connection]:
+    """A connection for one statement: autocommit on PostgreSQL (one round trip instead of
+    BEGIN + statement + COMMIT: a check is two such statements), a transaction on SQLite."""
+    engine = get_engine(settings)
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            yield conn
+    else:
+        with engine.begin() as conn:
+            yield conn
+
+
+@functools.cache
+def _check_read_statement() -> Any:  # a Select (its generic form varies across 2.x)
+    # Built once: building a statement costs more Python time than a status check's query.
+    # type and submitted_at are for the metrics hook: read now, not in a third query.
+    return select(SmsLog.gateway_id, SmsLog.gateway_status, SmsLog.type, SmsLog.submitted_at).where(
+        SmsLog.id == bindparam("b_id")
+    )
+
+
+@functools.cache
+def _check_write_statement(final: bool) -> Update:
+    values: dict[str, Any] = {
+        "gateway_status": bindparam("b_status"),
+        "status_changed_at": bindparam("b_changed"),
+        "updated_at": bindparam("b_now"),
+    }
+    if final:
+        values["final_at"] = bindparam("b_now")
+        values["next_check_at"] = None
+    return (
+        update(SmsLog)
+        .where(SmsLog.id == bindparam("b_id"), SmsLog.gateway_status == bindparam("b_stored"))
+        .values(**values)
+    )
+
+
 def check_status(
     message_id: uuid.UUID,
     *,
@@ -173,13 +228,8 @@ def check_status(
 ) -> CheckResult:
     """Ask the gateway about one message and record a forward change; safe to run twice."""
     settings = settings or get_settings()
-    with session_scope(settings) as session:
-        # type and submitted_at are for the metrics hook: read now, not in a third query.
-        row = session.execute(
-            select(
-                SmsLog.gateway_id, SmsLog.gateway_status, SmsLog.type, SmsLog.submitted_at
-            ).where(SmsLog.id == message_id)
-        ).first()
+    with _one_statement(settings) as conn:
+        row = conn.execute(_check_read_statement(), {"b_id": message_id}).first()
     if row is None:
         return _notify(CheckResult(message_id, CheckOutcome.MISSING))
     gateway_id, stored, message_type, submitted_at = row
@@ -216,15 +266,19 @@ def check_status(
     if new.is_final:
         values["final_at"] = now
         values["next_check_at"] = None
-    with session_scope(settings) as session:
+    with _one_statement(settings) as conn:
         # Compare-and-set on the status we read: a final status (Terminated meanwhile) or
         # a newer answer written by another check is never overwritten.
         written = _rowcount(
-            session.execute(
-                update(SmsLog)
-                .where(SmsLog.id == message_id, SmsLog.gateway_status == stored)
-                .values(**values)
-                .execution_options(synchronize_session=False)
+            conn.execute(
+                _check_write_statement(new.is_final),
+                {
+                    "b_id": message_id,
+                    "b_stored": stored,
+                    "b_status": new.value,
+                    "b_changed": values["status_changed_at"],
+                    "b_now": now,
+                },
             )
         )
     if not written:
@@ -322,6 +376,12 @@ def claim_due_checks(
     candidates = select(SmsLog.id).where(due).order_by(SmsLog.next_check_at).limit(limit)
     if session.get_bind().dialect.name != "sqlite":
         candidates = candidates.with_for_update(skip_locked=True)
+        # `= ANY(ARRAY(subquery))` runs the locking subquery once (an InitPlan). With
+        # `IN (subquery)` and a big history, the planner estimated one due row and re-ran
+        # the subquery per claimed row: 187 ms for 1,000 due rows among 1M rows, vs 41 ms.
+        claimed = SmsLog.id == any_(func.array(candidates.scalar_subquery()))
+    else:
+        claimed = SmsLog.id.in_(candidates.scalar_subquery())
 
     def at(step: int) -> Any:
         return literal(now + dt.timedelta(seconds=backoff[step]), UTCDateTime())
@@ -334,7 +394,7 @@ def claim_due_checks(
     )
     rows = session.execute(
         update(SmsLog)
-        .where(SmsLog.id.in_(candidates.scalar_subquery()), due)
+        .where(claimed, due)
         .values(
             next_check_at=next_check,
             status_checks=SmsLog.status_checks + 1,

@@ -18,9 +18,7 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,8 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from sms_pipeline.children import CLI, ChildProcess
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / ".sms_pipeline" / "bench-results.json"
@@ -37,7 +37,6 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_BASE_URL = os.environ.get("SMS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 LOGIN = "bench"
 PASSWORD = "bench-only-password"  # noqa: S105 - a throwaway loopback simulator
-CLI = [sys.executable, "-m", "sms_pipeline.cli"]
 QUEUE_PRIORITIES = range(10)  # kombu's Redis priority steps: `q`, `q:1` ... `q:9`
 
 
@@ -67,72 +66,14 @@ def load_average() -> tuple[float, float, float]:
 # --- processes -------------------------------------------------------------------------
 
 
-class Proc:
-    """A child in its own process group, output to a log file; killed by its own pid."""
+class Proc(ChildProcess):
+    """A child in its own process group, output to FOLDER/NAME.log."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], folder: Path) -> None:
-        self.name = name
-        self.log_path = folder / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=str(REPO),
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        super().__init__(name, argv, env, folder / f"{name}.log", cwd=REPO)
 
     def rss_mib(self) -> float:
-        """Resident memory of the process (threads pool: the whole worker)."""
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        return 0.0
-
-    def cpu_seconds(self) -> float:
-        """user + system CPU time of the process (all its threads) so far."""
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return 0.0
-
-    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log_text():
-                return
-            if not self.alive():
-                raise RuntimeError(f"{self.name} exited:\n{self.log_text()[-3000:]}")
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name}: no {text!r} after {timeout:.0f} s")
-
-    def stop(self) -> None:
-        """SIGTERM the group (warm shutdown), SIGKILL if it lingers; then reap."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.popen.wait(10)
-        self._log.close()
+        return round(self.rss_kib() / 1024, 1)
 
 
 # --- the environment -------------------------------------------------------------------

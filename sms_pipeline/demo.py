@@ -17,11 +17,7 @@ import dataclasses
 import datetime as dt
 import os
 import random
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -31,6 +27,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from sms_pipeline.children import CLI, ChildError, ChildProcess, stop_all
 
 DEFAULT_DATA_DIR = Path(".sms_pipeline") / "demo"
 CHILD_STOP_TIMEOUT = 10.0
@@ -176,74 +174,9 @@ def plan_messages(count: int, rng: random.Random) -> list[PlannedMessage]:
 # --- child processes ----------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-
-def spawn(name: str, args: Sequence[str], env: Mapping[str, str], log_dir: Path) -> Child:
+def spawn(name: str, args: Sequence[str], env: Mapping[str, str], log_dir: Path) -> ChildProcess:
     """`python -m sms_pipeline.cli ARGS` in its own process group, output to NAME.log."""
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sms_pipeline.cli", *args],
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            # Its own group: Ctrl-C in the terminal reaches only the demo, which then stops
-            # each child in order, and a killpg also reaches anything the child started.
-            start_new_session=True,
-        )
-    return Child(name, process, log_path)
-
-
-def _signal_group(child: Child, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(child.process.pid, signum)
-
-
-def stop_children(children: Sequence[Child], timeout: float = CHILD_STOP_TIMEOUT) -> None:
-    """SIGTERM every child's group, wait up to `timeout`, then SIGKILL what is left."""
-    for child in reversed(children):
-        if child.alive:
-            _signal_group(child, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-    for child in children:
-        # Also when the leader is gone: a grandchild may still hold the group.
-        _signal_group(child, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.process.wait(timeout=5)
-
-
-def wait_for_line(child: Child, pattern: str, timeout: float) -> re.Match[str]:
-    """Wait until the child's log has a line matching `pattern`."""
-    regex = re.compile(pattern)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = child.log_path.read_text(errors="replace") if child.log_path.exists() else ""
-        match = regex.search(text)
-        if match:
-            return match
-        if not child.alive:
-            raise DemoError(f"{child.name} exited with code {child.process.returncode}", child)
-        time.sleep(0.1)
-    raise DemoError(f"{child.name} did not start within {timeout:.0f} s", child)
-
-
-class DemoError(RuntimeError):
-    def __init__(self, message: str, child: Child | None = None) -> None:
-        super().__init__(message)
-        self.child = child
+    return ChildProcess(name, [*CLI, *args], env, log_dir / f"{name}.log")
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -502,7 +435,7 @@ class DemoOptions:
 def _follow(
     console: Console,
     record: RunRecord,
-    children: Sequence[Child],
+    children: Sequence[ChildProcess],
     deadline: float,
 ) -> list[Row]:
     """Show progress until every message of the run is final, or the deadline passes."""
@@ -526,11 +459,9 @@ def _follow(
             )
             if final >= total:
                 return rows
-            dead = [c for c in children if not c.alive]
+            dead = [c for c in children if not c.alive()]
             if dead:
-                raise DemoError(
-                    f"{dead[0].name} exited with code {dead[0].process.returncode}", dead[0]
-                )
+                raise ChildError(f"{dead[0].name} exited with code {dead[0].returncode}", dead[0])
             if time.monotonic() > deadline:
                 return rows
             time.sleep(0.5)
@@ -566,7 +497,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     )
     console.print(f"  data      {_short(data_dir)}")
 
-    children: list[Child] = []
+    children: list[ChildProcess] = []
     try:
         sim_env = child_environment(data_dir, "http://127.0.0.1:0")
         simulator = spawn(
@@ -583,19 +514,19 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         )
         children.append(simulator)
         migrate = spawn("migrate", ["db", "upgrade"], sim_env, log_dir)
-        gateway_url = wait_for_line(simulator, r"listening on (http://\S+)", timeout=30).group(1)
+        gateway_url = simulator.wait_for_log(r"listening on (http://\S+)", timeout=30).group(1)
         env = child_environment(data_dir, gateway_url, options.concurrency)
-        if migrate.process.wait(timeout=120) != 0:
-            raise DemoError("db upgrade failed", migrate)
+        if migrate.popen.wait(timeout=120) != 0:
+            raise ChildError("db upgrade failed", migrate)
         console.print(f"  gateway   simulator at {gateway_url} (faults chosen by number suffix)")
         worker = spawn("worker", ["worker"], env, log_dir)
         children.append(worker)
         children.append(spawn("beat", ["beat"], env, log_dir))
         # Enqueue once the worker consumes, so the timings below are the pipeline's own.
-        wait_for_line(worker, r"celery@\S+ ready", timeout=120)
+        worker.wait_for_log(r"celery@\S+ ready", timeout=120)
         console.print(
             f"  started   gateway-sim, worker ({options.concurrency} threads), beat"
-            " [dim](pids " + ", ".join(str(c.process.pid) for c in children) + ")[/dim]"
+            " [dim](pids " + ", ".join(str(c.pid) for c in children) + ")[/dim]"
         )
 
         use_demo_settings(env)
@@ -615,16 +546,15 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         wait_started = time.monotonic()
         rows = _follow(console, record, children, wait_started + options.wait_seconds)
         waited = time.monotonic() - wait_started
-    except DemoError as exc:
+    except ChildError as exc:
         console.print(f"[red]demo failed: {exc}[/red]")
-        if exc.child is not None:
-            console.print(f"  see {_short(exc.child.log_path)}")
+        console.print(f"  see {_short(exc.child.log_path)}")
         return 1
     except KeyboardInterrupt:
         console.print("\n[yellow]interrupted: stopping the demo's processes[/yellow]")
         return 130
     finally:
-        stop_children(children)
+        stop_all(children, CHILD_STOP_TIMEOUT)
 
     final = sum(1 for r in rows if r.final_at is not None)
     total = record.expected_rows
@@ -672,4 +602,4 @@ def _short(path: Path) -> str:
     return str(path)
 
 
-__all__ = ["DemoOptions", "plan_messages", "run_demo", "stop_children"]
+__all__ = ["DemoOptions", "plan_messages", "run_demo"]

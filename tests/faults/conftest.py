@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from sms_pipeline.children import CLI, ChildProcess
 from tests.conftest import PG_PROBLEM, REDIS_PROBLEM, REDIS_TEST_URL, require
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +34,6 @@ FIGURES_FILE = REPO / ".sms_pipeline" / "reliability.json"
 # Distinctive, so that a leak of it into a log or the broker is findable.
 GATEWAY_LOGIN = "fault-suite"
 GATEWAY_PASSWORD = "gw-Pw-7Qx2ZrK9"
-CLI = [sys.executable, "-m", "sms_pipeline.cli"]
 _FIGURE_LINES: list[str] = []
 
 
@@ -71,50 +70,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Proc:
+class Proc(ChildProcess):
     """A child process in its own process group, its output in a log file."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in kill()
-        self.popen = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # own process group: kill -9 reaches every child
-            cwd=str(REPO),
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def kill(self) -> None:
-        """kill -9 of the whole process group, then reap."""
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(10)
-        self._log.close()
-
-    def rss_kib(self) -> int:
-        """Resident memory of the process, from /proc (KiB)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
-
-    def log_text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
+        super().__init__(name, argv, env, log_path, cwd=REPO)
 
 
 class Procs:

@@ -294,7 +294,7 @@ class IP2SMSClient:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            raw = self._post(url, payload)
+            raw = self.post_xml(url, payload)
             result = convert(parse_answer(raw, max_bytes=self.max_response_bytes), raw)
         except GatewayError as exc:
             outcome = exc.outcome
@@ -308,8 +308,11 @@ class IP2SMSClient:
             log.debug("ip2sms send ok gateway_id=%s status=%s", result.gateway_id, result.status)
         return result
 
-    def _post(self, url: str, payload: bytes) -> bytes:
-        """POST and return the answer bytes; raise the transport/HTTP GatewayError."""
+    def post_xml(self, url: str, payload: bytes) -> bytes:
+        """POST XML with our auth and limits; the answer bytes, or the transport/HTTP GatewayError.
+
+        Public for protocol extensions on the same gateway (the inbound API client).
+        """
         try:
             response = self._session.post(
                 url,

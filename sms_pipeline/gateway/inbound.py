@@ -252,7 +252,7 @@ class InboundClient:
         """One page of `kind` with ids above `after`. Raises GatewayError."""
         payload = build_page_request(kind, after, limit)
         try:
-            raw = self._http._post(page_url(self.base_url, kind), payload)
+            raw = self._http.post_xml(page_url(self.base_url, kind), payload)
             return parse_page_answer(raw, kind, after=after, max_bytes=self.max_response_bytes)
         except GatewayError as exc:
             # The transport exception may quote URLs or answers: the reason says enough.

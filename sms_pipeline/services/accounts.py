@@ -99,7 +99,11 @@ class SendPermission:
 
 
 def may_send(account: Account, segments: int, now: dt.datetime) -> SendPermission:
-    """Active, not paused, inside its window and with credits for `segments` parts."""
+    """Active, not paused, inside its window and with credits for `segments` parts.
+
+    `sending._fast_claim_statement` states the same rules in SQL for the common case
+    (round-the-clock window, no rate limit): a rule added here belongs there too.
+    """
     if not account.active:
         # An inactive account's messages wait for it to come back; checked again later.
         return SendPermission(False, now + dt.timedelta(minutes=5), "account inactive")

@@ -126,6 +126,7 @@ def _autocommit(settings: Settings) -> Connection | None:
 @functools.cache
 def _fast_claim_statement() -> Update:
     # Built once: constructing this statement costs more Python time than running it.
+    # The account conditions mirror accounts.may_send; keep the two in step.
     return (
         update(SmsLog)
         .where(

@@ -12,6 +12,7 @@ first row inserted); lag = sms_log.inserted_at - verifications.inserted_at.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from typing import Any
@@ -42,10 +43,11 @@ def _insert_paced(env: BenchEnv, count: int, batch: int, rate: float, offset: in
             {
                 "id": uuid.uuid4(),
                 "phone_number": phone(offset + inserted + k),
-                "code": f"{(inserted + k) % 1_000_000:06d}",
+                "code": 100_000 + (inserted + k) % 900_000,
+                "check_digit": 0,
                 "status": "new",
+                "code_expired_at": utcnow() + dt.timedelta(minutes=10),
                 "inserted_at": utcnow(),
-                "updated_at": utcnow(),
             }
             for k in range(n)
         ]

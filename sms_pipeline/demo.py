@@ -257,7 +257,7 @@ def enqueue_planned(planned: Sequence[PlannedMessage], record: RunRecord) -> Non
 def insert_side_doors(rng: random.Random, record: RunRecord) -> None:
     """Rows other systems write: the SQL route's queue and a verification to replicate."""
     from sms_pipeline.db import session_scope
-    from sms_pipeline.db.models import SmsQueue, Verification
+    from sms_pipeline.db.models import SmsQueue, Verification, utcnow
     from sms_pipeline.services.accounts import get_or_create_default_account
 
     with session_scope() as session:
@@ -280,8 +280,12 @@ def insert_side_doors(rng: random.Random, record: RunRecord) -> None:
             )
             session.add(row)
             queued.append((scenario, row))
+        # The verification service's real row: an integer code that is valid 10 minutes.
         verification = Verification(
-            phone_number=phone_number(rng, None), code=f"{rng.randint(0, 999999):06d}"
+            phone_number=phone_number(rng, None),
+            code=rng.randint(100000, 999999),
+            check_digit=rng.randint(0, 9),
+            code_expired_at=utcnow() + dt.timedelta(minutes=10),
         )
         session.add(verification)
         session.flush()

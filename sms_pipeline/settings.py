@@ -147,6 +147,14 @@ class Settings(BaseSettings):
         pattern=r"\{code\}",
         description="Body of a replicated verification SMS; {code} is the verification's code.",
     )
+    sms_verification_code_digits: int = Field(
+        0,
+        ge=0,
+        le=12,
+        description="Digits an integer verification code is shown with in {code}, left-padded "
+        "with zeros (the verification service stores codes as integers, so 0123 is kept as "
+        "123); 0 shows the code as stored.",
+    )
     sms_inbound_poll_seconds: float = Field(
         30.0, gt=0, description="How often beat looks for accounts whose inbound poll is due."
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from sms_pipeline.db.engine import get_engine
 
@@ -24,15 +26,45 @@ def _config(engine: Engine, connection: object) -> Config:
     return cfg
 
 
+@contextlib.contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """One transaction for the whole migration.
+
+    On SQLite, batch mode rebuilds a table by copy, drop and rename. That needs foreign
+    keys off (dropping `accounts` would otherwise delete-check every row that refers to
+    it) and the legacy rename (so a view over a rebuilt table, such as `sms_sent` over
+    `sms_log`, is not re-checked half way). Both pragmas only take effect outside a
+    transaction; the foreign keys are checked once at the end, before the commit.
+    """
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        raw.execute("PRAGMA foreign_keys=OFF")
+        raw.execute("PRAGMA legacy_alter_table=ON")
+        try:
+            with conn.begin():
+                yield conn
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration broke foreign keys: {broken[:5]}")
+        finally:
+            raw.execute("PRAGMA legacy_alter_table=OFF")
+            raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(engine: Engine | None = None, revision: str = "head") -> None:
     engine = engine or get_engine()
-    with engine.begin() as conn:
+    with _migrating(engine) as conn:
         command.upgrade(_config(engine, conn), revision)
 
 
 def downgrade(engine: Engine | None = None, revision: str = "-1") -> None:
     engine = engine or get_engine()
-    with engine.begin() as conn:
+    with _migrating(engine) as conn:
         command.downgrade(_config(engine, conn), revision)
 
 

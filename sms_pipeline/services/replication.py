@@ -17,11 +17,26 @@ each row once, and only the rows this pass actually inserted are dispatched, aft
 commit, through the outbox. Later changes to a verification (attempts_count, status)
 never create another row: the anti-join and the unique key both see the first one.
 
-Cost: the scan uses `ix_verifications_inserted_at` and one probe of the unique index per
-candidate, so a pass costs about the number of verifications created within the window
-(a few thousand rows at most), whatever the size of the history. A high-water mark would
-only trim that to the rows after the mark, and it would need a mark table and still
+Cost: on our own table the scan uses `ix_verifications_inserted_at` and one probe of the
+unique index per candidate, so a pass costs about the number of verifications created
+within the window (a few thousand rows at most), whatever the size of the history. The
+verification service's real table has no index on `inserted_at` (we never write its DDL):
+there a pass scans the table, which is fine at its size (rows are purged after 30 days);
+an index on `verifications (inserted_at)` is the service owner's call. A high-water mark
+would only trim that to the rows after the mark, and it would need a mark table and still
 fall back to the window for late commits; it is not worth its state.
+
+The table as it is, not as we wish it
+-------------------------------------
+The table belongs to the verification service (see db/models/verifications.py for its
+real shape). Each pass reflects it and reads only the columns it needs (`id`,
+`phone_number`, `code`, `inserted_at`; `status`, `active`, `code_expired_at` when
+present) plus optional ones it can use (`gateway_id`, which older deployments still
+have). The code may be an integer (the real table) or text; an integer is shown with
+SMS_VERIFICATION_CODE_DIGITS digits when that is set. A verification already `canceled`
+or `expired`, or past its `code_expired_at`, when we first see it is never sent: it gets
+its sms_log row (so it is counted once) ending `EXPIRED` with the reason. We never write
+the table.
 """
 
 from __future__ import annotations
@@ -33,16 +48,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, exists, select
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Insert,
+    MetaData,
+    Row,
+    String,
+    Table,
+    Uuid,
+    exists,
+    inspect,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import (
+    SCHEMA,
     MessageType,
     SendStatus,
     SmsLog,
-    Verification,
+    UTCDateTime,
+    UTCTimestamp,
     utcnow,
 )
 from sms_pipeline.errors import InvalidMessage
@@ -56,6 +86,21 @@ from sms_pipeline.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
+TABLE = "verifications"
+REQUIRED_COLUMNS = ("id", "phone_number", "code", "inserted_at")
+OPTIONAL_COLUMNS = ("status", "active", "code_expired_at", "gateway_id")
+# Statuses the service gives a verification that must no longer be sent.
+ENDED_STATUSES = frozenset({"canceled", "expired"})
+
+
+def render_code(code: int | str | None, settings: Settings) -> str:
+    """A verification code as the patient should read it (integer or text code)."""
+    if code is None:
+        return ""
+    if isinstance(code, int) and not isinstance(code, bool):
+        digits = settings.sms_verification_code_digits
+        return f"{code:0{digits}d}" if digits and code >= 0 else str(code)
+    return str(code).strip()
 
 
 def render_body(code: str, template: str) -> str:
@@ -69,6 +114,7 @@ class ReplicationResult:
     dispatched: int = 0  # of which queued for sending by us
     tracked: int = 0  # of which already sent by the verification service: polled only
     invalid: int = 0  # of which refused (number invalid / data1 invalid)
+    ended: int = 0  # of which canceled or expired before we saw them: not sent
 
     def __add__(self, other: ReplicationResult) -> ReplicationResult:
         return ReplicationResult(
@@ -76,14 +122,54 @@ class ReplicationResult:
             self.dispatched + other.dispatched,
             self.tracked + other.tracked,
             self.invalid + other.invalid,
+            self.ended + other.ended,
         )
 
 
+def source_table(conn: Connection) -> Table:
+    """The verifications table as this database has it: needed and usable columns only."""
+    schema = None if conn.dialect.name == "sqlite" else SCHEMA
+    found = {c["name"]: c for c in inspect(conn).get_columns(TABLE, schema=schema)}
+    missing = [name for name in REQUIRED_COLUMNS if name not in found]
+    if missing:
+        raise RuntimeError(f"{SCHEMA}.{TABLE} has no column {', '.join(missing)}")
+
+    def moment(name: str) -> Column[Any]:
+        aware = bool(getattr(found[name]["type"], "timezone", False))
+        return Column(name, UTCDateTime() if aware else UTCTimestamp())
+
+    columns: list[Column[Any]] = [
+        Column("id", Uuid(), primary_key=True),
+        Column("phone_number", String()),
+        Column("code"),  # integer in the service's table, text in older shapes: as stored
+        moment("inserted_at"),
+    ]
+    kinds: dict[str, Any] = {"status": String(), "active": Boolean(), "gateway_id": String()}
+    for name in OPTIONAL_COLUMNS:
+        if name in found:
+            columns.append(moment(name) if name == "code_expired_at" else Column(name, kinds[name]))
+    # The schema is translated away on SQLite by the engine, as for every model.
+    return Table(TABLE, MetaData(), *columns, schema=SCHEMA)
+
+
+def _ended_reason(verification: Row[Any], now: dt.datetime) -> str | None:
+    """Why a verification must not be sent any more, or None."""
+    mapping = verification._mapping
+    status = mapping.get("status")
+    if status in ENDED_STATUSES:
+        return f"verification {status} before it was sent"
+    expires = mapping.get("code_expired_at")
+    if expires is not None and expires <= now:
+        return "code expired before it was sent"
+    return None
+
+
 def _row_for(
-    verification: Verification, account_id: int, now: dt.datetime, settings: Settings
+    verification: Row[Any], account_id: int, now: dt.datetime, settings: Settings
 ) -> dict[str, Any]:
+    mapping = verification._mapping
     message_id = uuid.uuid4()
-    body = render_body(verification.code or "", settings.sms_verification_template)
+    body = render_body(render_code(mapping["code"], settings), settings.sms_verification_template)
     row: dict[str, Any] = {
         "id": message_id,
         "type": MessageType.VERIFICATION.value,
@@ -96,7 +182,7 @@ def _row_for(
         "segments": 1,
         "encoding": "GSM-7",
         "flash": False,
-        "verification_id": verification.id,
+        "verification_id": mapping["id"],
         "inserted_at": now,
         "updated_at": now,
         "uniq_key": None,
@@ -109,7 +195,7 @@ def _row_for(
         "final_at": None,
         "last_error": None,
     }
-    raw_number = verification.phone_number or ""
+    raw_number = mapping["phone_number"] or ""
     number_error: str | None = None
     try:
         number = normalise_phone_number(raw_number)
@@ -117,17 +203,22 @@ def _row_for(
         number, number_error = raw_number.strip()[:32], exc.reason
     row["phone_number"] = number
 
-    if verification.gateway_id:
+    gateway_id = mapping.get("gateway_id")
+    if gateway_id:
         # The verification service sent it itself: track it (poll its status), never send.
-        sent_at = verification.inserted_at or now
+        sent_at = mapping["inserted_at"] or now
         row.update(
             send_status=SendStatus.SUBMITTED.value,
-            gateway_id=verification.gateway_id[:64],
+            gateway_id=str(gateway_id)[:64],
             gateway_status=GatewayStatus.ACCEPTED.value,
             status_changed_at=sent_at,
             submitted_at=sent_at,
             next_check_at=now,
         )
+        return row
+    ended = _ended_reason(verification, now)
+    if ended is not None:
+        row.update(send_status=SendStatus.EXPIRED.value, last_error=ended, final_at=now)
         return row
     if number_error is not None:
         row.update(
@@ -156,38 +247,48 @@ def _insert(session: Session) -> Insert:
     return postgresql.insert(table).on_conflict_do_nothing(index_elements=["verification_id"])
 
 
-def find_unreplicated(session: Session, since: dt.datetime, limit: int) -> Sequence[Verification]:
+def find_unreplicated(
+    session: Session, source: Table, since: dt.datetime, limit: int
+) -> Sequence[Row[Any]]:
     """Verifications inserted since `since` that have no sms_log row yet, oldest first."""
     # The same total order in every replicator: concurrent passes insert overlapping rows
     # in the same order, so they wait on each other's keys instead of deadlocking.
-    return session.scalars(
-        select(Verification)
+    return session.execute(
+        select(*source.c)
         .where(
-            Verification.inserted_at >= since,
-            ~exists().where(SmsLog.verification_id == Verification.id),
+            source.c.inserted_at >= since,
+            ~exists().where(SmsLog.verification_id == source.c.id),
         )
-        .order_by(Verification.inserted_at, Verification.id)
+        .order_by(source.c.inserted_at, source.c.id)
         .limit(limit)
     ).all()
 
 
+def _default_account(settings: Settings) -> tuple[int, str]:
+    """The default account's id and metrics name, looked up outside the batch's transaction."""
+    with session_scope(settings) as session:
+        account_id = get_or_create_default_account(session, settings).id
+    return account_id, metrics.account_name(account_id)
+
+
 def replicate_batch(
-    settings: Settings, *, limit: int = BATCH_SIZE
+    settings: Settings, *, limit: int = BATCH_SIZE, source: Table | None = None
 ) -> tuple[ReplicationResult, int]:
     """One transaction: insert up to `limit` missing rows. Returns (result, rows looked at)."""
     now = utcnow()
     since = now - dt.timedelta(seconds=settings.sms_replication_safe_window_seconds)
+    account_id, account = _default_account(settings)
     with session_scope(settings) as session:
-        pending = find_unreplicated(session, since, limit)
+        if source is None:
+            source = source_table(session.connection())
+        pending = find_unreplicated(session, source, since, limit)
         if not pending:
             return ReplicationResult(), 0
-        account_id = get_or_create_default_account(session, settings).id
         rows = [_row_for(v, account_id, now, settings) for v in pending]
         inserted_ids = set(
             session.execute(_insert(session).returning(SmsLog.__table__.c.id), rows).scalars()
         )
         result = ReplicationResult()
-        account = metrics.account_name(account_id)
         for row in rows:
             if row["id"] not in inserted_ids:
                 continue  # another replicator inserted this verification first
@@ -198,6 +299,14 @@ def replicate_batch(
                 result += ReplicationResult(inserted=1, dispatched=1)
             elif status == SendStatus.SUBMITTED.value:
                 result += ReplicationResult(inserted=1, tracked=1)
+            elif status == SendStatus.EXPIRED.value:
+                log.info(
+                    "verification %s not sent: %s (message %s)",
+                    row["verification_id"],
+                    row["last_error"],
+                    row["id"],
+                )
+                result += ReplicationResult(inserted=1, ended=1)
             else:
                 log.info(
                     "verification %s refused as %s (message %s)",
@@ -215,17 +324,23 @@ def replicate_verifications(
     """One replication pass over the safe window; safe to run concurrently and repeatedly."""
     settings = settings or get_settings()
     total = ReplicationResult()
+    source: Table | None = None
     for _ in range(max_batches):
-        result, seen = replicate_batch(settings, limit=batch_size)
+        if source is None:
+            with session_scope(settings) as session:
+                source = source_table(session.connection())
+        result, seen = replicate_batch(settings, limit=batch_size, source=source)
         total += result
         if seen < batch_size:
             break
     if total.inserted:
         log.info(
-            "replication: %d new verification SMS (%d to send, %d tracked, %d refused)",
+            "replication: %d new verification SMS (%d to send, %d tracked, %d refused, "
+            "%d ended before sending)",
             total.inserted,
             total.dispatched,
             total.tracked,
             total.invalid,
+            total.ended,
         )
     return total

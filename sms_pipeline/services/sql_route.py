@@ -87,6 +87,9 @@ def ingest_account_queue(
     """Move up to `limit` waiting queue rows of one account into the log; returns how many."""
     settings = settings or get_settings()
     now = utcnow()
+    # Looked up before the transaction: on SQLite a second connection opened inside it
+    # would wait for this transaction's write lock (and this one for it).
+    account = metrics.account_name(account_id)
     with session_scope(settings) as session:
         query = (
             select(SmsQueue)
@@ -107,9 +110,7 @@ def ingest_account_queue(
             else:
                 log.info("queue row %s refused: %s", row.id, message.send_status)
             session.add(message)
-            metrics.message_stored(
-                session, message.type, metrics.account_name(account_id), message.send_status
-            )
+            metrics.message_stored(session, message.type, account, message.send_status)
         if rows:
             session.flush()
             session.execute(delete(SmsQueue).where(SmsQueue.id.in_([r.id for r in rows])))

@@ -77,9 +77,9 @@ def test_verifications_table_owned_elsewhere_is_left_alone(pg_engine: Engine, db
     with pg_engine.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO verification.verifications (id, phone_number, code, status, "
-                "active, attempts_count, inserted_at, updated_at) VALUES "
-                "(:id, '+380931234567', '1234', 'new', true, 0, now(), now())"
+                "INSERT INTO verification.verifications (id, phone_number, check_digit, code, "
+                "status, code_expired_at, inserted_at) VALUES "
+                "(:id, '+380931234567', 7, 1234, 'new', now(), now())"
             ),
             {"id": uuid.uuid4()},
         )

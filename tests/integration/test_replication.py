@@ -26,16 +26,17 @@ _numbers = itertools.count(1000000)
 
 def verification(**values: Any) -> dict[str, Any]:
     now = utcnow()
+    # The verification service's row (its real table: integer code, no updated_at).
     row = {
         "id": uuid.uuid4(),
         "phone_number": f"+38093{next(_numbers):07d}",
-        "code": f"{next(_numbers) % 1000000:06d}",
+        "check_digit": 0,
+        "code": 100000 + next(_numbers) % 900000,
         "status": "new",
         "active": True,
         "attempts_count": 0,
-        "gateway_id": None,
+        "code_expired_at": now + dt.timedelta(minutes=10),
         "inserted_at": now,
-        "updated_at": now,
     }
     row.update(values)
     return row
@@ -171,11 +172,7 @@ def test_attempts_count_updates_never_create_another_row(pg_engine: Any, sent: C
     before = {r.id: (r.verification_id, r.body) for r in log_rows()}
     for attempt in range(1, 4):
         with pg_engine.begin() as conn:
-            conn.execute(
-                update(Verification).values(
-                    attempts_count=attempt, status="sent", updated_at=utcnow()
-                )
-            )
+            conn.execute(update(Verification).values(attempts_count=attempt, status="unverified"))
         assert replication.replicate_verifications().inserted == 0
     after = {r.id: (r.verification_id, r.body) for r in log_rows()}
     assert after == before
@@ -186,7 +183,7 @@ def test_replicated_row_carries_the_code_in_the_configured_template(
     pg_engine: Any, sent: Captured, settings_env: Any
 ) -> None:
     settings_env(SMS_VERIFICATION_TEMPLATE="Kod: {code}. Nikomu ne povidomliaite.")
-    row = verification(code="493817", phone_number="380931112233")
+    row = verification(code=493817, phone_number="380931112233")
     with pg_engine.begin() as conn:
         add(conn, [row])
     result = replication.replicate_verifications()
@@ -205,18 +202,41 @@ def test_replicated_row_carries_the_code_in_the_configured_template(
     assert sent.ids == [message.id]
 
 
-def test_verification_already_sent_is_only_tracked(pg_engine: Any, sent: Captured) -> None:
-    row = verification(gateway_id="8072817")
+@pytest.mark.parametrize(("code", "digits", "shown"), [(4817, 6, "004817"), (4817, 0, "4817")])
+def test_integer_code_is_shown_with_the_configured_digits(
+    pg_engine: Any, sent: Captured, settings_env: Any, code: int, digits: int, shown: str
+) -> None:
+    settings_env(SMS_VERIFICATION_TEMPLATE="Kod {code}", SMS_VERIFICATION_CODE_DIGITS=digits)
     with pg_engine.begin() as conn:
-        add(conn, [row])
-    result = replication.replicate_verifications()
-    assert (result.inserted, result.tracked, result.dispatched) == (1, 1, 0)
+        add(conn, [verification(code=code)])
+    replication.replicate_verifications()
     (message,) = log_rows()
-    assert message.send_status == SendStatus.SUBMITTED.value
-    assert (message.gateway_id, message.gateway_status) == ("8072817", "Accepted")
-    assert message.next_check_at is not None and message.next_check_at <= utcnow()
-    assert message.submitted_at is not None and message.final_at is None
+    assert message.body == f"Kod {shown}"
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"status": "canceled", "active": False}, "verification canceled before it was sent"),
+        ({"status": "expired", "active": False}, "verification expired before it was sent"),
+        (
+            {"code_expired_at": utcnow() - dt.timedelta(seconds=1)},
+            "code expired before it was sent",
+        ),
+    ],
+)
+def test_verification_ended_before_we_saw_it_is_logged_expired_and_not_sent(
+    pg_engine: Any, sent: Captured, values: dict[str, Any], reason: str
+) -> None:
+    with pg_engine.begin() as conn:
+        add(conn, [verification(**values)])
+    result = replication.replicate_verifications()
+    assert (result.inserted, result.ended, result.dispatched) == (1, 1, 0)
+    (message,) = log_rows()
+    assert (message.send_status, message.last_error) == (SendStatus.EXPIRED.value, reason)
+    assert message.final_at is not None and message.uniq_key is None
     assert sent.ids == []
+    assert replication.replicate_verifications().inserted == 0
 
 
 def test_bad_phone_number_is_logged_number_invalid(pg_engine: Any, sent: Captured) -> None:

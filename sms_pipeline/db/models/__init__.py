@@ -2,7 +2,7 @@
 
 from .accounts import POSTPAID_CREDITS, Account
 from .api import ApiKey, CallbackEvent, IdempotencyRecord
-from .base import SCHEMA, Base, UTCDateTime, utcnow
+from .base import SCHEMA, Base, UTCDateTime, UTCTimestamp, utcnow
 from .inbound import OptOut, SmsReply, SmsShortcode
 from .messages import (
     MESSAGE_TYPES,
@@ -15,7 +15,7 @@ from .messages import (
 )
 from .metrics import MetricCounter
 from .queue import SmsQueue
-from .verifications import Verification
+from .verifications import VERIFICATION_STATUSES, Verification
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -24,6 +24,7 @@ __all__ = [
     "POSTPAID_CREDITS",
     "SCHEMA",
     "SEND_STATUSES",
+    "VERIFICATION_STATUSES",
     "Account",
     "ApiKey",
     "Base",
@@ -38,6 +39,7 @@ __all__ = [
     "SmsReply",
     "SmsShortcode",
     "UTCDateTime",
+    "UTCTimestamp",
     "Verification",
     "utcnow",
 ]

@@ -7,7 +7,7 @@ import datetime as dt
 from sqlalchemy import BigInteger, CheckConstraint, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, utcnow
+from .base import NOW, Base, utcnow
 
 POSTPAID_CREDITS = 1_000_000
 
@@ -32,7 +32,10 @@ class Account(Base):
     password_ref: Mapped[str | None] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(default=True, server_default=text("true"))
     postpaid: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
-    credits: Mapped[int] = mapped_column(BigInteger, default=POSTPAID_CREDITS)
+    # A two-column INSERT by SQL gets 1,000,000: what a post-paid account always reads.
+    credits: Mapped[int] = mapped_column(
+        BigInteger, default=POSTPAID_CREDITS, server_default=text(str(POSTPAID_CREDITS))
+    )
     send_start_hour: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     send_end_hour: Mapped[int] = mapped_column(default=23, server_default=text("23"))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
@@ -54,8 +57,10 @@ class Account(Base):
     # Set after a 429 or an exhausted prepaid balance: the account sends nothing until then.
     paused_until: Mapped[dt.datetime | None]
     pause_reason: Mapped[str | None] = mapped_column(String(200))
-    inserted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    inserted_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=NOW)
+    updated_at: Mapped[dt.datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=NOW
+    )
 
     def __repr__(self) -> str:
         return f"Account(id={self.id!r}, name={self.name!r}, active={self.active!r})"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, TypeDecorator, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
 SCHEMA = "verification"
+
+# The server-side "now" for columns outside writers may omit (the SQL route): the same
+# words on PostgreSQL (now(), timestamptz) and SQLite (UTC text without a zone).
+NOW = text("CURRENT_TIMESTAMP")
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (which is 64-bit there anyway).
 BIGINT_PK = BigInteger().with_variant(Integer(), "sqlite")
@@ -54,6 +58,21 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if moment.tzinfo is None:
             return moment.replace(tzinfo=dt.UTC)
         return moment.astimezone(dt.UTC)
+
+
+class UTCTimestamp(UTCDateTime):
+    """UTCDateTime kept in a `timestamp` without a zone (UTC by convention), as the
+    verification service's Ecto tables do; read back aware, like every other time."""
+
+    impl = DateTime(timezone=False)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; the pipeline stores aware UTC times only")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

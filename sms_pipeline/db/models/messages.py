@@ -45,6 +45,7 @@ class SendStatus(enum.StrEnum):
     NUMBER_INVALID = "number invalid"
     DATA1_INVALID = "data1 invalid"
     OPTED_OUT = "OPTED OUT"  # a text to a number that opted out: not sent
+    EXPIRED = "EXPIRED"  # a one-time code already expired (or canceled) before it was sent
 
     @property
     def is_final(self) -> bool:
@@ -125,7 +126,8 @@ class SmsLog(Base):
     uniq_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     submitted_at: Mapped[dt.datetime | None]
     cost_centre: Mapped[str | None] = mapped_column(String(64))
-    customer_id: Mapped[str | None] = mapped_column(String(128))
+    # The SQL route's own id (seed 2: CustomerID); sms_sent is read by it.
+    customer_id: Mapped[str | None] = mapped_column(String(128), index=True)
     flash: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     segments: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     encoding: Mapped[str] = mapped_column(String(8), default="GSM-7", server_default="GSM-7")

@@ -11,7 +11,7 @@ import datetime as dt
 from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import BIGINT_PK, Base, utcnow
+from .base import BIGINT_PK, NOW, Base, utcnow
 
 
 class SmsQueue(Base):
@@ -34,4 +34,4 @@ class SmsQueue(Base):
     retry_count: Mapped[int] = mapped_column(default=-1, server_default=text("-1"))
     cost_centre: Mapped[str | None] = mapped_column(String(64))
     customer_id: Mapped[str | None] = mapped_column(String(128))
-    inserted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    inserted_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=NOW)

@@ -27,7 +27,7 @@ def _config(engine: Engine, connection: object) -> Config:
 
 
 @contextlib.contextmanager
-def _migrating(engine: Engine) -> Iterator[Connection]:
+def migration_connection(engine: Engine) -> Iterator[Connection]:
     """One transaction for the whole migration.
 
     On SQLite, batch mode rebuilds a table by copy, drop and rename. That needs foreign
@@ -58,13 +58,13 @@ def _migrating(engine: Engine) -> Iterator[Connection]:
 
 def upgrade(engine: Engine | None = None, revision: str = "head") -> None:
     engine = engine or get_engine()
-    with _migrating(engine) as conn:
+    with migration_connection(engine) as conn:
         command.upgrade(_config(engine, conn), revision)
 
 
 def downgrade(engine: Engine | None = None, revision: str = "-1") -> None:
     engine = engine or get_engine()
-    with _migrating(engine) as conn:
+    with migration_connection(engine) as conn:
         command.downgrade(_config(engine, conn), revision)
 
 

@@ -181,3 +181,37 @@ def test_timestamps_are_aware_utc_and_updated_at_changes(
         loaded.priority = 5
         session.commit()
         assert loaded.updated_at > first_update
+
+
+def test_sqlite_rebuilds_keep_rows_foreign_keys_and_the_sms_sent_view(
+    sqlite_engine: Engine,
+) -> None:
+    """Batch mode rebuilds tables by copy/drop/rename: with rows referring to `accounts`
+    and the view over `sms_log`, an existing embedded database still upgrades, and a later
+    migration that rebuilds `sms_log` leaves the view working."""
+    import sqlalchemy as sa
+    from alembic.operations import Operations
+
+    migrate.upgrade(sqlite_engine, "0001")
+    with sqlite_engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO accounts (id, name, username, credits, inserted_at, updated_at) "
+            "VALUES (1, 'a', 'u', 5, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO sms_log (id, phone_number, type, body, account_id, send_status, "
+            "customer_id, due_at, inserted_at, updated_at) VALUES ('00000000000000000000000000"
+            "000001', '+380931234567', 'text', 'x', 1, 'QUEUED', 'c-1', '2026-01-01', "
+            "'2026-01-01', '2026-01-01')"
+        )
+    migrate.upgrade(sqlite_engine)
+    with migrate.migration_connection(sqlite_engine) as conn:
+        ops = Operations(MigrationContext.configure(conn))
+        with ops.batch_alter_table("sms_log", recreate="always") as batch:
+            batch.add_column(sa.Column("extra", sa.Integer()))
+    with sqlite_engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT customer_id, status FROM sms_sent").all() == [
+            ("c-1", "QUEUED")
+        ]
+        assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+        assert conn.exec_driver_sql("SELECT credits FROM accounts").scalar() == 5

@@ -279,7 +279,10 @@ def test_a_deployment_that_still_has_gateway_id_is_tracked_not_resent(
     }
     assert rows[sent_by_service] == ("SUBMITTED", "8072817", "Accepted")
     assert rows[ours] == ("QUEUED", None, None)
-    assert [d.message_id for d in published] != []
+    ((ours_message,),) = service.rows(
+        "SELECT id FROM verification.sms_log WHERE verification_id = %s", (ours,)
+    )
+    assert [d.message_id for d in published] == [ours_message]
 
 
 OLD_ROWS = [
@@ -335,3 +338,49 @@ def test_our_own_old_verifications_table_takes_the_real_shape(
     ]
     if backend == "sqlite":
         engine.dispose()
+
+
+def test_embedded_sqlite_replicates_the_real_shape_once(
+    tmp_path: Path, settings_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Embedded mode: the same table shape on SQLite, rows written by plain sqlite3."""
+    import sqlite3
+
+    path = tmp_path / "embedded.db"
+    settings_env(SMS_DATABASE_URL=f"sqlite:///{path}", SMS_VERIFICATION_CODE_DIGITS=6)
+    migrate.upgrade(get_engine())
+    published: list[Any] = []
+    monkeypatch.setattr(outbox, "publish", lambda ds: published.extend(ds) or len(published))
+    now = utcnow()
+    stamp = now.strftime("%Y-%m-%d %H:%M:%S")
+    soon = (now + dt.timedelta(minutes=10)).strftime("%Y-%m-%d %H:%M:%S")
+    live, canceled = uuid.uuid4(), uuid.uuid4()
+    with sqlite3.connect(path, timeout=30) as conn:
+        conn.executemany(
+            "INSERT INTO verifications (id, phone_number, check_digit, status, code, "
+            "code_expired_at, active, inserted_at) VALUES (?, '+380935550020', 3, ?, ?, ?, ?, ?)",
+            [
+                (canceled.hex, "canceled", 11111, soon, False, stamp),
+                (live.hex, "new", 4321, soon, True, stamp),
+            ],
+        )
+    try:
+        result = replication.replicate_verifications()
+        assert (result.inserted, result.dispatched, result.ended) == (2, 1, 1)
+        assert replication.replicate_verifications().inserted == 0
+        with sqlite3.connect(path) as conn:
+            rows = {
+                uuid.UUID(v): (s, b)
+                for v, s, b in conn.execute(
+                    "SELECT verification_id, send_status, body FROM sms_log"
+                )
+            }
+        assert rows[live] == ("QUEUED", "Your verification code: 004321")
+        assert rows[canceled][0] == "EXPIRED"
+        with sqlite3.connect(path) as conn:
+            (live_message,) = conn.execute(
+                "SELECT id FROM sms_log WHERE verification_id = ?", (live.hex,)
+            ).fetchone()
+        assert [d.message_id for d in published] == [uuid.UUID(live_message)]
+    finally:
+        dispose_engines()

@@ -40,6 +40,7 @@ from sms_pipeline.services import accounts as account_rules
 from sms_pipeline.services.enqueue import ESSENTIAL_TYPES
 from sms_pipeline.services.gateway import get_gateway_client
 from sms_pipeline.services.masking import mask_phone
+from sms_pipeline.services.status import first_check_at
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -328,7 +329,7 @@ def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> 
     if status.is_final:
         values["final_at"] = now
     else:
-        values["next_check_at"] = now + dt.timedelta(seconds=settings.sms_status_check_backoff[0])
+        values["next_check_at"] = first_check_at(now, settings)
 
     statement = _submitted_statement(status.is_final)
     params = {

@@ -187,7 +187,7 @@ def replicate_batch(
             session.execute(_insert(session).returning(SmsLog.__table__.c.id), rows).scalars()
         )
         result = ReplicationResult()
-        account = metrics.account_name(account_id)
+        account = metrics.account_name(account_id, session)
         for row in rows:
             if row["id"] not in inserted_ids:
                 continue  # another replicator inserted this verification first

@@ -239,7 +239,7 @@ def _claim(message_id: uuid.UUID, settings: Settings) -> _Claim | AttemptResult:
                 )
             )
             if opted:
-                metrics.message_failed(message.type, message.account_id, 0, "opted_out")
+                metrics.message_failed(message.type, message.account_id, 0, "opted_out", session)
             return AttemptResult("opted_out" if opted else "skipped", detail="number opted out")
         if account is None:  # the foreign key makes this impossible; say so if it happens
             return AttemptResult("skipped", detail="account missing")

@@ -108,7 +108,10 @@ def ingest_account_queue(
                 log.info("queue row %s refused: %s", row.id, message.send_status)
             session.add(message)
             metrics.message_stored(
-                session, message.type, metrics.account_name(account_id), message.send_status
+                session,
+                message.type,
+                metrics.account_name(account_id, session),
+                message.send_status,
             )
         if rows:
             session.flush()

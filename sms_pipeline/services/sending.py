@@ -306,7 +306,7 @@ def _submitted_statement(final: bool) -> Update:
             status_changed_at=bindparam("b_changed"),
             submitted_at=bindparam("b_now"),
             lease_until=None,
-            last_error=None,
+            last_error=bindparam("b_error"),
             **when,
         )
     )
@@ -315,8 +315,11 @@ def _submitted_statement(final: bool) -> Update:
 def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> AttemptResult:
     now = utcnow()
     status = result.status
-    if result.date is None and result.date_raw:
-        log.warning("message %s: unparseable gateway date; using the time of the answer", claim.id)
+    # An accepted answer with unreadable parts (a date out of range, an id too long to
+    # keep) is still a submission: record it, with what could not be read.
+    note = "; ".join(result.problems)[:500] or None
+    if note:
+        log.warning("message %s: accepted, but %s", claim.id, note)
     values: dict[str, Any] = {
         "send_status": SendStatus.SUBMITTED.value,
         "gateway_id": result.gateway_id,
@@ -324,7 +327,7 @@ def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> 
         "status_changed_at": result.date or now,
         "submitted_at": now,
         "lease_until": None,
-        "last_error": None,
+        "last_error": note,
     }
     if status.is_final:
         values["final_at"] = now
@@ -340,6 +343,7 @@ def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> 
         "b_changed": values["status_changed_at"],
         "b_now": now,
         "b_when": values["final_at"] if status.is_final else values["next_check_at"],
+        "b_error": note,
     }
 
     def write() -> int:

@@ -221,6 +221,13 @@ def status_changed_by_id(
 
 
 @_never_raises
+def inbound_skipped(kind: str, count: int) -> None:
+    """Incoming items of `kind` that could not be read or stored were skipped."""
+    if count > 0:
+        get_store().inc(c.INBOUND_SKIPPED_TOTAL, {"kind": kind}, float(count))
+
+
+@_never_raises
 def statuses_changed_in(session: Session, message_types: Iterable[str], status: str) -> None:
     """A bulk update (Terminated) changed these messages: counted when `session` commits."""
     counts: dict[str, int] = {}
@@ -240,6 +247,7 @@ def pending_in(session: Session) -> list[Any]:
 __all__ = [
     "account_name",
     "gateway_request",
+    "inbound_skipped",
     "message_failed",
     "message_stored",
     "message_submitted",

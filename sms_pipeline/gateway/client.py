@@ -314,7 +314,17 @@ class IP2SMSClient:
         outcome = "ok"
         try:
             raw = self.post_xml(url, payload)
-            result = convert(parse_answer(raw, max_bytes=self.max_response_bytes), raw)
+            try:
+                result = convert(parse_answer(raw, max_bytes=self.max_response_bytes), raw)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                # Whatever else an answer can make the parser raise is still an answer we
+                # could not read: transient (a resend carries the same uniq_key), never a
+                # crash that leaves the message SENDING.
+                raise GatewayProtocolError(
+                    f"answer could not be read ({type(exc).__name__})"
+                ) from None
         except GatewayError as exc:
             outcome = exc.outcome
             # The transport exception behind it may quote URLs, answers or headers: keep

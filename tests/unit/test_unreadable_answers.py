@@ -129,3 +129,21 @@ def test_an_undeclared_8bit_answer_is_read_as_windows_1251() -> None:
     answer = parse_answer(raw)
     assert answer.first.status is GatewayStatus.REJECTED
     assert answer.first.error == "Невірний номер"
+
+
+def test_any_other_failure_reading_a_2xx_answer_is_a_transient_protocol_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sms_pipeline.gateway import GatewayProtocolError
+    from sms_pipeline.gateway import client as client_module
+
+    def broken_parser(raw: bytes, **kwargs: Any) -> Any:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(client_module, "parse_answer", broken_parser)
+    client = IP2SMSClient("http://127.0.0.1:9/s", "http://127.0.0.1:9/q", "u", "p", "SRC")
+    monkeypatch.setattr(client, "post_xml", lambda url, payload: b"<status/>")
+    with pytest.raises(GatewayProtocolError) as info:
+        client.send(NUMBER, "hello")
+    assert not info.value.permanent
+    assert info.value.reason == "answer could not be read (OverflowError)"

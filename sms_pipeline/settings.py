@@ -127,6 +127,13 @@ class Settings(BaseSettings):
         default_factory=lambda: [30, 60, 120, 300, 600],
         description="Seconds between a message's status checks, growing per check.",
     )
+    sms_status_first_check_seconds: int = Field(
+        10,
+        ge=1,
+        description="Seconds from submission to a message's first status check (at most the "
+        "first SMS_STATUS_CHECK_BACKOFF step; never after the Terminated deadline). See "
+        "docs/status-checks.md.",
+    )
     sms_status_chunk_size: int = Field(
         100, ge=1, description="Status checks per broker message (celery chunks)."
     )

@@ -146,6 +146,10 @@ def db(pg_engine: Any) -> Iterator[Any]:
     tables = ", ".join(f"verification.{t.name}" for t in Base.metadata.sorted_tables)
     with pg_engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    # Account ids restart with the table: forget the names cached for the old ones.
+    from sms_pipeline.metrics.hooks import forget_account_names
+
+    forget_account_names()
 
 
 @pytest.fixture(scope="session")

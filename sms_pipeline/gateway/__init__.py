@@ -17,6 +17,7 @@ from sms_pipeline.gateway.errors import (
     GatewayHTTPError,
     GatewayProtocolError,
     GatewayRejected,
+    GatewayRequestInvalid,
     GatewayThrottled,
     GatewayTimeout,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "GatewayHTTPError",
     "GatewayProtocolError",
     "GatewayRejected",
+    "GatewayRequestInvalid",
     "GatewayStatus",
     "GatewayThrottled",
     "GatewayTimeout",

@@ -35,6 +35,7 @@ from sms_pipeline.gateway.errors import (
     GatewayHTTPError,
     GatewayProtocolError,
     GatewayRejected,
+    GatewayRequestInvalid,
     GatewayTimeout,
     rejection,
 )
@@ -87,6 +88,9 @@ class SendResult:
     raw: bytes = field(repr=False)
     group_id: str | None = None
     items: tuple[ParsedState, ...] = ()
+    # Parts of the accepted answer that could not be read (see ParsedAnswer.problems):
+    # the message was still taken, and must be recorded as submitted.
+    problems: tuple[str, ...] = ()
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -134,6 +138,7 @@ def _send_result(answer: ParsedAnswer, raw: bytes) -> SendResult:
         raw=raw,
         group_id=answer.group_id,
         items=answer.items,
+        problems=answer.problems,
     )
 
 
@@ -148,6 +153,13 @@ def _status_result(answer: ParsedAnswer, raw: bytes, gateway_id: str) -> StatusR
         ext_id=answer.ext_id,
         raw=raw,
     )
+
+
+def _unbuildable(exc: Exception) -> GatewayRequestInvalid:
+    # ValueError messages from the codec name a field and a code point, never the text;
+    # anything else is described by its type only.
+    detail = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
+    return GatewayRequestInvalid(f"request could not be built: {detail}")
 
 
 class IP2SMSClient:
@@ -244,22 +256,29 @@ class IP2SMSClient:
         validity: str | None = None,
         source: str | None = None,
     ) -> SendResult:
-        """Submit one SMS. Raises GatewayError (check ``.permanent``) or ValueError for
-        text XML cannot carry (a caller bug: nothing was sent)."""
-        payload = build_send_xml(
-            phone_number,
-            body,
-            source=source or self.source,
-            ext_id=ext_id,
-            uniq_key=uniq_key,
-            start=start,
-            validity=validity if validity is not None else self.validity,
-        )
+        """Submit one SMS. Raises GatewayError (check ``.permanent``); a request that
+        cannot be built (text XML cannot carry) is GatewayRequestInvalid, permanent, and
+        nothing is sent."""
+        try:
+            payload = build_send_xml(
+                phone_number,
+                body,
+                source=source or self.source,
+                ext_id=ext_id,
+                uniq_key=uniq_key,
+                start=start,
+                validity=validity if validity is not None else self.validity,
+            )
+        except Exception as exc:
+            raise _unbuildable(exc) from None
         return self._exchange("send", self.send_url, payload, _send_result)
 
     def status(self, gateway_id: str) -> StatusResult:
         """Ask for one message's status; any status word is returned, none raises."""
-        payload = build_status_xml(gateway_id)
+        try:
+            payload = build_status_xml(gateway_id)
+        except Exception as exc:
+            raise _unbuildable(exc) from None
 
         def convert(answer: ParsedAnswer, raw: bytes) -> StatusResult:
             return _status_result(answer, raw, gateway_id)
@@ -295,7 +314,17 @@ class IP2SMSClient:
         outcome = "ok"
         try:
             raw = self.post_xml(url, payload)
-            result = convert(parse_answer(raw, max_bytes=self.max_response_bytes), raw)
+            try:
+                result = convert(parse_answer(raw, max_bytes=self.max_response_bytes), raw)
+            except GatewayError:
+                raise
+            except Exception as exc:
+                # Whatever else an answer can make the parser raise is still an answer we
+                # could not read: transient (a resend carries the same uniq_key), never a
+                # crash that leaves the message SENDING.
+                raise GatewayProtocolError(
+                    f"answer could not be read ({type(exc).__name__})"
+                ) from None
         except GatewayError as exc:
             outcome = exc.outcome
             # The transport exception behind it may quote URLs, answers or headers: keep

@@ -31,6 +31,22 @@ DEFAULT_MAX_BYTES: Final = 65536
 # XML 1.0 "Char": tab, LF, CR and everything from U+0020 except surrogates, FFFE, FFFF.
 _INVALID_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _BOM: Final = b"\xef\xbb\xbf"
+# Byte-order marks of the wider Unicode encodings, longest first (UTF-32 LE starts like
+# UTF-16 LE).
+_WIDE_BOMS: Final = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
+_DECLARED_ENCODING = re.compile(rb"^\s*<\?xml[^>]*encoding=", re.IGNORECASE)
+# The 8-bit encoding an undeclared, non-UTF-8 answer is read in: the gateway is Ukrainian.
+FALLBACK_ENCODING: Final = "cp1251"
+# The longest gateway id kept (the width of sms_log.gateway_id). Real ids are digit
+# strings of up to ~25 characters; a longer one is refused rather than cut (a cut id
+# would ask about another message): the answer still counts as accepted, without an id.
+MAX_GATEWAY_ID_LENGTH: Final = 64
 
 
 class RequestParseError(ValueError):
@@ -44,18 +60,38 @@ class UnsafeXMLError(ValueError):
 # --------------------------------------------------------------------------- helpers
 
 
+def first_invalid_xml_char(text: str) -> tuple[int, str] | None:
+    """(position, character) of the first character XML 1.0 cannot carry, or None.
+
+    The one predicate for "can this text go into a request": enqueue validation, the SQL
+    route, replication and the request builders all use it. XML 1.0 carries tab, LF, CR
+    and everything from U+0020 except the surrogates U+D800-U+DFFF and U+FFFE, U+FFFF.
+    """
+    match = _INVALID_XML_CHAR.search(text)
+    return None if match is None else (match.start(), match.group())
+
+
+def describe_invalid_xml_char(text: str) -> str | None:
+    """ "contains U+FFFE at position 3, a character XML 1.0 cannot carry", or None.
+
+    Names the code point and its position, never the text (it may be a one-time code).
+    """
+    found = first_invalid_xml_char(text)
+    if found is None:
+        return None
+    position, char = found
+    return f"contains U+{ord(char):04X} at position {position}, a character XML 1.0 cannot carry"
+
+
 def check_xml_text(value: str, field: str) -> str:
     """Return ``value`` unchanged, or raise ValueError if XML 1.0 cannot carry it.
 
     The message names the field, the code point and its position, never the text itself
     (the text may be a one-time code).
     """
-    match = _INVALID_XML_CHAR.search(value)
-    if match is not None:
-        raise ValueError(
-            f"{field} contains U+{ord(match.group()):04X} at position {match.start()}, "
-            "a character XML 1.0 cannot carry"
-        )
+    problem = describe_invalid_xml_char(value)
+    if problem is not None:
+        raise ValueError(f"{field} {problem}")
     return value
 
 
@@ -73,10 +109,31 @@ def _clean(value: str | None) -> str | None:
 
 def prepare_xml(raw: bytes) -> bytes:
     # A declaration must be the very first thing, so drop leading whitespace and a BOM.
+    for bom, codec in _WIDE_BOMS:
+        if raw.startswith(bom):
+            # UTF-16/32 with a BOM: re-encode as UTF-8 (and drop the declaration that
+            # would now name the wrong encoding).
+            try:
+                text = raw.decode(codec)
+            except UnicodeDecodeError:
+                return raw
+            return _DECLARATION.sub("", text.lstrip("\ufeff"), count=1).strip().encode()
     raw = raw.strip()
     if raw.startswith(_BOM):
         raw = raw[len(_BOM) :].lstrip()
     return raw
+
+
+def _undeclared_8bit(data: bytes) -> bytes | None:
+    """An answer without an encoding declaration whose bytes are not UTF-8, re-encoded
+    from FALLBACK_ENCODING; None when that does not apply (the parse error stands)."""
+    if _DECLARED_ENCODING.match(data):
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(FALLBACK_ENCODING, errors="replace").encode("utf-8")
+    return None
 
 
 def safe_fromstring(raw: bytes) -> ET.Element:
@@ -115,7 +172,11 @@ def parse_gateway_date(raw: str | None) -> datetime | None:
     if parsed.tzinfo is None:
         # "-0000" means "UTC, origin unknown" (RFC 5322); parsedate returns it naive.
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        # 31 Dec 9999 23:59 -0100 is a valid local time whose UTC falls in year 10000.
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 def format_gateway_date(moment: datetime) -> str:
@@ -264,6 +325,9 @@ class ParsedAnswer:
     date_raw: str | None
     group_id: str | None = None
     ext_id: str | None = None
+    # What could not be read in an otherwise usable answer (an unreadable date, an id too
+    # long to keep), in words safe to log and store; the caller decides what it means.
+    problems: tuple[str, ...] = ()
 
     @property
     def first(self) -> ParsedState:
@@ -289,7 +353,13 @@ def parse_root(raw: bytes, expected: str, *, max_bytes: int = DEFAULT_MAX_BYTES)
     except UnsafeXMLError as exc:
         raise GatewayProtocolError(str(exc)) from None
     except ValueError as exc:
-        raise GatewayProtocolError(f"answer is {exc}") from None
+        recoded = _undeclared_8bit(data)
+        if recoded is None:
+            raise GatewayProtocolError(f"answer is {exc}") from None
+        try:
+            root = safe_fromstring(recoded)
+        except ValueError:
+            raise GatewayProtocolError(f"answer is {exc}") from None
     name = _local(root.tag)
     if name != expected:
         raise GatewayProtocolError(f"answer root is <{name[:30]}>, not <{expected}>")
@@ -306,15 +376,29 @@ def parse_answer(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedAns
     root = parse_root(raw, "status", max_bytes=max_bytes)
 
     ids: list[str | None] = []
-    attr_id = _clean(root.get("id"))
+    problems: list[str] = []
+
+    def usable_id(value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_GATEWAY_ID_LENGTH:
+            problems.append(
+                f"gateway id of {len(value)} characters refused (at most "
+                f"{MAX_GATEWAY_ID_LENGTH}): the message cannot be polled"
+            )
+            return None
+        return value
+
+    attr_id = usable_id(_clean(root.get("id")))
     if attr_id is not None:
         ids.append(attr_id)
     states: list[tuple[GatewayStatus, str | None]] = []
     for child in root:
         child_name = _local(child.tag)
         if child_name == "id":
-            child_id = _clean(child.text)
-            if child_id is not None and child_id not in ids:
+            raw_child_id = _clean(child.text)
+            child_id = usable_id(raw_child_id)
+            if child_id is None and raw_child_id is not None:
+                ids.append(None)  # keeps ids and states paired
+            elif child_id is not None and child_id not in ids:
                 ids.append(child_id)
         elif child_name == "state":
             try:
@@ -333,15 +417,19 @@ def parse_answer(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedAns
         raise GatewayProtocolError(f"answer has {len(ids)} ids but {len(states)} states")
 
     date_raw = root.get("date")
+    date = parse_gateway_date(date_raw)
+    if date is None and date_raw and date_raw.strip():
+        problems.append(f"gateway date {date_raw.strip()[:64]!r} unreadable; time of answer used")
     return ParsedAnswer(
         items=tuple(
             ParsedState(gid, status, error)
             for gid, (status, error) in zip(ids, states, strict=True)
         ),
-        date=parse_gateway_date(date_raw),
+        date=date,
         date_raw=date_raw,
         group_id=_clean(root.get("groupid")),
         ext_id=_clean(root.get("ext_id")),
+        problems=tuple(problems),
     )
 
 
@@ -380,6 +468,8 @@ def build_answer(
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "FALLBACK_ENCODING",
+    "MAX_GATEWAY_ID_LENGTH",
     "ParsedAnswer",
     "ParsedState",
     "RequestParseError",
@@ -389,6 +479,8 @@ __all__ = [
     "build_send_xml",
     "build_status_xml",
     "check_xml_text",
+    "describe_invalid_xml_char",
+    "first_invalid_xml_char",
     "format_gateway_date",
     "parse_answer",
     "parse_gateway_date",

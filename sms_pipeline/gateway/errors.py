@@ -15,6 +15,8 @@ Hierarchy::
     │   └── GatewayThrottled      transient  "http_429"    429 (+ retry_after)
     ├── GatewayProtocolError      transient  "parse_error" not the expected XML, too large,
     │                                                      DTD / entities, unknown status
+    ├── GatewayRequestInvalid     permanent  "invalid_request" our request could not be
+    │                                                      built (nothing was sent)
     └── GatewayRejected           permanent  "rejected"    <state error="...">Rejected</state>
         ├── GatewayDuplicate      permanent  "rejected"    uniq_key dupe: already submitted
         └── GatewayCreditsExhausted transient "rejected"   prepaid limit / bill error
@@ -27,10 +29,28 @@ from __future__ import annotations
 from typing import Any, Final, Literal
 
 Outcome = Literal[
-    "timeout", "refused", "http_4xx", "http_5xx", "http_429", "parse_error", "rejected", "auth"
+    "timeout",
+    "refused",
+    "http_4xx",
+    "http_5xx",
+    "http_429",
+    "parse_error",
+    "rejected",
+    "auth",
+    "invalid_request",
 ]
 OUTCOMES: Final[frozenset[str]] = frozenset(
-    {"timeout", "refused", "http_4xx", "http_5xx", "http_429", "parse_error", "rejected", "auth"}
+    {
+        "timeout",
+        "refused",
+        "http_4xx",
+        "http_5xx",
+        "http_429",
+        "parse_error",
+        "rejected",
+        "auth",
+        "invalid_request",
+    }
 )
 
 DUPLICATE_ERRORS: Final[frozenset[str]] = frozenset({"uniq_key dupe"})
@@ -180,6 +200,15 @@ class GatewayProtocolError(GatewayError):
     default_outcome: Outcome = "parse_error"
 
 
+class GatewayRequestInvalid(GatewayError):  # noqa: N818 - named like its siblings
+    """Our request could not be built (e.g. a character XML 1.0 cannot carry). Permanent,
+    outcome ``invalid_request``: nothing was sent, and sending the same data again cannot
+    succeed. The reason names the field and code point, never the text."""
+
+    default_permanent: bool = True
+    default_outcome: Outcome = "invalid_request"
+
+
 class GatewayRejected(GatewayError):  # noqa: N818 - names fixed by the interface
     """The gateway refused the message (``Rejected`` with a reason). Permanent.
 
@@ -237,6 +266,7 @@ __all__ = [
     "GatewayHTTPError",
     "GatewayProtocolError",
     "GatewayRejected",
+    "GatewayRequestInvalid",
     "GatewayThrottled",
     "GatewayTimeout",
     "Outcome",

@@ -46,7 +46,7 @@ from sms_pipeline.gateway.codec import (
     safe_fromstring,
     xml_bytes,
 )
-from sms_pipeline.gateway.errors import GatewayError, GatewayProtocolError
+from sms_pipeline.gateway.errors import GatewayError
 
 if TYPE_CHECKING:
     from sms_pipeline.settings import Settings
@@ -58,6 +58,8 @@ KINDS: Final[tuple[Kind, ...]] = ("replies", "shortcodes")
 ITEM_TAG: Final[dict[str, str]] = {REPLIES: "reply", SHORTCODES: "shortcode"}
 # The most items one page carries; a client asking for more gets this many.
 MAX_PAGE: Final = 100
+# Item ids are stored as BIGINT (and are the high-water mark): larger ones are skipped.
+MAX_ITEM_ID: Final = 2**63 - 1
 # 100 items of up to a few KB each; larger answers are refused like any oversized answer.
 DEFAULT_INBOUND_MAX_BYTES: Final = max(DEFAULT_MAX_BYTES, 1024 * 1024)
 
@@ -145,30 +147,57 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
-def parse_page_answer(
-    raw: bytes, kind: Kind, *, after: int = 0, max_bytes: int = DEFAULT_INBOUND_MAX_BYTES
-) -> list[InboundItem]:
-    """The items of one page, in increasing id order.
+@dataclass(frozen=True, slots=True)
+class InboundPage:
+    """One fetched page.
 
-    Raises GatewayProtocolError (transient) for anything that is not such a page: plain
-    text, ``<error>``, DTDs/entities, an item without a usable id or number. Items whose
-    id is not above ``after`` are dropped (a gateway repeating itself is harmless).
-    The reason never quotes the answer.
+    ``items`` are the readable items above ``after``, in increasing id order. ``skipped``
+    counts items that could not be read (no numeric id, an id out of range, no number):
+    they are never stored, and they never stop the items around them. ``seen`` is every
+    item element on the page (a full page means "ask again"); ``last_id`` is the highest
+    id above ``after`` the high-water mark may move to (skipped items included, so a
+    poison item is not fetched for ever), or None.
+    """
+
+    items: list[InboundItem]
+    skipped: int = 0
+    seen: int = 0
+    last_id: int | None = None
+
+
+def parse_page(
+    raw: bytes, kind: Kind, *, after: int = 0, max_bytes: int = DEFAULT_INBOUND_MAX_BYTES
+) -> InboundPage:
+    """Parse one page; unreadable items are skipped and counted, not fatal.
+
+    Raises GatewayProtocolError (transient) for anything that is not such a page at all:
+    plain text, ``<error>``, DTDs/entities, another root. Items whose id is not above
+    ``after`` are dropped (a gateway repeating itself is harmless). The reason never
+    quotes the answer.
     """
     root = parse_root(raw, kind, max_bytes=max_bytes)
     items: dict[int, InboundItem] = {}
     tag = ITEM_TAG[kind]
+    skipped = seen = 0
+    last_id: int | None = None
     for child in root:
         if child.tag.rsplit("}", 1)[-1].lower() != tag:
             continue
+        seen += 1
         try:
             item_id = int((child.get("id") or "").strip())
         except ValueError:
-            raise GatewayProtocolError(f"<{tag}> without a numeric id") from None
+            skipped += 1
+            continue
+        if not 0 < item_id <= MAX_ITEM_ID:
+            skipped += 1  # cannot be stored, nor be a mark: it stays after the mark
+            continue
+        if item_id <= after:
+            continue
+        last_id = item_id if last_id is None else max(last_id, item_id)
         number = _clean(child.get("from"))
         if number is None:
-            raise GatewayProtocolError(f"<{tag}> without a from number")
-        if item_id <= after:
+            skipped += 1
             continue
         date_raw = child.get("date")
         items[item_id] = InboundItem(
@@ -182,7 +211,14 @@ def parse_page_answer(
             shortcode=_clean(child.get("code")) if kind == SHORTCODES else None,
             keyword=_clean(child.get("keyword")) if kind == SHORTCODES else None,
         )
-    return [items[key] for key in sorted(items)]
+    return InboundPage([items[key] for key in sorted(items)], skipped, seen, last_id)
+
+
+def parse_page_answer(
+    raw: bytes, kind: Kind, *, after: int = 0, max_bytes: int = DEFAULT_INBOUND_MAX_BYTES
+) -> list[InboundItem]:
+    """The readable items of one page, in increasing id order (see :func:`parse_page`)."""
+    return parse_page(raw, kind, after=after, max_bytes=max_bytes).items
 
 
 # --------------------------------------------------------------------------- client
@@ -248,16 +284,21 @@ class InboundClient:
 
     __str__ = __repr__
 
-    def fetch(self, kind: Kind, after: int, limit: int = MAX_PAGE) -> list[InboundItem]:
-        """One page of `kind` with ids above `after`. Raises GatewayError."""
+    def fetch_page(self, kind: Kind, after: int, limit: int = MAX_PAGE) -> InboundPage:
+        """One page of `kind` with ids above `after`, with its skipped-item count.
+        Raises GatewayError."""
         payload = build_page_request(kind, after, limit)
         try:
             raw = self._http.post_xml(page_url(self.base_url, kind), payload)
-            return parse_page_answer(raw, kind, after=after, max_bytes=self.max_response_bytes)
+            return parse_page(raw, kind, after=after, max_bytes=self.max_response_bytes)
         except GatewayError as exc:
             # The transport exception may quote URLs or answers: the reason says enough.
             exc.__cause__ = exc.__context__ = None
             raise
+
+    def fetch(self, kind: Kind, after: int, limit: int = MAX_PAGE) -> list[InboundItem]:
+        """The readable items of one page of `kind` with ids above `after`."""
+        return self.fetch_page(kind, after, limit).items
 
     def replies(self, after: int, limit: int = MAX_PAGE) -> list[InboundItem]:
         return self.fetch(REPLIES, after, limit)
@@ -282,15 +323,18 @@ class InboundClient:
 
 __all__ = [
     "KINDS",
+    "MAX_ITEM_ID",
     "MAX_PAGE",
     "REPLIES",
     "SHORTCODES",
     "InboundClient",
     "InboundItem",
+    "InboundPage",
     "Kind",
     "build_page_answer",
     "build_page_request",
     "page_url",
+    "parse_page",
     "parse_page_answer",
     "parse_page_request",
 ]

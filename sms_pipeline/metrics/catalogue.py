@@ -97,6 +97,7 @@ STATUS_TRANSITIONS_TOTAL: Final = "sms_status_transitions_total"
 ENQUEUE_TO_SUBMIT: Final = "sms_enqueue_to_submit_seconds"
 SUBMIT_TO_DELIVERED: Final = "sms_submit_to_delivered_seconds"
 MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
+INBOUND_SKIPPED_TOTAL: Final = "sms_inbound_items_skipped_total"
 QUEUE_DEPTH: Final = "sms_queue_depth"
 QUEUE_OLDEST_AGE: Final = "sms_queue_oldest_age_seconds"
 MESSAGES_MOVING: Final = "sms_messages_moving"
@@ -169,6 +170,15 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         ("type",),
         ATTEMPT_BUCKETS,
         label_values=f"type: {_TYPES}",
+    ),
+    MetricSpec(
+        INBOUND_SKIPPED_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Incoming messages (replies, shortcodes) skipped because they could not be read or "
+        "stored; the messages around them are stored.",
+        ("kind",),
+        label_values="kind: replies, shortcodes",
     ),
     MetricSpec(
         QUEUE_DEPTH,

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Final, ParamSpec
 
-from sqlalchemy import event, select
+from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db.models import Account, SmsLog
@@ -58,14 +58,24 @@ def _never_raises(fn: Callable[P, None]) -> Callable[P, None]:
     return wrapper
 
 
-def account_name(account_id: int) -> str:
-    """The account's name (cached per process: accounts are few and never renamed in flight)."""
+def account_name(account_id: int, bind: Session | Connection | None = None) -> str:
+    """The account's name (cached per process: accounts are few and never renamed in flight).
+
+    A caller inside a transaction passes its session or connection (`bind`): the name is
+    read through it. Opening a second connection there would, on SQLite, wait for the
+    caller's own write lock ("database is locked" after the busy timeout). Without `bind`
+    the lookup takes a pooled connection of its own: only outside any transaction.
+    """
     with _names_lock:
         name = _account_names.get(account_id)
     if name is not None:
         return name
-    with get_store().engine.connect() as conn:
-        found = conn.execute(select(Account.name).where(Account.id == account_id)).scalar()
+    query = select(Account.name).where(Account.id == account_id)
+    if bind is not None:
+        found = bind.execute(query).scalar()
+    else:
+        with get_store().engine.connect() as conn:
+            found = conn.execute(query).scalar()
     name = str(found) if found is not None else "unknown"
     if found is not None:
         with _names_lock:
@@ -155,11 +165,18 @@ def message_submitted(
 
 
 @_never_raises
-def message_failed(message_type: str, account_id: int, attempts: int, outcome: str) -> None:
+def message_failed(
+    message_type: str,
+    account_id: int,
+    attempts: int,
+    outcome: str,
+    bind: Session | Connection | None = None,
+) -> None:
     """A send attempt failed; `outcome` is AttemptResult.outcome (rejected, exhausted, retry...).
 
     Only final outcomes count as messages; retries show in the gateway request counters
-    and, at the end, in the attempts histogram.
+    and, at the end, in the attempts histogram. Inside a transaction pass its session or
+    connection as `bind` (see `account_name`).
     """
     event_name = _ATTEMPT_OUTCOMES.get(outcome)
     if event_name is None:
@@ -167,7 +184,7 @@ def message_failed(message_type: str, account_id: int, attempts: int, outcome: s
     store = get_store()
     store.inc(
         c.MESSAGES_TOTAL,
-        {"type": message_type, "account": account_name(account_id), "status": event_name},
+        {"type": message_type, "account": account_name(account_id, bind), "status": event_name},
     )
     store.observe(c.MESSAGE_ATTEMPTS, {"type": message_type}, attempts, c.ATTEMPT_BUCKETS)
 
@@ -191,15 +208,23 @@ def status_changed(
 
 
 @_never_raises
-def status_changed_by_id(message_id: uuid.UUID, status: str, changed_at: dt.datetime) -> None:
-    """A status check wrote a change: look up the labels it needs (one primary-key read,
-    only on real changes) and record it."""
-    with get_store().engine.connect() as conn:
-        row = conn.execute(
-            select(SmsLog.type, SmsLog.submitted_at).where(SmsLog.id == message_id)
-        ).first()
+def status_changed_by_id(
+    bind: Session | Connection, message_id: uuid.UUID, status: str, changed_at: dt.datetime
+) -> None:
+    """A status check wrote a change: look up the labels it needs through the caller's
+    session or connection (one primary-key read, only on real changes) and record it."""
+    row = bind.execute(
+        select(SmsLog.type, SmsLog.submitted_at).where(SmsLog.id == message_id)
+    ).first()
     if row is not None:
         status_changed(row.type, status, row.submitted_at, changed_at)
+
+
+@_never_raises
+def inbound_skipped(kind: str, count: int) -> None:
+    """Incoming items of `kind` that could not be read or stored were skipped."""
+    if count > 0:
+        get_store().inc(c.INBOUND_SKIPPED_TOTAL, {"kind": kind}, float(count))
 
 
 @_never_raises
@@ -222,6 +247,7 @@ def pending_in(session: Session) -> list[Any]:
 __all__ = [
     "account_name",
     "gateway_request",
+    "inbound_skipped",
     "message_failed",
     "message_stored",
     "message_submitted",

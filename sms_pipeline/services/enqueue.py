@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import MESSAGE_TYPES, MessageType, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
+from sms_pipeline.gateway.codec import describe_invalid_xml_char
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.accounts import find_account
 from sms_pipeline.services.outbox import dispatch_after_commit, dispatch_of
@@ -55,8 +56,7 @@ class ValidBody:
 def validate_body(body: object, settings: Settings) -> ValidBody:
     if not isinstance(body, str) or not body.strip():
         raise InvalidMessage("body", "the message text is empty")
-    if any((ord(c) < 32 and c not in "\n\r\t") or 0xD800 <= ord(c) <= 0xDFFF for c in body):
-        raise InvalidMessage("body", "contains control characters")
+    validate_xml_text("body", body)
     info = count_segments(body)
     if info.segments > settings.sms_max_segments:
         raise InvalidMessage(
@@ -78,8 +78,18 @@ def _optional_text(field: str, value: object) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > _LIMITS[field]:
         raise InvalidMessage(field, f"must be text of at most {_LIMITS[field]} characters")
+    validate_xml_text(field, value)
     if not value.isprintable():
         raise InvalidMessage(field, "contains control characters")
+    return value
+
+
+def validate_xml_text(field: str, value: str) -> str:
+    """InvalidMessage naming `field` when `value` holds a character XML 1.0 cannot carry
+    (the gateway request could never be built)."""
+    problem = describe_invalid_xml_char(value)
+    if problem is not None:
+        raise InvalidMessage(field, problem)
     return value
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import case, delete, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from sms_pipeline.db import affected, session_scope
@@ -43,6 +44,7 @@ from sms_pipeline.gateway.inbound import (
     InboundItem,
     Kind,
 )
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.accounts import find_account
 from sms_pipeline.services.enqueue import normalise_phone_number
 from sms_pipeline.services.masking import mask_phone
@@ -76,6 +78,7 @@ class PollResult:
     opt_outs: int = 0
     opt_ins: int = 0
     errors: int = 0
+    skipped: int = 0  # items that could not be read or stored (counted in the metrics)
     details: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
@@ -87,6 +90,7 @@ class PollResult:
             "opt_outs": self.opt_outs,
             "opt_ins": self.opt_ins,
             "errors": self.errors,
+            "skipped": self.skipped,
         }
 
 
@@ -346,16 +350,44 @@ def _advance_mark(session: Session, account_id: int, kind: Kind, to: int) -> Non
 
 
 def store_page(
-    account_id: int, kind: Kind, items: list[InboundItem], settings: Settings
-) -> list[StoredInbound]:
-    """Store one fetched page and advance the mark past it, in one transaction."""
+    account_id: int,
+    kind: Kind,
+    items: list[InboundItem],
+    settings: Settings,
+    *,
+    last_id: int | None = None,
+) -> list[StoredInbound | None]:
+    """Store one fetched page and advance the mark past it (and past `last_id`, the page's
+    unreadable items), in one transaction.
+
+    Each item is stored in its own savepoint: an item the database refuses is skipped
+    (None in the result, logged without its text) and the rest of the page, a STOP after
+    it included, is stored.
+    """
+    stored: list[StoredInbound | None] = []
     with session_scope(settings) as session:
-        stored = [
-            store_inbound(session, account_id, item, gateway_item_id=item.id, settings=settings)
-            for item in items
-        ]
-        if items:
-            _advance_mark(session, account_id, kind, max(item.id for item in items))
+        for item in items:
+            try:
+                with session.begin_nested():
+                    stored.append(
+                        store_inbound(
+                            session, account_id, item, gateway_item_id=item.id, settings=settings
+                        )
+                    )
+            except (DBAPIError, ValueError, OverflowError) as exc:
+                log.warning(
+                    "account %s: %s item %s could not be stored (%s); skipped",
+                    account_id,
+                    kind,
+                    item.id,
+                    type(exc).__name__,
+                )
+                stored.append(None)
+        mark = max(
+            [item.id for item in items] + ([last_id] if last_id is not None else []), default=None
+        )
+        if mark is not None:
+            _advance_mark(session, account_id, kind, mark)
     return stored
 
 
@@ -380,18 +412,26 @@ def poll_account(
     for _ in range(MAX_PAGES_PER_POLL):
         with session_scope(settings) as session:
             after = int(session.scalar(select(mark_col).where(Account.id == account_id)) or 0)
-        items = client.fetch(kind, after, MAX_PAGE)
+        page = client.fetch_page(kind, after, MAX_PAGE)
+        items = page.items
         pages += 1
         result.pages += 1
         result.fetched += len(items)
-        stored = store_page(account_id, kind, items, settings)
+        stored = store_page(account_id, kind, items, settings, last_id=page.last_id)
+        skipped = page.skipped + sum(entry is None for entry in stored)
+        if skipped:
+            result.skipped += skipped
+            metrics.inbound_skipped(kind, skipped)
+            log.warning("account %s: %d unreadable %s skipped", account_id, skipped, kind)
         for entry in stored:
-            if entry.created:
+            if entry is not None and entry.created:
                 new += 1
                 result.stored += 1
                 result.opt_outs += entry.action is KeywordAction.OPT_OUT
                 result.opt_ins += entry.action is KeywordAction.OPT_IN
-        if len(items) < MAX_PAGE:
+        # A short page is the last; so is one that cannot move the mark (only items
+        # beyond what a mark can hold): asking again would return the same page.
+        if page.seen < MAX_PAGE or page.last_id is None or page.last_id <= after:
             break
     if new:
         log.info("account %s: %d new %s in %d page(s)", account_id, new, kind, pages)
@@ -440,6 +480,11 @@ def poll_inbound(
                 result.errors += 1
                 result.details.append(f"account {account_id} {kind}: {exc.reason}")
                 log.warning("account %s: polling %s failed: %s", account_id, kind, exc.reason)
+            except Exception as exc:
+                # Whatever went wrong with this account, the others are still polled.
+                result.errors += 1
+                result.details.append(f"account {account_id} {kind}: {type(exc).__name__}")
+                log.exception("account %s: polling %s failed", account_id, kind)
     return result
 
 

@@ -77,6 +77,7 @@ from sms_pipeline.db.models import (
 )
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.gateway import GatewayStatus
+from sms_pipeline.gateway.codec import MAX_GATEWAY_ID_LENGTH, describe_invalid_xml_char
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.enqueue import normalise_phone_number, validate_body
@@ -206,10 +207,22 @@ def _row_for(
     gateway_id = mapping.get("gateway_id")
     if gateway_id:
         # The verification service sent it itself: track it (poll its status), never send.
+        # An id the gateway cannot be asked about is not stored (a cut-down id would ask
+        # about another message): the row ends Terminated at its deadline, explained.
         sent_at = mapping["inserted_at"] or now
+        given = str(gateway_id)
+        usable_id: str | None = given
+        unusable = describe_invalid_xml_char(given) or (
+            f"is longer than {MAX_GATEWAY_ID_LENGTH} characters"
+            if len(given) > MAX_GATEWAY_ID_LENGTH
+            else None
+        )
+        if unusable is not None:
+            usable_id = None
+            row["last_error"] = f"gateway id {unusable}: its status cannot be asked"
         row.update(
             send_status=SendStatus.SUBMITTED.value,
-            gateway_id=str(gateway_id)[:64],
+            gateway_id=usable_id,
             gateway_status=GatewayStatus.ACCEPTED.value,
             status_changed_at=sent_at,
             submitted_at=sent_at,

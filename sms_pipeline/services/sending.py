@@ -40,6 +40,7 @@ from sms_pipeline.services import accounts as account_rules
 from sms_pipeline.services.enqueue import ESSENTIAL_TYPES
 from sms_pipeline.services.gateway import get_gateway_client
 from sms_pipeline.services.masking import mask_phone
+from sms_pipeline.services.status import first_check_at
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def _claim(message_id: uuid.UUID, settings: Settings) -> _Claim | AttemptResult:
                 )
             )
             if opted:
-                metrics.message_failed(message.type, message.account_id, 0, "opted_out")
+                metrics.message_failed(message.type, message.account_id, 0, "opted_out", session)
             return AttemptResult("opted_out" if opted else "skipped", detail="number opted out")
         if account is None:  # the foreign key makes this impossible; say so if it happens
             return AttemptResult("skipped", detail="account missing")
@@ -305,7 +306,7 @@ def _submitted_statement(final: bool) -> Update:
             status_changed_at=bindparam("b_changed"),
             submitted_at=bindparam("b_now"),
             lease_until=None,
-            last_error=None,
+            last_error=bindparam("b_error"),
             **when,
         )
     )
@@ -314,8 +315,11 @@ def _submitted_statement(final: bool) -> Update:
 def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> AttemptResult:
     now = utcnow()
     status = result.status
-    if result.date is None and result.date_raw:
-        log.warning("message %s: unparseable gateway date; using the time of the answer", claim.id)
+    # An accepted answer with unreadable parts (a date out of range, an id too long to
+    # keep) is still a submission: record it, with what could not be read.
+    note = "; ".join(result.problems)[:500] or None
+    if note:
+        log.warning("message %s: accepted, but %s", claim.id, note)
     values: dict[str, Any] = {
         "send_status": SendStatus.SUBMITTED.value,
         "gateway_id": result.gateway_id,
@@ -323,12 +327,12 @@ def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> 
         "status_changed_at": result.date or now,
         "submitted_at": now,
         "lease_until": None,
-        "last_error": None,
+        "last_error": note,
     }
     if status.is_final:
         values["final_at"] = now
     else:
-        values["next_check_at"] = now + dt.timedelta(seconds=settings.sms_status_check_backoff[0])
+        values["next_check_at"] = first_check_at(now, settings)
 
     statement = _submitted_statement(status.is_final)
     params = {
@@ -339,6 +343,7 @@ def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> 
         "b_changed": values["status_changed_at"],
         "b_now": now,
         "b_when": values["final_at"] if status.is_final else values["next_check_at"],
+        "b_error": note,
     }
 
     def write() -> int:

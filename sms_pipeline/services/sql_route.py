@@ -24,6 +24,7 @@ from sms_pipeline.services.enqueue import (
     normalise_phone_number,
     validate_body,
     validate_type,
+    validate_xml_text,
 )
 from sms_pipeline.services.outbox import dispatch_after_commit, dispatch_of
 from sms_pipeline.settings import Settings, get_settings
@@ -47,6 +48,8 @@ def _message_from_row(
             validate_type(row.message_type)
             valid = validate_body(row.data1, settings)
             segments, encoding = valid.segments, valid.encoding
+            for field, value in (("sender_id", row.sender_id), ("customer_id", row.customer_id)):
+                validate_xml_text(field, value or "")
         except InvalidMessage as exc:
             status, error = SendStatus.DATA1_INVALID, str(exc)
     if (

@@ -1,23 +1,32 @@
-"""Status polling: Terminated, the status sweep (claim + fan-out) and one status check.
+"""Status polling: the check schedule, Terminated, the status sweep and one status check.
+
+The schedule (docs/status-checks.md): a message's deadline is SMS_TERMINATE_AFTER_SECONDS
+after submission. Its first check is due SMS_STATUS_FIRST_CHECK_SECONDS after submission
+(at most the first SMS_STATUS_CHECK_BACKOFF step), later checks one backoff step after the
+previous one, and every due time before the deadline is clamped to the deadline, so the
+gateway is always asked at (or just after) it.
 
 The sweep runs on beat every SMS_STATUS_POLL_SECONDS:
 
-1. Terminated: a conditional UPDATE ends every message still moving
-   SMS_TERMINATE_AFTER_SECONDS after submission, once it has been asked about at or after
-   that deadline (a backoff step never jumps past it). A final status is never touched.
+1. Terminated: a conditional UPDATE ends every message still moving after its deadline
+   whose gateway answered a status request sent at or after that deadline
+   (`last_checked_at`, a recorded fact, never inferred from `next_check_at`). A message
+   without a gateway id cannot be asked and ends at the deadline. A final status is never
+   touched.
 2. Claim: messages still moving whose `next_check_at` is due are claimed in one UPDATE
    that also moves `next_check_at` forward by the next backoff step (indexed by
-   `status_checks`). That bump is the lease: a second, overlapping sweep no longer sees
-   the row as due (PostgreSQL adds FOR UPDATE SKIP LOCKED so it does not even wait for
-   it; SQLite serialises writers with BEGIN IMMEDIATE). `updated_at` is kept as it was:
-   it says when the message changed, not when we looked at it.
+   `status_checks`), clamped to the deadline. That bump is the lease: a second,
+   overlapping sweep no longer sees the row as due (PostgreSQL adds FOR UPDATE SKIP
+   LOCKED so it does not even wait for it; SQLite serialises writers with BEGIN
+   IMMEDIATE). `updated_at` is kept as it was: it says when the message changed, not
+   when we looked at it.
 3. Fan-out: one status-check task signature per claimed id, grouped with Celery
    `chunks`, so a backlog of N messages costs N / SMS_STATUS_CHUNK_SIZE broker messages.
 
-A check asks the gateway and writes only a forward change, with a compare-and-set on the
-status it read, so a late or repeated check can neither overwrite a final status nor
-move a message backwards. A failed check changes nothing: the lease already scheduled
-the next one.
+A check asks the gateway, records when it asked (`last_checked_at`, only when the gateway
+answered) and writes only a forward change, with a compare-and-set on the status it read,
+so a late or repeated check can neither overwrite a final status nor move a message
+backwards. A failed check changes nothing: the lease already scheduled the next one.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ from sqlalchemy.orm import Session
 from sms_pipeline.celery_app import CHECK_STATUS_TASK, STATUS_QUEUE, app
 from sms_pipeline.db import get_engine, session_scope
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, UTCDateTime, utcnow
+from sms_pipeline.db.sqltime import lower_bound_plus_seconds
 from sms_pipeline.gateway import GatewayError, GatewayStatus, StatusResult
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.gateway import get_gateway_client
@@ -106,6 +116,43 @@ def check_delay_seconds(status_checks: int, backoff: Sequence[int]) -> int:
     if not backoff:
         raise ValueError("the backoff schedule needs at least one step")
     return backoff[min(max(status_checks, 0), len(backoff) - 1)]
+
+
+def deadline_of(
+    submitted_at: dt.datetime | None, inserted_at: dt.datetime, settings: Settings
+) -> dt.datetime:
+    """When a message still moving may become Terminated (after one more check)."""
+    return (submitted_at or inserted_at) + dt.timedelta(
+        seconds=settings.sms_terminate_after_seconds
+    )
+
+
+def first_check_at(submitted_at: dt.datetime, settings: Settings) -> dt.datetime:
+    """When a message submitted at `submitted_at` is first asked about.
+
+    SMS_STATUS_FIRST_CHECK_SECONDS after submission, never later than the first backoff
+    step, and never after the Terminated deadline (so a timeout shorter than the first
+    step still gets its check at the deadline).
+    """
+    step = min(settings.sms_status_first_check_seconds, settings.sms_status_check_backoff[0])
+    return min(
+        submitted_at + dt.timedelta(seconds=step),
+        deadline_of(submitted_at, submitted_at, settings),
+    )
+
+
+def next_check_time(
+    now: dt.datetime, status_checks: int, deadline: dt.datetime, backoff: Sequence[int]
+) -> dt.datetime:
+    """The next check of a message claimed at `now` after `status_checks` earlier claims:
+    one backoff step on, clamped to the deadline while the deadline is still ahead."""
+    following = now + dt.timedelta(seconds=check_delay_seconds(status_checks, backoff))
+    return deadline if now < deadline < following else following
+
+
+def checked_after_deadline(last_checked_at: dt.datetime | None, deadline: dt.datetime) -> bool:
+    """The Terminated rule's fact: the gateway answered a request sent at/after the deadline."""
+    return last_checked_at is not None and last_checked_at >= deadline
 
 
 def status_date(result: StatusResult, checked_at: dt.datetime, message_id: object) -> dt.datetime:
@@ -204,11 +251,25 @@ def _check_read_statement() -> Any:  # a Select (its generic form varies across 
 
 
 @functools.cache
+def _checked_statement() -> Update:
+    # A look is not a change: only last_checked_at moves (never backwards), updated_at stays.
+    return (
+        update(SmsLog)
+        .where(
+            SmsLog.id == bindparam("b_id"),
+            or_(SmsLog.last_checked_at.is_(None), SmsLog.last_checked_at < bindparam("b_asked")),
+        )
+        .values(last_checked_at=bindparam("b_asked"), updated_at=SmsLog.updated_at)
+    )
+
+
+@functools.cache
 def _check_write_statement(final: bool) -> Update:
     values: dict[str, Any] = {
         "gateway_status": bindparam("b_status"),
         "status_changed_at": bindparam("b_changed"),
         "updated_at": bindparam("b_now"),
+        "last_checked_at": bindparam("b_now"),
     }
     if final:
         values["final_at"] = bindparam("b_now")
@@ -225,8 +286,13 @@ def check_status(
     *,
     settings: Settings | None = None,
     client: StatusClient | None = None,
+    now: dt.datetime | None = None,
 ) -> CheckResult:
-    """Ask the gateway about one message and record a forward change; safe to run twice."""
+    """Ask the gateway about one message and record a forward change; safe to run twice.
+
+    When the gateway answers, `last_checked_at` records when the request went out (`now`,
+    taken just before asking unless a clock is passed in): the Terminated rule's fact.
+    """
     settings = settings or get_settings()
     with _one_statement(settings) as conn:
         row = conn.execute(_check_read_statement(), {"b_id": message_id}).first()
@@ -238,8 +304,10 @@ def check_status(
     if not gateway_id:
         return _notify(CheckResult(message_id, CheckOutcome.NO_GATEWAY_ID, stored))
     old = GatewayStatus(stored)
+    client = client or get_gateway_client(settings)
+    asked_at = now or utcnow()
     try:
-        answer = (client or get_gateway_client(settings)).status(gateway_id)
+        answer = client.status(gateway_id)
     except GatewayError as exc:
         log.warning(
             "message %s: status check failed (%s); next sweep retries", message_id, exc.reason
@@ -247,9 +315,11 @@ def check_status(
         return _notify(CheckResult(message_id, CheckOutcome.GATEWAY_ERROR, stored))
     new = answer.status
     transition = classify_transition(old, new)
-    if transition is Transition.UNCHANGED:
-        return _notify(CheckResult(message_id, CheckOutcome.UNCHANGED, stored, new.value))
     if transition is not Transition.FORWARD:
+        with _one_statement(settings) as conn:
+            conn.execute(_checked_statement(), {"b_id": message_id, "b_asked": asked_at})
+        if transition is Transition.UNCHANGED:
+            return _notify(CheckResult(message_id, CheckOutcome.UNCHANGED, stored, new.value))
         log.warning(
             "message %s: gateway status went backwards %s -> %s; ignored",
             message_id,
@@ -257,7 +327,7 @@ def check_status(
             new.value,
         )
         return _notify(CheckResult(message_id, CheckOutcome.BACKWARDS, stored, new.value))
-    now = utcnow()
+    now = asked_at
     values: dict[str, Any] = {
         "gateway_status": new.value,
         "status_changed_at": status_date(answer, now, message_id),
@@ -291,30 +361,29 @@ def check_status(
 # --- Terminated ---------------------------------------------------------------------------
 
 
-def _deadline(
-    submitted_at: dt.datetime | None, inserted_at: dt.datetime, timeout: int
-) -> dt.datetime:
-    return (submitted_at or inserted_at) + dt.timedelta(seconds=timeout)
-
-
 def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) -> int:
-    """Messages still moving SMS_TERMINATE_AFTER_SECONDS after submission become Terminated.
+    """Messages still moving after their deadline become Terminated, once it is known.
 
-    Only once the message has been asked about at or after its deadline (its next check
-    then lies beyond the deadline, see `claim_due_checks`): a message delivered a minute
-    before the deadline, whose last check was minutes earlier, gets a last check and ends
-    Delivered rather than Terminated. Messages the gateway cannot be asked about (no
-    gateway id) end at the deadline.
+    Known means: the gateway answered a status request sent at or after the deadline
+    (`last_checked_at`, recorded by `check_status`) and still said the message was
+    moving. A message delivered a minute before the deadline, whose previous check was
+    minutes earlier, therefore gets its check at the deadline (see `next_check_time`) and
+    ends Delivered. A message the gateway cannot be asked about (no gateway id) ends at the
+    deadline. One whose checks keep failing stays moving, checked every last backoff step,
+    until the gateway answers.
     """
     timeout = settings.sms_terminate_after_seconds
     cutoff = now - dt.timedelta(seconds=timeout)
+    dialect = session.get_bind().dialect.name
+    started = func.coalesce(SmsLog.submitted_at, SmsLog.inserted_at)
+    no_gateway_id = or_(SmsLog.gateway_id.is_(None), SmsLog.gateway_id == "")
     candidates = (
         select(
             SmsLog.id,
             SmsLog.gateway_id,
             SmsLog.submitted_at,
             SmsLog.inserted_at,
-            SmsLog.next_check_at,
+            SmsLog.last_checked_at,
         )
         .where(
             SmsLog.gateway_status.in_(MOVING_STATUS_VALUES),
@@ -322,17 +391,24 @@ def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) ->
                 SmsLog.submitted_at < cutoff,
                 and_(SmsLog.submitted_at.is_(None), SmsLog.inserted_at < cutoff),
             ),
+            # In SQL as well as below, so a backlog of messages not yet checked after their
+            # deadline cannot fill the batch and starve those that are.
+            or_(
+                no_gateway_id,
+                SmsLog.last_checked_at >= lower_bound_plus_seconds(started, timeout, dialect),
+            ),
         )
         .limit(settings.sms_status_batch_limit)
     )
-    if session.get_bind().dialect.name != "sqlite":
+    if dialect != "sqlite":
         candidates = candidates.with_for_update(skip_locked=True)
     overdue = [
         r.id
         for r in session.execute(candidates)
         if not r.gateway_id
-        or r.next_check_at is None
-        or r.next_check_at > _deadline(r.submitted_at, r.inserted_at, timeout)
+        or checked_after_deadline(
+            r.last_checked_at, deadline_of(r.submitted_at, r.inserted_at, settings)
+        )
     ]
     if not overdue:
         return 0
@@ -406,17 +482,19 @@ def claim_due_checks(
             SmsLog.gateway_id,
             SmsLog.submitted_at,
             SmsLog.inserted_at,
-            SmsLog.next_check_at,
+            SmsLog.status_checks,
         )
         .execution_options(synchronize_session=False)
     ).all()
-    # A backoff step never jumps past the Terminated deadline: the message gets one last
-    # check at the deadline, so a late delivery is seen before Terminated is decided.
-    timeout = settings.sms_terminate_after_seconds
+    # A backoff step never jumps past the Terminated deadline: the message gets its check
+    # at the deadline, so a late delivery is seen before Terminated is decided. The step
+    # itself is in the UPDATE above (one statement for the common case); the few rows
+    # whose deadline falls inside their step are pulled back here.
     capped = []
     for r in rows:
-        deadline = _deadline(r.submitted_at, r.inserted_at, timeout)
-        if r.gateway_id and now < deadline < r.next_check_at:
+        deadline = deadline_of(r.submitted_at, r.inserted_at, settings)
+        following = next_check_time(now, r.status_checks - 1, deadline, backoff)
+        if r.gateway_id and following == deadline:
             capped.append({"b_id": r.id, "b_next": deadline})
     if capped:
         table = cast(Table, SmsLog.__table__)
@@ -444,14 +522,20 @@ def fan_out(ids: Sequence[uuid.UUID], settings: Settings) -> int:
 
 
 def check_inline(
-    ids: Sequence[uuid.UUID], settings: Settings, *, threads: int = 8
+    ids: Sequence[uuid.UUID],
+    settings: Settings,
+    *,
+    threads: int = 8,
+    now: dt.datetime | None = None,
 ) -> list[CheckResult]:
-    """Run the checks in this process (CLI `sweep --once`, tests) instead of via the broker."""
+    """Run the checks in this process (CLI `sweep --once`, tests) instead of via the broker.
+
+    `now` (tests) is the time the checks are recorded as asked; by default each its own."""
     if not ids:
         return []
     workers = max(1, min(threads, len(ids)))
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="status") as pool:
-        return list(pool.map(lambda i: check_status(i, settings=settings), ids))
+        return list(pool.map(lambda i: check_status(i, settings=settings, now=now), ids))
 
 
 @dataclass(frozen=True)
@@ -477,6 +561,7 @@ def sweep_statuses(
     backoff step.
     """
     settings = settings or get_settings()
+    clock_given = now is not None
     now = now or utcnow()
     with session_scope(settings) as session:
         terminated = terminate_overdue(session, now, settings)
@@ -492,7 +577,7 @@ def sweep_statuses(
     # out, and Terminated ends them.
     pollable = [c.id for c in claimed if c.gateway_id]
     if inline:
-        checks = check_inline(pollable, settings)
+        checks = check_inline(pollable, settings, now=now if clock_given else None)
         return SweepResult(terminated, len(claimed), len(pollable), 0, tuple(checks))
     try:
         messages = fan_out(pollable, settings)

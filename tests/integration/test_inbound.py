@@ -110,11 +110,17 @@ def count(model: Any) -> int:
 def sent_message(number: str = NUMBER, customer_id: str | None = None) -> SmsLog:
     """A text really submitted to the simulator (no worker: one attempt, run here)."""
     message_id = enqueue_sms(number, "Your appointment is at 10:00", customer_id=customer_id)
-    assert attempt_send(message_id).outcome == "submitted"
-    with session_scope() as session:
-        row = session.get(SmsLog, message_id)
-        assert row is not None and row.gateway_id
-        return row
+    # With a worker running, the dispatch may reach it first: then it sent the message.
+    assert attempt_send(message_id).outcome in {"submitted", "skipped"}
+    deadline = time.monotonic() + 30
+    while True:
+        with session_scope() as session:
+            row = session.get(SmsLog, message_id)
+            assert row is not None
+            if row.gateway_id:
+                return row
+        assert time.monotonic() < deadline, "the message was never submitted"
+        time.sleep(0.05)
 
 
 def is_opted_out(number: str) -> bool:
@@ -153,8 +159,6 @@ def test_page_answer_round_trips_text_exactly_and_drops_ids_not_above_after() ->
         b"<error>bad</error>",
         b"<shortcodes/>",
         b'<!DOCTYPE r [<!ENTITY a "aaaa">]><replies><reply id="1" from="+1">&a;</reply></replies>',
-        b'<replies><reply id="x" from="+380931234567">hi</reply></replies>',
-        b'<replies><reply id="1">hi</reply></replies>',
     ],
 )
 def test_answers_that_are_not_a_page_are_protocol_errors(raw: bytes) -> None:

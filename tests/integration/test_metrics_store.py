@@ -185,7 +185,7 @@ def test_a_rejected_send_counts_the_gateway_outcome_and_the_message(
     assert _stored(c.MESSAGES_TOTAL, rejected_message) == before[1] + 1
 
 
-def _moving_message(engine: Engine, submitted_ago: float) -> Any:
+def _moving_message(engine: Engine, submitted_ago: float, checked_ago: float | None = None) -> Any:
     import datetime as dt
     import uuid
 
@@ -212,6 +212,9 @@ def _moving_message(engine: Engine, submitted_ago: float) -> Any:
                 submitted_at=now - dt.timedelta(seconds=submitted_ago),
                 next_check_at=now,
                 uniq_key=message_id.hex,
+                last_checked_at=None
+                if checked_ago is None
+                else now - dt.timedelta(seconds=checked_ago),
             )
         )
     return message_id
@@ -239,7 +242,8 @@ def test_status_checks_and_terminated_record_transitions(db: Engine) -> None:
 
     fresh = _moving_message(db, submitted_ago=10)
     assert status.check_status(fresh, client=DeliveredNow()).outcome == "changed"
-    _moving_message(db, submitted_ago=7200)  # long overdue: Terminated by the sweep
+    # Long overdue and asked after its deadline: Terminated by the sweep.
+    _moving_message(db, submitted_ago=7200, checked_ago=60)
     with session_scope() as session:
         assert status.terminate_overdue(session, utcnow(), get_settings()) == 1
 

@@ -317,11 +317,12 @@ def test_a_sweep_that_finds_nothing_due_claims_nothing(db: Any) -> None:
 
 def test_message_moving_after_timeout_is_terminated_once(db: Any) -> None:
     now = utcnow()
-    # Last asked about after its deadline (its next check lies beyond it).
+    # The gateway answered a check sent after its deadline (a minute ago): still moving.
     old = insert_row(
         submitted_at=now - dt.timedelta(minutes=31),
         gateway_status="Accepted",
         next_check_at=now + dt.timedelta(minutes=5),
+        last_checked_at=now - dt.timedelta(seconds=30),
     )
     young = insert_row(submitted_at=now - dt.timedelta(minutes=29))
     first = status.sweep_statuses(inline=True)
@@ -389,6 +390,7 @@ def test_terminate_timeout_is_configurable(db: Any, settings_env: Any) -> None:
     message_id = insert_row(
         submitted_at=utcnow() - dt.timedelta(minutes=2),
         next_check_at=utcnow() + dt.timedelta(minutes=1),
+        last_checked_at=utcnow() - dt.timedelta(seconds=30),
     )
     assert status.sweep_statuses(inline=True).terminated == 1
     assert row(message_id).gateway_status == "Terminated"

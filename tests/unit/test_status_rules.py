@@ -12,9 +12,13 @@ from sms_pipeline.services.replication import render_body
 from sms_pipeline.services.status import (
     Transition,
     check_delay_seconds,
+    checked_after_deadline,
     classify_transition,
+    first_check_at,
+    next_check_time,
     status_date,
 )
+from sms_pipeline.settings import Settings, load_settings
 
 S = GatewayStatus
 BACKOFF = [30, 60, 120, 300, 600]
@@ -104,3 +108,47 @@ def test_verification_body_renders_the_code_only() -> None:
     )
     # Other braces are text, not format fields.
     assert render_body("77", "{code} {0} {x!r}") == "77 {0} {x!r}"
+
+
+# --- the schedule -------------------------------------------------------------------------
+
+T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def _settings(**values: object) -> Settings:
+    return load_settings(**values)
+
+
+@pytest.mark.parametrize(
+    ("first", "backoff", "timeout", "expected"),
+    [
+        (10, [30, 60], 1800, 10),  # the configured first step
+        (45, [30, 60], 1800, 30),  # never later than the first backoff step
+        (10, [30, 60], 5, 5),  # never after the deadline
+        (10, [30, 60], 20, 10),
+    ],
+)
+def test_first_check_comes_at_the_first_step_but_never_after_the_deadline(
+    first: int, backoff: list[int], timeout: int, expected: int
+) -> None:
+    settings = _settings(
+        sms_status_first_check_seconds=first,
+        sms_status_check_backoff=backoff,
+        sms_terminate_after_seconds=timeout,
+    )
+    assert first_check_at(T0, settings) == T0 + dt.timedelta(seconds=expected)
+
+
+def test_next_check_is_clamped_to_a_deadline_still_ahead() -> None:
+    deadline = T0 + dt.timedelta(seconds=20)
+    assert next_check_time(T0, 0, deadline, [30]) == deadline
+    assert next_check_time(T0, 0, deadline, [5]) == T0 + dt.timedelta(seconds=5)
+    # At or after the deadline the check has happened (or is happening): no clamp.
+    assert next_check_time(deadline, 1, deadline, [30]) == deadline + dt.timedelta(seconds=30)
+
+
+def test_terminated_needs_an_answer_to_a_check_sent_at_or_after_the_deadline() -> None:
+    deadline = T0 + dt.timedelta(seconds=20)
+    assert not checked_after_deadline(None, deadline)
+    assert not checked_after_deadline(deadline - dt.timedelta(microseconds=1), deadline)
+    assert checked_after_deadline(deadline, deadline)

@@ -1,0 +1,104 @@
+"""No second database connection inside an open write transaction.
+
+On the embedded SQLite database a second connection inside a write transaction waits for
+the first one's lock (BEGIN IMMEDIATE) and fails after the 30 s busy timeout with
+"database is locked"; on PostgreSQL it only takes a second pool slot. Each test runs a
+service on both databases and checks two things: it completes, and the thread that ran
+it never held two pooled connections at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event, insert, select
+
+from sms_pipeline import enqueue_sms
+from sms_pipeline.db import get_engine, session_scope
+from sms_pipeline.db.models import OptOut, SendStatus, SmsLog, SmsQueue, Verification, utcnow
+from sms_pipeline.services import outbox, replication, sending, sql_route
+from sms_pipeline.services.accounts import get_or_create_default_account
+from tests.backends import backend  # noqa: F401  (the fixture, used by name)
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+
+class ConnectionCounter:
+    """The most pooled connections this thread held at once."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.held = 0
+        self.most = 0
+
+    def checkout(self, *_: Any) -> None:
+        if threading.get_ident() == self.thread:
+            self.held += 1
+            self.most = max(self.most, self.held)
+
+    def checkin(self, *_: Any) -> None:
+        if threading.get_ident() == self.thread:
+            self.held -= 1
+
+
+@contextlib.contextmanager
+def counting_connections(engine: Engine) -> Iterator[ConnectionCounter]:
+    counter = ConnectionCounter()
+    event.listen(engine.pool, "checkout", counter.checkout)
+    event.listen(engine.pool, "checkin", counter.checkin)
+    try:
+        yield counter
+    finally:
+        event.remove(engine.pool, "checkout", counter.checkout)
+        event.remove(engine.pool, "checkin", counter.checkin)
+
+
+@pytest.fixture
+def account_id(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(outbox, "publish", lambda dispatches: len(list(dispatches)))
+    with session_scope() as session:
+        return get_or_create_default_account(session).id
+
+
+def test_sql_route_ingest_completes_holding_one_connection(account_id: int) -> None:
+    with get_engine().begin() as conn:  # (the plain-SQL route has its own tests)
+        conn.execute(
+            insert(SmsQueue),
+            [
+                {"account_id": account_id, "num_to": "+380931234567", "data1": "hello"},
+                {"account_id": account_id, "num_to": "not a number", "data1": "hi"},
+            ],
+        )
+    with counting_connections(get_engine()) as counter:
+        assert sql_route.ingest_account_queue(account_id) == 2
+    assert counter.most == 1
+    with session_scope() as session:
+        statuses = sorted(session.scalars(select(SmsLog.send_status)))
+    assert statuses == [SendStatus.QUEUED.value, SendStatus.NUMBER_INVALID.value]
+
+
+def test_replication_completes_holding_one_connection(account_id: int) -> None:
+    with get_engine().begin() as conn:
+        conn.execute(
+            insert(Verification),
+            [{"phone_number": "+380931234567", "code": "123456", "status": "new"}],
+        )
+    with counting_connections(get_engine()) as counter:
+        result = replication.replicate_verifications()
+    assert (result.inserted, result.dispatched) == (1, 1)
+    assert counter.most == 1
+
+
+def test_a_text_to_an_opted_out_number_is_closed_holding_one_connection(
+    account_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message_id = enqueue_sms("+380931234567", "hello", "text")
+    with session_scope() as session:
+        session.add(OptOut(phone_number="+380931234567", opted_out_at=utcnow(), source="api"))
+    with counting_connections(get_engine()) as counter:
+        assert sending.attempt_send(message_id).outcome == "opted_out"
+    assert counter.most == 1

@@ -10,6 +10,7 @@ it never held two pooled connections at once.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -85,7 +86,16 @@ def test_replication_completes_holding_one_connection(account_id: int) -> None:
     with get_engine().begin() as conn:
         conn.execute(
             insert(Verification),
-            [{"phone_number": "+380931234567", "code": "123456", "status": "new"}],
+            [
+                {
+                    "phone_number": "+380931234567",
+                    "code": 123456,
+                    "check_digit": 0,
+                    "status": "new",
+                    "code_expired_at": utcnow() + dt.timedelta(minutes=10),
+                    "inserted_at": utcnow(),
+                }
+            ],
         )
     with counting_connections(get_engine()) as counter:
         result = replication.replicate_verifications()

@@ -15,14 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import Column, MetaData, String, Table, Uuid, insert, update
 
 from sms_pipeline import enqueue_sms
 from sms_pipeline.db import get_engine, session_scope
-from sms_pipeline.db.models import SendStatus, SmsLog, SmsQueue, Verification
+from sms_pipeline.db.models import SendStatus, SmsLog, SmsQueue, UTCTimestamp, utcnow
 from sms_pipeline.gateway.codec import MAX_GATEWAY_ID_LENGTH
 from sms_pipeline.services import outbox, replication, sending, sql_route, status
 from sms_pipeline.services.accounts import get_or_create_default_account
+from sms_pipeline.settings import get_settings
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -188,17 +189,35 @@ def test_sql_route_rows_with_characters_xml_cannot_carry_are_data1_invalid(
 def test_replicated_codes_with_characters_xml_cannot_carry_are_data1_invalid(
     gateway: LoopbackGateway,
 ) -> None:
-    with get_engine().begin() as conn:
-        conn.execute(
-            insert(Verification),
-            [
-                {"phone_number": "+380931234567", "code": "12\ufffe34", "status": "new",
-                 "gateway_id": None},
-                {"phone_number": "+380931234568", "code": "1234", "status": "new",
-                 "gateway_id": "g\x0b1"},
-            ],
-        )  # fmt: skip
-    result = replication.replicate_verifications()
+    # An older shape of the service's table: a text code and the gateway id it kept.
+    legacy = Table(
+        "verifications_legacy",
+        MetaData(),
+        Column("id", Uuid(), primary_key=True),
+        Column("phone_number", String(), nullable=False),
+        Column("code", String(), nullable=False),
+        Column("status", String(), nullable=False),
+        Column("gateway_id", String()),
+        Column("inserted_at", UTCTimestamp(), nullable=False),
+        schema="verification",
+    )
+    engine = get_engine()
+    legacy.create(engine)
+    try:
+        now = utcnow()
+        with engine.begin() as conn:
+            conn.execute(
+                insert(legacy),
+                [
+                    {"id": uuid.uuid4(), "phone_number": "+380931234567", "code": "12\ufffe34",
+                     "status": "new", "gateway_id": None, "inserted_at": now},
+                    {"id": uuid.uuid4(), "phone_number": "+380931234568", "code": "1234",
+                     "status": "new", "gateway_id": "g\x0b1", "inserted_at": now},
+                ],
+            )  # fmt: skip
+        result, _ = replication.replicate_batch(get_settings(), source=legacy)
+    finally:
+        legacy.drop(engine)
     assert (result.inserted, result.invalid, result.tracked) == (2, 1, 1)
     with session_scope() as session:
         rows = {r.phone_number: r for r in session.query(SmsLog)}

@@ -1,7 +1,7 @@
 """SQL route by plain SQL: server defaults, the sms_sent view, the real verifications shape
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01 15:00:00
 
 - accounts: `credits` (1,000,000), `inserted_at`, `updated_at` get server defaults, so
@@ -25,7 +25,7 @@ from sms_pipeline.db.models.messages import SEND_STATUSES
 from sms_pipeline.db.models.sent import drop_sms_sent_view_sql, sms_sent_view_sql
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -48,6 +48,7 @@ from sms_pipeline.db.models import (
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.gateway import GatewayStatus
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.enqueue import normalise_phone_number, validate_body
 from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit
@@ -91,6 +92,12 @@ def _row_for(
         "account_id": account_id,
         "priority": 0,
         "due_at": now,
+        "expires_at": privacy.expiry_for(
+            MessageType.VERIFICATION.value,
+            now,
+            settings,
+            code_expires_at=verification.code_expired_at,
+        ),
         "attempts": 0,
         "status_checks": 0,
         "segments": 1,

@@ -18,6 +18,7 @@ from sms_pipeline.db import is_sqlite, session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services import privacy
 from sms_pipeline.services.enqueue import (
     ESSENTIAL_TYPES,
     is_opted_out,
@@ -66,6 +67,9 @@ def _message_from_row(
         priority=row.priority,
         send_after=send_at,
         due_at=max(now, send_at) if send_at else now,
+        expires_at=privacy.expiry_for(
+            message_type, max(now, send_at) if send_at else now, settings
+        ),
         send_status=status.value,
         last_error=error,
         uniq_key=message_id.hex,

@@ -14,6 +14,7 @@ from .messages import (
     SmsLog,
 )
 from .metrics import MetricCounter
+from .privacy import AuditEvent, DailyRollup, OptOutHash
 from .queue import SmsQueue
 from .verifications import Verification
 
@@ -26,12 +27,15 @@ __all__ = [
     "SEND_STATUSES",
     "Account",
     "ApiKey",
+    "AuditEvent",
     "Base",
     "CallbackEvent",
+    "DailyRollup",
     "IdempotencyRecord",
     "MessageType",
     "MetricCounter",
     "OptOut",
+    "OptOutHash",
     "SendStatus",
     "SmsLog",
     "SmsQueue",

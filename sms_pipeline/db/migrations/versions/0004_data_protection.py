@@ -18,10 +18,10 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-
 def _schema() -> str | None:
     # SQLite has no schemas (the engine maps "verification" away; raw ALTERs need None).
     return None if op.get_bind().dialect.name == "sqlite" else "verification"
+
 
 _OLD_SEND_STATUSES = (
     "send_status IN ('QUEUED', 'SENDING', 'SUBMITTED', 'REJECTED', 'RETRYCOUNT EXCEEDED', "

@@ -35,7 +35,9 @@ class IdempotencyRecord(Base):
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
-    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("sms_log.id"))
+    # Indexed: retention and erasure delete a message's records (and the foreign key
+    # check on every deleted message would otherwise scan this table).
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("sms_log.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

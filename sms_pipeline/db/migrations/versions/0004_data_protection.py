@@ -72,6 +72,9 @@ def upgrade() -> None:
         postgresql_where=sa.text(_UNREDACTED),
         sqlite_where=sa.text(_UNREDACTED),
     )
+    op.create_index(
+        op.f("ix_api_idempotency_message_id"), "api_idempotency", ["message_id"], schema=_schema()
+    )
     with op.batch_alter_table("api_keys", schema=_schema()) as batch:
         batch.add_column(
             sa.Column("admin", sa.Boolean(), server_default=sa.text("false"), nullable=False)
@@ -116,6 +119,9 @@ def downgrade() -> None:
     op.drop_table("privacy_audit", schema=_schema())
     with op.batch_alter_table("api_keys", schema=_schema()) as batch:
         batch.drop_column("admin")
+    op.drop_index(
+        op.f("ix_api_idempotency_message_id"), table_name="api_idempotency", schema=_schema()
+    )
     op.drop_index(
         "ix_sms_log_unredacted",
         table_name="sms_log",

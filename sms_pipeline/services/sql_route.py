@@ -104,6 +104,15 @@ def ingest_account_queue(
         for row in rows:
             message = _message_from_row(session, row, now, settings)
             if message.send_status == SendStatus.QUEUED.value:
+                privacy.supersede_older(
+                    session,
+                    new_id=message.id,
+                    account_id=message.account_id,
+                    phone_number=message.phone_number,
+                    message_type=message.type,
+                    now=now,
+                    settings=settings,
+                )
                 dispatch = dispatch_of(message, now)
                 if dispatch is not None:
                     message.dispatched_at = now

@@ -498,3 +498,26 @@ def test_subjects_api_needs_an_admin_key_and_exports_and_erases(
         audit = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
     assert [(a.actor, a.action) for a in audit] == [("api:dpo", "export"), ("api:dpo", "erase")]
     assert _text_holding(DIGITS[-9:]) == []
+
+
+def test_sql_route_codes_get_their_expiry_and_the_newer_one_supersedes(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    from sms_pipeline.services import sql_route
+
+    account_id = make_account()
+    with session_scope() as session:  # another application writes plain SQL
+        for code in ("111111", "222222"):
+            session.execute(
+                text(
+                    "INSERT INTO verification.sms_queue "
+                    "(account_id, message_type, num_to, data1, inserted_at) "
+                    "VALUES (:a, 'verification', :n, :d, now())"
+                ),
+                {"a": account_id, "n": DIGITS, "d": f"Code {code}"},
+            )
+    assert sql_route.ingest_account_queue(account_id) == 2
+    with session_scope() as session:
+        rows = session.scalars(select(SmsLog).order_by(SmsLog.queue_id)).all()
+    assert [r.send_status for r in rows] == ["SUPERSEDED", "QUEUED"]
+    assert all(r.expires_at == r.due_at + dt.timedelta(minutes=10) for r in rows)

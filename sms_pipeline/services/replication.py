@@ -195,12 +195,14 @@ def replicate_batch(
         )
         result = ReplicationResult()
         account = metrics.account_name(account_id)
+        newest: dict[str, dict[str, Any]] = {}
         for row in rows:
             if row["id"] not in inserted_ids:
                 continue  # another replicator inserted this verification first
             status = row["send_status"]
             metrics.message_stored(session, row["type"], account, status)
             if status == SendStatus.QUEUED.value:
+                newest[row["phone_number"]] = row  # rows come oldest first
                 dispatch_after_commit(session, Dispatch(row["id"], row["type"], row["priority"]))
                 result += ReplicationResult(inserted=1, dispatched=1)
             elif status == SendStatus.SUBMITTED.value:
@@ -213,6 +215,16 @@ def replicate_batch(
                     row["id"],
                 )
                 result += ReplicationResult(inserted=1, invalid=1)
+        for row in newest.values():  # the newest code to a number ends the older ones
+            privacy.supersede_older(
+                session,
+                new_id=row["id"],
+                account_id=account_id,
+                phone_number=row["phone_number"],
+                message_type=row["type"],
+                now=now,
+                settings=settings,
+            )
     return result, len(pending)
 
 

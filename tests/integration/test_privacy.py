@@ -521,3 +521,30 @@ def test_sql_route_codes_get_their_expiry_and_the_newer_one_supersedes(
         rows = session.scalars(select(SmsLog).order_by(SmsLog.queue_id)).all()
     assert [r.send_status for r in rows] == ["SUPERSEDED", "QUEUED"]
     assert all(r.expires_at == r.due_at + dt.timedelta(minutes=10) for r in rows)
+
+
+def test_replicated_codes_expire_with_the_verification_and_the_newer_supersedes(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    from sms_pipeline.db.models import Verification
+    from sms_pipeline.services import replication
+
+    now = utcnow()
+    with session_scope() as session:
+        for n, (code, ends_in) in enumerate((("111111", 20), ("222222", 3))):
+            session.add(
+                Verification(
+                    id=uuid.uuid4(), phone_number=NUMBER, code=code, status="new", active=True,
+                    attempts_count=0, inserted_at=now + dt.timedelta(milliseconds=n),
+                    code_expired_at=now + dt.timedelta(minutes=ends_in),
+                )
+            )  # fmt: skip
+    assert replication.replicate_verifications().inserted == 2
+    with session_scope() as session:
+        rows = session.scalars(select(SmsLog).order_by(SmsLog.inserted_at, SmsLog.body)).all()
+    by_body = {r.body[-6:]: r for r in rows}
+    assert by_body["111111"].send_status == SendStatus.SUPERSEDED.value
+    assert by_body["222222"].send_status == SendStatus.QUEUED.value
+    # Ten minutes of queue age, or sooner when the verification's own code ends sooner.
+    assert by_body["111111"].expires_at == by_body["111111"].due_at + dt.timedelta(minutes=10)
+    assert by_body["222222"].expires_at == now + dt.timedelta(minutes=3)

@@ -29,6 +29,7 @@ TASK_MODULES = (
     "sms_pipeline.tasks.status",
     "sms_pipeline.tasks.replication",
     "sms_pipeline.tasks.inbound",
+    "sms_pipeline.tasks.privacy",
 )
 
 # Task names: services dispatch by name so they never import the tasks package.
@@ -41,6 +42,8 @@ REPLICATE_TASK = "sms_pipeline.replicate"
 INBOUND_POLL_TASK = "sms_pipeline.inbound_poll"
 CALLBACKS_SWEEP_TASK = "sms_pipeline.callbacks_sweep"
 DELIVER_CALLBACK_TASK = "sms_pipeline.deliver_callback"
+PRIVACY_SWEEP_TASK = "sms_pipeline.privacy_sweep"
+RETENTION_TASK = "sms_pipeline.retention_purge"
 
 # Redis emulates priorities with one list per step; 0 is served first.
 PRIORITY_STEPS = list(range(10))
@@ -94,6 +97,9 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "replicate": every(REPLICATE_TASK, settings.sms_replication_seconds),
         "inbound-poll": every(INBOUND_POLL_TASK, settings.sms_inbound_poll_seconds),
         "callbacks-sweep": every(CALLBACKS_SWEEP_TASK, settings.sms_outbox_sweep_seconds),
+        # Expiry and redaction keep pace with the status sweep (docs/privacy.md).
+        "privacy-sweep": every(PRIVACY_SWEEP_TASK, settings.sms_status_poll_seconds),
+        "retention": every(RETENTION_TASK, settings.sms_retention_seconds),
     }
 
 
@@ -124,6 +130,8 @@ def configure(app: Celery, settings: Settings) -> None:
             INBOUND_POLL_TASK: {"queue": MAINTENANCE_QUEUE},
             CALLBACKS_SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
             DELIVER_CALLBACK_TASK: {"queue": MAINTENANCE_QUEUE},
+            PRIVACY_SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
+            RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
         },
         # Flower sees tasks only with events on; arguments are ids only, so nothing leaks.
         worker_send_task_events=True,

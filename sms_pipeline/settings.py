@@ -222,12 +222,103 @@ class Settings(BaseSettings):
         1000, ge=1, description="Most callback events one sweep creates or dispatches."
     )
 
+    # --- data protection: expiry, supersede, redaction, retention (docs/privacy.md) ---------
+    sms_otp_valid_seconds: int = Field(
+        600,
+        ge=1,
+        description="Validity of a one-time code (verification, 2FA) when enqueue_sms gets "
+        "no valid_for: not submitted by then, it ends EXPIRED; the gateway gets the time left.",
+    )
+    sms_max_queue_age_seconds: int = Field(
+        86400,
+        ge=1,
+        description="A message not submitted this long after it was due ends EXPIRED "
+        "(types without their own SMS_MAX_QUEUE_AGE_SECONDS_<TYPE>).",
+    )
+    sms_max_queue_age_seconds_verification: int | None = Field(
+        600,
+        ge=1,
+        description="Maximum queue age of verification messages; empty = the general one.",
+    )
+    sms_max_queue_age_seconds_2fa: int | None = Field(
+        600, ge=1, description="Maximum queue age of 2FA messages; empty = the general one."
+    )
+    sms_max_queue_age_seconds_medication_request: int | None = Field(
+        None, ge=1, description="Maximum queue age of medication_request messages; empty = general."
+    )
+    sms_max_queue_age_seconds_text: int | None = Field(
+        None, ge=1, description="Maximum queue age of text messages; empty = the general one."
+    )
+    sms_otp_supersede: bool = Field(
+        True,
+        description="A new verification/2FA message to a number ends the older ones of the "
+        "same type and account not yet submitted as SUPERSEDED.",
+    )
+    sms_redact_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["verification", "2FA"],
+        description="Types whose bodies are replaced by [redacted] once final (comma-separated; "
+        "empty = none).",
+    )
+    sms_retention_days: int = Field(
+        90, ge=1, description="Messages final longer than this are deleted (daily rollups stay)."
+    )
+    sms_retention_days_verification: int | None = Field(
+        None, ge=1, description="Retention of verification messages; empty = SMS_RETENTION_DAYS."
+    )
+    sms_retention_days_2fa: int | None = Field(
+        None, ge=1, description="Retention of 2FA messages; empty = SMS_RETENTION_DAYS."
+    )
+    sms_retention_days_medication_request: int | None = Field(
+        None, ge=1, description="Retention of medication_request messages; empty = the general."
+    )
+    sms_retention_days_text: int | None = Field(
+        None, ge=1, description="Retention of text messages; empty = SMS_RETENTION_DAYS."
+    )
+    sms_retention_batch_size: int = Field(
+        5000, ge=1, le=100000, description="Messages one retention transaction deletes."
+    )
+    sms_retention_seconds: float = Field(
+        3600.0, gt=0, description="How often beat runs the retention purge."
+    )
+    sms_privacy_key: SecretStr | None = Field(
+        None,
+        description="Secret key of the keyed hash (HMAC-SHA256) that names a person in the audit "
+        "log and keeps erased opt-outs; empty = a key generated in SMS_DATA_DIR (embedded "
+        "database only; required with PostgreSQL). Never printed.",
+    )
+
     @field_validator("sms_status_check_backoff", mode="before")
     @classmethod
     def _backoff_list(cls, value: object) -> object:
         value = _split_csv(value)
         if isinstance(value, list) and not value:
             raise ValueError("needs at least one number of seconds")
+        return value
+
+    @field_validator(
+        "sms_max_queue_age_seconds_verification",
+        "sms_max_queue_age_seconds_2fa",
+        "sms_max_queue_age_seconds_medication_request",
+        "sms_max_queue_age_seconds_text",
+        "sms_retention_days_verification",
+        "sms_retention_days_2fa",
+        "sms_retention_days_medication_request",
+        "sms_retention_days_text",
+        mode="before",
+    )
+    @classmethod
+    def _empty_int_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sms_redact_types", mode="before")
+    @classmethod
+    def _redact_list(cls, value: object) -> object:
+        value = _split_csv(value)
+        known = {"verification", "medication_request", "text", "2FA"}
+        if isinstance(value, list):
+            unknown = [v for v in value if v not in known]
+            if unknown:
+                raise ValueError(f"unknown message types {unknown}; known: {sorted(known)}")
         return value
 
     @field_validator("sms_opt_out_keywords", "sms_opt_in_keywords", mode="before")
@@ -254,6 +345,16 @@ class Settings(BaseSettings):
             yield name, value
 
     # --- derived values -------------------------------------------------------------------
+    def max_queue_age(self, message_type: str) -> int:
+        """Seconds a message of `message_type` may wait to be submitted once due."""
+        own: int | None = getattr(self, f"sms_max_queue_age_seconds_{message_type.lower()}", None)
+        return own if own is not None else self.sms_max_queue_age_seconds
+
+    def retention_days(self, message_type: str) -> int:
+        """Days a final message of `message_type` is kept."""
+        own: int | None = getattr(self, f"sms_retention_days_{message_type.lower()}", None)
+        return own if own is not None else self.sms_retention_days
+
     @property
     def database_url(self) -> str:
         if self.sms_database_url:

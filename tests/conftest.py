@@ -65,6 +65,8 @@ os.environ.setdefault("SMS_RETRY_BACKOFF_SECONDS", "0.2")
 os.environ.setdefault("SMS_RETRY_BACKOFF_MAX_SECONDS", "2")
 os.environ.setdefault("SMS_WORKER_CONCURRENCY", "8")
 os.environ.setdefault("IP2SMS_READ_TIMEOUT", "3")
+# The keyed hash of docs/privacy.md (required with PostgreSQL); a fixed test value.
+os.environ.setdefault("SMS_PRIVACY_KEY", "test-privacy-key-not-a-secret")
 
 
 def require(problem: str | None) -> None:

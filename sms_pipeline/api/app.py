@@ -34,6 +34,7 @@ from sms_pipeline.api.schemas import (
     MessageOut,
     error_body,
 )
+from sms_pipeline.api.subjects import router as subjects_router
 from sms_pipeline.db import get_engine, get_sessionmaker
 from sms_pipeline.db.models import Account, CallbackEvent, IdempotencyRecord, SendStatus, SmsLog
 from sms_pipeline.errors import InvalidMessage, OptedOut
@@ -341,6 +342,8 @@ def create_app(
         if found is None:
             raise StarletteHTTPException(404, "no such message")
         return found
+
+    api.include_router(subjects_router)  # data protection: export and erasure (admin keys)
 
     @api.get(
         "/healthz",

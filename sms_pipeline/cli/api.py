@@ -33,11 +33,12 @@ def _create(args: argparse.Namespace) -> int:
 
     try:
         with session_scope() as session:
-            new = create_api_key(session, args.name, args.account)
+            new = create_api_key(session, args.name, args.account, admin=args.admin)
     except ApiKeyError as exc:
         print(f"sms-pipeline api-key: {exc}", file=sys.stderr)
         return 2
     scope = f"account {new.account}" if new.account else "any account"
+    scope += ", admin: may read and erase a person's data" if new.admin else ""
     # Printed once: only hashes of the key are stored, so it cannot be shown again.
     print(f"API key {new.name!r} ({scope}). Store both values now; they are not shown again.")
     print(f"key:            {new.key}")
@@ -86,6 +87,11 @@ def register(subparsers: Any) -> None:
     create = sub.add_parser("create", help="create a key; prints it and its signing secret once")
     create.add_argument("name")
     create.add_argument("--account", help="limit the key to this account")
+    create.add_argument(
+        "--admin",
+        action="store_true",
+        help="may export and erase a person's data (GET/DELETE /v1/subjects/{phone})",
+    )
     create.set_defaults(func=_create)
     revoke = sub.add_parser("revoke", help="revoke a key: its requests get 401 from now on")
     revoke.add_argument("name")

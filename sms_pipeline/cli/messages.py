@@ -74,6 +74,10 @@ def _show(args: argparse.Namespace) -> int:
             print(f"no message {message_id}", file=sys.stderr)
             return 1
         record = message_record(message, with_body=args.body)
+        if args.body:  # every read of a body is audited (docs/privacy.md)
+            from sms_pipeline.services import privacy
+
+            privacy.audit_body_read(session, privacy.os_actor(), [message_id])
         replies = session.query(SmsReply).filter(SmsReply.message_id == message_id).count()
     history = [
         (label, record.get(key))

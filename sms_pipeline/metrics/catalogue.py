@@ -77,7 +77,10 @@ MESSAGE_EVENTS: Final = (
     "number_invalid",
     "data1_invalid",
     "opted_out",
+    "expired",
+    "superseded",
 )
+PRIVACY_ACTIONS: Final = ("redacted", "purged", "erased")
 GATEWAY_OUTCOMES: Final = (
     "ok",
     "timeout",
@@ -92,6 +95,7 @@ GATEWAY_OUTCOMES: Final = (
 
 MESSAGES_TOTAL: Final = "sms_messages_total"
 GATEWAY_REQUESTS_TOTAL: Final = "sms_gateway_requests_total"
+PRIVACY_ACTIONS_TOTAL: Final = "sms_privacy_actions_total"
 GATEWAY_DURATION: Final = "sms_gateway_request_duration_seconds"
 STATUS_TRANSITIONS_TOTAL: Final = "sms_status_transitions_total"
 ENQUEUE_TO_SUBMIT: Final = "sms_enqueue_to_submit_seconds"
@@ -118,6 +122,14 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         "Messages by what happened to them: enqueued, then one send outcome each.",
         ("type", "account", "status"),
         label_values=f"type: {_TYPES}; account: account name; status: " + ", ".join(MESSAGE_EVENTS),
+    ),
+    MetricSpec(
+        PRIVACY_ACTIONS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Data protection: bodies redacted, messages purged by retention, people erased.",
+        ("action",),
+        label_values="action: " + ", ".join(PRIVACY_ACTIONS),
     ),
     MetricSpec(
         GATEWAY_REQUESTS_TOTAL,

@@ -34,6 +34,8 @@ SEND_STATUS_EVENTS: Final[dict[str, str]] = {
     "number invalid": "number_invalid",
     "data1 invalid": "data1_invalid",
     "OPTED OUT": "opted_out",
+    "EXPIRED": "expired",
+    "SUPERSEDED": "superseded",
 }
 # AttemptResult outcomes that end a message's sending ("submitted" here: uniq_key dupe).
 _ATTEMPT_OUTCOMES: Final = {
@@ -41,6 +43,8 @@ _ATTEMPT_OUTCOMES: Final = {
     "exhausted": "retrycount_exceeded",
     "submitted": "submitted",
     "opted_out": "opted_out",
+    "expired": "expired",
+    "superseded": "superseded",
 }
 
 _names_lock = threading.Lock()
@@ -187,6 +191,12 @@ def message_failed(
         {"type": message_type, "account": account_name(account_id, bind), "status": event_name},
     )
     store.observe(c.MESSAGE_ATTEMPTS, {"type": message_type}, attempts, c.ATTEMPT_BUCKETS)
+
+
+@_never_raises
+def privacy_action(action: str, count: int) -> None:
+    """Bodies redacted, messages purged by retention, people erased (docs/privacy.md)."""
+    get_store().inc(c.PRIVACY_ACTIONS_TOTAL, {"action": action}, float(count))
 
 
 @_never_raises

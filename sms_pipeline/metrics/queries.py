@@ -26,7 +26,7 @@ FINAL_GATEWAY: Final = frozenset(s.value for s in FINAL_STATUSES)
 MOVING: Final = "moving"
 PENDING: Final = "pending"
 # Not the channel's doing: kept out of the rates' denominators (still counted and shown).
-NOT_ATTEMPTED: Final = frozenset({"OPTED OUT", "number invalid", "data1 invalid"})
+NOT_ATTEMPTED: Final = frozenset({"OPTED OUT", "number invalid", "data1 invalid", "SUPERSEDED"})
 URGENT_TYPES: Final = frozenset({"verification", "2FA"})  # services.outbox.queue_for's rule
 
 

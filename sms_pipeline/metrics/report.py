@@ -28,6 +28,7 @@ from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics import queries as q
 from sms_pipeline.metrics.store import parse_labels
+from sms_pipeline.services.privacy import rollup_counts
 
 PERCENTILES: Final = (0.5, 0.95, 0.99)
 LATENCY_EDGES: Final = c.SUBMIT_TO_DELIVERED_BUCKETS
@@ -72,6 +73,8 @@ class ChannelReport:
     # (upper bound in seconds or None for the last open bin, count): bisect_right bins.
     latency_histogram: list[tuple[float | None, int]]
     latency_sample_truncated: bool = False
+    # Data protection (stored counters, since they began): redacted, purged, erased.
+    privacy: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -242,6 +245,19 @@ def _gateway(conn: Connection) -> list[GatewayReport]:
     return out
 
 
+def _privacy(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(
+        select(MetricCounter.labels, MetricCounter.value).where(
+            MetricCounter.name == c.PRIVACY_ACTIONS_TOTAL
+        )
+    ).all()
+    out = dict.fromkeys(c.PRIVACY_ACTIONS, 0)
+    for labels, value in rows:
+        action = parse_labels(labels).get("action", "")
+        out[action] = out.get(action, 0) + round(value)
+    return out
+
+
 # --- the report ------------------------------------------------------------------------------
 
 
@@ -276,6 +292,10 @@ def build_report(
     start = until - since if isinstance(since, dt.timedelta) else since
     with engine.connect() as conn:
         hourly_counts = _hourly_counts(conn, start, until)
+        # Messages retention already deleted live on as daily rollups (docs/privacy.md).
+        for key, count in rollup_counts(conn, start, until).items():
+            hourly_counts[key] = hourly_counts.get(key, 0) + count
+        privacy = _privacy(conn)
         if conn.dialect.name == "postgresql":
             latency = _latency_postgres(conn, start, until)
         else:
@@ -317,6 +337,7 @@ def build_report(
         hourly=hourly,
         latency_histogram=list(zip(edges, latency.bins, strict=True)),
         latency_sample_truncated=latency.truncated,
+        privacy=privacy,
     )
 
 
@@ -384,6 +405,11 @@ def render_text(report: ChannelReport, *, width: int = 120) -> str:
         outcomes = ", ".join(f"{k}={v}" for k, v in g.by_outcome.items())
         gateway.add_row(g.operation, str(g.requests), _pct(g.error_rate), outcomes)
     console.print(gateway)
+    if report.privacy:
+        console.print(
+            "Data protection (since counting began): "
+            + ", ".join(f"{k} {v}" for k, v in report.privacy.items())
+        )
     if report.latency_sample_truncated:
         console.print(f"(latency from the newest {SQLITE_LATENCY_LIMIT} deliveries only)")
     return console.export_text()

@@ -39,6 +39,7 @@ class NewApiKey:
     key: str
     signing_secret: str
     account: str | None
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Principal:
     key_id: int
     name: str
     account_id: int | None
+    admin: bool = False  # may read and erase a person's data (/v1/subjects)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ def _split(key: str) -> str | None:
     return parts[1]
 
 
-def create_api_key(session: Session, name: str, account: str | None = None) -> NewApiKey:
+def create_api_key(
+    session: Session, name: str, account: str | None = None, *, admin: bool = False
+) -> NewApiKey:
     name = name.strip()
     if not name or len(name) > 64:
         raise ApiKeyError("a key name is 1-64 characters")
@@ -95,10 +99,11 @@ def create_api_key(session: Session, name: str, account: str | None = None) -> N
             signing_secret=signing_secret,
             account_id=account_id,
             active=True,
+            admin=admin,
         )
     )
     session.flush()
-    return NewApiKey(name, key, signing_secret, account)
+    return NewApiKey(name, key, signing_secret, account, admin)
 
 
 def revoke_api_key(session: Session, name: str) -> bool:
@@ -130,5 +135,5 @@ def authenticate(session: Session, presented: str) -> Principal | None:
     expected = hash_key(presented)
     for key in session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)):
         if hmac.compare_digest(key.key_hash, expected) and key.active:
-            return Principal(key.id, key.name, key.account_id)
+            return Principal(key.id, key.name, key.account_id, key.admin)
     return None

@@ -15,6 +15,7 @@ from sms_pipeline.db.models import MESSAGE_TYPES, MessageType, OptOut, SendStatu
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.gateway.codec import describe_invalid_xml_char
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts import find_account
 from sms_pipeline.services.outbox import dispatch_after_commit, dispatch_of
 from sms_pipeline.services.segments import count_segments
@@ -94,7 +95,12 @@ def validate_xml_text(field: str, value: str) -> str:
 
 
 def is_opted_out(session: Session, phone_number: str) -> bool:
-    return session.get(OptOut, phone_number) is not None
+    """Opted out: by number, or (after an erasure) by the number's keyed hash."""
+    from sms_pipeline.services import privacy
+
+    if session.get(OptOut, phone_number) is not None:
+        return True
+    return privacy.erased_opt_out(session, phone_number)
 
 
 def enqueue_sms(
@@ -110,6 +116,7 @@ def enqueue_sms(
     customer_id: str | None = None,
     cost_centre: str | None = None,
     callback_url: str | None = None,
+    valid_for: float | dt.timedelta | None = None,
     session: Session | None = None,
 ) -> uuid.UUID:
     """Store a message and dispatch its send once the row is committed.
@@ -119,6 +126,11 @@ def enqueue_sms(
     that transaction commits (nothing is sent if it rolls back). Bad input raises
     `InvalidMessage` naming the field, and nothing is stored. A `text` message to a
     number that opted out is stored as `OPTED OUT` and raises `OptedOut` (with its id).
+
+    `valid_for` (seconds or a timedelta; default SMS_OTP_VALID_SECONDS for verification
+    and 2FA) is how long after its send time the message is worth sending: not submitted
+    by then, it ends `EXPIRED` (as does any message older than its type's maximum queue
+    age). A new verification/2FA message supersedes older ones to the number (SUPERSEDED).
     """
     settings = get_settings()
     number = normalise_phone_number(phone_number)
@@ -134,6 +146,7 @@ def enqueue_sms(
     ext = _optional_text("ext_id", ext_id)
     customer = _optional_text("customer_id", customer_id)
     cost = _optional_text("cost_centre", cost_centre)
+    validity = privacy.parse_valid_for(valid_for)
     if callback_url is not None and (
         not isinstance(callback_url, str)
         or not callback_url.startswith(("http://", "https://"))
@@ -150,6 +163,16 @@ def enqueue_sms(
         now = utcnow()
         message_id = uuid.uuid4()
         opted_out = message_type not in ESSENTIAL_TYPES and is_opted_out(sess, number)
+        due_at = max(now, send_at) if send_at else now
+        privacy.supersede_older(
+            sess,
+            new_id=message_id,
+            account_id=acct.id,
+            phone_number=number,
+            message_type=message_type,
+            now=now,
+            settings=settings,
+        )
         message = SmsLog(
             id=message_id,
             phone_number=number,
@@ -159,7 +182,8 @@ def enqueue_sms(
             sender_id=sender,
             priority=priority,
             send_after=send_at,
-            due_at=max(now, send_at) if send_at else now,
+            due_at=due_at,
+            expires_at=privacy.expiry_for(message_type, due_at, settings, validity),
             send_status=(SendStatus.OPTED_OUT if opted_out else SendStatus.QUEUED).value,
             ext_id=ext,
             uniq_key=message_id.hex,

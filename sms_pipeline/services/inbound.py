@@ -45,6 +45,7 @@ from sms_pipeline.gateway.inbound import (
     Kind,
 )
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts import find_account
 from sms_pipeline.services.enqueue import normalise_phone_number
 from sms_pipeline.services.masking import mask_phone
@@ -152,6 +153,7 @@ def apply_keyword(
         log.info("%s opted out (%s)", mask_phone(number), source)
     else:
         session.execute(delete(OptOut).where(OptOut.phone_number == number))
+        privacy.forget_erased_opt_out(session, number)
         log.info("%s opted in (%s)", mask_phone(number), source)
 
 

@@ -79,6 +79,7 @@ from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.gateway import GatewayStatus
 from sms_pipeline.gateway.codec import MAX_GATEWAY_ID_LENGTH, describe_invalid_xml_char
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.enqueue import normalise_phone_number, validate_body
 from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit
@@ -178,6 +179,12 @@ def _row_for(
         "account_id": account_id,
         "priority": 0,
         "due_at": now,
+        "expires_at": privacy.expiry_for(
+            MessageType.VERIFICATION.value,
+            now,
+            settings,
+            code_expires_at=verification.code_expired_at,
+        ),
         "attempts": 0,
         "status_checks": 0,
         "segments": 1,
@@ -302,12 +309,14 @@ def replicate_batch(
             session.execute(_insert(session).returning(SmsLog.__table__.c.id), rows).scalars()
         )
         result = ReplicationResult()
+        newest: dict[str, dict[str, Any]] = {}
         for row in rows:
             if row["id"] not in inserted_ids:
                 continue  # another replicator inserted this verification first
             status = row["send_status"]
             metrics.message_stored(session, row["type"], account, status)
             if status == SendStatus.QUEUED.value:
+                newest[row["phone_number"]] = row  # rows come oldest first
                 dispatch_after_commit(session, Dispatch(row["id"], row["type"], row["priority"]))
                 result += ReplicationResult(inserted=1, dispatched=1)
             elif status == SendStatus.SUBMITTED.value:
@@ -328,6 +337,16 @@ def replicate_batch(
                     row["id"],
                 )
                 result += ReplicationResult(inserted=1, invalid=1)
+        for row in newest.values():  # the newest code to a number ends the older ones
+            privacy.supersede_older(
+                session,
+                new_id=row["id"],
+                account_id=account_id,
+                phone_number=row["phone_number"],
+                message_type=row["type"],
+                now=now,
+                settings=settings,
+            )
     return result, len(pending)
 
 

@@ -37,6 +37,7 @@ from sms_pipeline.gateway import (
 )
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import accounts as account_rules
+from sms_pipeline.services import privacy
 from sms_pipeline.services.enqueue import ESSENTIAL_TYPES
 from sms_pipeline.services.gateway import get_gateway_client
 from sms_pipeline.services.masking import mask_phone
@@ -73,6 +74,7 @@ class _Claim:
     type: str = "text"
     ready_at: dt.datetime | None = None  # enqueued, or the requested send time if later
     postpaid: bool = False  # as read at the claim: post-paid accounts are never charged
+    expires_at: dt.datetime | None = None  # a code's time left goes to the gateway
 
 
 def retry_delay(attempt: int, settings: Settings) -> float:
@@ -145,6 +147,7 @@ def _fast_claim_statement() -> Update:
                 SmsLog.type.in_(sorted(ESSENTIAL_TYPES)),
                 ~exists().where(OptOut.phone_number == SmsLog.phone_number),
             ),
+            privacy.still_sendable(bindparam("b_now")),
         )
         .values(
             send_status=SendStatus.SENDING.value,
@@ -164,6 +167,7 @@ def _fast_claim_statement() -> Update:
             SmsLog.inserted_at,
             SmsLog.send_after,
             Account.postpaid,
+            SmsLog.expires_at,
         )
     )
 
@@ -201,6 +205,7 @@ def _fast_claim(message_id: uuid.UUID, settings: Settings, now: dt.datetime) -> 
         type=row.type,
         ready_at=max(row.inserted_at, row.send_after or row.inserted_at),
         postpaid=row.postpaid,
+        expires_at=row.expires_at,
     )
 
 
@@ -221,6 +226,9 @@ def _claim(message_id: uuid.UUID, settings: Settings) -> _Claim | AttemptResult:
         if found is None or found[0].send_status != SendStatus.QUEUED.value:
             return AttemptResult("skipped", detail="not waiting to be sent")
         message, account, number_opted_out = found
+        ended = privacy.end_if_unsendable(session, message, now)
+        if ended is not None:  # expired or superseded: final, never sent
+            return AttemptResult(ended, detail=ended)
         if message.due_at > now + EARLY_TOLERANCE:
             return AttemptResult("skipped", detail="not due yet")
         if message.type not in ESSENTIAL_TYPES and number_opted_out:
@@ -276,6 +284,7 @@ def _claim(message_id: uuid.UUID, settings: Settings) -> _Claim | AttemptResult:
             type=message.type,
             ready_at=max(message.inserted_at, message.send_after or message.inserted_at),
             postpaid=account.postpaid,
+            expires_at=message.expires_at,
         )
 
 
@@ -486,7 +495,9 @@ def attempt_send(
             ext_id=claim.ext_id or claim.id.hex,
             uniq_key=claim.uniq_key,
             source=claim.sender_id or None,
-            validity=settings.ip2sms_validity,
+            validity=privacy.gateway_validity(
+                claim.type, claim.expires_at, utcnow(), settings.ip2sms_validity
+            ),
         )
     except GatewayError as exc:
         return _record_failure(claim, exc, settings)

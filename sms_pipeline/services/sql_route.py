@@ -18,6 +18,7 @@ from sms_pipeline.db import is_sqlite, session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services import privacy
 from sms_pipeline.services.enqueue import (
     ESSENTIAL_TYPES,
     is_opted_out,
@@ -69,6 +70,9 @@ def _message_from_row(
         priority=row.priority,
         send_after=send_at,
         due_at=max(now, send_at) if send_at else now,
+        expires_at=privacy.expiry_for(
+            message_type, max(now, send_at) if send_at else now, settings
+        ),
         send_status=status.value,
         last_error=error,
         uniq_key=message_id.hex,
@@ -106,6 +110,15 @@ def ingest_account_queue(
         for row in rows:
             message = _message_from_row(session, row, now, settings)
             if message.send_status == SendStatus.QUEUED.value:
+                privacy.supersede_older(
+                    session,
+                    new_id=message.id,
+                    account_id=message.account_id,
+                    phone_number=message.phone_number,
+                    message_type=message.type,
+                    now=now,
+                    settings=settings,
+                )
                 dispatch = dispatch_of(message, now)
                 if dispatch is not None:
                     message.dispatched_at = now

@@ -113,6 +113,7 @@ def test_metrics_parse_and_carry_every_catalogue_name(scraped: dict[str, Any]) -
             c.ENQUEUE_TO_SUBMIT,
             c.MESSAGE_ATTEMPTS,
             c.INBOUND_SKIPPED_TOTAL,
+            c.PRIVACY_ACTIONS_TOTAL,
         ):
             continue  # nothing observed in this fixture
         if spec.name == c.STATUS_TRANSITIONS_TOTAL:

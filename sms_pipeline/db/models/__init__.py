@@ -14,6 +14,7 @@ from .messages import (
     SmsLog,
 )
 from .metrics import MetricCounter
+from .privacy import AuditEvent, DailyRollup, OptOutHash
 from .queue import SmsQueue
 from .verifications import VERIFICATION_STATUSES, Verification
 
@@ -27,12 +28,15 @@ __all__ = [
     "VERIFICATION_STATUSES",
     "Account",
     "ApiKey",
+    "AuditEvent",
     "Base",
     "CallbackEvent",
+    "DailyRollup",
     "IdempotencyRecord",
     "MessageType",
     "MetricCounter",
     "OptOut",
+    "OptOutHash",
     "SendStatus",
     "SmsLog",
     "SmsQueue",

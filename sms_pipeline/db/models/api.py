@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, Uuid
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import BIGINT_PK, Base, utcnow
@@ -23,6 +23,8 @@ class ApiKey(Base):
     signing_secret: Mapped[str] = mapped_column(String(128))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     active: Mapped[bool] = mapped_column(default=True)
+    # May read and erase a person's data (GET/DELETE /v1/subjects/{phone}).
+    admin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None]
 
@@ -33,7 +35,9 @@ class IdempotencyRecord(Base):
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
-    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("sms_log.id"))
+    # Indexed: retention and erasure delete a message's records (and the foreign key
+    # check on every deleted message would otherwise scan this table).
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("sms_log.id"), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 

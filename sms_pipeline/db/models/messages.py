@@ -45,7 +45,8 @@ class SendStatus(enum.StrEnum):
     NUMBER_INVALID = "number invalid"
     DATA1_INVALID = "data1 invalid"
     OPTED_OUT = "OPTED OUT"  # a text to a number that opted out: not sent
-    EXPIRED = "EXPIRED"  # a one-time code already expired (or canceled) before it was sent
+    EXPIRED = "EXPIRED"  # not submitted by expires_at (code validity or max queue age)
+    SUPERSEDED = "SUPERSEDED"  # a newer code to the same number replaced it: never sent
 
     @property
     def is_final(self) -> bool:
@@ -90,6 +91,16 @@ class SmsLog(Base):
             sqlite_where=text(_in_list("send_status", PENDING_SEND_STATUSES)),
         ),
         Index("ix_sms_log_gateway_id", "gateway_id"),
+        # Erasure, export and supersede find a person's messages by number.
+        Index("ix_sms_log_phone_number", "phone_number"),
+        # Redaction sweep: final messages whose body is still there, by type.
+        Index(
+            "ix_sms_log_unredacted",
+            "type",
+            "final_at",
+            postgresql_where=text("redacted_at IS NULL AND final_at IS NOT NULL"),
+            sqlite_where=text("redacted_at IS NULL AND final_at IS NOT NULL"),
+        ),
         Index("ix_sms_log_inserted_at", "inserted_at"),
         # Callback sweep: recently final messages that asked for a status callback.
         Index(
@@ -137,6 +148,14 @@ class SmsLog(Base):
     callback_url: Mapped[str | None] = mapped_column(String(2000))
     # The API key that created the message: its signing secret signs the callbacks.
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+
+    # --- data protection (docs/privacy.md) ----------------------------------------------
+    # Not submitted by then, never sent (EXPIRED): min(due + max queue age, due + validity).
+    expires_at: Mapped[dt.datetime | None]
+    # The newer code that replaced this one; a claim refuses a superseded message.
+    superseded_by: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    redacted_at: Mapped[dt.datetime | None]  # body replaced by the marker
+    body_chars: Mapped[int | None]  # the body's length, kept when it is redacted
 
     # --- machinery -----------------------------------------------------------------------
     dispatched_at: Mapped[dt.datetime | None]  # last publish of a send task

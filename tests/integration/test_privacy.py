@@ -1,0 +1,550 @@
+"""Data protection on real PostgreSQL: expiry, supersede, redaction, retention, erasure.
+
+Clocks are passed in (`now=`) or moved by moving the data; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import String, Text, func, select, text, update
+
+from sms_pipeline import OptedOut, enqueue_sms
+from sms_pipeline.api.app import create_app
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.models import (
+    Account,
+    AuditEvent,
+    Base,
+    CallbackEvent,
+    DailyRollup,
+    IdempotencyRecord,
+    OptOut,
+    OptOutHash,
+    SendStatus,
+    SmsLog,
+    SmsQueue,
+    SmsReply,
+    SmsShortcode,
+    utcnow,
+)
+from sms_pipeline.gateway import GatewayConnectionError, GatewayStatus
+from sms_pipeline.gateway.client import SendResult
+from sms_pipeline.metrics.report import build_report
+from sms_pipeline.metrics.store import get_store
+from sms_pipeline.services import outbox, privacy, sending
+from sms_pipeline.services.api_keys import create_api_key
+
+NUMBER = "+380931234567"
+DIGITS = NUMBER[1:]
+OTHER = "+380671112233"
+
+
+def make_account(**values: Any) -> int:
+    defaults: dict[str, Any] = {
+        "name": f"acct-{uuid.uuid4().hex[:8]}",
+        "username": "demo",
+        "postpaid": True,
+        "credits": 0,
+    }
+    defaults.update(values)
+    with session_scope() as session:
+        account = Account(**defaults)
+        session.add(account)
+        session.flush()
+        return account.id
+
+
+def row(message_id: uuid.UUID) -> SmsLog:
+    with session_scope() as session:
+        found = session.get(SmsLog, message_id)
+        assert found is not None
+        return found
+
+
+@pytest.fixture
+def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    published: list[Any] = []
+    monkeypatch.setattr(outbox, "publish", lambda ds: published.extend(ds) or len(published))
+    return published
+
+
+class RecordingClient:
+    """A gateway client that records each send and answers as told."""
+
+    def __init__(self, answer: Any = None, during: Any = None) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.answer = answer
+        self.during = during
+
+    def send(self, phone_number: str, body: str, **kw: Any) -> SendResult:
+        self.calls.append({"phone_number": phone_number, "body": body, **kw})
+        if self.during is not None:
+            self.during()
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return SendResult(
+            gateway_id=f"g-{len(self.calls)}",
+            status=GatewayStatus.ACCEPTED,
+            date=None,
+            date_raw=None,
+            error=None,
+            ext_id=kw.get("ext_id"),
+            raw=b"",
+        )
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sms_pipeline.cli", *args],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# --- expiry -----------------------------------------------------------------------------------
+
+
+def test_code_behind_paused_account_ends_expired_after_its_validity_and_is_never_submitted(
+    db: Any, simulator: Any, no_dispatch: list[Any]
+) -> None:
+    now = utcnow()
+    account_id = make_account(paused_until=now + dt.timedelta(hours=1), pause_reason="test")
+    message_id = enqueue_sms(
+        NUMBER, "Code 123456", "verification", account=account_id, valid_for=120
+    )
+    assert row(message_id).expires_at == row(message_id).due_at + dt.timedelta(seconds=120)
+    assert sending.attempt_send(message_id).outcome == "deferred"  # the account is paused
+
+    assert privacy.privacy_sweep(now=now + dt.timedelta(seconds=119))["ended"] == 0
+    assert row(message_id).send_status == SendStatus.QUEUED.value
+    assert privacy.privacy_sweep(now=now + dt.timedelta(seconds=121))["ended"] == 1
+
+    ended = row(message_id)
+    assert ended.send_status == SendStatus.EXPIRED.value
+    assert ended.final_at is not None and "expired" in (ended.last_error or "")
+    assert ended.body == privacy.REDACTED  # redacted at expiry, in the same sweep
+    with session_scope() as session:  # the pause ends; the message still never goes
+        session.execute(update(Account).values(paused_until=None))
+    assert sending.attempt_send(message_id).outcome == "skipped"
+    assert simulator.submissions(ended.uniq_key) == 0
+
+
+def test_claim_refuses_an_expired_code_and_ends_it_expired(
+    db: Any, simulator: Any, no_dispatch: list[Any]
+) -> None:
+    message_id = enqueue_sms(NUMBER, "Code 654321", "2FA")
+    with session_scope() as session:  # its validity ran out while it waited
+        session.execute(update(SmsLog).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+    assert sending.attempt_send(message_id).outcome == "expired"
+    ended = row(message_id)
+    assert ended.send_status == SendStatus.EXPIRED.value and ended.attempts == 0
+    assert simulator.submissions(ended.uniq_key) == 0
+
+
+def test_message_older_than_its_types_max_queue_age_ends_expired(
+    db: Any, settings_env: Any, no_dispatch: list[Any]
+) -> None:
+    settings_env(SMS_MAX_QUEUE_AGE_SECONDS_TEXT="3600")
+    account_id = make_account(postpaid=False, credits=0)  # out of credit: it waits
+    message_id = enqueue_sms(NUMBER, "Your appointment is at 10:00", account=account_id)
+    code_id = enqueue_sms(OTHER, "Code 111111", "verification", account=account_id)
+    text_row, code_row = row(message_id), row(code_id)
+    assert text_row.expires_at == text_row.due_at + dt.timedelta(hours=1)
+    assert code_row.expires_at == code_row.due_at + dt.timedelta(minutes=10)  # the defaults
+    assert sending.attempt_send(message_id).outcome == "deferred"
+
+    start = text_row.due_at
+    privacy.expire_waiting(now=start + dt.timedelta(seconds=3599))
+    assert row(message_id).send_status == SendStatus.QUEUED.value
+    assert row(code_id).send_status == SendStatus.EXPIRED.value  # 10 minutes passed
+    privacy.expire_waiting(now=start + dt.timedelta(seconds=3601))
+    ended = row(message_id)
+    assert ended.send_status == SendStatus.EXPIRED.value
+    assert "maximum queue age" in (ended.last_error or "")
+    assert ended.body == "Your appointment is at 10:00"  # text is not a redacted type
+
+
+def test_gateway_request_carries_the_time_the_code_has_left(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    code_id = enqueue_sms(NUMBER, "Code 222222", "verification", valid_for=dt.timedelta(minutes=5))
+    text_id = enqueue_sms(OTHER, "hello")
+    client = RecordingClient()
+    assert sending.attempt_send(code_id, client=client).outcome == "submitted"  # type: ignore[arg-type]
+    assert sending.attempt_send(text_id, client=client).outcome == "submitted"  # type: ignore[arg-type]
+    assert client.calls[0]["validity"] == "+4 minute"  # under 5 whole minutes left
+    assert client.calls[1]["validity"] == "+2 hour"  # IP2SMS_VALIDITY for other types
+
+
+def test_valid_for_that_is_not_a_positive_duration_is_refused(db: Any) -> None:
+    from sms_pipeline import InvalidMessage
+
+    for bad in (0, -5, "10", dt.timedelta(0)):
+        with pytest.raises(InvalidMessage, match="valid_for"):
+            enqueue_sms(NUMBER, "Code 1", "verification", valid_for=bad)  # type: ignore[arg-type]
+
+
+# --- supersede -------------------------------------------------------------------------------
+
+
+def test_two_codes_to_one_number_leave_one_live(db: Any, no_dispatch: list[Any]) -> None:
+    first = enqueue_sms(NUMBER, "Code 111111", "verification")
+    other_type = enqueue_sms(NUMBER, "2FA 999999", "2FA")
+    second = enqueue_sms(NUMBER, "Code 222222", "verification")
+    old = row(first)
+    assert old.send_status == SendStatus.SUPERSEDED.value
+    assert old.superseded_by == second and str(second) in (old.last_error or "")
+    assert row(second).send_status == SendStatus.QUEUED.value
+    assert row(other_type).send_status == SendStatus.QUEUED.value  # another type stays
+    assert sending.attempt_send(first).outcome == "skipped"
+
+
+def test_concurrent_codes_to_one_number_leave_exactly_one_live(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    barrier = threading.Barrier(6)
+    ids: list[uuid.UUID] = []
+
+    def enqueue(n: int) -> None:
+        barrier.wait()
+        ids.append(enqueue_sms(NUMBER, f"Code {n:06d}", "verification"))
+
+    threads = [threading.Thread(target=enqueue, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with session_scope() as session:
+        statuses = session.execute(
+            select(SmsLog.send_status, func.count()).group_by(SmsLog.send_status)
+        ).all()
+    assert dict(statuses) == {"QUEUED": 1, "SUPERSEDED": 5}
+
+
+def test_superseded_in_flight_attempt_is_recorded_truthfully_and_never_retried(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    first = enqueue_sms(NUMBER, "Code 111111", "verification")
+    newer: list[uuid.UUID] = []
+    # The newer code arrives while the first one's attempt is at the gateway, which fails.
+    failing = RecordingClient(
+        answer=GatewayConnectionError("connection refused"),
+        during=lambda: newer.append(enqueue_sms(NUMBER, "Code 222222", "verification")),
+    )
+    assert sending.attempt_send(first, client=failing).outcome == "retry"  # type: ignore[arg-type]
+    marked = row(first)
+    assert marked.send_status == SendStatus.QUEUED.value and marked.superseded_by == newer[0]
+    assert sending.attempt_send(first, client=failing).outcome == "superseded"  # type: ignore[arg-type]
+    assert row(first).send_status == SendStatus.SUPERSEDED.value
+    assert len(failing.calls) == 1  # never attempted again
+
+    # An attempt in flight that the gateway accepts is recorded as it happened.
+    third: list[uuid.UUID] = []
+    accepting = RecordingClient(
+        during=lambda: third.append(enqueue_sms(NUMBER, "Code 333333", "verification"))
+    )
+    assert sending.attempt_send(newer[0], client=accepting).outcome == "submitted"  # type: ignore[arg-type]
+    submitted = row(newer[0])
+    assert submitted.send_status == SendStatus.SUBMITTED.value and submitted.gateway_id == "g-1"
+    assert row(third[0]).send_status == SendStatus.QUEUED.value
+
+
+# --- redaction -------------------------------------------------------------------------------
+
+
+def test_delivered_verification_body_is_redacted_within_one_sweep_after_final(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    code_id = enqueue_sms(NUMBER, "Your code: 123456", "verification")
+    text_id = enqueue_sms(OTHER, "Clinic opens at 9")
+    client = RecordingClient()
+    for message_id in (code_id, text_id):
+        assert sending.attempt_send(message_id, client=client).outcome == "submitted"  # type: ignore[arg-type]
+    assert privacy.privacy_sweep()["redacted"] == 0  # still moving: not final yet
+    with session_scope() as session:  # the status check finds both delivered
+        session.execute(
+            update(SmsLog).values(gateway_status="Delivered", final_at=utcnow(), next_check_at=None)
+        )
+    assert privacy.privacy_sweep()["redacted"] == 1
+    redacted = row(code_id)
+    assert redacted.body == "[redacted]" and redacted.body_chars == len("Your code: 123456")
+    assert (redacted.segments, redacted.encoding) == (1, "GSM-7")
+    assert redacted.redacted_at is not None
+    assert row(text_id).body == "Clinic opens at 9"
+    assert privacy.privacy_sweep()["redacted"] == 0  # once
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+def test_retention_removes_old_rows_in_batches_and_the_report_still_counts_them(
+    db: Any, settings_env: Any, no_dispatch: list[Any]
+) -> None:
+    settings_env(SMS_RETENTION_DAYS="90", SMS_RETENTION_DAYS_VERIFICATION="7")
+    now = utcnow()
+    old = now - dt.timedelta(days=120)
+    old_ids = [enqueue_sms(NUMBER, f"old {n}") for n in range(7)]
+    code_ten_days = enqueue_sms(OTHER, "Code 1", "verification")
+    text_ten_days = enqueue_sms(OTHER, "recent text")
+    with session_scope() as session:
+        session.execute(
+            update(SmsLog)
+            .where(SmsLog.id.in_(old_ids))
+            .values(
+                inserted_at=old, final_at=old, send_status="SUBMITTED", gateway_status="Delivered"
+            )
+        )
+        ten_days = now - dt.timedelta(days=10)
+        session.execute(
+            update(SmsLog)
+            .where(SmsLog.id.in_([code_ten_days, text_ten_days]))
+            .values(inserted_at=ten_days, final_at=ten_days, send_status="EXPIRED")
+        )
+        session.add(
+            SmsReply(account_id=row(old_ids[0]).account_id, message_id=old_ids[0],
+                     phone_number=NUMBER, received_data="thanks", received_at=old)
+        )  # fmt: skip
+        session.add(CallbackEvent(message_id=old_ids[1], status="Delivered", payload="{}"))
+
+    result = privacy.purge_expired_rows(now=now, batch_size=3)
+    assert (result.messages, result.batches) == (8, 4)  # 3 + 3 + 1 texts, then the code
+    assert result.replies == 1 and result.callback_events == 1
+    with session_scope() as session:
+        left = set(session.scalars(select(SmsLog.id)))
+        rollup = session.scalar(select(func.sum(DailyRollup.messages)))
+    assert left == {text_ten_days}  # the 10-day-old code is past its 7-day retention
+    assert rollup == 8
+
+    get_store().flush()
+    report = build_report(since=dt.timedelta(days=365), until=now + dt.timedelta(hours=1))
+    by_type = {t.type: t for t in report.types}
+    assert by_type["text"].total == 8 and by_type["text"].by_status["Delivered"] == 7
+    assert by_type["verification"].by_status == {"EXPIRED": 1}
+    assert report.privacy["purged"] >= 8
+    assert privacy.purge_expired_rows(now=now).messages == 0  # nothing twice
+
+
+# --- one person: erasure, export, audit --------------------------------------------------------
+
+
+def _seed_person(account_id: int) -> dict[str, Any]:
+    """Rows holding NUMBER in every table that can hold it, plus one for another person."""
+    with session_scope() as session:
+        key = create_api_key(session, f"k-{uuid.uuid4().hex[:6]}")
+    message_id = enqueue_sms(NUMBER, "Code 123456", "verification", account=account_id)
+    text_id = enqueue_sms(NUMBER, "Your prescription is ready", account=account_id)
+    keep_id = enqueue_sms(OTHER, "Not this person", account=account_id)
+    with session_scope() as session:
+        key_id = session.scalar(text("SELECT id FROM verification.api_keys LIMIT 1"))
+        session.add_all(
+            [
+                SmsReply(account_id=account_id, message_id=text_id, phone_number=DIGITS,
+                         received_data="STOP"),
+                SmsShortcode(account_id=account_id, shortcode="7000", num_from=NUMBER,
+                             data="STOP"),
+                SmsQueue(account_id=account_id, num_to=DIGITS, data1="queued for me"),
+                OptOut(phone_number=NUMBER, source="reply", keyword="STOP"),
+                CallbackEvent(message_id=message_id, status="Delivered", payload="{}"),
+                IdempotencyRecord(api_key_id=key_id, key="idem-1", request_hash="h",
+                                  message_id=message_id),
+            ]
+        )  # fmt: skip
+    return {"key": key, "message_id": message_id, "text_id": text_id, "keep_id": keep_id}
+
+
+def _text_holding(needle: str) -> list[str]:
+    """Every table.column whose text holds `needle`, across the pipeline's tables."""
+    found = []
+    with session_scope() as session:
+        for table in Base.metadata.sorted_tables:
+            if table.name == "verifications":
+                continue  # the verification service's table: never written by us
+            for column in table.columns:
+                if isinstance(column.type, String | Text):
+                    hits = session.scalar(
+                        select(func.count()).select_from(table).where(column.contains(needle))
+                    )
+                    if hits:
+                        found.append(f"{table.name}.{column.name}")
+    return found
+
+
+def test_erase_leaves_no_trace_of_the_number_outside_the_opt_out_hash(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    account_id = make_account()
+    seeded = _seed_person(account_id)
+    assert set(_text_holding(DIGITS[-9:])) >= {"sms_log.phone_number", "opt_outs.phone_number"}
+
+    result = cli("erase", "--phone", NUMBER, "--yes")
+    assert result.returncode == 0, result.stderr
+    for line in ("sms_log            2", "sms_replies        1", "sms_shortcodes     1",
+                 "sms_queue          1", "opt_outs           1", "callback_events    1",
+                 "api_idempotency    1"):  # fmt: skip
+        assert line in result.stdout, result.stdout
+    assert NUMBER not in result.stdout + result.stderr
+
+    assert _text_holding(DIGITS[-9:]) == []
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(OptOutHash)) == 1
+        assert session.get(SmsLog, seeded["keep_id"]) is not None  # the other person stays
+        audit = session.scalars(select(AuditEvent)).all()
+    assert [a.action for a in audit] == ["erase"]
+    assert audit[0].subject_hash == privacy.subject_hash(NUMBER)
+    assert audit[0].actor.startswith("os:")
+
+    # STOP still holds: a text to the erased number is not sent; a code still is.
+    with pytest.raises(OptedOut):
+        enqueue_sms(NUMBER, "A newsletter", account=account_id)
+    enqueue_sms(NUMBER, "Code 777777", "verification", account=account_id)
+
+
+def test_opt_in_after_erasure_lifts_the_hashed_opt_out(db: Any, no_dispatch: list[Any]) -> None:
+    account_id = make_account()
+    with session_scope() as session:
+        session.add(OptOut(phone_number=NUMBER, source="reply"))
+    with session_scope() as session:
+        privacy.erase_subject(session, NUMBER, "test")
+    with session_scope() as session:
+        assert privacy.erased_opt_out(session, NUMBER)
+        privacy.forget_erased_opt_out(session, NUMBER)
+    enqueue_sms(NUMBER, "A newsletter", account=account_id)  # no OptedOut
+
+
+def test_export_returns_every_row_about_the_number(db: Any, no_dispatch: list[Any]) -> None:
+    account_id = make_account()
+    _seed_person(account_id)
+    result = cli("export", "--phone", DIGITS)  # any spelling of the number
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    tables = data["tables"]
+    counts = {name: len(rows) for name, rows in tables.items()}
+    assert counts == {
+        "sms_log": 2,
+        "sms_replies": 1,
+        "sms_shortcodes": 1,
+        "sms_queue": 1,
+        "callback_events": 1,
+        "api_idempotency": 1,
+        "opt_outs": 1,
+        "opt_out_hashes": 0,
+        "verifications (owned by the verification service)": 0,
+    }
+    assert {m["body"] for m in tables["sms_log"]} == {"Code 123456", "Your prescription is ready"}
+    with session_scope() as session:
+        audit = session.scalars(select(AuditEvent)).all()
+    assert [a.action for a in audit] == ["export"]
+    assert DIGITS[-9:] not in (audit[0].detail or "") + (audit[0].subject_hash or "")
+
+
+def test_show_body_is_audited_and_audit_list_never_shows_a_number(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    message_id = enqueue_sms(NUMBER, "Your code: 424242", "verification")
+    shown = cli("show", str(message_id), "--body")
+    assert shown.returncode == 0, shown.stderr
+    assert "Your code: 424242" in shown.stdout
+    assert cli("show", str(message_id)).returncode == 0  # without the body: no audit row
+    listed = cli("audit", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "read_body" in listed.stdout and str(message_id) in listed.stdout
+    assert privacy.subject_hash(NUMBER)[:16] in listed.stdout
+    assert DIGITS[-9:] not in listed.stdout
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(AuditEvent)) == 1
+
+
+@pytest.fixture
+def api(db: Any, redis_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app()) as test_client:
+        yield test_client
+
+
+def test_subjects_api_needs_an_admin_key_and_exports_and_erases(
+    api: TestClient, no_dispatch: list[Any]
+) -> None:
+    account_id = make_account()
+    seeded = _seed_person(account_id)
+    with session_scope() as session:
+        admin = create_api_key(session, "dpo", admin=True)
+    plain = {"Authorization": f"Bearer {seeded['key'].key}"}
+    admin_auth = {"Authorization": f"Bearer {admin.key}"}
+    assert api.get(f"/v1/subjects/{NUMBER}").status_code == 401
+    assert api.get(f"/v1/subjects/{NUMBER}", headers=plain).status_code == 403
+    assert api.delete(f"/v1/subjects/{NUMBER}", headers=plain).status_code == 403
+    assert api.get("/v1/subjects/not-a-number", headers=admin_auth).status_code == 422
+
+    exported = api.get(f"/v1/subjects/{NUMBER}", headers=admin_auth)
+    assert exported.status_code == 200, exported.text
+    assert len(exported.json()["tables"]["sms_log"]) == 2
+    erased = api.delete(f"/v1/subjects/{NUMBER}", headers=admin_auth)
+    assert erased.status_code == 200, erased.text
+    assert erased.json()["removed"]["sms_log"] == 2
+    with session_scope() as session:
+        audit = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [(a.actor, a.action) for a in audit] == [("api:dpo", "export"), ("api:dpo", "erase")]
+    assert _text_holding(DIGITS[-9:]) == []
+
+
+def test_sql_route_codes_get_their_expiry_and_the_newer_one_supersedes(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    from sms_pipeline.services import sql_route
+
+    account_id = make_account()
+    with session_scope() as session:  # another application writes plain SQL
+        for code in ("111111", "222222"):
+            session.execute(
+                text(
+                    "INSERT INTO verification.sms_queue "
+                    "(account_id, message_type, num_to, data1, inserted_at) "
+                    "VALUES (:a, 'verification', :n, :d, now())"
+                ),
+                {"a": account_id, "n": DIGITS, "d": f"Code {code}"},
+            )
+    assert sql_route.ingest_account_queue(account_id) == 2
+    with session_scope() as session:
+        rows = session.scalars(select(SmsLog).order_by(SmsLog.queue_id)).all()
+    assert [r.send_status for r in rows] == ["SUPERSEDED", "QUEUED"]
+    assert all(r.expires_at == r.due_at + dt.timedelta(minutes=10) for r in rows)
+
+
+def test_replicated_codes_expire_with_the_verification_and_the_newer_supersedes(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    from sms_pipeline.db.models import Verification
+    from sms_pipeline.services import replication
+
+    now = utcnow()
+    with session_scope() as session:
+        for n, (code, ends_in) in enumerate((("111111", 20), ("222222", 3))):
+            session.add(
+                Verification(
+                    id=uuid.uuid4(), phone_number=NUMBER, code=code, status="new", active=True,
+                    attempts_count=0, inserted_at=now + dt.timedelta(milliseconds=n),
+                    code_expired_at=now + dt.timedelta(minutes=ends_in),
+                )
+            )  # fmt: skip
+    assert replication.replicate_verifications().inserted == 2
+    with session_scope() as session:
+        rows = session.scalars(select(SmsLog).order_by(SmsLog.inserted_at, SmsLog.body)).all()
+    by_body = {r.body[-6:]: r for r in rows}
+    assert by_body["111111"].send_status == SendStatus.SUPERSEDED.value
+    assert by_body["222222"].send_status == SendStatus.QUEUED.value
+    # Ten minutes of queue age, or sooner when the verification's own code ends sooner.
+    assert by_body["111111"].expires_at == by_body["111111"].due_at + dt.timedelta(minutes=10)
+    assert by_body["222222"].expires_at == now + dt.timedelta(minutes=3)

@@ -183,7 +183,7 @@ def _row_for(
             MessageType.VERIFICATION.value,
             now,
             settings,
-            code_expires_at=verification.code_expired_at,
+            code_expires_at=mapping.get("code_expired_at"),
         ),
         "attempts": 0,
         "status_checks": 0,

@@ -530,16 +530,32 @@ def test_replicated_codes_expire_with_the_verification_and_the_newer_supersedes(
     from sms_pipeline.services import replication
 
     now = utcnow()
+    first, second = uuid.uuid4(), uuid.uuid4()
     with session_scope() as session:
-        for n, (code, ends_in) in enumerate((("111111", 20), ("222222", 3))):
-            session.add(
-                Verification(
-                    id=uuid.uuid4(), phone_number=NUMBER, code=code, status="new", active=True,
-                    attempts_count=0, inserted_at=now + dt.timedelta(milliseconds=n),
-                    code_expired_at=now + dt.timedelta(minutes=ends_in),
-                )
-            )  # fmt: skip
-    assert replication.replicate_verifications().inserted == 2
+        session.add(
+            Verification(
+                id=first, phone_number=NUMBER, code=111111, check_digit=0, status="new",
+                active=True, attempts_count=0, inserted_at=now,
+                code_expired_at=now + dt.timedelta(minutes=20),
+            )
+        )  # fmt: skip
+    assert replication.replicate_verifications().inserted == 1
+    # The verification service issues a new code: the old one is canceled first.
+    with session_scope() as session:
+        session.execute(
+            update(Verification)
+            .where(Verification.id == first)
+            .values(active=False, status="canceled")
+        )
+        session.flush()
+        session.add(
+            Verification(
+                id=second, phone_number=NUMBER, code=222222, check_digit=0, status="new",
+                active=True, attempts_count=0, inserted_at=now + dt.timedelta(milliseconds=1),
+                code_expired_at=now + dt.timedelta(minutes=3),
+            )
+        )  # fmt: skip
+    assert replication.replicate_verifications().inserted == 1
     with session_scope() as session:
         rows = session.scalars(select(SmsLog).order_by(SmsLog.inserted_at, SmsLog.body)).all()
     by_body = {r.body[-6:]: r for r in rows}

@@ -97,7 +97,9 @@ def test_request_model_leaves_message_rules_to_enqueue_sms() -> None:
 )
 def test_send_at_over_http_is_only_an_rfc3339_time_with_offset(send_at: object) -> None:
     with pytest.raises(ValidationError, match="RFC 3339"):
-        MessageIn.model_validate({"phone_number": "+380931234567", "body": "hi", "send_at": send_at})
+        MessageIn.model_validate(
+            {"phone_number": "+380931234567", "body": "hi", "send_at": send_at}
+        )
 
 
 @pytest.mark.parametrize(

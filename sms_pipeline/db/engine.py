@@ -103,7 +103,10 @@ def get_engine(settings: Settings | None = None) -> Engine:
             # SQLite's write lock; the second finds the schema at head and does nothing.
             from sms_pipeline.db import migrate
 
-            migrate.upgrade(engine)
+            # Read the scripts first: the write lock is then held for a short SELECT,
+            # and for the migration itself only when the file is behind.
+            if migrate.current(engine) != migrate.head():
+                migrate.upgrade(engine)
         _engines[url] = engine
         return engine
 

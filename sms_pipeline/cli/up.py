@@ -133,10 +133,11 @@ def status_counts(since: dt.datetime) -> dict[str, Any]:
 def status_line(counts: dict[str, Any]) -> str:
     final = counts["final"]
     finals = ", ".join(f"{name} {n}" for name, n in final.most_common()) or "none yet"
+    # Most important first: a narrow terminal cuts the end of the line.
     return (
         f"queued {counts['queued']} · sending {counts['sending']} · "
-        f"awaiting delivery status {counts['awaiting']} · final: {finals} · "
-        f"with gateway errors {counts['gateway_errors']}"
+        f"awaiting status {counts['awaiting']} · gateway errors {counts['gateway_errors']} · "
+        f"final: {finals}"
     )
 
 

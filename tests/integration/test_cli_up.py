@@ -187,7 +187,7 @@ def test_up_without_a_reachable_gateway_warns_with_the_url_and_the_hint(
         port = env["IP2SMS_SEND_URL"].split(":")[2].split("/")[0]
         line = up.wait_for(r"worker: .* WARNING .*gateway unreachable at (\S+):.*sms-pipeline up")
         assert line.group(1) == f"http://127.0.0.1:{port}/ip2sms/"
-        up.wait_for(r"final: RETRYCOUNT EXCEEDED 1 .*with gateway errors 1")
+        up.wait_for(r"gateway errors 1 · final: RETRYCOUNT EXCEEDED 1")
         assert up.interrupt() == 0
     finally:
         up.kill()

@@ -97,7 +97,6 @@ def test_schemathesis_finds_nothing_against_the_running_api(api_url: str, tmp_pa
             "--generation-deterministic",
             "--no-color",
             "--request-timeout=10",
-            "--generation-database=none",
             "-H",
             f"Authorization: Bearer {key}",
         ],

@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -336,7 +337,13 @@ def scenario_table(rows: Sequence[Row], record: RunRecord) -> tuple[Table, list[
         scenario = scenario_of(row, record)
         if scenario is not None:
             grouped[scenario.name].append((scenario, row))
-    table = Table(title="What happened to each kind of message", title_justify="left")
+    table = Table(
+        title="What happened to each kind of message",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
     for column in ("scenario", "what the gateway does", "n", "outcome", "attempts", "ok"):
         table.add_column(column, justify="right" if column in ("n", "attempts") else "left")
     surprises = []
@@ -384,10 +391,12 @@ def timing_lines(rows: Sequence[Row]) -> list[str]:
         if r.gateway_status == "Delivered" and (s := _seconds(r.final_at, r.inserted_at))
     ]
     return [
-        f"enqueue → submitted   p50 {_p(submitted, 0.5)}   p95 {_p(submitted, 0.95)}"
-        f"   max {_p(submitted, 1.0)}",
-        f"enqueue → delivered   p50 {_p(delivered, 0.5)}   p95 {_p(delivered, 0.95)}"
-        f"   (the simulator delivers after {SIM_DELIVER_AFTER:.0f} s; status checks poll)",
+        f"time from enqueue to submission ({len(submitted)} messages): median "
+        f"{_p(submitted, 0.5)}, 95th percentile {_p(submitted, 0.95)}, "
+        f"slowest {_p(submitted, 1.0)}",
+        f"time from enqueue to Delivered ({len(delivered)} messages): median "
+        f"{_p(delivered, 0.5)}, 95th percentile {_p(delivered, 0.95)} (the simulator "
+        f"delivers after {SIM_DELIVER_AFTER:.0f} s; status checks poll)",
     ]
 
 
@@ -440,14 +449,13 @@ def waiting_for(rows: Sequence[Row], total: int) -> str:
     missing = max(0, total - len(rows))
     parts = []
     if pending or missing:
-        parts.append(f"{pending + missing} to be sent (retries wait ~1-4 s)")
+        parts.append(f"{pending + missing} to send (retries wait 1-4 s)")
     if moving:
         parts.append(
-            f"{moving} with the gateway awaiting a final status (delivered after "
-            f"{SIM_DELIVER_AFTER:.0f} s; never-final ones are Terminated "
+            f"{moving} awaiting a delivery status (never-final ones end Terminated "
             f"{TERMINATE_AFTER_SECONDS} s after submission)"
         )
-    return "waiting for " + " and ".join(parts) if parts else "all final"
+    return "waiting: " + "; ".join(parts) if parts else "all final"
 
 
 PLAIN_PROGRESS_SECONDS = 3.0
@@ -489,7 +497,8 @@ def _follow(
             elif final >= total or time.monotonic() - last_line >= PLAIN_PROGRESS_SECONDS:
                 last_line = time.monotonic()
                 console.print(
-                    f"  progress  {final}/{total} final after {last_line - started:.0f} s; {why}"
+                    f"  progress  {final}/{total} final after {last_line - started:.0f} s; {why}",
+                    soft_wrap=True,  # one line per update in a log, however long
                 )
             if final >= total:
                 return rows
@@ -525,8 +534,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:
-            # Logs and CI: no terminal width to follow; 80 columns.
-            console = Console(highlight=False, width=80)
+            # Logs and CI: tables laid out for 80 columns, text lines never broken.
+            console = Console(highlight=False, width=80, soft_wrap=True)
     data_dir = demo_data_dir(options.data_dir)
     if data_dir.exists() and not options.keep:
         shutil.rmtree(data_dir)

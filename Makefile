@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 RUN    := $(VENV)/.installed-run
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: install test test-fast lint format demo bench docs clean
+.PHONY: install run test test-fast lint format demo bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: $(DEV)
 format: $(DEV)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The pipeline in the foreground (worker, beat, simulator); Ctrl-C stops it.
+run: $(RUN)
+	$(BIN)/sms-pipeline up
 
 demo: $(RUN)
 	$(BIN)/sms-pipeline demo

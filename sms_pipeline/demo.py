@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import os
 import random
+import shlex
 import shutil
 import time
 import uuid
@@ -24,13 +25,14 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sms_pipeline.children import CLI, ChildError, ChildProcess, stop_all
 
-DEFAULT_DATA_DIR = Path(".sms_pipeline") / "demo"
+DEMO_FOLDER = "demo"  # inside SMS_DATA_DIR: the demo wipes it, never the data beside it
 CHILD_STOP_TIMEOUT = 10.0
 
 # Clocks shortened so every scenario ends within the demo: the simulator delivers after
@@ -339,7 +341,13 @@ def scenario_table(rows: Sequence[Row], record: RunRecord) -> tuple[Table, list[
         scenario = scenario_of(row, record)
         if scenario is not None:
             grouped[scenario.name].append((scenario, row))
-    table = Table(title="What happened to each kind of message", title_justify="left")
+    table = Table(
+        title="What happened to each kind of message",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
     for column in ("scenario", "what the gateway does", "n", "outcome", "attempts", "ok"):
         table.add_column(column, justify="right" if column in ("n", "attempts") else "left")
     surprises = []
@@ -387,10 +395,12 @@ def timing_lines(rows: Sequence[Row]) -> list[str]:
         if r.gateway_status == "Delivered" and (s := _seconds(r.final_at, r.inserted_at))
     ]
     return [
-        f"enqueue → submitted   p50 {_p(submitted, 0.5)}   p95 {_p(submitted, 0.95)}"
-        f"   max {_p(submitted, 1.0)}",
-        f"enqueue → delivered   p50 {_p(delivered, 0.5)}   p95 {_p(delivered, 0.95)}"
-        f"   (the simulator delivers after {SIM_DELIVER_AFTER:.0f} s; status checks poll)",
+        f"time from enqueue to submission ({len(submitted)} messages): median "
+        f"{_p(submitted, 0.5)}, 95th percentile {_p(submitted, 0.95)}, "
+        f"slowest {_p(submitted, 1.0)}",
+        f"time from enqueue to Delivered ({len(delivered)} messages): median "
+        f"{_p(delivered, 0.5)}, 95th percentile {_p(delivered, 0.95)} (the simulator "
+        f"delivers after {SIM_DELIVER_AFTER:.0f} s; status checks poll)",
     ]
 
 
@@ -424,7 +434,7 @@ def diagnose(rows: Sequence[Row], record: RunRecord) -> list[str]:
 class DemoOptions:
     count: int = 200
     keep: bool = False
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Path | None = None  # None: SMS_DATA_DIR/demo
     timeout: float | None = None  # None: scaled with count
     concurrency: int = 8
     seed: int | None = None
@@ -436,31 +446,64 @@ class DemoOptions:
         return 60.0 + TERMINATE_AFTER_SECONDS + 0.1 * self.count
 
 
+def waiting_for(rows: Sequence[Row], total: int) -> str:
+    """What the demo is waiting for, in words: the slowest messages and why they are slow."""
+    pending = sum(1 for r in rows if r.final_at is None and r.submitted_at is None)
+    moving = sum(1 for r in rows if r.final_at is None and r.submitted_at is not None)
+    missing = max(0, total - len(rows))
+    parts = []
+    if pending or missing:
+        parts.append(f"{pending + missing} to send (retries wait 1-4 s)")
+    if moving:
+        parts.append(
+            f"{moving} awaiting a delivery status (never-final ones end Terminated "
+            f"{TERMINATE_AFTER_SECONDS} s after submission)"
+        )
+    return "waiting: " + "; ".join(parts) if parts else "all final"
+
+
+PLAIN_PROGRESS_SECONDS = 3.0
+
+
 def _follow(
     console: Console,
     record: RunRecord,
     children: Sequence[ChildProcess],
     deadline: float,
 ) -> list[Row]:
-    """Show progress until every message of the run is final, or the deadline passes."""
+    """Show progress until every message of the run is final, or the deadline passes.
+
+    In a terminal: a progress bar with what it waits for. Elsewhere (logs, CI): a plain
+    line every few seconds, so the story is there without a terminal.
+    """
     total = record.expected_rows
     columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
+        TextColumn("final"),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("{task.description}"),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("final", total=total)
+    live = console.is_terminal
+    started = time.monotonic()
+    last_line = 0.0
+    with contextlib.ExitStack() as stack:
+        progress = None
+        if live:
+            progress = stack.enter_context(Progress(*columns, console=console, transient=False))
+            task = progress.add_task("", total=total)
         while True:
             rows = load_rows(record)
             final = sum(1 for r in rows if r.final_at is not None)
-            submitted = sum(1 for r in rows if r.submitted_at is not None)
-            progress.update(
-                task,
-                completed=final,
-                description=f"submitted {submitted:>4}  final",
-            )
+            why = waiting_for(rows, total)
+            if progress is not None:
+                progress.update(task, completed=final, description=f"[dim]{why}[/dim]")
+            elif final >= total or time.monotonic() - last_line >= PLAIN_PROGRESS_SECONDS:
+                last_line = time.monotonic()
+                console.print(
+                    f"  progress  {final}/{total} final after {last_line - started:.0f} s; {why}",
+                    soft_wrap=True,  # one line per update in a log, however long
+                )
             if final >= total:
                 return rows
             dead = [c for c in children if not c.alive()]
@@ -477,8 +520,17 @@ def channel_report(console: Console, data_dir: Path, since: dt.datetime) -> Path
     from sms_pipeline.metrics.report import build_report, render_text
 
     report = build_report(since=since, until=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
-    console.print(render_text(report, width=console.width))
+    console.print(render_text(report, width=min(console.width, 80)))
     return render_png(report, data_dir / "report.png")
+
+
+def demo_data_dir(chosen: Path | None) -> Path:
+    """--data-dir, else the `demo` folder inside SMS_DATA_DIR; absolute."""
+    if chosen is not None:
+        return chosen.expanduser().resolve()
+    from sms_pipeline.settings import get_settings
+
+    return get_settings().sms_data_dir / DEMO_FOLDER
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
@@ -486,9 +538,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:
-            # Logs and CI: no terminal width to follow; keep the table on one line per row.
-            console = Console(highlight=False, width=120)
-    data_dir = options.data_dir.resolve()
+            # Logs and CI: tables laid out for 80 columns, text lines never broken.
+            console = Console(highlight=False, width=80, soft_wrap=True)
+    data_dir = demo_data_dir(options.data_dir)
     if data_dir.exists() and not options.keep:
         shutil.rmtree(data_dir)
     log_dir = data_dir / "logs"
@@ -578,6 +630,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     for child in children:
         console.print(f"  log       {_short(child.log_path)}")
     console.print(f"  database  {_short(data_dir / 'sms_pipeline.db')}")
+    console.print(
+        f"  look at it: SMS_DATA_DIR={shlex.quote(str(data_dir))} sms-pipeline report --since 1h"
+    )
     elapsed = time.monotonic() - started
     if final < total:
         console.print(
@@ -594,15 +649,19 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         for line in surprises:
             console.print(f"  - {line}")
         return 1
+    refused = sum(record.refused.values())
     console.print(
-        f"[green]all {total} messages final in {waited:.1f} s[/green] (demo total {elapsed:.1f} s)"
+        f"[green]all {total} messages final in {waited:.1f} s[/green] "
+        f"(demo total {elapsed:.1f} s): "
+        f"{len(record.by_id)} enqueued + {len(record.by_queue_id)} SQL-route rows + "
+        f"{len(record.by_verification_id)} replicated verification; {refused} more refused "
+        "at enqueue, never stored"
     )
     return 0
 
 
 def _short(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.relative_to(Path.cwd()))
+    # Absolute: the same path works from any folder.
     return str(path)
 
 

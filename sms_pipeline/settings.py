@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     # --- where things live --------------------------------------------------------------
     sms_data_dir: Path = Field(
         DEFAULT_DATA_DIR,
-        description="Folder for the embedded database, broker and reports.",
+        description="Folder for the embedded database, broker, logs and reports; a relative "
+        "path is resolved once, against the working directory of the process that reads it.",
     )
     sms_database_url: str | None = Field(
         None,
@@ -321,6 +322,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown message types {unknown}; known: {sorted(known)}")
         return value
 
+    @field_validator("sms_data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Resolved once: every path derived from it (database, broker, logs) is absolute,
+        # so a command run from another folder still finds the same data.
+        return value.expanduser().resolve()
+
     @field_validator("sms_opt_out_keywords", "sms_opt_in_keywords", mode="before")
     @classmethod
     def _keyword_list(cls, value: object) -> object:
@@ -371,6 +379,16 @@ class Settings(BaseSettings):
     def broker_folder(self) -> Path:
         """Where the embedded (filesystem) broker keeps its messages."""
         return (self.sms_data_dir / "broker").resolve()
+
+    @property
+    def is_embedded_database(self) -> bool:
+        """The database is the SQLite file in SMS_DATA_DIR (SMS_DATABASE_URL unset)."""
+        return not self.sms_database_url
+
+    @property
+    def uses_data_dir(self) -> bool:
+        """Something this configuration keeps (database, broker) lives in SMS_DATA_DIR."""
+        return self.is_embedded_database or self.broker_url.startswith("filesystem:")
 
     @property
     def is_embedded_broker(self) -> bool:

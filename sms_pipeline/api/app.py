@@ -280,7 +280,12 @@ def create_app(
     @api.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            FieldError(field=_field_of(err.get("loc", ())), reason=str(err.get("msg", "")))
+            FieldError(
+                # A JSON syntax error's loc is ("body", <character offset>): the field at
+                # fault is the body itself, not one named "1".
+                field="body" if err.get("type") == "json_invalid" else _field_of(err["loc"]),
+                reason=str(err.get("msg", "")),
+            )
             for err in exc.errors()
         ]
         return JSONResponse(error_body("invalid", "invalid request", errors), status_code=422)

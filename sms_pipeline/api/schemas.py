@@ -11,12 +11,27 @@ those would be server errors instead of answers naming the field.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
+
+from sms_pipeline.db.models import MESSAGE_TYPES
+from sms_pipeline.priorities import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# RFC 3339 date-time (JSON Schema's `date-time`): a full date, a time, and an offset.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
 
 
 def _storable_text(value: str) -> str:
@@ -38,7 +53,20 @@ def _utc_representable(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def _rfc3339_text(value: object) -> object:
+    # Before pydantic's own parsing, which would also take 0, 1900000000 or "0".
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 time with an offset, e.g. 2030-01-01T08:00:00+02:00")
+    return value
+
+
 Text = Annotated[StrictStr, AfterValidator(_storable_text)]
+Rfc3339Time = Annotated[
+    dt.datetime,
+    BeforeValidator(_rfc3339_text),
+    AfterValidator(_utc_representable),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class MessageIn(BaseModel):
@@ -52,29 +80,52 @@ class MessageIn(BaseModel):
                     "phone_number": "+380931234567",
                     "body": "Your code is 123456",
                     "type": "verification",
-                    "callback_url": "https://example.org/sms-events",
+                    "callback_url": "https://receiver.example.invalid/sms-events",
                 }
             ]
         },
     )
 
-    phone_number: Text = Field(description="E.164 number, e.g. +380931234567.")
-    body: Text = Field(description="The text; at most SMS_MAX_SEGMENTS segments.")
-    type: Text = Field("text", description="One of verification, medication_request, text, 2FA.")
+    phone_number: Text = Field(
+        min_length=1, max_length=32, description="E.164 number, e.g. +380931234567."
+    )
+    body: Text = Field(
+        min_length=1,
+        description="The text: not blank, no control characters other than tab and line "
+        "breaks, at most SMS_MAX_SEGMENTS segments (6: 918 GSM-7 or 402 UCS-2 characters).",
+    )
+    # The enum documents the rule; enqueue_sms enforces it, with the same words as Python.
+    type: Text = Field(
+        "text", json_schema_extra={"enum": list(MESSAGE_TYPES)}, description="Message type."
+    )
     account: Text | None = Field(
         None,
+        min_length=1,
         description="Account name; default: the key's account, else the default account.",
     )
-    priority: StrictInt = Field(0, ge=INT32_MIN, le=INT32_MAX, description="Higher goes first.")
-    send_at: Annotated[dt.datetime | None, AfterValidator(_utc_representable)] = Field(
-        None, description="Not before this time; needs a UTC offset (ISO 8601)."
+    priority: StrictInt = Field(
+        PRIORITY_DEFAULT,
+        ge=PRIORITY_MIN,
+        le=PRIORITY_MAX,
+        description=f"From {PRIORITY_MIN} to {PRIORITY_MAX}; higher goes first.",
     )
-    sender_id: Text | None = Field(None, description="Sender id (source), at most 16 chars.")
-    ext_id: Text | None = Field(None, description="Your own id, at most 64 chars.")
-    customer_id: Text | None = Field(None, description="At most 128 chars.")
-    cost_centre: Text | None = Field(None, description="At most 64 chars.")
+    send_at: Rfc3339Time | None = Field(
+        None,
+        description="Not before this time: an RFC 3339 time with an offset "
+        "(2030-01-01T08:00:00+02:00 or ...Z); nothing else.",
+    )
+    sender_id: Text | None = Field(
+        None, min_length=1, max_length=16, description="Sender id (source)."
+    )
+    ext_id: Text | None = Field(None, min_length=1, max_length=64, description="Your own id.")
+    customer_id: Text | None = Field(None, min_length=1, max_length=128)
+    cost_centre: Text | None = Field(None, min_length=1, max_length=64)
     callback_url: Text | None = Field(
-        None, description="http(s) URL that receives a signed event at the final status."
+        None,
+        max_length=2000,
+        pattern=r"^https?://",
+        json_schema_extra={"format": "uri"},
+        description="http(s) URL that receives a signed event at the final status.",
     )
 
 

@@ -3,6 +3,11 @@
 Each command group lives in its own module under `sms_pipeline.cli` with a
 `register(subparsers)` function that adds its sub-commands and sets `func` on them;
 `func(args) -> int` is the exit code.
+
+An operational error (bad configuration, a database or broker that cannot be reached,
+tables missing, a folder that cannot be written) ends the command with one line on
+stderr and exit code 2; `--debug` adds the traceback. A parser may set
+`uses_data=False` when the command keeps nothing in SMS_DATA_DIR.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from sms_pipeline.settings import SettingsError
 
 # One module per command group; the order is the order of `--help`.
 COMMAND_MODULES: tuple[str, ...] = (
+    "up",
     "db",
     "runtime",
     "simulator",
@@ -28,12 +35,19 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inbound",
     "privacy",
 )
+EXIT_OPERATIONAL = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sms-pipeline",
-        description="The SMS channel: Celery pipeline over the IP2SMS gateway.",
+        description="The SMS channel: Celery pipeline over the IP2SMS gateway. "
+        "Start with `sms-pipeline up`, then `sms-pipeline send` in another shell.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of an operational error (also accepted after the command)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
@@ -42,19 +56,86 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_debug(argv: Sequence[str]) -> tuple[list[str], bool]:
+    """`--debug` anywhere before `--`, removed from the arguments."""
+    args = list(argv)
+    end = args.index("--") if "--" in args else len(args)
+    debug = "--debug" in args[:end]
+    if debug:
+        args = [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
+    return args, debug
+
+
+def _missing_tables(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+def operational_message(exc: BaseException) -> str | None:
+    """One line for an error the user can fix outside the code, or None for a bug."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, SettingsError):
+        return str(exc)
+    if isinstance(exc, DBAPIError):
+        from sms_pipeline.settings import get_settings, mask_url
+
+        try:
+            where = mask_url(get_settings().database_url)
+        except SettingsError:
+            where = "SMS_DATABASE_URL"
+        if _missing_tables(exc):
+            return f"the database {where} has no sms-pipeline tables: run `sms-pipeline db upgrade`"
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0:1]
+        detail = first[0] if first else type(exc).__name__
+        return f"database {where}: {detail}"
+    if isinstance(exc, BrokerError):
+        from sms_pipeline.settings import get_settings, mask_url
+
+        return f"cannot reach the broker at {mask_url(get_settings().broker_url)}: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return None
+
+
+def announce_data_dir(args: argparse.Namespace) -> None:
+    """Say where the data is, on stderr (stdout stays the command's answer)."""
+    if not getattr(args, "uses_data", True):
+        return
+    from sms_pipeline.settings import get_settings
+
+    settings = get_settings()
+    if settings.uses_data_dir:
+        print(f"sms-pipeline: data folder {settings.sms_data_dir}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments, debug = _split_debug(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
+    debug = debug or args.debug
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # kombu greets every serverless transport with "No hostname was supplied".
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+    # Embedded mode migrates on first use; the CLI says what matters itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
+        announce_data_dir(args)
         code: int = args.func(args)
-    except SettingsError as exc:
-        print(f"sms-pipeline: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        message = operational_message(exc)
+        if message is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"sms-pipeline: {message}", file=sys.stderr)
+        return EXIT_OPERATIONAL
     return code
 
 

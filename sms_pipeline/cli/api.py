@@ -85,7 +85,7 @@ def register(subparsers: Any) -> None:
     keys = subparsers.add_parser("api-key", help="create, revoke and list HTTP API keys")
     sub = keys.add_subparsers(dest="api_key_command", metavar="ACTION", required=True)
     create = sub.add_parser("create", help="create a key; prints it and its signing secret once")
-    create.add_argument("name")
+    create.add_argument("name", help="a name you will recognise (unique)")
     create.add_argument("--account", help="limit the key to this account")
     create.add_argument(
         "--admin",
@@ -94,7 +94,7 @@ def register(subparsers: Any) -> None:
     )
     create.set_defaults(func=_create)
     revoke = sub.add_parser("revoke", help="revoke a key: its requests get 401 from now on")
-    revoke.add_argument("name")
+    revoke.add_argument("name", help="the key's name")
     revoke.set_defaults(func=_revoke)
     lst = sub.add_parser("list", help="list keys (names and prefixes, never the keys)")
     lst.set_defaults(func=_list)

@@ -36,10 +36,14 @@ def register(subparsers: Any) -> None:
     db = subparsers.add_parser("db", help="database migrations")
     sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     up = sub.add_parser("upgrade", help="apply migrations (default: to head)")
-    up.add_argument("revision", nargs="?", default="head")
+    up.add_argument(
+        "revision", nargs="?", default="head", help="target revision (default %(default)s)"
+    )
     up.set_defaults(func=_upgrade)
     down = sub.add_parser("downgrade", help="revert migrations (default: one step)")
-    down.add_argument("revision", nargs="?", default="-1")
+    down.add_argument(
+        "revision", nargs="?", default="-1", help="target revision or -N steps (default -1)"
+    )
     down.set_defaults(func=_downgrade)
     cur = sub.add_parser("current", help="show the applied revision; exit 1 if behind")
     cur.set_defaults(func=_current)

@@ -33,8 +33,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from sms_pipeline.demo import DEFAULT_DATA_DIR
-
     demo = subparsers.add_parser(
         "demo",
         help="run the pipeline end to end on this machine (simulated gateway, no servers)",
@@ -49,8 +47,9 @@ def register(subparsers: Any) -> None:
     demo.add_argument(
         "--data-dir",
         type=Path,
-        default=DEFAULT_DATA_DIR,
-        help="where the demo keeps its database, broker and logs (%(default)s)",
+        default=None,
+        help="where the demo keeps its database, broker and logs; wiped first unless --keep "
+        "(default: the `demo` folder in SMS_DATA_DIR)",
     )
     demo.add_argument(
         "--timeout",
@@ -60,4 +59,4 @@ def register(subparsers: Any) -> None:
     )
     demo.add_argument("--concurrency", type=_positive, default=8, help="worker threads (8)")
     demo.add_argument("--seed", type=int, default=None, help="random seed for the message mix")
-    demo.set_defaults(func=_run)
+    demo.set_defaults(func=_run, uses_data=False)

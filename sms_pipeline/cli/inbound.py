@@ -140,7 +140,7 @@ def register(subparsers: Any) -> None:
     )
     listing.add_argument("--limit", type=int, default=50, help="most rows shown (default 50)")
     listing.add_argument("--text", action="store_true", help="show the message texts")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print the records as JSON")
     listing.set_defaults(func=_list)
 
     poll = commands.add_parser("poll", help="poll the accounts whose inbound interval is due")

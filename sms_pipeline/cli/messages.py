@@ -6,30 +6,77 @@ import argparse
 import datetime as dt
 import json
 import sys
+import time
 import uuid
 from typing import Any
 
+from sms_pipeline.cli import options
+from sms_pipeline.db.models import MESSAGE_TYPES
 from sms_pipeline.services.masking import mask_phone
+
+
+def read_body(args: argparse.Namespace) -> str | None:
+    """The text from --body, --body-file (`-` = stdin), or stdin when it is not a terminal."""
+    if args.body is not None:
+        return str(args.body)
+    if args.body_file is not None:
+        if args.body_file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.body_file, encoding="utf-8") as handle:
+                text = handle.read()
+    elif not sys.stdin.isatty():
+        text = sys.stdin.read()
+    else:
+        return None
+    # `echo text | sms-pipeline send` ends with a newline nobody meant to send.
+    return text[:-1] if text.endswith("\n") else text
+
+
+def what_next(message_id: uuid.UUID, wait: float, send_at: dt.datetime | None) -> str:
+    """Watch the row for `wait` seconds and say what happens to the message next."""
+    from sms_pipeline import hints
+    from sms_pipeline.db import session_scope
+    from sms_pipeline.db.models import SmsLog, utcnow
+
+    follow = f"follow it: sms-pipeline show {message_id}"
+    if send_at is not None and send_at > utcnow():
+        return f"queued as {message_id}; waits until {send_at.isoformat()} (--send-at); {follow}"
+    deadline = time.monotonic() + wait
+    while True:
+        with session_scope() as session:
+            row = session.get(SmsLog, message_id)
+            state = (row.send_status, row.attempts) if row is not None else ("QUEUED", 0)
+        if state != ("QUEUED", 0):
+            return f"queued as {message_id}; a worker took it ({state[0]}); {follow}"
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    if wait <= 0:
+        return f"queued as {message_id}; {follow}"
+    return hints.no_worker(message_id, wait)
 
 
 def _send(args: argparse.Namespace) -> int:
     from sms_pipeline.errors import InvalidMessage, OptedOut
     from sms_pipeline.services.enqueue import enqueue_sms
 
-    send_at = None
-    if args.send_at:
-        send_at = dt.datetime.fromisoformat(args.send_at)
-        if send_at.tzinfo is None:
-            print("sms-pipeline send: --send-at needs a time zone (e.g. +00:00)", file=sys.stderr)
-            return 2
+    body = read_body(args)
+    if body is None:
+        print(
+            "sms-pipeline send: give the text with --body TEXT, --body-file FILE or on stdin "
+            "(stdin and files keep codes off the command line)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         message_id = enqueue_sms(
             args.to,
-            args.body,
+            body,
             args.type,
             account=args.account,
             priority=args.priority,
-            send_at=send_at,
+            send_at=args.send_at,
             sender_id=args.sender_id,
             customer_id=args.customer_id,
             cost_centre=args.cost_centre,
@@ -40,7 +87,8 @@ def _send(args: argparse.Namespace) -> int:
     except InvalidMessage as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    print(message_id)
+    print(message_id, flush=True)
+    print(what_next(message_id, args.wait, args.send_at), file=sys.stderr)
     return 0
 
 
@@ -104,24 +152,56 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    send = subparsers.add_parser("send", help="enqueue one SMS (prints its id)")
+    send = subparsers.add_parser(
+        "send",
+        help="enqueue one SMS (prints its id)",
+        description="Enqueue one SMS: prints its id on stdout and, on stderr, what happens "
+        "next. The text comes from --body, --body-file or stdin (keep one-time codes off "
+        "the command line, where `ps` and shell history see them).",
+    )
     send.add_argument("--to", required=True, help="E.164 number, e.g. +380931234567")
-    send.add_argument("--body", required=True)
-    send.add_argument(
-        "--type", default="text", choices=["verification", "medication_request", "text", "2FA"]
+    text = send.add_mutually_exclusive_group()
+    text.add_argument("--body", default=None, help="the message text")
+    text.add_argument(
+        "--body-file",
+        metavar="FILE",
+        default=None,
+        help="read the text from FILE (`-` = stdin); without --body or --body-file, "
+        "a piped stdin is read",
     )
-    send.add_argument("--account", default=None)
-    send.add_argument("--priority", type=int, default=0)
     send.add_argument(
-        "--send-at", default=None, help="ISO time with zone, e.g. 2030-01-01T08:00+02:00"
+        "--type",
+        default="text",
+        choices=MESSAGE_TYPES,
+        help="message type; verification and 2FA use the urgent queue (default %(default)s)",
     )
-    send.add_argument("--sender-id", default=None)
-    send.add_argument("--customer-id", default=None)
-    send.add_argument("--cost-centre", default=None)
+    send.add_argument(
+        "--account", default=None, help="account name (default SMS_DEFAULT_ACCOUNT, `default`)"
+    )
+    send.add_argument("--priority", type=options.priority, default=0, help=options.PRIORITY_HELP)
+    send.add_argument(
+        "--send-at",
+        type=options.parse_time,
+        default=None,
+        metavar="TIME",
+        help=f"not before this time: {options.TIME_HELP}",
+    )
+    send.add_argument(
+        "--sender-id", default=None, help="sender id shown to the recipient (default IP2SMS_SOURCE)"
+    )
+    send.add_argument("--customer-id", default=None, help="your customer reference (stored)")
+    send.add_argument("--cost-centre", default=None, help="cost centre for billing (stored)")
+    send.add_argument(
+        "--wait",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how long to watch for a worker taking the message (default 1; 0 = do not wait)",
+    )
     send.set_defaults(func=_send)
 
     show = subparsers.add_parser("show", help="a message's record and history (number masked)")
-    show.add_argument("id")
+    show.add_argument("id", help="the message id `send` printed")
     show.add_argument("--body", action="store_true", help="include the message text")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="print the record as JSON")
     show.set_defaults(func=_show)

@@ -128,8 +128,10 @@ def register(subparsers: Any) -> None:
     server.set_defaults(func=_metrics_server)
 
     flower = subparsers.add_parser("flower", help="run Flower (Celery monitoring UI)")
-    flower.add_argument("--port", type=int, default=5555)
-    flower.add_argument("--address", default="127.0.0.1")
+    flower.add_argument("--port", type=int, default=5555, help="port (default %(default)s)")
+    flower.add_argument(
+        "--address", default="127.0.0.1", help="address to bind (default %(default)s)"
+    )
     flower.add_argument(
         "--no-auth",
         action="store_true",
@@ -139,6 +141,11 @@ def register(subparsers: Any) -> None:
 
     report = subparsers.add_parser("report", help="the channel's health over a window")
     report.add_argument("--since", default="24h", help="window, e.g. 30m, 24h, 7d")
-    report.add_argument("--format", choices=("text", "json"), default="text")
+    report.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="a table for people or JSON for scripts (default %(default)s)",
+    )
     report.add_argument("--plot", metavar="FILE.png", help="also write the charts as PNG")
     report.set_defaults(func=_report)

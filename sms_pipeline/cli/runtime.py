@@ -52,13 +52,24 @@ def register(subparsers: Any) -> None:
 
     worker = subparsers.add_parser("worker", help="run a Celery worker (all queues by default)")
     worker.add_argument("--concurrency", type=int, default=None, help="threads (default: settings)")
-    worker.add_argument("--pool", default="threads", choices=["threads", "prefork", "solo"])
-    worker.add_argument("--queues", default=",".join(ALL_QUEUES))
-    worker.add_argument("--hostname", default=None)
-    worker.add_argument("--loglevel", default=None)
+    worker.add_argument(
+        "--pool",
+        default="threads",
+        choices=["threads", "prefork", "solo"],
+        help="Celery pool; threads suit the I/O-bound gateway calls (default %(default)s)",
+    )
+    worker.add_argument(
+        "--queues",
+        default=",".join(ALL_QUEUES),
+        help="comma-separated queues to consume (default: all, %(default)s)",
+    )
+    worker.add_argument(
+        "--hostname", default=None, help="node name, e.g. urgent@%%h (default: celery@host)"
+    )
+    worker.add_argument("--loglevel", default=None, help="log level (default SMS_LOG_LEVEL)")
     worker.set_defaults(func=_worker)
 
     beat = subparsers.add_parser("beat", help="run celery beat (run exactly one)")
     beat.add_argument("--schedule", default=None, help="schedule file (default: data dir)")
-    beat.add_argument("--loglevel", default=None)
+    beat.add_argument("--loglevel", default=None, help="log level (default INFO)")
     beat.set_defaults(func=_beat)

@@ -94,9 +94,20 @@ def get_engine(settings: Settings | None = None) -> Engine:
     url = settings.database_url
     with _lock:
         engine = _engines.get(url)
-        if engine is None:
-            engine = make_engine(url, pool_size=settings.sms_worker_concurrency + 2)
-            _engines[url] = engine
+        if engine is not None:
+            return engine
+        engine = make_engine(url, pool_size=settings.sms_worker_concurrency + 2)
+        if settings.is_embedded_database:
+            # Embedded mode migrates its own file on first use (PostgreSQL stays explicit:
+            # `sms-pipeline db upgrade`). Two processes starting at once take turns on
+            # SQLite's write lock; the second finds the schema at head and does nothing.
+            from sms_pipeline.db import migrate
+
+            # Read the scripts first: the write lock is then held for a short SELECT,
+            # and for the migration itself only when the file is behind.
+            if migrate.current(engine) != migrate.head():
+                migrate.upgrade(engine)
+        _engines[url] = engine
         return engine
 
 

@@ -1,10 +1,19 @@
-"""The report as a PNG: hourly volume by status and the time-to-Delivered distribution."""
+"""The report as a PNG, for a person: volume by status over time, what failed and why,
+and how long delivery took.
+
+The time axis follows the report's bucket (seconds for a 30-second run, days for a
+month), every tick carries its full date, legends sit outside the plotting area, and the
+failures get a panel of their own, so a handful of them is not a sliver under a tall bar
+of deliveries.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from sms_pipeline.metrics import queries as q
 from sms_pipeline.metrics.report import ChannelReport
 
 # Fixed colours so the same status looks the same in every report.
@@ -23,73 +32,169 @@ STATUS_COLOURS: Final = {
     "Unaccepted": "#393b79",
     "Deleted": "#637939",
 }
+# What each status means, for the failure panel's legend.
+FAILURE_REASONS: Final = {
+    "Terminated": "no final status in time",
+    "RETRYCOUNT EXCEEDED": "every attempt failed",
+    "Rejected": "refused by the gateway",
+    "Undeliverable": "handset never got it",
+    "Expired": "validity ran out",
+    "OPTED OUT": "number sent STOP",
+    "number invalid": "not a phone number",
+    "data1 invalid": "unusable text",
+}
 
 
-def _edge_label(edge: float | None, previous: float | None) -> str:
-    if edge is None:
-        return f"≥{previous:g}s"
-    return f"<{edge:g}s"
+def bucket_label(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}s" if n > 1 else f"1 {unit}"
+    return f"{seconds} seconds" if seconds > 1 else "1 second"
+
+
+def date_format(bucket_seconds: int) -> str:
+    """Full dates on every tick; the time of day only where the buckets need it."""
+    if bucket_seconds < 60:
+        return "%Y-%m-%d\n%H:%M:%S"
+    if bucket_seconds < 86400:
+        return "%Y-%m-%d\n%H:%M"
+    return "%Y-%m-%d"
+
+
+def _order(statuses: set[str]) -> list[str]:
+    order = list(STATUS_COLOURS)
+    return sorted(statuses, key=lambda s: (order.index(s) if s in order else len(order), s))
+
+
+def _stacked(
+    axes: Any,
+    timeline: list[tuple[dt.datetime, dict[str, int]]],
+    statuses: list[str],
+    width_days: float,
+    labels: dict[str, str],
+) -> None:
+    starts = [start for start, _ in timeline]
+    bottom = [0] * len(timeline)
+    for status in statuses:
+        values = [counts.get(status, 0) for _, counts in timeline]
+        axes.bar(
+            starts,
+            values,
+            width=width_days,
+            bottom=bottom,
+            label=labels.get(status, status),
+            color=STATUS_COLOURS.get(status),
+            align="edge",
+        )
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+
+
+def _time_axis(axes: Any, report: ChannelReport) -> None:
+    import matplotlib.dates as mdates
+    from matplotlib.ticker import MaxNLocator
+
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=8)  # type: ignore[no-untyped-call]
+    axes.xaxis.set_major_locator(locator)
+    formatter = mdates.DateFormatter(date_format(report.bucket_seconds))  # type: ignore[no-untyped-call]
+    axes.xaxis.set_major_formatter(formatter)
+    axes.set_xlim(report.timeline[0][0], report.until)
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel(
+        f"enqueued at (UTC); one bar = {bucket_label(report.bucket_seconds)}", fontsize="small"
+    )
+    axes.set_ylabel("messages")
+    axes.grid(axis="y", alpha=0.3)
+
+
+def _legend(axes: Any) -> None:
+    handles, labels = axes.get_legend_handles_labels()
+    if handles:
+        axes.legend(
+            handles[::-1],
+            labels[::-1],
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            fontsize="small",
+            frameon=False,
+        )
 
 
 def render_png(report: ChannelReport, path: str | Path) -> Path:
-    """Write the two charts to `path` (PNG) and return it."""
+    """Write the charts to `path` (PNG) and return it."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: servers, CI, containers
-    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
-    fig, (volume, latency) = plt.subplots(2, 1, figsize=(11, 8), constrained_layout=True)
+    fig, (volume, failures, latency) = plt.subplots(
+        3, 1, figsize=(12, 11), constrained_layout=True, height_ratios=(3, 2, 2)
+    )
     try:
-        hours = [hour for hour, _ in report.hourly]
-        order = list(STATUS_COLOURS)
-        statuses = sorted(
-            {s for _, counts in report.hourly for s in counts},
-            key=lambda s: (order.index(s) if s in order else len(order), s),
+        fig.suptitle(
+            f"SMS channel: messages enqueued {report.since:%Y-%m-%d %H:%M:%S} to "
+            f"{report.until:%Y-%m-%d %H:%M:%S} UTC",
+            fontsize="large",
         )
-        bottom = [0] * len(hours)
-        width = 1 / 24 * 0.9  # days, as matplotlib dates count
-        for status in statuses:
-            values = [counts.get(status, 0) for _, counts in report.hourly]
-            volume.bar(
-                hours,
-                values,
-                width=width,
-                bottom=bottom,
-                label=status,
-                color=STATUS_COLOURS.get(status),
-                align="edge",
-            )
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        volume.set_title("Messages per hour by status (by enqueue time, UTC)")
-        volume.set_ylabel("messages")
-        if statuses:
-            volume.legend(loc="upper left", fontsize="small", ncol=4)
-        formatter = mdates.DateFormatter("%m-%d %H:%M")  # type: ignore[no-untyped-call]
-        volume.xaxis.set_major_formatter(formatter)
-        volume.yaxis.set_major_locator(MaxNLocator(integer=True))
-        for label in volume.get_xticklabels():
-            label.set_rotation(30)
-            label.set_horizontalalignment("right")
+        width = report.bucket_seconds / 86400 * 0.9  # matplotlib dates count in days
+        totals: dict[str, int] = {}
+        for _, counts in report.timeline:
+            for status, n in counts.items():
+                totals[status] = totals.get(status, 0) + n
 
-        labels = []
+        all_statuses = _order(set(totals))
+        _stacked(
+            volume,
+            report.timeline,
+            all_statuses,
+            width,
+            {s: f"{s} ({totals[s]})" for s in all_statuses},
+        )
+        volume.set_title("All messages by status", loc="left")
+        _time_axis(volume, report)
+        _legend(volume)
+
+        failed = [s for s in all_statuses if q.is_finished(s) and s != "Delivered"]
+        labels = {
+            s: f"{s} ({totals[s]}): {FAILURE_REASONS[s]}" if s in FAILURE_REASONS else
+            f"{s} ({totals[s]})"
+            for s in failed
+        }  # fmt: skip
+        _stacked(failures, report.timeline, failed, width, labels)
+        failures.set_title(
+            f"Not delivered, by reason ({sum(totals[s] for s in failed)} messages)", loc="left"
+        )
+        _time_axis(failures, report)
+        if failed:
+            _legend(failures)
+        else:
+            failures.text(0.5, 0.5, "none", transform=failures.transAxes, ha="center", va="center")
+
+        tick_labels = []
         previous: float | None = None
         for edge, _count in report.latency_histogram:
-            labels.append(_edge_label(edge, previous))
+            tick_labels.append(f"≥ {previous:g}" if edge is None else f"< {edge:g}")
             previous = edge
-        counts = [count for _, count in report.latency_histogram]
-        latency.bar(range(len(counts)), counts, color="#1f77b4")
-        latency.set_xticks(range(len(counts)), labels, rotation=45, fontsize="small")
+        bins = [count for _, count in report.latency_histogram]
+        # Bins past the slowest delivery say nothing: keep one empty bin after it.
+        used = max((i for i, n in enumerate(bins) if n), default=len(bins) - 1)
+        shown = min(len(bins), max(used + 2, 6))
+        latency.bar(range(shown), bins[:shown], color="#1f77b4")
+        latency.set_xticks(range(shown), tick_labels[:shown])
         overall = report.overall
         latency.set_title(
             "Time from submission to Delivered "
-            f"(n={overall.latency_count}, p50={_fmt(overall.latency_p50)}, "
-            f"p95={_fmt(overall.latency_p95)}, p99={_fmt(overall.latency_p99)})"
+            f"(n = {overall.latency_count}; median {_fmt(overall.latency_p50)}, "
+            f"95th percentile {_fmt(overall.latency_p95)}, "
+            f"99th percentile {_fmt(overall.latency_p99)})",
+            loc="left",
         )
+        latency.set_xlabel("seconds from submission to the Delivered status", fontsize="small")
         latency.set_ylabel("messages")
         latency.yaxis.set_major_locator(MaxNLocator(integer=True))
+        latency.grid(axis="y", alpha=0.3)
         fig.savefig(path, format="png", dpi=100)
     finally:
         plt.close(fig)
@@ -97,4 +202,6 @@ def render_png(report: ChannelReport, path: str | Path) -> Path:
 
 
 def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}s"
+    if value is None:
+        return "—"
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"

@@ -2,7 +2,8 @@
 
 Built from `sms_log` (messages enqueued in [since, until), by `inserted_at`, indexed) and
 the stored gateway counters. Queries, whatever the size of the log:
-1. volume per hour × type × status (one GROUP BY) — the per-type table and the chart;
+1. volume per time bucket × type × status (one GROUP BY) — the per-type table and the
+   chart; the bucket follows the window (seconds for a short run, days for a month);
 2. time to Delivered (status_changed_at - submitted_at, clamped at 0): on PostgreSQL one
    `percentile_cont` query with GROUPING SETS (per type and overall) and one
    `width_bucket` query for the distribution; on SQLite one ordered, bounded fetch whose
@@ -31,6 +32,10 @@ from sms_pipeline.metrics.store import parse_labels
 from sms_pipeline.services.privacy import rollup_counts
 
 PERCENTILES: Final = (0.5, 0.95, 0.99)
+# Chart bucket sizes, in seconds; the smallest that keeps the window within MAX_BUCKETS.
+BUCKET_SIZES: Final = (1, 5, 10, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+MAX_BUCKETS: Final = 60
+SHORT_TYPE_NAMES: Final = {"medication_request": "medication"}  # narrow table headers
 LATENCY_EDGES: Final = c.SUBMIT_TO_DELIVERED_BUCKETS
 SQLITE_LATENCY_LIMIT: Final = 1_000_000
 ALL: Final = "all"
@@ -40,6 +45,7 @@ ALL: Final = "all"
 class TypeReport:
     type: str
     total: int = 0
+    final: int = 0  # in a final state, whatever it is
     finished: int = 0  # final, and the channel's doing (not opted out / invalid input)
     by_status: dict[str, int] = field(default_factory=dict)
     delivered: int = 0
@@ -68,17 +74,18 @@ class ChannelReport:
     types: list[TypeReport]
     overall: TypeReport
     gateway: list[GatewayReport]
-    # (hour start, {status: count}) in time order, hours without messages included.
-    hourly: list[tuple[dt.datetime, dict[str, int]]]
+    # (bucket start, {status: count}) in time order, empty buckets included.
+    timeline: list[tuple[dt.datetime, dict[str, int]]]
     # (upper bound in seconds or None for the last open bin, count): bisect_right bins.
     latency_histogram: list[tuple[float | None, int]]
     latency_sample_truncated: bool = False
+    bucket_seconds: int = 3600
     # Data protection (stored counters, since they began): redacted, purged, erased.
     privacy: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["hourly"] = [{"hour": h.isoformat(), "by_status": s} for h, s in self.hourly]
+        data["timeline"] = [{"start": b.isoformat(), "by_status": s} for b, s in self.timeline]
         data["latency_histogram"] = [
             {"below": edge, "count": n} for edge, n in self.latency_histogram
         ]
@@ -118,24 +125,35 @@ def _ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def _hour(value: dt.datetime) -> dt.datetime:
-    return value.replace(minute=0, second=0, microsecond=0)
+def bucket_seconds_for(window: dt.timedelta) -> int:
+    """The chart's bucket: seconds for a short run, minutes, hours, then days."""
+    seconds = max(1.0, window.total_seconds())
+    for size in BUCKET_SIZES:
+        if seconds / size <= MAX_BUCKETS:
+            return size
+    return BUCKET_SIZES[-1]
+
+
+def _bucket_start(value: dt.datetime, size: int) -> dt.datetime:
+    epoch = math.floor(value.timestamp() / size) * size
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 # --- the queries -----------------------------------------------------------------------------
 
 
-def _hourly_counts(
-    conn: Connection, since: dt.datetime, until: dt.datetime
+def _bucket_counts(
+    conn: Connection, since: dt.datetime, until: dt.datetime, size: int
 ) -> dict[tuple[dt.datetime, str, str], int]:
     dialect = conn.dialect.name
+    # The bucket number (seconds since 1970 // size); `size` is ours, an int.
     if dialect == "postgresql":
-        hour = "date_trunc('hour', inserted_at AT TIME ZONE 'UTC')"
+        bucket = f"floor(extract(epoch FROM inserted_at) / {int(size)})::bigint"
     else:
-        hour = "strftime('%Y-%m-%d %H:00:00', inserted_at)"
+        bucket = f"CAST(strftime('%s', inserted_at) AS INTEGER) / {int(size)}"
     rows = conn.execute(
         q.timed(
-            f"SELECT {hour} AS hour, type, send_status, gateway_status, count(*) "
+            f"SELECT {bucket} AS bucket, type, send_status, gateway_status, count(*) "
             f"FROM {q.table(dialect)} WHERE inserted_at >= :since AND inserted_at < :until "
             f"GROUP BY 1, 2, 3, 4",
             "since",
@@ -144,9 +162,8 @@ def _hourly_counts(
         {"since": since, "until": until},
     ).all()
     out: dict[tuple[dt.datetime, str, str], int] = defaultdict(int)
-    for hour_value, message_type, send_status, gateway_status, count in rows:
-        when = q.as_utc(hour_value, dialect)
-        assert when is not None
+    for number, message_type, send_status, gateway_status, count in rows:
+        when = dt.datetime.fromtimestamp(int(number) * size, dt.UTC)
         out[(when, message_type, q.outcome_of(send_status, gateway_status))] += int(count)
     return out
 
@@ -267,6 +284,7 @@ def _type_report(name: str, by_status: dict[str, int]) -> TypeReport:
     return TypeReport(
         type=name,
         total=sum(by_status.values()),
+        final=sum(n for s, n in by_status.items() if q.is_finished(s)),
         finished=rated,
         by_status=dict(sorted(by_status.items())),
         delivered=delivered,
@@ -290,11 +308,13 @@ def build_report(
     now = utcnow()
     until = until or now
     start = until - since if isinstance(since, dt.timedelta) else since
+    size = bucket_seconds_for(until - start)
     with engine.connect() as conn:
-        hourly_counts = _hourly_counts(conn, start, until)
-        # Messages retention already deleted live on as daily rollups (docs/privacy.md).
-        for key, count in rollup_counts(conn, start, until).items():
-            hourly_counts[key] = hourly_counts.get(key, 0) + count
+        bucket_counts = _bucket_counts(conn, start, until, size)
+        # Messages retention already deleted live on as hourly rollups (docs/privacy.md).
+        for (hour, message_type, outcome), count in rollup_counts(conn, start, until).items():
+            key = (_bucket_start(hour, size), message_type, outcome)
+            bucket_counts[key] = bucket_counts.get(key, 0) + count
         privacy = _privacy(conn)
         if conn.dialect.name == "postgresql":
             latency = _latency_postgres(conn, start, until)
@@ -303,11 +323,11 @@ def build_report(
         gateway = _gateway(conn)
 
     per_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    per_hour: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for (hour, message_type, outcome), count in hourly_counts.items():
+    per_bucket: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for (bucket, message_type, outcome), count in bucket_counts.items():
         per_type[message_type][outcome] += count
         per_type[ALL][outcome] += count
-        per_hour[hour][outcome] += count
+        per_bucket[bucket][outcome] += count
 
     def with_latency(report: TypeReport) -> TypeReport:
         n, values = latency.percentiles.get(report.type, (0, [None, None, None]))
@@ -320,11 +340,11 @@ def build_report(
     types = [with_latency(_type_report(t, per_type[t])) for t in (*known, *extra)]
     overall = with_latency(_type_report(ALL, per_type.get(ALL, {})))
 
-    hourly: list[tuple[dt.datetime, dict[str, int]]] = []
-    hour = _hour(start)
-    while hour < until:
-        hourly.append((hour, dict(sorted(per_hour.get(hour, {}).items()))))
-        hour += dt.timedelta(hours=1)
+    timeline: list[tuple[dt.datetime, dict[str, int]]] = []
+    bucket = _bucket_start(start, size)
+    while bucket < until:
+        timeline.append((bucket, dict(sorted(per_bucket.get(bucket, {}).items()))))
+        bucket += dt.timedelta(seconds=size)
 
     edges: list[float | None] = [*LATENCY_EDGES, None]
     return ChannelReport(
@@ -334,9 +354,10 @@ def build_report(
         types=types,
         overall=overall,
         gateway=gateway,
-        hourly=hourly,
+        timeline=timeline,
         latency_histogram=list(zip(edges, latency.bins, strict=True)),
         latency_sample_truncated=latency.truncated,
+        bucket_seconds=size,
         privacy=privacy,
     )
 
@@ -354,57 +375,95 @@ def _secs(value: float | None) -> str:
     return f"{value:.1f}s" if value < 120 else f"{value / 60:.1f}m"
 
 
-def render_text(report: ChannelReport, *, width: int = 120) -> str:
-    """The report as rich tables, rendered to plain text."""
+def render_text(report: ChannelReport, *, width: int = 80) -> str:
+    """The report as plain-text tables that fit `width` columns (80 by default)."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
     console.print(
-        f"SMS channel report: messages enqueued {report.since:%Y-%m-%d %H:%M} → "
-        f"{report.until:%Y-%m-%d %H:%M} UTC"
+        f"SMS channel report: enqueued {report.since:%Y-%m-%d %H:%M:%S} to "
+        f"{report.until:%Y-%m-%d %H:%M:%S} UTC\n"
     )
-    table = Table(title="Delivery by type")
+    rows = (*report.types, report.overall)
+    last = report.types[-1] if report.types else None
+
+    def table(title: str, caption: str | None = None) -> Table:
+        return Table(
+            title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left",
+            caption_justify="left", pad_edge=False, collapse_padding=True,
+        )  # fmt: skip
+
+    delivery = table(
+        "Delivery by type",
+        "final: in a final state. rates: shares of the final messages the gateway was "
+        "asked to send (invalid input and opt-outs left out). medication: "
+        "medication_request.",
+    )
     for column in (
-        "type", "total", "finished", "delivered", "delivery rate", "Terminated",
-        "RETRYCOUNT EXC.", "p50", "p95", "p99",
+        "type", "enqueued", "final", "delivered", "delivery\nrate", "Terminated",
+        "RETRYCOUNT\nEXCEEDED",
     ):  # fmt: skip
-        table.add_column(column, justify="left" if column == "type" else "right")
-    for row in (*report.types, report.overall):
-        table.add_row(
-            row.type,
+        delivery.add_column(column, justify="left" if column == "type" else "right")
+    for row in rows:
+        delivery.add_row(
+            SHORT_TYPE_NAMES.get(row.type, row.type),
             str(row.total),
-            str(row.finished),
+            str(row.final),
             str(row.delivered),
             _pct(row.delivery_rate),
             _pct(row.terminated_share),
             _pct(row.retrycount_exceeded_share),
+            end_section=row is last,
+        )
+    console.print(delivery)
+    console.print()
+
+    latency = table(
+        "Time from submission to Delivered",
+        "percentiles over the n delivered messages",
+    )
+    for column in ("type", "n", "median", "95th pct", "99th pct"):
+        latency.add_column(column, justify="left" if column == "type" else "right")
+    for row in rows:
+        latency.add_row(
+            SHORT_TYPE_NAMES.get(row.type, row.type),
+            str(row.latency_count),
             _secs(row.latency_p50),
             _secs(row.latency_p95),
             _secs(row.latency_p99),
-            end_section=row is report.types[-1] if report.types else False,
+            end_section=row is last,
         )
-    console.print(table)
+    console.print(latency)
+    console.print()
 
     statuses = sorted({s for row in report.types for s in row.by_status})
     if statuses:
-        by_status = Table(title="Messages by final status")
-        by_status.add_column("type")
+        by_status = table(
+            "Messages by status",
+            "pending: not yet with the gateway; moving: with the gateway, not final yet",
+        )
+        by_status.add_column("status")
+        for row in rows:
+            by_status.add_column(SHORT_TYPE_NAMES.get(row.type, row.type), justify="right")
         for status in statuses:
-            by_status.add_column(status, justify="right")
-        for row in (*report.types, report.overall):
-            by_status.add_row(row.type, *(str(row.by_status.get(s, 0)) for s in statuses))
+            by_status.add_row(status, *(str(row.by_status.get(status, 0)) for row in rows))
         console.print(by_status)
+        console.print()
 
-    gateway = Table(title="Gateway requests (stored counters, since they began)")
-    for column in ("operation", "requests", "error rate", "outcomes"):
+    gateway = table("Gateway requests", "stored counters, since they began")
+    for column in ("operation", "requests", "errors", "outcomes"):
         gateway.add_column(
             column, justify="left" if column in ("operation", "outcomes") else "right"
         )
     for g in report.gateway:
-        outcomes = ", ".join(f"{k}={v}" for k, v in g.by_outcome.items())
+        outcomes = ", ".join(f"{k} {v}" for k, v in g.by_outcome.items())
         gateway.add_row(g.operation, str(g.requests), _pct(g.error_rate), outcomes)
-    console.print(gateway)
+    if report.gateway:
+        console.print(gateway)
+    else:
+        console.print("Gateway requests: none recorded yet")
     if report.privacy:
         console.print(
             "Data protection (since counting began): "

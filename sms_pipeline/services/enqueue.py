@@ -15,6 +15,7 @@ from sms_pipeline.db.models import MESSAGE_TYPES, MessageType, OptOut, SendStatu
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.gateway.codec import describe_invalid_xml_char
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.priorities import priority_problem
 from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts import find_account
 from sms_pipeline.services.outbox import dispatch_after_commit, dispatch_of
@@ -25,7 +26,6 @@ from sms_pipeline.settings import Settings, get_settings
 ESSENTIAL_TYPES = frozenset(
     {MessageType.VERIFICATION.value, MessageType.TWO_FA.value, MessageType.MEDICATION_REQUEST.value}
 )
-PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 _LIMITS = {"sender_id": 16, "ext_id": 64, "customer_id": 128, "cost_centre": 64}
 
 
@@ -136,10 +136,8 @@ def enqueue_sms(
     number = normalise_phone_number(phone_number)
     valid = validate_body(body, settings)
     message_type = validate_type(type)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidMessage("priority", "must be an integer")
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise InvalidMessage("priority", f"must be from {PRIORITY_MIN} to {PRIORITY_MAX}")
+    if (problem := priority_problem(priority)) is not None:
+        raise InvalidMessage("priority", problem)
     if send_at is not None and (not isinstance(send_at, dt.datetime) or send_at.tzinfo is None):
         raise InvalidMessage("send_at", "must be a timezone-aware datetime")
     sender = _optional_text("sender_id", sender_id)

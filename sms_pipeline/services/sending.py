@@ -23,9 +23,11 @@ from sqlalchemy import Connection, Update, bindparam, exists, or_, select, updat
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from sms_pipeline import hints
 from sms_pipeline.db import affected, get_engine, session_scope
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import (
+    GatewayConnectionError,
     GatewayCreditsExhausted,
     GatewayDuplicate,
     GatewayError,
@@ -473,6 +475,8 @@ def _record_failure(claim: _Claim, exc: GatewayError, settings: Settings) -> Att
         result.outcome,
         reason,
     )
+    if isinstance(exc, GatewayConnectionError) and hints.should_warn("gateway-unreachable"):
+        log.warning("%s", hints.gateway_unreachable(settings.ip2sms_send_url, settings))
     return result
 
 

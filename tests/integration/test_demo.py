@@ -29,6 +29,15 @@ def test_demo_runs_every_message_to_its_promised_final_state_and_reports(tmp_pat
     assert re.search(r"all \d+ messages final", output), output
     assert "SMS channel report" in output, output
     assert (tmp_path / ".sms_pipeline" / "demo" / "report.png").stat().st_size > 0
+    # Without a terminal: progress as plain lines, saying what it waits for.
+    progress = re.findall(r"(?m)^  progress  \d+/\d+ final after .*$", output)
+    assert len(progress) >= 2 and progress[-1].endswith("all final"), output
+    # One absolute data folder, and the exact command to look at it afterwards.
+    data = tmp_path / ".sms_pipeline" / "demo"
+    assert f"  data      {data}\n" in output
+    assert f"look at it: SMS_DATA_DIR={data} sms-pipeline report" in output
+    # Tables fit 80 columns.
+    assert max(len(line) for line in output.splitlines() if "│" in line or "─" in line) <= 80
     assert (tmp_path / ".sms_pipeline" / "demo" / "sms_pipeline.db").exists()
     # Counts only: never a full phone number or a message body.
     assert not re.search(r"\+380\d{9}", output), "a full phone number was printed"

@@ -17,7 +17,12 @@ from sms_pipeline.db.engine import make_engine
 from sms_pipeline.db.models import Account, SmsLog
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.plot import render_png
-from sms_pipeline.metrics.report import ChannelReport, build_report, render_text
+from sms_pipeline.metrics.report import (
+    ChannelReport,
+    bucket_seconds_for,
+    build_report,
+    render_text,
+)
 from sms_pipeline.metrics.store import MetricsStore
 
 UNTIL = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -169,8 +174,9 @@ def test_overall_row_and_latency_distribution(report: ChannelReport) -> None:
 
 
 def test_hourly_volume_by_status(report: ChannelReport) -> None:
-    assert len(report.hourly) == 24
-    hours = dict(report.hourly)
+    assert report.bucket_seconds == 3600  # a 24-hour window: hourly buckets
+    assert len(report.timeline) == 24
+    hours = dict(report.timeline)
     assert hours[UNTIL - 2 * H] == {"Delivered": 3, "Terminated": 1}
     assert hours[UNTIL - H] == {
         "Delivered": 3,
@@ -217,3 +223,83 @@ def test_report_command_prints_json_and_writes_the_plot(
     data = json.loads(capsys.readouterr().out)
     assert data["overall"]["delivered"] == 1
     assert plot.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize(
+    ("window", "bucket"),
+    [
+        (dt.timedelta(seconds=30), 1),
+        (dt.timedelta(minutes=10), 10),
+        (dt.timedelta(hours=1), 60),
+        (dt.timedelta(hours=24), 3600),
+        (dt.timedelta(days=7), 6 * 3600),
+        (dt.timedelta(days=30), 86400),
+    ],
+)
+def test_chart_bucket_follows_the_window(window: dt.timedelta, bucket: int) -> None:
+    assert bucket_seconds_for(window) == bucket
+
+
+def test_text_report_fits_80_columns_and_names_what_percentiles_measure(
+    report: ChannelReport,
+) -> None:
+    text = render_text(report)
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "Time from submission to Delivered" in text
+    assert "median" in text and "95th pct" in text and "99th pct" in text
+
+
+def _history(engine: Engine, start: dt.datetime, span: dt.timedelta, count: int) -> None:
+    """`count` messages spread over `span`: mostly delivered, a mix of failures."""
+    import random
+
+    rng = random.Random(5)
+    outcomes = [
+        ({"send_status": "SUBMITTED", "gateway_status": "Delivered"}, 85),
+        ({"send_status": "SUBMITTED", "gateway_status": "Terminated"}, 3),
+        ({"send_status": "RETRYCOUNT EXCEEDED"}, 3),
+        ({"send_status": "REJECTED", "gateway_status": "Rejected"}, 2),
+        ({"send_status": "SUBMITTED", "gateway_status": "Undeliverable"}, 3),
+        ({"send_status": "number invalid"}, 2),
+        ({"send_status": "SUBMITTED", "gateway_status": "Enroute"}, 2),
+    ]
+    with Session(engine) as session, session.begin():
+        account = Account(name="default", username="u")
+        session.add(account)
+        session.flush()
+        rows = []
+        for _ in range(count):
+            inserted = start + span * rng.random()
+            values, _w = rng.choices(outcomes, weights=[w for _, w in outcomes])[0]
+            extra: dict[str, Any] = dict(values)
+            if extra.get("gateway_status"):
+                submitted = inserted + dt.timedelta(seconds=rng.uniform(0.1, 2))
+                extra["submitted_at"] = submitted
+                extra["status_changed_at"] = submitted + dt.timedelta(seconds=rng.expovariate(0.2))
+            rows.append(
+                _row(
+                    account.id, inserted, type=rng.choice(["verification", "text", "2FA"]), **extra
+                )
+            )
+        session.add_all(rows)
+
+
+@pytest.mark.parametrize(
+    ("name", "span", "count"),
+    [
+        ("30-second-run", dt.timedelta(seconds=30), 200),
+        ("30-day-history", dt.timedelta(days=30), 3000),
+    ],
+)
+def test_png_of_a_short_run_and_of_a_month(
+    sqlite_engine: Engine, tmp_path: Path, name: str, span: dt.timedelta, count: int
+) -> None:
+    # Rendered into tmp_path (never into the repository); `pytest --basetemp DIR` keeps them
+    # where a person can look at them.
+    start = UNTIL - span
+    _history(sqlite_engine, start, span, count)
+    report = build_report(sqlite_engine, since=span, until=UNTIL)
+    assert len(report.timeline) <= 60
+    assert sum(sum(c.values()) for _, c in report.timeline) == count
+    png = render_png(report, tmp_path / f"{name}.png")
+    assert png.read_bytes().startswith(PNG_MAGIC)

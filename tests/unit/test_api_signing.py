@@ -87,8 +87,40 @@ def test_request_model_refuses_what_the_database_could_not_store(extra: dict[str
 
 
 def test_request_model_leaves_message_rules_to_enqueue_sms() -> None:
-    # Invalid for enqueue_sms (bad number, unknown type, naive time) yet valid JSON types.
+    # Invalid for enqueue_sms (bad number, unknown type) yet valid JSON types.
+    message = MessageIn.model_validate({"phone_number": "12", "body": "hi", "type": "promo"})
+    assert message.type == "promo"
+
+
+@pytest.mark.parametrize(
+    "send_at", [0, 1900000000, "0", "1900000000", "2030-01-01T00:00:00", "2030-01-01", "tomorrow"]
+)
+def test_send_at_over_http_is_only_an_rfc3339_time_with_offset(send_at: object) -> None:
+    with pytest.raises(ValidationError, match="RFC 3339"):
+        MessageIn.model_validate(
+            {"phone_number": "+380931234567", "body": "hi", "send_at": send_at}
+        )
+
+
+@pytest.mark.parametrize(
+    ("send_at", "utc"),
+    [("2030-01-01T08:00:00+02:00", "2030-01-01T06:00:00"), ("2030-01-01T06:00:00.5Z", None)],
+)
+def test_send_at_accepts_rfc3339_with_offset(send_at: str, utc: str | None) -> None:
     message = MessageIn.model_validate(
-        {"phone_number": "12", "body": "hi", "type": "promo", "send_at": "2030-01-01T00:00:00"}
+        {"phone_number": "+380931234567", "body": "hi", "send_at": send_at}
     )
-    assert message.type == "promo" and message.send_at is not None
+    assert message.send_at is not None and message.send_at.utcoffset() is not None
+    if utc:
+        assert message.send_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat() == utc
+
+
+def test_openapi_states_the_rules() -> None:
+    schema = MessageIn.model_json_schema()
+    fields = schema["properties"]
+    assert fields["type"]["enum"] == ["verification", "medication_request", "text", "2FA"]
+    assert fields["phone_number"]["minLength"] == 1 and fields["phone_number"]["maxLength"] == 32
+    assert fields["sender_id"]["anyOf"][0]["maxLength"] == 16
+    assert (fields["priority"]["minimum"], fields["priority"]["maximum"]) == (0, 9)
+    assert fields["send_at"]["anyOf"][0] == {"type": "string", "format": "date-time"}
+    assert "example.invalid" in schema["examples"][0]["callback_url"]

@@ -48,3 +48,26 @@ def test_dashboard_queries_only_metrics_the_exporter_serves() -> None:
     assert any('outcome!="ok"' in e for e in exprs)
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def _panel(title_start: str) -> dict[str, Any]:
+    dashboard = json.loads((CONFIG / "grafana" / "dashboards" / "sms-pipeline.json").read_text())
+    (panel,) = [p for p in dashboard["panels"] if p["title"].startswith(title_start)]
+    return dict(panel)
+
+
+def test_final_status_panel_includes_refusals_at_send_time() -> None:
+    exprs = [t["expr"] for t in _panel("Messages per minute by final status")["targets"]]
+    assert any("sms_status_transitions_total" in e and "Delivered" in e for e in exprs)
+    # Rejected in the send answer and RETRYCOUNT EXCEEDED never get a delivery status.
+    assert any("sms_messages_total" in e and "rejected|retrycount_exceeded" in e for e in exprs)
+
+
+def test_attempts_panel_is_a_whole_number_quantile_of_the_histogram() -> None:
+    exprs = [t["expr"] for t in _panel("Send attempts per message")["targets"]]
+    assert exprs and all(
+        e.startswith("ceil(histogram_quantile(") and "sms_message_attempts_bucket" in e
+        for e in exprs
+    )
+    # The buckets are whole attempts, so ceil() returns a bucket bound: 1, never 0.95.
+    assert all(float(edge).is_integer() for edge in c.ATTEMPT_BUCKETS)

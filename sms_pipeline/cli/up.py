@@ -1,0 +1,350 @@
+"""`sms-pipeline up`: the whole pipeline in the foreground, one command.
+
+Starts a worker, beat and, when the gateway URL points at this machine and nothing
+answers there yet, the gateway simulator, each as a child process in its own process
+group with its output in `SMS_DATA_DIR/logs/NAME.log`. Prints a `ready` line once the
+worker takes messages, then one status line (a live one in a terminal, a new line per
+change otherwise), and repeats the children's warnings. Ctrl-C or SIGTERM stops every
+child it started (SIGTERM to each group, SIGKILL after the stop timeout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime as dt
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from sms_pipeline.children import CLI, ChildError, ChildProcess, stop_all
+from sms_pipeline.settings import Settings, get_settings, mask_url
+
+STOP_TIMEOUT = 15.0
+READY_TIMEOUT = 120.0
+# With the simulator, status checks start sooner than the production defaults, so a
+# message reaches Delivered within seconds. A value set in the environment wins.
+SIMULATOR_CLOCKS = {
+    "sms_status_poll_seconds": "2",
+    "sms_status_check_backoff": "2,5,10,30,60",
+}
+SAMPLE_SEND = "sms-pipeline send --to +380931234567 --body hi"
+
+
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """SIGTERM or SIGINT arrived: stop the children and leave."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise StopRequested(signal.Signals(signum).name)
+
+
+def listening(url: str, timeout: float = 0.5) -> bool:
+    """Something accepts TCP connections at the URL's host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wants_simulator(settings: Settings, choice: str) -> bool:
+    from sms_pipeline.hints import is_loopback_url
+
+    if choice != "auto":
+        return choice == "yes"
+    return is_loopback_url(settings.ip2sms_send_url) and not listening(settings.ip2sms_send_url)
+
+
+def child_env(settings: Settings, simulator: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    # The children read the same folder even if they resolve paths from elsewhere.
+    env["SMS_DATA_DIR"] = str(settings.sms_data_dir)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if simulator:
+        for name, value in SIMULATOR_CLOCKS.items():
+            if name not in settings.model_fields_set:
+                env[name.upper()] = value
+    return env
+
+
+# --- the status line ----------------------------------------------------------------------
+
+
+def status_counts(since: dt.datetime) -> dict[str, Any]:
+    """Queued and in-flight now; final since `since` by status; messages with gateway errors."""
+    from sqlalchemy import func, select
+
+    from sms_pipeline.db import session_scope
+    from sms_pipeline.db.models import SendStatus, SmsLog
+    from sms_pipeline.services.callbacks import final_status
+
+    with session_scope() as session:
+        pending = dict(
+            session.execute(
+                select(SmsLog.send_status, func.count())
+                .where(SmsLog.final_at.is_(None))
+                .group_by(SmsLog.send_status)
+            ).all()
+        )
+        finals = session.execute(
+            select(SmsLog.send_status, SmsLog.gateway_status, func.count())
+            .where(SmsLog.final_at >= since)
+            .group_by(SmsLog.send_status, SmsLog.gateway_status)
+        ).all()
+        errors = session.scalar(
+            select(func.count())
+            .select_from(SmsLog)
+            .where(SmsLog.updated_at >= since, SmsLog.last_error.is_not(None))
+            .where(
+                SmsLog.send_status.in_(
+                    [
+                        SendStatus.QUEUED.value,
+                        SendStatus.SENDING.value,
+                        SendStatus.REJECTED.value,
+                        SendStatus.RETRYCOUNT_EXCEEDED.value,
+                        SendStatus.SUBMITTED.value,
+                    ]
+                )
+            )
+        )
+    final: collections.Counter[str] = collections.Counter()
+    for send_status, gateway_status, count in finals:
+        final[final_status(send_status, gateway_status)] += count
+    return {
+        "queued": pending.get(SendStatus.QUEUED.value, 0),
+        "sending": pending.get(SendStatus.SENDING.value, 0),
+        "awaiting": pending.get(SendStatus.SUBMITTED.value, 0),
+        "final": final,
+        "gateway_errors": errors or 0,
+    }
+
+
+def status_line(counts: dict[str, Any]) -> str:
+    final = counts["final"]
+    finals = ", ".join(f"{name} {n}" for name, n in final.most_common()) or "none yet"
+    # Most important first: a narrow terminal cuts the end of the line.
+    return (
+        f"queued {counts['queued']} · sending {counts['sending']} · "
+        f"awaiting status {counts['awaiting']} · gateway errors {counts['gateway_errors']} · "
+        f"final: {finals}"
+    )
+
+
+class Screen:
+    """A live status line in a terminal; plain lines (on change only) otherwise."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.live = out.isatty()
+        self.shown = ""
+
+    def line(self, text: str) -> None:
+        if self.live and self.shown:
+            self.out.write("\r\x1b[2K")
+        self.out.write(text + "\n")
+        self.out.flush()
+        if self.live and self.shown:
+            self._draw(self.shown)
+
+    def status(self, text: str) -> None:
+        if text == self.shown:
+            return
+        self.shown = text
+        if self.live:
+            self._draw(text)
+        else:
+            self.out.write(f"status: {text}\n")
+            self.out.flush()
+
+    def _draw(self, text: str) -> None:
+        self.out.write("\r\x1b[2K" + text[: _columns() - 1])
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.live and self.shown:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def _columns() -> int:
+    with contextlib.suppress(OSError):
+        return os.get_terminal_size().columns
+    return 120
+
+
+class LogEcho:
+    """Repeat the WARNING/ERROR lines of the children's logs (nothing else) on screen."""
+
+    MARKERS = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback")
+
+    def __init__(self, children: list[ChildProcess]) -> None:
+        self.children = children
+        self.offsets: dict[str, int] = {}
+
+    def lines(self) -> list[str]:
+        found = []
+        for child in self.children:
+            path = child.log_path
+            offset = self.offsets.get(child.name, 0)
+            with contextlib.suppress(OSError), path.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+                cut = chunk.rfind(b"\n") + 1
+                self.offsets[child.name] = offset + cut
+                for raw in chunk[:cut].decode("utf-8", "replace").splitlines():
+                    if any(marker in raw for marker in self.MARKERS):
+                        found.append(f"{child.name}: {raw}")
+        return found
+
+    def skip_to_end(self) -> None:
+        for child in self.children:
+            with contextlib.suppress(OSError):
+                self.offsets[child.name] = child.log_path.stat().st_size
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def _start(
+    name: str, args: list[str], env: dict[str, str], log_dir: Path, children: list[ChildProcess]
+) -> ChildProcess:
+    child = ChildProcess(name, [*CLI, *args], env, log_dir / f"{name}.log")
+    children.append(child)
+    return child
+
+
+def check_database(settings: Settings) -> None:
+    """Embedded: migrate on first use. PostgreSQL: tables must be there (`db upgrade`)."""
+    from sms_pipeline.db import get_engine, migrate
+
+    engine = get_engine(settings)  # migrates the embedded database
+    if migrate.current(engine) != migrate.head():
+        from sms_pipeline.settings import SettingsError
+
+        raise SettingsError(
+            f"the database {mask_url(settings.database_url)} is not at the current schema: "
+            "run `sms-pipeline db upgrade`"
+        )
+
+
+def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    settings = get_settings()
+    screen = Screen(out)
+    log_dir = settings.sms_data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    check_database(settings)
+    simulator = wants_simulator(settings, args.simulator)
+    env = child_env(settings, simulator)
+    screen.line("sms-pipeline up: worker + beat" + (" + gateway simulator" if simulator else ""))
+    screen.line(f"  data      {settings.sms_data_dir}")
+    screen.line(f"  database  {mask_url(settings.database_url)}")
+    broker = mask_url(settings.broker_url)
+    if settings.broker_url.startswith("filesystem:"):
+        broker += f" (embedded, folder {settings.broker_folder})"
+    screen.line(f"  broker    {broker}")
+    screen.line(f"  logs      {log_dir}")
+
+    previous: dict[int, Callable[..., Any] | int | None] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, _raise_stop)
+    children: list[ChildProcess] = []
+    code = 0
+    try:
+        if simulator:
+            parts = urlsplit(settings.ip2sms_send_url)
+            sim = _start(
+                "gateway-sim",
+                ["gateway-sim", f"--host={parts.hostname}", f"--port={parts.port or 80}"],
+                env,
+                log_dir,
+                children,
+            )
+            sim.wait_for_log(r"listening on (http://\S+)", timeout=30)
+            screen.line(
+                f"  gateway   simulator at {settings.ip2sms_send_url} (no real gateway "
+                "configured; faults by the number's last two digits, see README)"
+            )
+        else:
+            screen.line(f"  gateway   {mask_url(settings.ip2sms_send_url)}")
+        worker_args = ["worker"]
+        if args.concurrency:
+            worker_args.append(f"--concurrency={args.concurrency}")
+        worker = _start("worker", worker_args, env, log_dir, children)
+        _start("beat", ["beat"], env, log_dir, children)
+        screen.line("  started   " + ", ".join(f"{c.name} (pid {c.pid})" for c in children))
+        echo = LogEcho(children)
+        worker.wait_for_log(r"celery@\S+ ready", timeout=READY_TIMEOUT)
+        for line in echo.lines():
+            screen.line(line)
+        screen.line(f"ready: the worker takes messages. In another shell: {SAMPLE_SEND}")
+        screen.line("        then `sms-pipeline show ID` and `sms-pipeline report`. Ctrl-C stops.")
+        since = dt.datetime.now(dt.UTC)
+        while True:
+            for line in echo.lines():
+                screen.line(line)
+            dead = [c for c in children if not c.alive()]
+            if dead:
+                raise ChildError(f"{dead[0].name} exited with code {dead[0].returncode}", dead[0])
+            screen.status(status_line(status_counts(since)))
+            time.sleep(args.interval)
+    except StopRequested as exc:
+        screen.close()
+        screen.line(f"stopping ({exc}): " + ", ".join(c.name for c in reversed(children)))
+    except ChildError as exc:
+        screen.close()
+        screen.line(f"sms-pipeline up: {exc}; its log: {exc.child.log_path}")
+        for line in exc.child.log_text().splitlines()[-5:]:
+            screen.line(f"  {line}")
+        code = 1
+    finally:
+        # A second Ctrl-C while stopping must not leave children behind.
+        for number in previous:
+            signal.signal(number, signal.SIG_IGN)
+        stop_all(children, STOP_TIMEOUT)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    screen.line("stopped")
+    return code
+
+
+def register(subparsers: Any) -> None:
+    up = subparsers.add_parser(
+        "up",
+        help="run worker, beat (and the gateway simulator) in the foreground; Ctrl-C stops",
+        description="Run the pipeline in the foreground: a worker, beat and, when "
+        "IP2SMS_SEND_URL points at this machine and nothing listens there, the gateway "
+        "simulator. Embedded by default (SQLite and a broker folder in SMS_DATA_DIR; the "
+        "database is created on first use). Prints `ready` when the worker takes messages, "
+        "then a status line. Ctrl-C (or SIGTERM) stops everything it started.",
+    )
+    up.add_argument(
+        "--simulator",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="start the gateway simulator at IP2SMS_SEND_URL: auto = when it is a loopback "
+        "URL nothing answers yet (default %(default)s)",
+    )
+    up.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="worker threads (default SMS_WORKER_CONCURRENCY)",
+    )
+    up.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between status updates (default %(default)s)",
+    )
+    up.set_defaults(func=run_up, uses_data=False)

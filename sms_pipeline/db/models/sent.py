@@ -46,7 +46,8 @@ SEND_STATUS_WORDS: dict[str, str] = {
     SendStatus.NUMBER_INVALID.value: "number invalid",
     SendStatus.DATA1_INVALID.value: "data1 invalid",
     SendStatus.OPTED_OUT.value: "OPTED OUT",
-    SendStatus.EXPIRED.value: "EXPIRED",  # a one-time code that expired before it was sent
+    SendStatus.EXPIRED.value: "EXPIRED",  # not submitted before it expired (validity, queue age)
+    SendStatus.SUPERSEDED.value: "SUPERSEDED",  # a newer code to the number replaced it
 }
 
 # The view's columns, in order: the queue's columns, then SENT's own three.

@@ -10,17 +10,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu.entity import Queue
 
 from sms_pipeline import embedded_broker  # noqa: F401  (atomic filesystem:// transport)
-from sms_pipeline.settings import Settings, get_settings
+from sms_pipeline.settings import Settings, get_settings, require_production_gateway
 
 URGENT_QUEUE = "urgent"  # verification and 2FA: never wait behind bulk
 BULK_QUEUE = "bulk"  # text, medication_request
 STATUS_QUEUE = "status"  # status checks
 MAINTENANCE_QUEUE = "maintenance"  # beat's periodic jobs
-ALL_QUEUES = (URGENT_QUEUE, BULK_QUEUE, STATUS_QUEUE, MAINTENANCE_QUEUE)
+CALLBACKS_QUEUE = "callbacks"  # producers' callback POSTs: give them a worker of their own
+ALL_QUEUES = (URGENT_QUEUE, BULK_QUEUE, STATUS_QUEUE, MAINTENANCE_QUEUE, CALLBACKS_QUEUE)
 
 # Every module that defines tasks; the worker imports them all at start.
 TASK_MODULES = (
@@ -123,7 +124,7 @@ def configure(app: Celery, settings: Settings) -> None:
             REPLICATE_TASK: {"queue": MAINTENANCE_QUEUE},
             INBOUND_POLL_TASK: {"queue": MAINTENANCE_QUEUE},
             CALLBACKS_SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
-            DELIVER_CALLBACK_TASK: {"queue": MAINTENANCE_QUEUE},
+            DELIVER_CALLBACK_TASK: {"queue": CALLBACKS_QUEUE},
         },
         # Flower sees tasks only with events on; arguments are ids only, so nothing leaks.
         worker_send_task_events=True,
@@ -143,3 +144,10 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@signals.celeryd_init.connect
+@signals.beat_init.connect
+def _refuse_demo_gateway(**_kwargs: Any) -> None:
+    # Fail closed: a production worker or beat never "delivers" to the simulator.
+    require_production_gateway(get_settings())

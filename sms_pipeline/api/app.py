@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,7 +39,7 @@ from sms_pipeline.db.models import Account, CallbackEvent, IdempotencyRecord, Se
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.services.api_keys import Principal
 from sms_pipeline.services.callbacks import final_status
-from sms_pipeline.services.enqueue import enqueue_sms
+from sms_pipeline.services.enqueue import enqueue_sms, validate_callback_url
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.settings import Settings, get_settings
 
@@ -124,6 +124,10 @@ def create_message(
                 return replay
         account = _account_for(session, principal, message.account)
         try:
+            callback_url = None
+            if message.callback_url is not None:
+                # Signed with this key's secret; the URL is set on the row below.
+                callback_url = validate_callback_url(message.callback_url, get_settings())
             message_id = enqueue_sms(
                 message.phone_number,
                 message.body,
@@ -135,7 +139,6 @@ def create_message(
                 ext_id=message.ext_id,
                 customer_id=message.customer_id,
                 cost_centre=message.cost_centre,
-                callback_url=message.callback_url,
                 session=session,
             )
             send_status = SendStatus.QUEUED.value
@@ -156,6 +159,7 @@ def create_message(
         row = session.get(SmsLog, message_id)
         assert row is not None  # enqueue_sms flushed it into this session
         row.api_key_id = principal.key_id
+        row.callback_url = callback_url
         if idempotency_key is not None:
             session.add(
                 IdempotencyRecord(
@@ -294,13 +298,14 @@ def create_app(
         )
 
     async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
-        log.warning("api: database unavailable: %s", type(exc).__name__)
+        # Every database failure, not only a lost connection: its text may quote a row
+        # (a constraint's "Failing row contains ..."), so only the type is logged.
+        log.warning("api: database error: %s", type(exc).__name__)
         return JSONResponse(
             error_body("unavailable", "the database is unavailable"), status_code=503
         )
 
-    api.add_exception_handler(OperationalError, _db_down)
-    api.add_exception_handler(InterfaceError, _db_down)
+    api.add_exception_handler(SQLAlchemyError, _db_down)
 
     auth = [Depends(bearer_scheme)]
 

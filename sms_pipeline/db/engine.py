@@ -70,6 +70,8 @@ def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> En
         engine = create_engine(
             parsed,
             echo=echo,
+            # Statement parameters hold numbers and bodies (codes): never in an exception.
+            hide_parameters=True,
             connect_args={"timeout": 30, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -81,6 +83,7 @@ def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> En
     return create_engine(
         parsed,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

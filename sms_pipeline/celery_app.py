@@ -8,13 +8,19 @@ so a lost broker message is re-dispatched by the outbox sweeper.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from typing import Any
 
 from celery import Celery, signals
 from kombu.entity import Queue
 
 from sms_pipeline import embedded_broker  # noqa: F401  (atomic filesystem:// transport)
-from sms_pipeline.settings import Settings, get_settings, require_production_gateway
+from sms_pipeline.settings import (
+    Settings,
+    SettingsError,
+    get_settings,
+    require_production_gateway,
+)
 
 URGENT_QUEUE = "urgent"  # verification and 2FA: never wait behind bulk
 BULK_QUEUE = "bulk"  # text, medication_request
@@ -149,5 +155,10 @@ app = create_app()
 @signals.celeryd_init.connect
 @signals.beat_init.connect
 def _refuse_demo_gateway(**_kwargs: Any) -> None:
-    # Fail closed: a production worker or beat never "delivers" to the simulator.
-    require_production_gateway(get_settings())
+    # Fail closed: a production worker or beat never "delivers" to the simulator. Celery
+    # logs and swallows a receiver's exception, so leave with SystemExit (not swallowed).
+    try:
+        require_production_gateway(get_settings())
+    except SettingsError as exc:
+        print(f"sms-pipeline: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -138,15 +138,16 @@ def check_address(raw: str, *, allow_private: bool = False) -> Address:
         if inner is not None:
             # Mapped/tunnelled forms are how filters get bypassed: refuse them outright.
             raise UnsafeUrl("points at an IPv4-mapped or tunnelled address")
-    if allow_private:
-        if address.is_reserved:
-            raise UnsafeUrl("points at a reserved address")
+    shared = isinstance(address, ipaddress.IPv4Address) and address in _SHARED
+    if allow_private and (
+        address.is_loopback or address.is_private or address.is_link_local or shared
+    ):
         return address
     if address.is_loopback:
         raise UnsafeUrl("points at a loopback address")
     if address.is_link_local:
         raise UnsafeUrl("points at a link-local address")
-    if address.is_private or (isinstance(address, ipaddress.IPv4Address) and address in _SHARED):
+    if address.is_private or shared:
         raise UnsafeUrl("points at a private address")
     if address.is_reserved or not address.is_global:
         raise UnsafeUrl("points at a reserved address")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from sms_pipeline.db.models.base import SCHEMA
@@ -61,6 +61,40 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def scrub_error(context: ExceptionContext) -> None:
+    """Take row data out of a PostgreSQL error before anything prints or logs it.
+
+    `hide_parameters` keeps the statement's parameters out of the exception, but the
+    server's own text can quote the row: a constraint's DETAIL says "Failing row contains
+    (..., +380931234567, ..., Your code is 987654)", and a data exception (SQLSTATE class
+    22) quotes the bad value. What is left: the error's class, SQLSTATE, the primary
+    message (no values) and the table, column and constraint names.
+    """
+    orig = context.original_exception
+    diag = getattr(orig, "diag", None)
+    if diag is None:  # not psycopg (SQLite's messages name columns, never values)
+        return
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    primary = str(diag.message_primary or "database error")
+    if sqlstate.startswith("22"):
+        primary = "data exception: a value was refused"
+    where = [
+        f"{label} {value}"
+        for label, value in (
+            ("table", diag.table_name),
+            ("column", diag.column_name),
+            ("constraint", diag.constraint_name),
+        )
+        if value
+    ]
+    text = f"{primary} (SQLSTATE {sqlstate or '?'}{'; ' if where else ''}{', '.join(where)})"
+    orig.args = (text,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None and wrapped.args:
+        name = f"{type(orig).__module__}.{type(orig).__name__}"
+        wrapped.args = (f"({name}) {text}", *wrapped.args[1:])
+
+
 def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> Engine:
     """A new engine for `url` (callers normally want `get_engine()`)."""
     parsed = normalise_url(url)
@@ -78,9 +112,10 @@ def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> En
             pool_pre_ping=False,
         ).execution_options(schema_translate_map={SCHEMA: None})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "handle_error", scrub_error)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(
+    engine = create_engine(
         parsed,
         echo=echo,
         hide_parameters=True,
@@ -89,6 +124,8 @@ def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> En
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+    event.listen(engine, "handle_error", scrub_error)
+    return engine
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,19 +45,18 @@ def mask_url(url: str) -> str:
         has_password = parts.password is not None
     except ValueError:
         return "***"  # unparseable: it could be anything, show nothing
-    netloc = parts.netloc
+    masked = url
     if has_password:
-        userinfo, host = netloc.rsplit("@", 1)
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    query = parts.query
-    if query:
-        masked = []
-        for pair in query.split("&"):
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        masked = masked.replace(parts.netloc, f"{userinfo.split(':', 1)[0]}:***@{host}", 1)
+    if parts.query:
+        pairs = []
+        for pair in parts.query.split("&"):
             name, sep, _value = pair.partition("=")
             plain = unquote(name).lower().replace("-", "").replace("_", "")
-            masked.append(f"{name}=***" if sep and plain in _SECRET_PARAMS else pair)
-        query = "&".join(masked)
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+            pairs.append(f"{name}=***" if sep and plain in _SECRET_PARAMS else pair)
+        masked = masked.replace("?" + parts.query, "?" + "&".join(pairs), 1)
+    return masked
 
 
 def _split_csv(value: object) -> object:

@@ -37,6 +37,7 @@ from sms_pipeline.api.schemas import (
 from sms_pipeline.db import get_engine, get_sessionmaker
 from sms_pipeline.db.models import Account, CallbackEvent, IdempotencyRecord, SendStatus, SmsLog
 from sms_pipeline.errors import InvalidMessage, OptedOut
+from sms_pipeline.services import quotas
 from sms_pipeline.services.api_keys import Principal
 from sms_pipeline.services.callbacks import final_status
 from sms_pipeline.services.enqueue import enqueue_sms, validate_callback_url
@@ -58,6 +59,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "The request body is larger than SMS_API_MAX_BODY_BYTES.",
         422: "Invalid input; `errors` names each field and why. Also: an Idempotency-Key "
         "reused with a different body (`error` = idempotency_mismatch).",
+        429: "This API key used up its rate (SMS_API_KEY_RATE_PER_MINUTE) or daily cap "
+        "(SMS_API_KEY_DAILY_CAP); `Retry-After` says in how many seconds to try again.",
         503: "The database is unavailable.",
     }
     return {code: {"model": ErrorOut, "description": described[code]} for code in codes}
@@ -121,7 +124,15 @@ def create_message(
         if idempotency_key is not None:
             replay = _replay(session, principal, idempotency_key, request_hash)
             if replay is not None:
-                return replay
+                return replay  # a replay sends nothing: not counted against the limits
+        refusal = quotas.check_api_key(principal.prefix or str(principal.key_id), principal.name)
+        if refusal is not None:
+            log.warning("api: key %s refused by its %s limit", principal.name, refusal.limit)
+            return JSONResponse(
+                error_body("rate_limited", f"this API key reached its {refusal.limit} limit"),
+                status_code=429,
+                headers={"Retry-After": str(refusal.retry_after)},
+            )
         account = _account_for(session, principal, message.account)
         try:
             callback_url = None
@@ -313,7 +324,7 @@ def create_app(
         "/v1/messages",
         status_code=201,
         response_model=MessageCreated,
-        responses=_errors(401, 403, 409, 413, 422, 503),
+        responses=_errors(401, 403, 409, 413, 422, 429, 503),
         dependencies=auth,
         summary="Enqueue a message",
     )

@@ -48,6 +48,7 @@ class Principal:
     key_id: int
     name: str
     account_id: int | None
+    prefix: str = ""  # random per key, never reused: what its abuse limits are counted by
 
 
 @dataclass(frozen=True)
@@ -130,5 +131,5 @@ def authenticate(session: Session, presented: str) -> Principal | None:
     expected = hash_key(presented)
     for key in session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)):
         if hmac.compare_digest(key.key_hash, expected) and key.active:
-            return Principal(key.id, key.name, key.account_id)
+            return Principal(key.id, key.name, key.account_id, key.prefix)
     return None

@@ -14,22 +14,24 @@ from sms_pipeline.services import api_keys, callbacks
 from sms_pipeline.settings import load_settings
 
 
-def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
+def test_signature_is_hmac_sha256_of_timestamp_dot_event_id_dot_body() -> None:
     body = b'{"id":"x","status":"Delivered"}'
-    expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
-    assert callbacks.sign("s3cret", "1700000000", body) == f"sha256={expected}"
+    expected = hmac.new(b"s3cret", b"1700000000.42." + body, hashlib.sha256).hexdigest()
+    assert callbacks.sign("s3cret", "1700000000", "42", body) == f"sha256={expected}"
 
 
 def test_verify_signature_accepts_fresh_and_refuses_tampered_or_stale() -> None:
     body = b'{"id":"x"}'
-    signature = callbacks.sign("k", "1000", body)
-    assert callbacks.verify_signature("k", "1000", body, signature, now=1100)
-    assert not callbacks.verify_signature("k", "1000", body + b" ", signature, now=1100)
-    assert not callbacks.verify_signature("other", "1000", body, signature, now=1100)
-    assert not callbacks.verify_signature("k", "1001", body, signature, now=1100)
+    signature = callbacks.sign("k", "1000", "7", body)
+    assert callbacks.verify_signature("k", "1000", "7", body, signature, now=1100)
+    assert not callbacks.verify_signature("k", "1000", "7", body + b" ", signature, now=1100)
+    assert not callbacks.verify_signature("other", "1000", "7", body, signature, now=1100)
+    assert not callbacks.verify_signature("k", "1001", "7", body, signature, now=1100)
+    # The event id receivers de-duplicate on is signed: a replay under a new id fails.
+    assert not callbacks.verify_signature("k", "1000", "8", body, signature, now=1100)
     # An old event replayed later fails on its (signed) timestamp.
-    assert not callbacks.verify_signature("k", "1000", body, signature, now=1000 + 301)
-    assert not callbacks.verify_signature("k", "not-a-time", body, signature, now=1100)
+    assert not callbacks.verify_signature("k", "1000", "7", body, signature, now=1000 + 301)
+    assert not callbacks.verify_signature("k", "not-a-time", "7", body, signature, now=1100)
 
 
 def test_final_status_prefers_the_gateways_final_word() -> None:

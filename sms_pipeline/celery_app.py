@@ -152,8 +152,6 @@ def create_app(settings: Settings | None = None) -> Celery:
 app = create_app()
 
 
-@signals.celeryd_init.connect
-@signals.beat_init.connect
 def _refuse_demo_gateway(**_kwargs: Any) -> None:
     # Fail closed: a production worker or beat never "delivers" to the simulator. Celery
     # logs and swallows a receiver's exception, so leave with SystemExit (not swallowed).
@@ -162,3 +160,8 @@ def _refuse_demo_gateway(**_kwargs: Any) -> None:
     except SettingsError as exc:
         print(f"sms-pipeline: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+# celeryd_init: the `celery worker` program only (not test workers started in-process).
+signals.celeryd_init.connect(_refuse_demo_gateway, weak=False)
+signals.beat_init.connect(_refuse_demo_gateway, weak=False)

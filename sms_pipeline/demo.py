@@ -479,6 +479,9 @@ def channel_report(console: Console, data_dir: Path, since: dt.datetime) -> Path
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     """Run the demo; returns the exit code (0: every message reached its final state)."""
+    from sms_pipeline.simulator import require_aiohttp
+
+    require_aiohttp()  # the `demo` extra (simulator, plots): fail now, with the install hint
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:

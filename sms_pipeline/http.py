@@ -25,6 +25,7 @@ The resolver is a parameter so tests of private or metadata addresses never conn
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import socket
@@ -56,14 +57,14 @@ class OutboundError(Exception):
         self.permanent = permanent
 
 
-class UnsafeUrl(OutboundError):
+class UnsafeUrlError(OutboundError):
     """The URL is not one we may call (scheme, user info, forbidden address)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason, permanent=True)
 
 
-class DeadlineExceeded(OutboundError):
+class DeadlineExceededError(OutboundError):
     """The whole exchange did not finish within its deadline."""
 
 
@@ -87,24 +88,24 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def parse_url(url: str) -> Target:
-    """Scheme, host, port and path of an http(s) URL, or UnsafeUrl saying why not."""
+    """Scheme, host, port and path of an http(s) URL, or UnsafeUrlError saying why not."""
     if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
-        raise UnsafeUrl(f"must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
+        raise UnsafeUrlError(f"must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
     if any(ord(c) <= 32 or ord(c) == 127 for c in url):
-        raise UnsafeUrl("must not contain spaces or control characters")
+        raise UnsafeUrlError("must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        raise UnsafeUrl("is not a valid URL") from None
+        raise UnsafeUrlError("is not a valid URL") from None
     scheme = parts.scheme.lower()
     if scheme not in {"http", "https"}:
-        raise UnsafeUrl("must be an http(s) URL")
+        raise UnsafeUrlError("must be an http(s) URL")
     if "@" in parts.netloc:
-        raise UnsafeUrl("must not contain user info (user:password@)")
+        raise UnsafeUrlError("must not contain user info (user:password@)")
     host = (parts.hostname or "").rstrip(".")
     if not host:
-        raise UnsafeUrl("must name a host")
+        raise UnsafeUrlError("must name a host")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
@@ -124,33 +125,33 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 
 def check_address(raw: str, *, allow_private: bool = False) -> Address:
-    """The address, or UnsafeUrl when it is not one a producer may make us connect to."""
+    """The address, or UnsafeUrlError when it is not one a producer may make us connect to."""
     try:
         address = ipaddress.ip_address(raw.split("%", 1)[0])  # drop an IPv6 zone id
     except ValueError:
-        raise UnsafeUrl("resolves to something that is not an IP address") from None
+        raise UnsafeUrlError("resolves to something that is not an IP address") from None
     if address in METADATA_ADDRESSES:
-        raise UnsafeUrl("points at the cloud metadata address")
+        raise UnsafeUrlError("points at the cloud metadata address")
     if address.is_unspecified or address.is_multicast:
-        raise UnsafeUrl("points at an unspecified or multicast address")
+        raise UnsafeUrlError("points at an unspecified or multicast address")
     if isinstance(address, ipaddress.IPv6Address):
         inner = _embedded_ipv4(address)
         if inner is not None:
             # Mapped/tunnelled forms are how filters get bypassed: refuse them outright.
-            raise UnsafeUrl("points at an IPv4-mapped or tunnelled address")
+            raise UnsafeUrlError("points at an IPv4-mapped or tunnelled address")
     shared = isinstance(address, ipaddress.IPv4Address) and address in _SHARED
     if allow_private and (
         address.is_loopback or address.is_private or address.is_link_local or shared
     ):
         return address
     if address.is_loopback:
-        raise UnsafeUrl("points at a loopback address")
+        raise UnsafeUrlError("points at a loopback address")
     if address.is_link_local:
-        raise UnsafeUrl("points at a link-local address")
+        raise UnsafeUrlError("points at a link-local address")
     if address.is_private or shared:
-        raise UnsafeUrl("points at a private address")
+        raise UnsafeUrlError("points at a private address")
     if address.is_reserved or not address.is_global:
-        raise UnsafeUrl("points at a reserved address")
+        raise UnsafeUrlError("points at a reserved address")
     return address
 
 
@@ -176,10 +177,10 @@ def resolve_checked(
 
 
 def check_url(url: str, *, allow_private: bool, resolver: Resolver | None = None) -> Target:
-    """Refuse `url` (UnsafeUrl) unless it is http(s) and its host resolves to allowed addresses.
+    """Refuse `url` (UnsafeUrlError) unless http(s) with a host resolving to allowed addresses.
 
     Used where a URL is accepted (enqueue, the API); delivery checks again, then pins.
-    A host that does not resolve (OutboundError, not UnsafeUrl) is left to delivery.
+    A host that does not resolve (OutboundError, not UnsafeUrlError) is left to delivery.
     """
     target = parse_url(url)
     resolve_checked(target, allow_private=allow_private, resolver=resolver)
@@ -204,10 +205,8 @@ class _Watchdog:
 
     def _shutdown(self) -> None:
         if self._sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # already closed
                 self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def _fire(self) -> None:
         with self._lock:
@@ -267,7 +266,7 @@ def post(
     address = resolve_checked(target, allow_private=allow_private, resolver=resolver)
     remaining = deadline_seconds - (time.monotonic() - started)
     if remaining <= 0:
-        raise DeadlineExceeded(f"deadline of {deadline_seconds:g} s passed")
+        raise DeadlineExceededError(f"deadline of {deadline_seconds:g} s passed")
     connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
     with _Watchdog(remaining) as watchdog:
         connection = connection_class(target, address, remaining, watchdog)
@@ -283,13 +282,13 @@ def post(
             status = response.status
         except (OSError, http.client.HTTPException) as exc:
             if watchdog.fired:
-                raise DeadlineExceeded(f"deadline of {deadline_seconds:g} s passed") from None
+                raise DeadlineExceededError(f"deadline of {deadline_seconds:g} s passed") from None
             if isinstance(exc, TimeoutError | socket.timeout):
-                raise DeadlineExceeded(f"deadline of {deadline_seconds:g} s passed") from None
+                raise DeadlineExceededError(f"deadline of {deadline_seconds:g} s passed") from None
             # The class only: the text may quote the host or the URL.
             raise OutboundError(type(exc).__name__) from None
         finally:
             connection.close()
         if watchdog.fired:
-            raise DeadlineExceeded(f"deadline of {deadline_seconds:g} s passed")
+            raise DeadlineExceededError(f"deadline of {deadline_seconds:g} s passed")
     return Answer(status)

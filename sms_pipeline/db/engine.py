@@ -112,10 +112,9 @@ def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> En
             pool_pre_ping=False,
         ).execution_options(schema_translate_map={SCHEMA: None})
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "handle_error", scrub_error)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    engine = create_engine(
+    pg_engine = create_engine(
         parsed,
         echo=echo,
         hide_parameters=True,
@@ -124,8 +123,8 @@ def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> En
         pool_pre_ping=True,
         pool_recycle=1800,
     )
-    event.listen(engine, "handle_error", scrub_error)
-    return engine
+    event.listen(pg_engine, "handle_error", scrub_error)
+    return pg_engine
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

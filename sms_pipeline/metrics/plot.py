@@ -32,8 +32,14 @@ def _edge_label(edge: float | None, previous: float | None) -> str:
 
 
 def render_png(report: ChannelReport, path: str | Path) -> Path:
-    """Write the two charts to `path` (PNG) and return it."""
-    import matplotlib
+    """Write the two charts to `path` (PNG) and return it (needs the `plot` extra)."""
+    try:
+        import matplotlib
+    except ImportError as exc:  # the production image has no plotting extra
+        raise ImportError(
+            "charts need matplotlib, which the production image does not install: "
+            "pip install 'sms-pipeline[plot]'"
+        ) from exc
 
     matplotlib.use("Agg")  # no display: servers, CI, containers
     import matplotlib.dates as mdates

@@ -290,7 +290,7 @@ def _claim(event_id: int, settings: Settings) -> _Claim | None:
 def _post(claim: _Claim, settings: Settings) -> http.OutboundError | None:
     """POST the event; None on a 2xx answer, else the failure (its reason is for our logs)."""
     if not claim.url:
-        return http.UnsafeUrl("no callback URL")
+        return http.UnsafeUrlError("no callback URL")
     if not claim.secret:
         return http.OutboundError("no signing secret: never sent unsigned", permanent=True)
     body = claim.payload.encode("utf-8")

@@ -94,7 +94,7 @@ def validate_callback_url(url: object, settings: Settings) -> str:
         raise InvalidMessage("callback_url", "must be an http(s) URL")
     try:
         http.check_url(url, allow_private=settings.sms_callback_allow_private)
-    except http.UnsafeUrl as exc:
+    except http.UnsafeUrlError as exc:
         raise InvalidMessage("callback_url", exc.reason) from None
     except http.OutboundError:
         pass
@@ -145,7 +145,10 @@ def enqueue_sms(
     if callback_url is not None:
         # Every callback is signed: from Python, with SMS_CALLBACK_SECRET (the API signs
         # with the key's secret and sets the URL itself).
-        if settings.sms_callback_secret is None or not settings.sms_callback_secret.get_secret_value():
+        if (
+            settings.sms_callback_secret is None
+            or not settings.sms_callback_secret.get_secret_value()
+        ):
             raise InvalidMessage("callback_url", "needs SMS_CALLBACK_SECRET to sign callbacks")
         callback_url = validate_callback_url(callback_url, settings)
 

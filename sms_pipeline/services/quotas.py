@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from limits import RateLimitItemPerDay, RateLimitItemPerMinute, storage, strategies
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, storage, strategies
 
 from sms_pipeline.db.models import Account
 from sms_pipeline.metrics import hooks as metrics
@@ -56,8 +56,8 @@ class Refusal:
     retry_after: int  # whole seconds until there is room again
 
 
-def _retry_after(limiter: strategies.RateLimiter, item: object, *ids: str) -> int:
-    stats = limiter.get_window_stats(item, *ids)  # type: ignore[arg-type]
+def _retry_after(limiter: strategies.RateLimiter, item: RateLimitItem, *ids: str) -> int:
+    stats = limiter.get_window_stats(item, *ids)
     return max(1, math.ceil(stats.reset_time - time.time()))
 
 
@@ -66,9 +66,11 @@ def check_api_key(key: str, key_name: str, settings: Settings | None = None) -> 
     settings = settings or get_settings()
     moving, fixed = _limiters_for(settings)
     ids = (NAMESPACE, "key", key)
-    checks = []
+    checks: list[tuple[str, strategies.RateLimiter, RateLimitItem]] = []
     if settings.sms_api_key_rate_per_minute:
-        checks.append((KEY_RATE, moving, RateLimitItemPerMinute(settings.sms_api_key_rate_per_minute)))
+        checks.append(
+            (KEY_RATE, moving, RateLimitItemPerMinute(settings.sms_api_key_rate_per_minute))
+        )
     if settings.sms_api_key_daily_cap:
         checks.append((KEY_DAILY, fixed, RateLimitItemPerDay(settings.sms_api_key_daily_cap)))
     for limit, limiter, item in checks:

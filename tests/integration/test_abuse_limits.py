@@ -126,9 +126,7 @@ def test_an_account_over_its_daily_cap_waits_whatever_the_route(
             {"a": account.id, "n": NUMBER},
         )
         session.execute(
-            text(
-                "UPDATE verification.accounts SET process_queue_interval = 1 WHERE id = :a"
-            ),
+            text("UPDATE verification.accounts SET process_queue_interval = 1 WHERE id = :a"),
             {"a": account.id},
         )
     assert sql_route.poll_queues() == 1

@@ -67,7 +67,7 @@ def test_a_server_dripping_one_byte_at_a_time_is_cut_off_at_the_total_deadline(
     drip: DripServer,
 ) -> None:
     # Each byte arrives well within any per-read timeout; only a total deadline ends this.
-    with pytest.raises(http.DeadlineExceeded):
+    with pytest.raises(http.DeadlineExceededError):
         http.post(
             f"http://127.0.0.1:{drip.port}/hook",
             b"{}",
@@ -89,7 +89,7 @@ def test_the_connection_goes_to_the_checked_address_with_the_url_host_in_host_he
         asked.append(host)
         return ["127.0.0.1"]
 
-    with pytest.raises(http.DeadlineExceeded):
+    with pytest.raises(http.DeadlineExceededError):
         http.post(
             f"http://receiver.invalid:{drip.port}/hook?t=1",
             b'{"a":1}',
@@ -114,7 +114,7 @@ def test_proxies_and_netrc_in_the_environment_are_ignored(
     monkeypatch.setenv("NETRC", netrc)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
     monkeypatch.setenv("http_proxy", "http://127.0.0.1:1")
-    with pytest.raises(http.DeadlineExceeded):  # reached our server, not the "proxy"
+    with pytest.raises(http.DeadlineExceededError):  # reached our server, not the "proxy"
         http.post(
             f"http://127.0.0.1:{drip.port}/h", b"{}", {}, deadline_seconds=0.5, allow_private=True
         )
@@ -127,7 +127,11 @@ def test_a_closed_port_is_a_transient_failure_named_by_its_class_only() -> None:
         port = s.getsockname()[1]
     with pytest.raises(http.OutboundError) as caught:
         http.post(
-            f"http://127.0.0.1:{port}/secret-token", b"{}", {}, deadline_seconds=2, allow_private=True
+            f"http://127.0.0.1:{port}/secret-token",
+            b"{}",
+            {},
+            deadline_seconds=2,
+            allow_private=True,
         )
     assert not caught.value.permanent
     assert "secret-token" not in caught.value.reason

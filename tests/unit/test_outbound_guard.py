@@ -47,14 +47,14 @@ def never_called(_host: str, _port: int) -> list[str]:
     ],
 )
 def test_forbidden_address_literals_are_refused(url: str) -> None:
-    with pytest.raises(http.UnsafeUrl):
+    with pytest.raises(http.UnsafeUrlError):
         http.check_url(url, allow_private=False, resolver=stub("93.184.215.14"))
 
 
 @pytest.mark.parametrize("url", ["http://2130706433/", "http://0x7f.1/", "http://127.1/"])
 def test_numeric_spellings_of_loopback_are_refused_after_resolution(url: str) -> None:
     # getaddrinfo reads these numeric forms locally (no DNS query): they become 127.0.0.1.
-    with pytest.raises(http.UnsafeUrl):
+    with pytest.raises(http.UnsafeUrlError):
         http.check_url(url, allow_private=False)
 
 
@@ -74,7 +74,7 @@ def test_numeric_spellings_of_loopback_are_refused_after_resolution(url: str) ->
     ],
 )
 def test_urls_that_are_not_plain_http_are_refused(url: str) -> None:
-    with pytest.raises(http.UnsafeUrl):
+    with pytest.raises(http.UnsafeUrlError):
         http.check_url(url, allow_private=False, resolver=stub("93.184.215.14"))
 
 
@@ -91,13 +91,15 @@ def test_urls_that_are_not_plain_http_are_refused(url: str) -> None:
 )
 def test_a_name_resolving_to_a_forbidden_address_is_refused(resolved: tuple[str, ...]) -> None:
     # Compose service names (postgres, redis) resolve to private addresses this way.
-    with pytest.raises(http.UnsafeUrl):
+    with pytest.raises(http.UnsafeUrlError):
         http.check_url("http://postgres:5432/", allow_private=False, resolver=stub(*resolved))
 
 
 def test_a_public_name_and_public_literals_are_accepted() -> None:
     target = http.check_url(
-        "https://hooks.example.org/sms?token=abc", allow_private=False, resolver=stub("93.184.215.14")
+        "https://hooks.example.org/sms?token=abc",
+        allow_private=False,
+        resolver=stub("93.184.215.14"),
     )
     assert (target.scheme, target.host, target.port, target.path) == (
         "https",
@@ -113,7 +115,7 @@ def test_allow_private_lets_on_premise_receivers_through_but_never_the_metadata_
     for url in ("http://127.0.0.1:9000/", "http://10.0.0.5/", "http://[::1]/"):
         http.check_url(url, allow_private=True, resolver=never_called)
     for url in ("http://169.254.169.254/", "http://0.0.0.0/", "http://[::ffff:127.0.0.1]/"):
-        with pytest.raises(http.UnsafeUrl):
+        with pytest.raises(http.UnsafeUrlError):
             http.check_url(url, allow_private=True, resolver=never_called)
 
 
@@ -123,13 +125,13 @@ def test_an_unresolvable_host_is_a_transient_failure_not_an_unsafe_url() -> None
 
     with pytest.raises(http.OutboundError) as caught:
         http.check_url("http://nowhere.invalid/", allow_private=False, resolver=fails)
-    assert not isinstance(caught.value, http.UnsafeUrl)
+    assert not isinstance(caught.value, http.UnsafeUrlError)
     assert not caught.value.permanent
 
 
 def test_delivery_refuses_a_private_address_without_connecting() -> None:
     # DNS rebinding: the name resolved to a public address at enqueue, now to metadata.
-    with pytest.raises(http.UnsafeUrl):
+    with pytest.raises(http.UnsafeUrlError):
         http.post(
             "http://rebind.example/",
             b"{}",

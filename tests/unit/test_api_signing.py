@@ -94,3 +94,31 @@ def test_request_model_leaves_message_rules_to_enqueue_sms() -> None:
         {"phone_number": "12", "body": "hi", "type": "promo", "send_at": "2030-01-01T00:00:00"}
     )
     assert message.type == "promo" and message.send_at is not None
+
+
+def _receiver_snippet() -> dict[str, object]:
+    """The receiver example of docs/api.md, executed as a module (not as __main__)."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    start = docs.index("```python\nimport hashlib")
+    code = docs[start + len("```python\n") : docs.index("```", start + 10)]
+    namespace: dict[str, object] = {"__name__": "receiver"}
+    exec(compile(code, "docs/api.md", "exec"), namespace)  # noqa: S102  (our own docs)
+    return namespace
+
+
+def test_the_documented_receiver_verifies_our_signatures_and_refuses_tampering() -> None:
+    verify = _receiver_snippet()["verify"]
+    assert callable(verify)
+    body = b'{"event":"message.final","id":"x"}'
+    headers = {
+        "X-SMS-Timestamp": "1700000000",
+        "X-SMS-Event-Id": "42",
+        "X-SMS-Signature": callbacks.sign("whsec_k", "1700000000", "42", body),
+    }
+    assert verify("whsec_k", headers, body, now=1700000010)
+    assert not verify("whsec_k", headers, body + b" ", now=1700000010)
+    assert not verify("whsec_k", {**headers, "X-SMS-Event-Id": "43"}, body, now=1700000010)
+    assert not verify("whsec_k", headers, body, now=1700000000 + 301)
+    assert not verify("other", headers, body, now=1700000010)

@@ -108,7 +108,12 @@ def test_metrics_parse_and_carry_every_catalogue_name(scraped: dict[str, Any]) -
         assert f"# TYPE {spec.name} {spec.kind.value}" in text, spec.name
     names = {s.name for f in scraped["families"] for s in f.samples}
     for spec in c.CATALOGUE:
-        if spec.name in (c.SUBMIT_TO_DELIVERED, c.ENQUEUE_TO_SUBMIT, c.MESSAGE_ATTEMPTS):
+        if spec.name in (
+            c.SUBMIT_TO_DELIVERED,
+            c.ENQUEUE_TO_SUBMIT,
+            c.MESSAGE_ATTEMPTS,
+            c.LIMIT_REFUSALS_TOTAL,
+        ):
             continue  # nothing observed in this fixture
         if spec.name == c.STATUS_TRANSITIONS_TOTAL:
             continue

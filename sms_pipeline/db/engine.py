@@ -72,9 +72,11 @@ def scrub_error(context: ExceptionContext) -> None:
     """
     orig = context.original_exception
     diag = getattr(orig, "diag", None)
-    if diag is None:  # not psycopg (SQLite's messages name columns, never values)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if diag is None or not sqlstate:
+        # Not psycopg (SQLite's messages name columns, never values), or no server answer
+        # (a connection failure: libpq's message holds no row data and says what failed).
         return
-    sqlstate = getattr(orig, "sqlstate", None) or ""
     primary = str(diag.message_primary or "database error")
     if sqlstate.startswith("22"):
         primary = "data exception: a value was refused"
@@ -87,7 +89,7 @@ def scrub_error(context: ExceptionContext) -> None:
         )
         if value
     ]
-    text = f"{primary} (SQLSTATE {sqlstate or '?'}{'; ' if where else ''}{', '.join(where)})"
+    text = f"{primary} (SQLSTATE {sqlstate}{'; ' if where else ''}{', '.join(where)})"
     orig.args = (text,)
     wrapped = context.sqlalchemy_exception
     if wrapped is not None and wrapped.args:

@@ -1,6 +1,11 @@
-# One image for every app service (worker, beat, migrate, flower, metrics, api, gateway-sim);
-# docker-compose.yml picks the command.
-FROM python:3.11-slim
+# One image for every app service (worker, beat, migrate, flower, metrics, api); the
+# `simulator` target adds the gateway simulator for the local stack. docker-compose.yml
+# picks the command.
+#
+# Production installs requirements.lock only: every package pinned and checked against
+# its hash (pip --require-hashes), no simulator or plotting libraries. Regenerate the lock
+# with `make lock` after changing dependencies in pyproject.toml (docs/security.md).
+FROM python:3.11-slim AS production
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,9 +14,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SMS_DATA_DIR=/var/lib/sms-pipeline
 
 WORKDIR /app
+COPY requirements.lock ./
+RUN pip install --require-hashes --requirement requirements.lock
 COPY pyproject.toml README.md ./
 COPY sms_pipeline ./sms_pipeline
-RUN pip install . \
+# --no-deps: the dependencies are the locked ones above, nothing resolved again here.
+RUN pip install --no-deps . \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin sms \
     && mkdir -p "$SMS_DATA_DIR" \
     && chown sms "$SMS_DATA_DIR"
@@ -26,3 +34,10 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
 
 ENTRYPOINT ["sms-pipeline"]
 CMD ["--help"]
+
+# The IP2SMS gateway simulator (aiohttp): the local stack and demos only, never production.
+FROM production AS simulator
+USER root
+# The locked packages stay as they are; pip adds the `simulator` extra (aiohttp) on top.
+RUN pip install '.[simulator]'
+USER sms

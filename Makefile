@@ -1,19 +1,22 @@
 # Every target creates or refreshes .venv first, so each works from a fresh clone.
-# The demo needs only the package; tests and lint add the dev tools.
+# The demo needs the package and its `demo` extra (simulator, plots); tests and lint add
+# the dev tools. The production image installs requirements.lock only (see docs/security.md).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 RUN    := $(VENV)/.installed-run
 DEV    := $(VENV)/.installed-dev
+LOCKT  := $(VENV)/.installed-lock
+LOCK   := requirements.lock
 
-.PHONY: install run test test-fast lint format demo bench docs clean
+.PHONY: install run test test-fast lint format demo bench docs lock audit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(RUN): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[demo]'
 	touch $(RUN)
 
 $(DEV): pyproject.toml | $(BIN)/python
@@ -49,6 +52,23 @@ bench: $(RUN)
 
 docs: $(RUN)
 	$(BIN)/python scripts/gen_config_docs.py
+
+$(LOCKT): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[lock]'
+	touch $(LOCKT)
+
+# The production lock (hashed), from pyproject.toml's base dependencies only: run after
+# any dependency change. Existing pins are kept when still allowed (minimal churn); add
+# PIP_COMPILE_ARGS=--upgrade to move everything to the newest allowed versions.
+lock: $(LOCKT)
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-trusted-host --no-emit-find-links \
+		--output-file $(LOCK) $(PIP_COMPILE_ARGS) pyproject.toml
+
+# Known vulnerabilities in the locked versions. Needs the advisory database (network):
+# a make target to run by hand or on a schedule, not a CI step.
+audit: $(LOCKT)
+	$(BIN)/pip-audit --require-hashes --disable-pip --requirement $(LOCK)
 
 clean:
 	rm -rf $(VENV) .sms_pipeline .pytest_cache .mypy_cache .ruff_cache

@@ -8,19 +8,26 @@ so a lost broker message is re-dispatched by the outbox sweeper.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from kombu.entity import Queue
 
 from sms_pipeline import embedded_broker  # noqa: F401  (atomic filesystem:// transport)
-from sms_pipeline.settings import Settings, get_settings
+from sms_pipeline.settings import (
+    Settings,
+    SettingsError,
+    get_settings,
+    require_production_gateway,
+)
 
 URGENT_QUEUE = "urgent"  # verification and 2FA: never wait behind bulk
 BULK_QUEUE = "bulk"  # text, medication_request
 STATUS_QUEUE = "status"  # status checks
 MAINTENANCE_QUEUE = "maintenance"  # beat's periodic jobs
-ALL_QUEUES = (URGENT_QUEUE, BULK_QUEUE, STATUS_QUEUE, MAINTENANCE_QUEUE)
+CALLBACKS_QUEUE = "callbacks"  # producers' callback POSTs: give them a worker of their own
+ALL_QUEUES = (URGENT_QUEUE, BULK_QUEUE, STATUS_QUEUE, MAINTENANCE_QUEUE, CALLBACKS_QUEUE)
 
 # Every module that defines tasks; the worker imports them all at start.
 TASK_MODULES = (
@@ -131,7 +138,7 @@ def configure(app: Celery, settings: Settings) -> None:
             REPLICATE_TASK: {"queue": MAINTENANCE_QUEUE},
             INBOUND_POLL_TASK: {"queue": MAINTENANCE_QUEUE},
             CALLBACKS_SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
-            DELIVER_CALLBACK_TASK: {"queue": MAINTENANCE_QUEUE},
+            DELIVER_CALLBACK_TASK: {"queue": CALLBACKS_QUEUE},
             PRIVACY_SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
             RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
         },
@@ -153,3 +160,18 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+def _refuse_demo_gateway(**_kwargs: Any) -> None:
+    # Fail closed: a production worker or beat never "delivers" to the simulator. Celery
+    # logs and swallows a receiver's exception, so leave with SystemExit (not swallowed).
+    try:
+        require_production_gateway(get_settings())
+    except SettingsError as exc:
+        print(f"sms-pipeline: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+# celeryd_init: the `celery worker` program only (not test workers started in-process).
+signals.celeryd_init.connect(_refuse_demo_gateway, weak=False)
+signals.beat_init.connect(_refuse_demo_gateway, weak=False)

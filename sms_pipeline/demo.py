@@ -535,6 +535,9 @@ def demo_data_dir(chosen: Path | None) -> Path:
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> int:
     """Run the demo; returns the exit code (0: every message reached its final state)."""
+    from sms_pipeline.simulator import require_aiohttp
+
+    require_aiohttp()  # the `demo` extra (simulator, plots): fail now, with the install hint
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -21,17 +21,42 @@ class SettingsError(RuntimeError):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
-_URL_FIELDS = frozenset({"sms_database_url", "sms_broker_url", "sms_redis_url"})
+# Every setting that holds a URL: shown masked in repr, str, the CLI and logs.
+_URL_FIELDS = frozenset(
+    {
+        "sms_database_url",
+        "sms_broker_url",
+        "sms_redis_url",
+        "ip2sms_send_url",
+        "ip2sms_status_url",
+        "ip2sms_inbound_url",
+    }
+)
+# Query parameters whose values are secrets (compared without case, - and _).
+_SECRET_PARAMS = frozenset(
+    {"password", "passwd", "pwd", "pass", "secret", "token", "accesstoken", "apikey", "key"}
+)
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and reprs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+    """The URL with any password (user info or query parameter) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        return "***"  # unparseable: it could be anything, show nothing
+    masked = url
+    if has_password:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        masked = masked.replace(parts.netloc, f"{userinfo.split(':', 1)[0]}:***@{host}", 1)
+    if parts.query:
+        pairs = []
+        for pair in parts.query.split("&"):
+            name, sep, _value = pair.partition("=")
+            plain = unquote(name).lower().replace("-", "").replace("_", "")
+            pairs.append(f"{name}=***" if sep and plain in _SECRET_PARAMS else pair)
+        masked = masked.replace("?" + parts.query, "?" + "&".join(pairs), 1)
+    return masked
 
 
 def _split_csv(value: object) -> object:
@@ -205,10 +230,35 @@ class Settings(BaseSettings):
     sms_callback_secret: SecretStr | None = Field(
         None,
         description="Signs callbacks of messages enqueued without an API key (HMAC-SHA256); "
-        "empty = such callbacks are sent unsigned.",
+        "empty = enqueue_sms refuses a callback_url (callbacks are never sent unsigned).",
     )
     sms_callback_timeout_seconds: float = Field(
-        5.0, gt=0, le=30, description="Connect and read timeout of one callback POST."
+        5.0,
+        gt=0,
+        le=30,
+        description="Total deadline of one callback POST: connect, TLS, headers and body.",
+    )
+    sms_callback_allow_private: bool = Field(
+        False,
+        description="Let callback URLs reach loopback, private and link-local addresses "
+        "(on-premise receivers). Off: such URLs are refused at enqueue and at delivery.",
+    )
+
+    # --- abuse limits ---------------------------------------------------------------------
+    sms_api_key_rate_per_minute: int = Field(
+        600,
+        ge=0,
+        description="Messages one API key may enqueue per minute (429 with Retry-After "
+        "beyond); 0 = no limit.",
+    )
+    sms_api_key_daily_cap: int = Field(
+        0, ge=0, description="Messages one API key may enqueue per 24 hours; 0 = no cap."
+    )
+    sms_account_daily_cap: int = Field(
+        0,
+        ge=0,
+        description="Messages one account may send per 24 hours, whatever the route (API, "
+        "SQL, Python); beyond it messages wait for the next window. 0 = no cap.",
     )
     sms_callback_max_attempts: int = Field(
         6, ge=1, le=20, description="Callback POSTs per event before it is given up."
@@ -346,11 +396,16 @@ class Settings(BaseSettings):
         return self
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
-        # URLs may embed a password (postgresql://user:pw@host): show them masked.
+        # URLs may embed a password (postgresql://user:pw@host, ?password=): masked.
         for name, value in super().__repr_args__():
             if name in _URL_FIELDS and isinstance(value, str):
                 value = mask_url(value)
             yield name, value
+
+    @property
+    def explicit_gateway(self) -> set[str]:
+        """The IP2SMS_* settings given explicitly (environment, .env or arguments)."""
+        return {n for n in _PRODUCTION_GATEWAY if n in self.model_fields_set}
 
     # --- derived values -------------------------------------------------------------------
     def max_queue_age(self, message_type: str) -> int:
@@ -401,6 +456,27 @@ class Settings(BaseSettings):
         if self.broker_url.startswith(("redis://", "rediss://")):
             return self.broker_url
         return None
+
+
+_PRODUCTION_GATEWAY = ("ip2sms_send_url", "ip2sms_status_url", "ip2sms_login", "ip2sms_password")
+
+
+def require_production_gateway(settings: Settings) -> None:
+    """Fail closed: outside embedded mode, refuse to run on the simulator's defaults.
+
+    A worker or beat with a real broker (production) must be told where the gateway is and
+    who it is: without IP2SMS_SEND_URL, IP2SMS_STATUS_URL, IP2SMS_LOGIN and
+    IP2SMS_PASSWORD it would "deliver" patients' codes to 127.0.0.1:8080 as `demo`.
+    """
+    if settings.is_embedded_broker:
+        return
+    missing = [n.upper() for n in _PRODUCTION_GATEWAY if n not in settings.explicit_gateway]
+    if missing:
+        raise SettingsError(
+            "refusing to start outside embedded mode without explicit "
+            + ", ".join(missing)
+            + " (the defaults point at the local simulator)"
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import select, text
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,9 +38,10 @@ from sms_pipeline.api.subjects import router as subjects_router
 from sms_pipeline.db import get_engine, get_sessionmaker
 from sms_pipeline.db.models import Account, CallbackEvent, IdempotencyRecord, SendStatus, SmsLog
 from sms_pipeline.errors import InvalidMessage, OptedOut
+from sms_pipeline.services import quotas
 from sms_pipeline.services.api_keys import Principal
 from sms_pipeline.services.callbacks import final_status
-from sms_pipeline.services.enqueue import enqueue_sms
+from sms_pipeline.services.enqueue import enqueue_sms, validate_callback_url
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.settings import Settings, get_settings
 
@@ -59,6 +60,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "The request body is larger than SMS_API_MAX_BODY_BYTES.",
         422: "Invalid input; `errors` names each field and why. Also: an Idempotency-Key "
         "reused with a different body (`error` = idempotency_mismatch).",
+        429: "This API key used up its rate (SMS_API_KEY_RATE_PER_MINUTE) or daily cap "
+        "(SMS_API_KEY_DAILY_CAP); `Retry-After` says in how many seconds to try again.",
         503: "The database is unavailable.",
     }
     return {code: {"model": ErrorOut, "description": described[code]} for code in codes}
@@ -122,9 +125,21 @@ def create_message(
         if idempotency_key is not None:
             replay = _replay(session, principal, idempotency_key, request_hash)
             if replay is not None:
-                return replay
+                return replay  # a replay sends nothing: not counted against the limits
+        refusal = quotas.check_api_key(principal.prefix or str(principal.key_id), principal.name)
+        if refusal is not None:
+            log.warning("api: key %s refused by its %s limit", principal.name, refusal.limit)
+            return JSONResponse(
+                error_body("rate_limited", f"this API key reached its {refusal.limit} limit"),
+                status_code=429,
+                headers={"Retry-After": str(refusal.retry_after)},
+            )
         account = _account_for(session, principal, message.account)
         try:
+            callback_url = None
+            if message.callback_url is not None:
+                # Signed with this key's secret; the URL is set on the row below.
+                callback_url = validate_callback_url(message.callback_url, get_settings())
             message_id = enqueue_sms(
                 message.phone_number,
                 message.body,
@@ -136,7 +151,6 @@ def create_message(
                 ext_id=message.ext_id,
                 customer_id=message.customer_id,
                 cost_centre=message.cost_centre,
-                callback_url=message.callback_url,
                 session=session,
             )
             send_status = SendStatus.QUEUED.value
@@ -157,6 +171,7 @@ def create_message(
         row = session.get(SmsLog, message_id)
         assert row is not None  # enqueue_sms flushed it into this session
         row.api_key_id = principal.key_id
+        row.callback_url = callback_url
         if idempotency_key is not None:
             session.add(
                 IdempotencyRecord(
@@ -300,13 +315,14 @@ def create_app(
         )
 
     async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
-        log.warning("api: database unavailable: %s", type(exc).__name__)
+        # Every database failure, not only a lost connection: its text may quote a row
+        # (a constraint's "Failing row contains ..."), so only the type is logged.
+        log.warning("api: database error: %s", type(exc).__name__)
         return JSONResponse(
             error_body("unavailable", "the database is unavailable"), status_code=503
         )
 
-    api.add_exception_handler(OperationalError, _db_down)
-    api.add_exception_handler(InterfaceError, _db_down)
+    api.add_exception_handler(SQLAlchemyError, _db_down)
 
     auth = [Depends(bearer_scheme)]
 
@@ -314,7 +330,7 @@ def create_app(
         "/v1/messages",
         status_code=201,
         response_model=MessageCreated,
-        responses=_errors(401, 403, 409, 413, 422, 503),
+        responses=_errors(401, 403, 409, 413, 422, 429, 503),
         dependencies=auth,
         summary="Enqueue a message",
     )

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from sms_pipeline.db.models.base import SCHEMA
@@ -61,6 +61,42 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def scrub_error(context: ExceptionContext) -> None:
+    """Take row data out of a PostgreSQL error before anything prints or logs it.
+
+    `hide_parameters` keeps the statement's parameters out of the exception, but the
+    server's own text can quote the row: a constraint's DETAIL says "Failing row contains
+    (..., +380931234567, ..., Your code is 987654)", and a data exception (SQLSTATE class
+    22) quotes the bad value. What is left: the error's class, SQLSTATE, the primary
+    message (no values) and the table, column and constraint names.
+    """
+    orig = context.original_exception
+    diag = getattr(orig, "diag", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if diag is None or not sqlstate:
+        # Not psycopg (SQLite's messages name columns, never values), or no server answer
+        # (a connection failure: libpq's message holds no row data and says what failed).
+        return
+    primary = str(diag.message_primary or "database error")
+    if sqlstate.startswith("22"):
+        primary = "data exception: a value was refused"
+    where = [
+        f"{label} {value}"
+        for label, value in (
+            ("table", diag.table_name),
+            ("column", diag.column_name),
+            ("constraint", diag.constraint_name),
+        )
+        if value
+    ]
+    text = f"{primary} (SQLSTATE {sqlstate}{'; ' if where else ''}{', '.join(where)})"
+    orig.args = (text,)
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None and wrapped.args:
+        name = f"{type(orig).__module__}.{type(orig).__name__}"
+        wrapped.args = (f"({name}) {text}", *wrapped.args[1:])
+
+
 def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> Engine:
     """A new engine for `url` (callers normally want `get_engine()`)."""
     parsed = normalise_url(url)
@@ -70,6 +106,8 @@ def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> En
         engine = create_engine(
             parsed,
             echo=echo,
+            # Statement parameters hold numbers and bodies (codes): never in an exception.
+            hide_parameters=True,
             connect_args={"timeout": 30, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -78,14 +116,17 @@ def make_engine(url: str | URL, *, pool_size: int = 5, echo: bool = False) -> En
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(
+    pg_engine = create_engine(
         parsed,
         echo=echo,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+    event.listen(pg_engine, "handle_error", scrub_error)
+    return pg_engine
 
 
 def get_engine(settings: Settings | None = None) -> Engine:

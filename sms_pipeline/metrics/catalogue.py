@@ -111,6 +111,7 @@ DELIVERY_RATIO: Final = "sms_delivery_ratio"
 RETRYCOUNT_EXCEEDED_RATIO: Final = "sms_retrycount_exceeded_ratio"
 WINDOW_SECONDS: Final = "sms_metrics_window_seconds"
 DATABASE_UP: Final = "sms_metrics_database_up"
+LIMIT_REFUSALS_TOTAL: Final = "sms_limit_refusals_total"
 
 _TYPES = "verification, medication_request, text, 2FA"
 
@@ -248,6 +249,16 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         Kind.GAUGE,
         Source.SCRAPE,
         "The window the *_window and *_ratio gauges look back over.",
+    ),
+    MetricSpec(
+        LIMIT_REFUSALS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Abuse limits that held a message back: API requests answered 429, account sends "
+        "deferred by the daily cap.",
+        ("limit", "subject"),
+        label_values="limit: api_key_rate, api_key_daily, account_daily; subject: the API "
+        "key's name or the account's name",
     ),
     MetricSpec(
         DATABASE_UP,

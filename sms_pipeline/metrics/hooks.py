@@ -110,6 +110,12 @@ def gateway_request(operation: str, outcome: str, seconds: float) -> None:
     store.observe(c.GATEWAY_DURATION, {"operation": operation}, seconds, c.GATEWAY_LATENCY_BUCKETS)
 
 
+@_never_raises
+def limit_refused(limit: str, subject: str) -> None:
+    """An abuse limit held a message back (`subject`: API key or account NAME)."""
+    get_store().inc(c.LIMIT_REFUSALS_TOTAL, {"limit": limit, "subject": subject})
+
+
 # --- messages ------------------------------------------------------------------------------
 
 

@@ -121,8 +121,14 @@ def _legend(axes: Any) -> None:
 
 
 def render_png(report: ChannelReport, path: str | Path) -> Path:
-    """Write the charts to `path` (PNG) and return it."""
-    import matplotlib
+    """Write the charts to `path` (PNG) and return it (needs the `plot` extra)."""
+    try:
+        import matplotlib
+    except ImportError as exc:  # the production image has no plotting extra
+        raise ImportError(
+            "charts need matplotlib, which the production image does not install: "
+            "pip install 'sms-pipeline[plot]'"
+        ) from exc
 
     matplotlib.use("Agg")  # no display: servers, CI, containers
     import matplotlib.pyplot as plt

@@ -116,6 +116,21 @@ def may_send(account: Account, segments: int, now: dt.datetime) -> SendPermissio
     return SendPermission(True)
 
 
+def may_send_today(
+    account: Account, segments: int, now: dt.datetime, settings: Settings
+) -> SendPermission:
+    """`may_send`, and the account's daily cap (SMS_ACCOUNT_DAILY_CAP) not used up."""
+    from sms_pipeline.services.quotas import account_cap_reached
+
+    permission = may_send(account, segments, now)
+    if not permission.allowed:
+        return permission
+    reopens = account_cap_reached(account, now, settings)
+    if reopens is not None:
+        return SendPermission(False, reopens, "daily cap reached")
+    return permission
+
+
 def charge_credits(session: Session, account_id: int, segments: int) -> None:
     """Take `segments` credits from a prepaid account (post-paid never changes)."""
     session.execute(

@@ -50,6 +50,7 @@ class Principal:
     name: str
     account_id: int | None
     admin: bool = False  # may read and erase a person's data (/v1/subjects)
+    prefix: str = ""  # random per key, never reused: what its abuse limits are counted by
 
 
 @dataclass(frozen=True)
@@ -135,5 +136,5 @@ def authenticate(session: Session, presented: str) -> Principal | None:
     expected = hash_key(presented)
     for key in session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)):
         if hmac.compare_digest(key.key_hash, expected) and key.active:
-            return Principal(key.id, key.name, key.account_id, key.admin)
+            return Principal(key.id, key.name, key.account_id, key.admin, key.prefix)
     return None

@@ -10,9 +10,15 @@ stands. A worker killed mid-POST leaves a claim that expires and is retried. Del
 at least once (a crash after the receiver answered but before the commit resends):
 receivers de-duplicate by `X-SMS-Event-Id`.
 
-Signing: HMAC-SHA256 over `"{timestamp}.{body}"` with the signing secret of the API key
-that created the message, or SMS_CALLBACK_SECRET for messages enqueued from Python;
-with neither, the event is sent unsigned.
+Signing: HMAC-SHA256 over `"{timestamp}.{event id}.{body}"` with the signing secret of the
+API key that created the message, or SMS_CALLBACK_SECRET for messages enqueued from
+Python. Every callback is signed: enqueue refuses a callback URL without a secret, and an
+event whose secret has gone is given up rather than sent unsigned.
+
+Every POST goes through `sms_pipeline.http` (the one hardened outbound path): the URL is
+checked again at delivery and the connection pinned to the checked address, under one
+total deadline. The event row and the API show producers only "delivery failed"; the
+reason stays in our logs.
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from sqlalchemy import and_, case, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from sms_pipeline.celery_app import DELIVER_CALLBACK_TASK, MAINTENANCE_QUEUE, app
+from sms_pipeline import http
+from sms_pipeline.celery_app import CALLBACKS_QUEUE, DELIVER_CALLBACK_TASK, app
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import ApiKey, CallbackEvent, SmsLog, utcnow
 from sms_pipeline.gateway.statuses import FINAL_STATUSES
@@ -43,7 +49,9 @@ log = logging.getLogger(__name__)
 SIGNATURE_HEADER = "X-SMS-Signature"
 TIMESTAMP_HEADER = "X-SMS-Timestamp"
 EVENT_ID_HEADER = "X-SMS-Event-Id"
-USER_AGENT = "sms-pipeline-callbacks/1"
+USER_AGENT = "sms-pipeline-callbacks/2"
+# What producers see (event rows, the API): the detail would make us their port scanner.
+COARSE_ERROR = "delivery failed"
 _FINAL_GATEWAY = tuple(sorted(s.value for s in FINAL_STATUSES))
 
 # The status an event is about: the gateway's final word when there is one, otherwise
@@ -64,15 +72,21 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """The signature header value for `body` sent at `timestamp` (unix seconds)."""
-    mac = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, "sha256")
+def signed_string(timestamp: str, event_id: str, body: bytes) -> bytes:
+    """What the signature covers: `{timestamp}.{event id}.{body}`."""
+    return timestamp.encode("ascii") + b"." + event_id.encode("ascii") + b"." + body
+
+
+def sign(secret: str, timestamp: str, event_id: str, body: bytes) -> str:
+    """The signature header value for event `event_id` with `body`, sent at `timestamp`."""
+    mac = hmac.new(secret.encode("utf-8"), signed_string(timestamp, event_id, body), "sha256")
     return "sha256=" + mac.hexdigest()
 
 
 def verify_signature(
     secret: str,
     timestamp: str,
+    event_id: str,
     body: bytes,
     signature: str,
     *,
@@ -82,12 +96,13 @@ def verify_signature(
     """What a receiver does: a valid signature over a fresh timestamp (replays fail)."""
     try:
         sent = float(timestamp)
-    except ValueError:
+        expected = sign(secret, timestamp, event_id, body)
+    except (ValueError, UnicodeEncodeError):
         return False
     current = time.time() if now is None else now
     if abs(current - sent) > tolerance_seconds:
         return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    return hmac.compare_digest(expected, signature)
 
 
 # --- creating events ----------------------------------------------------------------------
@@ -209,7 +224,7 @@ def sweep_callbacks(settings: Settings | None = None) -> CallbackSweep:
     for event_id in due:
         try:
             app.send_task(
-                DELIVER_CALLBACK_TASK, args=[event_id], queue=MAINTENANCE_QUEUE, expires=expires
+                DELIVER_CALLBACK_TASK, args=[event_id], queue=CALLBACKS_QUEUE, expires=expires
             )
             dispatched += 1
         except Exception:  # the broker is down: the next sweep dispatches again
@@ -272,38 +287,36 @@ def _claim(event_id: int, settings: Settings) -> _Claim | None:
     return _Claim(event_id, row.attempts, row.message_id, row.api_key_id, row.payload, url, secret)
 
 
-def _post(claim: _Claim, settings: Settings) -> str | None:
-    """POST the event; None on a 2xx answer, else a short reason (never the URL)."""
-    if not claim.url or not claim.url.startswith(("http://", "https://")):
-        return "no usable callback URL"
+def _post(claim: _Claim, settings: Settings) -> http.OutboundError | None:
+    """POST the event; None on a 2xx answer, else the failure (its reason is for our logs)."""
+    if not claim.url:
+        return http.UnsafeUrlError("no callback URL")
+    if not claim.secret:
+        return http.OutboundError("no signing secret: never sent unsigned", permanent=True)
     body = claim.payload.encode("utf-8")
     timestamp = str(int(time.time()))
+    event_id = str(claim.event_id)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        EVENT_ID_HEADER: str(claim.event_id),
+        EVENT_ID_HEADER: event_id,
         TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(claim.secret, timestamp, event_id, body),
     }
-    if claim.secret:
-        headers[SIGNATURE_HEADER] = sign(claim.secret, timestamp, body)
-    timeout = settings.sms_callback_timeout_seconds
     try:
-        # No redirects: the URL the producer gave is the only place events go. The answer's
-        # body is never read (stream=True), so a huge or slow reply cannot hold the worker.
-        with requests.post(
+        # No redirects, no proxies, the address checked and pinned, one total deadline.
+        answer = http.post(
             claim.url,
-            data=body,
-            headers=headers,
-            timeout=(timeout, timeout),
-            allow_redirects=False,
-            stream=True,
-        ) as answer:
-            if 200 <= answer.status_code < 300:
-                return None
-            return f"HTTP {answer.status_code}"
-    except requests.RequestException as exc:
-        # The exception text may quote the URL (and any token in it): keep the class only.
-        return type(exc).__name__
+            body,
+            headers,
+            deadline_seconds=settings.sms_callback_timeout_seconds,
+            allow_private=settings.sms_callback_allow_private,
+        )
+    except http.OutboundError as exc:
+        return exc
+    if 200 <= answer.status < 300:
+        return None
+    return http.OutboundError(f"HTTP {answer.status}")
 
 
 def deliver_event(event_id: int, settings: Settings | None = None) -> str:
@@ -312,7 +325,8 @@ def deliver_event(event_id: int, settings: Settings | None = None) -> str:
     claim = _claim(event_id, settings)
     if claim is None:
         return "skipped"  # delivered, not due, or claimed by a concurrent copy
-    error = _post(claim, settings)
+    failure = _post(claim, settings)
+    error = failure.reason if failure is not None else None
     now = utcnow()
     mine = and_(
         CallbackEvent.id == event_id,
@@ -322,15 +336,17 @@ def deliver_event(event_id: int, settings: Settings | None = None) -> str:
     if error is None:
         values: dict[str, Any] = {"delivered_at": now, "next_attempt_at": None, "last_error": None}
         outcome = "delivered"
-    elif claim.attempt >= settings.sms_callback_max_attempts:
+    elif claim.attempt >= settings.sms_callback_max_attempts or (
+        failure is not None and failure.permanent
+    ):
         values = {
             "next_attempt_at": None,
-            "last_error": f"given up after {claim.attempt} attempts: {error}"[:500],
+            "last_error": f"given up after {claim.attempt} attempts: {COARSE_ERROR}",
         }
         outcome = "given up"
     else:
         delay = retry_delay(claim.attempt, settings)
-        values = {"next_attempt_at": now + dt.timedelta(seconds=delay), "last_error": error}
+        values = {"next_attempt_at": now + dt.timedelta(seconds=delay), "last_error": COARSE_ERROR}
         outcome = "retry"
     with session_scope(settings) as session:
         session.execute(update(CallbackEvent).where(mine).values(**values))

@@ -10,6 +10,7 @@ import phonenumbers
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sms_pipeline import http
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import MESSAGE_TYPES, MessageType, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
@@ -94,6 +95,23 @@ def validate_xml_text(field: str, value: str) -> str:
     return value
 
 
+def validate_callback_url(url: object, settings: Settings) -> str:
+    """An http(s) URL whose host is one we may call (see sms_pipeline.http), or InvalidMessage.
+
+    Checked again at delivery, where the connection is pinned to the checked address; a
+    host that does not resolve now is left to that check.
+    """
+    if not isinstance(url, str):
+        raise InvalidMessage("callback_url", "must be an http(s) URL")
+    try:
+        http.check_url(url, allow_private=settings.sms_callback_allow_private)
+    except http.UnsafeUrlError as exc:
+        raise InvalidMessage("callback_url", exc.reason) from None
+    except http.OutboundError:
+        pass
+    return url
+
+
 def is_opted_out(session: Session, phone_number: str) -> bool:
     """Opted out: by number, or (after an erasure) by the number's keyed hash."""
     from sms_pipeline.services import privacy
@@ -145,12 +163,15 @@ def enqueue_sms(
     customer = _optional_text("customer_id", customer_id)
     cost = _optional_text("cost_centre", cost_centre)
     validity = privacy.parse_valid_for(valid_for)
-    if callback_url is not None and (
-        not isinstance(callback_url, str)
-        or not callback_url.startswith(("http://", "https://"))
-        or len(callback_url) > 2000
-    ):
-        raise InvalidMessage("callback_url", "must be an http(s) URL")
+    if callback_url is not None:
+        # Every callback is signed: from Python, with SMS_CALLBACK_SECRET (the API signs
+        # with the key's secret and sets the URL itself).
+        if (
+            settings.sms_callback_secret is None
+            or not settings.sms_callback_secret.get_secret_value()
+        ):
+            raise InvalidMessage("callback_url", "needs SMS_CALLBACK_SECRET to sign callbacks")
+        callback_url = validate_callback_url(callback_url, settings)
 
     def _store(sess: Session) -> uuid.UUID:
         acct = find_account(sess, account)

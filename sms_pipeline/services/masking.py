@@ -1,6 +1,10 @@
-"""What may appear in logs: masked phone numbers, never bodies."""
+"""What may appear in logs: masked phone numbers and URLs, never bodies or passwords."""
 
 from __future__ import annotations
+
+from sms_pipeline.settings import mask_url
+
+__all__ = ["mask_phone", "mask_url"]
 
 
 def mask_phone(number: str | None) -> str:

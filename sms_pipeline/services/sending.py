@@ -39,7 +39,7 @@ from sms_pipeline.gateway import (
 )
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import accounts as account_rules
-from sms_pipeline.services import privacy
+from sms_pipeline.services import privacy, quotas
 from sms_pipeline.services.enqueue import ESSENTIAL_TYPES
 from sms_pipeline.services.gateway import get_gateway_client
 from sms_pipeline.services.masking import mask_phone
@@ -181,7 +181,7 @@ def _fast_claim(message_id: uuid.UUID, settings: Settings, now: dt.datetime) -> 
     paused, a window open around the clock, credits, no rate limit, not opted out); when
     any fails, nothing is written and `_claim` decides (defer, opt out, skip) as before.
     """
-    conn = _autocommit(settings)
+    conn = None if quotas.account_caps_on(settings) else _autocommit(settings)  # caps: slow path
     if conn is None:
         return None
     params = {
@@ -253,7 +253,7 @@ def _claim(message_id: uuid.UUID, settings: Settings) -> _Claim | AttemptResult:
             return AttemptResult("opted_out" if opted else "skipped", detail="number opted out")
         if account is None:  # the foreign key makes this impossible; say so if it happens
             return AttemptResult("skipped", detail="account missing")
-        permission = account_rules.may_send(account, message.segments, now)
+        permission = account_rules.may_send_today(account, message.segments, now, settings)
         if not permission.allowed:
             until = permission.wait_until or now + dt.timedelta(minutes=1)
             _defer(session, message_id, until, permission.reason or "waiting")
@@ -371,6 +371,7 @@ def _record_submitted(claim: _Claim, result: SendResult, settings: Settings) -> 
     if not with_db_retry(write):
         log.warning("message %s: submitted, but the claim was lost meanwhile", claim.id)
         return AttemptResult("skipped", detail="claim lost after submission")
+    quotas.count_account_send(claim.account_id, settings)
     metrics.message_submitted(
         claim.type, claim.account_id, claim.attempt, claim.ready_at, now, status.value,
         values["status_changed_at"],

@@ -4,17 +4,47 @@ Fault injection by the destination number's last digits: see
 :mod:`sms_pipeline.simulator.rules`.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from sms_pipeline.simulator.rules import DEFAULT_RULES, Action, Rule, RuleTable
-from sms_pipeline.simulator.server import (
-    CONFIG_KEY,
-    STATE_KEY,
-    SimulatorConfig,
-    SimulatorServer,
-    create_app,
-    run,
-    running_simulator,
+
+EXTRA_HINT = (
+    "the gateway simulator needs aiohttp, which the production image does not install: "
+    "pip install 'sms-pipeline[simulator]'"
 )
-from sms_pipeline.simulator.state import SimState
+# Names served by the aiohttp modules, imported on first use (PEP 562), so that importing
+# the package (the CLI's parser, the rules) works without the simulator extra.
+_LAZY = {
+    "CONFIG_KEY": "server",
+    "STATE_KEY": "server",
+    "SimulatorConfig": "server",
+    "SimulatorServer": "server",
+    "create_app": "server",
+    "run": "server",
+    "running_simulator": "server",
+    "SimState": "state",
+}
+
+
+def require_aiohttp() -> None:
+    """Raise ImportError with the install hint when the simulator extra is missing."""
+    try:
+        importlib.import_module("aiohttp")
+    except ImportError as exc:
+        raise ImportError(EXTRA_HINT) from exc
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module == "server":
+        require_aiohttp()
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "CONFIG_KEY",

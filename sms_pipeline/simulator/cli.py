@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from sms_pipeline.simulator.inbound import inbound_routes
 from sms_pipeline.simulator.rules import DEFAULT_RULES
-from sms_pipeline.simulator.server import SimulatorConfig, run
+
+if TYPE_CHECKING:
+    from sms_pipeline.simulator.server import SimulatorConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     """The SimulatorConfig the parsed options describe."""
+    # Here, not at the top: `sms-pipeline --help` works without the simulator extra.
+    from sms_pipeline.simulator.inbound import inbound_routes
+    from sms_pipeline.simulator.server import SimulatorConfig
+
     login, password = args.login, args.password
     if login is None or password is None:
         from sms_pipeline.settings import get_settings
@@ -84,6 +90,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 def main_from_args(args: argparse.Namespace) -> int:
     """Run the simulator as the parsed options say; blocks until interrupted."""
+    from sms_pipeline.simulator.server import run
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run(config_from_args(args))
     return 0

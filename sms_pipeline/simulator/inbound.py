@@ -27,7 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from aiohttp import web
+from sms_pipeline.simulator import EXTRA_HINT
+
+try:
+    from aiohttp import web
+except ImportError as exc:  # the production image has no simulator extra
+    raise ImportError(EXTRA_HINT) from exc
 
 from sms_pipeline.gateway.codec import RequestParseError, check_xml_text
 from sms_pipeline.gateway.inbound import (

@@ -6,7 +6,8 @@ Endpoints (send and status need HTTP Basic auth, like the real gateway):
 - ``POST /ip2sms-request/``    status of one message (``<request id="..">status</request>``)
 - ``GET  /_sim/stats``         JSON counters
 - ``GET  /_sim/rules``         the fault table in use
-- ``GET  /_sim/messages/{id}`` one message as JSON (never its body)
+- ``GET  /_sim/messages/{id}`` one message as JSON (never its body; the number masked
+  unless the request carries the gateway's Basic auth)
 - ``GET  /_sim/submissions?uniq_key=K``  how many times a message reached the gateway
 - ``POST /_sim/reset``         forget everything
 
@@ -31,7 +32,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from aiohttp import web
+from sms_pipeline.simulator import EXTRA_HINT
+
+try:
+    from aiohttp import web
+except ImportError as exc:  # the production image has no simulator extra
+    raise ImportError(EXTRA_HINT) from exc
 
 from sms_pipeline.gateway.codec import (
     ParsedState,
@@ -41,6 +47,7 @@ from sms_pipeline.gateway.codec import (
     parse_status_request,
 )
 from sms_pipeline.gateway.statuses import GatewayStatus
+from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.simulator.rules import DEFAULT_RULES, MALFORMED_ANSWER, Action, Rule
 from sms_pipeline.simulator.state import SimState, gateway_date
 
@@ -197,6 +204,9 @@ class _Handlers:
         data = self.state.message_dict(request.match_info["gateway_id"])
         if data is None:
             return web.json_response({"error": "not found"}, status=404)
+        if not self._authorized(request):
+            # Full numbers only to whoever holds the gateway login (like the inbound API).
+            data["phone_number"] = mask_phone(data["phone_number"])
         return web.json_response(data)
 
     async def submissions(self, request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import socket
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from sqlalchemy import select, update
 from sms_pipeline.api.app import create_app
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import CallbackEvent, SendStatus, SmsLog, utcnow
+from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.services import callbacks
 from sms_pipeline.services.api_keys import NewApiKey, create_api_key
 from sms_pipeline.services.enqueue import enqueue_sms
@@ -88,6 +90,12 @@ def receiver() -> Iterator[Receiver]:
         server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def loopback_receivers(settings_env: Any) -> Any:
+    """The receivers here listen on 127.0.0.1: allowed only as on-premise receivers are."""
+    return settings_env(SMS_CALLBACK_ALLOW_PRIVATE="true", SMS_CALLBACK_SECRET="global-secret")
+
+
 @pytest.fixture
 def fast_callbacks(settings_env: Any) -> Any:
     return settings_env(SMS_CALLBACK_BACKOFF_SECONDS="0.05", SMS_CALLBACK_TIMEOUT_SECONDS="3")
@@ -138,11 +146,16 @@ def events_of(message_id: uuid.UUID) -> list[CallbackEvent]:
 
 def assert_signed(got: Received, secret: str) -> dict[str, Any]:
     timestamp = got.headers["X-SMS-Timestamp"]
+    event_id = got.headers["X-SMS-Event-Id"]
     signature = got.headers["X-SMS-Signature"]
     assert signature.startswith("sha256=")
-    assert callbacks.verify_signature(secret, timestamp, got.body, signature)
+    assert callbacks.verify_signature(secret, timestamp, event_id, got.body, signature)
     # The timestamp is inside the signed string: a replay with a fresh timestamp fails.
-    assert not callbacks.verify_signature(secret, str(int(timestamp) + 1), got.body, signature)
+    later = str(int(timestamp) + 1)
+    assert not callbacks.verify_signature(secret, later, event_id, got.body, signature)
+    # So is the event id receivers de-duplicate on: it cannot be changed to replay a body.
+    other = str(int(event_id) + 1)
+    assert not callbacks.verify_signature(secret, timestamp, other, got.body, signature)
     payload: dict[str, Any] = json.loads(got.body)
     return payload
 
@@ -191,7 +204,7 @@ def test_failed_callback_is_retried_with_backoff_then_delivered(
     before = utcnow()
     assert deliver_all(message_id) == ["retry"]
     (event,) = events_of(message_id)
-    assert event.last_error == "HTTP 500" and event.attempts == 1
+    assert event.last_error == "delivery failed" and event.attempts == 1
     assert event.next_attempt_at is not None and event.next_attempt_at > before
     # Not due yet when asked at once? The backoff is 0.05 s: wait for it, then retry.
     while utcnow() < event.next_attempt_at:
@@ -234,7 +247,7 @@ def test_callback_is_given_up_after_the_last_attempt(
     assert outcomes == ["retry", "retry", "given up"]
     (event,) = events_of(message_id)
     assert event.delivered_at is None and event.next_attempt_at is None
-    assert event.last_error == "given up after 3 attempts: HTTP 404"
+    assert event.last_error == "given up after 3 attempts: delivery failed"
     assert deliver_all(message_id) == ["skipped"]
     assert callbacks.sweep_callbacks() == callbacks.CallbackSweep(created=0, dispatched=0)
     assert len(receiver.received) == 3
@@ -248,7 +261,13 @@ def test_unreachable_callback_url_is_a_retry(
     callbacks.sweep_callbacks()
     assert deliver_all(message_id) == ["retry"]
     (event,) = events_of(message_id)
-    assert event.last_error == "ConnectionError"  # the class only: URLs may hold tokens
+    # Producers are told no more than this: the detail would make us their port scanner.
+    assert event.last_error == "delivery failed"
+    with TestClient(create_app()) as client:
+        shown = client.get(
+            f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {api_key.key}"}
+        ).json()
+    assert shown["callbacks"][0]["last_error"] == "delivery failed"
 
 
 def test_two_concurrent_deliveries_of_one_event_post_once(
@@ -284,16 +303,105 @@ def test_message_enqueued_from_python_is_signed_with_the_global_secret(
     assert assert_signed(got, "global-secret")["status"] == "Expired"
 
 
-def test_without_key_or_global_secret_the_callback_is_unsigned(
-    db: Any, redis_url: str, receiver: Receiver
+def test_without_a_secret_enqueue_from_python_refuses_a_callback_url(
+    db: Any, redis_url: str, receiver: Receiver, settings_env: Any
+) -> None:
+    settings_env(SMS_CALLBACK_SECRET="")
+    with pytest.raises(InvalidMessage) as refused:
+        enqueue_sms(NUMBER, BODY, callback_url=receiver.url)
+    assert refused.value.field == "callback_url"
+
+
+def test_an_event_whose_secret_has_gone_is_given_up_never_sent_unsigned(
+    db: Any, redis_url: str, receiver: Receiver, settings_env: Any
 ) -> None:
     message_id = enqueue_sms(NUMBER, BODY, callback_url=receiver.url)
     make_final(message_id)
     callbacks.sweep_callbacks()
-    assert deliver_all(message_id) == ["delivered"]
-    (got,) = receiver.wait_for(1)
-    assert "X-SMS-Signature" not in got.headers
-    assert "X-SMS-Timestamp" in got.headers
+    settings_env(SMS_CALLBACK_SECRET="")  # removed from the configuration meanwhile
+    assert deliver_all(message_id) == ["given up"]
+    assert receiver.received == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:6379/",
+        "http://[::1]:5555/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/",
+        "http://localhost@evil.example/",
+        "http://[::ffff:127.0.0.1]/",
+    ],
+)
+def test_the_api_refuses_callback_urls_that_reach_our_own_network(
+    db: Any, api_key: NewApiKey, settings_env: Any, url: str
+) -> None:
+    settings_env(SMS_CALLBACK_ALLOW_PRIVATE="false")
+    with TestClient(create_app()) as client:
+        answer = client.post(
+            "/v1/messages",
+            json={"phone_number": NUMBER, "body": BODY, "callback_url": url},
+            headers={"Authorization": f"Bearer {api_key.key}"},
+        )
+    assert answer.status_code == 422, answer.text
+    assert [e["field"] for e in answer.json()["errors"]] == ["callback_url"]
+    with session_scope() as session:
+        assert session.scalar(select(SmsLog.id)) is None
+
+
+def test_delivery_checks_the_address_again_and_never_connects_to_a_forbidden_one(
+    db: Any, redis_url: str, receiver: Receiver, api_key: NewApiKey, settings_env: Any
+) -> None:
+    message_id = post_via_api(api_key, NUMBER, receiver.url)  # allowed at enqueue
+    make_final(message_id)
+    callbacks.sweep_callbacks()
+    settings_env(SMS_CALLBACK_ALLOW_PRIVATE="false")  # no longer allowed at delivery
+    assert deliver_all(message_id) == ["given up"]
+    assert receiver.received == []
+    (event,) = events_of(message_id)
+    assert event.last_error == "given up after 1 attempts: delivery failed"
+
+
+def test_a_tarpit_receiver_holds_a_delivery_no_longer_than_the_deadline(
+    db: Any, redis_url: str, api_key: NewApiKey, settings_env: Any
+) -> None:
+    settings_env(SMS_CALLBACK_TIMEOUT_SECONDS="1")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def drip() -> None:  # accepts, then answers one byte every 0.2 s for ever
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            while not stop.wait(0.2):
+                try:
+                    conn.sendall(b"H")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+        message_id = post_via_api(api_key, NUMBER, url)
+        make_final(message_id)
+        callbacks.sweep_callbacks()
+        assert deliver_all(message_id) == ["retry"]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_callback_deliveries_go_to_their_own_queue() -> None:
+    from sms_pipeline.celery_app import CALLBACKS_QUEUE, DELIVER_CALLBACK_TASK, app
+
+    assert CALLBACKS_QUEUE not in {"urgent", "bulk", "status", "maintenance"}
+    route = app.amqp.router.route({}, DELIVER_CALLBACK_TASK)
+    assert route["queue"].name == CALLBACKS_QUEUE
 
 
 def test_messages_without_callback_url_or_final_long_ago_get_no_event(

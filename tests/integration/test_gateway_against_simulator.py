@@ -257,3 +257,15 @@ def test_extra_routes_reach_the_state(base_url: str) -> None:
 def test_rules_endpoint_lists_the_table(base_url: str) -> None:
     rules = requests.get(f"{base_url}/_sim/rules", timeout=5).json()
     assert {rule["suffix"] for rule in rules} >= {"01", "04", "10"}
+
+
+def test_simulator_shows_full_numbers_only_to_the_gateway_login(
+    client: IP2SMSClient, base_url: str
+) -> None:
+    to = number("99")
+    sent = client.send(to, "x", uniq_key=key())
+    url = f"{base_url}/_sim/messages/{sent.gateway_id}"
+    anonymous = requests.get(url, timeout=5).json()
+    assert anonymous["phone_number"] != to and anonymous["phone_number"][-2:] == to[-2:]
+    authorised = requests.get(url, auth=(LOGIN, PASSWORD), timeout=5).json()
+    assert authorised["phone_number"] == to

@@ -114,6 +114,7 @@ def test_metrics_parse_and_carry_every_catalogue_name(scraped: dict[str, Any]) -
             c.MESSAGE_ATTEMPTS,
             c.INBOUND_SKIPPED_TOTAL,
             c.PRIVACY_ACTIONS_TOTAL,
+            c.LIMIT_REFUSALS_TOTAL,
         ):
             continue  # nothing observed in this fixture
         if spec.name == c.STATUS_TRANSITIONS_TOTAL:

@@ -14,22 +14,24 @@ from sms_pipeline.services import api_keys, callbacks
 from sms_pipeline.settings import load_settings
 
 
-def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
+def test_signature_is_hmac_sha256_of_timestamp_dot_event_id_dot_body() -> None:
     body = b'{"id":"x","status":"Delivered"}'
-    expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
-    assert callbacks.sign("s3cret", "1700000000", body) == f"sha256={expected}"
+    expected = hmac.new(b"s3cret", b"1700000000.42." + body, hashlib.sha256).hexdigest()
+    assert callbacks.sign("s3cret", "1700000000", "42", body) == f"sha256={expected}"
 
 
 def test_verify_signature_accepts_fresh_and_refuses_tampered_or_stale() -> None:
     body = b'{"id":"x"}'
-    signature = callbacks.sign("k", "1000", body)
-    assert callbacks.verify_signature("k", "1000", body, signature, now=1100)
-    assert not callbacks.verify_signature("k", "1000", body + b" ", signature, now=1100)
-    assert not callbacks.verify_signature("other", "1000", body, signature, now=1100)
-    assert not callbacks.verify_signature("k", "1001", body, signature, now=1100)
+    signature = callbacks.sign("k", "1000", "7", body)
+    assert callbacks.verify_signature("k", "1000", "7", body, signature, now=1100)
+    assert not callbacks.verify_signature("k", "1000", "7", body + b" ", signature, now=1100)
+    assert not callbacks.verify_signature("other", "1000", "7", body, signature, now=1100)
+    assert not callbacks.verify_signature("k", "1001", "7", body, signature, now=1100)
+    # The event id receivers de-duplicate on is signed: a replay under a new id fails.
+    assert not callbacks.verify_signature("k", "1000", "8", body, signature, now=1100)
     # An old event replayed later fails on its (signed) timestamp.
-    assert not callbacks.verify_signature("k", "1000", body, signature, now=1000 + 301)
-    assert not callbacks.verify_signature("k", "not-a-time", body, signature, now=1100)
+    assert not callbacks.verify_signature("k", "1000", "7", body, signature, now=1000 + 301)
+    assert not callbacks.verify_signature("k", "not-a-time", "7", body, signature, now=1100)
 
 
 def test_final_status_prefers_the_gateways_final_word() -> None:
@@ -124,3 +126,31 @@ def test_openapi_states_the_rules() -> None:
     assert (fields["priority"]["minimum"], fields["priority"]["maximum"]) == (0, 9)
     assert fields["send_at"]["anyOf"][0] == {"type": "string", "format": "date-time"}
     assert "example.invalid" in schema["examples"][0]["callback_url"]
+
+
+def _receiver_snippet() -> dict[str, object]:
+    """The receiver example of docs/api.md, executed as a module (not as __main__)."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(encoding="utf-8")
+    start = docs.index("```python\nimport hashlib")
+    code = docs[start + len("```python\n") : docs.index("```", start + 10)]
+    namespace: dict[str, object] = {"__name__": "receiver"}
+    exec(compile(code, "docs/api.md", "exec"), namespace)  # noqa: S102  (our own docs)
+    return namespace
+
+
+def test_the_documented_receiver_verifies_our_signatures_and_refuses_tampering() -> None:
+    verify = _receiver_snippet()["verify"]
+    assert callable(verify)
+    body = b'{"event":"message.final","id":"x"}'
+    headers = {
+        "X-SMS-Timestamp": "1700000000",
+        "X-SMS-Event-Id": "42",
+        "X-SMS-Signature": callbacks.sign("whsec_k", "1700000000", "42", body),
+    }
+    assert verify("whsec_k", headers, body, now=1700000010)
+    assert not verify("whsec_k", headers, body + b" ", now=1700000010)
+    assert not verify("whsec_k", {**headers, "X-SMS-Event-Id": "43"}, body, now=1700000010)
+    assert not verify("whsec_k", headers, body, now=1700000000 + 301)
+    assert not verify("other", headers, body, now=1700000010)

@@ -19,6 +19,7 @@ from sms_pipeline.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 APP_IMAGE = "sms-pipeline:local"
+SIMULATOR_IMAGE = "sms-pipeline:simulator"  # the production image plus the simulator extra
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def _app_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         name: service
         for name, service in compose["services"].items()
-        if service.get("image") == APP_IMAGE
+        if service.get("image") in {APP_IMAGE, SIMULATOR_IMAGE}
     }
 
 
@@ -92,6 +93,7 @@ def test_secrets_have_no_silent_production_default(compose: dict[str, Any]) -> N
     text = COMPOSE.read_text(encoding="utf-8")
     assert "${POSTGRES_PASSWORD:?" in text
     assert "${FLOWER_BASIC_AUTH:?" in text
+    assert "${GRAFANA_ADMIN_PASSWORD:?" in text  # no admin/admin
     for line in text.splitlines():
         if ":-" in line and any(s in line for s in ("PASSWORD", "SECRET", "AUTH")):
             assert "local only" in line, f"a password default must say 'local only': {line}"
@@ -107,6 +109,37 @@ def test_exactly_one_beat_and_flower_only_on_loopback(compose: dict[str, Any]) -
     services = compose["services"]
     assert services["beat"]["deploy"]["replicas"] == 1
     assert all(str(p).startswith("127.0.0.1:") for p in services["flower"]["ports"])
+
+
+def test_every_published_port_is_on_loopback_the_api_behind_a_tls_proxy(
+    compose: dict[str, Any],
+) -> None:
+    # The API speaks plain HTTP with bearer keys: published to this host only; the TLS
+    # proxy in front of it is documented in docs/security.md.
+    for name, service in compose["services"].items():
+        for port in service.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    assert "TLS" in (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+
+
+def test_production_image_installs_the_hashed_lock_without_simulator_or_plots() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "--require-hashes --requirement requirements.lock" in dockerfile
+    lock = (ROOT / "requirements.lock").read_text(encoding="utf-8")
+    pinned = {
+        line.split("==", 1)[0].lower()
+        for line in lock.splitlines()
+        if line and not line.startswith((" ", "#"))
+    }
+    assert "aiohttp" not in pinned and "matplotlib" not in pinned
+    assert all("--hash=sha256:" in block for block in lock.split("==")[1:])
+    # Every base dependency of pyproject.toml is pinned in the lock (it is not stale).
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    for requirement in project["dependencies"]:
+        name = requirement.split("[")[0].split(">")[0].split("<")[0].split("=")[0].strip()
+        assert name.lower().replace("_", "-") in pinned, f"{name} missing: run `make lock`"
 
 
 def test_dependencies_wait_for_health_or_completion(compose: dict[str, Any]) -> None:

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from sms_pipeline.settings import SettingsError, load_settings, mask_url
@@ -54,3 +59,91 @@ def test_mask_url_hides_only_the_password() -> None:
     assert mask_url("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
     assert mask_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
     assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_mask_url_hides_query_passwords_too() -> None:
+    assert (
+        mask_url("postgresql://u@h/db?password=s3cret&sslmode=require")
+        == "postgresql://u@h/db?password=***&sslmode=require"
+    )
+    assert (
+        mask_url("redis://h/0?PassWord=x&api_key=y&db=1")
+        == "redis://h/0?PassWord=***&api_key=***&db=1"
+    )
+    assert mask_url("http://a:b@[::1:/x") == "***"  # unparseable: nothing shown
+
+
+def test_every_url_setting_is_masked_in_repr_and_str(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMS_DATABASE_URL", "postgresql://u@db/x?password=dbpw1")
+    monkeypatch.setenv("SMS_BROKER_URL", "redis://:brokerpw2@r:6379/0")
+    monkeypatch.setenv("SMS_REDIS_URL", "redis://r/1?password=redispw3")
+    monkeypatch.setenv("IP2SMS_SEND_URL", "https://gw:sendpw4@gw.example/ip2sms/")
+    monkeypatch.setenv("IP2SMS_STATUS_URL", "https://gw.example/r/?token=statuspw5")
+    monkeypatch.setenv("IP2SMS_INBOUND_URL", "https://x:inboundpw6@gw.example/in/")
+    settings = load_settings()
+    shown = repr(settings) + str(settings)
+    for secret in ("dbpw1", "brokerpw2", "redispw3", "sendpw4", "statuspw5", "inboundpw6"):
+        assert secret not in shown
+
+
+def test_db_upgrade_prints_the_database_url_masked(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "SMS_DATA_DIR": str(tmp_path),
+        "SMS_DATABASE_URL": f"sqlite:///{tmp_path}/x.db?password=sqlitepw7",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "sms_pipeline.cli", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert "password=***" in done.stdout, done.stdout + done.stderr
+    assert "sqlitepw7" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("program", ["worker", "beat"])
+def test_a_production_worker_or_beat_refuses_to_start_on_the_simulator_defaults(
+    tmp_path: Path, program: str
+) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "SMS_DATA_DIR": str(tmp_path),
+        "SMS_BROKER_URL": "redis://127.0.0.1:1/0",  # a real broker: not embedded mode
+        "IP2SMS_LOGIN": "clinic",
+    }
+    argv = [sys.executable, "-m", "celery", "-A", "sms_pipeline.celery_app", program]
+    if program == "beat":
+        argv.append(f"--schedule={tmp_path}/schedule")
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode != 0
+    message = done.stderr + done.stdout
+    assert "IP2SMS_SEND_URL, IP2SMS_STATUS_URL, IP2SMS_PASSWORD" in message
+
+
+def test_explicit_gateway_settings_or_embedded_mode_pass_the_production_check() -> None:
+    from sms_pipeline.settings import require_production_gateway
+
+    require_production_gateway(load_settings(sms_broker_url=""))  # embedded: the demo
+    require_production_gateway(
+        load_settings(
+            sms_broker_url="redis://r/0",
+            ip2sms_send_url="https://gw/s",
+            ip2sms_status_url="https://gw/r",
+            ip2sms_login="clinic",
+            ip2sms_password="pw",
+        )
+    )
+    with pytest.raises(SettingsError, match="IP2SMS_PASSWORD"):
+        require_production_gateway(
+            load_settings(
+                sms_broker_url="redis://r/0",
+                ip2sms_send_url="https://gw/s",
+                ip2sms_status_url="https://gw/r",
+                ip2sms_login="clinic",
+            )
+        )

@@ -1,0 +1,294 @@
+"""The one outbound HTTP path for URLs that producers give us (callbacks, any future webhook).
+
+A URL from outside is a request to make our network connect somewhere; unchecked, it is a
+port scanner and a way to reach Redis, PostgreSQL or the cloud metadata service. So:
+
+- http and https only, no user info in the URL;
+- the host is resolved once and every address checked (`check_address`): loopback,
+  private, shared (CGNAT), link-local, multicast, reserved, unspecified, IPv4-mapped and
+  6to4/Teredo/NAT64 addresses that embed one of those, and the metadata address, are
+  refused. `SMS_CALLBACK_ALLOW_PRIVATE` lets on-premise receivers (loopback, private,
+  link-local) through; the metadata, multicast and unspecified addresses stay refused;
+- the connection goes to the address that was checked (pinned: no second DNS lookup the
+  answer of which could differ), with the URL's host in the Host header and in TLS (SNI
+  and certificate check);
+- nothing from the environment: no proxies, no `.netrc` (http.client reads neither);
+- a TOTAL deadline over connect, TLS, request, status line, headers and body: a watchdog
+  shuts the socket down when it passes, so a server that drips one byte at a time cannot
+  hold a worker thread longer than the deadline;
+- no redirects, the answer's body read to at most `max_body_bytes` and then dropped.
+
+Failures raise `OutboundError` whose `reason` is a short text for our logs and for the
+event row (never the URL: it may hold a token); producers see only "delivery failed".
+The resolver is a parameter so tests of private or metadata addresses never connect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import ipaddress
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], list[str]]
+
+# The cloud metadata services (AWS, GCP, Azure, OpenStack; AWS' IPv6 one).
+METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: not ours to reach
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+MAX_URL_LENGTH = 2000
+
+
+class OutboundError(Exception):
+    """A refused or failed outbound request; `permanent` = retrying cannot help."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+class UnsafeUrlError(OutboundError):
+    """The URL is not one we may call (scheme, user info, forbidden address)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, permanent=True)
+
+
+class DeadlineExceededError(OutboundError):
+    """The whole exchange did not finish within its deadline."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str  # path and query, as sent on the request line
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (the stdlib resolver)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+def parse_url(url: str) -> Target:
+    """Scheme, host, port and path of an http(s) URL, or UnsafeUrlError saying why not."""
+    if not isinstance(url, str) or len(url) > MAX_URL_LENGTH:
+        raise UnsafeUrlError(f"must be an http(s) URL of at most {MAX_URL_LENGTH} characters")
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        raise UnsafeUrlError("must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise UnsafeUrlError("is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme not in {"http", "https"}:
+        raise UnsafeUrlError("must be an http(s) URL")
+    if "@" in parts.netloc:
+        raise UnsafeUrlError("must not contain user info (user:password@)")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise UnsafeUrlError("must name a host")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return Target(scheme, host, port or (443 if scheme == "https" else 80), path)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def check_address(raw: str, *, allow_private: bool = False) -> Address:
+    """The address, or UnsafeUrlError when it is not one a producer may make us connect to."""
+    try:
+        address = ipaddress.ip_address(raw.split("%", 1)[0])  # drop an IPv6 zone id
+    except ValueError:
+        raise UnsafeUrlError("resolves to something that is not an IP address") from None
+    if address in METADATA_ADDRESSES:
+        raise UnsafeUrlError("points at the cloud metadata address")
+    if address.is_unspecified or address.is_multicast:
+        raise UnsafeUrlError("points at an unspecified or multicast address")
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(address)
+        if inner is not None:
+            # Mapped/tunnelled forms are how filters get bypassed: refuse them outright.
+            raise UnsafeUrlError("points at an IPv4-mapped or tunnelled address")
+    shared = isinstance(address, ipaddress.IPv4Address) and address in _SHARED
+    if allow_private and (
+        address.is_loopback or address.is_private or address.is_link_local or shared
+    ):
+        return address
+    if address.is_loopback:
+        raise UnsafeUrlError("points at a loopback address")
+    if address.is_link_local:
+        raise UnsafeUrlError("points at a link-local address")
+    if address.is_private or shared:
+        raise UnsafeUrlError("points at a private address")
+    if address.is_reserved or not address.is_global:
+        raise UnsafeUrlError("points at a reserved address")
+    return address
+
+
+def resolve_checked(
+    target: Target, *, allow_private: bool, resolver: Resolver | None = None
+) -> Address:
+    """The address to connect to: the host's, when every one it resolves to is allowed."""
+    try:
+        literal = ipaddress.ip_address(target.host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:
+        return check_address(str(literal), allow_private=allow_private)
+    try:
+        found = (resolver or system_resolver)(target.host, target.port)
+    except (OSError, UnicodeError):
+        raise OutboundError("the host does not resolve") from None
+    if not found:
+        raise OutboundError("the host does not resolve")
+    # All of them, not the first: a name that also resolves to 127.0.0.1 is refused.
+    checked = [check_address(a, allow_private=allow_private) for a in found]
+    return checked[0]
+
+
+def check_url(url: str, *, allow_private: bool, resolver: Resolver | None = None) -> Target:
+    """Refuse `url` (UnsafeUrlError) unless http(s) with a host resolving to allowed addresses.
+
+    Used where a URL is accepted (enqueue, the API); delivery checks again, then pins.
+    A host that does not resolve (OutboundError, not UnsafeUrlError) is left to delivery.
+    """
+    target = parse_url(url)
+    resolve_checked(target, allow_private=allow_private, resolver=resolver)
+    return target
+
+
+class _Watchdog:
+    """Shuts the socket down at the deadline: a blocked read then returns at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.fired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.fired:
+                self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            self._shutdown()
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._timer.cancel()
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    def __init__(
+        self, target: Target, address: Address, timeout: float, watchdog: _Watchdog
+    ) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self._address = address
+        self._watchdog = watchdog
+
+    def _open(self) -> socket.socket:
+        sock = socket.create_connection((str(self._address), self.port), self.timeout)
+        self._watchdog.watch(sock)
+        return sock
+
+    def connect(self) -> None:
+        self.sock = self._open()
+
+
+class _PinnedHTTPSConnection(_PinnedHTTPConnection):
+    def __init__(
+        self, target: Target, address: Address, timeout: float, watchdog: _Watchdog
+    ) -> None:
+        super().__init__(target, address, timeout, watchdog)
+        self._context = ssl.create_default_context()
+
+    def connect(self) -> None:
+        # SNI and the certificate check use the URL's host, not the pinned address.
+        self.sock = self._context.wrap_socket(self._open(), server_hostname=self.host)
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    deadline_seconds: float,
+    allow_private: bool = False,
+    resolver: Resolver | None = None,
+    max_body_bytes: int = 65536,
+) -> Answer:
+    """POST `body` to `url` through every guard above; the status, or OutboundError."""
+    started = time.monotonic()
+    target = parse_url(url)
+    address = resolve_checked(target, allow_private=allow_private, resolver=resolver)
+    remaining = deadline_seconds - (time.monotonic() - started)
+    if remaining <= 0:
+        raise DeadlineExceededError(f"deadline of {deadline_seconds:g} s passed")
+    connection_class = _PinnedHTTPSConnection if target.scheme == "https" else _PinnedHTTPConnection
+    with _Watchdog(remaining) as watchdog:
+        connection = connection_class(target, address, remaining, watchdog)
+        try:
+            connection.request("POST", target.path, body=body, headers=dict(headers))
+            response = connection.getresponse()
+            left = max_body_bytes
+            while left > 0:  # drain a little so the server is not cut off mid-write
+                chunk = response.read(min(left, 8192))
+                if not chunk:
+                    break
+                left -= len(chunk)
+            status = response.status
+        except (OSError, http.client.HTTPException) as exc:
+            if watchdog.fired:
+                raise DeadlineExceededError(f"deadline of {deadline_seconds:g} s passed") from None
+            if isinstance(exc, TimeoutError | socket.timeout):
+                raise DeadlineExceededError(f"deadline of {deadline_seconds:g} s passed") from None
+            # The class only: the text may quote the host or the URL.
+            raise OutboundError(type(exc).__name__) from None
+        finally:
+            connection.close()
+        if watchdog.fired:
+            raise DeadlineExceededError(f"deadline of {deadline_seconds:g} s passed")
+    return Answer(status)

@@ -97,5 +97,5 @@ def register(subparsers: Any) -> None:
     audit = subparsers.add_parser("audit", help="the data-protection audit log")
     sub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     lst = sub.add_parser("list", help="latest audit rows (people by keyed hash only)")
-    lst.add_argument("--limit", type=int, default=100)
+    lst.add_argument("--limit", type=int, default=100, help="newest rows to show (default 100)")
     lst.set_defaults(func=_audit_list)

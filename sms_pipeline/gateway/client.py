@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -55,6 +57,8 @@ _SEND_FAILURES: Final = frozenset({GatewayStatus.REJECTED, GatewayStatus.UNACCEP
 
 
 _R = TypeVar("_R", "SendResult", "StatusResult")
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,18 @@ class SendResult:
     raw: bytes = field(repr=False)
     group_id: str | None = None
     items: tuple[ParsedState, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One message of a batch for :meth:`IP2SMSClient.send_many`."""
+
+    phone_number: str
+    body: str = field(repr=False)
+    ext_id: str | None = None
+    uniq_key: str | None = None
+    source: str | None = None
+    validity: str | None = None
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -181,6 +197,9 @@ class IP2SMSClient:
         self.validity = validity
         self.max_response_bytes = max_response_bytes
         self.observer = observer
+        self.pool_size = pool_size
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._own_session = session is None
         if session is None:
             session = requests.Session()
@@ -219,7 +238,7 @@ class IP2SMSClient:
             session,
             validity=settings.ip2sms_validity,
             max_response_bytes=settings.ip2sms_max_response_bytes,
-            pool_size=settings.sms_worker_concurrency,
+            pool_size=settings.sms_gateway_connections,
             observer=observer,
         )
 
@@ -257,6 +276,41 @@ class IP2SMSClient:
         )
         return self._exchange("send", self.send_url, payload, _send_result)
 
+    def send_many(self, requests_: Sequence[SendRequest]) -> list[SendResult | GatewayError]:
+        """Submit a batch concurrently; one result or GatewayError per request, in order.
+
+        A request whose text XML cannot carry (a caller bug) comes back as a permanent
+        GatewayRejected: nothing was sent for it.
+        """
+
+        def one(r: SendRequest) -> SendResult | GatewayError:
+            try:
+                return self.send(
+                    r.phone_number,
+                    r.body,
+                    ext_id=r.ext_id,
+                    uniq_key=r.uniq_key,
+                    source=r.source,
+                    validity=r.validity,
+                )
+            except GatewayError as exc:
+                return exc
+            except ValueError as exc:
+                return GatewayRejected(None, reason=f"not sendable: {exc}")
+
+        return self._concurrently(one, requests_)
+
+    def status_many(self, gateway_ids: Sequence[str]) -> list[StatusResult | GatewayError]:
+        """Ask for several statuses concurrently; one result or GatewayError per id, in order."""
+
+        def one(gateway_id: str) -> StatusResult | GatewayError:
+            try:
+                return self.status(gateway_id)
+            except GatewayError as exc:
+                return exc
+
+        return self._concurrently(one, gateway_ids)
+
     def status(self, gateway_id: str) -> StatusResult:
         """Ask for one message's status; any status word is returned, none raises."""
         payload = build_status_xml(gateway_id)
@@ -266,8 +320,21 @@ class IP2SMSClient:
 
         return self._exchange("status", self.status_url, payload, convert)
 
+    def _concurrently(self, fn: Callable[[_A], _B], items: Sequence[_A]) -> list[_B]:
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.pool_size, thread_name_prefix="ip2sms")
+            pool = self._pool
+        return list(pool.map(fn, items))
+
     def close(self) -> None:
         """Close the session if this client created it."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
         if self._own_session:
             self._session.close()
 
@@ -373,4 +440,11 @@ class IP2SMSClient:
             log.exception("ip2sms observer failed")
 
 
-__all__ = ["IP2SMSClient", "Observer", "SendResult", "StatusResult", "parse_retry_after"]
+__all__ = [
+    "IP2SMSClient",
+    "Observer",
+    "SendRequest",
+    "SendResult",
+    "StatusResult",
+    "parse_retry_after",
+]

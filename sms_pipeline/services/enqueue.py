@@ -1,28 +1,37 @@
-"""`enqueue_sms`: validate, write the message row, dispatch after commit."""
+"""`enqueue_sms` and `enqueue_many`: validate, write the rows, dispatch after commit.
+
+The hot path is one INSERT: the account's name resolves to its id from a short-lived
+cache, and the checks that must be exact (the account is active, the number has not opted
+out) are part of the INSERT itself, so a call costs one round trip and a commit. The
+send is a coalesced kick (see `sms_pipeline.dispatch`), published after the commit.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import threading
+import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import phonenumbers
-from sqlalchemy import select
+from sqlalchemy import Boolean, Insert, Table, and_, bindparam, case, insert, literal, null, select
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db import session_scope
-from sms_pipeline.db.models import MESSAGE_TYPES, MessageType, OptOut, SendStatus, SmsLog, utcnow
+from sms_pipeline.db.models import MESSAGE_TYPES, Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services import optout
 from sms_pipeline.services.accounts import find_account
-from sms_pipeline.services.outbox import dispatch_after_commit, dispatch_of
+from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit, dispatch_for
 from sms_pipeline.services.segments import count_segments
 from sms_pipeline.settings import Settings, get_settings
 
-# Types that carry something the person needs (a code): they go even after an opt-out.
-ESSENTIAL_TYPES = frozenset(
-    {MessageType.VERIFICATION.value, MessageType.TWO_FA.value, MessageType.MEDICATION_REQUEST.value}
-)
+ESSENTIAL_TYPES = optout.ESSENTIAL_TYPES  # the rule lives in services/optout.py
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 _LIMITS = {"sender_id": 16, "ext_id": 64, "customer_id": 128, "cost_centre": 64}
 
@@ -87,6 +96,216 @@ def is_opted_out(session: Session, phone_number: str) -> bool:
     return session.get(OptOut, phone_number) is not None
 
 
+@dataclass(frozen=True)
+class _Valid:
+    """One message, validated: the row's values known before the database is asked."""
+
+    phone_number: str
+    body: ValidBody
+    type: str
+    priority: int
+    send_at: dt.datetime | None
+    sender_id: str | None
+    ext_id: str | None
+    customer_id: str | None
+    cost_centre: str | None
+    callback_url: str | None
+    account: str | int | None
+
+
+def _validate(
+    settings: Settings,
+    phone_number: object,
+    body: object,
+    type: object = "text",
+    *,
+    account: str | int | None = None,
+    priority: object = 0,
+    send_at: object = None,
+    sender_id: object = None,
+    ext_id: object = None,
+    customer_id: object = None,
+    cost_centre: object = None,
+    callback_url: object = None,
+) -> _Valid:
+    number = normalise_phone_number(phone_number)
+    valid = validate_body(body, settings)
+    message_type = validate_type(type)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidMessage("priority", "must be an integer")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise InvalidMessage("priority", f"must be from {PRIORITY_MIN} to {PRIORITY_MAX}")
+    if send_at is not None and (not isinstance(send_at, dt.datetime) or send_at.tzinfo is None):
+        raise InvalidMessage("send_at", "must be a timezone-aware datetime")
+    if callback_url is not None and (
+        not isinstance(callback_url, str)
+        or not callback_url.startswith(("http://", "https://"))
+        or len(callback_url) > 2000
+    ):
+        raise InvalidMessage("callback_url", "must be an http(s) URL")
+    return _Valid(
+        phone_number=number,
+        body=valid,
+        type=message_type,
+        priority=priority,
+        send_at=send_at,
+        sender_id=_optional_text("sender_id", sender_id),
+        ext_id=_optional_text("ext_id", ext_id),
+        customer_id=_optional_text("customer_id", customer_id),
+        cost_centre=_optional_text("cost_centre", cost_centre),
+        callback_url=callback_url,
+        account=account,
+    )
+
+
+# --- accounts: name → id, cached ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AccountRef:
+    id: int
+    name: str
+    expires: float
+
+
+_accounts_lock = threading.Lock()
+_accounts: dict[tuple[str, str | int | None], _AccountRef] = {}
+
+
+def _account_ref(
+    session: Session, account: str | int | None, settings: Settings, *, cached: bool = True
+) -> tuple[_AccountRef, bool]:
+    """The account's id and name, and whether they came from the cache.
+
+    The cache is trusted for SMS_ACCOUNT_CACHE_SECONDS and holds only identities read from
+    existing rows (never an account created in a transaction that may roll back); whether
+    the account is active is checked by the INSERT itself.
+    """
+    key = (settings.database_url, account)
+    now = time.monotonic()
+    if cached:
+        with _accounts_lock:
+            ref = _accounts.get(key)
+        if ref is not None and ref.expires > now:
+            return ref, True
+    name = settings.sms_default_account if account is None else account
+    found = (
+        session.get(Account, name)
+        if isinstance(name, int)
+        else (session.scalar(select(Account).where(Account.name == name)))
+    )
+    if found is None and account is None:
+        found = find_account(session, None)  # created now: not cached until seen again
+        assert found is not None
+        return _AccountRef(found.id, found.name, now), False
+    if found is None:
+        raise InvalidMessage("account", "no such account")
+    ref = _AccountRef(found.id, found.name, now + settings.sms_account_cache_seconds)
+    if settings.sms_account_cache_seconds > 0:
+        with _accounts_lock:
+            _accounts[key] = ref
+    return ref, False
+
+
+def forget_accounts() -> None:
+    """Drop the account cache (tests; after renaming or deleting an account)."""
+    with _accounts_lock:
+        _accounts.clear()
+
+
+def _refuse_account(session: Session, account_id: int) -> InvalidMessage:
+    active = session.scalar(select(Account.active).where(Account.id == account_id))
+    if active is None:
+        forget_accounts()
+        return InvalidMessage("account", "no such account")
+    return InvalidMessage("account", "the account is not active")
+
+
+# --- the row -----------------------------------------------------------------------------
+
+_COLUMNS = (
+    "id", "phone_number", "type", "body", "account_id", "sender_id", "priority",
+    "send_after", "due_at", "ext_id", "uniq_key", "customer_id", "cost_centre",
+    "segments", "encoding", "callback_url", "inserted_at", "updated_at",
+)  # fmt: skip
+
+
+def _values(v: _Valid, account_id: int, now: dt.datetime) -> dict[str, Any]:
+    message_id = uuid.uuid4()
+    return {
+        "id": message_id,
+        "phone_number": v.phone_number,
+        "type": v.type,
+        "body": v.body.body,
+        "account_id": account_id,
+        "sender_id": v.sender_id,
+        "priority": v.priority,
+        "send_after": v.send_at,
+        "due_at": max(now, v.send_at) if v.send_at else now,
+        "ext_id": v.ext_id,
+        "uniq_key": message_id.hex,
+        "customer_id": v.customer_id,
+        "cost_centre": v.cost_centre,
+        "segments": v.body.segments,
+        "encoding": v.body.encoding,
+        "callback_url": v.callback_url,
+        "inserted_at": now,
+        "updated_at": now,
+    }
+
+
+@functools.cache
+def _insert_one() -> Insert:
+    """INSERT … SELECT … FROM accounts WHERE id = :account_id AND active RETURNING send_status.
+
+    Built once. No row inserted means the account is not active. The send status is
+    decided in the same statement: OPTED OUT when an opt-out stops this message.
+    """
+    table = cast(Table, SmsLog.__table__)
+    params = {name: bindparam(name, type_=table.c[name].type) for name in _COLUMNS}
+    stopped = and_(
+        bindparam("stoppable", type_=Boolean()), optout.opted_out_clause(params["phone_number"])
+    )
+    queued, opted = SendStatus.QUEUED.value, SendStatus.OPTED_OUT.value
+    chosen = select(
+        *params.values(),
+        case((stopped, literal(opted)), else_=literal(queued)),
+        case((stopped, null()), else_=bindparam("dispatched_at", type_=table.c.dispatched_at.type)),
+        case((stopped, params["inserted_at"]), else_=None),
+        case((stopped, literal("number opted out")), else_=None),
+    ).where(Account.id == params["account_id"], Account.active.is_(True))  # fmt: skip
+    columns = [*_COLUMNS, "send_status", "dispatched_at", "final_at", "last_error"]
+    # The Table, not the entity: a Core statement, no ORM bulk-insert machinery per call.
+    return insert(table).from_select(columns, chosen).returning(table.c.send_status)
+
+
+def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
+    ref, from_cache = _account_ref(session, v.account, settings)
+    now = utcnow()
+    values = _values(v, ref.id, now)
+    dispatch = dispatch_of_values(values, now)
+    values["stoppable"] = optout.stops(v.type)
+    values["dispatched_at"] = now if dispatch is not None else None
+    status = session.execute(_insert_one(), values).scalar()
+    if status is None and from_cache:
+        # Nothing inserted: the account is inactive, or the cached identity is stale.
+        ref, _ = _account_ref(session, v.account, settings, cached=False)
+        values["account_id"] = ref.id
+        status = session.execute(_insert_one(), values).scalar()
+    if status is None:
+        raise _refuse_account(session, ref.id)
+    metrics.message_stored(session, v.type, ref.name, status)
+    if status == SendStatus.OPTED_OUT.value:
+        raise OptedOut(values["id"])
+    if dispatch is not None:
+        dispatch_after_commit(session, dispatch)
+    return values["id"]  # type: ignore[no-any-return]
+
+
+def dispatch_of_values(values: Mapping[str, Any], now: dt.datetime) -> Dispatch | None:
+    return dispatch_for(values["id"], values["type"], values["priority"], values["due_at"], now)
+
+
 def enqueue_sms(
     phone_number: str,
     body: str,
@@ -111,82 +330,103 @@ def enqueue_sms(
     number that opted out is stored as `OPTED OUT` and raises `OptedOut` (with its id).
     """
     settings = get_settings()
-    number = normalise_phone_number(phone_number)
-    valid = validate_body(body, settings)
-    message_type = validate_type(type)
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidMessage("priority", "must be an integer")
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise InvalidMessage("priority", f"must be from {PRIORITY_MIN} to {PRIORITY_MAX}")
-    if send_at is not None and (not isinstance(send_at, dt.datetime) or send_at.tzinfo is None):
-        raise InvalidMessage("send_at", "must be a timezone-aware datetime")
-    sender = _optional_text("sender_id", sender_id)
-    ext = _optional_text("ext_id", ext_id)
-    customer = _optional_text("customer_id", customer_id)
-    cost = _optional_text("cost_centre", cost_centre)
-    if callback_url is not None and (
-        not isinstance(callback_url, str)
-        or not callback_url.startswith(("http://", "https://"))
-        or len(callback_url) > 2000
-    ):
-        raise InvalidMessage("callback_url", "must be an http(s) URL")
-
-    def _store(sess: Session) -> uuid.UUID:
-        acct = find_account(sess, account)
-        if acct is None:
-            raise InvalidMessage("account", "no such account")
-        if not acct.active:
-            raise InvalidMessage("account", "the account is not active")
-        now = utcnow()
-        message_id = uuid.uuid4()
-        opted_out = message_type not in ESSENTIAL_TYPES and is_opted_out(sess, number)
-        message = SmsLog(
-            id=message_id,
-            phone_number=number,
-            type=message_type,
-            body=valid.body,
-            account_id=acct.id,
-            sender_id=sender,
-            priority=priority,
-            send_after=send_at,
-            due_at=max(now, send_at) if send_at else now,
-            send_status=(SendStatus.OPTED_OUT if opted_out else SendStatus.QUEUED).value,
-            ext_id=ext,
-            uniq_key=message_id.hex,
-            customer_id=customer,
-            cost_centre=cost,
-            segments=valid.segments,
-            encoding=valid.encoding,
-            callback_url=callback_url,
-            inserted_at=now,
-            updated_at=now,
-            final_at=now if opted_out else None,
-            last_error="number opted out" if opted_out else None,
-        )
-        if not opted_out:
-            dispatch = dispatch_of(message, now)
-            if dispatch is not None:
-                message.dispatched_at = now
-                dispatch_after_commit(sess, dispatch)
-        sess.add(message)
-        sess.flush()
-        metrics.message_stored(sess, message_type, acct.name, message.send_status)
-        if opted_out:
-            raise OptedOut(message_id)
-        return message_id
-
+    valid = _validate(
+        settings, phone_number, body, type, account=account, priority=priority,
+        send_at=send_at, sender_id=sender_id, ext_id=ext_id, customer_id=customer_id,
+        cost_centre=cost_centre, callback_url=callback_url,
+    )  # fmt: skip
     if session is not None:
         # An OptedOut raised here leaves its row in the caller's transaction.
-        return _store(session)
+        return _store_one(session, valid, settings)
     refused: OptedOut | None = None
     with session_scope(settings) as own:
         try:
-            message_id = _store(own)
+            message_id = _store_one(own, valid, settings)
         except OptedOut as exc:
             refused = exc  # commit the OPTED OUT row, then tell the caller
     if refused is not None:
         raise refused
     return message_id
+
+
+def enqueue_many(
+    messages: Iterable[Mapping[str, Any]],
+    *,
+    account: str | int | None = None,
+    session: Session | None = None,
+) -> list[uuid.UUID]:
+    """Store a batch of messages in one transaction and one INSERT; one kick per queue class.
+
+    Each message is a mapping of `enqueue_sms`'s arguments (`phone_number`, `body`, and
+    optionally `type`, `priority`, `send_at`, `sender_id`, `ext_id`, `customer_id`,
+    `cost_centre`, `callback_url`, `account`; `account` defaults to this call's). Returns
+    the ids in order. Any invalid message raises `InvalidMessage` (its field prefixed with
+    `messages[i].`) and nothing is stored. Messages to numbers that opted out are stored
+    as `OPTED OUT` (not sent) like `enqueue_sms` does, without raising; read their status
+    by id. With `session`, the rows join the caller's transaction.
+    """
+    settings = get_settings()
+    valid: list[_Valid] = []
+    for i, message in enumerate(messages):
+        fields = dict(message)
+        fields.setdefault("account", account)
+        unknown = set(fields) - {*_MESSAGE_FIELDS, "account"}
+        if unknown:
+            raise InvalidMessage(f"messages[{i}]", f"unknown fields: {', '.join(sorted(unknown))}")
+        try:
+            valid.append(_validate(settings, **fields))
+        except InvalidMessage as exc:
+            raise InvalidMessage(f"messages[{i}].{exc.field}", exc.reason) from None
+        except TypeError:
+            raise InvalidMessage(f"messages[{i}]", "phone_number and body are required") from None
+    if not valid:
+        return []
+    if session is not None:
+        return _store_many(session, valid, settings)
+    with session_scope(settings) as own:
+        return _store_many(own, valid, settings)
+
+
+_MESSAGE_FIELDS = (
+    "phone_number", "body", "type", "priority", "send_at", "sender_id", "ext_id",
+    "customer_id", "cost_centre", "callback_url",
+)  # fmt: skip
+
+
+def _store_many(session: Session, valid: Sequence[_Valid], settings: Settings) -> list[uuid.UUID]:
+    refs = {v.account: _account_ref(session, v.account, settings)[0] for v in valid}
+    # Exact checks, one statement each for the whole batch: active accounts, opt-outs.
+    ids = sorted({r.id for r in refs.values()})
+    active = set(session.scalars(select(Account.id).where(Account.id.in_(ids), Account.active)))
+    for ref in refs.values():
+        if ref.id not in active:
+            raise _refuse_account(session, ref.id)
+    numbers = sorted({v.phone_number for v in valid if optout.stops(v.type)})
+    opted = (
+        set(session.scalars(select(OptOut.phone_number).where(OptOut.phone_number.in_(numbers))))
+        if numbers
+        else set()
+    )
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    dispatches: list[Dispatch] = []
+    for v in valid:
+        ref = refs[v.account]
+        values = _values(v, ref.id, now)
+        stopped = optout.stops(v.type) and v.phone_number in opted
+        dispatch = None if stopped else dispatch_of_values(values, now)
+        values["send_status"] = (SendStatus.OPTED_OUT if stopped else SendStatus.QUEUED).value
+        values["dispatched_at"] = now if dispatch is not None else None
+        values["final_at"] = now if stopped else None
+        values["last_error"] = "number opted out" if stopped else None
+        rows.append(values)
+        if dispatch is not None:
+            dispatches.append(dispatch)
+        metrics.message_stored(session, v.type, ref.name, values["send_status"])
+    session.execute(insert(SmsLog), rows)
+    for dispatch in dispatches:
+        dispatch_after_commit(session, dispatch)
+    return [r["id"] for r in rows]
 
 
 def message_by_id(session: Session, message_id: uuid.UUID) -> SmsLog | None:

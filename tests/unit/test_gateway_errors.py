@@ -456,7 +456,7 @@ def test_from_settings_uses_the_settings_values() -> None:
     from sms_pipeline.settings import load_settings
 
     settings = load_settings(
-        ip2sms_login="acct", ip2sms_password="pw-from-settings", sms_worker_concurrency=5
+        ip2sms_login="acct", ip2sms_password="pw-from-settings", sms_gateway_connections=5
     )
     client = IP2SMSClient.from_settings(settings)
     assert client.login == "acct"

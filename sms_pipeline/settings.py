@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         description="A send drain hands over to a fresh task after this long (keeps tasks short "
         "for warm shutdown and the broker's visibility timeout).",
     )
+    sms_drain_linger_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="After a part-full send batch the drain waits this long for more "
+        "messages (bigger batches under a steady trickle; a lone message is not delayed).",
+    )
     sms_account_cache_seconds: float = Field(
         5.0,
         ge=0,

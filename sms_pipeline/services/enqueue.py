@@ -13,7 +13,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -21,11 +21,11 @@ import phonenumbers
 from sqlalchemy import Boolean, Insert, Table, and_, bindparam, case, insert, literal, null, select
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import session_scope
+from sms_pipeline.db import one_statement, session_scope
 from sms_pipeline.db.models import MESSAGE_TYPES, Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.metrics import hooks as metrics
-from sms_pipeline.services import optout
+from sms_pipeline.services import optout, outbox
 from sms_pipeline.services.accounts import find_account
 from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit, dispatch_for
 from sms_pipeline.services.segments import count_segments
@@ -183,11 +183,8 @@ def _account_ref(
     """
     key = (settings.database_url, account)
     now = time.monotonic()
-    if cached:
-        with _accounts_lock:
-            ref = _accounts.get(key)
-        if ref is not None and ref.expires > now:
-            return ref, True
+    if cached and (hit := _cached_ref(account, settings)) is not None:
+        return hit
     name = settings.sms_default_account if account is None else account
     found = (
         session.get(Account, name)
@@ -205,6 +202,14 @@ def _account_ref(
         with _accounts_lock:
             _accounts[key] = ref
     return ref, False
+
+
+def _cached_ref(account: str | int | None, settings: Settings) -> tuple[_AccountRef, bool] | None:
+    with _accounts_lock:
+        ref = _accounts.get((settings.database_url, account))
+    if ref is not None and ref.expires > time.monotonic():
+        return ref, True
+    return None
 
 
 def forget_accounts() -> None:
@@ -279,27 +284,76 @@ def _insert_one() -> Insert:
     return insert(table).from_select(columns, chosen).returning(table.c.send_status)
 
 
-def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
-    ref, from_cache = _account_ref(session, v.account, settings)
+def _insert_params(v: _Valid, ref: _AccountRef) -> tuple[dict[str, Any], Dispatch | None]:
     now = utcnow()
     values = _values(v, ref.id, now)
     dispatch = dispatch_of_values(values, now)
     values["stoppable"] = optout.stops(v.type)
     values["dispatched_at"] = now if dispatch is not None else None
-    status = session.execute(_insert_one(), values).scalar()
+    return values, dispatch
+
+
+def _insert(
+    execute: Callable[[dict[str, Any]], str | None],
+    lookup: Callable[[Callable[[Session], Any]], Any],
+    v: _Valid,
+    settings: Settings,
+) -> tuple[uuid.UUID, str, _AccountRef, Dispatch | None]:
+    """Run the one-row INSERT; its id, send status, account and dispatch (or InvalidMessage).
+
+    `lookup(fn)` runs `fn(session)` in a session for the rare reads (an account not cached
+    yet, or the reason an INSERT inserted nothing).
+    """
+    ref, from_cache = _cached_ref(v.account, settings) or lookup(
+        lambda s: _account_ref(s, v.account, settings, cached=False)
+    )
+    values, dispatch = _insert_params(v, ref)
+    status = execute(values)
     if status is None and from_cache:
         # Nothing inserted: the account is inactive, or the cached identity is stale.
-        ref, _ = _account_ref(session, v.account, settings, cached=False)
+        ref, _ = lookup(lambda s: _account_ref(s, v.account, settings, cached=False))
         values["account_id"] = ref.id
-        status = session.execute(_insert_one(), values).scalar()
+        status = execute(values)
     if status is None:
-        raise _refuse_account(session, ref.id)
+        raise lookup(lambda s: _refuse_account(s, ref.id))
+    return values["id"], status, ref, dispatch
+
+
+def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
+    """In the caller's transaction: counted and dispatched when it commits."""
+
+    def execute(values: dict[str, Any]) -> str | None:
+        return session.execute(_insert_one(), values).scalar()
+
+    message_id, status, ref, dispatch = _insert(execute, lambda fn: fn(session), v, settings)
     metrics.message_stored(session, v.type, ref.name, status)
     if status == SendStatus.OPTED_OUT.value:
-        raise OptedOut(values["id"])
+        raise OptedOut(message_id)
     if dispatch is not None:
         dispatch_after_commit(session, dispatch)
-    return values["id"]  # type: ignore[no-any-return]
+    return message_id
+
+
+def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
+    """In a transaction of its own: one INSERT as one statement (`one_statement`: no BEGIN
+    and COMMIT round trips on PostgreSQL, most of an enqueue's time), then the dispatch."""
+
+    def lookup(fn: Callable[[Session], Any]) -> Any:
+        with session_scope(settings) as session:
+            return fn(session)
+
+    def execute(values: dict[str, Any]) -> str | None:
+        # Its own connection: the look-ups above run with none open (SQLite has one writer).
+        with one_statement(settings) as conn:
+            return conn.execute(_insert_one(), values).scalar()
+
+    message_id, status, ref, dispatch = _insert(execute, lookup, v, settings)
+    metrics.message_stored_committed(v.type, ref.name, status)
+    if status == SendStatus.OPTED_OUT.value:
+        raise OptedOut(message_id)  # the OPTED OUT row is stored: the log explains it
+    if dispatch is not None:
+        outbox.publish([dispatch])
+    return message_id
 
 
 def dispatch_of_values(values: Mapping[str, Any], now: dt.datetime) -> Dispatch | None:
@@ -338,15 +392,7 @@ def enqueue_sms(
     if session is not None:
         # An OptedOut raised here leaves its row in the caller's transaction.
         return _store_one(session, valid, settings)
-    refused: OptedOut | None = None
-    with session_scope(settings) as own:
-        try:
-            message_id = _store_one(own, valid, settings)
-        except OptedOut as exc:
-            refused = exc  # commit the OPTED OUT row, then tell the caller
-    if refused is not None:
-        raise refused
-    return message_id
+    return _store_alone(valid, settings)
 
 
 def enqueue_many(
@@ -395,6 +441,7 @@ _MESSAGE_FIELDS = (
 
 def _store_many(session: Session, valid: Sequence[_Valid], settings: Settings) -> list[uuid.UUID]:
     refs = {v.account: _account_ref(session, v.account, settings)[0] for v in valid}
+    # (cached identities: the statement below checks that every account is active)
     # Exact checks, one statement each for the whole batch: active accounts, opt-outs.
     ids = sorted({r.id for r in refs.values()})
     active = set(session.scalars(select(Account.id).where(Account.id.in_(ids), Account.active)))

@@ -20,23 +20,25 @@ The send rules live once each: the account's (active, pause, window) in
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import logging
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from celery.utils.time import get_exponential_backoff_interval
-from sqlalchemy import Select, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Select, Table, bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from sms_pipeline import dispatch
-from sms_pipeline.db import affected, get_engine, is_sqlite, session_scope
-from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
+from sms_pipeline.db import affected, get_engine, is_sqlite
+from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import (
     GatewayCreditsExhausted,
     GatewayDuplicate,
@@ -164,48 +166,77 @@ class _Scope:
         return clauses
 
 
-def _accounts(settings: Settings) -> dict[int, Account]:
+@dataclass
+class _Db:
+    """The connections a drain holds for its whole run (one pool checkout, one ping).
+
+    `rows()` runs one statement as its own transaction: in autocommit on PostgreSQL (a
+    single UPDATE is atomic: no BEGIN and COMMIT round trips), in a short transaction on
+    SQLite. `tx` is for the record step's transaction.
+    """
+
+    auto: Connection
+    tx: Connection
+    sqlite: bool
+
+    def rows(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        if self.sqlite:
+            with self.auto.begin():
+                return list(self.auto.execute(statement, params).all())
+        return list(self.auto.execute(statement, params).all())
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[_Db]:
+    engine = get_engine(settings)
+    sqlite = is_sqlite(engine)
+    auto = engine.connect()
+    if not sqlite:
+        auto = auto.execution_options(isolation_level="AUTOCOMMIT")
+    with auto, engine.connect() as tx:
+        yield _Db(auto, tx, sqlite)
+
+
+def _accounts(db: _Db) -> dict[int, Account]:
     # Accounts are few (one per sending customer): reading them all is one cheap query,
     # and the rules are then evaluated once per account, not once per message.
-    with session_scope(settings) as session:
-        return {a.id: a for a in session.scalars(select(Account))}
+    table = cast(Table, Account.__table__)
+    return {r.id: Account(**r._mapping) for r in db.rows(select(table))}
 
 
 def _defer_blocked(
     scope: _Scope,
     blocked: dict[int, account_rules.SendPermission],
     now: dt.datetime,
-    settings: Settings,
+    db: _Db,
 ) -> tuple[dict[uuid.UUID, AttemptResult], list[outbox.Dispatch]]:
     """Due messages of accounts that may not send now wait (due_at) until they may."""
     results: dict[uuid.UUID, AttemptResult] = {}
     later: list[outbox.Dispatch] = []
     if not blocked:
         return results, later
-    with session_scope(settings) as session:
-        for account_id, permission in blocked.items():
-            until = permission.wait_until or now + dt.timedelta(minutes=1)
-            wait = (until - now).total_seconds()
-            rows = session.execute(
-                update(SmsLog)
-                .where(
-                    *scope.where(),
-                    SmsLog.account_id == account_id,
-                    SmsLog.due_at <= now + EARLY_TOLERANCE,
-                )
-                .values(
-                    due_at=until,
-                    # A wait the broker can hold gets a countdown kick; a longer one is
-                    # the sweeper's (dispatched_at None: publish once it is due).
-                    dispatched_at=until if wait <= outbox.MAX_COUNTDOWN_SECONDS else None,
-                    last_error=permission.reason,
-                )
-                .returning(SmsLog.id, SmsLog.type, SmsLog.priority)
-                .execution_options(synchronize_session=False)
-            ).all()
-            for row in rows:
-                results[row.id] = AttemptResult(Outcome.DEFERRED, wait, permission.reason)
-                later.append(outbox.Dispatch(row.id, row.type, row.priority, max(wait, 0.0)))
+    for account_id, permission in blocked.items():
+        until = permission.wait_until or now + dt.timedelta(minutes=1)
+        wait = (until - now).total_seconds()
+        rows = db.rows(
+            update(SmsLog)
+            .where(
+                *scope.where(),
+                SmsLog.account_id == account_id,
+                SmsLog.due_at <= now + EARLY_TOLERANCE,
+            )
+            .values(
+                due_at=until,
+                # A wait the broker can hold gets a countdown kick; a longer one is
+                # the sweeper's (dispatched_at None: publish once it is due).
+                dispatched_at=until if wait <= outbox.MAX_COUNTDOWN_SECONDS else None,
+                last_error=permission.reason,
+            )
+            .returning(SmsLog.id, SmsLog.type, SmsLog.priority)
+        )
+        for row in rows:
+            results[row.id] = AttemptResult(Outcome.DEFERRED, wait, permission.reason)
+            later.append(outbox.Dispatch(row.id, row.type, row.priority, max(wait, 0.0)))
     return results, later
 
 
@@ -243,25 +274,30 @@ def _claim_statement(scope: _Scope, allowed: Sequence[int], limit: int, sqlite: 
             SmsLog.due_at,
             SmsLog.inserted_at,
             SmsLog.send_after,
-            optout.opted_out_clause(SmsLog.phone_number).label("opted_out"),
         )
-        .execution_options(synchronize_session=False)
     )
 
 
 def _claim(
-    scope: _Scope, allowed: Sequence[int], now: dt.datetime, limit: int, settings: Settings
+    scope: _Scope,
+    allowed: Sequence[int],
+    now: dt.datetime,
+    limit: int,
+    settings: Settings,
+    db: _Db,
 ) -> list[Claim]:
     if not allowed:
         return []
-    engine = get_engine(settings)
-    statement = _claim_statement(scope, allowed, limit, is_sqlite(engine))
+    statement = _claim_statement(scope, allowed, limit, is_sqlite(db.auto))
     params = {
         "b_due": now + EARLY_TOLERANCE,
         "b_lease": now + dt.timedelta(seconds=settings.sms_send_lease_seconds),
     }
-    with engine.begin() as conn:
-        rows = conn.execute(statement, params).all()
+    rows = db.rows(statement, params)
+    # One indexed read for the batch: which of its numbers opted out.
+    numbers = sorted({r.phone_number for r in rows})
+    query = select(OptOut.phone_number).where(OptOut.phone_number.in_(numbers))
+    opted = {r[0] for r in db.rows(query)} if numbers else set()
     claims = [
         Claim(
             id=r.id,
@@ -277,7 +313,7 @@ def _claim(
             priority=r.priority,
             due_at=r.due_at,
             ready_at=max(r.inserted_at, r.send_after or r.inserted_at),
-            opted_out=bool(r.opted_out),
+            opted_out=r.phone_number in opted,
         )
         for r in rows
     ]
@@ -353,7 +389,7 @@ _RECORD = (
 )
 
 
-def _record(writes: Sequence[_Write], now: dt.datetime, settings: Settings) -> int:
+def _record(writes: Sequence[_Write], now: dt.datetime, db: _Db) -> int:
     """Every outcome of the batch in one transaction; returns the rows written."""
     if not writes:
         return 0
@@ -369,7 +405,7 @@ def _record(writes: Sequence[_Write], now: dt.datetime, settings: Settings) -> i
                 pauses[w.claim.account_id] = w.pause
 
     def write() -> int:
-        with session_scope(settings) as session:
+        with db.tx.begin(), Session(bind=db.tx) as session:
             written = affected(session.execute(_RECORD, [w.params() for w in writes]))
             for account_id, ids in charges.items():
                 # Charged for what this batch recorded as submitted: a row whose claim was
@@ -556,6 +592,7 @@ def send_batch(
     client: IP2SMSClient | None = None,
     now: dt.datetime | None = None,
     limit: int | None = None,
+    db: _Db | None = None,
 ) -> BatchResult:
     """Claim, submit and record one batch of due messages of `queue_class` (or of `ids`).
 
@@ -563,16 +600,22 @@ def send_batch(
     skips rows another batch holds.
     """
     settings = settings or get_settings()
+    if db is None:
+        with _database(settings) as own:
+            return send_batch(
+                queue_class=queue_class, ids=ids, settings=settings, client=client, now=now,
+                limit=limit, db=own,
+            )  # fmt: skip
     now = now or utcnow()
     scope = _Scope(queue_class, tuple(ids) if ids is not None else None)
     batch = BatchResult()
-    accounts = _accounts(settings)
+    accounts = _accounts(db)
     permissions = {a.id: account_rules.account_permission(a, now) for a in accounts.values()}
     blocked = {i: p for i, p in permissions.items() if not p.allowed}
-    deferred, later = _defer_blocked(scope, blocked, now, settings)
+    deferred, later = _defer_blocked(scope, blocked, now, db)
     batch.results.update(deferred)
     allowed = sorted(i for i, p in permissions.items() if p.allowed)
-    claims = _claim(scope, allowed, now, limit or settings.sms_send_batch_size, settings)
+    claims = _claim(scope, allowed, now, limit or settings.sms_send_batch_size, settings, db)
     batch.claimed = len(claims)
     if not claims:
         _kick_later(later)
@@ -588,7 +631,7 @@ def send_batch(
             else:
                 writes.append(_submitted(claim, answer, answered, settings))
         now = answered
-    written = _record(writes, now, settings)
+    written = _record(writes, now, db)
     if written < len(writes):
         log.warning(
             "send batch: %d of %d claims were lost meanwhile", len(writes) - written, len(writes)
@@ -692,6 +735,7 @@ def drain(
     settings: Settings | None = None,
     client: IP2SMSClient | None = None,
     clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> DrainResult:
     """Send every due message of `queue_class`, batch after batch, until none is left.
 
@@ -704,18 +748,29 @@ def drain(
     result = DrainResult()
     started = clock()
     cleared = False
-    while True:
-        batch = send_batch(queue_class=queue_class, settings=settings, client=client)
-        result.add(batch)
-        if batch.claimed:
-            if clock() - started > settings.sms_drain_max_seconds:
-                dispatch.kick([queue_class], force=True, settings=settings)
-                break
-            continue
-        if cleared:
-            break
+    linger = settings.sms_drain_linger_ms / 1000.0
+    try:
+        with _database(settings) as db:
+            while True:
+                batch = send_batch(queue_class=queue_class, settings=settings, client=client, db=db)
+                result.add(batch)
+                if batch.claimed:
+                    if clock() - started > settings.sms_drain_max_seconds:
+                        dispatch.kick([queue_class], force=True, settings=settings)
+                        break
+                    if batch.claimed < settings.sms_send_batch_size and linger:
+                        # A part-full batch: let a trickle of new messages gather into
+                        # the next one instead of paying a batch per message.
+                        sleep(linger)
+                    continue
+                if cleared:
+                    break
+                dispatch.clear_kick(queue_class, settings)
+                cleared = True
+    except BaseException:
+        # The next producer publishes a fresh kick (the sweeper covers a lost one too).
         dispatch.clear_kick(queue_class, settings)
-        cleared = True
+        raise
     return result
 
 

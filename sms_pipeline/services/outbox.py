@@ -1,10 +1,11 @@
-"""The outbox: dispatch sends only after their rows commit, and re-dispatch what was lost.
+"""The outbox: kick the send queues only after rows commit, and kick again for what was lost.
 
-`dispatched_at` is the moment a published send task is expected to run (now, or the end
-of a retry's countdown). The sweeper publishes again for a waiting message that is due
-and whose last dispatch is older than the grace period: a broker restart, a killed
-worker or a failed publish all end here, and the conditional claim in the send service
-makes a second delivery harmless.
+`dispatched_at` is the moment a send kick is expected to reach a message (now, or the end
+of a retry's countdown). A kick carries no id: it makes a worker drain every due message
+of its queue class (see `sms_pipeline.dispatch`). The sweeper kicks again for waiting
+messages that are due and whose last dispatch is older than the grace period: a broker
+restart, a killed worker or a failed publish all end here, and the conditional claim in
+the send service makes a second drain harmless.
 """
 
 from __future__ import annotations

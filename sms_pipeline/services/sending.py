@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import enum
+import functools
 import logging
 import random
 import time
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from celery.utils.time import get_exponential_backoff_interval
-from sqlalchemy import Connection, Select, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Integer, Select, Table, bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -240,13 +241,25 @@ def _defer_blocked(
     return results, later
 
 
-def _claim_statement(scope: _Scope, allowed: Sequence[int], limit: int, sqlite: bool) -> Any:
+@functools.cache
+def _claim_statement(by_class: bool, by_ids: bool, sqlite: bool) -> Any:
+    # Built once per shape (constructing it costs more Python time than running it); the
+    # queue class's types, the ids, the allowed accounts and the limit are parameters.
     due: Any = bindparam("b_due")
+    where: list[Any] = [
+        SmsLog.send_status == SendStatus.QUEUED.value,
+        SmsLog.due_at <= due,
+        SmsLog.account_id.in_(bindparam("b_accounts", expanding=True)),
+    ]
+    if by_class:
+        where.append(SmsLog.type.in_(bindparam("b_types", expanding=True)))
+    if by_ids:
+        where.append(SmsLog.id.in_(bindparam("b_ids", expanding=True)))
     pick: Select[Any] = (
         select(SmsLog.id)
-        .where(*scope.where(), SmsLog.due_at <= due, SmsLog.account_id.in_(allowed))
+        .where(*where)
         .order_by(SmsLog.priority.desc(), SmsLog.due_at)
-        .limit(limit)
+        .limit(bindparam("b_limit", type_=Integer()))
     )
     if not sqlite:
         pick = pick.with_for_update(skip_locked=True)
@@ -288,11 +301,17 @@ def _claim(
 ) -> list[Claim]:
     if not allowed:
         return []
-    statement = _claim_statement(scope, allowed, limit, is_sqlite(db.auto))
-    params = {
+    statement = _claim_statement(scope.queue_class is not None, scope.ids is not None, db.sqlite)
+    params: dict[str, Any] = {
         "b_due": now + EARLY_TOLERANCE,
         "b_lease": now + dt.timedelta(seconds=settings.sms_send_lease_seconds),
+        "b_accounts": list(allowed),
+        "b_limit": limit,
     }
+    if scope.queue_class is not None:
+        params["b_types"] = list(dispatch.types_of(scope.queue_class))
+    if scope.ids is not None:
+        params["b_ids"] = list(scope.ids)
     rows = db.rows(statement, params)
     # One indexed read for the batch: which of its numbers opted out.
     numbers = sorted({r.phone_number for r in rows})
@@ -406,7 +425,8 @@ def _record(writes: Sequence[_Write], now: dt.datetime, db: _Db) -> int:
 
     def write() -> int:
         with db.tx.begin(), Session(bind=db.tx) as session:
-            written = affected(session.execute(_RECORD, [w.params() for w in writes]))
+            # Core on the connection itself: no ORM bookkeeping per row.
+            written = affected(db.tx.execute(_RECORD, [w.params() for w in writes]))
             for account_id, ids in charges.items():
                 # Charged for what this batch recorded as submitted: a row whose claim was
                 # lost meanwhile (and so not written above) costs nothing.

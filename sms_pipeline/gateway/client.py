@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -236,6 +237,9 @@ class _Loop:
                 await session.close()
             self._sessions.clear()
 
+        if threading.current_thread() is self._thread:  # a finalizer run on the loop itself
+            self.loop.call_soon(self.loop.stop)
+            return
         if self.pid == os.getpid() and self.loop.is_running():
             try:
                 self.run(close_sessions())
@@ -426,6 +430,8 @@ class IP2SMSClient:
             loop = self._loop
             if loop is None or loop.pid != os.getpid():  # first use, or a forked child
                 loop = self._loop = self._new_loop()
+                # A client dropped without close() still closes its pools and loop.
+                weakref.finalize(self, loop.close)
         return loop.run(coro)
 
     def _current_loop(self) -> _Loop:

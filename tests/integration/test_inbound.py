@@ -108,8 +108,14 @@ def count(model: Any) -> int:
 
 
 def sent_message(number: str = NUMBER, customer_id: str | None = None) -> SmsLog:
-    """A text really submitted to the simulator (no worker: one attempt, run here)."""
-    message_id = enqueue_sms(number, "Your appointment is at 10:00", customer_id=customer_id)
+    """A text really submitted to the simulator (one attempt, run here: no kick is published,
+    so a running worker does not drain it first)."""
+    from unittest import mock
+
+    from sms_pipeline.services import outbox
+
+    with mock.patch.object(outbox, "publish", lambda dispatches: 0):
+        message_id = enqueue_sms(number, "Your appointment is at 10:00", customer_id=customer_id)
     assert attempt_send(message_id).outcome == "submitted"
     with session_scope() as session:
         row = session.get(SmsLog, message_id)

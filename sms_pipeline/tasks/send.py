@@ -21,7 +21,13 @@ class MessageNotSentError(Exception):
     single explicit id fails, so Flower shows it as FAILURE."""
 
 
-@app.task(name=SEND_DUE_TASK, acks_late=True)
+# Acked when it starts, unlike every other task: a kick carries no work of its own (the
+# rows and their leases are the work), and a drain can run for seconds, so a late ack
+# would keep it in Redis' unacked hash all that time, to be redelivered as a duplicate
+# drain after the visibility timeout or restored when the broker connection drops. A kick
+# lost with a killed worker is replaced: its flag expires (SMS_KICK_TTL_SECONDS) and the
+# outbox sweeper releases the dead claims and kicks again.
+@app.task(name=SEND_DUE_TASK, acks_late=False)
 def send_due(queue_class: str) -> dict[str, int]:
     """Drain every due message of one queue class; returns the outcome counts."""
     result = sending.drain(QueueClass(queue_class))

@@ -114,7 +114,7 @@ def sent_message(number: str = NUMBER, customer_id: str | None = None) -> SmsLog
 
     from sms_pipeline.services import outbox
 
-    with mock.patch.object(outbox, "publish", lambda dispatches: 0):
+    with mock.patch.object(outbox, "publish", return_value=0):
         message_id = enqueue_sms(number, "Your appointment is at 10:00", customer_id=customer_id)
     assert attempt_send(message_id).outcome == "submitted"
     with session_scope() as session:

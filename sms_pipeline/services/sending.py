@@ -21,6 +21,7 @@ The send rules live once each: the account's (active, pause, window) in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import enum
 import functools
@@ -652,7 +653,10 @@ def send_batch(
             if isinstance(answer, GatewayError):
                 writes.append(_failed(claim, answer, answered, settings))
             else:
-                writes.append(_submitted(claim, answer, answered, settings))
+                write = _submitted(claim, answer, answered, settings)
+                # Post-paid accounts are never charged: their batches never touch accounts.
+                prepaid = not accounts[claim.account_id].postpaid
+                writes.append(dataclasses.replace(write, charge=prepaid))
         now = answered
     written = _record(writes, now, db)
     if written < len(writes):

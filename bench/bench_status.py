@@ -71,13 +71,11 @@ def run(
     count: int,
     pool: str,
     concurrency: int,
-    baseline_count: int,
+    baseline: dict[str, Any],
     send_rate: float | None = None,
 ) -> dict[str, Any]:
     env.truncate()
     simulator = env.start_simulator(0.0)
-    baseline = env.baseline(pool, concurrency, baseline_count)
-    env.truncate()
 
     t0 = time.perf_counter()
     gateway_ids = asyncio.run(_submit_all(env.sim_url, count))

@@ -40,11 +40,13 @@ TASK_MODULES = (
 )
 
 # Task names: services dispatch by name so they never import the tasks package.
-SEND_TASK = "sms_pipeline.send"
+SEND_TASK = "sms_pipeline.send"  # explicit message ids (a small batch)
+SEND_DUE_TASK = "sms_pipeline.send_due"  # drain every due message of one queue class
 OUTBOX_SWEEP_TASK = "sms_pipeline.outbox_sweep"
 QUEUE_POLL_TASK = "sms_pipeline.queue_poll"
 STATUS_SWEEP_TASK = "sms_pipeline.status_sweep"
 CHECK_STATUS_TASK = "sms_pipeline.check_status"
+CHECK_STATUSES_TASK = "sms_pipeline.check_statuses"  # a chunk of ids, checked concurrently
 REPLICATE_TASK = "sms_pipeline.replicate"
 INBOUND_POLL_TASK = "sms_pipeline.inbound_poll"
 CALLBACKS_SWEEP_TASK = "sms_pipeline.callbacks_sweep"
@@ -52,13 +54,10 @@ DELIVER_CALLBACK_TASK = "sms_pipeline.deliver_callback"
 PRIVACY_SWEEP_TASK = "sms_pipeline.privacy_sweep"
 RETENTION_TASK = "sms_pipeline.retention_purge"
 
-# Redis emulates priorities with one list per step; 0 is served first.
-PRIORITY_STEPS = list(range(10))
-
-
-def celery_priority(priority: int) -> int:
-    """Map the seed's priority (higher goes first) to a broker priority (0 goes first)."""
-    return max(0, min(9, 9 - priority))
+# Message priority is served by the send claim's ORDER BY (the database), and urgent vs
+# bulk by separate queues: the broker needs no priority lists (each one is another BRPOP
+# key the consumer polls).
+PRIORITY_STEPS = [0]
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
@@ -129,6 +128,7 @@ def configure(app: Celery, settings: Settings) -> None:
         task_default_queue=BULK_QUEUE,
         task_routes={
             CHECK_STATUS_TASK: {"queue": STATUS_QUEUE},
+            CHECK_STATUSES_TASK: {"queue": STATUS_QUEUE},
             f"{STATUS_QUEUE}.*": {"queue": STATUS_QUEUE},
             "celery.chunks": {"queue": STATUS_QUEUE},
             "celery.starmap": {"queue": STATUS_QUEUE},
@@ -142,9 +142,11 @@ def configure(app: Celery, settings: Settings) -> None:
             PRIVACY_SWEEP_TASK: {"queue": MAINTENANCE_QUEUE},
             RETENTION_TASK: {"queue": MAINTENANCE_QUEUE},
         },
-        # Flower sees tasks only with events on; arguments are ids only, so nothing leaks.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events cost worker CPU on every task: off unless configured, and switched on
+        # at run time by Flower (--enable_events, its default) while it watches. Arguments
+        # are ids only, so nothing leaks to Flower.
+        worker_send_task_events=settings.sms_task_events,
+        task_send_sent_event=settings.sms_task_events,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         beat_schedule=_beat_schedule(settings),

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     )
     ip2sms_connect_timeout: float = Field(3.05, gt=0, description="Seconds to connect.")
     ip2sms_read_timeout: float = Field(10.0, gt=0, description="Seconds to wait for an answer.")
+    ip2sms_total_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds one gateway exchange may take in all (connect, headers and body): "
+        "a server that drips its answer cannot hold a connection longer.",
+    )
     ip2sms_max_response_bytes: int = Field(
         65536, ge=1024, description="Answers larger than this are refused (transient error)."
     )
@@ -145,6 +151,44 @@ class Settings(BaseSettings):
     )
     sms_credit_pause_seconds: float = Field(
         300.0, gt=0, description="Pause an account this long after 'Prepaid messages limit'."
+    )
+
+    sms_send_batch_size: int = Field(
+        200,
+        ge=1,
+        le=5000,
+        description="Most messages one send batch claims; their gateway calls run concurrently.",
+    )
+    sms_gateway_connections: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="Concurrent gateway requests per worker process (keep-alive pool size).",
+    )
+    sms_kick_ttl_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How long a pending send kick stops producers publishing another (Redis "
+        "flag); a lost kick is replaced after this at the latest.",
+    )
+    sms_drain_max_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A send drain hands over to a fresh task after this long (keeps tasks short "
+        "for warm shutdown and the broker's visibility timeout).",
+    )
+    sms_drain_linger_ms: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="After a part-full send batch the drain waits this long for more "
+        "messages (bigger batches under a steady trickle; a lone message is not delayed).",
+    )
+    sms_account_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long enqueue_sms trusts a cached account lookup (id, active); 0 = never.",
     )
 
     # --- status polling -------------------------------------------------------------------
@@ -213,6 +257,11 @@ class Settings(BaseSettings):
 
     # --- workers and monitoring -----------------------------------------------------------
     sms_worker_concurrency: int = Field(16, ge=1, le=1000, description="Worker threads.")
+    sms_task_events: bool = Field(
+        False,
+        description="Workers send task events from the start; off by default because Flower "
+        "(--enable_events, its default) switches them on at run time while it watches.",
+    )
     sms_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level."
     )

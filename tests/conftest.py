@@ -148,10 +148,21 @@ def db(pg_engine: Any) -> Iterator[Any]:
     tables = ", ".join(f"verification.{t.name}" for t in Base.metadata.sorted_tables)
     with pg_engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    # Account ids restart with the table: forget the names cached for the old ones.
+    # Ids restart: names cached by enqueue (and the metrics) would point at other accounts.
     from sms_pipeline.metrics.hooks import forget_account_names
+    from sms_pipeline.services.enqueue import forget_accounts
 
+    forget_accounts()
     forget_account_names()
+    if REDIS_TEST_URL is not None:
+        import redis
+
+        from sms_pipeline.dispatch import QueueClass, flag_key
+
+        with contextlib.suppress(redis.RedisError):
+            # Kicks left by this test would drain the next test's rows behind its back.
+            keys = [flag_key(q) for q in QueueClass] + [q.value for q in QueueClass]
+            redis.Redis.from_url(REDIS_TEST_URL).delete(*keys)
 
 
 @pytest.fixture(scope="session")

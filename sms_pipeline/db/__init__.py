@@ -6,6 +6,7 @@ from .engine import (
     get_engine,
     get_sessionmaker,
     is_sqlite,
+    one_statement,
     session_scope,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "get_engine",
     "get_sessionmaker",
     "is_sqlite",
+    "one_statement",
     "session_scope",
 ]

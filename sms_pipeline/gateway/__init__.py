@@ -1,6 +1,12 @@
 """The IP2SMS gateway: XML codec, HTTP client, statuses and errors (no database here)."""
 
-from sms_pipeline.gateway.client import IP2SMSClient, Observer, SendResult, StatusResult
+from sms_pipeline.gateway.client import (
+    IP2SMSClient,
+    Observer,
+    SendRequest,
+    SendResult,
+    StatusResult,
+)
 from sms_pipeline.gateway.codec import (
     ParsedAnswer,
     ParsedState,
@@ -40,6 +46,7 @@ __all__ = [
     "Observer",
     "ParsedAnswer",
     "ParsedState",
+    "SendRequest",
     "SendResult",
     "StatusResult",
     "build_send_xml",

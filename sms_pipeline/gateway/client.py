@@ -1,25 +1,36 @@
-"""A synchronous IP2SMS client over one pooled ``requests.Session``.
+"""The IP2SMS client: one keep-alive connection pool, batches sent concurrently.
 
-Thread-safe for concurrent ``send``/``status`` calls from a worker's thread pool (the
-session's connection pool is sized to the worker concurrency). Every failure is sorted
-into permanent/transient in :meth:`IP2SMSClient._exchange` and :func:`_send_result`
-(see :mod:`sms_pipeline.gateway.errors`), nowhere else.
+The transport is aiohttp on an event loop of the client's own (a daemon thread, started on
+first use and again after a fork). ``send_many``/``status_many`` run a whole batch as
+concurrent requests on that loop, so a batch costs one gateway round trip and no thread
+per request; ``send``/``status``/``post_xml`` are the same exchange for one request,
+callable from any thread. Sends and status checks use separate connection pools, so
+status traffic can never take the connections sends need.
+
+Every exchange has a total deadline (IP2SMS_TOTAL_TIMEOUT: connect, headers and body
+together) on top of the connect and per-read timeouts: a server that drips its answer a
+byte at a time is cut off at the deadline. Every failure is sorted into
+permanent/transient in :func:`_transport_error`, :meth:`IP2SMSClient._apost` and
+:func:`_send_result` (see :mod:`sms_pipeline.gateway.errors`), nowhere else.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import email.utils
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, Self, TypeVar
 
-import requests
-from requests.adapters import HTTPAdapter
-from requests.auth import HTTPBasicAuth
+import aiohttp
 
 from sms_pipeline.gateway.codec import (
     DEFAULT_MAX_BYTES,
@@ -56,6 +67,7 @@ _SEND_FAILURES: Final = frozenset({GatewayStatus.REJECTED, GatewayStatus.UNACCEP
 
 
 _R = TypeVar("_R", "SendResult", "StatusResult")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +103,18 @@ class SendResult:
     # Parts of the accepted answer that could not be read (see ParsedAnswer.problems):
     # the message was still taken, and must be recorded as submitted.
     problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One message of a batch for :meth:`IP2SMSClient.send_many`."""
+
+    phone_number: str
+    body: str = field(repr=False)
+    ext_id: str | None = None
+    uniq_key: str | None = None
+    source: str | None = None
+    validity: str | None = None
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -162,12 +186,93 @@ def _unbuildable(exc: Exception) -> GatewayRequestInvalid:
     return GatewayRequestInvalid(f"request could not be built: {detail}")
 
 
+def _transport_error(exc: BaseException) -> GatewayError:
+    """The GatewayError a transport failure means (timeouts and lost connections are
+    transient). The reason names the kind of failure only, never the exception's text."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return GatewayTimeout("connect timeout")
+    if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
+        return GatewayTimeout("read timeout")
+    if isinstance(exc, TimeoutError):
+        return GatewayTimeout("total deadline exceeded")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return GatewayConnectionError(f"connection failed ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return GatewayConnectionError(f"answer cut off ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return GatewayProtocolError(f"answer unreadable ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return GatewayConnectionError(f"connection failed ({type(exc).__name__})")
+    return GatewayConnectionError(f"request failed ({type(exc).__name__})")
+
+
+class _Loop:
+    """An event loop on a daemon thread, and the aiohttp sessions that live on it."""
+
+    def __init__(self, login: str, password: str, pool_size: int, timeout: tuple[float, float]):
+        self.pid = os.getpid()
+        token = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
+        self._headers = {"Authorization": f"Basic {token}"}
+        self._pool_size = pool_size
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout[0], sock_read=timeout[1]
+        )
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="ip2sms", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"_Loop(pid={self.pid})"
+
+    def session(self, pool: str) -> aiohttp.ClientSession:
+        """The session of `pool` ("send" or "status"); called on the loop only."""
+        session = self._sessions.get(pool)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool_size, limit_per_host=self._pool_size, keepalive_timeout=30
+            )
+            # trust_env stays off: a gateway is configured, not discovered (no .netrc or
+            # proxy variables that could replace our credentials).
+            session = aiohttp.ClientSession(
+                connector=connector, headers=self._headers, timeout=self._timeout, trust_env=False
+            )
+            self._sessions[pool] = session
+        return session
+
+    def run(self, coro: Awaitable[_T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(_awaited(coro), self.loop).result()
+
+    def close(self) -> None:
+        async def close_sessions() -> None:
+            for session in self._sessions.values():
+                await session.close()
+            self._sessions.clear()
+
+        if threading.current_thread() is self._thread:  # a finalizer run on the loop itself
+            self.loop.call_soon(self.loop.stop)
+            return
+        if self.pid == os.getpid() and self.loop.is_running():
+            try:
+                self.run(close_sessions())
+            finally:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join(5)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+async def _awaited(awaitable: Awaitable[_T]) -> _T:
+    return await awaitable
+
+
 class IP2SMSClient:
     """Client for the IP2SMS HTTP XML gateway.
 
     ``send`` and ``status`` return frozen results or raise a
     :class:`~sms_pipeline.gateway.errors.GatewayError` whose ``permanent`` flag says
-    whether a retry can help. The password is kept private and never shown.
+    whether a retry can help; ``send_many``/``status_many`` return one result or error per
+    item. The password is kept private and never shown. Thread-safe.
     """
 
     def __init__(
@@ -178,8 +283,8 @@ class IP2SMSClient:
         password: str,
         source: str,
         timeout: tuple[float, float] = (3.05, 10.0),
-        session: requests.Session | None = None,
         *,
+        total_timeout: float = 15.0,
         validity: str | None = None,
         max_response_bytes: int = DEFAULT_MAX_BYTES,
         pool_size: int = 10,
@@ -190,29 +295,25 @@ class IP2SMSClient:
         self.login = login
         self.source = source
         self.timeout = timeout
+        self.total_timeout = total_timeout
         self.validity = validity
         self.max_response_bytes = max_response_bytes
         self.observer = observer
-        self._own_session = session is None
-        if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            # A gateway is configured, not discovered: never pick up .netrc or env proxies
-            # that could replace our credentials.
-            session.trust_env = False
-        if session.auth is None:
-            # The password lives only in the session's auth object, never on the client.
-            session.auth = HTTPBasicAuth(login, password)
-        self._session = session
+        self.pool_size = pool_size
         self._headers = {"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml, */*"}
+        self._loop_lock = threading.Lock()
+        self._loop: _Loop | None = None
+        # The password lives only in a closure that builds the loop's auth, never on the client.
+
+        def new_loop() -> _Loop:
+            return _Loop(login, password, pool_size, timeout)
+
+        self._new_loop: Callable[[], _Loop] = new_loop
 
     @classmethod
     def from_settings(
         cls,
         settings: Settings | None = None,
-        session: requests.Session | None = None,
         *,
         observer: Observer | None = None,
     ) -> IP2SMSClient:
@@ -228,10 +329,10 @@ class IP2SMSClient:
             settings.ip2sms_password.get_secret_value(),
             settings.ip2sms_source,
             (settings.ip2sms_connect_timeout, settings.ip2sms_read_timeout),
-            session,
+            total_timeout=settings.ip2sms_total_timeout,
             validity=settings.ip2sms_validity,
             max_response_bytes=settings.ip2sms_max_response_bytes,
-            pool_size=settings.sms_worker_concurrency,
+            pool_size=settings.sms_gateway_connections,
             observer=observer,
         )
 
@@ -259,36 +360,69 @@ class IP2SMSClient:
         """Submit one SMS. Raises GatewayError (check ``.permanent``); a request that
         cannot be built (text XML cannot carry) is GatewayRequestInvalid, permanent, and
         nothing is sent."""
+        payload = self._send_payload(
+            SendRequest(phone_number, body, ext_id, uniq_key, source, validity), start=start
+        )
+        return self._run(self._aexchange("send", self.send_url, payload, _send_result))
+
+    def _send_payload(self, r: SendRequest, *, start: str | None = None) -> bytes:
         try:
-            payload = build_send_xml(
-                phone_number,
-                body,
-                source=source or self.source,
-                ext_id=ext_id,
-                uniq_key=uniq_key,
+            return build_send_xml(
+                r.phone_number,
+                r.body,
+                source=r.source or self.source,
+                ext_id=r.ext_id,
+                uniq_key=r.uniq_key,
                 start=start,
-                validity=validity if validity is not None else self.validity,
+                validity=r.validity if r.validity is not None else self.validity,
             )
         except Exception as exc:
             raise _unbuildable(exc) from None
-        return self._exchange("send", self.send_url, payload, _send_result)
+
+    def send_many(self, batch: Sequence[SendRequest]) -> list[SendResult | GatewayError]:
+        """Submit a batch concurrently; one result or GatewayError per request, in order.
+
+        A request that cannot be built comes back as a permanent GatewayRequestInvalid:
+        nothing was sent for it.
+        """
+
+        async def one(r: SendRequest) -> SendResult | GatewayError:
+            try:
+                payload = self._send_payload(r)
+                return await self._aexchange("send", self.send_url, payload, _send_result)
+            except GatewayError as exc:
+                return exc
+
+        return self._run(_gather([one(r) for r in batch])) if batch else []
 
     def status(self, gateway_id: str) -> StatusResult:
         """Ask for one message's status; any status word is returned, none raises."""
-        try:
-            payload = build_status_xml(gateway_id)
-        except Exception as exc:
-            raise _unbuildable(exc) from None
+        return self._run(self._astatus(gateway_id))
 
-        def convert(answer: ParsedAnswer, raw: bytes) -> StatusResult:
-            return _status_result(answer, raw, gateway_id)
+    def status_many(self, gateway_ids: Sequence[str]) -> list[StatusResult | GatewayError]:
+        """Ask for several statuses concurrently; one result or GatewayError per id, in order."""
 
-        return self._exchange("status", self.status_url, payload, convert)
+        async def one(gateway_id: str) -> StatusResult | GatewayError:
+            try:
+                return await self._astatus(gateway_id)
+            except GatewayError as exc:
+                return exc
+
+        return self._run(_gather([one(i) for i in gateway_ids])) if gateway_ids else []
+
+    def post_xml(self, url: str, payload: bytes) -> bytes:
+        """POST XML with our auth and limits; the answer bytes, or the transport/HTTP GatewayError.
+
+        Public for protocol extensions on the same gateway (the inbound API client).
+        """
+        return self._run(self._apost("status", url, payload))
 
     def close(self) -> None:
-        """Close the session if this client created it."""
-        if self._own_session:
-            self._session.close()
+        """Close the connection pools and stop the client's event loop."""
+        with self._loop_lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.close()
 
     def __enter__(self) -> Self:
         return self
@@ -303,7 +437,32 @@ class IP2SMSClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _exchange(
+    def _run(self, coro: Awaitable[_T]) -> _T:
+        with self._loop_lock:
+            loop = self._loop
+            if loop is None or loop.pid != os.getpid():  # first use, or a forked child
+                loop = self._loop = self._new_loop()
+                # A client dropped without close() still closes its pools and loop.
+                weakref.finalize(self, loop.close)
+        return loop.run(coro)
+
+    def _current_loop(self) -> _Loop:
+        loop = self._loop
+        assert loop is not None  # only called from coroutines that _run scheduled
+        return loop
+
+    async def _astatus(self, gateway_id: str) -> StatusResult:
+        try:
+            payload = build_status_xml(gateway_id)
+        except Exception as exc:
+            raise _unbuildable(exc) from None
+
+        def convert(answer: ParsedAnswer, raw: bytes) -> StatusResult:
+            return _status_result(answer, raw, gateway_id)
+
+        return await self._aexchange("status", self.status_url, payload, convert)
+
+    async def _aexchange(
         self,
         op: Op,
         url: str,
@@ -313,7 +472,7 @@ class IP2SMSClient:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            raw = self.post_xml(url, payload)
+            raw = await self._apost(op, url, payload)
             try:
                 result = convert(parse_answer(raw, max_bytes=self.max_response_bytes), raw)
             except GatewayError:
@@ -333,63 +492,44 @@ class IP2SMSClient:
             raise
         finally:
             self._observe(op, outcome, time.perf_counter() - started)
-        if op == "send":
+        if op == "send" and log.isEnabledFor(logging.DEBUG):
             log.debug("ip2sms send ok gateway_id=%s status=%s", result.gateway_id, result.status)
         return result
 
-    def post_xml(self, url: str, payload: bytes) -> bytes:
-        """POST XML with our auth and limits; the answer bytes, or the transport/HTTP GatewayError.
-
-        Public for protocol extensions on the same gateway (the inbound API client).
-        """
+    async def _apost(self, pool: str, url: str, payload: bytes) -> bytes:
+        session = self._current_loop().session(pool)
         try:
-            response = self._session.post(
-                url,
-                data=payload,
-                headers=self._headers,
-                timeout=self.timeout,
-                stream=True,
-                allow_redirects=False,
-            )
-        except requests.Timeout as exc:
-            kind = "connect" if isinstance(exc, requests.ConnectTimeout) else "read"
-            raise GatewayTimeout(f"{kind} timeout") from None
-        except requests.ConnectionError as exc:
-            raise GatewayConnectionError(f"connection failed ({type(exc).__name__})") from None
-        except requests.RequestException as exc:
-            raise GatewayConnectionError(f"request failed ({type(exc).__name__})") from None
-        with response:
-            code = response.status_code
-            if not 200 <= code < 300:
-                if 300 <= code < 400 or code < 200:
-                    # A redirect would turn our POST into a GET elsewhere: don't follow.
-                    raise GatewayProtocolError(f"unexpected HTTP {code}")
-                raise GatewayHTTPError.from_status(
-                    code, parse_retry_after(response.headers.get("Retry-After"))
-                )
-            return self._read_limited(response)
+            async with asyncio.timeout(self.total_timeout):
+                async with session.post(
+                    url, data=payload, headers=self._headers, allow_redirects=False
+                ) as response:
+                    code = response.status
+                    if not 200 <= code < 300:
+                        if 300 <= code < 400 or code < 200:
+                            # A redirect would turn our POST into a GET elsewhere: don't follow.
+                            raise GatewayProtocolError(f"unexpected HTTP {code}")
+                        raise GatewayHTTPError.from_status(
+                            code, parse_retry_after(response.headers.get("Retry-After"))
+                        )
+                    return await self._read_limited(response)
+        except GatewayError:
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise _transport_error(exc) from None
 
-    def _read_limited(self, response: requests.Response) -> bytes:
+    async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self.max_response_bytes
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise GatewayProtocolError(f"answer larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        try:
-            # Counting decoded bytes also stops a gzip bomb.
-            for chunk in response.iter_content(_CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise GatewayProtocolError(f"answer larger than {limit} bytes")
-                chunks.append(chunk)
-        except requests.ConnectionError as exc:
-            # requests reports a read timeout inside the body as a ConnectionError.
-            if "timed out" in str(exc).lower():
-                raise GatewayTimeout("read timeout") from None
-            raise GatewayConnectionError(f"answer cut off ({type(exc).__name__})") from None
-        except requests.RequestException as exc:
-            raise GatewayProtocolError(f"answer unreadable ({type(exc).__name__})") from None
+        # Counting decoded bytes also stops a gzip bomb.
+        while chunk := await response.content.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise GatewayProtocolError(f"answer larger than {limit} bytes")
+            chunks.append(chunk)
         return b"".join(chunks)
 
     def _observe(self, op: str, outcome: str, seconds: float) -> None:
@@ -402,4 +542,15 @@ class IP2SMSClient:
             log.exception("ip2sms observer failed")
 
 
-__all__ = ["IP2SMSClient", "Observer", "SendResult", "StatusResult", "parse_retry_after"]
+async def _gather(coros: Sequence[Awaitable[_T]]) -> list[_T]:
+    return list(await asyncio.gather(*coros))
+
+
+__all__ = [
+    "IP2SMSClient",
+    "Observer",
+    "SendRequest",
+    "SendResult",
+    "StatusResult",
+    "parse_retry_after",
+]

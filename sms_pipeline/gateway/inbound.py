@@ -33,8 +33,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, Self
 
-import requests
-
 from sms_pipeline.gateway.client import IP2SMSClient
 from sms_pipeline.gateway.codec import (
     DEFAULT_MAX_BYTES,
@@ -242,7 +240,6 @@ class InboundClient:
         login: str,
         password: str,
         timeout: tuple[float, float] = (3.05, 10.0),
-        session: requests.Session | None = None,
         *,
         max_response_bytes: int = DEFAULT_INBOUND_MAX_BYTES,
         pool_size: int = 4,
@@ -257,15 +254,12 @@ class InboundClient:
             password,
             source="",
             timeout=timeout,
-            session=session,
             max_response_bytes=max_response_bytes,
             pool_size=pool_size,
         )
 
     @classmethod
-    def from_settings(
-        cls, settings: Settings | None = None, session: requests.Session | None = None
-    ) -> InboundClient:
+    def from_settings(cls, settings: Settings | None = None) -> InboundClient:
         if settings is None:
             from sms_pipeline.settings import get_settings
 
@@ -275,7 +269,6 @@ class InboundClient:
             settings.ip2sms_login,
             settings.ip2sms_password.get_secret_value(),
             (settings.ip2sms_connect_timeout, settings.ip2sms_read_timeout),
-            session,
             max_response_bytes=max(settings.ip2sms_max_response_bytes, DEFAULT_INBOUND_MAX_BYTES),
         )
 

@@ -119,9 +119,9 @@ def limit_refused(limit: str, subject: str) -> None:
 # --- messages ------------------------------------------------------------------------------
 
 
-@_never_raises
-def message_stored(session: Session, message_type: str, account: str, send_status: str) -> None:
-    """A message row was written (enqueue, SQL route, replication): counted when it commits."""
+def _stored(
+    message_type: str, account: str, send_status: str
+) -> list[tuple[str, dict[str, object], float]]:
     labels = {"type": message_type, "account": account}
     increments: list[tuple[str, dict[str, object], float]] = [
         (c.MESSAGES_TOTAL, {**labels, "status": "enqueued"}, 1.0)
@@ -129,7 +129,21 @@ def message_stored(session: Session, message_type: str, account: str, send_statu
     final_event = SEND_STATUS_EVENTS.get(send_status)
     if final_event is not None:
         increments.append((c.MESSAGES_TOTAL, {**labels, "status": final_event}, 1.0))
-    session.info.setdefault(_PENDING_KEY, []).extend(increments)
+    return increments
+
+
+@_never_raises
+def message_stored(session: Session, message_type: str, account: str, send_status: str) -> None:
+    """A message row was written (enqueue, SQL route, replication): counted when it commits."""
+    session.info.setdefault(_PENDING_KEY, []).extend(_stored(message_type, account, send_status))
+
+
+@_never_raises
+def message_stored_committed(message_type: str, account: str, send_status: str) -> None:
+    """A message row was written and is already committed (a one-statement enqueue)."""
+    store = get_store()
+    for name, labels, value in _stored(message_type, account, send_status):
+        store.inc(name, labels, value)
 
 
 @event.listens_for(Session, "after_commit")
@@ -266,6 +280,7 @@ __all__ = [
     "inbound_skipped",
     "message_failed",
     "message_stored",
+    "message_stored_committed",
     "message_submitted",
     "status_changed",
     "status_changed_by_id",

@@ -7,6 +7,7 @@ import logging
 import threading
 import zoneinfo
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItemPerSecond, storage, strategies
 from sqlalchemy import case, select, update
@@ -98,11 +99,11 @@ class SendPermission:
     reason: str | None = None
 
 
-def may_send(account: Account, segments: int, now: dt.datetime) -> SendPermission:
-    """Active, not paused, inside its window and with credits for `segments` parts.
+def account_permission(account: Account, now: dt.datetime) -> SendPermission:
+    """Whether the account may send now: active, not paused, inside its send window.
 
-    `sending._fast_claim_statement` states the same rules in SQL for the common case
-    (round-the-clock window, no rate limit): a rule added here belongs there too.
+    The send claim asks this once per account per batch and claims only the messages of
+    allowed accounts; per-message rules (credits, rate limit, opt-out) follow the claim.
     """
     if not account.active:
         # An inactive account's messages wait for it to come back; checked again later.
@@ -111,8 +112,6 @@ def may_send(account: Account, segments: int, now: dt.datetime) -> SendPermissio
         return SendPermission(False, account.paused_until, account.pause_reason or "paused")
     if not in_send_window(account, now):
         return SendPermission(False, next_window_open(account, now), "outside send window")
-    if not account.postpaid and account.credits < segments:
-        return SendPermission(False, now + dt.timedelta(minutes=5), "out of credits")
     return SendPermission(True)
 
 
@@ -131,7 +130,20 @@ def may_send_today(
     return permission
 
 
-def charge_credits(session: Session, account_id: int, segments: int) -> None:
+def has_credits(postpaid: bool, credits: int, segments: int) -> bool:
+    """A prepaid balance covers `segments` more parts (post-paid accounts always send)."""
+    return postpaid or credits >= segments
+
+
+def may_send(account: Account, segments: int, now: dt.datetime) -> SendPermission:
+    """Active, not paused, inside its window and with credits for `segments` parts."""
+    permission = account_permission(account, now)
+    if permission.allowed and not has_credits(account.postpaid, account.credits, segments):
+        return SendPermission(False, now + dt.timedelta(minutes=5), "out of credits")
+    return permission
+
+
+def charge_credits(session: Session, account_id: int, segments: Any) -> None:
     """Take `segments` credits from a prepaid account (post-paid never changes)."""
     session.execute(
         update(Account)

@@ -36,8 +36,7 @@ from sqlalchemy import and_, case, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from sms_pipeline import http
-from sms_pipeline.celery_app import CALLBACKS_QUEUE, DELIVER_CALLBACK_TASK, app
+from sms_pipeline import dispatch, http
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import ApiKey, CallbackEvent, SmsLog, utcnow
 from sms_pipeline.gateway.statuses import FINAL_STATUSES
@@ -220,15 +219,7 @@ def sweep_callbacks(settings: Settings | None = None) -> CallbackSweep:
     # A task that waits longer than the next sweep is superseded by that sweep's: letting
     # it expire keeps a backlog from piling up copies (a copy that runs is a no-op anyway).
     expires = max(30.0, 2 * settings.sms_outbox_sweep_seconds)
-    dispatched = 0
-    for event_id in due:
-        try:
-            app.send_task(
-                DELIVER_CALLBACK_TASK, args=[event_id], queue=CALLBACKS_QUEUE, expires=expires
-            )
-            dispatched += 1
-        except Exception:  # the broker is down: the next sweep dispatches again
-            log.warning("callbacks: dispatch of event %s failed; the next sweep retries", event_id)
+    dispatched = dispatch.callback_deliveries(due, expires)
     if created or dispatched:
         log.info("callbacks: %d new events, %d deliveries dispatched", created, dispatched)
     return CallbackSweep(created, dispatched)

@@ -1,32 +1,53 @@
-"""`enqueue_sms`: validate, write the message row, dispatch after commit."""
+"""`enqueue_sms` and `enqueue_many`: validate, write the rows, dispatch after commit.
+
+The hot path is one INSERT: the account's name resolves to its id from a short-lived
+cache, and the checks that must be exact (the account is active, the number has not opted
+out) are part of the INSERT itself, so a call costs one round trip and a commit. The
+send is a coalesced kick (see `sms_pipeline.dispatch`), published after the commit.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import os
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import phonenumbers
-from sqlalchemy import select
+from sqlalchemy import (
+    Boolean,
+    Insert,
+    String,
+    Table,
+    and_,
+    bindparam,
+    case,
+    insert,
+    literal,
+    null,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from sms_pipeline import http
-from sms_pipeline.db import session_scope
-from sms_pipeline.db.models import MESSAGE_TYPES, MessageType, OptOut, SendStatus, SmsLog, utcnow
+from sms_pipeline.db import get_engine, is_sqlite, one_statement, session_scope
+from sms_pipeline.db.models import MESSAGE_TYPES, Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.gateway.codec import describe_invalid_xml_char
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.priorities import priority_problem
-from sms_pipeline.services import privacy
+from sms_pipeline.services import optout, outbox, privacy
 from sms_pipeline.services.accounts import find_account
-from sms_pipeline.services.outbox import dispatch_after_commit, dispatch_of
+from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit, dispatch_for
 from sms_pipeline.services.segments import count_segments
 from sms_pipeline.settings import Settings, get_settings
 
-# Types that carry something the person needs (a code): they go even after an opt-out.
-ESSENTIAL_TYPES = frozenset(
-    {MessageType.VERIFICATION.value, MessageType.TWO_FA.value, MessageType.MEDICATION_REQUEST.value}
-)
+ESSENTIAL_TYPES = optout.ESSENTIAL_TYPES  # the rule lives in services/optout.py
 _LIMITS = {"sender_id": 16, "ext_id": 64, "customer_id": 128, "cost_centre": 64}
 
 
@@ -114,11 +135,369 @@ def validate_callback_url(url: object, settings: Settings) -> str:
 
 def is_opted_out(session: Session, phone_number: str) -> bool:
     """Opted out: by number, or (after an erasure) by the number's keyed hash."""
-    from sms_pipeline.services import privacy
-
     if session.get(OptOut, phone_number) is not None:
         return True
     return privacy.erased_opt_out(session, phone_number)
+
+
+def _erased_hash(phone_number: str, message_type: str, settings: Settings) -> str | None:
+    """The number's keyed hash when an opt-out kept only as a hash could stop this message."""
+    if not optout.stops(message_type) or privacy.privacy_key(settings, create=False) is None:
+        return None
+    return privacy.subject_hash(phone_number, settings, create=False)
+
+
+@dataclass(frozen=True)
+class _Valid:
+    """One message, validated: the row's values known before the database is asked."""
+
+    phone_number: str
+    body: ValidBody
+    type: str
+    priority: int
+    send_at: dt.datetime | None
+    sender_id: str | None
+    ext_id: str | None
+    customer_id: str | None
+    cost_centre: str | None
+    callback_url: str | None
+    account: str | int | None
+    valid_for: dt.timedelta | None = None
+
+
+def _validate(
+    settings: Settings,
+    phone_number: object,
+    body: object,
+    type: object = "text",
+    *,
+    account: str | int | None = None,
+    priority: object = 0,
+    send_at: object = None,
+    sender_id: object = None,
+    ext_id: object = None,
+    customer_id: object = None,
+    cost_centre: object = None,
+    callback_url: object = None,
+    valid_for: object = None,
+) -> _Valid:
+    number = normalise_phone_number(phone_number)
+    valid = validate_body(body, settings)
+    message_type = validate_type(type)
+    if (problem := priority_problem(priority)) is not None:
+        raise InvalidMessage("priority", problem)
+    assert isinstance(priority, int)
+    if send_at is not None and (not isinstance(send_at, dt.datetime) or send_at.tzinfo is None):
+        raise InvalidMessage("send_at", "must be a timezone-aware datetime")
+    validity = privacy.parse_valid_for(valid_for)
+    if callback_url is not None:
+        # Every callback is signed: from Python, with SMS_CALLBACK_SECRET (the API signs
+        # with the key's secret and sets the URL itself).
+        if (
+            settings.sms_callback_secret is None
+            or not settings.sms_callback_secret.get_secret_value()
+        ):
+            raise InvalidMessage("callback_url", "needs SMS_CALLBACK_SECRET to sign callbacks")
+        callback_url = validate_callback_url(callback_url, settings)
+    return _Valid(
+        phone_number=number,
+        body=valid,
+        type=message_type,
+        priority=priority,
+        send_at=send_at,
+        sender_id=_optional_text("sender_id", sender_id),
+        ext_id=_optional_text("ext_id", ext_id),
+        customer_id=_optional_text("customer_id", customer_id),
+        cost_centre=_optional_text("cost_centre", cost_centre),
+        callback_url=callback_url,
+        account=account,
+        valid_for=validity,
+    )
+
+
+# --- accounts: name → id, cached ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AccountRef:
+    id: int
+    name: str
+    expires: float
+
+
+_accounts_lock = threading.Lock()
+_accounts: dict[tuple[str, str | int | None], _AccountRef] = {}
+
+
+def _account_ref(
+    session: Session, account: str | int | None, settings: Settings, *, cached: bool = True
+) -> tuple[_AccountRef, bool]:
+    """The account's id and name, and whether they came from the cache.
+
+    The cache is trusted for SMS_ACCOUNT_CACHE_SECONDS and holds only identities read from
+    existing rows (never an account created in a transaction that may roll back); whether
+    the account is active is checked by the INSERT itself.
+    """
+    key = (settings.database_url, account)
+    now = time.monotonic()
+    if cached and (hit := _cached_ref(account, settings)) is not None:
+        return hit
+    name = settings.sms_default_account if account is None else account
+    found = (
+        session.get(Account, name)
+        if isinstance(name, int)
+        else (session.scalar(select(Account).where(Account.name == name)))
+    )
+    if found is None and account is None:
+        found = find_account(session, None)  # created now: not cached until seen again
+        assert found is not None
+        return _AccountRef(found.id, found.name, now), False
+    if found is None:
+        raise InvalidMessage("account", "no such account")
+    ref = _AccountRef(found.id, found.name, now + settings.sms_account_cache_seconds)
+    if settings.sms_account_cache_seconds > 0:
+        with _accounts_lock:
+            _accounts[key] = ref
+    return ref, False
+
+
+def _cached_ref(account: str | int | None, settings: Settings) -> tuple[_AccountRef, bool] | None:
+    with _accounts_lock:
+        ref = _accounts.get((settings.database_url, account))
+    if ref is not None and ref.expires > time.monotonic():
+        return ref, True
+    return None
+
+
+def forget_accounts() -> None:
+    """Drop the account cache (tests; after renaming or deleting an account)."""
+    with _accounts_lock:
+        _accounts.clear()
+
+
+def _refuse_account(session: Session, account_id: int) -> InvalidMessage:
+    active = session.scalar(select(Account.active).where(Account.id == account_id))
+    if active is None:
+        forget_accounts()
+        return InvalidMessage("account", "no such account")
+    return InvalidMessage("account", "the account is not active")
+
+
+# --- the row -----------------------------------------------------------------------------
+
+_COLUMNS = (
+    "id", "phone_number", "type", "body", "account_id", "sender_id", "priority",
+    "send_after", "due_at", "ext_id", "uniq_key", "customer_id", "cost_centre",
+    "segments", "encoding", "callback_url", "inserted_at", "updated_at", "expires_at",
+)  # fmt: skip
+
+
+def _values(v: _Valid, account_id: int, now: dt.datetime, settings: Settings) -> dict[str, Any]:
+    message_id = uuid.uuid4()
+    due_at = max(now, v.send_at) if v.send_at else now
+    return {
+        "id": message_id,
+        "phone_number": v.phone_number,
+        "type": v.type,
+        "body": v.body.body,
+        "account_id": account_id,
+        "sender_id": v.sender_id,
+        "priority": v.priority,
+        "send_after": v.send_at,
+        "due_at": due_at,
+        "expires_at": privacy.expiry_for(v.type, due_at, settings, v.valid_for),
+        "ext_id": v.ext_id,
+        "uniq_key": message_id.hex,
+        "customer_id": v.customer_id,
+        "cost_centre": v.cost_centre,
+        "segments": v.body.segments,
+        "encoding": v.body.encoding,
+        "callback_url": v.callback_url,
+        "inserted_at": now,
+        "updated_at": now,
+    }
+
+
+@functools.cache
+def _insert_one() -> Insert:
+    """INSERT … SELECT … FROM accounts WHERE id = :account_id AND active RETURNING send_status.
+
+    Built once. No row inserted means the account is not active. The send status is
+    decided in the same statement: OPTED OUT when an opt-out stops this message.
+    """
+    table = cast(Table, SmsLog.__table__)
+    params = {name: bindparam(name, type_=table.c[name].type) for name in _COLUMNS}
+    stopped = and_(
+        bindparam("stoppable", type_=Boolean()),
+        optout.opted_out_clause(params["phone_number"], bindparam("phone_hash", type_=String())),
+    )
+    queued, opted = SendStatus.QUEUED.value, SendStatus.OPTED_OUT.value
+    chosen = select(
+        *params.values(),
+        case((stopped, literal(opted)), else_=literal(queued)),
+        case((stopped, null()), else_=bindparam("dispatched_at", type_=table.c.dispatched_at.type)),
+        case((stopped, params["inserted_at"]), else_=None),
+        case((stopped, literal("number opted out")), else_=None),
+    ).where(Account.id == params["account_id"], Account.active.is_(True))  # fmt: skip
+    columns = [*_COLUMNS, "send_status", "dispatched_at", "final_at", "last_error"]
+    # The Table, not the entity: a Core statement, no ORM bulk-insert machinery per call.
+    return insert(table).from_select(columns, chosen).returning(table.c.send_status)
+
+
+def _insert_params(
+    v: _Valid, ref: _AccountRef, settings: Settings
+) -> tuple[dict[str, Any], Dispatch | None]:
+    now = utcnow()
+    values = _values(v, ref.id, now, settings)
+    dispatch = dispatch_of_values(values, now)
+    values["stoppable"] = optout.stops(v.type)
+    values["phone_hash"] = _erased_hash(v.phone_number, v.type, settings)
+    values["dispatched_at"] = now if dispatch is not None else None
+    return values, dispatch
+
+
+def _insert(
+    execute: Callable[[dict[str, Any]], str | None],
+    lookup: Callable[[Callable[[Session], Any]], Any],
+    v: _Valid,
+    settings: Settings,
+) -> tuple[uuid.UUID, str, _AccountRef, Dispatch | None]:
+    """Run the one-row INSERT; its id, send status, account and dispatch (or InvalidMessage).
+
+    `lookup(fn)` runs `fn(session)` in a session for the rare reads (an account not cached
+    yet, or the reason an INSERT inserted nothing).
+    """
+    ref, from_cache = _cached_ref(v.account, settings) or lookup(
+        lambda s: _account_ref(s, v.account, settings, cached=False)
+    )
+    values, dispatch = _insert_params(v, ref, settings)
+    status = execute(values)
+    if status is None and from_cache:
+        # Nothing inserted: the account is inactive, or the cached identity is stale.
+        ref, _ = lookup(lambda s: _account_ref(s, v.account, settings, cached=False))
+        values["account_id"] = ref.id
+        status = execute(values)
+    if status is None:
+        raise lookup(lambda s: _refuse_account(s, ref.id))
+    return values["id"], status, ref, dispatch
+
+
+def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
+    """In the caller's transaction: counted and dispatched when it commits."""
+
+    def execute(values: dict[str, Any]) -> str | None:
+        if supersedes:
+            # Before the insert, in its transaction: older codes to the number end here.
+            privacy.supersede_older(
+                session, new_id=values["id"], account_id=values["account_id"],
+                phone_number=v.phone_number, message_type=v.type, now=values["inserted_at"],
+                settings=settings,
+            )  # fmt: skip
+        return session.execute(_insert_one(), values).scalar()
+
+    supersedes = privacy.supersedes(v.type, settings)
+    message_id, status, ref, dispatch = _insert(execute, lambda fn: fn(session), v, settings)
+    metrics.message_stored(session, v.type, ref.name, status)
+    if status == SendStatus.OPTED_OUT.value:
+        raise OptedOut(message_id)
+    if dispatch is not None:
+        dispatch_after_commit(session, dispatch)
+    return message_id
+
+
+class _HeldInsert:
+    """PostgreSQL, own transaction: the one-row INSERT on a connection each producing thread
+    keeps, in autocommit, through psycopg directly.
+
+    The hot path of a producer calling `enqueue_sms` in a loop: no pool checkout and ping,
+    no BEGIN/COMMIT, no SQLAlchemy execution machinery per call (the statement is compiled
+    once). A failed connection is dropped and the INSERT tried once more on a fresh one.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._compiled: dict[str, Any] = {}
+
+    def _statement(self, settings: Settings) -> Any:
+        url = settings.database_url
+        if url not in self._compiled:
+            self._compiled[url] = _insert_one().compile(dialect=get_engine(settings).dialect)
+        return self._compiled[url]
+
+    @functools.cached_property
+    def _defaults(self) -> dict[str, Any]:
+        # Scalar column defaults SQLAlchemy would fill in at execution (attempts=0, ...).
+        table = cast(Table, SmsLog.__table__)
+        return {
+            c.name: getattr(c.default, "arg", None)
+            for c in table.columns
+            if c.default is not None and getattr(c.default, "is_scalar", False)
+        }
+
+    def _connection(self, settings: Settings) -> Any:
+        import psycopg
+
+        held = getattr(self._local, "conn", None)
+        key = (os.getpid(), settings.database_url)
+        if held is not None and self._local.key == key and not held.closed:
+            return held
+        url = get_engine(settings).url.set(drivername="postgresql")
+        conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        self._local.conn, self._local.key = conn, (os.getpid(), settings.database_url)
+        return conn
+
+    def __call__(self, values: dict[str, Any], settings: Settings) -> str | None:
+        import psycopg
+
+        compiled = self._statement(settings)
+        params = compiled.construct_params(values)
+        for name, default in self._defaults.items():
+            if name not in values and params.get(name) is None:
+                params[name] = default
+        processors = compiled._bind_processors
+        params = {k: (processors[k](v) if k in processors else v) for k, v in params.items()}
+        sql = compiled.string
+        for attempt in (1, 2):
+            conn = self._connection(settings)
+            try:
+                row = conn.execute(sql, params).fetchone()
+                return None if row is None else str(row[0])
+            except psycopg.OperationalError:
+                conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+_held_insert = _HeldInsert()
+
+
+def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
+    """In a transaction of its own: one INSERT as one statement (`one_statement`: no BEGIN
+    and COMMIT round trips on PostgreSQL, most of an enqueue's time), then the dispatch."""
+
+    def lookup(fn: Callable[[Session], Any]) -> Any:
+        with session_scope(settings) as session:
+            return fn(session)
+
+    def execute(values: dict[str, Any]) -> str | None:
+        if not is_sqlite(settings.database_url):
+            return _held_insert(values, settings)
+        # Its own connection: the look-ups above run with none open (SQLite has one writer).
+        with one_statement(settings) as conn:
+            return conn.execute(_insert_one(), values).scalar()
+
+    message_id, status, ref, dispatch = _insert(execute, lookup, v, settings)
+    metrics.message_stored_committed(v.type, ref.name, status)
+    if status == SendStatus.OPTED_OUT.value:
+        raise OptedOut(message_id)  # the OPTED OUT row is stored: the log explains it
+    if dispatch is not None:
+        outbox.publish([dispatch])
+    return message_id
+
+
+def dispatch_of_values(values: Mapping[str, Any], now: dt.datetime) -> Dispatch | None:
+    return dispatch_for(values["id"], values["type"], values["priority"], values["due_at"], now)
 
 
 def enqueue_sms(
@@ -151,95 +530,126 @@ def enqueue_sms(
     age). A new verification/2FA message supersedes older ones to the number (SUPERSEDED).
     """
     settings = get_settings()
-    number = normalise_phone_number(phone_number)
-    valid = validate_body(body, settings)
-    message_type = validate_type(type)
-    if (problem := priority_problem(priority)) is not None:
-        raise InvalidMessage("priority", problem)
-    if send_at is not None and (not isinstance(send_at, dt.datetime) or send_at.tzinfo is None):
-        raise InvalidMessage("send_at", "must be a timezone-aware datetime")
-    sender = _optional_text("sender_id", sender_id)
-    ext = _optional_text("ext_id", ext_id)
-    customer = _optional_text("customer_id", customer_id)
-    cost = _optional_text("cost_centre", cost_centre)
-    validity = privacy.parse_valid_for(valid_for)
-    if callback_url is not None:
-        # Every callback is signed: from Python, with SMS_CALLBACK_SECRET (the API signs
-        # with the key's secret and sets the URL itself).
-        if (
-            settings.sms_callback_secret is None
-            or not settings.sms_callback_secret.get_secret_value()
-        ):
-            raise InvalidMessage("callback_url", "needs SMS_CALLBACK_SECRET to sign callbacks")
-        callback_url = validate_callback_url(callback_url, settings)
-
-    def _store(sess: Session) -> uuid.UUID:
-        acct = find_account(sess, account)
-        if acct is None:
-            raise InvalidMessage("account", "no such account")
-        if not acct.active:
-            raise InvalidMessage("account", "the account is not active")
-        now = utcnow()
-        message_id = uuid.uuid4()
-        opted_out = message_type not in ESSENTIAL_TYPES and is_opted_out(sess, number)
-        due_at = max(now, send_at) if send_at else now
-        privacy.supersede_older(
-            sess,
-            new_id=message_id,
-            account_id=acct.id,
-            phone_number=number,
-            message_type=message_type,
-            now=now,
-            settings=settings,
-        )
-        message = SmsLog(
-            id=message_id,
-            phone_number=number,
-            type=message_type,
-            body=valid.body,
-            account_id=acct.id,
-            sender_id=sender,
-            priority=priority,
-            send_after=send_at,
-            due_at=due_at,
-            expires_at=privacy.expiry_for(message_type, due_at, settings, validity),
-            send_status=(SendStatus.OPTED_OUT if opted_out else SendStatus.QUEUED).value,
-            ext_id=ext,
-            uniq_key=message_id.hex,
-            customer_id=customer,
-            cost_centre=cost,
-            segments=valid.segments,
-            encoding=valid.encoding,
-            callback_url=callback_url,
-            inserted_at=now,
-            updated_at=now,
-            final_at=now if opted_out else None,
-            last_error="number opted out" if opted_out else None,
-        )
-        if not opted_out:
-            dispatch = dispatch_of(message, now)
-            if dispatch is not None:
-                message.dispatched_at = now
-                dispatch_after_commit(sess, dispatch)
-        sess.add(message)
-        sess.flush()
-        metrics.message_stored(sess, message_type, acct.name, message.send_status)
-        if opted_out:
-            raise OptedOut(message_id)
-        return message_id
-
+    valid = _validate(
+        settings, phone_number, body, type, account=account, priority=priority,
+        send_at=send_at, sender_id=sender_id, ext_id=ext_id, customer_id=customer_id,
+        cost_centre=cost_centre, callback_url=callback_url, valid_for=valid_for,
+    )  # fmt: skip
     if session is not None:
         # An OptedOut raised here leaves its row in the caller's transaction.
-        return _store(session)
-    refused: OptedOut | None = None
-    with session_scope(settings) as own:
+        return _store_one(session, valid, settings)
+    if privacy.supersedes(valid.type, settings):
+        # A code ends older ones in the same transaction as its insert (never OPTED OUT:
+        # codes are essential), so it takes a transaction of its own, not the one-statement
+        # fast path.
+        with session_scope(settings) as own:
+            return _store_one(own, valid, settings)
+    return _store_alone(valid, settings)
+
+
+def enqueue_many(
+    messages: Iterable[Mapping[str, Any]],
+    *,
+    account: str | int | None = None,
+    session: Session | None = None,
+) -> list[uuid.UUID]:
+    """Store a batch of messages in one transaction and one INSERT; one kick per queue class.
+
+    Each message is a mapping of `enqueue_sms`'s arguments (`phone_number`, `body`, and
+    optionally `type`, `priority`, `send_at`, `sender_id`, `ext_id`, `customer_id`,
+    `cost_centre`, `callback_url`, `account`; `account` defaults to this call's). Returns
+    the ids in order. Any invalid message raises `InvalidMessage` (its field prefixed with
+    `messages[i].`) and nothing is stored. Messages to numbers that opted out are stored
+    as `OPTED OUT` (not sent) like `enqueue_sms` does, without raising; read their status
+    by id. With `session`, the rows join the caller's transaction.
+    """
+    settings = get_settings()
+    valid: list[_Valid] = []
+    for i, message in enumerate(messages):
+        fields = dict(message)
+        fields.setdefault("account", account)
+        unknown = set(fields) - {*_MESSAGE_FIELDS, "account"}
+        if unknown:
+            raise InvalidMessage(f"messages[{i}]", f"unknown fields: {', '.join(sorted(unknown))}")
         try:
-            message_id = _store(own)
-        except OptedOut as exc:
-            refused = exc  # commit the OPTED OUT row, then tell the caller
-    if refused is not None:
-        raise refused
-    return message_id
+            valid.append(_validate(settings, **fields))
+        except InvalidMessage as exc:
+            raise InvalidMessage(f"messages[{i}].{exc.field}", exc.reason) from None
+        except TypeError:
+            raise InvalidMessage(f"messages[{i}]", "phone_number and body are required") from None
+    if not valid:
+        return []
+    if session is not None:
+        return _store_many(session, valid, settings)
+    with session_scope(settings) as own:
+        return _store_many(own, valid, settings)
+
+
+_MESSAGE_FIELDS = (
+    "phone_number", "body", "type", "priority", "send_at", "sender_id", "ext_id",
+    "customer_id", "cost_centre", "callback_url", "valid_for",
+)  # fmt: skip
+
+
+def _store_many(session: Session, valid: Sequence[_Valid], settings: Settings) -> list[uuid.UUID]:
+    refs = {v.account: _account_ref(session, v.account, settings)[0] for v in valid}
+    # (cached identities: the statement below checks that every account is active)
+    # Exact checks, one statement each for the whole batch: active accounts, opt-outs.
+    ids = sorted({r.id for r in refs.values()})
+    active = set(session.scalars(select(Account.id).where(Account.id.in_(ids), Account.active)))
+    for ref in refs.values():
+        if ref.id not in active:
+            raise _refuse_account(session, ref.id)
+    numbers = sorted({v.phone_number for v in valid if optout.stops(v.type)})
+    opted = (
+        set(session.scalars(select(OptOut.phone_number).where(OptOut.phone_number.in_(numbers))))
+        if numbers
+        else set()
+    )
+    now = utcnow()
+    rows: list[dict[str, Any]] = []
+    dispatches: list[Dispatch] = []
+    # The newest code of the batch to a number is the live one: older ones, in the batch or
+    # already stored, end SUPERSEDED.
+    newest: dict[tuple[int, str, str], int] = {}
+    for i, v in enumerate(valid):
+        if privacy.supersedes(v.type, settings):
+            newest[(refs[v.account].id, v.phone_number, v.type)] = i
+    for i, v in enumerate(valid):
+        ref = refs[v.account]
+        values = _values(v, ref.id, now, settings)
+        live = newest.get((ref.id, v.phone_number, v.type))
+        if live == i:
+            privacy.supersede_older(
+                session, new_id=values["id"], account_id=ref.id, phone_number=v.phone_number,
+                message_type=v.type, now=now, settings=settings,
+            )  # fmt: skip
+        elif live is not None:
+            values.update(
+                send_status=SendStatus.SUPERSEDED.value,
+                dispatched_at=None,
+                final_at=now,
+                last_error="superseded by a newer code to the same number in the same batch",
+            )
+            rows.append(values)
+            metrics.message_stored(session, v.type, ref.name, values["send_status"])
+            continue
+        stopped = optout.stops(v.type) and (
+            v.phone_number in opted or privacy.erased_opt_out(session, v.phone_number, settings)
+        )
+        dispatch = None if stopped else dispatch_of_values(values, now)
+        values["send_status"] = (SendStatus.OPTED_OUT if stopped else SendStatus.QUEUED).value
+        values["dispatched_at"] = now if dispatch is not None else None
+        values["final_at"] = now if stopped else None
+        values["last_error"] = "number opted out" if stopped else None
+        rows.append(values)
+        if dispatch is not None:
+            dispatches.append(dispatch)
+        metrics.message_stored(session, v.type, ref.name, values["send_status"])
+    session.execute(insert(SmsLog), rows)
+    for dispatch in dispatches:
+        dispatch_after_commit(session, dispatch)
+    return [r["id"] for r in rows]
 
 
 def message_by_id(session: Session, message_id: uuid.UUID) -> SmsLog | None:

@@ -18,8 +18,41 @@ import enum
 import functools
 import unicodedata
 from collections.abc import Iterable
+from typing import Any
 
 from sms_pipeline.settings import Settings, get_settings
+
+# --- the rule: who an opt-out stops --------------------------------------------------------
+
+# Types that carry something the person needs (a code, a medication request): they go even
+# after an opt-out. The only statement of the rule; enqueue, the SQL route and the send
+# claim all ask `stops(...)` / `stops_clause(...)`.
+ESSENTIAL_TYPES = frozenset({"verification", "2FA", "medication_request"})
+
+
+def stops(message_type: str) -> bool:
+    """Whether an opt-out of the number stops a message of this type."""
+    return message_type not in ESSENTIAL_TYPES
+
+
+def opted_out_clause(phone_number: Any, phone_hash: Any = None) -> Any:
+    """SQL: the number (a column or a value) has opted out; with `phone_hash` (the number's
+    keyed hash, a value), also an opt-out kept only as a hash after an erasure."""
+    from sqlalchemy import exists, or_
+
+    from sms_pipeline.db.models import OptOut, OptOutHash
+
+    by_number = exists().where(OptOut.phone_number == phone_number)
+    if phone_hash is None:
+        return by_number
+    return or_(by_number, exists().where(OptOutHash.phone_hash == phone_hash))
+
+
+def stops_clause(message_type: Any, phone_number: Any) -> Any:
+    """SQL: an opt-out stops this message (its type is not essential and its number opted out)."""
+    from sqlalchemy import and_
+
+    return and_(message_type.not_in(sorted(ESSENTIAL_TYPES)), opted_out_clause(phone_number))
 
 
 class KeywordAction(enum.StrEnum):

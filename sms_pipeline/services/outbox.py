@@ -1,10 +1,11 @@
-"""The outbox: dispatch sends only after their rows commit, and re-dispatch what was lost.
+"""The outbox: kick the send queues only after rows commit, and kick again for what was lost.
 
-`dispatched_at` is the moment a published send task is expected to run (now, or the end
-of a retry's countdown). The sweeper publishes again for a waiting message that is due
-and whose last dispatch is older than the grace period: a broker restart, a killed
-worker or a failed publish all end here, and the conditional claim in the send service
-makes a second delivery harmless.
+`dispatched_at` is the moment a send kick is expected to reach a message (now, or the end
+of a retry's countdown). A kick carries no id: it makes a worker drain every due message
+of its queue class (see `sms_pipeline.dispatch`). The sweeper kicks again for waiting
+messages that are due and whose last dispatch is older than the grace period: a broker
+restart, a killed worker or a failed publish all end here, and the conditional claim in
+the send service makes a second drain harmless.
 """
 
 from __future__ import annotations
@@ -18,21 +19,14 @@ from dataclasses import dataclass
 from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.orm import Session
 
-from sms_pipeline.celery_app import (
-    BULK_QUEUE,
-    SEND_TASK,
-    URGENT_QUEUE,
-    app,
-    celery_priority,
-)
+from sms_pipeline import dispatch
 from sms_pipeline.db import affected, is_sqlite, session_scope
-from sms_pipeline.db.models import MessageType, SendStatus, SmsLog, utcnow
+from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-URGENT_TYPES = frozenset({MessageType.VERIFICATION.value, MessageType.TWO_FA.value})
 # Countdowns longer than this stay in the database (due_at) for the sweeper: broker
 # countdowns live in worker memory and in Redis' unacked hash.
 MAX_COUNTDOWN_SECONDS = 300.0
@@ -48,42 +42,44 @@ class Dispatch:
 
 
 def queue_for(message_type: str) -> str:
-    return URGENT_QUEUE if message_type in URGENT_TYPES else BULK_QUEUE
+    return dispatch.queue_class_of(message_type).value
+
+
+def dispatch_for(
+    message_id: uuid.UUID, message_type: str, priority: int, due_at: dt.datetime, now: dt.datetime
+) -> Dispatch | None:
+    """The dispatch for a waiting message, or None when it is due too far away."""
+    wait = (due_at - now).total_seconds()
+    if wait > MAX_COUNTDOWN_SECONDS:
+        return None
+    return Dispatch(message_id, message_type, priority, wait if wait > 0 else None)
 
 
 def dispatch_of(message: SmsLog, now: dt.datetime) -> Dispatch | None:
-    """The dispatch for a waiting message, or None when it is due too far away."""
-    wait = (message.due_at - now).total_seconds()
-    if wait > MAX_COUNTDOWN_SECONDS:
-        return None
-    return Dispatch(message.id, message.type, message.priority, wait if wait > 0 else None)
+    return dispatch_for(message.id, message.type, message.priority, message.due_at, now)
 
 
 def publish(dispatches: Iterable[Dispatch]) -> int:
-    """Publish send tasks (ids only). A failure is logged: the sweeper covers it."""
-    sent = 0
-    # One producer (one pooled broker connection) for the whole batch: acquiring one per
-    # message costs more than the publish itself when a sweep re-publishes thousands.
-    try:
-        with app.producer_or_acquire() as producer:
-            for d in dispatches:
-                try:
-                    app.send_task(
-                        SEND_TASK,
-                        args=[str(d.message_id)],
-                        queue=queue_for(d.type),
-                        priority=celery_priority(d.priority),
-                        countdown=d.countdown,
-                        producer=producer,
-                    )
-                    sent += 1
-                except Exception:  # the broker is down: the row is committed, the sweeper resends
-                    log.warning(
-                        "dispatch of %s failed; the outbox sweeper will retry", d.message_id
-                    )
-    except Exception:  # no broker connection at all: the sweeper resends every one
-        log.warning("dispatch failed (no broker connection); the outbox sweeper will retry")
-    return sent
+    """Kick the send queues these waiting messages belong to; returns how many it covers.
+
+    The broker carries no message ids: a kick makes the worker drain every due message of
+    its class (see `sms_pipeline.dispatch`). A failure is logged: the sweeper covers it.
+    """
+    now_classes: set[dispatch.QueueClass] = set()
+    later: dict[dispatch.QueueClass, float] = {}
+    covered = 0
+    for d in dispatches:
+        covered += 1
+        queue_class = dispatch.queue_class_of(d.type)
+        if d.countdown:
+            later[queue_class] = min(d.countdown, later.get(queue_class, d.countdown))
+        else:
+            now_classes.add(queue_class)
+    if now_classes:
+        dispatch.kick(sorted(now_classes))
+    for queue_class, countdown in later.items():
+        dispatch.kick([queue_class], countdown=countdown)
+    return covered
 
 
 def dispatch_after_commit(session: Session, dispatch: Dispatch) -> None:
@@ -189,7 +185,7 @@ def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> Swee
         metrics.message_failed(message_type, account_id, settings.sms_max_attempts, "exhausted")
     if released or exhausted:
         log.warning("outbox: released %d dead claims, %d out of attempts", released, len(exhausted))
-    dispatched = publish(Dispatch(r.id, r.type, r.priority) for r in rows)
+    dispatched = publish([Dispatch(r.id, r.type, r.priority) for r in rows])
     if rows:
         log.info("outbox: re-dispatched %d waiting messages", dispatched)
     return SweepResult(released, len(exhausted), dispatched)

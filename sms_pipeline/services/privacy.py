@@ -228,6 +228,11 @@ def _lock_number(session: Session, account_id: int, phone_number: str) -> None:
         )
 
 
+def supersedes(message_type: str, settings: Settings) -> bool:
+    """Whether a new message of this type ends the older ones to its number."""
+    return settings.sms_otp_supersede and message_type in OTP_TYPES
+
+
 def supersede_older(
     session: Session,
     *,
@@ -244,7 +249,7 @@ def supersede_older(
     ones end SUPERSEDED now; one whose attempt is in flight is marked (`superseded_by`): its
     answer is recorded as it comes, and it is never attempted again.
     """
-    if not settings.sms_otp_supersede or message_type not in OTP_TYPES:
+    if not supersedes(message_type, settings):
         return 0
     _lock_number(session, account_id, phone_number)
     same = (

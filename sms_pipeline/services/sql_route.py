@@ -19,9 +19,8 @@ from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.priorities import priority_problem
-from sms_pipeline.services import privacy
+from sms_pipeline.services import optout, privacy
 from sms_pipeline.services.enqueue import (
-    ESSENTIAL_TYPES,
     is_opted_out,
     normalise_phone_number,
     validate_body,
@@ -40,7 +39,8 @@ def _message_from_row(
     message_id = uuid.uuid4()
     status, error, segments, encoding = SendStatus.QUEUED, None, 1, "GSM-7"
     number = (row.num_to or "")[:32]
-    message_type = row.message_type if row.message_type in ESSENTIAL_TYPES | {"text"} else "text"
+    known = optout.ESSENTIAL_TYPES | {"text"}
+    message_type = row.message_type if row.message_type in known else "text"
     try:
         number = normalise_phone_number(row.num_to)
     except InvalidMessage as exc:
@@ -58,11 +58,7 @@ def _message_from_row(
                 raise InvalidMessage("priority", problem)
         except InvalidMessage as exc:
             status, error = SendStatus.DATA1_INVALID, str(exc)
-    if (
-        status is SendStatus.QUEUED
-        and message_type not in ESSENTIAL_TYPES
-        and is_opted_out(session, number)
-    ):
+    if status is SendStatus.QUEUED and optout.stops(message_type) and is_opted_out(session, number):
         status, error = SendStatus.OPTED_OUT, "number opted out"
     send_at = row.send_at
     return SmsLog(

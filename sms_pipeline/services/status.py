@@ -20,8 +20,10 @@ The sweep runs on beat every SMS_STATUS_POLL_SECONDS:
    LOCKED so it does not even wait for it; SQLite serialises writers with BEGIN
    IMMEDIATE). `updated_at` is kept as it was: it says when the message changed, not
    when we looked at it.
-3. Fan-out: one status-check task signature per claimed id, grouped with Celery
-   `chunks`, so a backlog of N messages costs N / SMS_STATUS_CHUNK_SIZE broker messages.
+3. Fan-out: the claimed ids go out SMS_STATUS_CHUNK_SIZE per broker message (through
+   `sms_pipeline.dispatch`); the worker runs a chunk's checks concurrently
+   (`check_many`), on a thread pool of their own, so a slow gateway costs one round trip
+   per chunk, not per message, and status checks never hold the send path's threads.
 
 A check asks the gateway, records when it asked (`last_checked_at`, only when the gateway
 answered) and writes only a forward change, with a compare-and-set on the status it read,
@@ -43,7 +45,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from celery.canvas import chunks
 from sqlalchemy import (
     Connection,
     CursorResult,
@@ -61,7 +62,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from sms_pipeline.celery_app import CHECK_STATUS_TASK, STATUS_QUEUE, app
+from sms_pipeline import dispatch
 from sms_pipeline.db import get_engine, session_scope
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, UTCDateTime, utcnow
 from sms_pipeline.db.sqltime import lower_bound_plus_seconds
@@ -509,16 +510,46 @@ def claim_due_checks(
 
 def fan_out(ids: Sequence[uuid.UUID], settings: Settings) -> int:
     """Publish status checks for `ids`, SMS_STATUS_CHUNK_SIZE per broker message."""
-    if not ids:
-        return 0
-    size = settings.sms_status_chunk_size
-    # By name (services never import tasks): the worker resolves the task in each chunk.
     # A chunk still queued after the longest backoff step is dropped: by then its rows
     # have come due again and a later sweep has claimed them afresh.
-    chunks(app.signature(CHECK_STATUS_TASK), ((str(i),) for i in ids), size, app=app).apply_async(
-        queue=STATUS_QUEUE, expires=max(settings.sms_status_check_backoff)
+    return dispatch.status_checks(
+        ids, settings.sms_status_chunk_size, float(max(settings.sms_status_check_backoff))
     )
-    return (len(ids) + size - 1) // size
+
+
+_check_pool_lock = threading.Lock()
+_check_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+
+
+def _check_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    # One pool per process, separate from the send path's: checks never take its threads.
+    import os
+
+    with _check_pool_lock:
+        pool = _check_pools.get(os.getpid())
+        if pool is None:
+            pool = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="status-check")
+            _check_pools[os.getpid()] = pool
+        return pool
+
+
+def check_many(ids: Sequence[uuid.UUID], settings: Settings | None = None) -> list[CheckResult]:
+    """Check a chunk of messages concurrently (the worker's side of `fan_out`).
+
+    A check that raises is logged and counted as an error; the sweep's lease already
+    scheduled its next look.
+    """
+    settings = settings or get_settings()
+
+    def one(message_id: uuid.UUID) -> CheckResult | None:
+        try:
+            return check_status(message_id, settings=settings)
+        except Exception:
+            log.exception("status check of %s failed; the next sweep retries it", message_id)
+            return None
+
+    pool = _check_pool(max(1, min(settings.sms_status_chunk_size, 64)))
+    return [r for r in pool.map(one, ids) if r is not None]
 
 
 def check_inline(

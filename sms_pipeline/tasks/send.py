@@ -1,21 +1,49 @@
-"""Send task and the outbox / SQL-route periodic jobs."""
+"""Send tasks (a queue class's drain, or explicit ids) and the outbox / SQL-route jobs."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from sms_pipeline.celery_app import OUTBOX_SWEEP_TASK, QUEUE_POLL_TASK, SEND_TASK, app
+from sms_pipeline.celery_app import (
+    OUTBOX_SWEEP_TASK,
+    QUEUE_POLL_TASK,
+    SEND_DUE_TASK,
+    SEND_TASK,
+    app,
+)
+from sms_pipeline.dispatch import QueueClass
 from sms_pipeline.services import outbox, sending, sql_route
 
 
-@app.task(name=SEND_TASK, bind=True, max_retries=None, acks_late=True)
-def send_sms(self: Any, message_id: str) -> str:
-    """One attempt; the attempt count lives in the row, so Celery's own count is unused."""
-    result = sending.attempt_send(uuid.UUID(message_id))
-    if result.retry_in is not None:
-        raise self.retry(countdown=result.retry_in)
-    return result.outcome
+class MessageNotSentError(Exception):
+    """A message ended without being sent (REJECTED or RETRYCOUNT EXCEEDED): the task of a
+    single explicit id fails, so Flower shows it as FAILURE."""
+
+
+# Acked when it starts, unlike every other task: a kick carries no work of its own (the
+# rows and their leases are the work), and a drain can run for seconds, so a late ack
+# would keep it in Redis' unacked hash all that time, to be redelivered as a duplicate
+# drain after the visibility timeout or restored when the broker connection drops. A kick
+# lost with a killed worker is replaced: its flag expires (SMS_KICK_TTL_SECONDS) and the
+# outbox sweeper releases the dead claims and kicks again.
+@app.task(name=SEND_DUE_TASK, acks_late=False)
+def send_due(queue_class: str) -> dict[str, int]:
+    """Drain every due message of one queue class; returns the outcome counts."""
+    result = sending.drain(QueueClass(queue_class))
+    return {"batches": result.batches, "claimed": result.claimed, **result.outcomes}
+
+
+@app.task(name=SEND_TASK, bind=True, acks_late=True)
+def send_sms(self: Any, *message_ids: str) -> dict[str, int]:
+    """One attempt for each of these ids (a small batch). The attempt count lives in the
+    row; a retry is a countdown kick of the drain, so Celery's own retry is unused."""
+    batch = sending.send_batch(ids=[uuid.UUID(i) for i in message_ids])
+    if len(message_ids) == 1:
+        result = batch.results.get(uuid.UUID(message_ids[0]))
+        if result is not None and result.outcome.is_final_failure:
+            raise MessageNotSentError(f"{result.outcome.value}: {result.detail}")
+    return batch.counts()
 
 
 @app.task(name=OUTBOX_SWEEP_TASK)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sms_pipeline.celery_app import CHECK_STATUS_TASK, STATUS_SWEEP_TASK, app
+from sms_pipeline.celery_app import CHECK_STATUS_TASK, CHECK_STATUSES_TASK, STATUS_SWEEP_TASK, app
 from sms_pipeline.services import status
 
 log = logging.getLogger(__name__)
@@ -31,3 +31,12 @@ def check_status(message_id: str) -> str:
     except Exception:
         log.exception("status check of %s failed; the next sweep retries it", message_id)
         return "error"
+
+
+@app.task(name=CHECK_STATUSES_TASK, acks_late=True)
+def check_statuses(message_ids: list[str]) -> dict[str, int]:
+    """A chunk of status checks, run concurrently; returns the outcome counts."""
+    counts: dict[str, int] = {}
+    for result in status.check_many([uuid.UUID(i) for i in message_ids]):
+        counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
+    return counts

@@ -121,9 +121,14 @@ class OddGateway(http.server.BaseHTTPRequestHandler):
             self._answer(ACCEPTED)
 
 
+class _GatewayServer(http.server.ThreadingHTTPServer):
+    # A gateway's listen backlog, not http.server's 5: the worker sends a batch concurrently.
+    request_queue_size = 128
+
+
 @contextlib.contextmanager
 def odd_gateway() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OddGateway)
+    server = _GatewayServer(("127.0.0.1", 0), OddGateway)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -74,12 +74,18 @@ def test_verification_overtakes_a_bulk_backlog_of_20000_texts(
 
 
 def test_broker_messages_carry_ids_only(db: Any, redis_url: str) -> None:
+    from sms_pipeline import dispatch
+
     secret_body = "Your code is 918273"
     try:
+        # enqueue publishes a kick for the urgent queue class (no id at all); the explicit
+        # form carries the message's id.
         message_id = enqueue_sms("+380931112233", secret_body, "verification")
+        dispatch.send_ids([message_id], dispatch.QueueClass.URGENT)
         payloads = redis_texts(redis.Redis.from_url(redis_url))
     finally:
         purge_broker(redis_url)
+    assert any("sms_pipeline.send_due" in p for p in payloads)
     assert any(str(message_id) in p for p in payloads)
     for text in payloads:
         assert "918273" not in text

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-import io
+import base64
+import contextlib
+import http.server
 import pickle
+import re
 import socket
-from collections.abc import Callable
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
+import aiohttp
 import pytest
-import requests
-import requests.auth
-from requests.adapters import BaseAdapter
 
 from sms_pipeline.gateway import (
     GatewayAuthError,
@@ -28,8 +33,10 @@ from sms_pipeline.gateway import (
     GatewayThrottled,
     GatewayTimeout,
     IP2SMSClient,
+    SendRequest,
+    SendResult,
 )
-from sms_pipeline.gateway.client import parse_retry_after
+from sms_pipeline.gateway.client import _transport_error, parse_retry_after
 from sms_pipeline.gateway.errors import OUTCOMES, rejection
 
 PASSWORD = "s3cr3t-Pa55word"
@@ -136,82 +143,172 @@ def test_retry_after_seconds_and_http_date() -> None:
         assert parse_retry_after(bad) is None
 
 
-# ------------------------------------------------------------------ client over a fake transport
+# ------------------------------------------------------------------ client over a loopback server
 
 
-class _Body(io.RawIOBase):
-    """A lazily generated answer body that counts what was read."""
+@dataclass
+class Seen:
+    """One request as the loopback gateway received it."""
 
-    def __init__(self, size: int, chunk: bytes = b" ") -> None:
-        self.remaining = size
-        self.served = 0
-        self.chunk = chunk
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = min(len(buffer), self.remaining)
-        buffer[:n] = self.chunk * n
-        self.remaining -= n
-        self.served += n
-        return n
+    headers: dict[str, str]
+    body: bytes
 
 
-class FakeAdapter(BaseAdapter):
-    """Answers every request with what ``handler`` returns (or raises)."""
+@dataclass
+class Reset:
+    """Close the connection with an RST instead of answering."""
 
-    def __init__(self, handler: Callable[[requests.PreparedRequest], Any]) -> None:
-        super().__init__()
+
+@dataclass
+class Sleep:
+    """Answer nothing for `seconds` (longer than the client's read timeout)."""
+
+    seconds: float
+
+
+@dataclass
+class Drip:
+    """A 200 whose headers come one byte every `every` seconds (a slow-drip server)."""
+
+    every: float
+
+
+@dataclass
+class Stream:
+    """A 200 with `size` bytes of body written in 64 KiB chunks; counts what was sent."""
+
+    size: int
+    length: bool = False
+    sent: int = 0
+    closed_before_body: bool = False
+    wait_for_close: bool = False
+
+
+Handler = Callable[[Seen], Any]
+
+
+class LoopbackGateway:
+    """A real HTTP server on 127.0.0.1 that answers with whatever ``handler`` returns:
+    (status, body, headers), or a Reset / Sleep / Drip / Stream behaviour."""
+
+    def __init__(self, handler: Handler) -> None:
         self.handler = handler
-        self.requests: list[requests.PreparedRequest] = []
+        self.requests: list[Seen] = []
+        gateway = self
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        self.requests.append(request)
-        result = self.handler(request)
-        if isinstance(result, requests.Response):
-            return result
-        status, body, headers = result
-        response = requests.Response()
-        response.status_code = status
-        response.headers.update(headers)
-        response.raw = body if isinstance(body, io.RawIOBase) else io.BytesIO(body)
-        response.url = request.url or ""
-        response.request = request
-        return response
+        class _Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen = Seen(dict(self.headers.items()), body)
+                gateway.requests.append(seen)
+                gateway._answer(self, gateway.handler(seen))
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.daemon_threads = True
+        server.request_queue_size = 64
+        self.server = server
+        self.url = f"http://127.0.0.1:{server.server_address[1]}"
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def _answer(self, h: http.server.BaseHTTPRequestHandler, what: Any) -> None:
+        with contextlib.suppress(OSError):
+            if isinstance(what, Reset):
+                h.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                h.connection.close()
+                h.close_connection = True
+                return
+            if isinstance(what, Sleep):
+                time.sleep(what.seconds)
+                h.close_connection = True
+                return
+            if isinstance(what, Drip):
+                h.close_connection = True
+                for byte in b"HTTP/1.1 200 OK\r\nX-Drip: " + b"a" * 10_000:
+                    h.wfile.write(bytes([byte]))
+                    h.wfile.flush()
+                    time.sleep(what.every)
+                return
+            if isinstance(what, Stream):
+                h.send_response(200)
+                if what.length:
+                    h.send_header("Content-Length", str(what.size))
+                h.send_header("Connection", "close")
+                h.end_headers()
+                h.wfile.flush()
+                h.close_connection = True
+                if what.wait_for_close:
+                    h.connection.settimeout(5)
+                    try:
+                        what.closed_before_body = h.connection.recv(1) == b""
+                    except (TimeoutError, OSError):
+                        what.closed_before_body = False
+                    if what.closed_before_body:
+                        return
+                chunk = b" " * 65536
+                while what.sent < what.size:
+                    h.wfile.write(chunk)
+                    what.sent += len(chunk)
+                return
+            status, body, headers = what
+            h.send_response(status)
+            for key, value in headers.items():
+                h.send_header(key.replace("_", "-"), value)
+            if "Content-Length" not in headers:
+                h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body)
 
     def close(self) -> None:
-        pass
+        self.server.shutdown()
+        self.server.server_close()
 
 
-def make_client(
-    handler: Callable[[requests.PreparedRequest], Any], **kwargs: Any
-) -> tuple[IP2SMSClient, FakeAdapter]:
-    adapter = FakeAdapter(handler)
-    session = requests.Session()
-    session.mount("http://", adapter)
-    session.auth = ("login", PASSWORD)
+@pytest.fixture
+def gateways() -> Iterator[list[Any]]:
+    made: list[Any] = []
+    yield made
+    for thing in made:
+        thing.close()
+
+
+_made: list[Any] = []
+
+
+def make_client(handler: Handler, **kwargs: Any) -> tuple[IP2SMSClient, LoopbackGateway]:
+    gateway = LoopbackGateway(handler)
+    kwargs.setdefault("timeout", (2.0, 2.0))
     client = IP2SMSClient(
-        "http://gw/ip2sms/",
-        "http://gw/ip2sms-request/",
+        f"{gateway.url}/ip2sms/",
+        f"{gateway.url}/ip2sms-request/",
         "login",
         PASSWORD,
         "HEALTH",
-        session=session,
         **kwargs,
     )
-    return client, adapter
+    _made.extend([client, gateway])
+    return client, gateway
 
 
-def answer(body: bytes, status: int = 200, **headers: str) -> Callable[..., Any]:
+@pytest.fixture(autouse=True)
+def _close_made() -> Iterator[None]:
+    yield
+    while _made:
+        _made.pop().close()
+
+
+def answer(body: bytes, status: int = 200, **headers: str) -> Handler:
     return lambda request: (status, body, headers)
 
 
-def raising(exc: Exception) -> Callable[..., Any]:
-    def handler(request: requests.PreparedRequest) -> Any:
-        raise exc
-
-    return handler
+def behave(what: Any) -> Handler:
+    return lambda request: what
 
 
 def test_password_is_absent_from_client_repr_and_str() -> None:
@@ -222,25 +319,24 @@ def test_password_is_absent_from_client_repr_and_str() -> None:
     client.close()
 
 
-def test_client_builds_its_own_session_with_basic_auth_and_pool() -> None:
-    client = IP2SMSClient("http://gw/a", "http://gw/b", "login", PASSWORD, "S", pool_size=7)
-    adapter = client._session.get_adapter("http://gw/a")
-    assert adapter._pool_maxsize == 7  # type: ignore[attr-defined]
-    auth = client._session.auth
-    assert isinstance(auth, requests.auth.HTTPBasicAuth)
-    assert (auth.username, auth.password) == ("login", PASSWORD)
-    client.close()
+def test_client_sends_basic_auth_and_sizes_its_pool() -> None:
+    client, gateway = make_client(
+        answer(b'<status id="1" date=""><state>Accepted</state></status>'), pool_size=7
+    )
+    client.send("+380931234567", "x")
+    expected = base64.b64encode(f"login:{PASSWORD}".encode()).decode()
+    assert gateway.requests[0].headers["Authorization"] == f"Basic {expected}"
+    assert client.pool_size == 7
 
 
 def test_send_posts_utf8_xml_with_the_right_content_type() -> None:
-    client, adapter = make_client(
+    client, gateway = make_client(
         answer(b'<status id="1" date=""><state>Accepted</state></status>'), validity="+2 hour"
     )
     result = client.send("+380931234567", "Код 1234", uniq_key="k", ext_id="e")
-    request = adapter.requests[0]
+    request = gateway.requests[0]
     assert request.headers["Content-Type"] == "text/xml; charset=utf-8"
     assert request.headers["Authorization"].startswith("Basic ")
-    assert isinstance(request.body, bytes)
     assert "Код 1234".encode() in request.body
     assert b'validity="+2 hour"' in request.body
     assert result.gateway_id == "1"
@@ -329,9 +425,8 @@ def test_status_fills_in_the_asked_id_when_the_answer_has_none() -> None:
 @pytest.mark.parametrize(
     ("handler", "cls", "permanent", "outcome"),
     [
-        (raising(requests.ReadTimeout("read timed out")), GatewayTimeout, False, "timeout"),
-        (raising(requests.ConnectTimeout("connect")), GatewayTimeout, False, "timeout"),
-        (raising(requests.ConnectionError("refused")), GatewayConnectionError, False, "refused"),
+        (behave(Sleep(3.0)), GatewayTimeout, False, "timeout"),
+        (behave(Reset()), GatewayConnectionError, False, "refused"),
         (answer(b"Application Error", 502), GatewayHTTPError, False, "http_5xx"),
         (answer(b"Unauthorized", 401), GatewayAuthError, True, "auth"),
         (answer(b"Forbidden", 403), GatewayAuthError, True, "auth"),
@@ -355,12 +450,71 @@ def test_status_fills_in_the_asked_id_when_the_answer_has_none() -> None:
 def test_transport_and_http_failures_are_classified(
     handler: Callable[..., Any], cls: type[GatewayError], permanent: bool, outcome: str
 ) -> None:
-    client, _ = make_client(handler)
+    client, _ = make_client(handler, timeout=(1.0, 0.5))
     with pytest.raises(cls) as info:
         client.send("+380931234567", "x")
     assert type(info.value) is cls
     assert info.value.permanent is permanent
     assert info.value.outcome == outcome
+
+
+@pytest.mark.parametrize(
+    ("exc", "cls", "reason"),
+    [
+        (aiohttp.ConnectionTimeoutError(), GatewayTimeout, "connect timeout"),
+        (aiohttp.SocketTimeoutError(), GatewayTimeout, "read timeout"),
+        (TimeoutError(), GatewayTimeout, "total deadline exceeded"),
+        (aiohttp.ServerDisconnectedError(), GatewayConnectionError, "answer cut off"),
+        (ConnectionRefusedError(PASSWORD), GatewayConnectionError, "connection failed"),
+    ],
+)
+def test_transport_exceptions_become_transient_gateway_errors(
+    exc: BaseException, cls: type[GatewayError], reason: str
+) -> None:
+    error = _transport_error(exc)
+    assert type(error) is cls
+    assert error.permanent is False
+    assert error.reason.startswith(reason)
+    assert PASSWORD not in str(error)
+
+
+def test_slow_drip_answer_is_cut_off_at_the_total_deadline() -> None:
+    # Each byte arrives well inside the read timeout; only the total deadline stops it.
+    # Without it the drip (10,000 bytes, one per 50 ms) would hold the request ~500 s.
+    client, _ = make_client(behave(Drip(0.05)), timeout=(1.0, 1.0), total_timeout=0.5)
+    with pytest.raises(GatewayTimeout) as info:
+        client.send("+380931234567", "x")
+    assert info.value.reason == "total deadline exceeded"
+
+
+def test_a_batch_is_sent_concurrently_and_answered_in_order() -> None:
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, most at once
+
+    def handler(request: Seen) -> Any:
+        number = re.search(rb"<to>\+?(\d+)</to>", request.body)
+        assert number is not None
+        if number.group(1).endswith(b"3"):
+            return (503, b"busy", {})
+        with lock:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
+        time.sleep(0.3)  # a slow gateway: the others arrive while this one waits
+        with lock:
+            in_flight[0] -= 1
+        xml = b'<status id="' + number.group(1) + b'" date=""><state>Accepted</state></status>'
+        return (200, xml, {})
+
+    client, gateway = make_client(handler, pool_size=8)
+    batch = [SendRequest(f"+38093123456{i}", f"m{i}", uniq_key=f"k{i}") for i in range(8)]
+    results = client.send_many(batch)
+    assert len(gateway.requests) == 8
+    for i, result in enumerate(results):
+        if i == 3:
+            assert isinstance(result, GatewayHTTPError) and not result.permanent
+        else:
+            assert isinstance(result, SendResult) and result.gateway_id == f"38093123456{i}"
+    assert in_flight[1] > 1  # concurrent, not one after another
 
 
 def test_throttled_answer_carries_retry_after() -> None:
@@ -371,21 +525,21 @@ def test_throttled_answer_carries_retry_after() -> None:
 
 
 def test_huge_answer_is_not_read_whole() -> None:
-    body = _Body(5 * 1024 * 1024)
-    client, _ = make_client(lambda r: (200, body, {}), max_response_bytes=65536)
+    body = Stream(200 * 1024 * 1024)
+    client, _ = make_client(behave(body), max_response_bytes=65536)
     with pytest.raises(GatewayProtocolError, match="larger than 65536"):
         client.send("+380931234567", "x")
-    assert body.served <= 65536 + 16384
+    assert body.sent < body.size  # the client hung up long before 200 MB
 
 
 def test_declared_huge_content_length_is_refused_without_reading() -> None:
-    body = _Body(10)
-    client, _ = make_client(
-        lambda r: (200, body, {"Content-Length": str(5 * 1024 * 1024)}), max_response_bytes=4096
-    )
+    body = Stream(5 * 1024 * 1024, length=True, wait_for_close=True)
+    client, _ = make_client(behave(body), max_response_bytes=4096)
     with pytest.raises(GatewayProtocolError):
         client.send("+380931234567", "x")
-    assert body.served == 0
+    time.sleep(0.2)  # let the server see the close
+    assert body.closed_before_body
+    assert body.sent == 0
 
 
 def test_refused_connection_on_a_closed_port() -> None:
@@ -403,14 +557,14 @@ def test_refused_connection_on_a_closed_port() -> None:
 
 def test_no_exception_text_contains_the_password_or_the_body() -> None:
     handlers: list[Callable[..., Any]] = [
-        raising(requests.ReadTimeout(f"timeout {PASSWORD}")),
-        raising(requests.ConnectionError(f"refused {PASSWORD}")),
+        behave(Sleep(3.0)),
+        behave(Reset()),
         answer(f"<error>{PASSWORD} Код 9999</error>".encode(), 200),
         answer(PASSWORD.encode(), 500),
         answer(f"<status><state error='{PASSWORD}'>Sent</state></status>".encode()),
     ]
     for handler in handlers:
-        client, _ = make_client(handler)
+        client, _ = make_client(handler, timeout=(1.0, 0.5))
         with pytest.raises(GatewayError) as info:
             client.send("+380931234567", "Код 9999")
         text = f"{info.value!s} {info.value!r} {info.value.__cause__!r} {info.value.__context__!r}"
@@ -456,11 +610,12 @@ def test_from_settings_uses_the_settings_values() -> None:
     from sms_pipeline.settings import load_settings
 
     settings = load_settings(
-        ip2sms_login="acct", ip2sms_password="pw-from-settings", sms_worker_concurrency=5
+        ip2sms_login="acct", ip2sms_password="pw-from-settings", sms_gateway_connections=5
     )
     client = IP2SMSClient.from_settings(settings)
     assert client.login == "acct"
     assert client.timeout == (settings.ip2sms_connect_timeout, settings.ip2sms_read_timeout)
-    assert client._session.get_adapter(client.send_url)._pool_maxsize == 5  # type: ignore[attr-defined]
+    assert client.total_timeout == settings.ip2sms_total_timeout
+    assert client.pool_size == 5
     assert "pw-from-settings" not in repr(client)
     client.close()

@@ -1,0 +1,232 @@
+"""The dispatch port: the only code that publishes to Celery.
+
+Services call these functions after their rows commit; they never import the Celery app.
+Every function publishes its whole batch through one producer (one pooled broker
+connection) and carries ids only (or a queue class name), never a number or a body.
+
+Sends are *kicks*: a `send_due` task for a queue class (urgent or bulk) drains every due
+message of that class from the database, in priority order, in batches. A producer
+publishes a kick only when none is pending for the class: a Redis flag set with
+`SET NX PX` says one is. The drain deletes the flag when it finds nothing left and then
+claims once more, so a row committed by a producer whose `SET NX` failed is always seen
+(it committed before the flag was deleted). The flag's TTL and the outbox sweeper cover a
+lost kick. Without Redis (the embedded broker) every producer publishes its kick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+from typing import Any
+
+from sms_pipeline.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class QueueClass(StrEnum):
+    """Which send queue a message goes through: urgent never waits behind bulk."""
+
+    URGENT = "urgent"  # verification and 2FA
+    BULK = "bulk"  # text, medication_request
+
+
+URGENT_TYPES = frozenset({"verification", "2FA"})
+
+
+def queue_class_of(message_type: str) -> QueueClass:
+    return QueueClass.URGENT if message_type in URGENT_TYPES else QueueClass.BULK
+
+
+def types_of(queue_class: QueueClass) -> tuple[str, ...]:
+    from sms_pipeline.db.models import MESSAGE_TYPES
+
+    urgent = queue_class is QueueClass.URGENT
+    return tuple(t for t in MESSAGE_TYPES if (t in URGENT_TYPES) == urgent)
+
+
+def _app() -> Any:
+    from sms_pipeline.celery_app import app
+
+    return app
+
+
+# --- the pending-kick flag -------------------------------------------------------------
+
+_flag_lock = threading.Lock()
+_flag_clients: dict[tuple[int, str], Any] = {}
+
+
+def _flag_client(settings: Settings) -> Any | None:
+    """A Redis client on the broker's Redis, or None (embedded broker: no flag)."""
+    url = settings.broker_url
+    if not url.startswith(("redis://", "rediss://")):
+        return None
+    import os
+
+    import redis
+
+    key = (os.getpid(), url)
+    with _flag_lock:
+        client = _flag_clients.get(key)
+        if client is None:
+            client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+            _flag_clients[key] = client
+        return client
+
+
+def flag_key(queue_class: QueueClass) -> str:
+    return f"sms_pipeline:kick:{queue_class.value}"
+
+
+def _take_flag(queue_class: QueueClass, settings: Settings) -> bool:
+    """True when this caller must publish the kick (no kick pending, or no flag at all)."""
+    client = _flag_client(settings)
+    if client is None:
+        return True
+    try:
+        ttl = int(settings.sms_kick_ttl_seconds * 1000)
+        return bool(client.set(flag_key(queue_class), b"1", nx=True, px=ttl))
+    except Exception:
+        log.warning("kick flag unavailable; publishing the kick anyway")
+        return True
+
+
+def clear_kick(queue_class: QueueClass, settings: Settings | None = None) -> None:
+    """The drain found its queue empty: the next producer publishes a fresh kick."""
+    client = _flag_client(settings or get_settings())
+    if client is None:
+        return
+    try:
+        client.delete(flag_key(queue_class))
+    except Exception:
+        log.warning("kick flag not cleared; it expires on its own")
+
+
+# --- publishing ------------------------------------------------------------------------
+
+
+def kick(
+    queue_classes: Iterable[QueueClass],
+    *,
+    countdown: float | None = None,
+    force: bool = False,
+    settings: Settings | None = None,
+) -> int:
+    """Publish a `send_due` kick for each class unless one is pending; returns how many.
+
+    `force` (the sweeper, a retry's countdown) publishes regardless of the flag: a second
+    drain running at the same time is harmless (claims skip locked rows). A publish that
+    fails is logged: the rows are committed and the outbox sweeper kicks again.
+    """
+    from sms_pipeline.celery_app import SEND_DUE_TASK
+
+    settings = settings or get_settings()
+    wanted = [
+        q for q in dict.fromkeys(queue_classes) if force or countdown or _take_flag(q, settings)
+    ]
+    if not wanted:
+        return 0
+    app = _app()
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for q in wanted:
+                app.send_task(
+                    SEND_DUE_TASK,
+                    args=[q.value],
+                    queue=q.value,
+                    countdown=countdown if countdown and countdown > 0 else None,
+                    producer=producer,
+                )
+                sent += 1
+    except Exception:  # no broker: the committed rows wait for the outbox sweeper
+        log.warning("send kick failed (broker unavailable); the outbox sweeper will retry")
+        for q in wanted[sent:]:
+            clear_kick(q, settings)
+    return sent
+
+
+def send_ids(message_ids: Sequence[uuid.UUID], queue_class: QueueClass) -> int:
+    """Publish one `send` task carrying these ids (an explicit small batch)."""
+    from sms_pipeline.celery_app import SEND_TASK
+
+    if not message_ids:
+        return 0
+    app = _app()
+    with app.producer_or_acquire() as producer:
+        app.send_task(
+            SEND_TASK,
+            args=[str(i) for i in message_ids],
+            queue=queue_class.value,
+            producer=producer,
+        )
+    return 1
+
+
+def status_checks(ids: Sequence[uuid.UUID], chunk_size: int, expires: float) -> int:
+    """Publish status checks for `ids`, `chunk_size` ids per broker message; returns how many.
+
+    Each message is one `check_statuses` task whose checks run concurrently in the worker.
+    A chunk still queued after `expires` seconds is dropped (its rows are due again).
+    """
+    from sms_pipeline.celery_app import CHECK_STATUSES_TASK, STATUS_QUEUE
+
+    if not ids:
+        return 0
+    app = _app()
+    messages = 0
+    with app.producer_or_acquire() as producer:
+        for start in range(0, len(ids), chunk_size):
+            chunk = [str(i) for i in ids[start : start + chunk_size]]
+            app.send_task(
+                CHECK_STATUSES_TASK,
+                args=[chunk],
+                queue=STATUS_QUEUE,
+                expires=expires,
+                producer=producer,
+            )
+            messages += 1
+    return messages
+
+
+def callback_deliveries(event_ids: Sequence[int], expires: float) -> int:
+    """Publish one delivery task per callback event id; returns how many were published."""
+    from sms_pipeline.celery_app import CALLBACKS_QUEUE, DELIVER_CALLBACK_TASK
+
+    if not event_ids:
+        return 0
+    app = _app()
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for event_id in event_ids:
+                try:
+                    app.send_task(
+                        DELIVER_CALLBACK_TASK,
+                        args=[event_id],
+                        queue=CALLBACKS_QUEUE,
+                        expires=expires,
+                        producer=producer,
+                    )
+                    sent += 1
+                except Exception:  # the broker is down: the next sweep dispatches again
+                    log.warning("callbacks: dispatch of event %s failed", event_id)
+    except Exception:
+        log.warning("callbacks: no broker connection; the next sweep dispatches again")
+    return sent
+
+
+__all__ = [
+    "QueueClass",
+    "callback_deliveries",
+    "clear_kick",
+    "kick",
+    "queue_class_of",
+    "send_ids",
+    "status_checks",
+    "types_of",
+]

@@ -35,9 +35,6 @@ HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
 ENTRYPOINT ["sms-pipeline"]
 CMD ["--help"]
 
-# The IP2SMS gateway simulator (aiohttp): the local stack and demos only, never production.
+# The IP2SMS gateway simulator: the local stack and demos only, never production. Its one
+# library (aiohttp) is locked already: the gateway client sends batches with it.
 FROM production AS simulator
-USER root
-# The locked packages stay as they are; pip adds the `simulator` extra (aiohttp) on top.
-RUN pip install '.[simulator]'
-USER sms

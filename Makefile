@@ -1,5 +1,5 @@
 # Every target creates or refreshes .venv first, so each works from a fresh clone.
-# The demo needs the package and its `demo` extra (simulator, plots); tests and lint add
+# The demo needs the package and its `demo` extra (plots); tests, lint and benchmarks add
 # the dev tools. The production image installs requirements.lock only (see docs/security.md).
 PYTHON ?= python3
 VENV   := .venv
@@ -47,7 +47,7 @@ run: $(RUN)
 demo: $(RUN)
 	$(BIN)/sms-pipeline demo
 
-bench: $(RUN)
+bench: $(DEV)
 	$(BIN)/python -m bench
 
 docs: $(RUN)

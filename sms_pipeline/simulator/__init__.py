@@ -11,12 +11,9 @@ from typing import Any
 
 from sms_pipeline.simulator.rules import DEFAULT_RULES, Action, Rule, RuleTable
 
-EXTRA_HINT = (
-    "the gateway simulator needs aiohttp, which the production image does not install: "
-    "pip install 'sms-pipeline[simulator]'"
-)
+EXTRA_HINT = "the gateway simulator needs aiohttp: pip install 'sms-pipeline'"
 # Names served by the aiohttp modules, imported on first use (PEP 562), so that importing
-# the package (the CLI's parser, the rules) works without the simulator extra.
+# the package (the CLI's parser, the rules) stays cheap.
 _LAZY = {
     "CONFIG_KEY": "server",
     "STATE_KEY": "server",

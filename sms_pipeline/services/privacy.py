@@ -3,13 +3,13 @@
 Every rule here has its one home (docs/privacy.md says what is kept, where, how long):
 - **Expiry.** Each message records one fact, `expires_at` = due + the type's maximum queue
   age, and for one-time codes no later than due + validity. A message not submitted by
-  then is never sent: the claim refuses it (`still_sendable` in the one send predicate,
-  `end_if_unsendable` in the claim) and the privacy sweep ends it `EXPIRED`, also behind a
-  paused, inactive or out-of-credit account.
+  then is never sent: the claim refuses it (`still_sendable` in the one send predicate),
+  and the privacy sweep (or a send attempt for that message) ends it `EXPIRED`, also
+  behind a paused, inactive or out-of-credit account.
 - **Supersede.** A new verification/2FA message ends the older ones of the same type,
   number and account not yet submitted: `SUPERSEDED` at once when waiting; when an attempt
   is in flight, `superseded_by` marks it so the answer is still recorded as it is, and a
-  failed attempt is never retried (the claim ends it `SUPERSEDED`).
+  failed attempt is never retried (the claim refuses it; it ends `SUPERSEDED`).
 - **Redaction.** Bodies of `SMS_REDACT_TYPES` become `[redacted]` in the privacy sweep
   after they are final (length kept in `body_chars`; segments and encoding stay).
 - **Retention.** Messages final longer than their type's retention go in bounded batches
@@ -30,7 +30,7 @@ import os
 import secrets
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -151,42 +151,22 @@ def _superseded_reason(newer: uuid.UUID | None) -> str:
     return f"superseded by a newer code to the same number ({newer})"
 
 
-def end_if_unsendable(session: Session, message: SmsLog, now: dt.datetime) -> str | None:
-    """In the claim: end a waiting message that expired or was superseded; its outcome.
+def end_unsendable(
+    settings: Settings | None = None,
+    *,
+    now: dt.datetime | None = None,
+    ids: Sequence[uuid.UUID] | None = None,
+) -> list[tuple[uuid.UUID, SendStatus]]:
+    """End waiting messages past `expires_at` (or superseded) as EXPIRED / SUPERSEDED.
 
-    Returns "superseded" / "expired" when this message must never be sent (its row now
-    says so, or another worker ended it first), None when it may go on.
-    """
-    if message.superseded_by is not None:
-        status, outcome = SendStatus.SUPERSEDED, "superseded"
-        reason = _superseded_reason(message.superseded_by)
-    elif message.expires_at is not None and message.expires_at <= now:
-        status, outcome = SendStatus.EXPIRED, "expired"
-        reason = _expiry_reason(message.expires_at)
-    else:
-        return None
-    ended = affected(
-        session.execute(
-            update(SmsLog)
-            .where(SmsLog.id == message.id, SmsLog.send_status == _WAITING)
-            .values(send_status=status.value, final_at=now, lease_until=None, last_error=reason)
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if ended:
-        metrics.message_failed(message.type, message.account_id, message.attempts, outcome)
-    return outcome
-
-
-def expire_waiting(settings: Settings | None = None, *, now: dt.datetime | None = None) -> int:
-    """End every waiting message past `expires_at` (or superseded) as EXPIRED/SUPERSEDED.
-
-    The rows are found through the outbox's partial index (waiting messages only), so the
-    cost follows the queue, not the log. Paused, inactive, out-of-credit accounts included.
+    All of them (the privacy sweep), or only `ids` (a send attempt for given messages, which
+    the claim refused). The rows are found through the outbox's partial index (waiting
+    messages only), so the cost follows the queue, not the log. Paused, inactive and
+    out-of-credit accounts included. Returns the ended ids and their statuses.
     """
     settings = settings or get_settings()
     now = now or utcnow()
-    ended = 0
+    ended: list[tuple[uuid.UUID, SendStatus]] = []
     for status, condition, reason in (
         (
             SendStatus.SUPERSEDED,
@@ -199,20 +179,28 @@ def expire_waiting(settings: Settings | None = None, *, now: dt.datetime | None 
             _expiry_reason(None),
         ),
     ):
+        where = [SmsLog.send_status == _WAITING, condition]
+        if ids is not None:
+            where.append(SmsLog.id.in_(list(ids)))
         with session_scope(settings) as session:
             rows = session.execute(
                 update(SmsLog)
-                .where(SmsLog.send_status == _WAITING, condition)
+                .where(*where)
                 .values(send_status=status.value, final_at=now, lease_until=None, last_error=reason)
-                .returning(SmsLog.type, SmsLog.account_id, SmsLog.attempts)
+                .returning(SmsLog.id, SmsLog.type, SmsLog.account_id, SmsLog.attempts)
                 .execution_options(synchronize_session=False)
             ).all()
-        for message_type, account_id, attempts in rows:
+        for message_id, message_type, account_id, attempts in rows:
             metrics.message_failed(message_type, account_id, attempts, status.value.lower())
-        ended += len(rows)
-    if ended:
-        log.info("privacy: %d waiting messages ended EXPIRED/SUPERSEDED", ended)
+            ended.append((message_id, status))
+    if ended and ids is None:
+        log.info("privacy: %d waiting messages ended EXPIRED/SUPERSEDED", len(ended))
     return ended
+
+
+def expire_waiting(settings: Settings | None = None, *, now: dt.datetime | None = None) -> int:
+    """End every waiting message that expired or was superseded; how many (the sweep)."""
+    return len(end_unsendable(settings, now=now))
 
 
 # --- supersede -------------------------------------------------------------------------------
@@ -817,7 +805,7 @@ __all__ = [
     "audit",
     "audit_body_read",
     "audit_rows",
-    "end_if_unsendable",
+    "end_unsendable",
     "erase_subject",
     "erased_opt_out",
     "expire_waiting",

@@ -79,6 +79,8 @@ class Outcome(enum.StrEnum):
     DEFERRED = "deferred"  # not sent now (window, pause, credits, rate limit): waits
     SKIPPED = "skipped"  # nothing to do (not waiting, not due, claimed elsewhere)
     OPTED_OUT = "opted_out"  # the number opted out: final, never sent
+    EXPIRED = "expired"  # not submitted before its expires_at: final, never sent
+    SUPERSEDED = "superseded"  # a newer code to the number replaced it: final, never sent
 
     @property
     def is_final_failure(self) -> bool:
@@ -669,6 +671,12 @@ def send_batch(
     allowed = sorted(i for i, p in permissions.items() if p.allowed)
     claims = _claim(scope, allowed, now, limit or settings.sms_send_batch_size, settings, db)
     batch.claimed = len(claims)
+    if scope.ids is not None and len(claims) < len(scope.ids):
+        # Given messages the claim refused because they expired or were superseded end
+        # now, explained (a drain leaves those to the privacy sweep).
+        for message_id, status in privacy.end_unsendable(settings, now=now, ids=scope.ids):
+            outcome = Outcome(status.value.lower())
+            batch.results[message_id] = AttemptResult(outcome, detail=status.value)
     if not claims:
         _kick_later(later)
         return batch

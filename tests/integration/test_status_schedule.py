@@ -49,6 +49,10 @@ class ClockedGateway:
         self.accepted_at[gateway_id] = self.now
         return SendResult(gateway_id, GatewayStatus.ACCEPTED, self.now, None, None, None, b"")
 
+    def send_many(self, batch: list[Any]) -> list[SendResult]:
+        """The batch interface the send path uses."""
+        return [self.send(r.phone_number, r.body) for r in batch]
+
     def status(self, gateway_id: str) -> StatusResult:
         self.asked.setdefault(gateway_id, []).append(self.now)
         if self.failing:

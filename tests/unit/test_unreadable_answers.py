@@ -64,15 +64,15 @@ def test_enqueue_refuses_characters_xml_cannot_carry_naming_the_field(
     assert "1234" not in str(info.value)  # never the text itself
 
 
-def test_a_request_that_cannot_be_built_is_a_permanent_error_and_nothing_is_sent() -> None:
-    class NoNetwork:
-        auth = None
+def test_a_request_that_cannot_be_built_is_a_permanent_error_and_nothing_is_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = IP2SMSClient("http://127.0.0.1:9/s", "http://127.0.0.1:9/q", "u", "p", "SRC")
 
-        def post(self, *args: Any, **kwargs: Any) -> Any:
-            raise AssertionError("nothing may be sent")
+    async def no_network(*args: Any) -> bytes:
+        raise AssertionError("nothing may be sent")
 
-    client = IP2SMSClient("http://127.0.0.1:9/s", "http://127.0.0.1:9/q", "u", "p", "SRC",
-                          session=NoNetwork())  # type: ignore[arg-type]  # fmt: skip
+    monkeypatch.setattr(client, "_apost", no_network)
     with pytest.raises(GatewayRequestInvalid) as info:
         client.send(NUMBER, "code \ufffe 123456")
     assert info.value.permanent
@@ -142,7 +142,11 @@ def test_any_other_failure_reading_a_2xx_answer_is_a_transient_protocol_error(
 
     monkeypatch.setattr(client_module, "parse_answer", broken_parser)
     client = IP2SMSClient("http://127.0.0.1:9/s", "http://127.0.0.1:9/q", "u", "p", "SRC")
-    monkeypatch.setattr(client, "post_xml", lambda url, payload: b"<status/>")
+
+    async def answer(*args: Any) -> bytes:
+        return b"<status/>"
+
+    monkeypatch.setattr(client, "_apost", answer)
     with pytest.raises(GatewayProtocolError) as info:
         client.send(NUMBER, "hello")
     assert not info.value.permanent

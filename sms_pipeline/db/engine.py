@@ -8,6 +8,7 @@ share the file, and maps the `verification` schema away.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -36,7 +37,13 @@ def normalise_url(url: str | URL) -> URL:
 def is_sqlite(bind: Engine | Connection | str | URL) -> bool:
     if isinstance(bind, Engine | Connection):
         return bind.dialect.name == "sqlite"
-    return make_url(bind).get_backend_name() == "sqlite"
+    return _url_is_sqlite(bind)
+
+
+@functools.lru_cache(maxsize=64)
+def _url_is_sqlite(url: str | URL) -> bool:
+    # Asked on every enqueue: parsing the URL costs more than the answer is worth.
+    return make_url(url).get_backend_name() == "sqlite"
 
 
 def affected(result: Result[Any]) -> int:

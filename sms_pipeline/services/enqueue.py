@@ -319,17 +319,20 @@ def _values(v: _Valid, account_id: int, now: dt.datetime, settings: Settings) ->
 
 
 @functools.cache
-def _insert_one() -> Insert:
+def _insert_one(by_hash: bool = False) -> Insert:
     """INSERT … SELECT … FROM accounts WHERE id = :account_id AND active RETURNING send_status.
 
-    Built once. No row inserted means the account is not active. The send status is
-    decided in the same statement: OPTED OUT when an opt-out stops this message.
+    Built once per shape. No row inserted means the account is not active. The send status
+    is decided in the same statement: OPTED OUT when an opt-out stops this message (with
+    `by_hash`, also one kept only as the number's keyed hash after an erasure; without a
+    privacy key there is no such opt-out, and the statement does not look).
     """
     table = cast(Table, SmsLog.__table__)
     params = {name: bindparam(name, type_=table.c[name].type) for name in _COLUMNS}
+    phone_hash = bindparam("phone_hash", type_=String()) if by_hash else None
     stopped = and_(
         bindparam("stoppable", type_=Boolean()),
-        optout.opted_out_clause(params["phone_number"], bindparam("phone_hash", type_=String())),
+        optout.opted_out_clause(params["phone_number"], phone_hash),
     )
     queued, opted = SendStatus.QUEUED.value, SendStatus.OPTED_OUT.value
     chosen = select(
@@ -393,7 +396,7 @@ def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
                 phone_number=v.phone_number, message_type=v.type, now=values["inserted_at"],
                 settings=settings,
             )  # fmt: skip
-        return session.execute(_insert_one(), values).scalar()
+        return session.execute(_insert_one(values["phone_hash"] is not None), values).scalar()
 
     supersedes = privacy.supersedes(v.type, settings)
     message_id, status, ref, dispatch = _insert(execute, lambda fn: fn(session), v, settings)
@@ -416,13 +419,14 @@ class _HeldInsert:
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._compiled: dict[str, Any] = {}
+        self._compiled: dict[tuple[str, bool], Any] = {}
 
-    def _statement(self, settings: Settings) -> Any:
-        url = settings.database_url
-        if url not in self._compiled:
-            self._compiled[url] = _insert_one().compile(dialect=get_engine(settings).dialect)
-        return self._compiled[url]
+    def _statement(self, settings: Settings, by_hash: bool) -> Any:
+        key = (settings.database_url, by_hash)
+        if key not in self._compiled:
+            statement = _insert_one(by_hash)
+            self._compiled[key] = statement.compile(dialect=get_engine(settings).dialect)
+        return self._compiled[key]
 
     @functools.cached_property
     def _defaults(self) -> dict[str, Any]:
@@ -449,7 +453,7 @@ class _HeldInsert:
     def __call__(self, values: dict[str, Any], settings: Settings) -> str | None:
         import psycopg
 
-        compiled = self._statement(settings)
+        compiled = self._statement(settings, values["phone_hash"] is not None)
         params = compiled.construct_params(values)
         for name, default in self._defaults.items():
             if name not in values and params.get(name) is None:
@@ -485,7 +489,7 @@ def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
             return _held_insert(values, settings)
         # Its own connection: the look-ups above run with none open (SQLite has one writer).
         with one_statement(settings) as conn:
-            return conn.execute(_insert_one(), values).scalar()
+            return conn.execute(_insert_one(values["phone_hash"] is not None), values).scalar()
 
     message_id, status, ref, dispatch = _insert(execute, lookup, v, settings)
     metrics.message_stored_committed(v.type, ref.name, status)

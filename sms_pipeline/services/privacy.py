@@ -518,6 +518,8 @@ def privacy_key(settings: Settings, *, create: bool) -> bytes | None:
         if len(value) < 16:
             raise SettingsError("SMS_PRIVACY_KEY: must be at least 16 characters")
         return value.encode("utf-8")
+    if not is_sqlite(settings.database_url) and not create:
+        return None  # a server database never has a key file (see below): no disk look-up
     path = _key_path(settings)
     if path.exists():
         return path.read_bytes().strip()

@@ -21,9 +21,10 @@ The sweep runs on beat every SMS_STATUS_POLL_SECONDS:
    IMMEDIATE). `updated_at` is kept as it was: it says when the message changed, not
    when we looked at it.
 3. Fan-out: the claimed ids go out SMS_STATUS_CHUNK_SIZE per broker message (through
-   `sms_pipeline.dispatch`); the worker runs a chunk's checks concurrently
-   (`check_many`), on a thread pool of their own, so a slow gateway costs one round trip
-   per chunk, not per message, and status checks never hold the send path's threads.
+   `sms_pipeline.dispatch`); the worker reads a chunk in one query, asks the gateway for
+   all of it concurrently over the client's status pool (`check_many`), and records the
+   answers on one connection, so a slow gateway costs one round trip per chunk, not per
+   message, and status checks never hold the send path's connections.
 
 A check asks the gateway, records when it asked (`last_checked_at`, only when the gateway
 answered) and writes only a forward change, with a compare-and-set on the status it read,
@@ -252,6 +253,13 @@ def _check_read_statement() -> Any:  # a Select (its generic form varies across 
 
 
 @functools.cache
+def _chunk_read_statement() -> Any:
+    return select(
+        SmsLog.id, SmsLog.gateway_id, SmsLog.gateway_status, SmsLog.type, SmsLog.submitted_at
+    ).where(SmsLog.id.in_(bindparam("b_ids", expanding=True)))
+
+
+@functools.cache
 def _checked_statement() -> Update:
     # A look is not a change: only last_checked_at moves (never backwards), updated_at stays.
     return (
@@ -297,66 +305,79 @@ def check_status(
     settings = settings or get_settings()
     with _one_statement(settings) as conn:
         row = conn.execute(_check_read_statement(), {"b_id": message_id}).first()
-    if row is None:
-        return _notify(CheckResult(message_id, CheckOutcome.MISSING))
-    gateway_id, stored, message_type, submitted_at = row
-    if stored not in MOVING_STATUS_VALUES:
-        return _notify(CheckResult(message_id, CheckOutcome.NOT_MOVING, stored))
-    if not gateway_id:
-        return _notify(CheckResult(message_id, CheckOutcome.NO_GATEWAY_ID, stored))
-    old = GatewayStatus(stored)
+    skipped = _not_askable(message_id, row)
+    if skipped is not None:
+        return _notify(skipped)
+    assert row is not None
     client = client or get_gateway_client(settings)
     asked_at = now or utcnow()
     try:
-        answer = client.status(gateway_id)
+        answer: StatusResult | GatewayError = client.status(row.gateway_id)
     except GatewayError as exc:
+        answer = exc
+    with _one_statement(settings) as conn:
+        return _notify(_record_answer(conn, message_id, row, answer, asked_at))
+
+
+def _not_askable(message_id: uuid.UUID, row: Any) -> CheckResult | None:
+    """Why the gateway is not asked about this message (gone, final, no id), or None."""
+    if row is None:
+        return CheckResult(message_id, CheckOutcome.MISSING)
+    if row.gateway_status not in MOVING_STATUS_VALUES:
+        return CheckResult(message_id, CheckOutcome.NOT_MOVING, row.gateway_status)
+    if not row.gateway_id:
+        return CheckResult(message_id, CheckOutcome.NO_GATEWAY_ID, row.gateway_status)
+    return None
+
+
+def _record_answer(
+    conn: Connection,
+    message_id: uuid.UUID,
+    row: Any,
+    answer: StatusResult | GatewayError,
+    asked_at: dt.datetime,
+) -> CheckResult:
+    """Write what one answer means (nothing for a failed check) and say what it was."""
+    stored = row.gateway_status
+    if isinstance(answer, GatewayError):
         log.warning(
-            "message %s: status check failed (%s); next sweep retries", message_id, exc.reason
+            "message %s: status check failed (%s); next sweep retries", message_id, answer.reason
         )
-        return _notify(CheckResult(message_id, CheckOutcome.GATEWAY_ERROR, stored))
+        return CheckResult(message_id, CheckOutcome.GATEWAY_ERROR, stored)
+    old = GatewayStatus(stored)
     new = answer.status
     transition = classify_transition(old, new)
     if transition is not Transition.FORWARD:
-        with _one_statement(settings) as conn:
-            conn.execute(_checked_statement(), {"b_id": message_id, "b_asked": asked_at})
+        conn.execute(_checked_statement(), {"b_id": message_id, "b_asked": asked_at})
         if transition is Transition.UNCHANGED:
-            return _notify(CheckResult(message_id, CheckOutcome.UNCHANGED, stored, new.value))
+            return CheckResult(message_id, CheckOutcome.UNCHANGED, stored, new.value)
         log.warning(
             "message %s: gateway status went backwards %s -> %s; ignored",
             message_id,
             old.value,
             new.value,
         )
-        return _notify(CheckResult(message_id, CheckOutcome.BACKWARDS, stored, new.value))
-    now = asked_at
-    values: dict[str, Any] = {
-        "gateway_status": new.value,
-        "status_changed_at": status_date(answer, now, message_id),
-        "updated_at": now,
-    }
-    if new.is_final:
-        values["final_at"] = now
-        values["next_check_at"] = None
-    with _one_statement(settings) as conn:
-        # Compare-and-set on the status we read: a final status (Terminated meanwhile) or
-        # a newer answer written by another check is never overwritten.
-        written = _rowcount(
-            conn.execute(
-                _check_write_statement(new.is_final),
-                {
-                    "b_id": message_id,
-                    "b_stored": stored,
-                    "b_status": new.value,
-                    "b_changed": values["status_changed_at"],
-                    "b_now": now,
-                },
-            )
+        return CheckResult(message_id, CheckOutcome.BACKWARDS, stored, new.value)
+    changed_at = status_date(answer, asked_at, message_id)
+    # Compare-and-set on the status we read: a final status (Terminated meanwhile) or a
+    # newer answer written by another check is never overwritten.
+    written = _rowcount(
+        conn.execute(
+            _check_write_statement(new.is_final),
+            {
+                "b_id": message_id,
+                "b_stored": stored,
+                "b_status": new.value,
+                "b_changed": changed_at,
+                "b_now": asked_at,
+            },
         )
+    )
     if not written:
-        return _notify(CheckResult(message_id, CheckOutcome.LOST_RACE, stored, new.value))
-    log.info("message %s: %s -> %s", message_id, old.value, new.value)
-    metrics.status_changed(message_type, new.value, submitted_at, values["status_changed_at"])
-    return _notify(CheckResult(message_id, CheckOutcome.CHANGED, stored, new.value))
+        return CheckResult(message_id, CheckOutcome.LOST_RACE, stored, new.value)
+    log.debug("message %s: %s -> %s", message_id, old.value, new.value)
+    metrics.status_changed(row.type, new.value, row.submitted_at, changed_at)
+    return CheckResult(message_id, CheckOutcome.CHANGED, stored, new.value)
 
 
 # --- Terminated ---------------------------------------------------------------------------
@@ -517,39 +538,40 @@ def fan_out(ids: Sequence[uuid.UUID], settings: Settings) -> int:
     )
 
 
-_check_pool_lock = threading.Lock()
-_check_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
-
-
-def _check_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
-    # One pool per process, separate from the send path's: checks never take its threads.
-    import os
-
-    with _check_pool_lock:
-        pool = _check_pools.get(os.getpid())
-        if pool is None:
-            pool = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix="status-check")
-            _check_pools[os.getpid()] = pool
-        return pool
-
-
 def check_many(ids: Sequence[uuid.UUID], settings: Settings | None = None) -> list[CheckResult]:
-    """Check a chunk of messages concurrently (the worker's side of `fan_out`).
+    """Check a chunk of messages (the worker's side of `fan_out`): one read for the chunk,
+    the gateway asked for all of them concurrently, every answer recorded on one connection.
 
-    A check that raises is logged and counted as an error; the sweep's lease already
-    scheduled its next look.
+    A chunk that fails as a whole is logged; the sweep's lease already scheduled the next
+    look at each of its messages.
     """
     settings = settings or get_settings()
-
-    def one(message_id: uuid.UUID) -> CheckResult | None:
-        try:
-            return check_status(message_id, settings=settings)
-        except Exception:
-            log.exception("status check of %s failed; the next sweep retries it", message_id)
-            return None
-
-    pool = _check_pool(max(1, min(settings.sms_status_chunk_size, 64)))
-    return [r for r in pool.map(one, ids) if r is not None]
+    if not ids:
+        return []
+    try:
+        with _one_statement(settings) as conn:
+            rows = {r.id: r for r in conn.execute(_chunk_read_statement(), {"b_ids": list(ids)})}
+        results: dict[uuid.UUID, CheckResult] = {}
+        askable: list[uuid.UUID] = []
+        for message_id in ids:
+            skipped = _not_askable(message_id, rows.get(message_id))
+            if skipped is not None:
+                results[message_id] = skipped
+            else:
+                askable.append(message_id)
+        if askable:
+            client = get_gateway_client(settings)
+            asked_at = utcnow()
+            answers = client.status_many([rows[i].gateway_id for i in askable])
+            with _one_statement(settings) as conn:
+                for message_id, answer in zip(askable, answers, strict=True):
+                    results[message_id] = _record_answer(
+                        conn, message_id, rows[message_id], answer, asked_at
+                    )
+    except Exception:
+        log.exception("status checks of a chunk of %d failed; the next sweep retries", len(ids))
+        return []
+    return [_notify(results[i]) for i in ids if i in results]
 
 
 def check_inline(

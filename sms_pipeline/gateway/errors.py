@@ -26,7 +26,7 @@ Exceptions pickle with all their attributes (Celery ships them between processes
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 Outcome = Literal[
     "timeout",
@@ -39,19 +39,7 @@ Outcome = Literal[
     "auth",
     "invalid_request",
 ]
-OUTCOMES: Final[frozenset[str]] = frozenset(
-    {
-        "timeout",
-        "refused",
-        "http_4xx",
-        "http_5xx",
-        "http_429",
-        "parse_error",
-        "rejected",
-        "auth",
-        "invalid_request",
-    }
-)
+OUTCOMES: Final[frozenset[str]] = frozenset(get_args(Outcome))
 
 DUPLICATE_ERRORS: Final[frozenset[str]] = frozenset({"uniq_key dupe"})
 CREDIT_ERRORS: Final[frozenset[str]] = frozenset(

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, get_args
+
+from sms_pipeline.gateway.errors import Outcome as GatewayOutcome
 
 
 class Kind(enum.StrEnum):
@@ -81,17 +83,8 @@ MESSAGE_EVENTS: Final = (
     "superseded",
 )
 PRIVACY_ACTIONS: Final = ("redacted", "purged", "erased")
-GATEWAY_OUTCOMES: Final = (
-    "ok",
-    "timeout",
-    "refused",
-    "http_4xx",
-    "http_5xx",
-    "http_429",
-    "parse_error",
-    "rejected",
-    "auth",
-)
+# "ok" and every failure outcome the gateway client sorts an answer into (one list).
+GATEWAY_OUTCOMES: Final = ("ok", *get_args(GatewayOutcome))
 
 MESSAGES_TOTAL: Final = "sms_messages_total"
 GATEWAY_REQUESTS_TOTAL: Final = "sms_gateway_requests_total"

@@ -13,9 +13,19 @@ import sms_pipeline.embedded_broker  # noqa: F401  (registers the transport for 
 def test_concurrent_producers_and_consumer_see_only_whole_messages(tmp_path: Path) -> None:
     folder = tmp_path / "queue"
     folder.mkdir()
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    processed = tmp_path / "processed"
+    processed.mkdir()
+    # Read messages are kept in a folder of this test's own (kombu's default moves them to
+    # the system's shared temporary folder), so nothing else on the machine can touch them.
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "store_processed": True,
+        "processed_folder": str(processed),
+    }
     producers, per_producer = 4, 250
     received: list[dict[str, object]] = []
+    failures: list[BaseException] = []
     done = threading.Event()
 
     def produce(n: int) -> None:
@@ -26,16 +36,19 @@ def test_concurrent_producers_and_consumer_see_only_whole_messages(tmp_path: Pat
             queue.close()
 
     def consume() -> None:
-        with Connection("filesystem://", transport_options=options) as conn:
-            queue = conn.SimpleQueue("q")
-            while len(received) < producers * per_producer and not done.is_set():
-                try:
-                    message = queue.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                received.append(message.payload)
-                message.ack()
-            queue.close()
+        try:
+            with Connection("filesystem://", transport_options=options) as conn:
+                queue = conn.SimpleQueue("q")
+                while len(received) < producers * per_producer and not done.is_set():
+                    try:
+                        message = queue.get(timeout=0.5)
+                    except queue.Empty:
+                        continue
+                    received.append(message.payload)
+                    message.ack()
+                queue.close()
+        except BaseException as exc:  # reported by the assertion below, not lost in a thread
+            failures.append(exc)
 
     consumer = threading.Thread(target=consume)
     consumer.start()
@@ -47,6 +60,7 @@ def test_concurrent_producers_and_consumer_see_only_whole_messages(tmp_path: Pat
     consumer.join(120)
     done.set()
     left = sorted(p.name for p in folder.iterdir())
+    assert not failures, f"the consumer failed: {failures!r}"
     assert len(received) == producers * per_producer, f"{len(received)} received; left: {left[:5]}"
     assert {(m["producer"], m["i"]) for m in received} == {
         (n, i) for n in range(producers) for i in range(per_producer)

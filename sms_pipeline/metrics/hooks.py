@@ -11,14 +11,13 @@ import datetime as dt
 import functools
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Final, ParamSpec
 
 from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db.models import Account, SmsLog
+from sms_pipeline.db.models import Account
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
 
@@ -238,18 +237,6 @@ def status_changed(
 
 
 @_never_raises
-def status_changed_by_id(
-    bind: Session | Connection, message_id: uuid.UUID, status: str, changed_at: dt.datetime
-) -> None:
-    """A status check wrote a change: look up the labels it needs through the caller's
-    session or connection (one primary-key read, only on real changes) and record it."""
-    row = bind.execute(
-        select(SmsLog.type, SmsLog.submitted_at).where(SmsLog.id == message_id)
-    ).first()
-    if row is not None:
-        status_changed(row.type, status, row.submitted_at, changed_at)
-
-
 @_never_raises
 def inbound_skipped(kind: str, count: int) -> None:
     """Incoming items of `kind` that could not be read or stored were skipped."""
@@ -283,6 +270,5 @@ __all__ = [
     "message_stored_committed",
     "message_submitted",
     "status_changed",
-    "status_changed_by_id",
     "statuses_changed_in",
 ]

@@ -115,21 +115,6 @@ def account_permission(account: Account, now: dt.datetime) -> SendPermission:
     return SendPermission(True)
 
 
-def may_send_today(
-    account: Account, segments: int, now: dt.datetime, settings: Settings
-) -> SendPermission:
-    """`may_send`, and the account's daily cap (SMS_ACCOUNT_DAILY_CAP) not used up."""
-    from sms_pipeline.services.quotas import account_cap_reached
-
-    permission = may_send(account, segments, now)
-    if not permission.allowed:
-        return permission
-    reopens = account_cap_reached(account, now, settings)
-    if reopens is not None:
-        return SendPermission(False, reopens, "daily cap reached")
-    return permission
-
-
 def has_credits(postpaid: bool, credits: int, segments: int) -> bool:
     """A prepaid balance covers `segments` more parts (post-paid accounts always send)."""
     return postpaid or credits >= segments

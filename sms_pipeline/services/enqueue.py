@@ -654,7 +654,3 @@ def _store_many(session: Session, valid: Sequence[_Valid], settings: Settings) -
     for dispatch in dispatches:
         dispatch_after_commit(session, dispatch)
     return [r["id"] for r in rows]
-
-
-def message_by_id(session: Session, message_id: uuid.UUID) -> SmsLog | None:
-    return session.scalar(select(SmsLog).where(SmsLog.id == message_id))

@@ -12,16 +12,30 @@ includes every moment its prefetch window is full: kombu's default of 1 s caps a
 at about one prefetch window per second. 0.1 s keeps an idle worker at ten directory
 listings a second.
 
+Bindings have the same flaw: kombu creates `<exchange>.exchange` by opening it for writing
+(which empties it) before it takes its lock, so a producer that reads the table in that
+moment gets an empty file and its publish fails with `JSONDecodeError` (two processes
+starting at once, or a fresh data folder). Here the table is rewritten whole under a
+hidden name and renamed into place, with a lock file of its own serialising the
+read-modify-write of concurrent binders. And kombu keeps its bindings in a state shared by
+every connection of a process, marked bound before the file is written: a second thread
+that declares the same queue meanwhile skips the bind, publishes, finds no file and its
+message is dropped without a word (73 of 1,000 in a test with four producer threads). A
+process-wide lock makes "mark and write" one step.
+
 Importing this module registers the transport for `filesystem://` URLs in this process
 (celery_app imports it), so the URL users see stays kombu's.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -31,6 +45,8 @@ from kombu.utils import json as kombu_json
 POLLING_INTERVAL = 0.1
 # kombu's encoder (it knows datetimes and UUIDs), as the original transport writes.
 _dumps: Callable[[Any], str] = kombu_json.dumps
+# kombu's binding state is per process (a class attribute), so is the lock guarding it.
+_BIND_LOCK = threading.Lock()
 
 
 class Channel(filesystem.Channel):
@@ -47,6 +63,50 @@ class Channel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+    def queue_bind(self, *args: Any, **kwargs: Any) -> Any:
+        with _BIND_LOCK:
+            return super().queue_bind(*args, **kwargs)
+
+    def _queue_bind(self, exchange: Any, routing_key: Any, pattern: Any, queue: Any) -> None:
+        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        with self._table_lock(exchange):
+            table = self.get_table(exchange)
+            if entry not in table:
+                self._write_table(exchange, [entry, *table])
+
+    def _delete(
+        self, queue: Any, exchange: Any, routing_key: Any, pattern: Any, *args: Any, **kwargs: Any
+    ) -> None:
+        # The virtual base forgets the queue; the exchange file is ours to rewrite.
+        filesystem.virtual.Channel._delete(
+            self, queue, exchange, routing_key, pattern, *args, **kwargs
+        )
+        entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        with self._table_lock(exchange):
+            table = self.get_table(exchange)
+            if entry in table:
+                self._write_table(exchange, [q for q in table if q != entry])
+
+    @contextmanager
+    def _table_lock(self, exchange: Any) -> Iterator[None]:
+        self.control_folder.mkdir(parents=True, exist_ok=True)
+        path = self.control_folder / f"{exchange}.exchange.lock"
+        with open(path, "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _write_table(self, exchange: Any, table: list[Any]) -> None:
+        final = self._exchange_file(exchange)
+        partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+        try:
+            partial.write_text(_dumps(table))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot write {final}") from exc
 
 
 class Transport(filesystem.Transport):

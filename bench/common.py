@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_pipeline.children import CLI, ChildProcess
+from sms_pipeline.cli.children import CLI, ChildProcess
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / ".sms_pipeline" / "bench-results.json"

@@ -2,7 +2,8 @@
 
 For each broker URL: a fresh data folder, the gateway simulator (no faults), one worker
 and beat as child processes (as the demo starts them), then N messages enqueued from
-this process; the clock runs from the first enqueue until every message is SUBMITTED.
+the run's own interpreter, started with the run's settings as its environment; the clock
+runs from the first enqueue until every message is SUBMITTED.
 
     .venv/bin/python scripts/bench_embedded_broker.py --count 500 --runs 3
 """
@@ -10,21 +11,31 @@ this process; the clock runs from the first enqueue until every message is SUBMI
 from __future__ import annotations
 
 import argparse
-import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from sms_pipeline.demo import (
-    child_environment,
-    phone_number,
-    spawn,
-    stop_children,
-    use_demo_settings,
-    wait_for_line,
-)
+from sms_pipeline.cli.children import stop_all
+from sms_pipeline.demo.environment import child_environment
+from sms_pipeline.demo.run import spawn
+from sms_pipeline.demo.scenario import phone_number
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_environment(kind: str, data_dir: Path, port: int) -> dict[str, str]:
+    """The settings of one run's processes, the enqueuing interpreter included."""
+    env = child_environment(data_dir, f"http://127.0.0.1:{port}")
+    if kind == "sqla":
+        env["SMS_BROKER_URL"] = f"sqla+sqlite:///{data_dir / 'broker.db'}"
+    return env
 
 
 def submitted_count() -> int:
@@ -42,30 +53,28 @@ def submitted_count() -> int:
         )
 
 
-def one_run(kind: str, count: int, root: Path, timeout: float) -> str:
+def one_run(kind: str, count: int, data_dir: Path, port: int, timeout: float) -> str:
+    """One measurement; this interpreter was started with run_environment() as its own."""
+    import logging
     import random
 
     from sms_pipeline import enqueue_sms
 
-    data_dir = root / kind
-    shutil.rmtree(data_dir, ignore_errors=True)
+    # "No hostname was supplied" is how kombu greets every serverless transport.
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
     log_dir = data_dir / "logs"
     log_dir.mkdir(parents=True)
+    env = run_environment(kind, data_dir, port)
     children = []
     try:
-        env0 = child_environment(data_dir, "http://127.0.0.1:0")
-        sim = spawn("gateway-sim", ["gateway-sim", "--port=0", "--no-faults"], env0, log_dir)
+        sim = spawn("gateway-sim", ["gateway-sim", f"--port={port}", "--no-faults"], env, log_dir)
         children.append(sim)
-        url = wait_for_line(sim, r"listening on (http://\S+)", 30).group(1)
-        env = child_environment(data_dir, url)
-        if kind == "sqla":
-            env["SMS_BROKER_URL"] = f"sqla+sqlite:///{data_dir / 'broker.db'}"
+        sim.wait_for_log(r"listening on (http://\S+)", 30)
         migrate = spawn("migrate", ["db", "upgrade"], env, log_dir)
-        assert migrate.process.wait(120) == 0, "migration failed"
+        assert migrate.popen.wait(120) == 0, "migration failed"
         worker = spawn("worker", ["worker"], env, log_dir)
         children += [worker, spawn("beat", ["beat"], env, log_dir)]
-        wait_for_line(worker, r"celery@\S+ ready", 120)
-        use_demo_settings(env)
+        worker.wait_for_log(r"celery@\S+ ready", 120)
         rng = random.Random(count)
         numbers = [phone_number(rng, None) for _ in range(count)]
         t0 = time.monotonic()
@@ -77,7 +86,7 @@ def one_run(kind: str, count: int, root: Path, timeout: float) -> str:
             done = submitted_count()
             if done >= count:
                 break
-            crashed = [c.name for c in children if not c.alive]
+            crashed = [c.name for c in children if not c.alive()]
             if crashed:
                 return f"{kind}: {done}/{count} submitted, then {crashed} exited (see {log_dir})"
             time.sleep(0.05)
@@ -87,7 +96,7 @@ def one_run(kind: str, count: int, root: Path, timeout: float) -> str:
             f"(enqueue {enqueued:.2f} s, {done / total:.0f} msg/s end to end)"
         )
     finally:
-        stop_children(children)
+        stop_all(children)
 
 
 def main() -> int:
@@ -97,18 +106,24 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=180)
     parser.add_argument("--brokers", default="filesystem,sqla")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--root", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        # Each run in a fresh interpreter: the Celery app caches its broker connection.
-        print(one_run(args.one, args.count, args.root, args.timeout), flush=True)
+        print(one_run(args.one, args.count, args.data_dir, args.port, args.timeout), flush=True)
         return 0
     root = Path(tempfile.mkdtemp(prefix="sms-broker-bench-"))
     for run in range(args.runs):
         for kind in args.brokers.split(","):
+            data_dir = root / str(run) / kind
+            port = free_port()
+            # Each run in a fresh interpreter with the run's settings as its environment:
+            # enqueue_sms and the Celery app read theirs from it, and the app caches its
+            # broker connection.
             result = subprocess.run(
-                [sys.executable, __file__, f"--one={kind}", f"--root={root / str(run)}",
-                 f"--count={args.count}", f"--timeout={args.timeout}"],
+                [sys.executable, __file__, f"--one={kind}", f"--data-dir={data_dir}",
+                 f"--port={port}", f"--count={args.count}", f"--timeout={args.timeout}"],
+                env=run_environment(kind, data_dir, port),
                 capture_output=True,
                 text=True,
                 check=False,

@@ -104,7 +104,7 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "status-sweep": every(STATUS_SWEEP_TASK, settings.sms_status_poll_seconds),
         "replicate": every(REPLICATE_TASK, settings.sms_replication_seconds),
         "inbound-poll": every(INBOUND_POLL_TASK, settings.sms_inbound_poll_seconds),
-        "callbacks-sweep": every(CALLBACKS_SWEEP_TASK, settings.sms_outbox_sweep_seconds),
+        "callbacks-sweep": every(CALLBACKS_SWEEP_TASK, settings.sms_callback_sweep_seconds),
         # Expiry and redaction keep pace with the status sweep (docs/privacy.md).
         "privacy-sweep": every(PRIVACY_SWEEP_TASK, settings.sms_status_poll_seconds),
         "retention": every(RETENTION_TASK, settings.sms_retention_seconds),

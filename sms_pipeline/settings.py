@@ -93,8 +93,9 @@ class Settings(BaseSettings):
     )
     sms_redis_url: str | None = Field(
         None,
-        description="Redis for the cross-worker rate limiter; empty = the broker's Redis "
-        "when the broker is Redis, otherwise a per-database limiter.",
+        description="Redis for the accounts' send rates and the abuse limits, so every worker "
+        "and API process counts together; empty = the broker's Redis when the broker is Redis, "
+        "otherwise each process counts in its own memory (a limit then holds per process).",
     )
 
     # --- the IP2SMS gateway ---------------------------------------------------------------
@@ -314,6 +315,12 @@ class Settings(BaseSettings):
     )
     sms_callback_backoff_seconds: float = Field(
         60.0, gt=0, description="Delay after the first failed callback; doubles per attempt."
+    )
+    sms_callback_sweep_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Callback sweep period: how often beat records new final-status events "
+        "and dispatches the callback deliveries that are due.",
     )
     sms_callback_lookback_seconds: int = Field(
         86400, ge=60, description="How far back the callback sweep looks for final messages."

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from sms_pipeline.children import CLI, ChildError, ChildProcess, stop_all
+from sms_pipeline.cli.children import CLI, ChildError, ChildProcess, stop_all
 from sms_pipeline.settings import Settings, get_settings, mask_url
 
 STOP_TIMEOUT = 15.0

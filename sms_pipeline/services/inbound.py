@@ -6,7 +6,7 @@ message is stored once per (account, gateway id) by ``INSERT ... ON CONFLICT DO
 NOTHING``; only a newly stored message changes the opt-out list, so a page fetched twice
 cannot replay an old STOP over a newer START.
 
-Polling (seed 2's GetRepliesInterval / GetSCInterval, minutes, 0 = off): beat runs
+Polling (SMSPortal's GetRepliesInterval / GetSCInterval, minutes, 0 = off): beat runs
 :func:`poll_inbound` every SMS_INBOUND_POLL_SECONDS; an account is due when its
 ``last_process_*`` is older than its interval. Claiming the round (a conditional update
 of ``last_process_*``) keeps two beat ticks or two workers from polling one account at

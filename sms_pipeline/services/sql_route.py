@@ -1,4 +1,4 @@
-"""The SQL route (seed 2): rows other applications insert into `sms_queue`.
+"""The SQL route (after the SMSPortal SQL service): rows other applications insert into `sms_queue`.
 
 Per account, every `process_queue_interval` seconds, waiting rows become `sms_log`
 messages in one transaction that also deletes them; bad rows end in the log as
@@ -53,7 +53,7 @@ def _message_from_row(
             for field, value in (("sender_id", row.sender_id), ("customer_id", row.customer_id)):
                 validate_xml_text(field, value or "")
             if (problem := priority_problem(row.priority)) is not None:
-                # The same range as enqueue_sms; the seed's two refusal words name the
+                # The same range as enqueue_sms; SMSPortal's two refusal words name the
                 # number or the rest of the row, so the reason goes in last_error.
                 raise InvalidMessage("priority", problem)
         except InvalidMessage as exc:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from sms_pipeline.children import CLI, ChildProcess
+from sms_pipeline.cli.children import CLI, ChildProcess
 from tests.conftest import PG_PROBLEM, REDIS_PROBLEM, REDIS_TEST_URL, require
 
 REPO = Path(__file__).resolve().parents[2]

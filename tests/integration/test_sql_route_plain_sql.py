@@ -164,7 +164,7 @@ def as_uuid(value: Any) -> uuid.UUID:
 def test_two_column_account_insert_is_an_active_account_sending_around_the_clock(
     plain: Plain,
 ) -> None:
-    # Seed 2's Example 1: two rows, one username; bulk restricted to business hours.
+    # The SMSPortal SQL guide's Example 1: two rows, one username; bulk in business hours.
     urgent = plain.account("urgent")
     bulk = plain.account("bulk", send_start_hour=8, send_end_hour=17)
     rows = plain.run(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -37,6 +38,33 @@ def test_comma_separated_lists_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     settings = load_settings()
     assert settings.sms_status_check_backoff == [5, 10, 20]
     assert settings.sms_opt_out_keywords == ["STOP", "СТОП"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_callback_sweep_period_must_be_positive(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SMS_CALLBACK_SWEEP_SECONDS", value)
+    with pytest.raises(SettingsError, match="SMS_CALLBACK_SWEEP_SECONDS"):
+        load_settings()
+
+
+def test_callback_sweep_period_takes_any_positive_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMS_CALLBACK_SWEEP_SECONDS", "0.001")
+    assert load_settings().sms_callback_sweep_seconds == 0.001
+
+
+def test_the_callbacks_sweep_runs_on_its_own_period_not_the_outbox_sweeps() -> None:
+    from celery import Celery
+
+    from sms_pipeline.celery_app import configure
+
+    app = Celery("settings-test")
+    configure(app, load_settings(sms_callback_sweep_seconds=45, sms_outbox_sweep_seconds=3))
+    schedule = app.conf.beat_schedule
+    assert schedule["callbacks-sweep"]["schedule"] == dt.timedelta(seconds=45)
+    assert schedule["callbacks-sweep"]["options"]["expires"] == 45
+    assert schedule["outbox-sweep"]["schedule"] == dt.timedelta(seconds=3)
 
 
 def test_secrets_never_appear_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -> None:

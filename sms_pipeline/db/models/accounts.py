@@ -1,4 +1,4 @@
-"""Sending accounts (seed 2's USERS table): send windows, credits, polling intervals."""
+"""Sending accounts (the SMSPortal SQL service's USERS): send windows, credits, polling."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ class Account(Base):
     send_start_hour: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     send_end_hour: Mapped[int] = mapped_column(default=23, server_default=text("23"))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
-    # Seconds, as in seed 2.
+    # Seconds, as SMSPortal's ProcessQueueInterval.
     process_queue_interval: Mapped[int] = mapped_column(default=5, server_default=text("5"))
-    # Minutes, as in seed 2; 0 switches the poll off.
+    # Minutes, as SMSPortal's Get*Interval; 0 switches the poll off.
     get_replies_interval: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     get_dr_interval: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     get_sc_interval: Mapped[int] = mapped_column(default=0, server_default=text("0"))

@@ -1,4 +1,4 @@
-"""Inbound side (seed 2's REPLY and SHORTCODE tables) and the opt-out list."""
+"""Inbound side (the SMSPortal SQL service's REPLY and SHORTCODE) and the opt-out list."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ class SmsReply(Base):
 
     id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
-    gateway_reply_id: Mapped[int | None] = mapped_column(BigInteger)  # seed 2: ReplyID
-    message_id: Mapped[uuid.UUID | None] = mapped_column(  # seed 2: ID (the SENT row)
+    gateway_reply_id: Mapped[int | None] = mapped_column(BigInteger)  # SMSPortal: ReplyID
+    message_id: Mapped[uuid.UUID | None] = mapped_column(  # SMSPortal: ID (the SENT row)
         Uuid, ForeignKey("sms_log.id", ondelete="SET NULL"), index=True
     )
     phone_number: Mapped[str] = mapped_column(String(32))

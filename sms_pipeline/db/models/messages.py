@@ -1,6 +1,6 @@
 """`verification.sms_log`: one row per message for its whole life, from enqueue to final.
 
-The seed's columns keep the seed's names. The row is written (and committed) before the
+The eHealth log's columns keep their names. The row is written (and committed) before the
 gateway is called, so a crash at any point leaves an explained row behind.
 """
 
@@ -35,7 +35,7 @@ class MessageType(enum.StrEnum):
 
 
 class SendStatus(enum.StrEnum):
-    """Where a message is on the way to the gateway (seed 2's SENT.Status words)."""
+    """Where a message is on the way to the gateway (SMSPortal's SENT.Status words)."""
 
     QUEUED = "QUEUED"  # waiting: for its turn, its send time, its window or a retry
     SENDING = "SENDING"  # claimed by a worker; lease_until bounds the claim
@@ -111,7 +111,7 @@ class SmsLog(Base):
         ),
     )
 
-    # --- the seed's columns --------------------------------------------------------------
+    # --- the eHealth log's columns -------------------------------------------------------
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     phone_number: Mapped[str] = mapped_column(String(32))
     type: Mapped[str] = mapped_column(String(32))
@@ -126,7 +126,7 @@ class SmsLog(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     sender_id: Mapped[str | None] = mapped_column(String(16))
     priority: Mapped[int] = mapped_column(default=0, server_default=text("0"))
-    # The caller's "not before" time (seed 2's SendDatetime).
+    # The caller's "not before" time (SMSPortal's SendDatetime).
     send_after: Mapped[dt.datetime | None]
     # When the next send attempt may run: send_after, a retry's backoff, or a pause.
     due_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -137,13 +137,13 @@ class SmsLog(Base):
     uniq_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     submitted_at: Mapped[dt.datetime | None]
     cost_centre: Mapped[str | None] = mapped_column(String(64))
-    # The SQL route's own id (seed 2: CustomerID); sms_sent is read by it.
+    # The SQL route's own id (SMSPortal's CustomerID); sms_sent is read by it.
     customer_id: Mapped[str | None] = mapped_column(String(128), index=True)
     flash: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     segments: Mapped[int] = mapped_column(default=1, server_default=text("1"))
     encoding: Mapped[str] = mapped_column(String(8), default="GSM-7", server_default="GSM-7")
     verification_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True)
-    # The seed-2 QUEUE row this message came from (SQL route), once only.
+    # The sms_queue row this message came from (SQL route), once only.
     queue_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     callback_url: Mapped[str | None] = mapped_column(String(2000))
     # The API key that created the message: its signing secret signs the callbacks.

@@ -1,4 +1,4 @@
-"""Seed 2's QUEUE table: the SQL route, where other applications insert rows directly.
+"""The SMSPortal SQL service's QUEUE table: the SQL route, where applications insert rows.
 
 The queue poller validates each row, turns it into an `sms_log` message and deletes it
 in one transaction; bad rows still end in the log as `number invalid` / `data1 invalid`.
@@ -21,7 +21,7 @@ class SmsQueue(Base):
     )
 
     id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))  # seed 2: UserID
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))  # SMSPortal: UserID
     kind: Mapped[str] = mapped_column(String(8), default="SMS", server_default="SMS")
     message_type: Mapped[str] = mapped_column(String(32), default="text", server_default="text")
     sender_id: Mapped[str | None] = mapped_column(String(16))
@@ -29,7 +29,7 @@ class SmsQueue(Base):
     data1: Mapped[str] = mapped_column(Text)
     data2: Mapped[str | None] = mapped_column(Text)
     flash: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
-    send_at: Mapped[dt.datetime | None]  # seed 2: SendDatetime
+    send_at: Mapped[dt.datetime | None]  # SMSPortal: SendDatetime
     priority: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     retry_count: Mapped[int] = mapped_column(default=-1, server_default=text("-1"))
     cost_centre: Mapped[str | None] = mapped_column(String(64))

@@ -1,4 +1,4 @@
-"""`verification.sms_sent`: seed 2's SENT table, a read-only view over `sms_log`.
+"""`verification.sms_sent`: SMSPortal's SENT table, a read-only view over `sms_log`.
 
 An application that queued messages by SQL reads their outcome here by its own
 `customer_id`, in SMSPortal's status words. The mapping from our two status columns
@@ -34,7 +34,7 @@ GATEWAY_STATUS_WORDS: dict[str, str] = {
 }
 SUBMITTED_WITHOUT_GATEWAY_STATUS = "SUBMITTED"
 
-# Before (or instead of) submission, the send status decides. The seed's SENT only holds
+# Before (or instead of) submission, the send status decides. SMSPortal's SENT only holds
 # submitted rows; ours also shows messages taken from the queue but not yet submitted
 # (waiting for send_at, the send window, a retry) as QUEUED, so a message never vanishes
 # between sms_queue and sms_sent. Any send status not listed reads as itself.
@@ -104,7 +104,7 @@ def sms_sent_view_sql(dialect_name: str) -> str:
         "flash": "flash",
         "send_at": "send_after",
         "priority": "priority",
-        # The seed's Retrycount starts at -1 and counts failed tries: attempts made - 1.
+        # SMSPortal's Retrycount starts at -1 and counts failed tries: attempts made - 1.
         "retry_count": "attempts - 1",
         "cost_centre": "cost_centre",
         "customer_id": "customer_id",

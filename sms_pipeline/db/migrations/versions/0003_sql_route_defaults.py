@@ -8,7 +8,7 @@ Create Date: 2026-12-01 15:00:00
   INSERT (name, username) is a working account; sms_queue: `inserted_at` likewise, so
   INSERT (account_id, num_to, data1) is a working queue row.
 - sms_log: `send_status` also allows EXPIRED; `customer_id` is indexed.
-- view `sms_sent` (seed 2's SENT), generated from the mapping in db/models/sent.py.
+- view `sms_sent` (SMSPortal's SENT), generated from the mapping in db/models/sent.py.
 - verifications: the table our 0001 created for demo and tests takes the verification
   service's real shape. How we tell ours from theirs: ours has `updated_at` and no
   `check_digit`; the service's table has `check_digit` and never had `updated_at`. A

@@ -1,0 +1,130 @@
+"""The demo's producer: a child process that enqueues the run's messages.
+
+    python -m sms_pipeline.demo.producer --tag TAG --count N [--seed S] --out FILE
+
+The demo starts it like the worker and beat, with the demo's environment as an explicit
+`env=` dict: `enqueue_sms` and the Celery app it publishes through take their settings
+from the process's environment, so the messages are enqueued from a process configured
+for the demo from its first line, the way an application would enqueue them. It also
+writes the rows other systems write (the SQL route's queue, a verification to
+replicate), then the run's record (ids and scenario names) to FILE. It prints counts,
+never a number or a body.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sms_pipeline.demo.record import RunRecord
+from sms_pipeline.demo.scenario import (
+    REPLICATED,
+    SQL_ROUTE_BAD_NUMBER,
+    SQL_ROUTE_EMPTY_TEXT,
+    SQL_ROUTE_GOOD,
+    PlannedMessage,
+    message_body,
+    phone_number,
+    plan_messages,
+)
+
+
+def enqueue_planned(planned: Sequence[PlannedMessage], record: RunRecord) -> None:
+    from sms_pipeline import InvalidMessage, enqueue_sms
+
+    for message in planned:
+        try:
+            message_id = enqueue_sms(
+                message.number,
+                message.body,
+                message.type,
+                priority=message.priority,
+                cost_centre=record.tag,
+            )
+        except InvalidMessage as exc:
+            record.refused[exc.field] += 1
+            continue
+        assert message.scenario is not None, "an invalid number was accepted"
+        record.by_id[message_id] = message.scenario
+
+
+def insert_side_doors(rng: random.Random, record: RunRecord) -> None:
+    """Rows other systems write: the SQL route's queue and a verification to replicate."""
+    from sms_pipeline.db import session_scope
+    from sms_pipeline.db.models import SmsQueue, Verification, utcnow
+    from sms_pipeline.services.accounts import get_or_create_default_account
+
+    with session_scope() as session:
+        account = get_or_create_default_account(session)
+        rows = [
+            (SQL_ROUTE_GOOD, phone_number(rng, None), message_body(rng, "text")),
+            (SQL_ROUTE_GOOD, phone_number(rng, None), message_body(rng, "medication_request")),
+            (SQL_ROUTE_GOOD, phone_number(rng, None), message_body(rng, "text")),
+            (SQL_ROUTE_BAD_NUMBER, "0000-garbage", message_body(rng, "text")),
+            (SQL_ROUTE_EMPTY_TEXT, phone_number(rng, None), ""),
+        ]
+        queued = []
+        for scenario, number, body in rows:
+            row = SmsQueue(
+                account_id=account.id,
+                message_type="text",
+                num_to=number,
+                data1=body,
+                cost_centre=record.tag,
+            )
+            session.add(row)
+            queued.append((scenario, row))
+        # The verification service's real row: an integer code that is valid 10 minutes.
+        verification = Verification(
+            phone_number=phone_number(rng, None),
+            code=rng.randint(100000, 999999),
+            check_digit=rng.randint(0, 9),
+            code_expired_at=utcnow() + dt.timedelta(minutes=10),
+        )
+        session.add(verification)
+        session.flush()
+        for scenario, row in queued:
+            record.by_queue_id[row.id] = scenario
+        record.by_verification_id[verification.id] = REPLICATED
+
+
+def produce(tag: str, count: int, seed: int | None) -> RunRecord:
+    """Enqueue `count` planned messages and the side-door rows; what went in."""
+    rng = random.Random(seed)
+    record = RunRecord(tag=tag)
+    planned = plan_messages(count, rng)
+    started = time.monotonic()
+    enqueue_planned(planned, record)
+    insert_side_doors(rng, record)
+    record.enqueue_seconds = time.monotonic() - started
+    return record
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sms_pipeline.demo.producer")
+    parser.add_argument("--tag", required=True, help="the run's cost centre")
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--out", type=Path, required=True, help="where the record goes")
+    args = parser.parse_args(argv)
+    # "No hostname was supplied" is how kombu greets every serverless transport.
+    logging.getLogger("kombu.connection").setLevel(logging.ERROR)
+    record = produce(args.tag, args.count, args.seed)
+    record.save(args.out)
+    print(
+        f"enqueued {len(record.by_id)} messages ({sum(record.refused.values())} refused), "
+        f"{len(record.by_queue_id)} SQL-route rows, {len(record.by_verification_id)} "
+        f"verification in {record.enqueue_seconds:.1f} s",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

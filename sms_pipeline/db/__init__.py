@@ -9,13 +9,29 @@ from .engine import (
     one_statement,
     session_scope,
 )
+from .statements import (
+    among,
+    epoch_seconds,
+    insert_ignore,
+    schema_of,
+    skip_locked,
+    table_name,
+    upsert_insert,
+)
 
 __all__ = [
     "affected",
+    "among",
     "dispose_engines",
+    "epoch_seconds",
     "get_engine",
     "get_sessionmaker",
+    "insert_ignore",
     "is_sqlite",
     "one_statement",
+    "schema_of",
     "session_scope",
+    "skip_locked",
+    "table_name",
+    "upsert_insert",
 ]

@@ -18,6 +18,7 @@ from typing import Final
 
 from sqlalchemy import Connection, TextClause, bindparam, text
 
+from sms_pipeline.db import table_name
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, PENDING_SEND_STATUSES
 from sms_pipeline.db.models.base import UTCDateTime
 from sms_pipeline.gateway.statuses import FINAL_STATUSES
@@ -33,10 +34,6 @@ URGENT_TYPES: Final = frozenset({"verification", "2FA"})  # services.outbox.queu
 def sql_in(column: str, values: tuple[str, ...] | frozenset[str]) -> str:
     quoted = ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(values))
     return f"{column} IN ({quoted})"
-
-
-def table(dialect: str, name: str = "sms_log") -> str:
-    return name if dialect == "sqlite" else f"verification.{name}"
 
 
 def outcome_of(send_status: str, gateway_status: str | None) -> str:
@@ -76,7 +73,7 @@ def priority_label(priority: int) -> str:
     return str(priority)
 
 
-def as_utc(value: object, dialect: str) -> dt.datetime | None:
+def as_utc(value: object) -> dt.datetime | None:
     """A timestamp from a raw text() query, aware UTC on either database."""
     if value is None:
         return None
@@ -94,12 +91,12 @@ class QueueStat:
 
 def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], QueueStat]:
     """(queue, priority label) → waiting messages and the oldest due one."""
-    dialect = conn.dialect.name
+    log_table = table_name(conn, "sms_log")
     rows = conn.execute(
         timed(
             f"SELECT type, priority, count(*), "
             f"min(CASE WHEN due_at <= :now THEN due_at END) "
-            f"FROM {table(dialect)} WHERE {sql_in('send_status', PENDING_SEND_STATUSES)} "
+            f"FROM {log_table} WHERE {sql_in('send_status', PENDING_SEND_STATUSES)} "
             f"GROUP BY type, priority",
             "now",
         ),
@@ -110,17 +107,16 @@ def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], Que
     for message_type, priority, count, due in rows:
         key = (queue_of(message_type), priority_label(int(priority)))
         depth[key] += int(count)
-        due_at = as_utc(due, dialect)
+        due_at = as_utc(due)
         if due_at is not None and (key not in oldest or due_at < oldest[key]):
             oldest[key] = due_at
     return {key: QueueStat(depth[key], oldest.get(key)) for key in depth}
 
 
 def moving_count(conn: Connection) -> int:
-    dialect = conn.dialect.name
     found = conn.execute(
         text(
-            f"SELECT count(*) FROM {table(dialect)} "
+            f"SELECT count(*) FROM {table_name(conn, 'sms_log')} "
             f"WHERE {sql_in('gateway_status', MOVING_STATUS_VALUES)}"
         )
     ).scalar()
@@ -131,12 +127,12 @@ def window_counts(
     conn: Connection, since: dt.datetime, until: dt.datetime | None = None
 ) -> dict[tuple[str, str], int]:
     """(type, outcome) → messages enqueued in [since, until)."""
-    dialect = conn.dialect.name
+    log_table = table_name(conn, "sms_log")
     where = "inserted_at >= :since" + (" AND inserted_at < :until" if until else "")
     params = {"since": since, "until": until} if until else {"since": since}
     rows = conn.execute(
         timed(
-            f"SELECT type, send_status, gateway_status, count(*) FROM {table(dialect)} "
+            f"SELECT type, send_status, gateway_status, count(*) FROM {log_table} "
             f"WHERE {where} GROUP BY type, send_status, gateway_status",
             *params,
         ),

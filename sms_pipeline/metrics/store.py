@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final, cast
 
 from sqlalchemy import Engine, Insert, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sms_pipeline.db.models import MetricCounter, utcnow
+from sms_pipeline.db.statements import upsert_insert
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +73,19 @@ def histogram_increments(
     return out
 
 
-@functools.cache
-def _upsert(dialect: str) -> Insert:
+def _upsert(engine: Engine) -> Insert:
     """One parameterised statement; executed with a list of rows SQLAlchemy batches them
-    into multi-row VALUES (insertmanyvalues) with a cached compilation."""
+    into multi-row VALUES (insertmanyvalues), compiled once (the engine caches it)."""
     table = cast(Table, MetricCounter.__table__)
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert_fn(table)
-    return stmt.on_conflict_do_update(
+    stmt = upsert_insert(engine, table)
+    upsert: Insert = stmt.on_conflict_do_update(
         index_elements=[table.c.name, table.c.labels],
         set_={
             "value": table.c.value + stmt.excluded.value,
             "updated_at": stmt.excluded.updated_at,
         },
     )
+    return upsert
 
 
 @functools.lru_cache(maxsize=4096)
@@ -187,7 +186,7 @@ class MetricsStore:
             ]
             try:
                 engine = self.engine
-                stmt = _upsert(engine.dialect.name)
+                stmt = _upsert(engine)
                 with engine.begin() as conn:
                     for start in range(0, len(rows), _ROWS_PER_BATCH):
                         conn.execute(stmt, rows[start : start + _ROWS_PER_BATCH])

@@ -33,11 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, case, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sms_pipeline import dispatch, http
-from sms_pipeline.db import session_scope
+from sms_pipeline.db import insert_ignore, session_scope
 from sms_pipeline.db.models import ApiKey, CallbackEvent, SmsLog, utcnow
 from sms_pipeline.gateway.statuses import FINAL_STATUSES
 from sms_pipeline.services.masking import mask_phone
@@ -180,12 +179,8 @@ def create_events(session: Session, now: dt.datetime, settings: Settings) -> int
                 "created_at": now,
             }
         )
-    on_sqlite = session.get_bind().dialect.name == "sqlite"
-    dialect_insert = sqlite.insert if on_sqlite else postgresql.insert
-    stmt = (
-        dialect_insert(CallbackEvent)
-        .on_conflict_do_nothing(index_elements=["message_id", "status"])
-        .returning(CallbackEvent.id)
+    stmt = insert_ignore(session, CallbackEvent, ["message_id", "status"]).returning(
+        CallbackEvent.id
     )
     # Only the rows actually inserted come back: a concurrent sweep's rows are skipped.
     return len(session.execute(stmt, values).all())

@@ -20,7 +20,7 @@ from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.orm import Session
 
 from sms_pipeline import dispatch
-from sms_pipeline.db import affected, is_sqlite, session_scope
+from sms_pipeline.db import affected, session_scope, skip_locked
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.settings import Settings, get_settings
@@ -160,9 +160,7 @@ def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> Swee
             .order_by(SmsLog.priority.desc(), SmsLog.due_at)
             .limit(limit)
         )
-        if not is_sqlite(session.get_bind()):
-            query = query.with_for_update(skip_locked=True, of=SmsLog)
-        rows = session.execute(query).all()
+        rows = session.execute(skip_locked(session, query, of=SmsLog)).all()
         if rows:
             # A stale dispatch may only be queued behind a backlog, not lost: expect the
             # re-dispatch to take as long as the message has waited (capped), so a backlog

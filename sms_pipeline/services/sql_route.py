@@ -14,7 +14,7 @@ import uuid
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import is_sqlite, session_scope
+from sms_pipeline.db import session_scope, skip_locked
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.metrics import hooks as metrics
@@ -105,9 +105,7 @@ def ingest_account_queue(
             .order_by(SmsQueue.priority.desc(), SmsQueue.id)
             .limit(limit)
         )
-        if not is_sqlite(session.get_bind()):
-            query = query.with_for_update(skip_locked=True)
-        rows = list(session.scalars(query))
+        rows = list(session.scalars(skip_locked(session, query)))
         for row in rows:
             message = _message_from_row(session, row, now, settings)
             if message.send_status == SendStatus.QUEUED.value:

@@ -2,6 +2,8 @@
 
 from .engine import (
     affected,
+    alone,
+    autocommit_connection,
     dispose_engines,
     get_engine,
     get_sessionmaker,
@@ -21,7 +23,9 @@ from .statements import (
 
 __all__ = [
     "affected",
+    "alone",
     "among",
+    "autocommit_connection",
     "dispose_engines",
     "epoch_seconds",
     "get_engine",

@@ -40,7 +40,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from sms_pipeline import dispatch, hints
-from sms_pipeline.db import affected, get_engine, is_sqlite
+from sms_pipeline.db import affected, alone, autocommit_connection, get_engine, is_sqlite
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import (
     GatewayConnectionError,
@@ -178,9 +178,8 @@ class _Scope:
 class _Db:
     """The connections a drain holds for its whole run (one pool checkout, one ping).
 
-    `rows()` runs one statement as its own transaction: in autocommit on PostgreSQL (a
-    single UPDATE is atomic: no BEGIN and COMMIT round trips), in a short transaction on
-    SQLite. `tx` is for the record step's transaction.
+    `rows()` runs one statement as its own transaction (`db.alone`: no BEGIN and COMMIT
+    round trips on PostgreSQL). `tx` is for the record step's transaction.
     """
 
     auto: Connection
@@ -188,21 +187,15 @@ class _Db:
     sqlite: bool
 
     def rows(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        if self.sqlite:
-            with self.auto.begin():
-                return list(self.auto.execute(statement, params).all())
-        return list(self.auto.execute(statement, params).all())
+        with alone(self.auto):
+            return list(self.auto.execute(statement, params).all())
 
 
 @contextlib.contextmanager
 def _database(settings: Settings) -> Iterator[_Db]:
     engine = get_engine(settings)
-    sqlite = is_sqlite(engine)
-    auto = engine.connect()
-    if not sqlite:
-        auto = auto.execution_options(isolation_level="AUTOCOMMIT")
-    with auto, engine.connect() as tx:
-        yield _Db(auto, tx, sqlite)
+    with autocommit_connection(engine) as auto, engine.connect() as tx:
+        yield _Db(auto, tx, is_sqlite(engine))
 
 
 def _accounts(db: _Db) -> dict[int, Account]:

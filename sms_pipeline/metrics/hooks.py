@@ -12,7 +12,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, Final, ParamSpec
+from typing import Final, ParamSpec
 
 from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session
@@ -237,7 +237,6 @@ def status_changed(
 
 
 @_never_raises
-@_never_raises
 def inbound_skipped(kind: str, count: int) -> None:
     """Incoming items of `kind` that could not be read or stored were skipped."""
     if count > 0:
@@ -254,11 +253,6 @@ def statuses_changed_in(session: Session, message_types: Iterable[str], status: 
         (c.STATUS_TRANSITIONS_TOTAL, {"type": t, "status": status}, float(n))
         for t, n in sorted(counts.items())
     )
-
-
-def pending_in(session: Session) -> list[Any]:
-    """Increments waiting for `session` to commit (tests)."""
-    return list(session.info.get(_PENDING_KEY, []))
 
 
 __all__ = [

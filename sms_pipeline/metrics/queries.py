@@ -21,6 +21,7 @@ from sqlalchemy import Connection, TextClause, bindparam, text
 from sms_pipeline.db import table_name
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, PENDING_SEND_STATUSES
 from sms_pipeline.db.models.base import UTCDateTime
+from sms_pipeline.dispatch import queue_class_of
 from sms_pipeline.gateway.statuses import FINAL_STATUSES
 
 FINAL_GATEWAY: Final = frozenset(s.value for s in FINAL_STATUSES)
@@ -28,7 +29,6 @@ MOVING: Final = "moving"
 PENDING: Final = "pending"
 # Not the channel's doing: kept out of the rates' denominators (still counted and shown).
 NOT_ATTEMPTED: Final = frozenset({"OPTED OUT", "number invalid", "data1 invalid", "SUPERSEDED"})
-URGENT_TYPES: Final = frozenset({"verification", "2FA"})  # services.outbox.queue_for's rule
 
 
 def sql_in(column: str, values: tuple[str, ...] | frozenset[str]) -> str:
@@ -61,7 +61,7 @@ def counts_in_rates(outcome: str) -> bool:
 
 
 def queue_of(message_type: str) -> str:
-    return "urgent" if message_type in URGENT_TYPES else "bulk"
+    return queue_class_of(message_type).value
 
 
 def priority_label(priority: int) -> str:

@@ -41,10 +41,6 @@ class Dispatch:
     countdown: float | None = None
 
 
-def queue_for(message_type: str) -> str:
-    return dispatch.queue_class_of(message_type).value
-
-
 def dispatch_for(
     message_id: uuid.UUID, message_type: str, priority: int, due_at: dt.datetime, now: dt.datetime
 ) -> Dispatch | None:

@@ -12,6 +12,7 @@ partial indexes' predicates whatever the plan.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final
@@ -19,16 +20,32 @@ from typing import Final
 from sqlalchemy import Connection, TextClause, bindparam, text
 
 from sms_pipeline.db import table_name
-from sms_pipeline.db.models import MOVING_STATUS_VALUES, PENDING_SEND_STATUSES
+from sms_pipeline.db.models import MOVING_STATUS_VALUES, PENDING_SEND_STATUSES, SendStatus
 from sms_pipeline.db.models.base import UTCDateTime
 from sms_pipeline.dispatch import queue_class_of
-from sms_pipeline.gateway.statuses import FINAL_STATUSES
+from sms_pipeline.gateway.statuses import FINAL_STATUSES, GatewayStatus
 
 FINAL_GATEWAY: Final = frozenset(s.value for s in FINAL_STATUSES)
-MOVING: Final = "moving"
-PENDING: Final = "pending"
+
+
+class Unfinished(enum.StrEnum):
+    """The outcome word of a message that is not final yet."""
+
+    PENDING = "pending"  # not yet with the gateway
+    MOVING = "moving"  # with the gateway, not final
+
+
+_UNFINISHED: Final = frozenset(u.value for u in Unfinished)
 # Not the channel's doing: kept out of the rates' denominators (still counted and shown).
-NOT_ATTEMPTED: Final = frozenset({"OPTED OUT", "number invalid", "data1 invalid", "SUPERSEDED"})
+NOT_ATTEMPTED: Final = frozenset(
+    s.value
+    for s in (
+        SendStatus.OPTED_OUT,
+        SendStatus.NUMBER_INVALID,
+        SendStatus.DATA1_INVALID,
+        SendStatus.SUPERSEDED,
+    )
+)
 
 
 def sql_in(column: str, values: tuple[str, ...] | frozenset[str]) -> str:
@@ -39,20 +56,20 @@ def sql_in(column: str, values: tuple[str, ...] | frozenset[str]) -> str:
 def outcome_of(send_status: str, gateway_status: str | None) -> str:
     """One status word per message: its final gateway status, its final send status, or
     `pending` (not yet with the gateway) / `moving` (with the gateway, not final)."""
-    if send_status == "REJECTED":
-        return "Rejected"
+    if send_status == SendStatus.REJECTED:
+        return GatewayStatus.REJECTED.value
     if gateway_status in FINAL_GATEWAY:
         return str(gateway_status)
     if send_status in PENDING_SEND_STATUSES:
-        return PENDING
-    if send_status == "SUBMITTED":
+        return Unfinished.PENDING.value
+    if send_status == SendStatus.SUBMITTED:
         # A submission known only from "uniq_key dupe" has no gateway id: never polled.
-        return MOVING if gateway_status is not None else "SUBMITTED"
+        return Unfinished.MOVING.value if gateway_status is not None else SendStatus.SUBMITTED.value
     return send_status
 
 
 def is_finished(outcome: str) -> bool:
-    return outcome not in (MOVING, PENDING)
+    return outcome not in _UNFINISHED
 
 
 def counts_in_rates(outcome: str) -> bool:

@@ -1,6 +1,6 @@
 """Stored counters: buffered in the process, added to `verification.metric_counters` in bulk.
 
-The hot path (`inc`, `observe`) only adds to a dict under a lock (about a microsecond);
+The hot path (`add`, or `inc` / `observe` for one sample) only adds to a dict under a lock;
 a background thread flushes the buffer every `flush_interval` seconds in ONE upsert
 statement (`ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value`),
 which works on PostgreSQL and SQLite. Because every flush *adds*, any number of workers
@@ -32,6 +32,8 @@ from sms_pipeline.db.statements import upsert_insert
 log = logging.getLogger(__name__)
 
 LabelKey = tuple[str, str]  # (name, canonical labels)
+Increment = tuple[str, Mapping[str, object] | None, float]  # (name, labels, value)
+Observation = tuple[str, Mapping[str, object] | None, float, tuple[float, ...]]  # + buckets
 _ROWS_PER_BATCH: Final = 1000
 _MAX_PENDING_SERIES: Final = 50_000
 
@@ -137,12 +139,31 @@ class MetricsStore:
         return self._engine if isinstance(self._engine, Engine) else self._engine()
 
     # --- the hot path ---------------------------------------------------------------------
+    def add(
+        self, increments: Iterable[Increment] = (), observations: Iterable[Observation] = ()
+    ) -> None:
+        """Counter increments and histogram observations, all under one lock acquisition
+        (a batch of messages records its metrics in one call)."""
+        keyed: list[tuple[LabelKey, float]] = [
+            ((name, _canonical(_items(labels))), value) for name, labels, value in increments
+        ]
+        for name, labels, value, buckets in observations:
+            # Cumulative: every bucket with le >= value, +1.
+            bounds, bucket_keys, sum_key, count_key = _histogram_keys(
+                name, _items(labels), tuple(buckets)
+            )
+            first = bisect.bisect_left(bounds, value)
+            keyed.extend((key, 1.0) for key in bucket_keys[first:])
+            keyed += [(sum_key, value), (count_key, 1.0)]
+        with self._lock:
+            pending = self._pending
+            for key, value in keyed:
+                pending[key] = pending.get(key, 0.0) + value
+
     def inc(
         self, name: str, labels: Mapping[str, object] | None = None, value: float = 1.0
     ) -> None:
-        key = (name, _canonical(_items(labels)))
-        with self._lock:
-            self._pending[key] = self._pending.get(key, 0.0) + value
+        self.add(increments=((name, labels, value),))
 
     def observe(
         self,
@@ -151,17 +172,8 @@ class MetricsStore:
         value: float,
         buckets: Iterable[float],
     ) -> None:
-        """One observation of a cumulative histogram: every bucket with le >= value, +1."""
-        bounds, bucket_keys, sum_key, count_key = _histogram_keys(
-            name, _items(labels), tuple(buckets)
-        )
-        first = bisect.bisect_left(bounds, value)
-        with self._lock:
-            pending = self._pending
-            for key in bucket_keys[first:]:
-                pending[key] = pending.get(key, 0.0) + 1.0
-            pending[sum_key] = pending.get(sum_key, 0.0) + value
-            pending[count_key] = pending.get(count_key, 0.0) + 1.0
+        """One observation of a cumulative histogram."""
+        self.add(observations=((name, labels, value, tuple(buckets)),))
 
     def pending(self) -> dict[LabelKey, float]:
         with self._lock:

@@ -186,9 +186,9 @@ def end_unsendable(
                 .returning(SmsLog.id, SmsLog.type, SmsLog.account_id, SmsLog.attempts)
                 .execution_options(synchronize_session=False)
             ).all()
-        for message_id, message_type, account_id, attempts in rows:
-            metrics.message_failed(message_type, account_id, attempts, status.value.lower())
-            ended.append((message_id, status))
+            for message_id, message_type, account_id, attempts in rows:
+                metrics.message_ended(session, message_type, account_id, attempts, status)
+                ended.append((message_id, status))
     if ended and ids is None:
         log.info("privacy: %d waiting messages ended EXPIRED/SUPERSEDED", len(ended))
     return ended
@@ -256,7 +256,7 @@ def supersede_older(
         .execution_options(synchronize_session=False)
     ).all()
     for (attempts,) in rows:
-        metrics.message_failed(message_type, account_id, attempts, "superseded")
+        metrics.message_ended(session, message_type, account_id, attempts, SendStatus.SUPERSEDED)
     marked = affected(
         session.execute(
             update(SmsLog)

@@ -280,10 +280,10 @@ def find_unreplicated(
 
 
 def _default_account(settings: Settings) -> tuple[int, str]:
-    """The default account's id and metrics name, looked up outside the batch's transaction."""
+    """The default account's id and name (its metrics label)."""
     with session_scope(settings) as session:
-        account_id = get_or_create_default_account(session, settings).id
-    return account_id, metrics.account_name(account_id)
+        account = get_or_create_default_account(session, settings)
+        return account.id, account.name
 
 
 def replicate_batch(

@@ -694,7 +694,7 @@ def send_batch(
         )
     for w in writes:
         batch.results[w.claim.id] = w.result
-    _observe(writes, now, settings)
+    _observe(writes, accounts, now, settings)
     later += [
         outbox.Dispatch(w.claim.id, w.claim.type, w.claim.priority, w.result.retry_in)
         for w in writes
@@ -704,19 +704,38 @@ def send_batch(
     return batch
 
 
-def _observe(writes: Sequence[_Write], now: dt.datetime, settings: Settings) -> None:
-    """Metrics and logs for a recorded batch: per message on DEBUG, per batch on INFO."""
+def _observe(
+    writes: Sequence[_Write], accounts: dict[int, Account], now: dt.datetime, settings: Settings
+) -> None:
+    """Metrics and logs for a recorded batch: the metrics in one call, the daily caps counted
+    once per account, logs per message on DEBUG and per batch on INFO."""
+    if not writes:
+        return
+    sent: list[metrics.Sent] = []
+    submitted: dict[int, int] = {}
     for w in writes:
         c = w.claim
         outcome = w.result.outcome
-        if outcome is Outcome.SUBMITTED and w.result.detail is None:
-            quotas.count_account_send(c.account_id, settings)
-            metrics.message_submitted(
-                c.type, c.account_id, c.attempt, c.ready_at, now, w.gateway_status or "",
-                w.status_changed_at,
-            )  # fmt: skip
-        else:
-            metrics.message_failed(c.type, c.account_id, c.attempt - w.give_back, outcome.value)
+        answer = None
+        if outcome is Outcome.SUBMITTED:
+            submitted[c.account_id] = submitted.get(c.account_id, 0) + 1
+            if w.result.detail is None:  # the gateway answered (not a uniq_key dupe)
+                answer = metrics.Answer(
+                    gateway_status=w.gateway_status or "",
+                    ready_at=c.ready_at,
+                    submitted_at=now,
+                    status_changed_at=w.status_changed_at or now,
+                )
+        account = accounts.get(c.account_id)
+        sent.append(
+            metrics.Sent(
+                type=c.type,
+                account=account.name if account is not None else "unknown",
+                attempts=c.attempt - w.give_back,
+                send_status=w.send_status,
+                answer=answer,
+            )
+        )
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "message %s to %s attempt %d: %s (%s)",
@@ -735,15 +754,16 @@ def _observe(writes: Sequence[_Write], now: dt.datetime, settings: Settings) -> 
                 c.attempt,
                 w.last_error,
             )
-    if writes:
-        counts: dict[str, int] = {}
-        for w in writes:
-            counts[w.result.outcome.value] = counts.get(w.result.outcome.value, 0) + 1
-        log.info(
-            "send batch of %d: %s",
-            len(writes),
-            ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-        )
+    metrics.messages_sent(sent)
+    quotas.count_account_sends(submitted, settings)
+    counts: dict[str, int] = {}
+    for w in writes:
+        counts[w.result.outcome.value] = counts.get(w.result.outcome.value, 0) + 1
+    log.info(
+        "send batch of %d: %s",
+        len(writes),
+        ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+    )
 
 
 def _kick_later(later: Sequence[outbox.Dispatch]) -> None:

@@ -95,10 +95,8 @@ def ingest_account_queue(
     """Move up to `limit` waiting queue rows of one account into the log; returns how many."""
     settings = settings or get_settings()
     now = utcnow()
-    # Looked up before the transaction: on SQLite a second connection opened inside it
-    # would wait for this transaction's write lock (and this one for it).
-    account = metrics.account_name(account_id)
     with session_scope(settings) as session:
+        account = metrics.account_name(account_id, session)
         query = (
             select(SmsQueue)
             .where(SmsQueue.account_id == account_id)

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db.models import Account, SendStatus
+from sms_pipeline.gateway.client import Op
 from sms_pipeline.gateway.errors import Outcome as GatewayOutcome
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.catalogue import MessageEvent
@@ -140,7 +141,7 @@ def _drop_rolled_back(session: Session) -> None:
 
 
 @_never_raises
-def gateway_request(operation: str, outcome: GatewayOutcome, seconds: float) -> None:
+def gateway_request(operation: Op, outcome: GatewayOutcome, seconds: float) -> None:
     """The IP2SMSClient observer: one request's operation, outcome and latency."""
     get_store().add(
         [(c.GATEWAY_REQUESTS_TOTAL, {"operation": operation, "outcome": outcome}, 1.0)],

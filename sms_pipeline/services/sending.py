@@ -87,6 +87,10 @@ class Outcome(enum.StrEnum):
         return self in (Outcome.REJECTED, Outcome.EXHAUSTED)
 
 
+# The outcome of a message `privacy.end_unsendable` ended instead of sending it.
+_ENDED = {SendStatus.EXPIRED: Outcome.EXPIRED, SendStatus.SUPERSEDED: Outcome.SUPERSEDED}
+
+
 @dataclass(frozen=True)
 class AttemptResult:
     """What a send attempt did to one message; `retry_in` says when it is due again."""
@@ -668,8 +672,7 @@ def send_batch(
         # Given messages the claim refused because they expired or were superseded end
         # now, explained (a drain leaves those to the privacy sweep).
         for message_id, status in privacy.end_unsendable(settings, now=now, ids=scope.ids):
-            outcome = Outcome(status.value.lower())
-            batch.results[message_id] = AttemptResult(outcome, detail=status.value)
+            batch.results[message_id] = AttemptResult(_ENDED[status], detail=status.value)
     if not claims:
         _kick_later(later)
         return batch

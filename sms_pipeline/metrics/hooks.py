@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from sms_pipeline.db.models import Account, SendStatus
 from sms_pipeline.gateway.client import Op
 from sms_pipeline.gateway.errors import Outcome as GatewayOutcome
+from sms_pipeline.gateway.statuses import GatewayStatus
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.catalogue import MessageEvent
 from sms_pipeline.metrics.store import Increment, Observation, get_store
@@ -205,7 +206,7 @@ def _status_change(
         (c.STATUS_TRANSITIONS_TOTAL, {"type": message_type, "status": status}, 1.0)
     ]
     observations: list[Observation] = []
-    took = _seconds(changed_at, submitted_at) if status == "Delivered" else None
+    took = _seconds(changed_at, submitted_at) if status == GatewayStatus.DELIVERED else None
     if took is not None:
         observations.append(
             (c.SUBMIT_TO_DELIVERED, {"type": message_type}, took, c.SUBMIT_TO_DELIVERED_BUCKETS)

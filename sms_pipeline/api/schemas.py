@@ -29,7 +29,6 @@ from pydantic import (
 from sms_pipeline.db.models import MESSAGE_TYPES
 from sms_pipeline.priorities import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 # RFC 3339 date-time (JSON Schema's `date-time`): a full date, a time, and an offset.
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
 

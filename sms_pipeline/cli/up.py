@@ -207,11 +207,6 @@ class LogEcho:
                         found.append(f"{child.name}: {raw}")
         return found
 
-    def skip_to_end(self) -> None:
-        for child in self.children:
-            with contextlib.suppress(OSError):
-                self.offsets[child.name] = child.log_path.stat().st_size
-
 
 # --- the command --------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from .engine import (
     affected,
+    alone,
+    autocommit_connection,
     dispose_engines,
     get_engine,
     get_sessionmaker,
@@ -9,13 +11,31 @@ from .engine import (
     one_statement,
     session_scope,
 )
+from .statements import (
+    among,
+    epoch_seconds,
+    insert_ignore,
+    schema_of,
+    skip_locked,
+    table_name,
+    upsert_insert,
+)
 
 __all__ = [
     "affected",
+    "alone",
+    "among",
+    "autocommit_connection",
     "dispose_engines",
+    "epoch_seconds",
     "get_engine",
     "get_sessionmaker",
+    "insert_ignore",
     "is_sqlite",
     "one_statement",
+    "schema_of",
     "session_scope",
+    "skip_locked",
+    "table_name",
+    "upsert_insert",
 ]

@@ -186,20 +186,36 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
 
 
 @contextlib.contextmanager
-def one_statement(settings: Settings | None = None) -> Iterator[Connection]:
-    """A connection for one statement that is its own transaction (it commits on exit).
+def autocommit_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection on which each statement is its own transaction (run through `alone`).
 
     PostgreSQL: autocommit, so a lone INSERT or UPDATE costs one round trip instead of
-    three (BEGIN, the statement, COMMIT). SQLite: a short transaction, because autocommit
-    there would still run our BEGIN IMMEDIATE hook and then roll the statement back.
+    three (BEGIN, the statement, COMMIT). SQLite: a plain connection, each statement in a
+    short transaction, because autocommit there would still run our BEGIN IMMEDIATE hook
+    and then roll the statement back.
     """
-    engine = get_engine(settings)
-    if is_sqlite(engine):
-        with engine.begin() as conn:
+    conn = engine.connect()
+    if not is_sqlite(engine):
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+    with conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def alone(conn: Connection) -> Iterator[Connection]:
+    """Around one statement on an `autocommit_connection`: committed when the block ends."""
+    if is_sqlite(conn):
+        with conn.begin():
             yield conn
     else:
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield conn
+        yield conn
+
+
+@contextlib.contextmanager
+def one_statement(settings: Settings | None = None) -> Iterator[Connection]:
+    """A connection for one statement that is its own transaction (it commits on exit)."""
+    with autocommit_connection(get_engine(settings)) as conn, alone(conn):
+        yield conn
 
 
 def dispose_engines() -> None:

@@ -26,6 +26,7 @@ from sms_pipeline.gateway.errors import (
     GatewayRequestInvalid,
     GatewayThrottled,
     GatewayTimeout,
+    Outcome,
 )
 from sms_pipeline.gateway.statuses import GatewayStatus
 
@@ -44,6 +45,7 @@ __all__ = [
     "GatewayTimeout",
     "IP2SMSClient",
     "Observer",
+    "Outcome",
     "ParsedAnswer",
     "ParsedState",
     "SendRequest",

@@ -48,6 +48,7 @@ from sms_pipeline.gateway.errors import (
     GatewayRejected,
     GatewayRequestInvalid,
     GatewayTimeout,
+    Outcome,
     rejection,
 )
 from sms_pipeline.gateway.statuses import GatewayStatus
@@ -58,8 +59,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Op = Literal["send", "status"]
-Observer = Callable[[str, str, float], None]
-"""Called after every request with (op, outcome, seconds); outcome is "ok" or an error's."""
+Observer = Callable[[Op, Outcome, float], None]
+"""Called after every request with (op, outcome, seconds); outcome is OK or an error's."""
 
 _CHUNK: Final = 8192
 # Statuses that mean "the gateway did not take the message", whatever the id says.
@@ -470,7 +471,7 @@ class IP2SMSClient:
         convert: Callable[[ParsedAnswer, bytes], _R],
     ) -> _R:
         started = time.perf_counter()
-        outcome = "ok"
+        outcome = Outcome.OK
         try:
             raw = await self._apost(op, url, payload)
             try:
@@ -532,7 +533,7 @@ class IP2SMSClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _observe(self, op: str, outcome: str, seconds: float) -> None:
+    def _observe(self, op: Op, outcome: Outcome, seconds: float) -> None:
         if self.observer is None:
             return
         try:

@@ -26,20 +26,27 @@ Exceptions pickle with all their attributes (Celery ships them between processes
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, get_args
+import enum
+from typing import Any, Final
 
-Outcome = Literal[
-    "timeout",
-    "refused",
-    "http_4xx",
-    "http_5xx",
-    "http_429",
-    "parse_error",
-    "rejected",
-    "auth",
-    "invalid_request",
-]
-OUTCOMES: Final[frozenset[str]] = frozenset(get_args(Outcome))
+
+class Outcome(enum.StrEnum):
+    """How a gateway request ended, as a bounded metrics label: OK or its failure."""
+
+    OK = "ok"
+    TIMEOUT = "timeout"
+    REFUSED = "refused"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    HTTP_429 = "http_429"
+    PARSE_ERROR = "parse_error"
+    REJECTED = "rejected"
+    AUTH = "auth"
+    INVALID_REQUEST = "invalid_request"
+
+
+# What a GatewayError can carry: every outcome but OK.
+OUTCOMES: Final[frozenset[Outcome]] = frozenset(o for o in Outcome if o is not Outcome.OK)
 
 DUPLICATE_ERRORS: Final[frozenset[str]] = frozenset({"uniq_key dupe"})
 CREDIT_ERRORS: Final[frozenset[str]] = frozenset(
@@ -66,7 +73,7 @@ class GatewayError(Exception):
     """
 
     default_permanent: bool = False
-    default_outcome: Outcome = "parse_error"
+    default_outcome: Outcome = Outcome.PARSE_ERROR
 
     def __init__(
         self,
@@ -78,7 +85,7 @@ class GatewayError(Exception):
     ) -> None:
         self.reason = _clip(reason)
         self.permanent = self.default_permanent if permanent is None else permanent
-        self.outcome: Outcome = outcome or self.default_outcome
+        self.outcome = Outcome(outcome) if outcome else self.default_outcome
         self.retry_after = retry_after
         super().__init__(self.reason)
 
@@ -88,7 +95,7 @@ class GatewayError(Exception):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(reason={self.reason!r}, permanent={self.permanent}, "
-            f"outcome={self.outcome!r}, retry_after={self.retry_after!r})"
+            f"outcome={self.outcome.value!r}, retry_after={self.retry_after!r})"
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -109,13 +116,13 @@ class GatewayTimeout(GatewayError):  # noqa: N818 - names fixed by the interface
     The gateway may still have accepted the message: retry with the same ``uniq_key``.
     """
 
-    default_outcome: Outcome = "timeout"
+    default_outcome: Outcome = Outcome.TIMEOUT
 
 
 class GatewayConnectionError(GatewayError):
     """The connection was refused, reset or could not be opened. Transient."""
 
-    default_outcome: Outcome = "refused"
+    default_outcome: Outcome = Outcome.REFUSED
 
 
 class GatewayHTTPError(GatewayError):
@@ -136,7 +143,7 @@ class GatewayHTTPError(GatewayError):
     ) -> None:
         self.status_code = status_code
         if outcome is None:
-            outcome = "http_5xx" if status_code >= 500 else "http_4xx"
+            outcome = Outcome.HTTP_5XX if status_code >= 500 else Outcome.HTTP_4XX
         if permanent is None:
             permanent = 400 <= status_code < 500 and status_code != 408
         super().__init__(
@@ -164,7 +171,7 @@ class GatewayAuthError(GatewayHTTPError):
 
     def __init__(self, status_code: int = 401, reason: str | None = None, **kw: Any) -> None:
         kw.setdefault("permanent", True)
-        kw.setdefault("outcome", "auth")
+        kw.setdefault("outcome", Outcome.AUTH)
         super().__init__(status_code, reason or f"HTTP {status_code}: credentials refused", **kw)
 
 
@@ -173,7 +180,7 @@ class GatewayThrottled(GatewayHTTPError):  # noqa: N818 - names fixed by the int
 
     def __init__(self, status_code: int = 429, reason: str | None = None, **kw: Any) -> None:
         kw.setdefault("permanent", False)
-        kw.setdefault("outcome", "http_429")
+        kw.setdefault("outcome", Outcome.HTTP_429)
         super().__init__(status_code, reason or f"HTTP {status_code}: throttled", **kw)
 
 
@@ -185,7 +192,7 @@ class GatewayProtocolError(GatewayError):
     and unknown status words.
     """
 
-    default_outcome: Outcome = "parse_error"
+    default_outcome: Outcome = Outcome.PARSE_ERROR
 
 
 class GatewayRequestInvalid(GatewayError):  # noqa: N818 - named like its siblings
@@ -194,7 +201,7 @@ class GatewayRequestInvalid(GatewayError):  # noqa: N818 - named like its siblin
     succeed. The reason names the field and code point, never the text."""
 
     default_permanent: bool = True
-    default_outcome: Outcome = "invalid_request"
+    default_outcome: Outcome = Outcome.INVALID_REQUEST
 
 
 class GatewayRejected(GatewayError):  # noqa: N818 - names fixed by the interface
@@ -206,7 +213,7 @@ class GatewayRejected(GatewayError):  # noqa: N818 - names fixed by the interfac
     """
 
     default_permanent: bool = True
-    default_outcome: Outcome = "rejected"
+    default_outcome: Outcome = Outcome.REJECTED
     duplicate: bool = False
 
     def __init__(self, error: str | None, reason: str | None = None, **kw: Any) -> None:

@@ -24,10 +24,6 @@ class GatewayStatus(enum.StrEnum):
     def is_final(self) -> bool:
         return self in FINAL_STATUSES
 
-    @property
-    def is_moving(self) -> bool:
-        return self in MOVING_STATUSES
-
     @classmethod
     def parse(cls, word: str) -> GatewayStatus:
         """Map a status word in any letter case (and stray whitespace) to the enum.

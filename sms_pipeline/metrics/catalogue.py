@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final, get_args
+from typing import Final
 
 from sms_pipeline.gateway.errors import Outcome as GatewayOutcome
 
@@ -70,21 +70,25 @@ SUBMIT_TO_DELIVERED_BUCKETS: Final = (
 )  # fmt: skip
 ATTEMPT_BUCKETS: Final = (1.0, 2.0, 3.0, 4.0, 5.0, 10.0)
 
-# The `status` values of sms_messages_total: what happened to a message on its way in/out.
-MESSAGE_EVENTS: Final = (
-    "enqueued",
-    "submitted",
-    "rejected",
-    "retrycount_exceeded",
-    "number_invalid",
-    "data1_invalid",
-    "opted_out",
-    "expired",
-    "superseded",
-)
+
+class MessageEvent(enum.StrEnum):
+    """The `status` values of sms_messages_total: what happened to a message on its way."""
+
+    ENQUEUED = "enqueued"
+    SUBMITTED = "submitted"
+    REJECTED = "rejected"
+    RETRYCOUNT_EXCEEDED = "retrycount_exceeded"
+    NUMBER_INVALID = "number_invalid"
+    DATA1_INVALID = "data1_invalid"
+    OPTED_OUT = "opted_out"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+
+
+MESSAGE_EVENTS: Final = tuple(e.value for e in MessageEvent)
 PRIVACY_ACTIONS: Final = ("redacted", "purged", "erased")
 # "ok" and every failure outcome the gateway client sorts an answer into (one list).
-GATEWAY_OUTCOMES: Final = ("ok", *get_args(GatewayOutcome))
+GATEWAY_OUTCOMES: Final = tuple(o.value for o in GatewayOutcome)
 
 MESSAGES_TOTAL: Final = "sms_messages_total"
 GATEWAY_REQUESTS_TOTAL: Final = "sms_gateway_requests_total"

@@ -1,8 +1,13 @@
-"""One-line hooks the services call to record metrics; none of them ever raises.
+"""The hooks services call to record metrics: one call per event, or per batch.
 
 Metrics must never turn a good send into a failure (and a resend): every hook swallows
 its own errors. Labels are bounded: message type, status words, account NAME (the
 accounts table bounds it), never a phone number or an id.
+
+A hook never opens a database connection: what it records goes to the store's buffer
+(written by the store's own thread), in one `add` per call; an account name it needs is
+read through the caller's session and cached. Inside a transaction, increments wait for
+its commit.
 """
 
 from __future__ import annotations
@@ -11,43 +16,47 @@ import datetime as dt
 import functools
 import logging
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any, Final, ParamSpec
+from dataclasses import dataclass, field
+from typing import Final, ParamSpec
 
 from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db.models import Account
+from sms_pipeline.db.models import Account, SendStatus
+from sms_pipeline.gateway.client import Op
+from sms_pipeline.gateway.errors import Outcome as GatewayOutcome
+from sms_pipeline.gateway.statuses import GatewayStatus
 from sms_pipeline.metrics import catalogue as c
-from sms_pipeline.metrics.store import get_store
+from sms_pipeline.metrics.catalogue import MessageEvent
+from sms_pipeline.metrics.store import Increment, Observation, get_store
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 
 _PENDING_KEY: Final = "sms_pipeline.pending_metrics"
-# The send status a message ends its enqueue/send step with → the sms_messages_total status.
-SEND_STATUS_EVENTS: Final[dict[str, str]] = {
-    "SUBMITTED": "submitted",
-    "REJECTED": "rejected",
-    "RETRYCOUNT EXCEEDED": "retrycount_exceeded",
-    "number invalid": "number_invalid",
-    "data1 invalid": "data1_invalid",
-    "OPTED OUT": "opted_out",
-    "EXPIRED": "expired",
-    "SUPERSEDED": "superseded",
-}
-# AttemptResult outcomes that end a message's sending ("submitted" here: uniq_key dupe).
-_ATTEMPT_OUTCOMES: Final = {
-    "rejected": "rejected",
-    "exhausted": "retrycount_exceeded",
-    "submitted": "submitted",
-    "opted_out": "opted_out",
-    "expired": "expired",
-    "superseded": "superseded",
+# The send status a message ends a step with → the sms_messages_total status it counts as.
+SEND_STATUS_EVENTS: Final[dict[str, MessageEvent]] = {
+    SendStatus.SUBMITTED: MessageEvent.SUBMITTED,
+    SendStatus.REJECTED: MessageEvent.REJECTED,
+    SendStatus.RETRYCOUNT_EXCEEDED: MessageEvent.RETRYCOUNT_EXCEEDED,
+    SendStatus.NUMBER_INVALID: MessageEvent.NUMBER_INVALID,
+    SendStatus.DATA1_INVALID: MessageEvent.DATA1_INVALID,
+    SendStatus.OPTED_OUT: MessageEvent.OPTED_OUT,
+    SendStatus.EXPIRED: MessageEvent.EXPIRED,
+    SendStatus.SUPERSEDED: MessageEvent.SUPERSEDED,
 }
 
+# Account names, cached: a label is needed per message, the name changes rarely. Bounded
+# (least recently used first out) and trusted for a minute, so a renamed account shows
+# under its new name soon.
+_NAMES_MAX: Final = 1024
+_NAMES_TTL_SECONDS: Final = 60.0
+_clock: Callable[[], float] = time.monotonic
 _names_lock = threading.Lock()
-_account_names: dict[int, str] = {}
+_account_names: OrderedDict[int, tuple[str, float]] = OrderedDict()
 
 
 def _never_raises(fn: Callable[P, None]) -> Callable[P, None]:
@@ -61,28 +70,28 @@ def _never_raises(fn: Callable[P, None]) -> Callable[P, None]:
     return wrapper
 
 
-def account_name(account_id: int, bind: Session | Connection | None = None) -> str:
-    """The account's name (cached per process: accounts are few and never renamed in flight).
+def account_name(account_id: int, bind: Session | Connection) -> str:
+    """The account's name, read through the caller's own session or connection.
 
-    A caller inside a transaction passes its session or connection (`bind`): the name is
-    read through it. Opening a second connection there would, on SQLite, wait for the
-    caller's own write lock ("database is locked" after the busy timeout). Without `bind`
-    the lookup takes a pooled connection of its own: only outside any transaction.
+    Never on a connection of its own: inside the caller's transaction a second connection
+    would, on SQLite, wait for that transaction's write lock ("database is locked" after
+    the busy timeout).
     """
+    now = _clock()
     with _names_lock:
-        name = _account_names.get(account_id)
-    if name is not None:
-        return name
-    query = select(Account.name).where(Account.id == account_id)
-    if bind is not None:
-        found = bind.execute(query).scalar()
-    else:
-        with get_store().engine.connect() as conn:
-            found = conn.execute(query).scalar()
-    name = str(found) if found is not None else "unknown"
-    if found is not None:
-        with _names_lock:
-            _account_names[account_id] = name
+        cached = _account_names.get(account_id)
+        if cached is not None and cached[1] > now:
+            _account_names.move_to_end(account_id)
+            return cached[0]
+    found = bind.execute(select(Account.name).where(Account.id == account_id)).scalar()
+    if found is None:
+        return "unknown"
+    name = str(found)
+    with _names_lock:
+        _account_names[account_id] = (name, now + _NAMES_TTL_SECONDS)
+        _account_names.move_to_end(account_id)
+        while len(_account_names) > _NAMES_MAX:
+            _account_names.popitem(last=False)
     return name
 
 
@@ -98,15 +107,47 @@ def _seconds(later: dt.datetime | None, earlier: dt.datetime | None) -> float | 
     return max(0.0, (later - earlier).total_seconds())
 
 
+@dataclass
+class _Pending:
+    increments: list[Increment] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+
+
+def _record_later(
+    session: Session, increments: Iterable[Increment], observations: Iterable[Observation] = ()
+) -> None:
+    # Recorded when the session commits (in one call), dropped if it rolls back.
+    pending: _Pending = session.info.setdefault(_PENDING_KEY, _Pending())
+    pending.increments.extend(increments)
+    pending.observations.extend(observations)
+
+
+@event.listens_for(Session, "after_commit")
+def _record_committed(session: Session) -> None:
+    pending: _Pending | None = session.info.pop(_PENDING_KEY, None)
+    if pending is None:
+        return
+    try:
+        get_store().add(pending.increments, pending.observations)
+    except Exception:
+        log.warning("metrics: committed increments not recorded", exc_info=True)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_rolled_back(session: Session) -> None:
+    session.info.pop(_PENDING_KEY, None)
+
+
 # --- gateway -----------------------------------------------------------------------------------
 
 
 @_never_raises
-def gateway_request(operation: str, outcome: str, seconds: float) -> None:
+def gateway_request(operation: Op, outcome: GatewayOutcome, seconds: float) -> None:
     """The IP2SMSClient observer: one request's operation, outcome and latency."""
-    store = get_store()
-    store.inc(c.GATEWAY_REQUESTS_TOTAL, {"operation": operation, "outcome": outcome})
-    store.observe(c.GATEWAY_DURATION, {"operation": operation}, seconds, c.GATEWAY_LATENCY_BUCKETS)
+    get_store().add(
+        [(c.GATEWAY_REQUESTS_TOTAL, {"operation": operation, "outcome": outcome}, 1.0)],
+        [(c.GATEWAY_DURATION, {"operation": operation}, seconds, c.GATEWAY_LATENCY_BUCKETS)],
+    )
 
 
 @_never_raises
@@ -118,12 +159,10 @@ def limit_refused(limit: str, subject: str) -> None:
 # --- messages ------------------------------------------------------------------------------
 
 
-def _stored(
-    message_type: str, account: str, send_status: str
-) -> list[tuple[str, dict[str, object], float]]:
+def _stored(message_type: str, account: str, send_status: str) -> list[Increment]:
     labels = {"type": message_type, "account": account}
-    increments: list[tuple[str, dict[str, object], float]] = [
-        (c.MESSAGES_TOTAL, {**labels, "status": "enqueued"}, 1.0)
+    increments: list[Increment] = [
+        (c.MESSAGES_TOTAL, {**labels, "status": MessageEvent.ENQUEUED}, 1.0)
     ]
     final_event = SEND_STATUS_EVENTS.get(send_status)
     if final_event is not None:
@@ -134,82 +173,104 @@ def _stored(
 @_never_raises
 def message_stored(session: Session, message_type: str, account: str, send_status: str) -> None:
     """A message row was written (enqueue, SQL route, replication): counted when it commits."""
-    session.info.setdefault(_PENDING_KEY, []).extend(_stored(message_type, account, send_status))
+    _record_later(session, _stored(message_type, account, send_status))
 
 
 @_never_raises
 def message_stored_committed(message_type: str, account: str, send_status: str) -> None:
     """A message row was written and is already committed (a one-statement enqueue)."""
-    store = get_store()
-    for name, labels, value in _stored(message_type, account, send_status):
-        store.inc(name, labels, value)
+    get_store().add(_stored(message_type, account, send_status))
 
 
-@event.listens_for(Session, "after_commit")
-def _record_committed(session: Session) -> None:
-    pending = session.info.pop(_PENDING_KEY, None)
-    if not pending:
-        return
-    try:
-        store = get_store()
-        for name, labels, value in pending:
-            store.inc(name, labels, value)
-    except Exception:
-        log.warning("metrics: committed increments not recorded", exc_info=True)
-
-
-@event.listens_for(Session, "after_rollback")
-def _drop_rolled_back(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
-
-
-@_never_raises
-def message_submitted(
-    message_type: str,
-    account_id: int,
-    attempts: int,
-    ready_at: dt.datetime | None,
-    submitted_at: dt.datetime,
-    gateway_status: str,
-    status_changed_at: dt.datetime | None = None,
-) -> None:
-    """The gateway took a message (recorded after the row says so)."""
-    store = get_store()
-    labels = {"type": message_type}
-    store.inc(
-        c.MESSAGES_TOTAL,
-        {**labels, "account": account_name(account_id), "status": "submitted"},
-    )
-    store.observe(c.MESSAGE_ATTEMPTS, labels, attempts, c.ATTEMPT_BUCKETS)
-    waited = _seconds(submitted_at, ready_at)
-    if waited is not None:
-        store.observe(c.ENQUEUE_TO_SUBMIT, labels, waited, c.ENQUEUE_TO_SUBMIT_BUCKETS)
-    status_changed(message_type, gateway_status, submitted_at, status_changed_at or submitted_at)
-
-
-@_never_raises
-def message_failed(
-    message_type: str,
-    account_id: int,
-    attempts: int,
-    outcome: str,
-    bind: Session | Connection | None = None,
-) -> None:
-    """A send attempt failed; `outcome` is AttemptResult.outcome (rejected, exhausted, retry...).
-
-    Only final outcomes count as messages; retries show in the gateway request counters
-    and, at the end, in the attempts histogram. Inside a transaction pass its session or
-    connection as `bind` (see `account_name`).
-    """
-    event_name = _ATTEMPT_OUTCOMES.get(outcome)
+def _ended(
+    message_type: str, account: str, attempts: int, send_status: str
+) -> tuple[list[Increment], list[Observation]]:
+    # Only final outcomes count as messages; retries show in the gateway request counters
+    # and, at the end, in the attempts histogram.
+    event_name = SEND_STATUS_EVENTS.get(send_status)
     if event_name is None:
-        return
-    store = get_store()
-    store.inc(
-        c.MESSAGES_TOTAL,
-        {"type": message_type, "account": account_name(account_id, bind), "status": event_name},
+        return [], []
+    return (
+        [(c.MESSAGES_TOTAL, {"type": message_type, "account": account, "status": event_name}, 1.0)],
+        [(c.MESSAGE_ATTEMPTS, {"type": message_type}, attempts, c.ATTEMPT_BUCKETS)],
     )
-    store.observe(c.MESSAGE_ATTEMPTS, {"type": message_type}, attempts, c.ATTEMPT_BUCKETS)
+
+
+def _status_change(
+    message_type: str,
+    status: str,
+    submitted_at: dt.datetime | None,
+    changed_at: dt.datetime | None,
+) -> tuple[list[Increment], list[Observation]]:
+    increments: list[Increment] = [
+        (c.STATUS_TRANSITIONS_TOTAL, {"type": message_type, "status": status}, 1.0)
+    ]
+    observations: list[Observation] = []
+    took = _seconds(changed_at, submitted_at) if status == GatewayStatus.DELIVERED else None
+    if took is not None:
+        observations.append(
+            (c.SUBMIT_TO_DELIVERED, {"type": message_type}, took, c.SUBMIT_TO_DELIVERED_BUCKETS)
+        )
+    return increments, observations
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The gateway's acceptance of a message, as its metrics see it."""
+
+    gateway_status: str
+    ready_at: dt.datetime | None  # enqueued, or its requested send time if later
+    submitted_at: dt.datetime
+    status_changed_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One message of a recorded send batch."""
+
+    type: str
+    account: str  # the account's NAME
+    attempts: int  # the attempts that counted
+    send_status: str  # where the attempt left it: a message still waiting counts nothing
+    answer: Answer | None = None  # when the gateway took it with an answer
+
+
+@_never_raises
+def messages_sent(messages: Iterable[Sent]) -> None:
+    """A send batch was recorded (after its transaction): all of its metrics in one call."""
+    increments: list[Increment] = []
+    observations: list[Observation] = []
+    for m in messages:
+        counted, observed = _ended(m.type, m.account, m.attempts, m.send_status)
+        increments += counted
+        observations += observed
+        a = m.answer
+        if a is None:
+            continue
+        waited = _seconds(a.submitted_at, a.ready_at)
+        if waited is not None:
+            observations.append(
+                (c.ENQUEUE_TO_SUBMIT, {"type": m.type}, waited, c.ENQUEUE_TO_SUBMIT_BUCKETS)
+            )
+        counted, observed = _status_change(
+            m.type, a.gateway_status, a.submitted_at, a.status_changed_at
+        )
+        increments += counted
+        observations += observed
+    if increments or observations:
+        get_store().add(increments, observations)
+
+
+@_never_raises
+def message_ended(
+    session: Session, message_type: str, account_id: int, attempts: int, send_status: str
+) -> None:
+    """A message ended without a send attempt of its own (expired, superseded, its worker
+    lost): counted when `session` commits, its account name read through `session`."""
+    increments, observations = _ended(
+        message_type, account_name(account_id, session), attempts, send_status
+    )
+    _record_later(session, increments, observations)
 
 
 @_never_raises
@@ -226,17 +287,9 @@ def status_changed(
     changed_at: dt.datetime | None = None,
 ) -> None:
     """A message's gateway status changed to `status` (call once per real change)."""
-    store = get_store()
-    store.inc(c.STATUS_TRANSITIONS_TOTAL, {"type": message_type, "status": status})
-    if status == "Delivered":
-        took = _seconds(changed_at, submitted_at)
-        if took is not None:
-            store.observe(
-                c.SUBMIT_TO_DELIVERED, {"type": message_type}, took, c.SUBMIT_TO_DELIVERED_BUCKETS
-            )
+    get_store().add(*_status_change(message_type, status, submitted_at, changed_at))
 
 
-@_never_raises
 @_never_raises
 def inbound_skipped(kind: str, count: int) -> None:
     """Incoming items of `kind` that could not be read or stored were skipped."""
@@ -250,25 +303,28 @@ def statuses_changed_in(session: Session, message_types: Iterable[str], status: 
     counts: dict[str, int] = {}
     for message_type in message_types:
         counts[message_type] = counts.get(message_type, 0) + 1
-    session.info.setdefault(_PENDING_KEY, []).extend(
-        (c.STATUS_TRANSITIONS_TOTAL, {"type": t, "status": status}, float(n))
-        for t, n in sorted(counts.items())
+    _record_later(
+        session,
+        [
+            (c.STATUS_TRANSITIONS_TOTAL, {"type": t, "status": status}, float(n))
+            for t, n in sorted(counts.items())
+        ],
     )
 
 
-def pending_in(session: Session) -> list[Any]:
-    """Increments waiting for `session` to commit (tests)."""
-    return list(session.info.get(_PENDING_KEY, []))
-
-
 __all__ = [
+    "Answer",
+    "Sent",
     "account_name",
+    "forget_account_names",
     "gateway_request",
     "inbound_skipped",
-    "message_failed",
+    "limit_refused",
+    "message_ended",
     "message_stored",
     "message_stored_committed",
-    "message_submitted",
+    "messages_sent",
+    "privacy_action",
     "status_changed",
     "statuses_changed_in",
 ]

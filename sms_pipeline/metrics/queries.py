@@ -12,22 +12,40 @@ partial indexes' predicates whatever the plan.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final
 
 from sqlalchemy import Connection, TextClause, bindparam, text
 
-from sms_pipeline.db.models import MOVING_STATUS_VALUES, PENDING_SEND_STATUSES
+from sms_pipeline.db import table_name
+from sms_pipeline.db.models import MOVING_STATUS_VALUES, PENDING_SEND_STATUSES, SendStatus
 from sms_pipeline.db.models.base import UTCDateTime
-from sms_pipeline.gateway.statuses import FINAL_STATUSES
+from sms_pipeline.dispatch import queue_class_of
+from sms_pipeline.gateway.statuses import FINAL_STATUSES, GatewayStatus
 
 FINAL_GATEWAY: Final = frozenset(s.value for s in FINAL_STATUSES)
-MOVING: Final = "moving"
-PENDING: Final = "pending"
+
+
+class Unfinished(enum.StrEnum):
+    """The outcome word of a message that is not final yet."""
+
+    PENDING = "pending"  # not yet with the gateway
+    MOVING = "moving"  # with the gateway, not final
+
+
+_UNFINISHED: Final = frozenset(u.value for u in Unfinished)
 # Not the channel's doing: kept out of the rates' denominators (still counted and shown).
-NOT_ATTEMPTED: Final = frozenset({"OPTED OUT", "number invalid", "data1 invalid", "SUPERSEDED"})
-URGENT_TYPES: Final = frozenset({"verification", "2FA"})  # services.outbox.queue_for's rule
+NOT_ATTEMPTED: Final = frozenset(
+    s.value
+    for s in (
+        SendStatus.OPTED_OUT,
+        SendStatus.NUMBER_INVALID,
+        SendStatus.DATA1_INVALID,
+        SendStatus.SUPERSEDED,
+    )
+)
 
 
 def sql_in(column: str, values: tuple[str, ...] | frozenset[str]) -> str:
@@ -35,27 +53,23 @@ def sql_in(column: str, values: tuple[str, ...] | frozenset[str]) -> str:
     return f"{column} IN ({quoted})"
 
 
-def table(dialect: str, name: str = "sms_log") -> str:
-    return name if dialect == "sqlite" else f"verification.{name}"
-
-
 def outcome_of(send_status: str, gateway_status: str | None) -> str:
     """One status word per message: its final gateway status, its final send status, or
     `pending` (not yet with the gateway) / `moving` (with the gateway, not final)."""
-    if send_status == "REJECTED":
-        return "Rejected"
+    if send_status == SendStatus.REJECTED:
+        return GatewayStatus.REJECTED.value
     if gateway_status in FINAL_GATEWAY:
         return str(gateway_status)
     if send_status in PENDING_SEND_STATUSES:
-        return PENDING
-    if send_status == "SUBMITTED":
+        return Unfinished.PENDING.value
+    if send_status == SendStatus.SUBMITTED:
         # A submission known only from "uniq_key dupe" has no gateway id: never polled.
-        return MOVING if gateway_status is not None else "SUBMITTED"
+        return Unfinished.MOVING.value if gateway_status is not None else SendStatus.SUBMITTED.value
     return send_status
 
 
 def is_finished(outcome: str) -> bool:
-    return outcome not in (MOVING, PENDING)
+    return outcome not in _UNFINISHED
 
 
 def counts_in_rates(outcome: str) -> bool:
@@ -64,7 +78,7 @@ def counts_in_rates(outcome: str) -> bool:
 
 
 def queue_of(message_type: str) -> str:
-    return "urgent" if message_type in URGENT_TYPES else "bulk"
+    return queue_class_of(message_type).value
 
 
 def priority_label(priority: int) -> str:
@@ -76,7 +90,7 @@ def priority_label(priority: int) -> str:
     return str(priority)
 
 
-def as_utc(value: object, dialect: str) -> dt.datetime | None:
+def as_utc(value: object) -> dt.datetime | None:
     """A timestamp from a raw text() query, aware UTC on either database."""
     if value is None:
         return None
@@ -94,12 +108,12 @@ class QueueStat:
 
 def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], QueueStat]:
     """(queue, priority label) → waiting messages and the oldest due one."""
-    dialect = conn.dialect.name
+    log_table = table_name(conn, "sms_log")
     rows = conn.execute(
         timed(
             f"SELECT type, priority, count(*), "
             f"min(CASE WHEN due_at <= :now THEN due_at END) "
-            f"FROM {table(dialect)} WHERE {sql_in('send_status', PENDING_SEND_STATUSES)} "
+            f"FROM {log_table} WHERE {sql_in('send_status', PENDING_SEND_STATUSES)} "
             f"GROUP BY type, priority",
             "now",
         ),
@@ -110,17 +124,16 @@ def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], Que
     for message_type, priority, count, due in rows:
         key = (queue_of(message_type), priority_label(int(priority)))
         depth[key] += int(count)
-        due_at = as_utc(due, dialect)
+        due_at = as_utc(due)
         if due_at is not None and (key not in oldest or due_at < oldest[key]):
             oldest[key] = due_at
     return {key: QueueStat(depth[key], oldest.get(key)) for key in depth}
 
 
 def moving_count(conn: Connection) -> int:
-    dialect = conn.dialect.name
     found = conn.execute(
         text(
-            f"SELECT count(*) FROM {table(dialect)} "
+            f"SELECT count(*) FROM {table_name(conn, 'sms_log')} "
             f"WHERE {sql_in('gateway_status', MOVING_STATUS_VALUES)}"
         )
     ).scalar()
@@ -131,12 +144,12 @@ def window_counts(
     conn: Connection, since: dt.datetime, until: dt.datetime | None = None
 ) -> dict[tuple[str, str], int]:
     """(type, outcome) → messages enqueued in [since, until)."""
-    dialect = conn.dialect.name
+    log_table = table_name(conn, "sms_log")
     where = "inserted_at >= :since" + (" AND inserted_at < :until" if until else "")
     params = {"since": since, "until": until} if until else {"since": since}
     rows = conn.execute(
         timed(
-            f"SELECT type, send_status, gateway_status, count(*) FROM {table(dialect)} "
+            f"SELECT type, send_status, gateway_status, count(*) FROM {log_table} "
             f"WHERE {where} GROUP BY type, send_status, gateway_status",
             *params,
         ),

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, select
 
+from sms_pipeline.db import epoch_seconds, is_sqlite, table_name
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics import queries as q
@@ -145,16 +146,13 @@ def _bucket_start(value: dt.datetime, size: int) -> dt.datetime:
 def _bucket_counts(
     conn: Connection, since: dt.datetime, until: dt.datetime, size: int
 ) -> dict[tuple[dt.datetime, str, str], int]:
-    dialect = conn.dialect.name
     # The bucket number (seconds since 1970 // size); `size` is ours, an int.
-    if dialect == "postgresql":
-        bucket = f"floor(extract(epoch FROM inserted_at) / {int(size)})::bigint"
-    else:
-        bucket = f"CAST(strftime('%s', inserted_at) AS INTEGER) / {int(size)}"
+    bucket = f"{epoch_seconds(conn, 'inserted_at')} / {int(size)}"
+    log_table = table_name(conn, "sms_log")
     rows = conn.execute(
         q.timed(
             f"SELECT {bucket} AS bucket, type, send_status, gateway_status, count(*) "
-            f"FROM {q.table(dialect)} WHERE inserted_at >= :since AND inserted_at < :until "
+            f"FROM {log_table} WHERE inserted_at >= :since AND inserted_at < :until "
             f"GROUP BY 1, 2, 3, 4",
             "since",
             "until",
@@ -227,7 +225,7 @@ def _latency_sqlite(conn: Connection, since: dt.datetime, until: dt.datetime) ->
     truncated = len(rows) > SQLITE_LATENCY_LIMIT
     values: dict[str, list[float]] = defaultdict(list)
     for message_type, submitted, changed in rows[:SQLITE_LATENCY_LIMIT]:
-        start, end = q.as_utc(submitted, "sqlite"), q.as_utc(changed, "sqlite")
+        start, end = q.as_utc(submitted), q.as_utc(changed)
         assert start is not None and end is not None
         took = max(0.0, (end - start).total_seconds())
         values[message_type].append(took)
@@ -316,10 +314,10 @@ def build_report(
             key = (_bucket_start(hour, size), message_type, outcome)
             bucket_counts[key] = bucket_counts.get(key, 0) + count
         privacy = _privacy(conn)
-        if conn.dialect.name == "postgresql":
-            latency = _latency_postgres(conn, start, until)
-        else:
+        if is_sqlite(conn):
             latency = _latency_sqlite(conn, start, until)
+        else:
+            latency = _latency_postgres(conn, start, until)
         gateway = _gateway(conn)
 
     per_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

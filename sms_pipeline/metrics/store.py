@@ -1,6 +1,6 @@
 """Stored counters: buffered in the process, added to `verification.metric_counters` in bulk.
 
-The hot path (`inc`, `observe`) only adds to a dict under a lock (about a microsecond);
+The hot path (`add`, or `inc` / `observe` for one sample) only adds to a dict under a lock;
 a background thread flushes the buffer every `flush_interval` seconds in ONE upsert
 statement (`ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value`),
 which works on PostgreSQL and SQLite. Because every flush *adds*, any number of workers
@@ -25,13 +25,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final, cast
 
 from sqlalchemy import Engine, Insert, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from sms_pipeline.db.models import MetricCounter, utcnow
+from sms_pipeline.db.statements import upsert_insert
 
 log = logging.getLogger(__name__)
 
 LabelKey = tuple[str, str]  # (name, canonical labels)
+Increment = tuple[str, Mapping[str, object] | None, float]  # (name, labels, value)
+Observation = tuple[str, Mapping[str, object] | None, float, tuple[float, ...]]  # + buckets
 _ROWS_PER_BATCH: Final = 1000
 _MAX_PENDING_SERIES: Final = 50_000
 
@@ -73,20 +75,19 @@ def histogram_increments(
     return out
 
 
-@functools.cache
-def _upsert(dialect: str) -> Insert:
+def _upsert(engine: Engine) -> Insert:
     """One parameterised statement; executed with a list of rows SQLAlchemy batches them
-    into multi-row VALUES (insertmanyvalues) with a cached compilation."""
+    into multi-row VALUES (insertmanyvalues), compiled once (the engine caches it)."""
     table = cast(Table, MetricCounter.__table__)
-    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert_fn(table)
-    return stmt.on_conflict_do_update(
+    stmt = upsert_insert(engine, table)
+    upsert: Insert = stmt.on_conflict_do_update(
         index_elements=[table.c.name, table.c.labels],
         set_={
             "value": table.c.value + stmt.excluded.value,
             "updated_at": stmt.excluded.updated_at,
         },
     )
+    return upsert
 
 
 @functools.lru_cache(maxsize=4096)
@@ -138,12 +139,31 @@ class MetricsStore:
         return self._engine if isinstance(self._engine, Engine) else self._engine()
 
     # --- the hot path ---------------------------------------------------------------------
+    def add(
+        self, increments: Iterable[Increment] = (), observations: Iterable[Observation] = ()
+    ) -> None:
+        """Counter increments and histogram observations, all under one lock acquisition
+        (a batch of messages records its metrics in one call)."""
+        keyed: list[tuple[LabelKey, float]] = [
+            ((name, _canonical(_items(labels))), value) for name, labels, value in increments
+        ]
+        for name, labels, value, buckets in observations:
+            # Cumulative: every bucket with le >= value, +1.
+            bounds, bucket_keys, sum_key, count_key = _histogram_keys(
+                name, _items(labels), tuple(buckets)
+            )
+            first = bisect.bisect_left(bounds, value)
+            keyed.extend((key, 1.0) for key in bucket_keys[first:])
+            keyed += [(sum_key, value), (count_key, 1.0)]
+        with self._lock:
+            pending = self._pending
+            for key, value in keyed:
+                pending[key] = pending.get(key, 0.0) + value
+
     def inc(
         self, name: str, labels: Mapping[str, object] | None = None, value: float = 1.0
     ) -> None:
-        key = (name, _canonical(_items(labels)))
-        with self._lock:
-            self._pending[key] = self._pending.get(key, 0.0) + value
+        self.add(increments=((name, labels, value),))
 
     def observe(
         self,
@@ -152,17 +172,8 @@ class MetricsStore:
         value: float,
         buckets: Iterable[float],
     ) -> None:
-        """One observation of a cumulative histogram: every bucket with le >= value, +1."""
-        bounds, bucket_keys, sum_key, count_key = _histogram_keys(
-            name, _items(labels), tuple(buckets)
-        )
-        first = bisect.bisect_left(bounds, value)
-        with self._lock:
-            pending = self._pending
-            for key in bucket_keys[first:]:
-                pending[key] = pending.get(key, 0.0) + 1.0
-            pending[sum_key] = pending.get(sum_key, 0.0) + value
-            pending[count_key] = pending.get(count_key, 0.0) + 1.0
+        """One observation of a cumulative histogram."""
+        self.add(observations=((name, labels, value, tuple(buckets)),))
 
     def pending(self) -> dict[LabelKey, float]:
         with self._lock:
@@ -187,7 +198,7 @@ class MetricsStore:
             ]
             try:
                 engine = self.engine
-                stmt = _upsert(engine.dialect.name)
+                stmt = _upsert(engine)
                 with engine.begin() as conn:
                     for start in range(0, len(rows), _ROWS_PER_BATCH):
                         conn.execute(stmt, rows[start : start + _ROWS_PER_BATCH])

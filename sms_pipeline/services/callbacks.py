@@ -24,6 +24,7 @@ reason stays in our logs.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hmac
 import json
 import logging
@@ -33,11 +34,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, case, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from sms_pipeline import dispatch, http
-from sms_pipeline.db import session_scope
+from sms_pipeline.db import insert_ignore, session_scope
 from sms_pipeline.db.models import ApiKey, CallbackEvent, SmsLog, utcnow
 from sms_pipeline.gateway.statuses import FINAL_STATUSES
 from sms_pipeline.services.masking import mask_phone
@@ -180,12 +180,8 @@ def create_events(session: Session, now: dt.datetime, settings: Settings) -> int
                 "created_at": now,
             }
         )
-    on_sqlite = session.get_bind().dialect.name == "sqlite"
-    dialect_insert = sqlite.insert if on_sqlite else postgresql.insert
-    stmt = (
-        dialect_insert(CallbackEvent)
-        .on_conflict_do_nothing(index_elements=["message_id", "status"])
-        .returning(CallbackEvent.id)
+    stmt = insert_ignore(session, CallbackEvent, ["message_id", "status"]).returning(
+        CallbackEvent.id
     )
     # Only the rows actually inserted come back: a concurrent sweep's rows are skipped.
     return len(session.execute(stmt, values).all())
@@ -310,12 +306,21 @@ def _post(claim: _Claim, settings: Settings) -> http.OutboundError | None:
     return http.OutboundError(f"HTTP {answer.status}")
 
 
-def deliver_event(event_id: int, settings: Settings | None = None) -> str:
-    """One delivery attempt of a due event: 'delivered', 'retry', 'given up' or 'skipped'."""
+class Delivery(enum.StrEnum):
+    """What one delivery attempt of a callback event did."""
+
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    RETRY = "retry"  # failed; tried again after a backoff
+    GIVEN_UP = "given up"  # failed for good (permanent, or out of attempts)
+    SKIPPED = "skipped"  # delivered, not due, or claimed by a concurrent copy
+
+
+def deliver_event(event_id: int, settings: Settings | None = None) -> Delivery:
+    """One delivery attempt of a due event."""
     settings = settings or get_settings()
     claim = _claim(event_id, settings)
     if claim is None:
-        return "skipped"  # delivered, not due, or claimed by a concurrent copy
+        return Delivery.SKIPPED
     failure = _post(claim, settings)
     error = failure.reason if failure is not None else None
     now = utcnow()
@@ -326,7 +331,7 @@ def deliver_event(event_id: int, settings: Settings | None = None) -> str:
     )
     if error is None:
         values: dict[str, Any] = {"delivered_at": now, "next_attempt_at": None, "last_error": None}
-        outcome = "delivered"
+        outcome = Delivery.DELIVERED
     elif claim.attempt >= settings.sms_callback_max_attempts or (
         failure is not None and failure.permanent
     ):
@@ -334,14 +339,14 @@ def deliver_event(event_id: int, settings: Settings | None = None) -> str:
             "next_attempt_at": None,
             "last_error": f"given up after {claim.attempt} attempts: {COARSE_ERROR}",
         }
-        outcome = "given up"
+        outcome = Delivery.GIVEN_UP
     else:
         delay = retry_delay(claim.attempt, settings)
         values = {"next_attempt_at": now + dt.timedelta(seconds=delay), "last_error": COARSE_ERROR}
-        outcome = "retry"
+        outcome = Delivery.RETRY
     with session_scope(settings) as session:
         session.execute(update(CallbackEvent).where(mine).values(**values))
-    if outcome == "given up":
+    if outcome is Delivery.GIVEN_UP:
         log.warning(
             "callback event %s (message %s) given up after %d attempts: %s",
             event_id,
@@ -349,6 +354,6 @@ def deliver_event(event_id: int, settings: Settings | None = None) -> str:
             claim.attempt,
             error,
         )
-    elif outcome == "retry":
+    elif outcome is Delivery.RETRY:
         log.info("callback event %s attempt %d failed: %s", event_id, claim.attempt, error)
     return outcome

@@ -21,11 +21,3 @@ def get_gateway_client(settings: Settings | None = None) -> IP2SMSClient:
             client = IP2SMSClient.from_settings(settings, observer=metrics.gateway_request)
             _clients[key] = client
         return client
-
-
-def close_gateway_clients() -> None:
-    with _lock:
-        clients = list(_clients.values())
-        _clients.clear()
-    for client in clients:
-        client.close()

@@ -32,7 +32,7 @@ from sqlalchemy import case, delete, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from sms_pipeline.db import affected, session_scope
+from sms_pipeline.db import affected, insert_ignore, session_scope
 from sms_pipeline.db.models import Account, OptOut, SmsLog, SmsReply, SmsShortcode, utcnow
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.gateway import GatewayError
@@ -98,17 +98,6 @@ class PollResult:
 # --------------------------------------------------------------------------- storing
 
 
-def _insert(session: Session, model: Any) -> Any:
-    # ON CONFLICT is dialect-specific in SQLAlchemy; both dialects spell it the same way.
-    if session.get_bind().dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(model)
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-    return pg_insert(model)
-
-
 def _number(raw: str) -> str:
     # Opt-outs are keyed on E.164, as enqueue writes numbers; keep what the gateway gave
     # when it is not a phone number (a sender name, a short code).
@@ -141,14 +130,12 @@ def apply_keyword(
     """Put a number on the opt-out list (first opt-out kept) or take it off."""
     if action is KeywordAction.OPT_OUT:
         session.execute(
-            _insert(session, OptOut)
-            .values(
+            insert_ignore(session, OptOut, ["phone_number"]).values(
                 phone_number=number,
                 opted_out_at=when,
                 source=source[:16],
                 keyword=(keyword or "")[:32] or None,
             )
-            .on_conflict_do_nothing(index_elements=["phone_number"])
         )
         log.info("%s opted out (%s)", mask_phone(number), source)
     else:
@@ -211,10 +198,7 @@ def store_inbound(
         }
         conflict = ["account_id", "gateway_sc_id"]
     row_id = session.execute(
-        _insert(session, model)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=conflict)
-        .returning(model.id)
+        insert_ignore(session, model, conflict).values(**values).returning(model.id)
     ).scalar()
     if row_id is None:
         existing = session.scalar(

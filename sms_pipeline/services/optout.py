@@ -26,7 +26,7 @@ from sms_pipeline.settings import Settings, get_settings
 
 # Types that carry something the person needs (a code, a medication request): they go even
 # after an opt-out. The only statement of the rule; enqueue, the SQL route and the send
-# claim all ask `stops(...)` / `stops_clause(...)`.
+# path all ask `stops(...)`.
 ESSENTIAL_TYPES = frozenset({"verification", "2FA", "medication_request"})
 
 
@@ -46,13 +46,6 @@ def opted_out_clause(phone_number: Any, phone_hash: Any = None) -> Any:
     if phone_hash is None:
         return by_number
     return or_(by_number, exists().where(OptOutHash.phone_hash == phone_hash))
-
-
-def stops_clause(message_type: Any, phone_number: Any) -> Any:
-    """SQL: an opt-out stops this message (its type is not essential and its number opted out)."""
-    from sqlalchemy import and_
-
-    return and_(message_type.not_in(sorted(ESSENTIAL_TYPES)), opted_out_clause(phone_number))
 
 
 class KeywordAction(enum.StrEnum):

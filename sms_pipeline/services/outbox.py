@@ -20,7 +20,7 @@ from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.orm import Session
 
 from sms_pipeline import dispatch
-from sms_pipeline.db import affected, is_sqlite, session_scope
+from sms_pipeline.db import affected, session_scope, skip_locked
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.settings import Settings, get_settings
@@ -39,10 +39,6 @@ class Dispatch:
     type: str
     priority: int
     countdown: float | None = None
-
-
-def queue_for(message_type: str) -> str:
-    return dispatch.queue_class_of(message_type).value
 
 
 def dispatch_for(
@@ -111,8 +107,9 @@ class SweepResult:
 
 def release_expired_claims(
     session: Session, now: dt.datetime, settings: Settings
-) -> tuple[int, list[tuple[str, int]]]:
-    """Claims whose worker died: back to QUEUED, or RETRYCOUNT EXCEEDED if none are left."""
+) -> tuple[int, int]:
+    """Claims whose worker died: back to QUEUED, or RETRYCOUNT EXCEEDED if none are left
+    (released, exhausted)."""
     base = and_(SmsLog.send_status == SendStatus.SENDING.value, SmsLog.lease_until < now)
     exhausted = session.execute(
         update(SmsLog)
@@ -123,7 +120,7 @@ def release_expired_claims(
             lease_until=None,
             final_at=now,
         )
-        .returning(SmsLog.type, SmsLog.account_id)
+        .returning(SmsLog.type, SmsLog.account_id, SmsLog.attempts)
         .execution_options(synchronize_session=False)
     ).all()
     released = affected(
@@ -140,7 +137,11 @@ def release_expired_claims(
             .execution_options(synchronize_session=False)
         )
     )
-    return released, [(row.type, row.account_id) for row in exhausted]
+    for row in exhausted:
+        metrics.message_ended(
+            session, row.type, row.account_id, row.attempts, SendStatus.RETRYCOUNT_EXCEEDED
+        )
+    return released, len(exhausted)
 
 
 def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> SweepResult:
@@ -160,9 +161,7 @@ def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> Swee
             .order_by(SmsLog.priority.desc(), SmsLog.due_at)
             .limit(limit)
         )
-        if not is_sqlite(session.get_bind()):
-            query = query.with_for_update(skip_locked=True, of=SmsLog)
-        rows = session.execute(query).all()
+        rows = session.execute(skip_locked(session, query, of=SmsLog)).all()
         if rows:
             # A stale dispatch may only be queued behind a backlog, not lost: expect the
             # re-dispatch to take as long as the message has waited (capped), so a backlog
@@ -181,11 +180,9 @@ def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> Swee
                     for r in rows
                 ],
             )
-    for message_type, account_id in exhausted:
-        metrics.message_failed(message_type, account_id, settings.sms_max_attempts, "exhausted")
     if released or exhausted:
-        log.warning("outbox: released %d dead claims, %d out of attempts", released, len(exhausted))
+        log.warning("outbox: released %d dead claims, %d out of attempts", released, exhausted)
     dispatched = publish([Dispatch(r.id, r.type, r.priority) for r in rows])
     if rows:
         log.info("outbox: re-dispatched %d waiting messages", dispatched)
-    return SweepResult(released, len(exhausted), dispatched)
+    return SweepResult(released, exhausted, dispatched)

@@ -33,15 +33,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import phonenumbers
 from sqlalchemy import (
     ColumnElement,
-    Uuid,
     and_,
-    any_,
-    bindparam,
     delete,
     func,
     or_,
@@ -49,10 +46,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import affected, is_sqlite, session_scope
+from sms_pipeline.db import affected, among, is_sqlite, session_scope, skip_locked, upsert_insert
 from sms_pipeline.db.models import (
     AuditEvent,
     CallbackEvent,
@@ -190,9 +186,9 @@ def end_unsendable(
                 .returning(SmsLog.id, SmsLog.type, SmsLog.account_id, SmsLog.attempts)
                 .execution_options(synchronize_session=False)
             ).all()
-        for message_id, message_type, account_id, attempts in rows:
-            metrics.message_failed(message_type, account_id, attempts, status.value.lower())
-            ended.append((message_id, status))
+            for message_id, message_type, account_id, attempts in rows:
+                metrics.message_ended(session, message_type, account_id, attempts, status)
+                ended.append((message_id, status))
     if ended and ids is None:
         log.info("privacy: %d waiting messages ended EXPIRED/SUPERSEDED", len(ended))
     return ended
@@ -260,7 +256,7 @@ def supersede_older(
         .execution_options(synchronize_session=False)
     ).all()
     for (attempts,) in rows:
-        metrics.message_failed(message_type, account_id, attempts, "superseded")
+        metrics.message_ended(session, message_type, account_id, attempts, SendStatus.SUPERSEDED)
     marked = affected(
         session.execute(
             update(SmsLog)
@@ -353,8 +349,7 @@ def _add_to_rollup(
         {"day": d, "hour": h, "type": t, "outcome": o, "messages": n, "segments": s}
         for (d, h, t, o), (n, s) in counts.items()
     ]
-    dialect = postgresql if not is_sqlite(session.get_bind()) else sqlite
-    statement = dialect.insert(DailyRollup)
+    statement = upsert_insert(session, DailyRollup)
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["day", "hour", "type", "outcome"],
@@ -367,16 +362,6 @@ def _add_to_rollup(
     )
 
 
-def _among(session: Session, column: Any, ids: list[uuid.UUID]) -> ColumnElement[bool]:
-    # PostgreSQL: one array parameter (`= ANY`), planned once, instead of thousands of binds.
-    if is_sqlite(session.get_bind()):
-        return cast(ColumnElement[bool], column.in_(ids))
-    return cast(
-        ColumnElement[bool],
-        column == any_(bindparam("ids", value=ids, type_=postgresql.ARRAY(Uuid()))),
-    )
-
-
 def _delete_messages(session: Session, ids: list[uuid.UUID], result: PurgeResult) -> None:
     for model, column in (
         (CallbackEvent, CallbackEvent.message_id),
@@ -384,7 +369,7 @@ def _delete_messages(session: Session, ids: list[uuid.UUID], result: PurgeResult
         (SmsReply, SmsReply.message_id),
         (SmsLog, SmsLog.id),
     ):
-        statement = delete(model).where(_among(session, column, ids))
+        statement = delete(model).where(among(session, column, ids))
         gone = affected(session.execute(statement.execution_options(synchronize_session=False)))
         if model is CallbackEvent:
             result.callback_events += gone
@@ -434,9 +419,7 @@ def purge_expired_rows(
                     .order_by(SmsLog.inserted_at)
                     .limit(size)
                 )
-                if not is_sqlite(session.get_bind()):
-                    query = query.with_for_update(skip_locked=True)
-                rows = session.execute(query).all()
+                rows = session.execute(skip_locked(session, query)).all()
                 if not rows:
                     break
                 counts: dict[tuple[dt.date, int, str, str], list[int]] = defaultdict(lambda: [0, 0])

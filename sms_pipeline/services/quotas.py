@@ -20,6 +20,7 @@ import datetime as dt
 import math
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, storage, strategies
@@ -104,12 +105,16 @@ def account_cap_reached(
     return now + dt.timedelta(seconds=_retry_after(fixed, item, *ids))
 
 
-def count_account_send(account_id: int, settings: Settings | None = None) -> None:
-    """One message of the account was submitted: count it against its daily cap."""
+def count_account_sends(submitted: Mapping[int, int], settings: Settings | None = None) -> None:
+    """Messages were submitted (account id → how many): count them against daily caps,
+    one counter update per account."""
     settings = settings or get_settings()
     item = _account_item(settings)
-    if item is not None:
-        _limiters_for(settings)[1].hit(item, NAMESPACE, "account", str(account_id))
+    if item is None:
+        return
+    fixed = _limiters_for(settings)[1]
+    for account_id, count in submitted.items():
+        fixed.hit(item, NAMESPACE, "account", str(account_id), cost=count)
 
 
 def account_caps_on(settings: Settings | None = None) -> bool:

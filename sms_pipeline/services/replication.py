@@ -62,10 +62,9 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import session_scope
+from sms_pipeline.db import insert_ignore, schema_of, session_scope
 from sms_pipeline.db.models import (
     SCHEMA,
     MessageType,
@@ -130,8 +129,7 @@ class ReplicationResult:
 
 def source_table(conn: Connection) -> Table:
     """The verifications table as this database has it: needed and usable columns only."""
-    schema = None if conn.dialect.name == "sqlite" else SCHEMA
-    found = {c["name"]: c for c in inspect(conn).get_columns(TABLE, schema=schema)}
+    found = {c["name"]: c for c in inspect(conn).get_columns(TABLE, schema=schema_of(conn))}
     missing = [name for name in REQUIRED_COLUMNS if name not in found]
     if missing:
         raise RuntimeError(f"{SCHEMA}.{TABLE} has no column {', '.join(missing)}")
@@ -261,10 +259,7 @@ def _row_for(
 
 
 def _insert(session: Session) -> Insert:
-    table = cast(Table, SmsLog.__table__)
-    if session.get_bind().dialect.name == "sqlite":
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["verification_id"])
-    return postgresql.insert(table).on_conflict_do_nothing(index_elements=["verification_id"])
+    return insert_ignore(session, cast(Table, SmsLog.__table__), ["verification_id"])
 
 
 def find_unreplicated(
@@ -285,10 +280,10 @@ def find_unreplicated(
 
 
 def _default_account(settings: Settings) -> tuple[int, str]:
-    """The default account's id and metrics name, looked up outside the batch's transaction."""
+    """The default account's id and name (its metrics label)."""
     with session_scope(settings) as session:
-        account_id = get_or_create_default_account(session, settings).id
-    return account_id, metrics.account_name(account_id)
+        account = get_or_create_default_account(session, settings)
+        return account.id, account.name
 
 
 def replicate_batch(

@@ -40,7 +40,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from sms_pipeline import dispatch, hints
-from sms_pipeline.db import affected, get_engine, is_sqlite
+from sms_pipeline.db import affected, alone, autocommit_connection, get_engine, is_sqlite
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import (
     GatewayConnectionError,
@@ -85,6 +85,10 @@ class Outcome(enum.StrEnum):
     @property
     def is_final_failure(self) -> bool:
         return self in (Outcome.REJECTED, Outcome.EXHAUSTED)
+
+
+# The outcome of a message `privacy.end_unsendable` ended instead of sending it.
+_ENDED = {SendStatus.EXPIRED: Outcome.EXPIRED, SendStatus.SUPERSEDED: Outcome.SUPERSEDED}
 
 
 @dataclass(frozen=True)
@@ -178,9 +182,8 @@ class _Scope:
 class _Db:
     """The connections a drain holds for its whole run (one pool checkout, one ping).
 
-    `rows()` runs one statement as its own transaction: in autocommit on PostgreSQL (a
-    single UPDATE is atomic: no BEGIN and COMMIT round trips), in a short transaction on
-    SQLite. `tx` is for the record step's transaction.
+    `rows()` runs one statement as its own transaction (`db.alone`: no BEGIN and COMMIT
+    round trips on PostgreSQL). `tx` is for the record step's transaction.
     """
 
     auto: Connection
@@ -188,21 +191,15 @@ class _Db:
     sqlite: bool
 
     def rows(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        if self.sqlite:
-            with self.auto.begin():
-                return list(self.auto.execute(statement, params).all())
-        return list(self.auto.execute(statement, params).all())
+        with alone(self.auto):
+            return list(self.auto.execute(statement, params).all())
 
 
 @contextlib.contextmanager
 def _database(settings: Settings) -> Iterator[_Db]:
     engine = get_engine(settings)
-    sqlite = is_sqlite(engine)
-    auto = engine.connect()
-    if not sqlite:
-        auto = auto.execution_options(isolation_level="AUTOCOMMIT")
-    with auto, engine.connect() as tx:
-        yield _Db(auto, tx, sqlite)
+    with autocommit_connection(engine) as auto, engine.connect() as tx:
+        yield _Db(auto, tx, is_sqlite(engine))
 
 
 def _accounts(db: _Db) -> dict[int, Account]:
@@ -675,8 +672,7 @@ def send_batch(
         # Given messages the claim refused because they expired or were superseded end
         # now, explained (a drain leaves those to the privacy sweep).
         for message_id, status in privacy.end_unsendable(settings, now=now, ids=scope.ids):
-            outcome = Outcome(status.value.lower())
-            batch.results[message_id] = AttemptResult(outcome, detail=status.value)
+            batch.results[message_id] = AttemptResult(_ENDED[status], detail=status.value)
     if not claims:
         _kick_later(later)
         return batch
@@ -701,7 +697,7 @@ def send_batch(
         )
     for w in writes:
         batch.results[w.claim.id] = w.result
-    _observe(writes, now, settings)
+    _observe(writes, accounts, now, settings)
     later += [
         outbox.Dispatch(w.claim.id, w.claim.type, w.claim.priority, w.result.retry_in)
         for w in writes
@@ -711,19 +707,38 @@ def send_batch(
     return batch
 
 
-def _observe(writes: Sequence[_Write], now: dt.datetime, settings: Settings) -> None:
-    """Metrics and logs for a recorded batch: per message on DEBUG, per batch on INFO."""
+def _observe(
+    writes: Sequence[_Write], accounts: dict[int, Account], now: dt.datetime, settings: Settings
+) -> None:
+    """Metrics and logs for a recorded batch: the metrics in one call, the daily caps counted
+    once per account, logs per message on DEBUG and per batch on INFO."""
+    if not writes:
+        return
+    sent: list[metrics.Sent] = []
+    submitted: dict[int, int] = {}
     for w in writes:
         c = w.claim
         outcome = w.result.outcome
-        if outcome is Outcome.SUBMITTED and w.result.detail is None:
-            quotas.count_account_send(c.account_id, settings)
-            metrics.message_submitted(
-                c.type, c.account_id, c.attempt, c.ready_at, now, w.gateway_status or "",
-                w.status_changed_at,
-            )  # fmt: skip
-        else:
-            metrics.message_failed(c.type, c.account_id, c.attempt - w.give_back, outcome.value)
+        answer = None
+        if outcome is Outcome.SUBMITTED:
+            submitted[c.account_id] = submitted.get(c.account_id, 0) + 1
+            if w.result.detail is None:  # the gateway answered (not a uniq_key dupe)
+                answer = metrics.Answer(
+                    gateway_status=w.gateway_status or "",
+                    ready_at=c.ready_at,
+                    submitted_at=now,
+                    status_changed_at=w.status_changed_at or now,
+                )
+        account = accounts.get(c.account_id)
+        sent.append(
+            metrics.Sent(
+                type=c.type,
+                account=account.name if account is not None else "unknown",
+                attempts=c.attempt - w.give_back,
+                send_status=w.send_status,
+                answer=answer,
+            )
+        )
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "message %s to %s attempt %d: %s (%s)",
@@ -742,15 +757,16 @@ def _observe(writes: Sequence[_Write], now: dt.datetime, settings: Settings) -> 
                 c.attempt,
                 w.last_error,
             )
-    if writes:
-        counts: dict[str, int] = {}
-        for w in writes:
-            counts[w.result.outcome.value] = counts.get(w.result.outcome.value, 0) + 1
-        log.info(
-            "send batch of %d: %s",
-            len(writes),
-            ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-        )
+    metrics.messages_sent(sent)
+    quotas.count_account_sends(submitted, settings)
+    counts: dict[str, int] = {}
+    for w in writes:
+        counts[w.result.outcome.value] = counts.get(w.result.outcome.value, 0) + 1
+    log.info(
+        "send batch of %d: %s",
+        len(writes),
+        ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+    )
 
 
 def _kick_later(later: Sequence[outbox.Dispatch]) -> None:

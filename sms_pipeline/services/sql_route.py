@@ -14,7 +14,7 @@ import uuid
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import is_sqlite, session_scope
+from sms_pipeline.db import session_scope, skip_locked
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.metrics import hooks as metrics
@@ -95,19 +95,15 @@ def ingest_account_queue(
     """Move up to `limit` waiting queue rows of one account into the log; returns how many."""
     settings = settings or get_settings()
     now = utcnow()
-    # Looked up before the transaction: on SQLite a second connection opened inside it
-    # would wait for this transaction's write lock (and this one for it).
-    account = metrics.account_name(account_id)
     with session_scope(settings) as session:
+        account = metrics.account_name(account_id, session)
         query = (
             select(SmsQueue)
             .where(SmsQueue.account_id == account_id)
             .order_by(SmsQueue.priority.desc(), SmsQueue.id)
             .limit(limit)
         )
-        if not is_sqlite(session.get_bind()):
-            query = query.with_for_update(skip_locked=True)
-        rows = list(session.scalars(query))
+        rows = list(session.scalars(skip_locked(session, query)))
         for row in rows:
             message = _message_from_row(session, row, now, settings)
             if message.send_status == SendStatus.QUEUED.value:

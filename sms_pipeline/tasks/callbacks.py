@@ -16,4 +16,4 @@ def callbacks_sweep() -> dict[str, int]:
 def deliver_callback(event_id: int) -> str:
     # Retries live in the event row (next_attempt_at), not in the broker: a failed POST
     # reschedules the event and the sweep dispatches it again when it is due.
-    return callbacks.deliver_event(int(event_id))
+    return callbacks.deliver_event(int(event_id)).value

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, event, insert, select
 from sms_pipeline import enqueue_sms
 from sms_pipeline.db import get_engine, session_scope
 from sms_pipeline.db.models import OptOut, SendStatus, SmsLog, SmsQueue, Verification, utcnow
+from sms_pipeline.metrics.hooks import forget_account_names
 from sms_pipeline.services import outbox, replication, sending, sql_route
 from sms_pipeline.services.accounts import get_or_create_default_account
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
@@ -126,3 +127,18 @@ def test_a_text_to_an_opted_out_number_is_closed_holding_one_connection(
     with counting_connections(get_engine()) as counter:
         assert sending.attempt_send(message_id).outcome == "opted_out"
     assert counter.inside_a_transaction == 0
+
+
+def test_a_code_superseding_another_is_stored_holding_one_connection(account_id: int) -> None:
+    first = enqueue_sms("+380931234567", "Your code is 111111", "verification")
+    # Nothing cached: the superseded message's metrics need the account's name, read
+    # inside the new code's transaction.
+    forget_account_names()
+    with counting_connections(get_engine()) as counter:
+        second = enqueue_sms("+380931234567", "Your code is 222222", "verification")
+    assert counter.inside_a_transaction == 0
+    with session_scope() as session:
+        statuses = {
+            r.id: r.send_status for r in session.execute(select(SmsLog.id, SmsLog.send_status))
+        }
+    assert statuses == {first: SendStatus.SUPERSEDED.value, second: SendStatus.QUEUED.value}

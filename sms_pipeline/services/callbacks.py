@@ -214,7 +214,7 @@ def sweep_callbacks(settings: Settings | None = None) -> CallbackSweep:
         due = due_event_ids(session, now, settings.sms_callback_batch_limit)
     # A task that waits longer than the next sweep is superseded by that sweep's: letting
     # it expire keeps a backlog from piling up copies (a copy that runs is a no-op anyway).
-    expires = max(30.0, 2 * settings.sms_outbox_sweep_seconds)
+    expires = max(30.0, 2 * settings.sms_callback_sweep_seconds)
     dispatched = dispatch.callback_deliveries(due, expires)
     if created or dispatched:
         log.info("callbacks: %d new events, %d deliveries dispatched", created, dispatched)

@@ -472,3 +472,24 @@ def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
     assert payload["status"] == "Rejected" and payload["send_status"] == "REJECTED"
     (event,) = events_of(message_id)
     assert event.delivered_at is not None and event.attempts == 2
+
+
+def test_dispatched_deliveries_expire_after_two_callback_sweeps_not_outbox_sweeps(
+    db: Any,
+    redis_url: str,
+    receiver: Receiver,
+    api_key: NewApiKey,
+    fast_callbacks: Any,
+    settings_env: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings_env(SMS_CALLBACK_SWEEP_SECONDS=100, SMS_OUTBOX_SWEEP_SECONDS=1)
+    published: list[tuple[list[Any], float]] = []
+    monkeypatch.setattr(
+        callbacks.dispatch,
+        "callback_deliveries",
+        lambda ids, expires: published.append((list(ids), expires)) or len(ids),
+    )
+    make_final(post_via_api(api_key, NUMBER, receiver.url))
+    assert callbacks.sweep_callbacks().dispatched == 1
+    assert [expires for _, expires in published] == [200.0]

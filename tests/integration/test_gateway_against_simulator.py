@@ -250,8 +250,13 @@ def test_concurrent_sends_share_one_client(client: IP2SMSClient) -> None:
     assert len(set(ids)) == 80
 
 
-def test_extra_routes_reach_the_state(base_url: str) -> None:
-    assert requests.get(f"{base_url}/_sim/ping", timeout=5).json()["messages"] >= 0
+def test_extra_routes_reach_the_state(client: IP2SMSClient, base_url: str) -> None:
+    def stored() -> int:
+        return int(requests.get(f"{base_url}/_sim/ping", timeout=5).json()["messages"])
+
+    before = stored()
+    client.send(number("99"), "x", uniq_key=key())
+    assert stored() == before + 1
 
 
 def test_rules_endpoint_lists_the_table(base_url: str) -> None:

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from sms_pipeline.services import callbacks
 from sms_pipeline.services.api_keys import NewApiKey, create_api_key
 from sms_pipeline.services.enqueue import enqueue_sms
 from sms_pipeline.services.masking import mask_phone
+from tests.support import wait_until
 
 NUMBER = "+380931234567"
 REJECTED_NUMBER = "+380931234504"  # the simulator rejects it: final at once
@@ -437,13 +438,6 @@ def test_send_status_endings_are_events_too(db: Any, redis_url: str, receiver: R
     assert json.loads(event.payload)["error"] == "HTTP 503"
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
-
-
 def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
     worker: Any, receiver: Receiver, api_key: NewApiKey, fast_callbacks: Any
 ) -> None:
@@ -457,7 +451,7 @@ def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
             row = session.get(SmsLog, message_id)
             return row is not None and row.final_at is not None
 
-    wait_until(final)
+    wait_until(final, 30, "the message to end")
     # Beat's job, run through the broker: the sweep dispatches deliveries to the worker.
     for _ in range(100):
         app.send_task(CALLBACKS_SWEEP_TASK)

@@ -159,21 +159,26 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def simulator(settings_env: Any) -> Iterator[Any]:
-    """The IP2SMS simulator on a free loopback port, with settings pointing at it."""
+def simulator(request: pytest.FixtureRequest, settings_env: Any) -> Iterator[Any]:
+    """The IP2SMS simulator on a free loopback port, with settings pointing at it.
+
+    A test changes its configuration through indirect parametrisation:
+    `@pytest.mark.parametrize("simulator", [{"slow_seconds": 1.0}], indirect=True)`.
+    """
     from sms_pipeline.simulator import SimulatorConfig, running_simulator
     from sms_pipeline.simulator.inbound import inbound_routes
 
-    config = SimulatorConfig(
-        host="127.0.0.1",
-        port=0,
-        login="demo",
-        password="demo",
-        enroute_after=0.2,
-        deliver_after=0.4,
-        slow_seconds=5.0,
-        extra_routes=(inbound_routes(),),
-    )
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "login": "demo",
+        "password": "demo",
+        "enroute_after": 0.2,
+        "deliver_after": 0.4,
+        "slow_seconds": 5.0,
+        "extra_routes": (inbound_routes(),),
+    }
+    config = SimulatorConfig(**{**values, **getattr(request, "param", {})})
     with running_simulator(config) as base_url:
         settings_env(
             IP2SMS_SEND_URL=f"{base_url}/ip2sms/",
@@ -199,14 +204,22 @@ class SimulatorHandle:
         result: dict[str, Any] = answer.json()
         return result
 
-    def submissions(self, uniq_key: str) -> int:
+    def _submissions(self, uniq_key: str) -> dict[str, Any]:
         import requests
 
         answer = requests.get(
             f"{self.base_url}/_sim/submissions", params={"uniq_key": uniq_key}, timeout=5
         )
         answer.raise_for_status()
-        return int(answer.json()["submissions"])
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def submissions(self, uniq_key: str) -> int:
+        return int(self._submissions(uniq_key)["submissions"])
+
+    def accepted(self, uniq_key: str) -> bool:
+        """Whether the gateway holds a message with this uniq_key (a slow one, late)."""
+        return self._submissions(uniq_key)["gateway_id"] is not None
 
 
 @pytest.fixture

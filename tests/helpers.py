@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -34,6 +37,69 @@ def wait_for(
 
 def is_final(row: SmsLog) -> bool:
     return SendStatus(row.send_status).is_final
+
+
+class SimClock:
+    """A gateway simulator's clock (`SimState.clock`) that a test moves forward: messages
+    accepted before `advance(s)` are `s` seconds older, so their statuses and auto-replies
+    come without the test sleeping. Real time still runs underneath."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class TaskWatch:
+    """Celery tasks published and run in this process while the block is open.
+
+    The test worker runs in this process (tests/conftest.py `worker`), so its threads send
+    Celery's signals here: `settled()` holds once every watched task published since the
+    block opened (by the test or by a task) has run, countdowns included. It replaces
+    sleeping "long enough for anything more to happen" with waiting for exactly that.
+    """
+
+    def __init__(self, names: Collection[str]) -> None:
+        self.names = set(names)
+        self.published: set[str] = set()
+        self.finished: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _on_publish(self, sender: Any = None, headers: Any = None, **_: Any) -> None:
+        if sender in self.names and headers:
+            with self._lock:
+                self.published.add(headers["id"])
+
+    def _on_finish(self, task_id: Any = None, task: Any = None, **_: Any) -> None:
+        if getattr(task, "name", None) in self.names:
+            with self._lock:
+                self.finished.add(task_id)
+
+    def settled(self) -> bool:
+        with self._lock:
+            return self.published <= self.finished
+
+    def __enter__(self) -> TaskWatch:
+        from celery.signals import after_task_publish, task_postrun
+
+        after_task_publish.connect(self._on_publish, weak=False)
+        task_postrun.connect(self._on_finish, weak=False)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        from celery.signals import after_task_publish, task_postrun
+
+        after_task_publish.disconnect(self._on_publish)
+        task_postrun.disconnect(self._on_finish)
 
 
 def decode_broker_value(value: bytes) -> list[str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import time_machine
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
@@ -29,6 +30,7 @@ from sms_pipeline.services import callbacks
 from sms_pipeline.services.api_keys import NewApiKey, create_api_key
 from sms_pipeline.services.enqueue import enqueue_sms
 from sms_pipeline.services.masking import mask_phone
+from tests.helpers import TaskWatch
 from tests.support import wait_until
 
 NUMBER = "+380931234567"
@@ -190,7 +192,6 @@ def test_final_message_gets_one_signed_event_however_often_the_sweep_runs(
     assert got.headers["X-SMS-Event-Id"] == str(event.id)
     assert event.delivered_at is not None and event.next_attempt_at is None
     assert event.attempts == 1
-    time.sleep(0.2)
     assert len(receiver.received) == 1
 
 
@@ -207,10 +208,9 @@ def test_failed_callback_is_retried_with_backoff_then_delivered(
     (event,) = events_of(message_id)
     assert event.last_error == "delivery failed" and event.attempts == 1
     assert event.next_attempt_at is not None and event.next_attempt_at > before
-    # Not due yet when asked at once? The backoff is 0.05 s: wait for it, then retry.
-    while utcnow() < event.next_attempt_at:
-        time.sleep(0.01)
-    assert deliver_all(message_id) == ["delivered"]
+    # Due once its backoff (0.05 s) has passed: the clock is moved there, not waited for.
+    with time_machine.travel(event.next_attempt_at):
+        assert deliver_all(message_id) == ["delivered"]
     first, second = receiver.wait_for(2)
     assert (first.answered, second.answered) == (500, 200)
     assert first.body == second.body  # the same event, re-signed
@@ -243,8 +243,10 @@ def test_callback_is_given_up_after_the_last_attempt(
     callbacks.sweep_callbacks()
     outcomes = []
     for _ in range(3):
-        time.sleep(0.05)
-        outcomes += deliver_all(message_id)
+        (due,) = [e.next_attempt_at for e in events_of(message_id)]
+        assert due is not None
+        with time_machine.travel(max(due, utcnow())):  # past each backoff (0.01 s)
+            outcomes += deliver_all(message_id)
     assert outcomes == ["retry", "retry", "given up"]
     (event,) = events_of(message_id)
     assert event.delivered_at is None and event.next_attempt_at is None
@@ -441,7 +443,7 @@ def test_send_status_endings_are_events_too(db: Any, redis_url: str, receiver: R
 def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
     worker: Any, receiver: Receiver, api_key: NewApiKey, fast_callbacks: Any
 ) -> None:
-    from sms_pipeline.celery_app import CALLBACKS_SWEEP_TASK, app
+    from sms_pipeline.celery_app import CALLBACKS_SWEEP_TASK, DELIVER_CALLBACK_TASK, app
 
     receiver.answers = [500]
     message_id = post_via_api(api_key, REJECTED_NUMBER, receiver.url)
@@ -452,15 +454,17 @@ def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
             return row is not None and row.final_at is not None
 
     wait_until(final, 30, "the message to end")
-    # Beat's job, run through the broker: the sweep dispatches deliveries to the worker.
-    for _ in range(100):
-        app.send_task(CALLBACKS_SWEEP_TASK)
-        time.sleep(0.2)
-        if [r for r in receiver.received if r.answered == 200]:
-            break
-    for _ in range(3):  # more sweeps after delivery send nothing more
-        app.send_task(CALLBACKS_SWEEP_TASK)
-    time.sleep(1.0)
+    with TaskWatch([CALLBACKS_SWEEP_TASK, DELIVER_CALLBACK_TASK]) as tasks:
+        # Beat's job, run through the broker: the sweep dispatches deliveries to the worker.
+        for _ in range(100):
+            app.send_task(CALLBACKS_SWEEP_TASK)
+            time.sleep(0.2)
+            if [r for r in receiver.received if r.answered == 200]:
+                break
+        for _ in range(3):  # more sweeps after delivery send nothing more
+            app.send_task(CALLBACKS_SWEEP_TASK)
+        # Every sweep has run, and every delivery any of them dispatched.
+        wait_until(tasks.settled, 60, "the sweeps and their deliveries to run")
     assert [r.answered for r in receiver.received] == [500, 200]
     payload = assert_signed(receiver.received[-1], api_key.signing_secret)
     assert payload["status"] == "Rejected" and payload["send_status"] == "REJECTED"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from typing import Any
 
@@ -15,6 +14,7 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.services import outbox, sending, sql_route
 from tests.helpers import NORMAL, is_final, wait_for
+from tests.support import wait_until
 
 
 def make_account(**values: Any) -> int:
@@ -174,15 +174,16 @@ def test_gateway_429_counts_an_attempt_and_slows_the_account(
         assert session.get(Account, account_id).paused_until is not None
 
 
+@pytest.mark.parametrize("simulator", [{"slow_seconds": 1.5}], indirect=True, ids=["slow-1.5s"])
 def test_uniq_key_dupe_after_lost_answer_is_recorded_as_submitted(
     db: Any, simulator: Any, no_dispatch: list[Any], settings_env: Any
 ) -> None:
-    # The slow rule answers after 5 s; the client gives up after 0.5 s, and the gateway
+    # The slow rule answers after 1.5 s; the client gives up after 0.5 s, and the gateway
     # keeps the message. The retry then meets uniq_key dupe.
     settings_env(IP2SMS_READ_TIMEOUT=0.5)
     message_id = enqueue_sms("+380931234506", "hello")
     assert sending.attempt_send(message_id).outcome == "retry"
-    time.sleep(5.5)
+    wait_until(lambda: simulator.accepted(message_id.hex), 30, "the gateway to keep it")
     with session_scope() as session:
         session.execute(update(SmsLog).values(due_at=utcnow()))
     assert sending.attempt_send(message_id).outcome == "submitted"

@@ -38,6 +38,7 @@ from sms_pipeline.gateway import (
 )
 from sms_pipeline.gateway.client import _transport_error, parse_retry_after
 from sms_pipeline.gateway.errors import OUTCOMES, rejection
+from tests.support import wait_until
 
 PASSWORD = "s3cr3t-Pa55word"
 
@@ -537,7 +538,7 @@ def test_declared_huge_content_length_is_refused_without_reading() -> None:
     client, _ = make_client(behave(body), max_response_bytes=4096)
     with pytest.raises(GatewayProtocolError):
         client.send("+380931234567", "x")
-    time.sleep(0.2)  # let the server see the close
+    wait_until(lambda: body.closed_before_body, 10, "the server to see the close")
     assert body.closed_before_body
     assert body.sent == 0
 

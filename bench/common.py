@@ -273,10 +273,10 @@ class BenchEnv:
         if key in self._baselines:
             return self._baselines[key]
         from bench.noop_worker import NOOP_TASK
-        from sms_pipeline.celery_app import BULK_QUEUE, app, celery_priority
+        from sms_pipeline.celery_app import BULK_QUEUE, app
 
         for _ in range(count):
-            app.send_task(NOOP_TASK, queue=BULK_QUEUE, priority=celery_priority(0))
+            app.send_task(NOOP_TASK, queue=BULK_QUEUE)
         worker = self.start_worker(pool=pool, concurrency=concurrency, baseline=True, name="noop")
         cpu0 = worker.cpu_seconds()
         started = wait_until(lambda: self.queued() < count, 60, "the noop worker to start")

@@ -151,6 +151,14 @@ def db(pg_engine: Any) -> Iterator[Any]:
             redis.Redis.from_url(REDIS_TEST_URL).delete(*keys)
 
 
+@pytest.fixture
+def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Publishes kept in the returned list instead of reaching the broker."""
+    from tests.helpers import capture_publishes
+
+    return capture_publishes(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     require(REDIS_PROBLEM)

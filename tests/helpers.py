@@ -8,10 +8,11 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from types import TracebackType
 from typing import Any
 
+import pytest
 import redis
 
 from sms_pipeline.db import session_scope
@@ -35,6 +36,22 @@ def wait_for(
         time.sleep(0.1)
 
 
+def capture_publishes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Keep the dispatches enqueue and the sweeps publish in the returned list instead
+    of sending them to the broker (so no worker takes the messages)."""
+    from sms_pipeline.services import outbox
+
+    published: list[Any] = []
+
+    def publish(dispatches: Iterable[Any]) -> int:
+        batch = list(dispatches)
+        published.extend(batch)
+        return len(batch)
+
+    monkeypatch.setattr(outbox, "publish", publish)
+    return published
+
+
 def is_final(row: SmsLog) -> bool:
     return SendStatus(row.send_status).is_final
 
@@ -42,13 +59,15 @@ def is_final(row: SmsLog) -> bool:
 class SimClock:
     """A gateway simulator's clock (`SimState.clock`) that a test moves forward: messages
     accepted before `advance(s)` are `s` seconds older, so their statuses and auto-replies
-    come without the test sleeping. Real time still runs underneath."""
+    come without the test sleeping. Real time runs underneath unless `frozen`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, frozen: bool = False) -> None:
         self.offset = 0.0
+        self.frozen_at = time.monotonic() if frozen else None
 
     def __call__(self) -> float:
-        return time.monotonic() + self.offset
+        base = time.monotonic() if self.frozen_at is None else self.frozen_at
+        return base + self.offset
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
@@ -123,17 +142,19 @@ def redis_texts(client: redis.Redis) -> list[str]:
     for key in client.scan_iter():
         texts.append(key.decode("utf-8", "replace"))
         kind = client.type(key)
-        values: list[bytes] = []
+        # redis-py types its answers for the sync and the asyncio client at once: Any here.
+        values: Any = []
         if kind == b"list":
             values = client.lrange(key, 0, -1)
         elif kind == b"hash":
-            values = list(client.hvals(key))
+            values = client.hvals(key)
         elif kind == b"string":
             values = [client.get(key) or b""]
         elif kind == b"zset":
-            values = [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+            scored: Any = client.zrange(key, 0, -1, withscores=True)
+            values = [m for m, _ in scored]
         elif kind == b"set":
-            values = list(client.smembers(key))
+            values = client.smembers(key)
         for value in values:
             texts += decode_broker_value(value)
     return texts

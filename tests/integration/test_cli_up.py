@@ -277,7 +277,8 @@ def test_an_unreachable_database_is_one_line_and_debug_shows_the_traceback(
 def test_postgres_without_tables_names_db_upgrade(
     fresh: tuple[dict[str, str], Path],
 ) -> None:
-    from tests.conftest import PG_ADMIN_URL, PG_PROBLEM, require
+    from tests.conftest import PG_PROBLEM, require
+    from tests.support import PG_ADMIN_URL
 
     require(PG_PROBLEM)
     import psycopg

@@ -125,4 +125,4 @@ def test_a_send_task_failing_on_the_database_reports_no_number_or_body(
     assert leaks(repr(result.result)) == []
     assert leaks(everything_logged(caplog)) == []
     with session_scope() as session:  # the refused claim left the message waiting, not lost
-        assert session.get(SmsLog, message_id).send_status == SendStatus.QUEUED.value
+        assert session.get_one(SmsLog, message_id).send_status == SendStatus.QUEUED.value

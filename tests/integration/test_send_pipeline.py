@@ -126,7 +126,7 @@ def test_sweeper_resends_message_whose_dispatch_was_lost(
     message_id = enqueue_sms(NORMAL, "hello", "text")
     time.sleep(0.5)
     with session_scope() as session:
-        assert session.get(SmsLog, message_id).send_status == SendStatus.QUEUED.value
+        assert session.get_one(SmsLog, message_id).send_status == SendStatus.QUEUED.value
     monkeypatch.setattr(outbox, "publish", real_publish)
     settings_env(SMS_OUTBOX_GRACE_SECONDS=1)
     with time_machine.travel(utcnow() + dt.timedelta(seconds=1.1)):  # past the grace

@@ -80,6 +80,8 @@ class TaskWatch:
     Celery's signals here: `settled()` holds once every watched task published since the
     block opened (by the test or by a task) has run, countdowns included. It replaces
     sleeping "long enough for anything more to happen" with waiting for exactly that.
+    Tasks are told apart by id: Celery's own retry (same id) would not count, and the
+    pipeline does not use it (a retry is a new countdown publish).
     """
 
     def __init__(self, names: Collection[str]) -> None:

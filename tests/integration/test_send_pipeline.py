@@ -7,8 +7,7 @@ import time
 from typing import Any
 
 import pytest
-import time_machine
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from sms_pipeline import InvalidMessage, enqueue_sms
 from sms_pipeline.db import session_scope
@@ -129,8 +128,13 @@ def test_sweeper_resends_message_whose_dispatch_was_lost(
         assert session.get_one(SmsLog, message_id).send_status == SendStatus.QUEUED.value
     monkeypatch.setattr(outbox, "publish", real_publish)
     settings_env(SMS_OUTBOX_GRACE_SECONDS=1)
-    with time_machine.travel(utcnow() + dt.timedelta(seconds=1.1)):  # past the grace
-        assert outbox.sweep_outbox().dispatched == 1
+    with session_scope() as session:  # its lost dispatch went out longer ago than the grace
+        session.execute(
+            update(SmsLog)
+            .where(SmsLog.id == message_id)
+            .values(dispatched_at=utcnow() - dt.timedelta(seconds=1.1))
+        )
+    assert outbox.sweep_outbox().dispatched == 1
     row = wait_for(message_id, is_final)
     assert row.send_status == SendStatus.SUBMITTED.value
 

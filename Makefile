@@ -26,7 +26,7 @@ $(DEV): pyproject.toml | $(BIN)/python
 install: $(DEV)
 
 test: $(DEV)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 test-fast: $(DEV)
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)

@@ -7,8 +7,9 @@
     python -m bench send --profile 10   # py-spy record of the worker for 10 s
 
 Needs PostgreSQL and Redis (SMS_TEST_POSTGRES_URL / SMS_TEST_REDIS_URL, as the tests):
-a database of its own is created, migrated and dropped; a Redis db is claimed like
-tests/conftest.py does. Figures are printed and merged into .sms_pipeline/bench-results.json.
+a database of its own is created, migrated and dropped; a Redis db is claimed as the
+tests claim theirs (tests/support.py). Figures are printed and merged into
+.sms_pipeline/bench-results.json.
 """
 
 from __future__ import annotations

@@ -14,47 +14,32 @@ are made due again before each repetition) and `build_report(since=24h)`; the me
 from __future__ import annotations
 
 import datetime as dt
-import io
 import statistics
 import time
 import uuid
 from typing import Any
 
-from bench.common import BenchEnv, default_account_id, insert_rows, log, message_row
-
-_COLUMNS = (
-    "id, phone_number, type, body, gateway_id, gateway_status, status_changed_at, "
-    "updated_at, inserted_at, account_id, priority, due_at, attempts, send_status, "
-    "submitted_at, flash, segments, encoding, status_checks, final_at"
+from bench.common import (
+    BenchEnv,
+    copy_delivered_rows,
+    default_account_id,
+    insert_rows,
+    log,
+    message_row,
 )
 
 
 def copy_history(env: BenchEnv, count: int, account_id: int, start_index: int) -> float:
     """COPY `count` final rows inserted 2-60 days ago; returns rows/s."""
-    import psycopg
-
-    now = dt.datetime.now(dt.UTC)
-    dsn = env.pg_url.replace("postgresql+psycopg://", "postgresql://")
-    started = time.perf_counter()
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY verification.sms_log ({_COLUMNS}) FROM STDIN") as copy:
-            buf = io.StringIO()
-            for n in range(count):
-                i = start_index + n
-                at = now - dt.timedelta(days=2, seconds=(i * 4.97) % (58 * 86400))
-                ts = at.isoformat()
-                done = (at + dt.timedelta(seconds=7)).isoformat()
-                buf.write(
-                    f"{uuid.uuid4()}\t+38093{i % 10_000_000:07d}\ttext\tHistory message {i}\t"
-                    f"{10**15 + i}\tDelivered\t{done}\t{done}\t{ts}\t{account_id}\t0\t{ts}\t1\t"
-                    f"SUBMITTED\t{ts}\tf\t1\tGSM-7\t1\t{done}\n"
-                )
-                if n % 20000 == 19999:
-                    copy.write(buf.getvalue())
-                    buf = io.StringIO()
-            copy.write(buf.getvalue())
-        conn.commit()
-    return count / (time.perf_counter() - started)
+    return copy_delivered_rows(
+        env,
+        count,
+        account_id,
+        age_days=2,
+        spread_days=58,
+        step_seconds=4.97,
+        start_index=start_index,
+    )
 
 
 def _measure(env: BenchEnv, pending_ids: list[uuid.UUID], reps: int) -> dict[str, float]:

@@ -14,15 +14,13 @@ Reported: purge rows/s, batch p50/p99/max, send msg/s in each phase and their ra
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import io
 import threading
 import time
-import uuid
 from typing import Any
 
 from bench.common import (
     BenchEnv,
+    copy_delivered_rows,
     count_where,
     default_account_id,
     insert_rows,
@@ -34,11 +32,6 @@ from bench.common import (
     wait_until,
 )
 
-_COLUMNS = (
-    "id, phone_number, type, body, gateway_id, gateway_status, status_changed_at, "
-    "updated_at, inserted_at, account_id, priority, due_at, attempts, send_status, "
-    "submitted_at, flash, segments, encoding, status_checks, final_at"
-)
 DONE_SQL = (
     "SELECT count(*) FROM verification.sms_log WHERE send_status = 'SUBMITTED' "
     "AND inserted_at > now() - interval '1 day'"
@@ -47,29 +40,15 @@ DONE_SQL = (
 
 def copy_old_history(env: BenchEnv, count: int, account_id: int) -> float:
     """COPY `count` final rows inserted 100-130 days ago; returns rows/s."""
-    import psycopg
-
-    now = dt.datetime.now(dt.UTC)
-    dsn = env.pg_url.replace("postgresql+psycopg://", "postgresql://")
-    started = time.perf_counter()
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY verification.sms_log ({_COLUMNS}) FROM STDIN") as copy:
-            buf = io.StringIO()
-            for i in range(count):
-                at = now - dt.timedelta(days=100, seconds=(i * 2.59) % (30 * 86400))
-                ts, done = at.isoformat(), (at + dt.timedelta(seconds=7)).isoformat()
-                kind = "verification" if i % 2 else "text"
-                buf.write(
-                    f"{uuid.uuid4()}\t+38093{i % 10_000_000:07d}\t{kind}\tHistory {i}\t"
-                    f"{10**15 + i}\tDelivered\t{done}\t{done}\t{ts}\t{account_id}\t0\t{ts}\t1\t"
-                    f"SUBMITTED\t{ts}\tf\t1\tGSM-7\t1\t{done}\n"
-                )
-                if i % 20000 == 19999:
-                    copy.write(buf.getvalue())
-                    buf = io.StringIO()
-            copy.write(buf.getvalue())
-        conn.commit()
-    return count / (time.perf_counter() - started)
+    return copy_delivered_rows(
+        env,
+        count,
+        account_id,
+        age_days=100,
+        spread_days=30,
+        step_seconds=2.59,
+        types=("text", "verification"),
+    )
 
 
 def _send_phase(env: BenchEnv, count: int, offset: int, during: Any = None) -> dict[str, Any]:

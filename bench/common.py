@@ -1,7 +1,7 @@
 """What every benchmark shares: its own database and Redis db, subprocesses, the baseline.
 
-`BenchEnv` claims a Redis db the way tests/conftest.py does (a `sms-pipeline-tests:lock:N`
-key in db 0; only that db is ever flushed) and creates, migrates and finally drops a
+`BenchEnv` claims a Redis db as the tests do (tests/support.py, shared with them: a lock key
+in db 0; only that db is ever flushed) and creates, migrates and finally drops a
 PostgreSQL database of its own. It sets the environment BEFORE anything imports
 `sms_pipeline.celery_app` (the app reads its broker at import), so import pipeline
 modules inside functions, after `BenchEnv.open()`.
@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
+import io
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -28,13 +27,21 @@ from pathlib import Path
 from typing import Any
 
 from sms_pipeline.cli.children import CLI, ChildProcess
+from tests.support import (
+    REDIS_BASE_URL,
+    claim_redis_db,
+    create_database,
+    database_url,
+    drop_database,
+    empty_tables,
+    free_port,
+    merge_json,
+    release_redis_db,
+)
+from tests.support import wait_until as _wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO / ".sms_pipeline" / "bench-results.json"
-PG_ADMIN_URL = os.environ.get(
-    "SMS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REDIS_BASE_URL = os.environ.get("SMS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 LOGIN = "bench"
 PASSWORD = "bench-only-password"  # noqa: S105 - a throwaway loopback simulator
 QUEUE_PRIORITIES = range(10)  # kombu's Redis priority steps: `q`, `q:1` ... `q:9`
@@ -50,12 +57,6 @@ def percentile(values: Sequence[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def load_average() -> tuple[float, float, float]:
@@ -85,7 +86,7 @@ class BenchEnv:
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="sms-bench-"))
         self.db_name = f"sms_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        self.pg_url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.db_name
+        self.pg_url = database_url(self.db_name)
         self.redis_db: int | None = None
         self.redis_url = ""
         self.procs: list[Proc] = []
@@ -96,21 +97,9 @@ class BenchEnv:
 
     # --- set up / tear down
     def open(self) -> BenchEnv:
-        import psycopg
-        import redis
-
-        client = redis.Redis.from_url(f"{REDIS_BASE_URL}/0", socket_connect_timeout=2)
-        for number in range(1, 16):
-            if client.set(f"sms-pipeline-tests:lock:{number}", os.getpid(), nx=True, ex=7200):
-                self.redis_db = number
-                break
-        if self.redis_db is None:
-            raise RuntimeError("every Redis db 1-15 is held by another run")
+        self.redis_db = claim_redis_db()  # emptied: leftovers would skew the queue
         self.redis_url = f"{REDIS_BASE_URL}/{self.redis_db}"
-        self.redis().flushdb()  # ours now: leftovers of a crashed run would skew the queue
-        admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        create_database(self.db_name)
         self._db_created = True
         os.environ.update(self.base_env())
         from sms_pipeline.settings import reset_settings_cache
@@ -134,20 +123,11 @@ class BenchEnv:
             shutdown_store()  # its flush thread must not outlive the database
             dispose_engines()
         if self._db_created:
-            import psycopg
-
-            admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            drop_database(self.db_name)
             self._db_created = False
         if self.redis_db is not None:
-            import redis
-
             with contextlib.suppress(Exception):
-                self.redis().flushdb()
-                redis.Redis.from_url(f"{REDIS_BASE_URL}/0").delete(
-                    f"sms-pipeline-tests:lock:{self.redis_db}"
-                )
+                release_redis_db(self.redis_db)
             self.redis_db = None
 
     def __enter__(self) -> BenchEnv:
@@ -174,14 +154,9 @@ class BenchEnv:
     # --- the database
     def truncate(self) -> None:
         """Empty every pipeline table (between benchmarks) and the broker db."""
-        from sqlalchemy import text
-
         from sms_pipeline.db import get_engine
-        from sms_pipeline.db.models import Base
 
-        tables = ", ".join(f"verification.{t.name}" for t in Base.metadata.sorted_tables)
-        with get_engine().begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        empty_tables(get_engine())
         self.redis().flushdb()
         from sms_pipeline.metrics.hooks import forget_account_names
 
@@ -298,10 +273,10 @@ class BenchEnv:
         if key in self._baselines:
             return self._baselines[key]
         from bench.noop_worker import NOOP_TASK
-        from sms_pipeline.celery_app import BULK_QUEUE, app, celery_priority
+        from sms_pipeline.celery_app import BULK_QUEUE, app
 
         for _ in range(count):
-            app.send_task(NOOP_TASK, queue=BULK_QUEUE, priority=celery_priority(0))
+            app.send_task(NOOP_TASK, queue=BULK_QUEUE)
         worker = self.start_worker(pool=pool, concurrency=concurrency, baseline=True, name="noop")
         cpu0 = worker.cpu_seconds()
         started = wait_until(lambda: self.queued() < count, 60, "the noop worker to start")
@@ -327,16 +302,10 @@ class BenchEnv:
 
 
 def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.01
 ) -> float:
-    """Poll until `condition` holds; returns time.perf_counter() at that moment."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return time.perf_counter()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    """tests.support.wait_until polled finely: its result is the end of a timed run."""
+    return _wait_until(condition, timeout, what, interval)
 
 
 # --- rows ------------------------------------------------------------------------------
@@ -394,6 +363,54 @@ def insert_rows(rows: list[dict[str, Any]], batch: int = 5000) -> None:
             conn.execute(insert(SmsLog), rows[start : start + batch])
 
 
+_HISTORY_COLUMNS = (
+    "id, phone_number, type, body, gateway_id, gateway_status, status_changed_at, "
+    "updated_at, inserted_at, account_id, priority, due_at, attempts, send_status, "
+    "submitted_at, flash, segments, encoding, status_checks, final_at"
+)
+
+
+def copy_delivered_rows(
+    env: BenchEnv,
+    count: int,
+    account_id: int,
+    *,
+    age_days: int,
+    spread_days: int,
+    step_seconds: float,
+    start_index: int = 0,
+    types: Sequence[str] = ("text",),
+) -> float:
+    """COPY `count` final (Delivered) rows, row i inserted `age_days` plus
+    `i * step_seconds` (modulo `spread_days`) ago, its type taken from `types` in turn;
+    returns rows/s. A history this size is loaded far faster than by INSERT."""
+    import psycopg
+
+    now = dt.datetime.now(dt.UTC)
+    dsn = env.pg_url.replace("postgresql+psycopg://", "postgresql://")
+    started = time.perf_counter()
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY verification.sms_log ({_HISTORY_COLUMNS}) FROM STDIN") as copy:
+            buf = io.StringIO()
+            for n in range(count):
+                i = start_index + n
+                offset = (i * step_seconds) % (spread_days * 86400)
+                at = now - dt.timedelta(days=age_days, seconds=offset)
+                ts, done = at.isoformat(), (at + dt.timedelta(seconds=7)).isoformat()
+                kind = types[i % len(types)]
+                buf.write(
+                    f"{uuid.uuid4()}\t{phone(i)}\t{kind}\tHistory message {i}\t"
+                    f"{10**15 + i}\tDelivered\t{done}\t{done}\t{ts}\t{account_id}\t0\t{ts}\t1\t"
+                    f"SUBMITTED\t{ts}\tf\t1\tGSM-7\t1\t{done}\n"
+                )
+                if n % 20000 == 19999:
+                    copy.write(buf.getvalue())
+                    buf = io.StringIO()
+            copy.write(buf.getvalue())
+        conn.commit()
+    return count / (time.perf_counter() - started)
+
+
 def publish_sends(rows: list[dict[str, Any]]) -> None:
     """Publish the send tasks of rows just inserted, through the outbox's own publish()."""
     from sms_pipeline.services.outbox import Dispatch, publish
@@ -415,11 +432,5 @@ def count_where(sql: str, **params: Any) -> int:
 
 def save_results(results: dict[str, Any]) -> Path:
     """Merge this run's figures into .sms_pipeline/bench-results.json."""
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(RESULTS_FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    data.update(results)
-    RESULTS_FILE.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    merge_json(RESULTS_FILE, results)
     return RESULTS_FILE

@@ -36,10 +36,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import TRANSPORT_ALIASES, filesystem
+from kombu.transport import TRANSPORT_ALIASES, filesystem, virtual
 from kombu.utils import json as kombu_json
 
 POLLING_INTERVAL = 0.1
@@ -66,12 +67,12 @@ class Channel(filesystem.Channel):
 
     def queue_bind(self, *args: Any, **kwargs: Any) -> Any:
         with _BIND_LOCK:
-            return super().queue_bind(*args, **kwargs)
+            return super().queue_bind(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def _queue_bind(self, exchange: Any, routing_key: Any, pattern: Any, queue: Any) -> None:
         entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
         with self._table_lock(exchange):
-            table = self.get_table(exchange)
+            table = self.get_table(exchange)  # type: ignore[no-untyped-call]
             if entry not in table:
                 self._write_table(exchange, [entry, *table])
 
@@ -79,12 +80,10 @@ class Channel(filesystem.Channel):
         self, queue: Any, exchange: Any, routing_key: Any, pattern: Any, *args: Any, **kwargs: Any
     ) -> None:
         # The virtual base forgets the queue; the exchange file is ours to rewrite.
-        filesystem.virtual.Channel._delete(
-            self, queue, exchange, routing_key, pattern, *args, **kwargs
-        )
+        virtual.Channel._delete(self, queue, exchange, routing_key, pattern, *args, **kwargs)  # type: ignore[no-untyped-call]
         entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
         with self._table_lock(exchange):
-            table = self.get_table(exchange)
+            table = self.get_table(exchange)  # type: ignore[no-untyped-call]
             if entry in table:
                 self._write_table(exchange, [q for q in table if q != entry])
 
@@ -100,7 +99,7 @@ class Channel(filesystem.Channel):
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _write_table(self, exchange: Any, table: list[Any]) -> None:
-        final = self._exchange_file(exchange)
+        final: Path = self._exchange_file(exchange)  # type: ignore[no-untyped-call]
         partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
         try:
             partial.write_text(_dumps(table))

@@ -16,11 +16,18 @@ from typing import Any
 
 import pytest
 
-CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-PG_ADMIN_URL = os.environ.get(
-    "SMS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.support import (
+    PG_ADMIN_URL,
+    REDIS_BASE_URL,
+    claim_redis_db,
+    create_database,
+    database_url,
+    drop_database,
+    empty_tables,
+    release_redis_db,
 )
-REDIS_BASE_URL = os.environ.get("SMS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 TEST_DB_NAME = f"sms_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 _TMP = tempfile.mkdtemp(prefix="sms-pipeline-tests-")
 
@@ -37,23 +44,18 @@ def _probe_postgres() -> str | None:
 
 
 def _claim_redis_db() -> tuple[int | None, str | None]:
-    """Take a Redis db number no other test run holds (a lock key in db 0)."""
+    """The Redis db this run claimed, or why there is none (shown, or a failure under CI)."""
     try:
-        import redis
-
-        client = redis.Redis.from_url(f"{REDIS_BASE_URL}/0", socket_connect_timeout=2)
-        for number in range(1, 16):
-            if client.set(f"sms-pipeline-tests:lock:{number}", os.getpid(), nx=True, ex=7200):
-                redis.Redis.from_url(f"{REDIS_BASE_URL}/{number}").flushdb()
-                return number, None
-        return None, "every Redis db 1-15 is held by another test run"
+        return claim_redis_db(), None
+    except RuntimeError as exc:
+        return None, str(exc)
     except Exception as exc:
         return None, f"Redis not reachable at {REDIS_BASE_URL}: {type(exc).__name__}"
 
 
 PG_PROBLEM = _probe_postgres()
 REDIS_DB, REDIS_PROBLEM = _claim_redis_db()
-PG_TEST_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB_NAME
+PG_TEST_URL = database_url(TEST_DB_NAME)
 REDIS_TEST_URL = f"{REDIS_BASE_URL}/{REDIS_DB}" if REDIS_DB is not None else None
 
 os.environ["SMS_DATA_DIR"] = _TMP
@@ -87,12 +89,7 @@ def pytest_report_header(config: Any) -> list[str]:
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     if REDIS_DB is not None:
         with contextlib.suppress(Exception):
-            import redis
-
-            redis.Redis.from_url(f"{REDIS_BASE_URL}/{REDIS_DB}").flushdb()
-            redis.Redis.from_url(f"{REDIS_BASE_URL}/0").delete(
-                f"sms-pipeline-tests:lock:{REDIS_DB}"
-            )
+            release_redis_db(REDIS_DB)
 
 
 @pytest.fixture
@@ -116,13 +113,9 @@ def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def pg_engine() -> Iterator[Any]:
     """The session's own PostgreSQL database, migrated to head; dropped at the end."""
     require(PG_PROBLEM)
-    import psycopg
-
     from sms_pipeline.db import dispose_engines, get_engine, migrate
 
-    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{TEST_DB_NAME}"')
+    create_database(TEST_DB_NAME)
     try:
         engine = get_engine()
         assert engine.url.database == TEST_DB_NAME
@@ -133,21 +126,14 @@ def pg_engine() -> Iterator[Any]:
 
         shutdown_store()  # its last flush needs the database we are about to drop
         dispose_engines()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{TEST_DB_NAME}" WITH (FORCE)')
+        drop_database(TEST_DB_NAME)
 
 
 @pytest.fixture
 def db(pg_engine: Any) -> Iterator[Any]:
     """A clean PostgreSQL database for one test (every pipeline table emptied after)."""
-    from sqlalchemy import text
-
-    from sms_pipeline.db.models import Base
-
     yield pg_engine
-    tables = ", ".join(f"verification.{t.name}" for t in Base.metadata.sorted_tables)
-    with pg_engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    empty_tables(pg_engine)
     # Ids restart: names cached by enqueue (and the metrics) would point at other accounts.
     from sms_pipeline.metrics.hooks import forget_account_names
     from sms_pipeline.services.enqueue import forget_accounts
@@ -165,6 +151,14 @@ def db(pg_engine: Any) -> Iterator[Any]:
             redis.Redis.from_url(REDIS_TEST_URL).delete(*keys)
 
 
+@pytest.fixture
+def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Publishes kept in the returned list instead of reaching the broker."""
+    from tests.helpers import capture_publishes
+
+    return capture_publishes(monkeypatch)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     require(REDIS_PROBLEM)
@@ -173,21 +167,26 @@ def redis_url() -> str:
 
 
 @pytest.fixture
-def simulator(settings_env: Any) -> Iterator[Any]:
-    """The IP2SMS simulator on a free loopback port, with settings pointing at it."""
+def simulator(request: pytest.FixtureRequest, settings_env: Any) -> Iterator[Any]:
+    """The IP2SMS simulator on a free loopback port, with settings pointing at it.
+
+    A test changes its configuration through indirect parametrisation:
+    `@pytest.mark.parametrize("simulator", [{"slow_seconds": 1.0}], indirect=True)`.
+    """
     from sms_pipeline.simulator import SimulatorConfig, running_simulator
     from sms_pipeline.simulator.inbound import inbound_routes
 
-    config = SimulatorConfig(
-        host="127.0.0.1",
-        port=0,
-        login="demo",
-        password="demo",
-        enroute_after=0.2,
-        deliver_after=0.4,
-        slow_seconds=5.0,
-        extra_routes=(inbound_routes(),),
-    )
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "login": "demo",
+        "password": "demo",
+        "enroute_after": 0.2,
+        "deliver_after": 0.4,
+        "slow_seconds": 5.0,
+        "extra_routes": (inbound_routes(),),
+    }
+    config = SimulatorConfig(**{**values, **getattr(request, "param", {})})
     with running_simulator(config) as base_url:
         settings_env(
             IP2SMS_SEND_URL=f"{base_url}/ip2sms/",
@@ -213,14 +212,22 @@ class SimulatorHandle:
         result: dict[str, Any] = answer.json()
         return result
 
-    def submissions(self, uniq_key: str) -> int:
+    def _submissions(self, uniq_key: str) -> dict[str, Any]:
         import requests
 
         answer = requests.get(
             f"{self.base_url}/_sim/submissions", params={"uniq_key": uniq_key}, timeout=5
         )
         answer.raise_for_status()
-        return int(answer.json()["submissions"])
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def submissions(self, uniq_key: str) -> int:
+        return int(self._submissions(uniq_key)["submissions"])
+
+    def accepted(self, uniq_key: str) -> bool:
+        """Whether the gateway holds a message with this uniq_key (a slow one, late)."""
+        return self._submissions(uniq_key)["gateway_id"] is not None
 
 
 @pytest.fixture

@@ -5,10 +5,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
+from types import TracebackType
+from typing import Any
 
+import pytest
 import redis
 
 from sms_pipeline.db import session_scope
@@ -32,8 +36,91 @@ def wait_for(
         time.sleep(0.1)
 
 
+def capture_publishes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Keep the dispatches enqueue and the sweeps publish in the returned list instead
+    of sending them to the broker (so no worker takes the messages)."""
+    from sms_pipeline.services import outbox
+
+    published: list[Any] = []
+
+    def publish(dispatches: Iterable[Any]) -> int:
+        batch = list(dispatches)
+        published.extend(batch)
+        return len(batch)
+
+    monkeypatch.setattr(outbox, "publish", publish)
+    return published
+
+
 def is_final(row: SmsLog) -> bool:
     return SendStatus(row.send_status).is_final
+
+
+class SimClock:
+    """A gateway simulator's clock (`SimState.clock`) that a test moves forward: messages
+    accepted before `advance(s)` are `s` seconds older, so their statuses and auto-replies
+    come without the test sleeping. Real time runs underneath unless `frozen`."""
+
+    def __init__(self, *, frozen: bool = False) -> None:
+        self.offset = 0.0
+        self.frozen_at = time.monotonic() if frozen else None
+
+    def __call__(self) -> float:
+        base = time.monotonic() if self.frozen_at is None else self.frozen_at
+        return base + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class TaskWatch:
+    """Celery tasks published and run in this process while the block is open.
+
+    The test worker runs in this process (tests/conftest.py `worker`), so its threads send
+    Celery's signals here: `settled()` holds once every watched task published since the
+    block opened (by the test or by a task) has run, countdowns included. It replaces
+    sleeping "long enough for anything more to happen" with waiting for exactly that.
+    Tasks are told apart by id: Celery's own retry (same id) would not count, and the
+    pipeline does not use it (a retry is a new countdown publish).
+    """
+
+    def __init__(self, names: Collection[str]) -> None:
+        self.names = set(names)
+        self.published: set[str] = set()
+        self.finished: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _on_publish(self, sender: Any = None, headers: Any = None, **_: Any) -> None:
+        if sender in self.names and headers:
+            with self._lock:
+                self.published.add(headers["id"])
+
+    def _on_finish(self, task_id: Any = None, task: Any = None, **_: Any) -> None:
+        if getattr(task, "name", None) in self.names:
+            with self._lock:
+                self.finished.add(task_id)
+
+    def settled(self) -> bool:
+        with self._lock:
+            return self.published <= self.finished
+
+    def __enter__(self) -> TaskWatch:
+        from celery.signals import after_task_publish, task_postrun
+
+        after_task_publish.connect(self._on_publish, weak=False)
+        task_postrun.connect(self._on_finish, weak=False)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        from celery.signals import after_task_publish, task_postrun
+
+        after_task_publish.disconnect(self._on_publish)
+        task_postrun.disconnect(self._on_finish)
 
 
 def decode_broker_value(value: bytes) -> list[str]:
@@ -57,17 +144,19 @@ def redis_texts(client: redis.Redis) -> list[str]:
     for key in client.scan_iter():
         texts.append(key.decode("utf-8", "replace"))
         kind = client.type(key)
-        values: list[bytes] = []
+        # redis-py types its answers for the sync and the asyncio client at once: Any here.
+        values: Any = []
         if kind == b"list":
             values = client.lrange(key, 0, -1)
         elif kind == b"hash":
-            values = list(client.hvals(key))
+            values = client.hvals(key)
         elif kind == b"string":
             values = [client.get(key) or b""]
         elif kind == b"zset":
-            values = [m for m, _ in client.zrange(key, 0, -1, withscores=True)]
+            scored: Any = client.zrange(key, 0, -1, withscores=True)
+            values = [m for m, _ in scored]
         elif kind == b"set":
-            values = list(client.smembers(key))
+            values = client.smembers(key)
         for value in values:
             texts += decode_broker_value(value)
     return texts

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +26,8 @@ from sqlalchemy import func, select
 
 from sms_pipeline.cli.children import CLI, ChildProcess
 from tests.conftest import PG_PROBLEM, REDIS_PROBLEM, REDIS_TEST_URL, require
+from tests.support import free_port, merge_json
+from tests.support import wait_until as _wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES_FILE = REPO / ".sms_pipeline" / "reliability.json"
@@ -45,13 +45,8 @@ def record_figure(name: str, **values: Any) -> None:
     line = f"FIGURE: {name} " + " ".join(f"{k}={v}" for k, v in values.items())
     print(line)
     _FIGURE_LINES.append(line)
-    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(FIGURES_FILE.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = {}
-    data[name] = {**values, "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    FIGURES_FILE.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    measured_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    merge_json(FIGURES_FILE, {name: {**values, "measured_at": measured_at}})
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -62,12 +57,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 # --- processes -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Proc(ChildProcess):
@@ -403,21 +392,10 @@ def pending(counts: dict[str, int]) -> int:
     return counts.get("QUEUED", 0) + counts.get("SENDING", 0)
 
 
-def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.25
-) -> float:
-    """Poll `condition` until it holds; returns the seconds it took; fails after `timeout`."""
-    started = time.monotonic()
-    while True:
-        try:
-            if condition():
-                return time.monotonic() - started
-        except Exception:  # the database may be restarting: ask again
-            if time.monotonic() - started > timeout:
-                raise
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """tests.support.wait_until for the fault suite: a server may be restarting, so an
+    error from `condition` means "ask again" until the deadline."""
+    _wait_until(condition, timeout, what, 0.25, retry_errors=True)
 
 
 def settle(ids: list[uuid.UUID], timeout: float) -> tuple[dict[str, int], float]:

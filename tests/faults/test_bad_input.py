@@ -184,7 +184,7 @@ def _ingest(rows: list[dict[str, Any]]) -> dict[int, SmsLog]:
             m.queue_id: m
             for m in session.scalars(select(SmsLog).where(SmsLog.queue_id.in_(queue_ids)))
         }
-    assert sorted(found) == sorted(queue_ids), "a queue row vanished"
+    assert found.keys() == set(queue_ids), "a queue row vanished"  # ids are unique
     return {queue_id: found[queue_id] for queue_id in queue_ids}
 
 

@@ -14,7 +14,9 @@ import pytest
 import requests
 
 from sms_pipeline import enqueue_sms
-from tests.faults.conftest import CLI, free_port, phone, pipeline_env, settle, wait_until
+from sms_pipeline.cli.children import CLI
+from tests.faults.conftest import phone, pipeline_env, settle
+from tests.support import free_port, wait_until
 
 LOGIN = ("flower-test", "not-a-real-secret")
 
@@ -36,7 +38,9 @@ def test_flower_lists_send_tasks_of_a_worker_started_without_task_events(
         answer = requests.get(f"{api}/workers", auth=LOGIN, params={"refresh": "1"}, timeout=5)
         return answer.status_code == 200 and bool(answer.json())
 
-    wait_until(workers_seen, 60, f"Flower to see the worker ({flower.log_path})", interval=0.5)
+    wait_until(
+        workers_seen, 60, f"Flower to see the worker ({flower.log_path})", 0.5, retry_errors=True
+    )
     # Flower's events switch reaches the worker by broadcast: keep sending until it shows.
     ids: list[Any] = []
     seen: set[str] = set()

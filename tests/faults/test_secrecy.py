@@ -55,7 +55,7 @@ class Monitor:
         self.ready.wait(5)
 
     def _run(self) -> None:
-        with self.client.monitor() as monitor:
+        with self.client.monitor() as monitor:  # type: ignore[no-untyped-call]  # redis-py
             self.ready.set()
             connection = monitor.connection
             assert connection is not None

@@ -24,9 +24,9 @@ def test_sweeper_republishes_a_waiting_backlog_with_backoff_not_every_sweep(
     db: Any, settings_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sms_pipeline.services import outbox
+    from tests.helpers import capture_publishes
 
-    published: list[Any] = []
-    monkeypatch.setattr(outbox, "publish", lambda ds: len([published.append(d) for d in ds]))
+    capture_publishes(monkeypatch)
     settings_env(SMS_OUTBOX_GRACE_SECONDS=1)
     long_ago = utcnow() - dt.timedelta(seconds=20)
     with session_scope() as session:

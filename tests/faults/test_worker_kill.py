@@ -66,14 +66,22 @@ def test_worker_killed_three_times_loses_nothing_and_sends_nothing_twice(
     recoveries: list[float] = []
     in_flight_at_kill: list[int] = []
     for kill_number, threshold in enumerate(KILL_AT, start=1):
-        wait_until(lambda t=threshold: _submitted() >= t, 120, f"{threshold} submitted")
+
+        def submitted(t: int = threshold) -> bool:
+            return _submitted() >= t
+
+        wait_until(submitted, 120, f"{threshold} submitted")
         worker.kill()
         killed_at = time.monotonic()
         caught = _in_flight()
         in_flight_at_kill.append(len(caught))
         worker = procs.worker(env, name=f"worker-{kill_number}")
+
         # The claims of the dead worker are released by the sweeper once their lease ends.
-        wait_until(lambda c=caught: _all_final(c), 90, "the killed worker's claims to end")
+        def claims_ended(c: list[uuid.UUID] = caught) -> bool:
+            return _all_final(c)
+
+        wait_until(claims_ended, 90, "the killed worker's claims to end")
         recoveries.append(round(time.monotonic() - killed_at, 1))
 
     counts, _ = settle(ids, timeout=120)

@@ -17,7 +17,7 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
-from sms_pipeline.services import outbox, quotas, sending, sql_route
+from sms_pipeline.services import quotas, sending, sql_route
 from sms_pipeline.services.api_keys import NewApiKey, create_api_key
 
 NUMBER = "+380931234567"
@@ -32,13 +32,6 @@ def fresh_counters(db: Any, redis_url: str, settings_env: Any) -> Iterator[None]
     yield
     for limiter in quotas._limiters_for(settings):
         limiter.storage.reset()
-
-
-@pytest.fixture
-def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    published: list[Any] = []
-    monkeypatch.setattr(outbox, "publish", lambda ds: published.extend(ds) or len(published))
-    return published
 
 
 def new_key(name: str) -> NewApiKey:

@@ -12,7 +12,6 @@ with 422 by the rules `enqueue_sms` applies to every producer.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import requests
 
 from sms_pipeline.db import session_scope
 from sms_pipeline.services.api_keys import create_api_key
+from tests.support import free_port
 
 CHECKS = (
     "not_a_server_error",
@@ -39,15 +39,9 @@ CHECKS = (
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def api_url(db: Any, redis_url: str, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "api.log").open("wb")
     server = subprocess.Popen(
         [
@@ -72,7 +66,7 @@ def api_url(db: Any, redis_url: str, tmp_path: Path) -> Iterator[str]:
             try:
                 if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still starting (or busy)
                 pass
             assert server.poll() is None, (tmp_path / "api.log").read_text()
             time.sleep(0.2)

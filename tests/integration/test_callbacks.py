@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from sms_pipeline import dispatch
 from sms_pipeline.api.app import create_app
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import CallbackEvent, SendStatus, SmsLog, utcnow
@@ -29,6 +30,8 @@ from sms_pipeline.services import callbacks
 from sms_pipeline.services.api_keys import NewApiKey, create_api_key
 from sms_pipeline.services.enqueue import enqueue_sms
 from sms_pipeline.services.masking import mask_phone
+from tests.helpers import TaskWatch
+from tests.support import wait_until
 
 NUMBER = "+380931234567"
 REJECTED_NUMBER = "+380931234504"  # the simulator rejects it: final at once
@@ -160,6 +163,19 @@ def assert_signed(got: Received, secret: str) -> dict[str, Any]:
     return payload
 
 
+def backoff_passed(message_id: uuid.UUID) -> None:
+    """The message's waiting event is due now, as it is once its backoff has passed (the
+    event's row is changed: the service reads the clock itself, and moving the process's
+    clock under live threads is not safe)."""
+    with session_scope() as session:
+        session.execute(
+            update(CallbackEvent)
+            .where(CallbackEvent.message_id == message_id)
+            .where(CallbackEvent.next_attempt_at.is_not(None))
+            .values(next_attempt_at=utcnow())
+        )
+
+
 def deliver_all(message_id: uuid.UUID) -> list[str]:
     return [callbacks.deliver_event(e.id) for e in events_of(message_id)]
 
@@ -189,7 +205,6 @@ def test_final_message_gets_one_signed_event_however_often_the_sweep_runs(
     assert got.headers["X-SMS-Event-Id"] == str(event.id)
     assert event.delivered_at is not None and event.next_attempt_at is None
     assert event.attempts == 1
-    time.sleep(0.2)
     assert len(receiver.received) == 1
 
 
@@ -206,9 +221,7 @@ def test_failed_callback_is_retried_with_backoff_then_delivered(
     (event,) = events_of(message_id)
     assert event.last_error == "delivery failed" and event.attempts == 1
     assert event.next_attempt_at is not None and event.next_attempt_at > before
-    # Not due yet when asked at once? The backoff is 0.05 s: wait for it, then retry.
-    while utcnow() < event.next_attempt_at:
-        time.sleep(0.01)
+    backoff_passed(message_id)
     assert deliver_all(message_id) == ["delivered"]
     first, second = receiver.wait_for(2)
     assert (first.answered, second.answered) == (500, 200)
@@ -242,7 +255,7 @@ def test_callback_is_given_up_after_the_last_attempt(
     callbacks.sweep_callbacks()
     outcomes = []
     for _ in range(3):
-        time.sleep(0.05)
+        backoff_passed(message_id)
         outcomes += deliver_all(message_id)
     assert outcomes == ["retry", "retry", "given up"]
     (event,) = events_of(message_id)
@@ -437,17 +450,10 @@ def test_send_status_endings_are_events_too(db: Any, redis_url: str, receiver: R
     assert json.loads(event.payload)["error"] == "HTTP 503"
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.1)
-
-
 def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
     worker: Any, receiver: Receiver, api_key: NewApiKey, fast_callbacks: Any
 ) -> None:
-    from sms_pipeline.celery_app import CALLBACKS_SWEEP_TASK, app
+    from sms_pipeline.celery_app import CALLBACKS_SWEEP_TASK, DELIVER_CALLBACK_TASK, app
 
     receiver.answers = [500]
     message_id = post_via_api(api_key, REJECTED_NUMBER, receiver.url)
@@ -457,16 +463,18 @@ def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
             row = session.get(SmsLog, message_id)
             return row is not None and row.final_at is not None
 
-    wait_until(final)
-    # Beat's job, run through the broker: the sweep dispatches deliveries to the worker.
-    for _ in range(100):
-        app.send_task(CALLBACKS_SWEEP_TASK)
-        time.sleep(0.2)
-        if [r for r in receiver.received if r.answered == 200]:
-            break
-    for _ in range(3):  # more sweeps after delivery send nothing more
-        app.send_task(CALLBACKS_SWEEP_TASK)
-    time.sleep(1.0)
+    wait_until(final, 30, "the message to end")
+    with TaskWatch([CALLBACKS_SWEEP_TASK, DELIVER_CALLBACK_TASK]) as tasks:
+        # Beat's job, run through the broker: the sweep dispatches deliveries to the worker.
+        for _ in range(100):
+            app.send_task(CALLBACKS_SWEEP_TASK)
+            time.sleep(0.2)
+            if [r for r in receiver.received if r.answered == 200]:
+                break
+        for _ in range(3):  # more sweeps after delivery send nothing more
+            app.send_task(CALLBACKS_SWEEP_TASK)
+        # Every sweep has run, and every delivery any of them dispatched.
+        wait_until(tasks.settled, 60, "the sweeps and their deliveries to run")
     assert [r.answered for r in receiver.received] == [500, 200]
     payload = assert_signed(receiver.received[-1], api_key.signing_secret)
     assert payload["status"] == "Rejected" and payload["send_status"] == "REJECTED"
@@ -485,11 +493,12 @@ def test_dispatched_deliveries_expire_after_two_callback_sweeps_not_outbox_sweep
 ) -> None:
     settings_env(SMS_CALLBACK_SWEEP_SECONDS=100, SMS_OUTBOX_SWEEP_SECONDS=1)
     published: list[tuple[list[Any], float]] = []
-    monkeypatch.setattr(
-        callbacks.dispatch,
-        "callback_deliveries",
-        lambda ids, expires: published.append((list(ids), expires)) or len(ids),
-    )
+
+    def callback_deliveries(ids: Any, expires: float) -> int:
+        published.append((list(ids), expires))
+        return len(published[-1][0])
+
+    monkeypatch.setattr(dispatch, "callback_deliveries", callback_deliveries)
     make_final(post_via_api(api_key, NUMBER, receiver.url))
     assert callbacks.sweep_callbacks().dispatched == 1
     assert [expires for _, expires in published] == [200.0]

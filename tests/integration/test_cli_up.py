@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,14 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import free_port
+
 CLI = [sys.executable, "-m", "sms_pipeline.cli"]
 NUMBER = "+380931234567"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def embedded_env(data_dir: Path, gateway_port: int) -> dict[str, str]:
@@ -282,7 +277,8 @@ def test_an_unreachable_database_is_one_line_and_debug_shows_the_traceback(
 def test_postgres_without_tables_names_db_upgrade(
     fresh: tuple[dict[str, str], Path],
 ) -> None:
-    from tests.conftest import PG_ADMIN_URL, PG_PROBLEM, require
+    from tests.conftest import PG_PROBLEM, require
+    from tests.support import PG_ADMIN_URL
 
     require(PG_PROBLEM)
     import psycopg

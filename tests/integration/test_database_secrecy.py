@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import traceback
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ from sqlalchemy import text, update
 
 from sms_pipeline.api.app import create_app
 from sms_pipeline.db import session_scope
-from sms_pipeline.db.models import SmsLog, utcnow
+from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.services.api_keys import create_api_key
 from sms_pipeline.services.enqueue import enqueue_sms
 
@@ -125,4 +124,5 @@ def test_a_send_task_failing_on_the_database_reports_no_number_or_body(
     assert leaks(str(result.traceback)) == []
     assert leaks(repr(result.result)) == []
     assert leaks(everything_logged(caplog)) == []
-    assert isinstance(message_id, uuid.UUID)
+    with session_scope() as session:  # the refused claim left the message waiting, not lost
+        assert session.get_one(SmsLog, message_id).send_status == SendStatus.QUEUED.value

@@ -25,13 +25,14 @@ def schema_diff(engine: Engine) -> list[Any]:
         if engine.dialect.name == "sqlite":
             metadata = MetaData()
             for table in Base.metadata.sorted_tables:
-                table.to_metadata(metadata, schema=None)
+                # None: no schema (SQLite has none); the stubs leave this value out.
+                table.to_metadata(metadata, schema=None)  # type: ignore[arg-type]
         else:
             opts["include_schemas"] = True
             opts["include_name"] = lambda name, type_, _parent: (
                 type_ != "schema" or name == "verification"
             )
-        diff = compare_metadata(MigrationContext.configure(conn, opts=opts), metadata)
+        diff: list[Any] = compare_metadata(MigrationContext.configure(conn, opts=opts), metadata)
     if engine.dialect.name == "sqlite":
         # SQLite's reflection drops DESC from index columns: those two indexes show up as
         # remove+add pairs although the DDL was applied as written (checked below).
@@ -61,7 +62,7 @@ def test_sqlite_upgrade_downgrade_upgrade_matches_models(sqlite_engine: Engine) 
     with sqlite_engine.connect() as conn:
         ddl = conn.exec_driver_sql(
             "SELECT sql FROM sqlite_master WHERE name = 'ix_sms_log_outbox'"
-        ).scalar()
+        ).scalar_one()
     assert "priority DESC" in ddl and "WHERE send_status IN" in ddl
 
 
@@ -93,8 +94,10 @@ def _account(engine: Engine) -> int:
     with engine.begin() as conn:
         return int(
             conn.execute(
-                insert(Account).values(name=f"a{uuid.uuid4().hex[:6]}", username="u", credits=10)
-            ).inserted_primary_key[0]
+                insert(Account)
+                .values(name=f"a{uuid.uuid4().hex[:6]}", username="u", credits=10)
+                .returning(Account.id)
+            ).scalar_one()
         )
 
 

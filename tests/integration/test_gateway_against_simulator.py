@@ -23,8 +23,10 @@ from sms_pipeline.gateway import (
     GatewayTimeout,
     IP2SMSClient,
 )
-from sms_pipeline.simulator import STATE_KEY, SimulatorConfig, running_simulator
-from sms_pipeline.simulator.server import SEND_PATH, STATUS_PATH
+from sms_pipeline.simulator import STATE_KEY, SimulatorConfig
+from sms_pipeline.simulator.server import SEND_PATH, STATUS_PATH, SimulatorServer
+from tests.helpers import SimClock
+from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,8 +42,9 @@ def _ping_routes(app: web.Application) -> None:
 
 
 @pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
+def server() -> Iterator[SimulatorServer]:
     config = SimulatorConfig(
+        port=0,
         login=LOGIN,
         password=PASSWORD,
         enroute_after=ENROUTE_AFTER,
@@ -49,8 +52,21 @@ def base_url() -> Iterator[str]:
         slow_seconds=SLOW_SECONDS,
         extra_routes=(_ping_routes,),
     )
-    with running_simulator(config) as url:
-        yield url
+    with SimulatorServer(config) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def base_url(server: SimulatorServer) -> str:
+    return server.base_url
+
+
+@pytest.fixture
+def sim_clock(server: SimulatorServer, monkeypatch: pytest.MonkeyPatch) -> SimClock:
+    """The simulator's clock, for this test to move forward (the real one after it)."""
+    clock = SimClock()
+    monkeypatch.setattr(server.state, "clock", clock)
+    return clock
 
 
 @pytest.fixture
@@ -118,10 +134,10 @@ def test_undeliverable_number_ends_undeliverable(client: IP2SMSClient) -> None:
     )
 
 
-def test_never_final_number_stays_enroute(client: IP2SMSClient) -> None:
+def test_never_final_number_stays_enroute(client: IP2SMSClient, sim_clock: SimClock) -> None:
     sent = client.send(number("05"), "x", uniq_key=key())
     assert sent.gateway_id
-    time.sleep(DELIVER_AFTER + 0.1)
+    sim_clock.advance(DELIVER_AFTER + 0.1)
     assert client.status(sent.gateway_id).status is GatewayStatus.ENROUTE
 
 
@@ -199,7 +215,7 @@ def test_credit_exhaustion_once_then_accepted(client: IP2SMSClient) -> None:
 
 
 def test_slow_answer_times_out_and_the_retry_is_refused_as_duplicate(
-    make_client: Callable[..., IP2SMSClient],
+    make_client: Callable[..., IP2SMSClient], base_url: str
 ) -> None:
     impatient = make_client(read_timeout=0.3)
     uniq, to = key(), number("06")
@@ -208,8 +224,13 @@ def test_slow_answer_times_out_and_the_retry_is_refused_as_duplicate(
         impatient.send(to, "x", uniq_key=uniq)
     assert time.monotonic() - started < SLOW_SECONDS
     assert info.value.permanent is False
+
     # The gateway accepted the message after all; resending it must not double it.
-    time.sleep(SLOW_SECONDS + 0.3)
+    def accepted() -> bool:
+        answer = requests.get(f"{base_url}/_sim/submissions", params={"uniq_key": uniq}, timeout=5)
+        return answer.json()["gateway_id"] is not None
+
+    wait_until(accepted, 10 * SLOW_SECONDS, "the slow submission to be accepted")
     with pytest.raises(GatewayDuplicate):
         impatient.send(to, "x", uniq_key=uniq)
 
@@ -250,8 +271,13 @@ def test_concurrent_sends_share_one_client(client: IP2SMSClient) -> None:
     assert len(set(ids)) == 80
 
 
-def test_extra_routes_reach_the_state(base_url: str) -> None:
-    assert requests.get(f"{base_url}/_sim/ping", timeout=5).json()["messages"] >= 0
+def test_extra_routes_reach_the_state(client: IP2SMSClient, base_url: str) -> None:
+    def stored() -> int:
+        return int(requests.get(f"{base_url}/_sim/ping", timeout=5).json()["messages"])
+
+    before = stored()
+    client.send(number("99"), "x", uniq_key=key())
+    assert stored() == before + 1
 
 
 def test_rules_endpoint_lists_the_table(base_url: str) -> None:

@@ -33,16 +33,19 @@ from sms_pipeline.services import inbound as inbound_service
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.services.sending import attempt_send
-from sms_pipeline.simulator import SimulatorConfig, running_simulator
+from sms_pipeline.simulator import SimulatorConfig
 from sms_pipeline.simulator.inbound import register_inbound
+from sms_pipeline.simulator.server import SimulatorServer
+from tests.helpers import SimClock
 
 NUMBER = "+380931234567"
 OTHER = "+380931234568"
 
 
 class InboundSim:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, clock: SimClock) -> None:
         self.base_url = base_url
+        self.clock = clock
         self.http = requests.Session()
 
     def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +68,9 @@ def inbound_sim(settings_env: Any) -> Iterator[InboundSim]:
     config = SimulatorConfig(
         port=0, enroute_after=0.1, deliver_after=0.2, extra_routes=(register_inbound,)
     )
-    with running_simulator(config) as base_url:
+    with SimulatorServer(config) as server:
+        clock = server.state.clock = SimClock()
+        base_url = server.base_url
         settings_env(
             IP2SMS_SEND_URL=f"{base_url}/ip2sms/",
             IP2SMS_STATUS_URL=f"{base_url}/ip2sms-request/",
@@ -73,7 +78,7 @@ def inbound_sim(settings_env: Any) -> Iterator[InboundSim]:
             IP2SMS_LOGIN="demo",
             IP2SMS_PASSWORD="demo",
         )
-        yield InboundSim(base_url)
+        yield InboundSim(base_url, clock)
 
 
 def set_intervals(replies: int = 1, shortcodes: int = 0) -> int:
@@ -338,7 +343,7 @@ def test_simulator_auto_replies_to_delivered_messages(
     )
     set_intervals(replies=1)
     message = sent_message()
-    time.sleep(0.3)  # past the simulator's deliver_after
+    inbound_sim.clock.advance(0.3)  # past the simulator's deliver_after
     result = inbound_service.poll_inbound()
     assert (result.stored, result.opt_outs) == (1, 1)
     with session_scope() as session:

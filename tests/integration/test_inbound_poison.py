@@ -113,7 +113,9 @@ def test_an_item_the_database_refuses_is_skipped_and_the_rest_of_the_page_stored
     result = inbound_service.poll_account(account_id, "replies", client=gateway)  # type: ignore[arg-type]
     assert (result.stored, result.skipped, result.opt_outs) == (2, 1, 1)
     with session_scope() as session:
-        ids = sorted(session.scalars(select(SmsReply.gateway_reply_id)))
+        ids = list(
+            session.scalars(select(SmsReply.gateway_reply_id).order_by(SmsReply.gateway_reply_id))
+        )
     assert ids == [1, 3]
     assert opted_out(NUMBER)
 

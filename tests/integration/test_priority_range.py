@@ -16,7 +16,7 @@ from sms_pipeline.db.models import SmsLog, SmsQueue
 from sms_pipeline.priorities import PRIORITY_MAX, PRIORITY_MIN
 from sms_pipeline.services import sql_route
 from tests.helpers import NORMAL
-from tests.integration.test_send_rules import make_account, no_dispatch  # noqa: F401
+from tests.integration.test_send_rules import make_account
 
 OUTSIDE = [PRIORITY_MIN - 1, PRIORITY_MAX + 1, 99, -5]
 
@@ -28,7 +28,7 @@ def test_the_range_is_0_to_9() -> None:
 @pytest.mark.parametrize("value", OUTSIDE)
 def test_every_entry_point_refuses_the_same_values(
     db: Any,
-    no_dispatch: list[Any],  # noqa: F811
+    no_dispatch: list[Any],
     value: int,
 ) -> None:
     with pytest.raises(InvalidMessage, match="from 0 to 9") as refused:
@@ -55,7 +55,7 @@ def test_every_entry_point_refuses_the_same_values(
 @pytest.mark.parametrize("value", [PRIORITY_MIN, PRIORITY_MAX])
 def test_every_entry_point_accepts_the_bounds(
     db: Any,
-    no_dispatch: list[Any],  # noqa: F811
+    no_dispatch: list[Any],
     value: int,
 ) -> None:
     assert enqueue_sms(NORMAL, "hi", priority=value)

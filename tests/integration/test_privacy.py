@@ -42,7 +42,7 @@ from sms_pipeline.gateway import GatewayConnectionError, GatewayError, GatewaySt
 from sms_pipeline.gateway.client import SendResult
 from sms_pipeline.metrics.report import build_report
 from sms_pipeline.metrics.store import get_store
-from sms_pipeline.services import outbox, privacy, sending
+from sms_pipeline.services import privacy, sending
 from sms_pipeline.services.api_keys import create_api_key
 
 NUMBER = "+380931234567"
@@ -70,13 +70,6 @@ def row(message_id: uuid.UUID) -> SmsLog:
         found = session.get(SmsLog, message_id)
         assert found is not None
         return found
-
-
-@pytest.fixture
-def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    published: list[Any] = []
-    monkeypatch.setattr(outbox, "publish", lambda ds: published.extend(ds) or len(published))
-    return published
 
 
 class RecordingClient:

@@ -11,7 +11,6 @@ import itertools
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, Verification, utcnow
 from sms_pipeline.services import outbox, replication
+from tests.support import wait_until
 
 _numbers = itertools.count(1000000)
 
@@ -40,12 +40,6 @@ def verification(**values: Any) -> dict[str, Any]:
     }
     row.update(values)
     return row
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def add(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -119,13 +113,13 @@ def test_out_of_order_commits_and_two_replicators_give_exactly_one_row_each(
             t.start()
         for t in writers:
             t.join(120)
-        wait_until(lambda: log_count() >= 900 or bool(errors))
+        wait_until(lambda: log_count() >= 900 or errors, 60, "900 rows replicated")
         assert not errors
         replicated_before = log_rows()
         assert len(replicated_before) == 900  # the long transaction's rows are not visible yet
 
         long_tx.commit()
-        wait_until(lambda: log_count() >= 1000 or bool(errors))
+        wait_until(lambda: log_count() >= 1000 or errors, 60, "1000 rows replicated")
     finally:
         # A failure above must not leave a transaction holding locks (teardown truncates).
         if long_tx.is_active:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from sms_pipeline import InvalidMessage, enqueue_sms
 from sms_pipeline.db import session_scope
-from sms_pipeline.db.models import SendStatus, SmsLog
-from tests.helpers import NORMAL, is_final, wait_for
+from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
+from tests.helpers import NORMAL, TaskWatch, is_final, wait_for
+from tests.support import wait_until
 
 TRANSIENT_TWICE = "+380931234502"
 TRANSIENT_ALWAYS = "+380931234503"
@@ -39,12 +41,16 @@ def test_two_transient_failures_then_submitted(worker: Any, simulator: Any) -> N
 
 
 def test_third_transient_failure_logs_retrycount_exceeded(worker: Any, simulator: Any) -> None:
-    message_id = enqueue_sms(TRANSIENT_ALWAYS, "hello", "text")
-    row = wait_for(message_id, is_final)
-    assert row.send_status == SendStatus.RETRYCOUNT_EXCEEDED.value
-    assert row.attempts == 3
-    assert row.last_error and "503" in row.last_error
-    time.sleep(1.0)  # a fourth attempt, if any, would have arrived by now
+    from sms_pipeline.celery_app import SEND_DUE_TASK, SEND_TASK
+
+    with TaskWatch([SEND_TASK, SEND_DUE_TASK]) as tasks:
+        message_id = enqueue_sms(TRANSIENT_ALWAYS, "hello", "text")
+        row = wait_for(message_id, is_final)
+        assert row.send_status == SendStatus.RETRYCOUNT_EXCEEDED.value
+        assert row.attempts == 3
+        assert row.last_error and "503" in row.last_error
+        # A fourth attempt, if any, would run in a send task published by now.
+        wait_until(tasks.settled, 30, "every send task to run")
     assert simulator.submissions(message_id.hex) == 3
 
 
@@ -119,10 +125,15 @@ def test_sweeper_resends_message_whose_dispatch_was_lost(
     message_id = enqueue_sms(NORMAL, "hello", "text")
     time.sleep(0.5)
     with session_scope() as session:
-        assert session.get(SmsLog, message_id).send_status == SendStatus.QUEUED.value
+        assert session.get_one(SmsLog, message_id).send_status == SendStatus.QUEUED.value
     monkeypatch.setattr(outbox, "publish", real_publish)
     settings_env(SMS_OUTBOX_GRACE_SECONDS=1)
-    time.sleep(1.1)
+    with session_scope() as session:  # its lost dispatch went out longer ago than the grace
+        session.execute(
+            update(SmsLog)
+            .where(SmsLog.id == message_id)
+            .values(dispatched_at=utcnow() - dt.timedelta(seconds=1.1))
+        )
     assert outbox.sweep_outbox().dispatched == 1
     row = wait_for(message_id, is_final)
     assert row.send_status == SendStatus.SUBMITTED.value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from typing import Any
 
@@ -15,6 +14,7 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.services import outbox, sending, sql_route
 from tests.helpers import NORMAL, is_final, wait_for
+from tests.support import wait_until
 
 
 def make_account(**values: Any) -> int:
@@ -34,14 +34,6 @@ def make_account(**values: Any) -> int:
         return account.id
 
 
-@pytest.fixture
-def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Capture publishes instead of sending them to the broker."""
-    published: list[Any] = []
-    monkeypatch.setattr(outbox, "publish", lambda ds: published.extend(ds) or len(published))
-    return published
-
-
 def hour_outside_now() -> tuple[int, int]:
     now = utcnow()
     start = (now.hour + 2) % 24
@@ -56,7 +48,7 @@ def test_message_outside_window_waits_and_goes_when_window_opens(
     message_id = enqueue_sms(NORMAL, "hello", account=account_id)
     assert sending.attempt_send(message_id).outcome == "deferred"
     with session_scope() as session:
-        row = session.get(SmsLog, message_id)
+        row = session.get_one(SmsLog, message_id)
         assert row.send_status == SendStatus.QUEUED.value and row.attempts == 0
         assert row.due_at.hour == start and row.due_at.minute == 0
         assert row.dispatched_at is None
@@ -76,7 +68,7 @@ def test_future_send_at_waits_in_the_database(db: Any, no_dispatch: list[Any]) -
     assert outbox.sweep_outbox().dispatched == 0
     assert sending.attempt_send(message_id).outcome == "skipped"
     with session_scope() as session:
-        assert session.get(SmsLog, message_id).due_at == later
+        assert session.get_one(SmsLog, message_id).due_at == later
 
 
 def test_sweeper_dispatches_higher_priority_first(db: Any, no_dispatch: list[Any]) -> None:
@@ -115,8 +107,8 @@ def test_credits_decrease_by_segments_and_postpaid_never_changes(
     for account_id in (prepaid, postpaid):
         sending.attempt_send(enqueue_sms(NORMAL, two_parts, account=account_id))
     with session_scope() as session:
-        assert session.get(Account, prepaid).credits == 8
-        assert session.get(Account, postpaid).credits == 1_000_000
+        assert session.get_one(Account, prepaid).credits == 8
+        assert session.get_one(Account, postpaid).credits == 1_000_000
 
 
 def test_account_out_of_credits_stops_sending(
@@ -128,7 +120,7 @@ def test_account_out_of_credits_stops_sending(
     assert sending.attempt_send(first).outcome == "submitted"
     assert sending.attempt_send(second).outcome == "deferred"
     with session_scope() as session:
-        row = session.get(SmsLog, second)
+        row = session.get_one(SmsLog, second)
         assert row.send_status == SendStatus.QUEUED.value
         assert row.attempts == 0
         assert row.last_error == "out of credits"
@@ -145,7 +137,7 @@ def test_inactive_account_refused_at_enqueue_and_queued_messages_wait(
         enqueue_sms(NORMAL, "hello", account=account_id)
     assert sending.attempt_send(waiting).outcome == "deferred"
     with session_scope() as session:
-        assert session.get(SmsLog, waiting).send_status == SendStatus.QUEUED.value
+        assert session.get_one(SmsLog, waiting).send_status == SendStatus.QUEUED.value
 
 
 def test_gateway_credit_refusal_gives_the_attempt_back_and_pauses_account(
@@ -155,8 +147,8 @@ def test_gateway_credit_refusal_gives_the_attempt_back_and_pauses_account(
     message_id = enqueue_sms("+380931234510", "hello", account=account_id)
     assert sending.attempt_send(message_id).outcome == "deferred"
     with session_scope() as session:
-        row = session.get(SmsLog, message_id)
-        account = session.get(Account, account_id)
+        row = session.get_one(SmsLog, message_id)
+        account = session.get_one(Account, account_id)
         assert (row.send_status, row.attempts) == (SendStatus.QUEUED.value, 0)
         assert account.paused_until is not None and account.paused_until > utcnow()
         assert "Prepaid" in (account.pause_reason or "")
@@ -170,24 +162,25 @@ def test_gateway_429_counts_an_attempt_and_slows_the_account(
     result = sending.attempt_send(message_id)
     assert result.outcome == "retry" and result.retry_in is not None and result.retry_in >= 1
     with session_scope() as session:
-        assert session.get(SmsLog, message_id).attempts == 1
-        assert session.get(Account, account_id).paused_until is not None
+        assert session.get_one(SmsLog, message_id).attempts == 1
+        assert session.get_one(Account, account_id).paused_until is not None
 
 
+@pytest.mark.parametrize("simulator", [{"slow_seconds": 1.5}], indirect=True, ids=["slow-1.5s"])
 def test_uniq_key_dupe_after_lost_answer_is_recorded_as_submitted(
     db: Any, simulator: Any, no_dispatch: list[Any], settings_env: Any
 ) -> None:
-    # The slow rule answers after 5 s; the client gives up after 0.5 s, and the gateway
+    # The slow rule answers after 1.5 s; the client gives up after 0.5 s, and the gateway
     # keeps the message. The retry then meets uniq_key dupe.
     settings_env(IP2SMS_READ_TIMEOUT=0.5)
     message_id = enqueue_sms("+380931234506", "hello")
     assert sending.attempt_send(message_id).outcome == "retry"
-    time.sleep(5.5)
+    wait_until(lambda: simulator.accepted(message_id.hex), 30, "the gateway to keep it")
     with session_scope() as session:
         session.execute(update(SmsLog).values(due_at=utcnow()))
     assert sending.attempt_send(message_id).outcome == "submitted"
     with session_scope() as session:
-        row = session.get(SmsLog, message_id)
+        row = session.get_one(SmsLog, message_id)
         assert row.send_status == SendStatus.SUBMITTED.value
         assert row.gateway_id is None and "uniq_key dupe" in (row.last_error or "")
         # Unknown, so the Terminated rule ends it if nothing else does.

@@ -343,8 +343,8 @@ def test_every_status_reads_in_smsportal_words(plain: Plain) -> None:
     """The view's words are the mapping's, for every status pair the log can hold."""
     account = plain.account("route")
     cases: dict[str, tuple[str, str | None, str]] = {}
-    for gateway_status, word in GATEWAY_STATUS_WORDS.items():
-        cases[f"g-{gateway_status}"] = (SendStatus.SUBMITTED.value, gateway_status, word)
+    for gateway_word, word in GATEWAY_STATUS_WORDS.items():
+        cases[f"g-{gateway_word}"] = (SendStatus.SUBMITTED.value, gateway_word, word)
     cases["g-none"] = (SendStatus.SUBMITTED.value, None, "SUBMITTED")
     for send_status, word in SEND_STATUS_WORDS.items():
         if send_status != SendStatus.SUBMITTED.value:

@@ -24,28 +24,21 @@ from sms_pipeline.gateway import GatewayStatus, GatewayTimeout, StatusResult
 from sms_pipeline.services import outbox, sending, status
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.simulator import SimulatorConfig, SimulatorServer
+from tests.helpers import SimClock
 
 NORMAL = "+380931234567"
 NEVER_FINAL = "+380931234505"
 
 
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class ClockedSimulator:
     """A simulator whose messages turn Enroute at t+10 and Delivered at t+20 of `clock`."""
 
-    def __init__(self, server: SimulatorServer, clock: ManualClock) -> None:
+    def __init__(self, server: SimulatorServer, clock: SimClock) -> None:
         self.server = server
         self.clock = clock
 
     def advance(self, seconds: float) -> None:
-        self.clock.now += seconds
+        self.clock.advance(seconds)
 
     def status_requests(self) -> int:
         return int(self.server.state.stats["status_requests"])
@@ -57,7 +50,7 @@ def sim(db: Any, settings_env: Any) -> Iterator[ClockedSimulator]:
         SimulatorConfig(port=0, login="demo", password="demo", enroute_after=10, deliver_after=20)
     )
     server.start()
-    clock = ManualClock()
+    clock = SimClock(frozen=True)
     server.state.clock = clock
     settings_env(
         IP2SMS_SEND_URL=server.send_url,
@@ -185,6 +178,7 @@ def test_sweeps_walk_a_message_accepted_enroute_delivered(
     assert delivered.final_at is not None
     assert delivered.next_check_at is None
     assert delivered.status_changed_at is not None
+    assert enroute.status_changed_at is not None
     assert delivered.status_changed_at > enroute.status_changed_at
     assert delivered.updated_at > enroute.updated_at
 
@@ -231,7 +225,9 @@ def test_backoff_grows_with_each_check(
         make_due(message_id)
         started = utcnow()
         status.sweep_statuses(inline=True)
-        gaps.append((row(message_id).next_check_at - started).total_seconds())
+        next_check = row(message_id).next_check_at
+        assert next_check is not None
+        gaps.append((next_check - started).total_seconds())
     assert [round(g, -1) for g in gaps] == [30, 60, 600, 600]
 
 

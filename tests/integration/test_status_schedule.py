@@ -89,7 +89,9 @@ def row(message_id: uuid.UUID) -> SmsLog:
         return found
 
 
-def run_sweeps(gateway: ClockedGateway, start: dt.datetime, period: float, until: dt.datetime):
+def run_sweeps(
+    gateway: ClockedGateway, start: dt.datetime, period: float, until: dt.datetime
+) -> None:
     """Beat: a sweep every `period` seconds from `start` to `until`, checks run inline."""
     now = start
     while now <= until:

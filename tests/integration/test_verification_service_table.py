@@ -29,8 +29,10 @@ from sqlalchemy import inspect
 from sms_pipeline.db import dispose_engines, get_engine, migrate
 from sms_pipeline.db.engine import make_engine
 from sms_pipeline.db.models import utcnow
-from sms_pipeline.services import outbox, replication, status
-from tests.conftest import PG_ADMIN_URL, TEST_DB_NAME
+from sms_pipeline.services import replication, status
+from tests.conftest import TEST_DB_NAME
+from tests.helpers import capture_publishes
+from tests.support import PG_ADMIN_URL
 
 # The service's table, column for column (Ecto :string is varchar(255), timestamps are
 # `timestamp without time zone` in UTC).
@@ -259,8 +261,7 @@ def test_a_deployment_that_still_has_gateway_id_is_tracked_not_resent(
     # Before November 2017 the service sent SMS itself and kept the gateway's id.
     dsn = fresh_pg(REAL_DDL.format(extra=",\n    gateway_id varchar(255)"))
     migrate.upgrade(get_engine())
-    published: list[Any] = []
-    monkeypatch.setattr(outbox, "publish", lambda ds: published.extend(ds) or len(published))
+    published = capture_publishes(monkeypatch)
     service = Service(dsn)
     sent_by_service = service.new_code("+380935550001", 123456)
     service.conn.execute(
@@ -349,8 +350,7 @@ def test_embedded_sqlite_replicates_the_real_shape_once(
     path = tmp_path / "embedded.db"
     settings_env(SMS_DATABASE_URL=f"sqlite:///{path}", SMS_VERIFICATION_CODE_DIGITS=6)
     migrate.upgrade(get_engine())
-    published: list[Any] = []
-    monkeypatch.setattr(outbox, "publish", lambda ds: published.extend(ds) or len(published))
+    published = capture_publishes(monkeypatch)
     now = utcnow()
     stamp = now.strftime("%Y-%m-%d %H:%M:%S")
     soon = (now + dt.timedelta(minutes=10)).strftime("%Y-%m-%d %H:%M:%S")

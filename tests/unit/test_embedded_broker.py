@@ -5,10 +5,16 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from pathlib import Path
+from typing import Any
 
-from kombu import Connection
+from kombu.connection import Connection
 
 import sms_pipeline.embedded_broker  # noqa: F401  (registers the transport for filesystem://)
+
+
+def connect(**options: Any) -> Any:
+    """A kombu connection to the embedded broker (kombu's Connection is untyped)."""
+    return Connection("filesystem://", **options)  # type: ignore[no-untyped-call]
 
 
 def test_concurrent_producers_and_consumer_see_only_whole_messages(tmp_path: Path) -> None:
@@ -34,7 +40,7 @@ def test_concurrent_producers_and_consumer_see_only_whole_messages(tmp_path: Pat
 
     def produce(n: int) -> None:
         try:
-            with Connection("filesystem://", transport_options=options) as conn:
+            with connect(transport_options=options) as conn:
                 queue = conn.SimpleQueue("q")
                 for i in range(per_producer):
                     queue.put({"producer": n, "i": i, "pad": "x" * 2000})
@@ -45,7 +51,7 @@ def test_concurrent_producers_and_consumer_see_only_whole_messages(tmp_path: Pat
 
     def consume() -> None:
         try:
-            with Connection("filesystem://", transport_options=options) as conn:
+            with connect(transport_options=options) as conn:
                 queue = conn.SimpleQueue("q")
                 while len(received) < producers * per_producer and not done.is_set():
                     try:
@@ -79,7 +85,7 @@ def test_concurrent_producers_and_consumer_see_only_whole_messages(tmp_path: Pat
 
 
 def _publish(options: dict[str, object], n: int, count: int) -> None:
-    with Connection("filesystem://", transport_options=options) as conn:
+    with connect(transport_options=options) as conn:
         queue = conn.SimpleQueue("q")
         for i in range(count):
             queue.put({"producer": n, "i": i})
@@ -111,5 +117,5 @@ def test_processes_binding_a_fresh_queue_at_once_lose_no_message(tmp_path: Path)
 
 
 def test_transport_is_registered_for_filesystem_urls() -> None:
-    with Connection("filesystem://") as conn:
+    with connect() as conn:
         assert type(conn.transport).__module__ == "sms_pipeline.embedded_broker"

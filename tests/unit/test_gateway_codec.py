@@ -24,7 +24,7 @@ from sms_pipeline.gateway.codec import (
 
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 xml_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)).filter(
+    alphabet=st.characters(exclude_categories=["Cs"]).filter(
         lambda c: _XML_INVALID.match(c) is None
     ),
     max_size=300,

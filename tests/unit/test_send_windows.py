@@ -13,7 +13,12 @@ UTC = dt.UTC
 
 
 def account(start: int, end: int, tz: str = "UTC", **kw: object) -> Account:
-    values = {"active": True, "postpaid": True, "credits": 1_000_000, "paused_until": None}
+    values: dict[str, object] = {
+        "active": True,
+        "postpaid": True,
+        "credits": 1_000_000,
+        "paused_until": None,
+    }
     values.update(kw)
     return Account(
         name="a", username="u", send_start_hour=start, send_end_hour=end, timezone=tz, **values

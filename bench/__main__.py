@@ -4,7 +4,7 @@
     python -m bench --quick          # smaller counts (~2-3 min)
     python -m bench send --count 10000 [--latency-ms 100] [--concurrency 16] [--workers 2]
     python -m bench status|history|urgent|replication|enqueue [--count N]
-    python -m bench send --profile 10   # py-spy record of the worker for 10 s
+    python -m bench send|status --profile 10   # py-spy record of the worker for 10 s
 
 Needs PostgreSQL and Redis (SMS_TEST_POSTGRES_URL / SMS_TEST_REDIS_URL, as the tests):
 a database of its own is created, migrated and dropped; a Redis db is claimed like
@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
-        help="send: py-spy record the worker for SECONDS (.sms_pipeline/profile-send-*.txt)",
+        help="send, status: py-spy record the worker for SECONDS (.sms_pipeline/profile-*.txt)",
     )  # fmt: skip
     return parser
 
@@ -224,10 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             send_rate = results.get("send_0ms", {}).get("per_second")
             assert baseline is not None
-            results["status"] = bench_status.run(
+            profile_out = REPO / ".sms_pipeline" / "profile-status.txt"
+            r = bench_status.run(
                 env, count=sizes["status"], pool=POOL, concurrency=send_c,
                 baseline=baseline, send_rate=send_rate,
+                profile_seconds=args.profile, profile_out=profile_out,
             )  # fmt: skip
+            results["status"] = r
+            if args.profile and profile_out.exists():
+                from bench.profile import summarise
+
+                r["profile"] = {"file": str(profile_out), **summarise(profile_out, 25)}
         if "history" in chosen:
             from bench import bench_history
 

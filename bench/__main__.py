@@ -4,6 +4,7 @@
     python -m bench --quick          # smaller counts (~2-3 min)
     python -m bench send --count 10000 [--latency-ms 100] [--concurrency 16] [--workers 2]
     python -m bench status|history|urgent|replication|enqueue [--count N]
+    python -m bench send status --latency-ms 0 --workers 1   # status as a multiple of send
     python -m bench send|status --profile 10   # py-spy record of the worker for 10 s
 
 Needs PostgreSQL and Redis (SMS_TEST_POSTGRES_URL / SMS_TEST_REDIS_URL, as the tests):
@@ -61,7 +62,10 @@ QUICK: dict[str, Any] = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("benchmark", nargs="?", default="all", choices=("all", *BENCHMARKS))
+    parser.add_argument(
+        "benchmark", nargs="*", default=["all"], choices=("all", *BENCHMARKS),
+        help="one or more; `send status` prints the status rate as a multiple of the send rate",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smaller counts (~2-3 minutes)")
     parser.add_argument("--count", type=int, default=None, help="main count of the benchmark")
     parser.add_argument("--concurrency", type=int, default=None, help="worker threads")
@@ -170,12 +174,11 @@ def print_table(results: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
-    chosen = BENCHMARKS if args.benchmark == "all" else (args.benchmark,)
+    chosen = BENCHMARKS if "all" in args.benchmark else tuple(args.benchmark)
     if args.count is not None:
-        key = "history_large" if args.benchmark == "history" else args.benchmark
-        if args.benchmark == "urgent":
-            key = "urgent_bulk"
-        sizes[key] = args.count
+        for benchmark in chosen:
+            key = {"history": "history_large", "urgent": "urgent_bulk"}.get(benchmark, benchmark)
+            sizes[key] = args.count
     run_info: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,

@@ -4,7 +4,8 @@
     python -m bench --quick          # smaller counts (~2-3 min)
     python -m bench send --count 10000 [--latency-ms 100] [--concurrency 16] [--workers 2]
     python -m bench status|history|urgent|replication|enqueue [--count N]
-    python -m bench send --profile 10   # py-spy record of the worker for 10 s
+    python -m bench send status --latency-ms 0 --workers 1   # status as a multiple of send
+    python -m bench send|status --profile 10   # py-spy record of the worker for 10 s
 
 Needs PostgreSQL and Redis (SMS_TEST_POSTGRES_URL / SMS_TEST_REDIS_URL, as the tests):
 a database of its own is created, migrated and dropped; a Redis db is claimed as the
@@ -62,7 +63,10 @@ QUICK: dict[str, Any] = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("benchmark", nargs="?", default="all", choices=("all", *BENCHMARKS))
+    parser.add_argument(
+        "benchmark", nargs="*", default=["all"], choices=("all", *BENCHMARKS),
+        help="one or more; `send status` prints the status rate as a multiple of the send rate",
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smaller counts (~2-3 minutes)")
     parser.add_argument("--count", type=int, default=None, help="main count of the benchmark")
     parser.add_argument("--concurrency", type=int, default=None, help="worker threads")
@@ -72,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
-        help="send: py-spy record the worker for SECONDS (.sms_pipeline/profile-send-*.txt)",
+        help="send, status: py-spy record the worker for SECONDS (.sms_pipeline/profile-*.txt)",
     )  # fmt: skip
     return parser
 
@@ -171,12 +175,11 @@ def print_table(results: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
-    chosen = BENCHMARKS if args.benchmark == "all" else (args.benchmark,)
+    chosen = BENCHMARKS if "all" in args.benchmark else tuple(args.benchmark)
     if args.count is not None:
-        key = "history_large" if args.benchmark == "history" else args.benchmark
-        if args.benchmark == "urgent":
-            key = "urgent_bulk"
-        sizes[key] = args.count
+        for benchmark in chosen:
+            key = {"history": "history_large", "urgent": "urgent_bulk"}.get(benchmark, benchmark)
+            sizes[key] = args.count
     run_info: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
@@ -225,10 +228,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             send_rate = results.get("send_0ms", {}).get("per_second")
             assert baseline is not None
-            results["status"] = bench_status.run(
+            profile_out = REPO / ".sms_pipeline" / "profile-status.txt"
+            r = bench_status.run(
                 env, count=sizes["status"], pool=POOL, concurrency=send_c,
                 baseline=baseline, send_rate=send_rate,
+                profile_seconds=args.profile, profile_out=profile_out,
             )  # fmt: skip
+            results["status"] = r
+            if args.profile and profile_out.exists():
+                from bench.profile import summarise
+
+                r["profile"] = {"file": str(profile_out), **summarise(profile_out, 25)}
         if "history" in chosen:
             from bench import bench_history
 

@@ -8,7 +8,7 @@ write, metrics), never the cheaper "unchanged" answer. Beat runs the status swee
 second (claim up to SMS_STATUS_BATCH_LIMIT, fan out in chunks of SMS_STATUS_CHUNK_SIZE);
 time runs from the first claimed row to the last Delivered one.
 
-    python -m bench status --count 50000
+    python -m bench status --count 50000 [--profile 10]
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
+from bench.bench_send import _profile
 from bench.bench_simulator import _Conn
 from bench.common import (
     BenchEnv,
@@ -73,6 +76,8 @@ def run(
     concurrency: int,
     baseline: dict[str, Any],
     send_rate: float | None = None,
+    profile_seconds: float = 0.0,
+    profile_out: Path | None = None,
 ) -> dict[str, Any]:
     env.truncate()
     simulator = env.start_simulator(0.0)
@@ -104,7 +109,11 @@ def run(
     env.vacuum_analyze()
 
     worker = env.start_worker(pool=pool, concurrency=concurrency, sms_status_poll_seconds=1)
+    cpu0 = worker.cpu_seconds()
     beat = env.start_beat(sms_status_poll_seconds=1)
+    profiler = None
+    if profile_seconds > 0 and profile_out is not None:
+        profiler = _profile(worker.pid, profile_seconds, profile_out)
     started = wait_until(
         lambda: (
             count_where(
@@ -129,6 +138,12 @@ def run(
         0.1,
     )
     rss = worker.rss_mib()
+    cpu = worker.cpu_seconds() - cpu0
+    if profiler is not None:
+        try:
+            profiler.wait(profile_seconds + 30)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
     env.stop(beat)
     env.stop(worker)
     env.stop(simulator)
@@ -149,11 +164,13 @@ def run(
         "ratio_to_send": round(ours / send_rate, 2) if send_rate else None,
         "checked_more_than_once": double_checked,
         "preload_submissions_per_second": round(count / preload_seconds, 1),
+        "worker_cpu_ms_per_check": round(1000 * cpu / count, 3),
         "worker_rss_mib": rss,
     }
     log(
         f"status checks ({pool} c={concurrency}): {ours:.0f} checks/s vs baseline "
         f"{baseline['per_second']:.0f}/s → ratio {result['ratio']:.2f}"
         + (f"; {result['ratio_to_send']:.2f} × the send rate" if send_rate else "")
+        + f"; worker CPU {result['worker_cpu_ms_per_check']} ms per check"
     )
     return result

@@ -21,6 +21,7 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SmsLog
 from sms_pipeline.gateway import GatewayStatus, GatewayTimeout, SendResult, StatusResult
 from sms_pipeline.services import outbox, sending, status
+from sms_pipeline.services.status import checks as status_checks
 from sms_pipeline.simulator import SimulatorConfig, SimulatorServer
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
 
@@ -68,7 +69,7 @@ class ClockedGateway:
 @pytest.fixture
 def gateway(monkeypatch: pytest.MonkeyPatch) -> ClockedGateway:
     fake = ClockedGateway()
-    monkeypatch.setattr(status, "get_gateway_client", lambda settings=None: fake)
+    monkeypatch.setattr(status_checks, "get_gateway_client", lambda settings=None: fake)
     monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
     return fake
 

@@ -163,7 +163,7 @@ class SmsLog(Base):
     next_check_at: Mapped[dt.datetime | None]  # next status check (moving messages)
     status_checks: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     # When the gateway last answered a status request about it (the time the request went
-    # out): Terminated is decided on this fact, see services/status.py.
+    # out): Terminated is decided on this fact, see services/status/terminate.py.
     last_checked_at: Mapped[dt.datetime | None]
     final_at: Mapped[dt.datetime | None]  # when the message reached a final state
 

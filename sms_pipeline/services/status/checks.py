@@ -1,0 +1,122 @@
+"""Asking the gateway: one status check, or a chunk of them at once.
+
+A check reads the message, asks the gateway only about one still moving with a gateway
+id, and records the answer (`record.record_answers`); safe to run twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from sqlalchemy import bindparam, select
+
+from sms_pipeline.db import one_statement
+from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, utcnow
+from sms_pipeline.gateway import GatewayError, StatusResult
+from sms_pipeline.services.gateway import get_gateway_client
+from sms_pipeline.services.status.outcomes import CheckOutcome, CheckResult
+from sms_pipeline.services.status.record import Answer, Asked, record_answers
+from sms_pipeline.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class StatusClient(Protocol):
+    def status(self, gateway_id: str) -> StatusResult: ...
+
+
+@functools.cache
+def _read_statement() -> Any:  # a Select (its generic form varies across 2.x)
+    # Built once: building a statement costs more Python time than a status check's query.
+    # type and submitted_at are for the status-change metrics: read now, not in a third query.
+    return select(
+        SmsLog.id, SmsLog.gateway_id, SmsLog.gateway_status, SmsLog.type, SmsLog.submitted_at
+    ).where(SmsLog.id.in_(bindparam("b_ids", expanding=True)))
+
+
+def read_rows(ids: Sequence[uuid.UUID], settings: Settings) -> dict[uuid.UUID, Any]:
+    """The rows a check needs, by id (ids that are gone are left out)."""
+    with one_statement(settings) as conn:
+        return {r.id: r for r in conn.execute(_read_statement(), {"b_ids": list(ids)})}
+
+
+def _not_askable(message_id: uuid.UUID, row: Any) -> CheckResult | None:
+    """Why the gateway is not asked about this message (gone, final, no id), or None."""
+    if row is None:
+        return CheckResult(message_id, CheckOutcome.MISSING)
+    if row.gateway_status not in MOVING_STATUS_VALUES:
+        return CheckResult(message_id, CheckOutcome.NOT_MOVING, row.gateway_status)
+    if not row.gateway_id:
+        return CheckResult(message_id, CheckOutcome.NO_GATEWAY_ID, row.gateway_status)
+    return None
+
+
+def check_status(
+    message_id: uuid.UUID,
+    *,
+    settings: Settings | None = None,
+    client: StatusClient | None = None,
+    now: dt.datetime | None = None,
+) -> CheckResult:
+    """Ask the gateway about one message and record a forward change; safe to run twice.
+
+    When the gateway answers, `last_checked_at` records when the request went out (`now`,
+    taken just before asking unless a clock is passed in): the Terminated rule's fact.
+    """
+    settings = settings or get_settings()
+    row = read_rows([message_id], settings).get(message_id)
+    skipped = _not_askable(message_id, row)
+    if skipped is not None:
+        return skipped
+    assert row is not None  # _not_askable says MISSING otherwise
+    client = client or get_gateway_client(settings)
+    asked_at = now or utcnow()
+    try:
+        answer: Answer = client.status(row.gateway_id)
+    except GatewayError as exc:
+        answer = exc
+    with one_statement(settings) as conn:
+        return record_answers(conn, [Asked(message_id, row, answer)], asked_at)[0]
+
+
+def check_many(ids: Sequence[uuid.UUID], settings: Settings | None = None) -> list[CheckResult]:
+    """Check a chunk of messages (the worker's side of `fan_out`): one read for the chunk,
+    the gateway asked for all of them concurrently, every answer recorded in one statement
+    (PostgreSQL; one transaction on SQLite).
+
+    A chunk that fails as a whole is logged; the sweep's lease already scheduled the next
+    look at each of its messages.
+    """
+    settings = settings or get_settings()
+    if not ids:
+        return []
+    try:
+        rows = read_rows(ids, settings)
+        results: dict[uuid.UUID, CheckResult] = {}
+        askable: list[uuid.UUID] = []
+        for message_id in dict.fromkeys(ids):  # a repeated id is asked about once
+            skipped = _not_askable(message_id, rows.get(message_id))
+            if skipped is not None:
+                results[message_id] = skipped
+            else:
+                askable.append(message_id)
+        if askable:
+            client = get_gateway_client(settings)
+            asked_at = utcnow()
+            answers = client.status_many([rows[i].gateway_id for i in askable])
+            asked = [Asked(i, rows[i], answer) for i, answer in zip(askable, answers, strict=True)]
+            with one_statement(settings) as conn:
+                for result in record_answers(conn, asked, asked_at):
+                    results[result.message_id] = result
+    except Exception:
+        log.exception("status checks of a chunk of %d failed; the next sweep retries", len(ids))
+        return []
+    return [results[i] for i in ids if i in results]
+
+
+__all__ = ["StatusClient", "check_many", "check_status", "read_rows"]

@@ -1,0 +1,102 @@
+"""Claiming due checks: the lease that keeps overlapping sweeps from asking twice."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from sms_pipeline.db import is_sqlite
+from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, UTCDateTime
+from sms_pipeline.services.status.rules import deadline_of, next_check_time
+from sms_pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: uuid.UUID
+    gateway_id: str | None
+
+
+def claim_due_checks(
+    session: Session, now: dt.datetime, settings: Settings, *, limit: int | None = None
+) -> list[Claimed]:
+    """Claim moving messages due for a check; their next check moves one backoff step on."""
+    limit = limit or settings.sms_status_batch_limit
+    backoff = settings.sms_status_check_backoff
+    due = and_(SmsLog.gateway_status.in_(MOVING_STATUS_VALUES), SmsLog.next_check_at <= now)
+    candidates = select(SmsLog.id).where(due).order_by(SmsLog.next_check_at).limit(limit)
+    claimed: ColumnElement[bool]
+    if is_sqlite(session.get_bind()):
+        claimed = SmsLog.id.in_(candidates.scalar_subquery())
+    else:
+        candidates = candidates.with_for_update(skip_locked=True)
+        # `= ANY(ARRAY(subquery))` runs the locking subquery once (an InitPlan). With
+        # `IN (subquery)` and a big history, the planner estimated one due row and re-ran
+        # the subquery per claimed row: 187 ms for 1,000 due rows among 1M rows, vs 41 ms.
+        claimed = SmsLog.id == any_(func.array(candidates.scalar_subquery()))
+
+    def at(step: int) -> Any:
+        return literal(now + dt.timedelta(seconds=backoff[step]), UTCDateTime())
+
+    last = len(backoff) - 1
+    next_check = (
+        case(*[(SmsLog.status_checks == i, at(i)) for i in range(last)], else_=at(last))
+        if last
+        else at(0)
+    )
+    rows = session.execute(
+        update(SmsLog)
+        .where(claimed, due)
+        .values(
+            next_check_at=next_check,
+            status_checks=SmsLog.status_checks + 1,
+            # A look is not a change: keep updated_at (the column's onupdate would bump it).
+            updated_at=SmsLog.updated_at,
+        )
+        .returning(
+            SmsLog.id,
+            SmsLog.gateway_id,
+            SmsLog.submitted_at,
+            SmsLog.inserted_at,
+            SmsLog.status_checks,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+    # A backoff step never jumps past the Terminated deadline: the message gets its check
+    # at the deadline, so a late delivery is seen before Terminated is decided. The step
+    # itself is in the UPDATE above (one statement for the common case); the few rows
+    # whose deadline falls inside their step are pulled back here.
+    capped = []
+    for r in rows:
+        deadline = deadline_of(r.submitted_at, r.inserted_at, settings)
+        following = next_check_time(now, r.status_checks - 1, deadline, backoff)
+        if r.gateway_id and following == deadline:
+            capped.append({"b_id": r.id, "b_next": deadline})
+    if capped:
+        table = cast(Table, SmsLog.__table__)
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(next_check_at=bindparam("b_next"), updated_at=table.c.updated_at),
+            capped,
+        )
+    return [Claimed(r.id, r.gateway_id) for r in rows]
+
+
+__all__ = ["Claimed", "claim_due_checks"]

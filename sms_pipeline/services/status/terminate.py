@@ -1,0 +1,91 @@
+"""Terminated: messages still moving after their deadline end, once that is known."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from sms_pipeline.db import is_sqlite
+from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog
+from sms_pipeline.db.sqltime import lower_bound_plus_seconds
+from sms_pipeline.gateway import GatewayStatus
+from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services.status.rules import checked_after_deadline, deadline_of
+from sms_pipeline.settings import Settings
+
+
+def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) -> int:
+    """Messages still moving after their deadline become Terminated, once it is known.
+
+    Known means: the gateway answered a status request sent at or after the deadline
+    (`last_checked_at`, recorded by every answered check) and still said the message was
+    moving. A message delivered a minute before the deadline, whose previous check was
+    minutes earlier, therefore gets its check at the deadline (see `next_check_time`) and
+    ends Delivered. A message the gateway cannot be asked about (no gateway id) ends at the
+    deadline. One whose checks keep failing stays moving, checked every last backoff step,
+    until the gateway answers.
+    """
+    timeout = settings.sms_terminate_after_seconds
+    cutoff = now - dt.timedelta(seconds=timeout)
+    bind = session.get_bind()
+    started = func.coalesce(SmsLog.submitted_at, SmsLog.inserted_at)
+    no_gateway_id = or_(SmsLog.gateway_id.is_(None), SmsLog.gateway_id == "")
+    candidates = (
+        select(
+            SmsLog.id,
+            SmsLog.gateway_id,
+            SmsLog.submitted_at,
+            SmsLog.inserted_at,
+            SmsLog.last_checked_at,
+        )
+        .where(
+            SmsLog.gateway_status.in_(MOVING_STATUS_VALUES),
+            or_(
+                SmsLog.submitted_at < cutoff,
+                and_(SmsLog.submitted_at.is_(None), SmsLog.inserted_at < cutoff),
+            ),
+            # In SQL as well as below, so a backlog of messages not yet checked after their
+            # deadline cannot fill the batch and starve those that are.
+            or_(
+                no_gateway_id,
+                SmsLog.last_checked_at >= lower_bound_plus_seconds(started, timeout, bind),
+            ),
+        )
+        .limit(settings.sms_status_batch_limit)
+    )
+    if not is_sqlite(bind):
+        candidates = candidates.with_for_update(skip_locked=True)
+    overdue = [
+        r.id
+        for r in session.execute(candidates)
+        if not r.gateway_id
+        or checked_after_deadline(
+            r.last_checked_at, deadline_of(r.submitted_at, r.inserted_at, settings)
+        )
+    ]
+    if not overdue:
+        return 0
+    types = (
+        session.execute(
+            update(SmsLog)
+            .where(SmsLog.id.in_(overdue), SmsLog.gateway_status.in_(MOVING_STATUS_VALUES))
+            .values(
+                gateway_status=GatewayStatus.TERMINATED.value,
+                status_changed_at=now,
+                updated_at=now,
+                final_at=now,
+                next_check_at=None,
+            )
+            .returning(SmsLog.type)
+            .execution_options(synchronize_session=False)
+        )
+        .scalars()
+        .all()
+    )
+    metrics.statuses_changed_in(session, types, GatewayStatus.TERMINATED.value)
+    return len(types)
+
+
+__all__ = ["terminate_overdue"]

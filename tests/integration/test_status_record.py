@@ -1,0 +1,211 @@
+"""Recording a chunk of status answers: every rule holds for each row of the chunk.
+
+PostgreSQL records the chunk in one statement, SQLite row by row; both are read back with
+plain SQL. The chunk mixes every kind of answer: a forward change, a final one, the same
+status, a backwards one, a failed request, a row that turned Terminated while the gateway
+was being asked, a row already looked at later, a final row and an id that is gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from sqlalchemy import DateTime, String, Uuid, bindparam, text, update
+
+from sms_pipeline.db import get_engine, is_sqlite, session_scope
+from sms_pipeline.db.models import SendStatus, SmsLog, UTCDateTime, utcnow
+from sms_pipeline.gateway import GatewayError, GatewayStatus, GatewayTimeout, StatusResult
+from sms_pipeline.metrics import catalogue as c
+from sms_pipeline.metrics.store import get_store
+from sms_pipeline.services import status
+from sms_pipeline.services.accounts import get_or_create_default_account
+from sms_pipeline.services.status import checks as status_checks
+from tests.backends import backend  # noqa: F401  (the fixture, used by name)
+
+pytestmark = pytest.mark.usefixtures("backend")
+
+S = GatewayStatus
+GATEWAY_DATE = dt.datetime(2026, 5, 25, 17, 29, 56, tzinfo=dt.timezone(dt.timedelta(hours=3)))
+LONG_AGO = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+class ChunkGateway:
+    """Answers each gateway id from `answers`; `meanwhile` runs while it is being asked."""
+
+    def __init__(self, answers: dict[str, GatewayStatus | GatewayError]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+        self.meanwhile: Callable[[], None] = lambda: None
+
+    def status_many(self, gateway_ids: Sequence[str]) -> list[StatusResult | GatewayError]:
+        self.asked.extend(gateway_ids)
+        self.meanwhile()
+        out: list[StatusResult | GatewayError] = []
+        for gateway_id in gateway_ids:
+            answer = self.answers[gateway_id]
+            if isinstance(answer, GatewayError):
+                out.append(answer)
+            else:
+                out.append(StatusResult(gateway_id, answer, GATEWAY_DATE, None, None, None, b""))
+        return out
+
+
+def insert(gateway_id: str, gateway_status: str, **values: Any) -> uuid.UUID:
+    with session_scope() as session:
+        account = get_or_create_default_account(session)
+        columns: dict[str, Any] = {
+            "phone_number": "+380931234567",
+            "type": "text",
+            "body": "hello",
+            "account_id": account.id,
+            "send_status": SendStatus.SUBMITTED.value,
+            "gateway_id": gateway_id,
+            "gateway_status": gateway_status,
+            "status_changed_at": LONG_AGO,
+            "submitted_at": LONG_AGO,
+            "next_check_at": LONG_AGO + dt.timedelta(minutes=5),
+            "last_checked_at": None,
+            "inserted_at": LONG_AGO,
+            "updated_at": LONG_AGO,
+        }
+        message = SmsLog(**{**columns, **values})
+        session.add(message)
+        session.flush()
+        return message.id
+
+
+def stored(message_id: uuid.UUID) -> Any:
+    """The row as plain SQL reads it (SQLite's text timestamps read back as UTC)."""
+    sqlite = is_sqlite(get_engine())
+    table = "sms_log" if sqlite else "verification.sms_log"
+    moment = UTCDateTime() if sqlite else DateTime(timezone=True)
+    query = (
+        text(
+            "SELECT gateway_status, status_changed_at, updated_at, last_checked_at, final_at, "
+            f"next_check_at FROM {table} WHERE id = :id"
+        )
+        .bindparams(bindparam("id", type_=Uuid()))
+        .columns(
+            gateway_status=String(),
+            status_changed_at=moment,
+            updated_at=moment,
+            last_checked_at=moment,
+            final_at=moment,
+            next_check_at=moment,
+        )
+    )
+    with session_scope() as session:
+        return session.execute(query, {"id": message_id}).one()
+
+
+def transitions(status_word: str) -> float:
+    store = get_store()
+    store.flush()
+    return store.value(c.STATUS_TRANSITIONS_TOTAL, {"type": "text", "status": status_word})
+
+
+def test_a_chunk_of_mixed_answers_is_recorded_by_the_rules_of_each_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    later = utcnow() + dt.timedelta(hours=1)
+    ids = {
+        "forward": insert("g-forward", "Accepted"),
+        "final": insert("g-final", "Enroute"),
+        "same": insert("g-same", "Enroute"),
+        "back": insert("g-back", "Enroute"),
+        "failed": insert("g-failed", "Enroute"),
+        "raced": insert("g-raced", "Accepted"),
+        "looked_later": insert("g-later", "Enroute", last_checked_at=later),
+        "changed_after_later_look": insert("g-later-change", "Enroute", last_checked_at=later),
+        "delivered": insert("g-delivered", "Delivered", final_at=LONG_AGO, next_check_at=None),
+        "gone": uuid.uuid4(),
+    }
+    gateway = ChunkGateway({
+        "g-forward": S.ENROUTE,
+        "g-final": S.DELIVERED,
+        "g-same": S.ENROUTE,
+        "g-back": S.ACCEPTED,
+        "g-failed": GatewayTimeout("read timeout"),
+        "g-raced": S.DELIVERED,
+        "g-later": S.ENROUTE,
+        "g-later-change": S.UNDELIVERABLE,
+    })  # fmt: skip
+
+    def terminated_meanwhile() -> None:
+        with session_scope() as session:
+            session.execute(
+                update(SmsLog)
+                .where(SmsLog.id == ids["raced"])
+                .values(gateway_status="Terminated", final_at=LONG_AGO, next_check_at=None)
+            )
+
+    gateway.meanwhile = terminated_meanwhile
+    monkeypatch.setattr(status_checks, "get_gateway_client", lambda settings=None: gateway)
+    counted = (transitions("Enroute"), transitions("Delivered"))
+
+    before = utcnow()
+    chunk = [*ids.values(), ids["forward"]]  # an id twice in a chunk is asked about once
+    results = status.check_many(chunk)
+    after = utcnow()
+
+    o = status.CheckOutcome
+    assert [(r.outcome, r.old_status, r.new_status) for r in results] == [
+        (o.CHANGED, "Accepted", "Enroute"),
+        (o.CHANGED, "Enroute", "Delivered"),
+        (o.UNCHANGED, "Enroute", "Enroute"),
+        (o.BACKWARDS, "Enroute", "Accepted"),
+        (o.GATEWAY_ERROR, "Enroute", None),
+        (o.LOST_RACE, "Accepted", "Delivered"),
+        (o.UNCHANGED, "Enroute", "Enroute"),
+        (o.CHANGED, "Enroute", "Undeliverable"),
+        (o.NOT_MOVING, "Delivered", None),
+        (o.MISSING, None, None),
+        (o.CHANGED, "Accepted", "Enroute"),
+    ]
+    assert sorted(gateway.asked) == sorted(
+        [
+            "g-forward",
+            "g-final",
+            "g-same",
+            "g-back",
+            "g-failed",
+            "g-raced",
+            "g-later",
+            "g-later-change",
+        ]
+    )
+    rows = {name: stored(message_id) for name, message_id in ids.items() if name != "gone"}
+    asked_at = rows["forward"].last_checked_at
+    assert before <= asked_at <= after
+    untouched_next = LONG_AGO + dt.timedelta(minutes=5)
+
+    # A forward change: written with the gateway's date (in UTC), still moving.
+    assert tuple(rows["forward"]) == (
+        "Enroute", GATEWAY_DATE, asked_at, asked_at, None, untouched_next
+    )  # fmt: skip
+    # A final one: final_at is the check, no next check.
+    assert tuple(rows["final"]) == ("Delivered", GATEWAY_DATE, asked_at, asked_at, asked_at, None)
+    # The same status and a backwards one: only when we asked; updated_at kept.
+    for name in ("same", "back"):
+        assert tuple(rows[name]) == (
+            "Enroute", LONG_AGO, LONG_AGO, asked_at, None, untouched_next
+        )  # fmt: skip
+    # A failed request writes nothing (the lease already scheduled the next look).
+    assert tuple(rows["failed"]) == ("Enroute", LONG_AGO, LONG_AGO, None, None, untouched_next)
+    # Terminated while asking: the final status is never overwritten.
+    assert tuple(rows["raced"]) == ("Terminated", LONG_AGO, rows["raced"].updated_at, None,
+                                    LONG_AGO, None)  # fmt: skip
+    # last_checked_at never moves backwards, not even with a change.
+    assert rows["looked_later"].last_checked_at == later
+    assert rows["looked_later"].updated_at == LONG_AGO
+    assert tuple(rows["changed_after_later_look"]) == (
+        "Undeliverable", GATEWAY_DATE, asked_at, later, asked_at, None
+    )  # fmt: skip
+    # A final row is not asked about and not touched.
+    assert tuple(rows["delivered"]) == ("Delivered", LONG_AGO, LONG_AGO, None, LONG_AGO, None)
+    # Each change that landed is counted once; the lost race is not.
+    assert (transitions("Enroute"), transitions("Delivered")) == (counted[0] + 1, counted[1] + 1)

@@ -95,6 +95,7 @@ GATEWAY_REQUESTS_TOTAL: Final = "sms_gateway_requests_total"
 PRIVACY_ACTIONS_TOTAL: Final = "sms_privacy_actions_total"
 GATEWAY_DURATION: Final = "sms_gateway_request_duration_seconds"
 STATUS_TRANSITIONS_TOTAL: Final = "sms_status_transitions_total"
+STATUS_BACKWARDS_TOTAL: Final = "sms_status_backwards_total"
 ENQUEUE_TO_SUBMIT: Final = "sms_enqueue_to_submit_seconds"
 SUBMIT_TO_DELIVERED: Final = "sms_submit_to_delivered_seconds"
 MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
@@ -151,6 +152,14 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         Kind.COUNTER,
         Source.STORED,
         "Gateway status changes recorded, by the status reached.",
+        ("type", "status"),
+        label_values=f"type: {_TYPES}; status: the 11 IP2SMS statuses",
+    ),
+    MetricSpec(
+        STATUS_BACKWARDS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Gateway answers that would move a status backwards (ignored), by the status kept.",
         ("type", "status"),
         label_values=f"type: {_TYPES}; status: the 11 IP2SMS statuses",
     ),

@@ -291,6 +291,12 @@ def status_changed(
 
 
 @_never_raises
+def status_went_backwards(message_type: str, kept: str) -> None:
+    """The gateway answered a status behind the stored `kept` one: ignored, counted here."""
+    get_store().inc(c.STATUS_BACKWARDS_TOTAL, {"type": message_type, "status": kept})
+
+
+@_never_raises
 def inbound_skipped(kind: str, count: int) -> None:
     """Incoming items of `kind` that could not be read or stored were skipped."""
     if count > 0:
@@ -326,5 +332,6 @@ __all__ = [
     "messages_sent",
     "privacy_action",
     "status_changed",
+    "status_went_backwards",
     "statuses_changed_in",
 ]

@@ -115,6 +115,7 @@ def test_metrics_parse_and_carry_every_catalogue_name(scraped: dict[str, Any]) -
             c.INBOUND_SKIPPED_TOTAL,
             c.PRIVACY_ACTIONS_TOTAL,
             c.LIMIT_REFUSALS_TOTAL,
+            c.STATUS_BACKWARDS_TOTAL,
         ):
             continue  # nothing observed in this fixture
         if spec.name == c.STATUS_TRANSITIONS_TOTAL:

@@ -108,6 +108,12 @@ def transitions(status_word: str) -> float:
     return store.value(c.STATUS_TRANSITIONS_TOTAL, {"type": "text", "status": status_word})
 
 
+def backwards_kept(status_word: str) -> float:
+    store = get_store()
+    store.flush()
+    return store.value(c.STATUS_BACKWARDS_TOTAL, {"type": "text", "status": status_word})
+
+
 def test_a_chunk_of_mixed_answers_is_recorded_by_the_rules_of_each_row(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -146,6 +152,7 @@ def test_a_chunk_of_mixed_answers_is_recorded_by_the_rules_of_each_row(
     gateway.meanwhile = terminated_meanwhile
     monkeypatch.setattr(status_checks, "get_gateway_client", lambda settings=None: gateway)
     counted = (transitions("Enroute"), transitions("Delivered"))
+    backwards = backwards_kept("Enroute")
 
     before = utcnow()
     chunk = [*ids.values(), ids["forward"]]  # an id twice in a chunk is asked about once
@@ -209,3 +216,5 @@ def test_a_chunk_of_mixed_answers_is_recorded_by_the_rules_of_each_row(
     assert tuple(rows["delivered"]) == ("Delivered", LONG_AGO, LONG_AGO, None, LONG_AGO, None)
     # Each change that landed is counted once; the lost race is not.
     assert (transitions("Enroute"), transitions("Delivered")) == (counted[0] + 1, counted[1] + 1)
+    # The backwards answer is ignored and counted.
+    assert backwards_kept("Enroute") == backwards + 1

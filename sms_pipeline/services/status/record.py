@@ -120,6 +120,7 @@ def _decide(asked: Asked, asked_at: dt.datetime) -> CheckResult | _Write:
             old.value,
             new.value,
         )
+        metrics.status_went_backwards(asked.row.type, old.value)
     return _Write(
         asked, stored, None, None, False, CheckResult(message_id, outcome, stored, new.value)
     )

@@ -61,20 +61,6 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
-def histogram_increments(
-    name: str, labels: Mapping[str, object] | None, value: float, buckets: Iterable[float]
-) -> list[tuple[str, dict[str, object], float]]:
-    """The counter increments that record one observation in a cumulative histogram."""
-    base = dict(labels or {})
-    out: list[tuple[str, dict[str, object], float]] = []
-    for bound in (*sorted(buckets), float("inf")):
-        if value <= bound:
-            out.append((f"{name}_bucket", {**base, "le": _le(bound)}, 1.0))
-    out.append((f"{name}_sum", base, float(value)))
-    out.append((f"{name}_count", base, 1.0))
-    return out
-
-
 def _upsert(engine: Engine) -> Insert:
     """One parameterised statement; executed with a list of rows SQLAlchemy batches them
     into multi-row VALUES (insertmanyvalues), compiled once (the engine caches it)."""

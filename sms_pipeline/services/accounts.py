@@ -120,14 +120,6 @@ def has_credits(postpaid: bool, credits: int, segments: int) -> bool:
     return postpaid or credits >= segments
 
 
-def may_send(account: Account, segments: int, now: dt.datetime) -> SendPermission:
-    """Active, not paused, inside its window and with credits for `segments` parts."""
-    permission = account_permission(account, now)
-    if permission.allowed and not has_credits(account.postpaid, account.credits, segments):
-        return SendPermission(False, now + dt.timedelta(minutes=5), "out of credits")
-    return permission
-
-
 def charge_credits(session: Session, account_id: int, segments: Any) -> None:
     """Take `segments` credits from a prepaid account (post-paid never changes)."""
     session.execute(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.report import parse_duration, percentile_cont
-from sms_pipeline.metrics.store import format_labels, histogram_increments, parse_labels
+from sms_pipeline.metrics.store import MetricsStore, format_labels, parse_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,11 +74,29 @@ def test_separators_in_a_label_value_cannot_forge_another_label() -> None:
     assert parse_labels(text) == {"account": "acme_status_evil"}
 
 
-def test_histogram_observation_increments_every_bucket_at_or_above_it() -> None:
-    rows = {
-        (name, format_labels(labels)): value
-        for name, labels, value in histogram_increments("h", {"op": "send"}, 0.3, (0.1, 0.5, 1.0))
+def observed(labels: dict[str, object], value: float, buckets: tuple[float, ...]) -> Any:
+    """What the store buffers for one observation (never flushed: no database needed)."""
+    store = MetricsStore(lambda: None)  # type: ignore[arg-type, return-value]
+    store.observe("h", labels, value, buckets)
+    return store.pending()
+
+
+def reference_increments(
+    labels: dict[str, object], value: float, buckets: tuple[float, ...]
+) -> dict[tuple[str, str], float]:
+    """A cumulative histogram written out plainly: every bucket at or above the value."""
+    out = {
+        ("h_bucket", format_labels({**labels, "le": le})): 1.0
+        for bound, le in [*((b, repr(float(b))) for b in sorted(buckets)), (float("inf"), "+Inf")]
+        if value <= bound
     }
+    out[("h_sum", format_labels(labels))] = float(value)
+    out[("h_count", format_labels(labels))] = 1.0
+    return out
+
+
+def test_histogram_observation_increments_every_bucket_at_or_above_it() -> None:
+    rows = observed({"op": "send"}, 0.3, (0.1, 0.5, 1.0))
     assert rows == {
         ("h_bucket", "le=0.5,op=send"): 1.0,
         ("h_bucket", "le=1.0,op=send"): 1.0,
@@ -88,8 +107,7 @@ def test_histogram_observation_increments_every_bucket_at_or_above_it() -> None:
 
 
 def test_observation_on_a_bucket_bound_counts_in_that_bucket() -> None:
-    names = [labels.get("le") for _, labels, _ in histogram_increments("h", {}, 0.5, (0.5,))]
-    assert "0.5" in names
+    assert ("h_bucket", "le=0.5") in observed({}, 0.5, (0.5,))
 
 
 def test_percentile_cont_interpolates_like_postgresql() -> None:
@@ -152,12 +170,7 @@ def test_flower_login_with_a_comma_is_refused_without_echoing_it() -> None:
 
 @pytest.mark.parametrize("value", [0.0, 0.05, 0.1, 0.3, 1.0, 99.0])
 def test_buffered_observation_equals_the_reference_increments(value: float) -> None:
-    from sms_pipeline.metrics.store import MetricsStore
-
-    store = MetricsStore(lambda: None)  # type: ignore[arg-type, return-value]  # never flushed
-    store.observe("h", {"op": "send"}, value, (0.1, 0.5, 1.0))
-    expected = {
-        (name, format_labels(labels)): inc
-        for name, labels, inc in histogram_increments("h", {"op": "send"}, value, (0.1, 0.5, 1.0))
-    }
-    assert store.pending() == expected
+    buckets = (0.1, 0.5, 1.0)
+    assert observed({"op": "send"}, value, buckets) == reference_increments(
+        {"op": "send"}, value, buckets
+    )

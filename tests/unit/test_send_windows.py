@@ -7,7 +7,12 @@ import datetime as dt
 import pytest
 
 from sms_pipeline.db.models import Account
-from sms_pipeline.services.accounts import in_send_window, may_send, next_window_open
+from sms_pipeline.services.accounts import (
+    account_permission,
+    has_credits,
+    in_send_window,
+    next_window_open,
+)
 
 UTC = dt.UTC
 
@@ -51,7 +56,7 @@ def test_window_is_read_in_the_accounts_time_zone() -> None:
 
 def test_message_outside_window_waits_for_the_opening() -> None:
     now = dt.datetime(2030, 3, 1, 20, 15, tzinfo=UTC)
-    permission = may_send(account(8, 17), 1, now)
+    permission = account_permission(account(8, 17), now)
     assert not permission.allowed
     assert permission.wait_until == dt.datetime(2030, 3, 2, 8, 0, tzinfo=UTC)
     assert next_window_open(account(8, 17), dt.datetime(2030, 3, 2, 9, 0, tzinfo=UTC)).hour == 9
@@ -59,14 +64,20 @@ def test_message_outside_window_waits_for_the_opening() -> None:
 
 def test_prepaid_account_without_credits_stops_and_postpaid_never_does() -> None:
     now = dt.datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
-    assert not may_send(account(0, 23, postpaid=False, credits=1), 2, now).allowed
-    assert may_send(account(0, 23, postpaid=False, credits=2), 2, now).allowed
-    assert may_send(account(0, 23, postpaid=True, credits=0), 2, now).allowed
+
+    def may_send(a: Account, segments: int) -> bool:
+        # As the send path asks: the account's permission, then the message's credits.
+        allowed = account_permission(a, now).allowed
+        return allowed and has_credits(a.postpaid, a.credits, segments)
+
+    assert not may_send(account(0, 23, postpaid=False, credits=1), 2)
+    assert may_send(account(0, 23, postpaid=False, credits=2), 2)
+    assert may_send(account(0, 23, postpaid=True, credits=0), 2)
 
 
 def test_inactive_or_paused_account_does_not_send() -> None:
     now = dt.datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
-    assert not may_send(account(0, 23, active=False), 1, now).allowed
+    assert not account_permission(account(0, 23, active=False), now).allowed
     paused = account(0, 23, paused_until=now + dt.timedelta(seconds=30), pause_reason="429")
-    permission = may_send(paused, 1, now)
+    permission = account_permission(paused, now)
     assert not permission.allowed and permission.wait_until == now + dt.timedelta(seconds=30)

@@ -124,7 +124,9 @@ class _Handlers:
         raw = await request.content.read(MAX_REQUEST_BYTES + 1)
         return None if len(raw) > MAX_REQUEST_BYTES else raw
 
-    async def send(self, request: web.Request) -> web.Response:
+    async def _admit(self, request: web.Request) -> bytes | web.Response:
+        """The latency, the login and the size limit every request goes through first:
+        the body, or the answer that refuses it."""
         if self.latency:
             await asyncio.sleep(self.latency)
         if not self._authorized(request):
@@ -132,6 +134,12 @@ class _Handlers:
         raw = await self._read(request)
         if raw is None:
             return web.Response(status=413, text="Request Entity Too Large")
+        return raw
+
+    async def send(self, request: web.Request) -> web.Response:
+        raw = await self._admit(request)
+        if isinstance(raw, web.Response):
+            return raw
         try:
             req = parse_send_request(raw)
         except RequestParseError:
@@ -172,13 +180,9 @@ class _Handlers:
         return self._xml(build_answer([item], date=gateway_date(), ext_id=req.ext_id))
 
     async def status(self, request: web.Request) -> web.Response:
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        if not self._authorized(request):
-            return self._unauthorized()
-        raw = await self._read(request)
-        if raw is None:
-            return web.Response(status=413, text="Request Entity Too Large")
+        raw = await self._admit(request)
+        if isinstance(raw, web.Response):
+            return raw
         try:
             gateway_id = parse_status_request(raw)
         except RequestParseError:

@@ -31,6 +31,14 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _aware_utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given; the pipeline stores aware UTC times only")
+    return value.astimezone(dt.UTC)
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """A timezone-aware timestamp stored in UTC and always read back aware.
 
@@ -42,12 +50,8 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given; the pipeline stores aware UTC times only")
-        value = value.astimezone(dt.UTC)
-        if dialect.name == "sqlite":
+        value = _aware_utc(value)
+        if value is not None and dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
 
@@ -68,11 +72,8 @@ class UTCTimestamp(UTCDateTime):
     cache_ok = True
 
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given; the pipeline stores aware UTC times only")
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
+        value = _aware_utc(value)
+        return None if value is None else value.replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

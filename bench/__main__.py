@@ -3,6 +3,7 @@
     python -m bench                  # everything (~10 min on 2 cores)
     python -m bench --quick          # smaller counts (~2-3 min)
     python -m bench send --count 10000 [--latency-ms 100] [--concurrency 16] [--workers 2]
+    python -m bench send --pool prefork   # one process per CPU instead of 16 threads
     python -m bench status|history|urgent|replication|enqueue [--count N]
     python -m bench send status --latency-ms 0 --workers 1   # status as a multiple of send
     python -m bench send|status --profile 10   # py-spy record of the worker for 10 s
@@ -71,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--count", type=int, default=None, help="main count of the benchmark")
     parser.add_argument("--concurrency", type=int, default=None, help="worker threads")
     parser.add_argument("--latency-ms", type=float, default=None, help="send: gateway latency")
+    parser.add_argument(
+        "--pool", choices=("threads", "prefork"), default=POOL,
+        help="worker pool of ours and of the baseline (default %(default)s; prefork: one "
+        "process per CPU unless --concurrency)",
+    )  # fmt: skip
     parser.add_argument(
         "--workers", type=int, default=None, help="send: worker processes (default: 1, then 2)"
     )
@@ -193,14 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("WARNING: the machine is busy (load > 1): figures will be low and noisy")
     results: dict[str, Any] = {}
     started = time.perf_counter()
-    send_c = args.concurrency or SEND_CONCURRENCY
+    pool = args.pool
+    send_c = args.concurrency or (SEND_CONCURRENCY if pool == "threads" else os.cpu_count() or 1)
     with BenchEnv() as env:
         baseline: dict[str, Any] | None = None
         if "send" in chosen or "status" in chosen:
             from bench import bench_send
 
             baseline = bench_send.raw_baseline(
-                env, count=sizes["send"], pool=POOL, concurrency=send_c
+                env, count=sizes["send"], pool=pool, concurrency=send_c
             )
             results["baseline"] = baseline
         if "send" in chosen:
@@ -212,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for latency, workers in runs:
                 profile_out = REPO / ".sms_pipeline" / f"profile-send-{latency:g}ms.txt"
                 r = bench_send.run(
-                    env, count=sizes["send"], latency_ms=latency, pool=POOL,
+                    env, count=sizes["send"], latency_ms=latency, pool=pool,
                     concurrency=send_c, baseline=baseline, workers=workers,
                     profile_seconds=args.profile if workers == 1 else 0.0,
                     profile_out=profile_out,
@@ -230,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert baseline is not None
             profile_out = REPO / ".sms_pipeline" / "profile-status.txt"
             r = bench_status.run(
-                env, count=sizes["status"], pool=POOL, concurrency=send_c,
+                env, count=sizes["status"], pool=pool, concurrency=send_c,
                 baseline=baseline, send_rate=send_rate,
                 profile_seconds=args.profile, profile_out=profile_out,
             )  # fmt: skip
@@ -252,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             results["urgent"] = bench_urgent.run(
                 env, bulk=sizes["urgent_bulk"], urgent=sizes["urgent"],
-                spread=sizes["urgent_spread"], pool=POOL, concurrency=send_c, latency_ms=0.0,
+                spread=sizes["urgent_spread"], pool=pool, concurrency=send_c, latency_ms=0.0,
             )  # fmt: skip
         if "replication" in chosen:
             from bench import bench_replication

@@ -73,8 +73,33 @@ class Proc(ChildProcess):
     def __init__(self, name: str, argv: list[str], env: dict[str, str], folder: Path) -> None:
         super().__init__(name, argv, env, folder / f"{name}.log", cwd=REPO)
 
+    def _group(self) -> list[str]:
+        """The pids of the process's group: itself and a prefork pool's children."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == self.pid:
+                    pids.append(stat.parent.name)
+        return pids
+
     def rss_mib(self) -> float:
-        return round(self.rss_kib() / 1024, 1)
+        """Resident memory of the whole group (a prefork pool's children included)."""
+        kib = 0
+        for pid in self._group():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        kib += int(line.split()[1])
+        return round((kib or self.rss_kib()) / 1024, 1)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the whole group so far (prefork children included)."""
+        ticks = 0
+        for pid in self._group():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK") if ticks else super().cpu_seconds()
 
 
 # --- the environment -------------------------------------------------------------------

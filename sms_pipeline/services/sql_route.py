@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db import session_scope, skip_locked
-from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
+from sms_pipeline.db.models import Account, MessageType, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.priorities import priority_problem
@@ -39,8 +39,10 @@ def _message_from_row(
     message_id = uuid.uuid4()
     status, error, segments, encoding = SendStatus.QUEUED, None, 1, "GSM-7"
     number = (row.num_to or "")[:32]
-    known = optout.ESSENTIAL_TYPES | {"text"}
-    message_type = row.message_type if row.message_type in known else "text"
+    # An unknown type is stored as a text (and refused below): the log's CHECK allows
+    # only the known ones.
+    known = {t.value for t in MessageType}
+    message_type = row.message_type if row.message_type in known else MessageType.TEXT.value
     try:
         number = normalise_phone_number(row.num_to)
     except InvalidMessage as exc:

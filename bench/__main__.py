@@ -65,7 +65,7 @@ QUICK: dict[str, Any] = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "benchmark", nargs="*", default=["all"], choices=("all", *BENCHMARKS),
+        "benchmark", nargs="*", default="all", choices=("all", *BENCHMARKS),
         help="one or more; `send status` prints the status rate as a multiple of the send rate",
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smaller counts (~2-3 minutes)")

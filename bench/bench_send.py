@@ -25,6 +25,16 @@ DONE_SQL = "SELECT count(*) FROM verification.sms_log WHERE gateway_id IS NOT NU
 BODY = "Reminder: your appointment is tomorrow at 10:00. Reply STOP to opt out."
 
 
+def _profile_done(profiler: subprocess.Popen[bytes] | None, seconds: float) -> None:
+    """Let py-spy write its profile (it records for `seconds`), or stop it."""
+    if profiler is None:
+        return
+    try:
+        profiler.wait(seconds + 30)
+    except subprocess.TimeoutExpired:
+        profiler.kill()
+
+
 def _profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
     py_spy = Path(sys.executable).parent / "py-spy"
     if not py_spy.exists():
@@ -124,11 +134,7 @@ def run(
     rss = max(p.rss_mib() for p in procs)
     cpu = sum(p.cpu_seconds() for p in procs) - cpu0
     sim_cpu = simulator.cpu_seconds() - sim_cpu0
-    if profiler is not None:
-        try:
-            profiler.wait(profile_seconds + 30)
-        except subprocess.TimeoutExpired:
-            profiler.kill()
+    _profile_done(profiler, profile_seconds)
     for p in procs:
         env.stop(p)
     env.stop(simulator)

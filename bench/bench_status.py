@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_send import _profile
+from bench.bench_send import _profile, _profile_done
 from bench.bench_simulator import _Conn
 from bench.common import (
     BenchEnv,
@@ -139,11 +138,7 @@ def run(
     )
     rss = worker.rss_mib()
     cpu = worker.cpu_seconds() - cpu0
-    if profiler is not None:
-        try:
-            profiler.wait(profile_seconds + 30)
-        except subprocess.TimeoutExpired:
-            profiler.kill()
+    _profile_done(profiler, profile_seconds)
     env.stop(beat)
     env.stop(worker)
     env.stop(simulator)

@@ -255,7 +255,9 @@ def _when(condition: Any, then: Any, otherwise: Any) -> Any:
 
 
 def _write_all(conn: Connection, writes: Sequence[_Write], asked_at: dt.datetime) -> set[uuid.UUID]:
-    # In id order, so two statements touching the same rows lock them in the same order.
+    # Sorted by id, so two chunks sharing rows tend to lock them in the same order (the
+    # plan decides, not the array; the lease makes overlapping chunks rare, and a deadlock
+    # fails one chunk, which the next sweep checks again).
     ordered = sorted(writes, key=lambda w: w.asked.message_id)
     rows = conn.execute(
         _chunk_statement(),

@@ -161,10 +161,12 @@ class Settings(BaseSettings):
         description="Most messages one send batch claims; their gateway calls run concurrently.",
     )
     sms_gateway_connections: int = Field(
-        100,
+        200,
         ge=1,
         le=1000,
-        description="Concurrent gateway requests per worker process (keep-alive pool size).",
+        description="Concurrent gateway requests per worker process (keep-alive pool size). "
+        "At least SMS_SEND_BATCH_SIZE, a batch is one gateway round trip; sends per second "
+        "per worker are at most this / the gateway's latency.",
     )
     sms_kick_ttl_seconds: float = Field(
         5.0,

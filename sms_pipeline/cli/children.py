@@ -45,6 +45,9 @@ class ChildProcess:
         self.name = name
         self.log_path = log_path
         with log_path.open("ab") as log_file:
+            # The log is appended to run after run: this child's output starts here, so a
+            # line an earlier run wrote ("ready", "listening on") is never taken for its own.
+            self.log_start = log_file.seek(0, os.SEEK_END)
             self.popen = subprocess.Popen(
                 list(argv),
                 env=dict(env),
@@ -67,9 +70,13 @@ class ChildProcess:
         return self.popen.poll() is None
 
     def log_text(self) -> str:
-        if not self.log_path.exists():
+        """What this child has written to its log so far (not earlier runs' lines)."""
+        try:
+            with self.log_path.open("rb") as handle:
+                handle.seek(self.log_start)
+                return handle.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
             return ""
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def wait_for_log(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
         """Wait until the log has a match for the regular expression `pattern`."""

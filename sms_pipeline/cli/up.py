@@ -184,7 +184,8 @@ def _columns() -> int:
 
 
 class LogEcho:
-    """Repeat the WARNING/ERROR lines of the children's logs (nothing else) on screen."""
+    """Repeat the WARNING/ERROR lines of the children's logs (nothing else) on screen; only
+    what this run's children wrote, not the lines of an earlier run in the same file."""
 
     MARKERS = (" WARNING ", " ERROR ", " CRITICAL ", "Traceback")
 
@@ -196,7 +197,7 @@ class LogEcho:
         found = []
         for child in self.children:
             path = child.log_path
-            offset = self.offsets.get(child.name, 0)
+            offset = self.offsets.get(child.name, child.log_start)
             with contextlib.suppress(OSError), path.open("rb") as handle:
                 handle.seek(offset)
                 chunk = handle.read()

@@ -4,7 +4,7 @@ Endpoints (send and status need HTTP Basic auth, like the real gateway):
 
 - ``POST /ip2sms/``            send one message (``<message>``)
 - ``POST /ip2sms-request/``    status of one message (``<request id="..">status</request>``)
-- ``GET  /_sim/stats``         JSON counters
+- ``GET  /_sim/stats``         JSON counters (and ``peak_in_flight``: most requests at once)
 - ``GET  /_sim/rules``         the fault table in use
 - ``GET  /_sim/messages/{id}`` one message as JSON (never its body; the number masked
   unless the request carries the gateway's Basic auth)
@@ -28,7 +28,7 @@ import hmac
 import logging
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -61,6 +61,7 @@ XML_TYPE: Final = "text/xml"
 DUPE_ANSWER: Final = b"<status date=''><state error='uniq_key dupe'>Rejected</state></status>"
 
 RouteRegistrar = Callable[[web.Application], None]
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,18 @@ def create_app(config: SimulatorConfig, state: SimState | None = None) -> web.Ap
             deliver_after=config.deliver_after,
         )
     handlers = _Handlers(config, state)
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+
+    @web.middleware
+    async def count_in_flight(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if request.path not in (SEND_PATH, STATUS_PATH):
+            return await handler(request)
+        state.request_started()
+        try:
+            return await handler(request)
+        finally:
+            state.request_ended()
+
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[count_in_flight])
     app[STATE_KEY] = state
     app[CONFIG_KEY] = config
     app.router.add_post(SEND_PATH, handlers.send)

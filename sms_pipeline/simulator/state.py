@@ -79,6 +79,7 @@ class SimState:
         self.deliver_after = deliver_after
         self.clock = clock
         self.max_messages = max_messages
+        self.in_flight = 0  # gateway requests being answered now (a reset keeps counting them)
         self.reset()
 
     def reset(self) -> None:
@@ -89,8 +90,18 @@ class SimState:
         self.stats: Counter[str] = Counter()
         self.by_rule: Counter[str] = Counter()
         self.by_suffix: Counter[str] = Counter()
+        # The most gateway requests answered at once since the reset: how many connections a
+        # client really keeps busy (a batch that fits its pool arrives in one wave).
+        self.peak_in_flight = self.in_flight
         # Ids look like the gateway's long digit strings and stay unique across restarts.
         self._ids = itertools.count(int(time.time()) * 10_000_000 + 1)
+
+    def request_started(self) -> None:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def request_ended(self) -> None:
+        self.in_flight -= 1
 
     # ------------------------------------------------------------------ sending
 
@@ -214,6 +225,8 @@ class SimState:
         )
         out: dict[str, Any] = {k: self.stats.get(k, 0) for k in keys}
         out["messages"] = len(self.messages)
+        out["in_flight"] = self.in_flight
+        out["peak_in_flight"] = self.peak_in_flight
         out["by_rule"] = dict(self.by_rule)
         out["by_number_suffix"] = dict(self.by_suffix)
         return out

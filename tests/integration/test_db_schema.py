@@ -17,6 +17,12 @@ from sms_pipeline.db import migrate
 from sms_pipeline.db.engine import make_engine
 from sms_pipeline.db.models import Account, Base, SmsLog, utcnow
 
+SQLITE_DESC_INDEXES = {
+    "ix_sms_log_outbox",
+    "ix_sms_log_outbox_urgent",
+    "ix_sms_queue_account_priority",
+}
+
 
 def schema_diff(engine: Engine) -> list[Any]:
     with engine.connect() as conn:
@@ -34,15 +40,12 @@ def schema_diff(engine: Engine) -> list[Any]:
             )
         diff: list[Any] = compare_metadata(MigrationContext.configure(conn, opts=opts), metadata)
     if engine.dialect.name == "sqlite":
-        # SQLite's reflection drops DESC from index columns: those two indexes show up as
+        # SQLite's reflection drops DESC from index columns: those indexes show up as
         # remove+add pairs although the DDL was applied as written (checked below).
         diff = [
             d
             for d in diff
-            if not (
-                d[0] in {"add_index", "remove_index"}
-                and d[1].name in {"ix_sms_log_outbox", "ix_sms_queue_account_priority"}
-            )
+            if not (d[0] in {"add_index", "remove_index"} and d[1].name in SQLITE_DESC_INDEXES)
         ]
     return diff
 
@@ -60,10 +63,11 @@ def test_sqlite_upgrade_downgrade_upgrade_matches_models(sqlite_engine: Engine) 
     assert migrate.current(sqlite_engine) == migrate.head()
     assert schema_diff(sqlite_engine) == []
     with sqlite_engine.connect() as conn:
-        ddl = conn.exec_driver_sql(
-            "SELECT sql FROM sqlite_master WHERE name = 'ix_sms_log_outbox'"
-        ).scalar_one()
-    assert "priority DESC" in ddl and "WHERE send_status IN" in ddl
+        for name in ("ix_sms_log_outbox", "ix_sms_log_outbox_urgent"):
+            ddl = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = ?", (name,)
+            ).scalar_one()
+            assert "priority DESC" in ddl and "WHERE send_status IN" in ddl
 
 
 def test_postgres_upgrade_downgrade_upgrade_matches_models(pg_engine: Engine) -> None:
@@ -150,6 +154,51 @@ def test_moving_status_query_uses_the_partial_index(db: Engine) -> None:
             )
         )
     assert "ix_sms_log_moving" in plan
+
+
+def test_urgent_claim_does_not_walk_the_bulk_backlog(db: Engine, monkeypatch: Any) -> None:
+    """The urgent drain's real claim statement, EXPLAINed behind 5,000 queued texts."""
+    from sqlalchemy import event
+
+    from sms_pipeline.dispatch import QueueClass
+    from sms_pipeline.services import outbox, sending
+
+    monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
+    account_id = _account(db)
+    now = utcnow()
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "phone_number": "+380931234567",
+            "type": "text",
+            "body": "x",
+            "account_id": account_id,
+            "send_status": "QUEUED",
+            "due_at": now + dt.timedelta(hours=1),  # not due: the batch below sends nothing
+        }
+        for i in range(5000)
+    ]
+    with db.begin() as conn:
+        conn.execute(insert(SmsLog), rows)
+        conn.execute(text("ANALYZE verification.sms_log"))
+    claims: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        if "FOR UPDATE SKIP LOCKED" in statement:
+            claims.append((statement, params))
+
+    event.listen(db, "before_cursor_execute", capture)
+    try:
+        assert sending.send_batch(queue_class=QueueClass.URGENT).claimed == 0
+    finally:
+        event.remove(db, "before_cursor_execute", capture)
+    assert claims
+    statement, params = claims[0]
+    with db.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        plan = "\n".join(r[0] for r in driver.cursor().execute("EXPLAIN " + statement, params))
+    assert "ix_sms_log_outbox_urgent" in plan
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])

@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from sms_pipeline.dispatch import URGENT_TYPES
 from sms_pipeline.gateway.statuses import ALL_STATUSES, MOVING_STATUSES
 
 from .base import Base, utcnow
@@ -64,6 +65,13 @@ def _in_list(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({quoted})"
 
 
+_URGENT_PENDING = (
+    _in_list("send_status", PENDING_SEND_STATUSES)
+    + " AND "
+    + _in_list("type", tuple(sorted(URGENT_TYPES)))
+)
+
+
 class SmsLog(Base):
     __tablename__ = "sms_log"
     __table_args__ = (
@@ -89,6 +97,17 @@ class SmsLog(Base):
             "due_at",
             postgresql_where=text(_in_list("send_status", PENDING_SEND_STATUSES)),
             sqlite_where=text(_in_list("send_status", PENDING_SEND_STATUSES)),
+        ),
+        # The urgent drain's claim: without it, every urgent claim walks the whole bulk
+        # backlog in the index above to find no urgent row (8 ms at 20,000 queued texts,
+        # growing with the backlog; 0.04 ms with it). Bulk claims keep the one above.
+        Index(
+            "ix_sms_log_outbox_urgent",
+            "account_id",
+            text("priority DESC"),
+            "due_at",
+            postgresql_where=text(_URGENT_PENDING),
+            sqlite_where=text(_URGENT_PENDING),
         ),
         Index("ix_sms_log_gateway_id", "gateway_id"),
         # Erasure, export and supersede find a person's messages by number.

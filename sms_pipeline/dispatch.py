@@ -7,18 +7,26 @@ connection) and carries ids only (or a queue class name), never a number or a bo
 Sends are *kicks*: a `send_due` task for a queue class (urgent or bulk) drains every due
 message of that class from the database, in priority order, in batches. A producer
 publishes a kick only when none is pending for the class: a Redis flag set with
-`SET NX PX` says one is. The drain deletes the flag when it finds nothing left and then
-claims once more, so a row committed by a producer whose `SET NX` failed is always seen
-(it committed before the flag was deleted). The flag's TTL and the outbox sweeper cover a
-lost kick. Without Redis (the embedded broker) every producer publishes its kick.
+`SET NX PX` says one is. The drain deletes the flag when it finds nothing left, waits
+`RELEASE_WAIT_SECONDS` and claims once more, so a row committed by a producer whose
+`SET NX` failed is always seen (it committed before the flag was deleted).
+
+A producer that found the flag set trusts it for `FLAG_TRUST_SECONDS` without asking Redis
+again (that round trip was a quarter of an `enqueue_sms`): its row commits within that
+time of a moment the flag certainly existed, and the drain's last claim comes at least
+`RELEASE_WAIT_SECONDS` (more than the trust) after the deletion, so it still sees the
+row. Both are durations on each process's own monotonic clock. The flag's TTL and the
+outbox sweeper cover a lost kick. Without Redis (the embedded broker) every producer
+publishes its kick.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -59,6 +67,14 @@ def _app() -> Any:
 _flag_lock = threading.Lock()
 _flag_clients: dict[tuple[int, str], Any] = {}
 
+FLAG_TRUST_SECONDS = 0.01
+# More than the trust: the margin covers the time between a producer's commit returning
+# and its reading the clock (reading it later only shortens what the producer trusts).
+RELEASE_WAIT_SECONDS = 0.025
+_clock: Callable[[], float] = time.monotonic
+# Per queue class: when this process last found the flag set (its clock, read before asking).
+_flag_seen: dict[QueueClass, float] = {}
+
 
 def _flag_client(settings: Settings) -> Any | None:
     """A Redis client on the broker's Redis, or None (embedded broker: no flag)."""
@@ -87,16 +103,38 @@ def _take_flag(queue_class: QueueClass, settings: Settings) -> bool:
     client = _flag_client(settings)
     if client is None:
         return True
+    asked_at = _clock()
+    seen = _flag_seen.get(queue_class)
+    if seen is not None and asked_at - seen < FLAG_TRUST_SECONDS:
+        return False  # set a moment ago: the drain's last claim will see this row
     try:
         ttl = int(settings.sms_kick_ttl_seconds * 1000)
-        return bool(client.set(flag_key(queue_class), b"1", nx=True, px=ttl))
+        taken = bool(client.set(flag_key(queue_class), b"1", nx=True, px=ttl))
     except Exception:
         log.warning("kick flag unavailable; publishing the kick anyway")
         return True
+    # Set by us or by another: either way it existed from `asked_at` on until a deletion.
+    _flag_seen[queue_class] = asked_at
+    return taken
+
+
+def release_kick(
+    queue_class: QueueClass,
+    settings: Settings | None = None,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """The drain found its queue empty: clear the flag, then wait until no producer still
+    trusts having seen it. The caller's next claim sees every row a producer committed
+    without publishing a kick of its own."""
+    clear_kick(queue_class, settings)
+    sleep(RELEASE_WAIT_SECONDS)
 
 
 def clear_kick(queue_class: QueueClass, settings: Settings | None = None) -> None:
-    """The drain found its queue empty: the next producer publishes a fresh kick."""
+    """No drain is running for the class any more: the next producer publishes a fresh kick
+    (after a failed publish or drain; a drain that emptied its queue uses release_kick)."""
+    _flag_seen.pop(queue_class, None)  # this process no longer relies on it either
     client = _flag_client(settings or get_settings())
     if client is None:
         return
@@ -226,6 +264,7 @@ __all__ = [
     "clear_kick",
     "kick",
     "queue_class_of",
+    "release_kick",
     "send_ids",
     "status_checks",
     "types_of",

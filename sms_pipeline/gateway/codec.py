@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
+from xml.sax.saxutils import escape as xml_escape
 
 import defusedxml
 from defusedxml import ElementTree as DefusedElementTree
@@ -154,11 +155,42 @@ def safe_fromstring(raw: bytes) -> ET.Element:
         raise ValueError("XML in an unknown or wrong character encoding") from None
 
 
+# What ElementTree escapes, plus CR in text: XML parsers turn a literal CR into LF, a
+# character reference survives.
+_TEXT_ESCAPES: Final = {"\r": "&#13;"}
+_ATTR_ESCAPES: Final = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
+
+
 def xml_bytes(root: ET.Element) -> bytes:
-    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=False)
-    # XML parsers turn a literal CR in text into LF; a character reference survives.
-    # ElementTree already writes CR in attributes as &#13;, so any CR left here is text.
-    return data.replace(b"\r", b"&#13;")
+    """The UTF-8 bytes of a small document without namespaces, as ElementTree writes it.
+
+    Every send and status request is serialised here: `ET.tostring` spent 12 % of the
+    worker's CPU on its writer and namespace machinery for these flat documents. The
+    escaping is ElementTree's, done by `xml.sax.saxutils.escape` (tests compare the two).
+    """
+    out: list[str] = []
+    _write(root, out)
+    return "".join(out).encode("utf-8")
+
+
+def _write(element: ET.Element, out: list[str]) -> None:
+    tag = element.tag
+    if not isinstance(tag, str) or tag.startswith("{"):
+        raise ValueError("xml_bytes writes plain elements only (no namespaces, comments)")
+    attrs = "".join(
+        f' {name}="{xml_escape(value, _ATTR_ESCAPES)}"' for name, value in element.attrib.items()
+    )
+    if element.text or len(element):
+        out.append(f"<{tag}{attrs}>")
+        if element.text:
+            out.append(xml_escape(element.text, _TEXT_ESCAPES))
+        for child in element:
+            _write(child, out)
+        out.append(f"</{tag}>")
+    else:
+        out.append(f"<{tag}{attrs} />")
+    if element.tail:
+        out.append(xml_escape(element.tail, _TEXT_ESCAPES))
 
 
 def parse_gateway_date(raw: str | None) -> datetime | None:

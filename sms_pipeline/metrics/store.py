@@ -22,7 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from sqlalchemy import Engine, Insert, Table, select
 
@@ -130,17 +130,36 @@ class MetricsStore:
     ) -> None:
         """Counter increments and histogram observations, all under one lock acquisition
         (a batch of messages records its metrics in one call)."""
+        # A batch repeats the same few label sets: sum per distinct set first, so labels are
+        # sorted once per set and a histogram's cumulative buckets are written once per
+        # set, not once per message (which cost ~10 % of a send worker's CPU).
+        counted: dict[tuple[str, tuple[tuple[str, object], ...]], float] = {}
+        for name, labels, value in increments:
+            raw = (name, tuple(labels.items()) if labels else ())
+            counted[raw] = counted.get(raw, 0.0) + value
         keyed: list[tuple[LabelKey, float]] = [
-            ((name, _canonical(_items(labels))), value) for name, labels, value in increments
+            ((name, _canonical(_items(dict(raw)))), value) for (name, raw), value in counted.items()
         ]
+        # Per distinct histogram: how many values fall first into each bucket, their sum.
+        seen: dict[Any, tuple[tuple[float, ...], list[float], list[float]]] = {}
         for name, labels, value, buckets in observations:
-            # Cumulative: every bucket with le >= value, +1.
-            bounds, bucket_keys, sum_key, count_key = _histogram_keys(
-                name, _items(labels), tuple(buckets)
-            )
-            first = bisect.bisect_left(bounds, value)
-            keyed.extend((key, 1.0) for key in bucket_keys[first:])
-            keyed += [(sum_key, value), (count_key, 1.0)]
+            hkey = (name, tuple(labels.items()) if labels else (), tuple(buckets))
+            found = seen.get(hkey)
+            if found is None:
+                bounds = _histogram_keys(name, _items(labels), hkey[2])[0]
+                found = seen[hkey] = (bounds, [0.0] * len(bounds), [0.0])
+            bounds, firsts, total = found
+            firsts[bisect.bisect_left(bounds, value)] += 1
+            total[0] += value
+        for (name, raw, buckets), (_bounds, firsts, total) in seen.items():
+            _, bucket_keys, sum_key, count_key = _histogram_keys(name, _items(dict(raw)), buckets)
+            # Cumulative: a bucket counts every value whose first bucket is at or below it.
+            running = 0.0
+            for key, first in zip(bucket_keys, firsts, strict=True):
+                running += first
+                if running:
+                    keyed.append((key, running))
+            keyed += [(sum_key, total[0]), (count_key, running)]
         with self._lock:
             pending = self._pending
             for key, value in keyed:

@@ -819,10 +819,11 @@ def drain(
 ) -> DrainResult:
     """Send every due message of `queue_class`, batch after batch, until none is left.
 
-    When a claim finds nothing, the pending-kick flag is cleared and the queue is claimed
-    once more: a producer that found the flag set committed its row before the flag was
-    cleared, so that last claim sees it. After SMS_DRAIN_MAX_SECONDS the drain hands over
-    to a fresh kick (published regardless of the flag) and returns.
+    When a claim finds nothing, the pending-kick flag is released and the queue is claimed
+    once more: a producer that relied on the flag committed its row before the release
+    ended (`dispatch.release_kick`), so that last claim sees it. After
+    SMS_DRAIN_MAX_SECONDS the drain hands over to a fresh kick (published regardless of
+    the flag) and returns.
     """
     settings = settings or get_settings()
     result = DrainResult()
@@ -845,7 +846,7 @@ def drain(
                     continue
                 if cleared:
                     break
-                dispatch.clear_kick(queue_class, settings)
+                dispatch.release_kick(queue_class, settings, sleep=sleep)
                 cleared = True
     except BaseException:
         # The next producer publishes a fresh kick (the sweeper covers a lost one too).

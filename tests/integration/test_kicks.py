@@ -9,7 +9,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from sms_pipeline import InvalidMessage, enqueue_many, enqueue_sms
+from sms_pipeline import InvalidMessage, dispatch, enqueue_many, enqueue_sms
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import OptOut, SendStatus, SmsLog
 from sms_pipeline.dispatch import QueueClass, flag_key
@@ -40,6 +40,78 @@ def test_drain_sends_a_row_committed_while_the_flag_was_set_and_clears_it(
     with session_scope() as session:
         assert session.get(SmsLog, message_id).send_status == SendStatus.SUBMITTED.value  # type: ignore[union-attr]
     client.delete("bulk")
+
+
+class _FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_producer_trusts_a_flag_it_just_found_set_without_asking_redis_again(
+    db: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(dispatch, "_clock", clock)
+    client = redis.Redis.from_url(redis_url)
+    client.set(flag_key(QueueClass.BULK), b"1")  # a kick is pending
+    asked: list[Any] = []
+    real = dispatch._flag_client
+
+    class Counting:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def set(self, *args: Any, **kwargs: Any) -> Any:
+            asked.append(args)
+            return self.inner.set(*args, **kwargs)
+
+        def delete(self, *args: Any) -> Any:
+            return self.inner.delete(*args)
+
+    monkeypatch.setattr(dispatch, "_flag_client", lambda settings: Counting(real(settings)))
+    enqueue_sms(NORMAL, "one")
+    assert len(asked) == 1 and client.llen("bulk") == 0  # found set: no kick
+    clock.now += dispatch.FLAG_TRUST_SECONDS / 2
+    enqueue_sms(NORMAL, "two")  # within the trust: no round trip to Redis
+    assert len(asked) == 1 and client.llen("bulk") == 0
+    clock.now += dispatch.FLAG_TRUST_SECONDS
+    client.delete(flag_key(QueueClass.BULK))  # the drain released it meanwhile
+    enqueue_sms(NORMAL, "three")  # the trust ran out: asks, finds none, kicks
+    assert len(asked) == 2 and client.llen("bulk") == 1
+    assert client.exists(flag_key(QueueClass.BULK))
+    client.delete("bulk")
+
+
+def test_drain_last_claim_sees_a_row_a_trusting_producer_committed_during_the_release(
+    db: Any, redis_url: str, simulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(dispatch, "_clock", clock)
+    client = redis.Redis.from_url(redis_url)
+    client.set(flag_key(QueueClass.BULK), b"1")
+    first = enqueue_sms(NORMAL, "committed while the flag was set")
+    late: list[Any] = []
+
+    def release_wait(seconds: float) -> None:
+        if seconds != dispatch.RELEASE_WAIT_SECONDS:
+            return  # the linger after a part-full batch
+        assert not client.exists(flag_key(QueueClass.BULK))  # deleted before the wait
+        # Another producer process found the flag set just before it was deleted and
+        # trusts it: it commits now and publishes no kick of its own.
+        dispatch._flag_seen[QueueClass.BULK] = clock()
+        late.append(enqueue_sms(NORMAL, "committed during the release wait"))
+
+    result = sending.drain(QueueClass.BULK, sleep=release_wait)
+
+    assert late and client.llen("bulk") == 0  # no kick was published for it
+    assert result.claimed == 2  # the last claim, after the wait, took it
+    with session_scope() as session:
+        for message_id in (first, late[0]):
+            row = session.get(SmsLog, message_id)
+            assert row is not None and row.send_status == SendStatus.SUBMITTED.value
 
 
 def test_enqueue_many_stores_a_batch_in_one_transaction_with_one_kick(

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from sms_pipeline.metrics import catalogue as c
@@ -104,6 +106,39 @@ def test_histogram_observation_increments_every_bucket_at_or_above_it() -> None:
         ("h_sum", "op=send"): 0.3,
         ("h_count", "op=send"): 1.0,
     }
+
+
+_LABEL_SETS = [{}, {"op": "send"}, {"op": "status", "type": "2FA"}, {"type": "2FA", "op": "status"}]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(
+            st.sampled_from(range(len(_LABEL_SETS))),
+            st.floats(min_value=0, max_value=20, allow_nan=False),
+            st.booleans(),
+        ),
+        max_size=60,
+    )
+)
+def test_one_batch_adds_up_to_its_items_one_by_one(items: list[tuple[int, float, bool]]) -> None:
+    """A send batch records its metrics in one add(); the sums are those of one add per item
+    (the same label set written in another key order is the same series)."""
+    buckets = (0.1, 0.5, 1.0, 5.0)
+    increments = [("n", _LABEL_SETS[i], 1.0) for i, _v, counted in items if counted]
+    observations = [("h", _LABEL_SETS[i], v, buckets) for i, v, _counted in items]
+    batch = MetricsStore(lambda: None)  # type: ignore[arg-type, return-value]
+    batch.add(increments, observations)
+    single = MetricsStore(lambda: None)  # type: ignore[arg-type, return-value]
+    for increment in increments:
+        single.add(increments=[increment])
+    for observation in observations:
+        single.add(observations=[observation])
+    expected = single.pending()
+    assert batch.pending().keys() == expected.keys()
+    for key, value in batch.pending().items():
+        assert value == pytest.approx(expected[key]), key
 
 
 def test_observation_on_a_bucket_bound_counts_in_that_bucket() -> None:

@@ -187,11 +187,13 @@ def test_urgent_claim_does_not_walk_the_bulk_backlog(db: Engine, monkeypatch: An
         if "FOR UPDATE SKIP LOCKED" in statement:
             claims.append((statement, params))
 
-    event.listen(db, "before_cursor_execute", capture)
+    # On every engine: the batch runs on the settings' engine, which an earlier test may
+    # have replaced by another object for the same database.
+    event.listen(Engine, "before_cursor_execute", capture)
     try:
         assert sending.send_batch(queue_class=QueueClass.URGENT).claimed == 0
     finally:
-        event.remove(db, "before_cursor_execute", capture)
+        event.remove(Engine, "before_cursor_execute", capture)
     assert claims
     statement, params = claims[0]
     with db.connect() as conn:

@@ -124,9 +124,10 @@ def test_constraints_reject_unknown_vocabulary(db: Engine, column: str, value: s
         conn.execute(insert(SmsLog).values(**row))
 
 
-def test_moving_status_query_uses_the_partial_index(db: Engine) -> None:
+def _insert_texts(db: Engine, count: int, **values: Any) -> None:
+    """`count` text messages of a new account (a value may be a function of the row's
+    index), then ANALYZE: the planner sees the table as a service would."""
     account_id = _account(db)
-    now = utcnow()
     rows = [
         {
             "id": uuid.uuid4(),
@@ -134,15 +135,24 @@ def test_moving_status_query_uses_the_partial_index(db: Engine) -> None:
             "type": "text",
             "body": "x",
             "account_id": account_id,
-            "send_status": "SUBMITTED",
-            "gateway_status": "Delivered" if i % 50 else "Enroute",
-            "next_check_at": now,
+            **{k: v(i) if callable(v) else v for k, v in values.items()},
         }
-        for i in range(5000)
+        for i in range(count)
     ]
     with db.begin() as conn:
         conn.execute(insert(SmsLog), rows)
         conn.execute(text("ANALYZE verification.sms_log"))
+
+
+def test_moving_status_query_uses_the_partial_index(db: Engine) -> None:
+    _insert_texts(
+        db,
+        5000,
+        send_status="SUBMITTED",
+        gateway_status=lambda i: "Delivered" if i % 50 else "Enroute",
+        next_check_at=utcnow(),
+    )
+    with db.begin() as conn:
         plan = "\n".join(
             r[0]
             for r in conn.execute(
@@ -164,23 +174,8 @@ def test_urgent_claim_does_not_walk_the_bulk_backlog(db: Engine, monkeypatch: An
     from sms_pipeline.services import outbox, sending
 
     monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
-    account_id = _account(db)
-    now = utcnow()
-    rows = [
-        {
-            "id": uuid.uuid4(),
-            "phone_number": "+380931234567",
-            "type": "text",
-            "body": "x",
-            "account_id": account_id,
-            "send_status": "QUEUED",
-            "due_at": now + dt.timedelta(hours=1),  # not due: the batch below sends nothing
-        }
-        for i in range(5000)
-    ]
-    with db.begin() as conn:
-        conn.execute(insert(SmsLog), rows)
-        conn.execute(text("ANALYZE verification.sms_log"))
+    # Not due: the batch below sends nothing.
+    _insert_texts(db, 5000, send_status="QUEUED", due_at=utcnow() + dt.timedelta(hours=1))
     claims: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:

@@ -14,7 +14,10 @@ from typing import Any
 from celery import Celery, signals
 from kombu.entity import Queue
 
-from sms_pipeline import embedded_broker  # noqa: F401  (atomic filesystem:// transport)
+from sms_pipeline import (
+    embedded_broker,  # noqa: F401  (atomic filesystem:// transport)
+    redis_broker,  # noqa: F401  (redis:// surviving a lost broker)
+)
 from sms_pipeline.settings import (
     Settings,
     SettingsError,

@@ -69,6 +69,40 @@ def test_redis_restart_mid_run_loses_nothing(
 
 
 @pytest.mark.slow
+def test_redis_lost_while_a_late_ack_task_runs_the_worker_reconnects_and_sends_on(
+    db: Any, start_sim: Any, own_redis: Any, use_broker: Any, procs: Any
+) -> None:
+    """Redis goes while a status check (late ack) waits on the gateway and the consumer's
+    BRPOP is in flight. kombu 5.7 then restored the unacked task through a transport celery
+    had already closed: "Unrecoverable error: AttributeError(... 'hostname')", and the
+    worker, still alive, consumed nothing more (sms_pipeline/redis_broker.py)."""
+    sim = start_sim(latency_ms=1500)  # every gateway request takes 1.5 s
+    use_broker(own_redis.url)
+    env = pipeline_env(
+        SMS_BROKER_URL=own_redis.url,
+        SMS_STATUS_POLL_SECONDS="1",
+        SMS_STATUS_FIRST_CHECK_SECONDS="1",
+    )
+    procs.beat(env)
+    worker = procs.worker(env)
+    ids = [enqueue_sms(phone(i), f"late ack {i}", "text") for i in range(3)]
+    wait_until(lambda: _submitted(ids) == len(ids), 60, "the first messages submitted")
+    # Nothing is left to send: a request now in flight is a status check.
+    wait_until(lambda: sim.state.in_flight > 0, 60, "a status check waiting on the gateway")
+
+    own_redis.kill()
+    time.sleep(1)
+    own_redis.start()
+    ids += [enqueue_sms(phone(100 + i), f"after {i}", "text") for i in range(3)]
+
+    counts, _ = settle(ids, timeout=60)
+    log = worker.log_text()
+    assert "Unrecoverable error" not in log, log[-4000:]
+    assert counts == {SendStatus.SUBMITTED.value: len(ids)}, counts
+    assert worker.alive()
+
+
+@pytest.mark.slow
 def test_postgres_restart_mid_run_loses_nothing_and_leaves_nothing_sending(
     clean_broker: str, start_sim: Any, own_postgres: Any, settings_env: Any, procs: Any
 ) -> None:

@@ -36,5 +36,5 @@ ENTRYPOINT ["sms-pipeline"]
 CMD ["--help"]
 
 # The IP2SMS gateway simulator: the local stack and demos only, never production. Its one
-# library (aiohttp) is locked already: the gateway client sends batches with it.
+# library (aiohttp) is locked already: a base dependency, as the simulator ships in the package.
 FROM production AS simulator

@@ -1,36 +1,33 @@
-"""The IP2SMS client: one keep-alive connection pool, batches sent concurrently.
+"""The IP2SMS client: one keep-alive connection pool per kind of request, batches concurrent.
 
-The transport is aiohttp on an event loop of the client's own (a daemon thread, started on
-first use and again after a fork). ``send_many``/``status_many`` run a whole batch as
-concurrent requests on that loop, so a batch costs one gateway round trip and no thread
-per request; ``send``/``status``/``post_xml`` are the same exchange for one request,
-callable from any thread. Sends and status checks use separate connection pools, so
-status traffic can never take the connections sends need.
+The transport is libcurl's multi interface on a thread of its own
+(:mod:`sms_pipeline.gateway.transport`). ``send_many``/``status_many`` hand a whole batch
+over as concurrent requests, so a batch costs one gateway round trip and no thread per
+request; ``send``/``status``/``post_xml`` are the same exchange for one request, callable
+from any thread. Sends and status checks use separate connection pools, so status
+traffic can never take the connections sends need.
 
 Every exchange has a total deadline (IP2SMS_TOTAL_TIMEOUT: connect, headers and body
-together) on top of the connect and per-read timeouts: a server that drips its answer a
-byte at a time is cut off at the deadline. Every failure is sorted into
-permanent/transient in :func:`_transport_error`, :meth:`IP2SMSClient._apost` and
-:func:`_send_result` (see :mod:`sms_pipeline.gateway.errors`), nowhere else.
+together) on top of the connect and read timeouts: a server that drips its answer a byte
+at a time is cut off at the deadline. Every failure is sorted into permanent/transient in
+:func:`sms_pipeline.gateway.transport._transfer_error` (the transport),
+:func:`_http_body` (HTTP statuses) and :func:`_send_result` (the answer), see
+:mod:`sms_pipeline.gateway.errors`; nowhere else.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.utils
 import logging
 import os
 import threading
-import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, Self, TypeVar
-
-import aiohttp
 
 from sms_pipeline.gateway.codec import (
     DEFAULT_MAX_BYTES,
@@ -41,17 +38,16 @@ from sms_pipeline.gateway.codec import (
     parse_answer,
 )
 from sms_pipeline.gateway.errors import (
-    GatewayConnectionError,
     GatewayError,
     GatewayHTTPError,
     GatewayProtocolError,
     GatewayRejected,
     GatewayRequestInvalid,
-    GatewayTimeout,
     Outcome,
     rejection,
 )
 from sms_pipeline.gateway.statuses import GatewayStatus
+from sms_pipeline.gateway.transport import CurlPool, Reply
 
 if TYPE_CHECKING:
     from sms_pipeline.settings import Settings
@@ -59,16 +55,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Op = Literal["send", "status"]
-Observer = Callable[[Op, Outcome, float], None]
-"""Called after every request with (op, outcome, seconds); outcome is OK or an error's."""
+Observer = Callable[[Op, Sequence[tuple[Outcome, float]]], None]
+"""Called after every batch of requests with (op, [(outcome, seconds), ...]), one pair per
+request that went out; outcome is OK or the error's. Once per batch: a metrics store
+takes a batch in one call."""
 
-_CHUNK: Final = 8192
 # Statuses that mean "the gateway did not take the message", whatever the id says.
 _SEND_FAILURES: Final = frozenset({GatewayStatus.REJECTED, GatewayStatus.UNACCEPTED})
 
 
 _R = TypeVar("_R", "SendResult", "StatusResult")
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,84 +183,43 @@ def _unbuildable(exc: Exception) -> GatewayRequestInvalid:
     return GatewayRequestInvalid(f"request could not be built: {detail}")
 
 
-def _transport_error(exc: BaseException) -> GatewayError:
-    """The GatewayError a transport failure means (timeouts and lost connections are
-    transient). The reason names the kind of failure only, never the exception's text."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return GatewayTimeout("connect timeout")
-    if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
-        return GatewayTimeout("read timeout")
-    if isinstance(exc, TimeoutError):
-        return GatewayTimeout("total deadline exceeded")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return GatewayConnectionError(f"connection failed ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return GatewayConnectionError(f"answer cut off ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return GatewayProtocolError(f"answer unreadable ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ClientError | OSError):
-        return GatewayConnectionError(f"connection failed ({type(exc).__name__})")
-    return GatewayConnectionError(f"request failed ({type(exc).__name__})")
+def _http_body(reply: Reply) -> bytes:
+    """The answer's body, or the GatewayError its transport failure or HTTP status means."""
+    if reply.error is not None:
+        raise reply.error
+    code = reply.status
+    if not 200 <= code < 300:
+        if 300 <= code < 400 or code < 200:
+            # A redirect would turn our POST into a GET elsewhere: it is not followed.
+            raise GatewayProtocolError(f"unexpected HTTP {code}")
+        raise GatewayHTTPError.from_status(code, parse_retry_after(reply.header("Retry-After")))
+    return reply.body
 
 
-class _Loop:
-    """An event loop on a daemon thread, and the aiohttp sessions that live on it."""
+class _Pools:
+    """The connection pools ("send", "status") of one process, created on first use."""
 
-    def __init__(self, login: str, password: str, pool_size: int, timeout: tuple[float, float]):
+    def __init__(self, new_pool: Callable[[str], CurlPool]) -> None:
         self.pid = os.getpid()
-        token = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
-        self._headers = {"Authorization": f"Basic {token}"}
-        self._pool_size = pool_size
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeout[0], sock_read=timeout[1]
-        )
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="ip2sms", daemon=True)
-        self._thread.start()
+        self._new_pool = new_pool
+        self._pools: dict[str, CurlPool] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"_Loop(pid={self.pid})"
+        return f"_Pools(pid={self.pid})"
 
-    def session(self, pool: str) -> aiohttp.ClientSession:
-        """The session of `pool` ("send" or "status"); called on the loop only."""
-        session = self._sessions.get(pool)
-        if session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._pool_size, limit_per_host=self._pool_size, keepalive_timeout=30
-            )
-            # trust_env stays off: a gateway is configured, not discovered (no .netrc or
-            # proxy variables that could replace our credentials).
-            session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, timeout=self._timeout, trust_env=False
-            )
-            self._sessions[pool] = session
-        return session
-
-    def run(self, coro: Awaitable[_T]) -> _T:
-        return asyncio.run_coroutine_threadsafe(_awaited(coro), self.loop).result()
+    def get(self, name: str) -> CurlPool:
+        with self._lock:
+            pool = self._pools.get(name)
+            if pool is None:
+                pool = self._pools[name] = self._new_pool(name)
+            return pool
 
     def close(self) -> None:
-        async def close_sessions() -> None:
-            for session in self._sessions.values():
-                await session.close()
-            self._sessions.clear()
-
-        if threading.current_thread() is self._thread:  # a finalizer run on the loop itself
-            self.loop.call_soon(self.loop.stop)
-            return
-        if self.pid == os.getpid() and self.loop.is_running():
-            try:
-                self.run(close_sessions())
-            finally:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self._thread.join(5)
-        if not self.loop.is_running():
-            self.loop.close()
-
-
-async def _awaited(awaitable: Awaitable[_T]) -> _T:
-    return await awaitable
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 class IP2SMSClient:
@@ -301,15 +256,29 @@ class IP2SMSClient:
         self.max_response_bytes = max_response_bytes
         self.observer = observer
         self.pool_size = pool_size
-        self._headers = {"Content-Type": "text/xml; charset=utf-8", "Accept": "text/xml, */*"}
-        self._loop_lock = threading.Lock()
-        self._loop: _Loop | None = None
-        # The password lives only in a closure that builds the loop's auth, never on the client.
+        self._pools_lock = threading.Lock()
+        self._pools: _Pools | None = None
+        # The password lives only in a closure that builds the pools' auth, never on the client.
+        token = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
+        headers = (
+            f"Authorization: Basic {token}",
+            "Content-Type: text/xml; charset=utf-8",
+            "Accept: text/xml, */*",
+            "Expect:",  # no 100-continue round trip
+        )
 
-        def new_loop() -> _Loop:
-            return _Loop(login, password, pool_size, timeout)
+        def new_pool(name: str) -> CurlPool:
+            return CurlPool(
+                name,
+                headers=headers,
+                max_connections=pool_size,
+                connect_timeout=timeout[0],
+                read_timeout=timeout[1],
+                total_timeout=total_timeout,
+                max_bytes=max_response_bytes,
+            )
 
-        self._new_loop: Callable[[], _Loop] = new_loop
+        self._new_pools: Callable[[], _Pools] = lambda: _Pools(new_pool)
 
     @classmethod
     def from_settings(
@@ -364,7 +333,7 @@ class IP2SMSClient:
         payload = self._send_payload(
             SendRequest(phone_number, body, ext_id, uniq_key, source, validity), start=start
         )
-        return self._run(self._aexchange("send", self.send_url, payload, _send_result))
+        return _raise_error(self._exchange("send", self.send_url, [payload], _send_answer)[0])
 
     def _send_payload(self, r: SendRequest, *, start: str | None = None) -> bytes:
         try:
@@ -386,44 +355,54 @@ class IP2SMSClient:
         A request that cannot be built comes back as a permanent GatewayRequestInvalid:
         nothing was sent for it.
         """
-
-        async def one(r: SendRequest) -> SendResult | GatewayError:
+        results: list[SendResult | GatewayError] = []
+        payloads: list[bytes] = []
+        for r in batch:
             try:
-                payload = self._send_payload(r)
-                return await self._aexchange("send", self.send_url, payload, _send_result)
-            except GatewayError as exc:
-                return exc
-
-        return self._run(_gather([one(r) for r in batch])) if batch else []
+                payloads.append(self._send_payload(r))
+                results.append(_SENT)
+            except GatewayRequestInvalid as exc:
+                results.append(exc)
+        answers = iter(self._exchange("send", self.send_url, payloads, _send_answer))
+        return [next(answers) if r is _SENT else r for r in results]
 
     def status(self, gateway_id: str) -> StatusResult:
         """Ask for one message's status; any status word is returned, none raises."""
-        return self._run(self._astatus(gateway_id))
+        return _raise_error(self.status_many([gateway_id])[0])
 
     def status_many(self, gateway_ids: Sequence[str]) -> list[StatusResult | GatewayError]:
         """Ask for several statuses concurrently; one result or GatewayError per id, in order."""
-
-        async def one(gateway_id: str) -> StatusResult | GatewayError:
+        results: list[StatusResult | GatewayError] = []
+        payloads: list[bytes] = []
+        asked: list[str] = []
+        for gateway_id in gateway_ids:
             try:
-                return await self._astatus(gateway_id)
-            except GatewayError as exc:
-                return exc
-
-        return self._run(_gather([one(i) for i in gateway_ids])) if gateway_ids else []
+                payloads.append(build_status_xml(gateway_id))
+                asked.append(gateway_id)
+                results.append(_SENT)
+            except Exception as exc:
+                results.append(_unbuildable(exc))
+        answers = iter(self._exchange("status", self.status_url, payloads, _status_of(asked)))
+        return [next(answers) if r is _SENT else r for r in results]
 
     def post_xml(self, url: str, payload: bytes) -> bytes:
         """POST XML with our auth and limits; the answer bytes, or the transport/HTTP GatewayError.
 
         Public for protocol extensions on the same gateway (the inbound API client).
         """
-        return self._run(self._apost("status", url, payload))
+        reply = self._post_many("status", url, [payload])[0]
+        try:
+            return _http_body(reply)
+        except GatewayError as exc:
+            exc.__cause__ = exc.__context__ = None
+            raise
 
     def close(self) -> None:
-        """Close the connection pools and stop the client's event loop."""
-        with self._loop_lock:
-            loop, self._loop = self._loop, None
-        if loop is not None:
-            loop.close()
+        """Close the connection pools and stop their threads."""
+        with self._pools_lock:
+            pools, self._pools = self._pools, None
+        if pools is not None:
+            pools.close()
 
     def __enter__(self) -> Self:
         return self
@@ -438,44 +417,47 @@ class IP2SMSClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _run(self, coro: Awaitable[_T]) -> _T:
-        with self._loop_lock:
-            loop = self._loop
-            if loop is None or loop.pid != os.getpid():  # first use, or a forked child
-                loop = self._loop = self._new_loop()
-                # A client dropped without close() still closes its pools and loop.
-                weakref.finalize(self, loop.close)
-        return loop.run(coro)
+    def _post_many(self, op: Op, url: str, payloads: Sequence[bytes]) -> list[Reply]:
+        with self._pools_lock:
+            pools = self._pools
+            if pools is None or pools.pid != os.getpid():  # first use, or a forked child
+                pools = self._pools = self._new_pools()
+                # A client dropped without close() still closes its pools.
+                weakref.finalize(self, pools.close)
+        return pools.get(op).exchange(url, payloads)
 
-    def _current_loop(self) -> _Loop:
-        loop = self._loop
-        assert loop is not None  # only called from coroutines that _run scheduled
-        return loop
-
-    async def _astatus(self, gateway_id: str) -> StatusResult:
-        try:
-            payload = build_status_xml(gateway_id)
-        except Exception as exc:
-            raise _unbuildable(exc) from None
-
-        def convert(answer: ParsedAnswer, raw: bytes) -> StatusResult:
-            return _status_result(answer, raw, gateway_id)
-
-        return await self._aexchange("status", self.status_url, payload, convert)
-
-    async def _aexchange(
+    def _exchange(
         self,
         op: Op,
         url: str,
-        payload: bytes,
-        convert: Callable[[ParsedAnswer, bytes], _R],
-    ) -> _R:
-        started = time.perf_counter()
-        outcome = Outcome.OK
+        payloads: Sequence[bytes],
+        convert: Callable[[int, ParsedAnswer, bytes], _R],
+    ) -> list[_R | GatewayError]:
+        """POST the payloads concurrently; each answer converted, or its GatewayError."""
+        if not payloads:
+            return []
+        replies = self._post_many(op, url, payloads)
+        results = [self._answer(i, reply, convert) for i, reply in enumerate(replies)]
+        self._observe(
+            op,
+            [
+                (r.outcome if isinstance(r, GatewayError) else Outcome.OK, reply.seconds)
+                for r, reply in zip(results, replies, strict=True)
+            ],
+        )
+        if op == "send" and log.isEnabledFor(logging.DEBUG):
+            for r in results:
+                if not isinstance(r, GatewayError):
+                    log.debug("ip2sms send ok gateway_id=%s status=%s", r.gateway_id, r.status)
+        return results
+
+    def _answer(
+        self, index: int, reply: Reply, convert: Callable[[int, ParsedAnswer, bytes], _R]
+    ) -> _R | GatewayError:
         try:
-            raw = await self._apost(op, url, payload)
+            raw = _http_body(reply)
             try:
-                result = convert(parse_answer(raw, max_bytes=self.max_response_bytes), raw)
+                return convert(index, parse_answer(raw, max_bytes=self.max_response_bytes), raw)
             except GatewayError:
                 raise
             except Exception as exc:
@@ -486,65 +468,40 @@ class IP2SMSClient:
                     f"answer could not be read ({type(exc).__name__})"
                 ) from None
         except GatewayError as exc:
-            outcome = exc.outcome
-            # The transport exception behind it may quote URLs, answers or headers: keep
-            # it out of tracebacks and error reporters, the reason says what happened.
+            # Keep whatever it was raised from out of tracebacks and error reporters: the
+            # reason says what happened.
             exc.__cause__ = exc.__context__ = None
-            raise
-        finally:
-            self._observe(op, outcome, time.perf_counter() - started)
-        if op == "send" and log.isEnabledFor(logging.DEBUG):
-            log.debug("ip2sms send ok gateway_id=%s status=%s", result.gateway_id, result.status)
-        return result
+            return exc
 
-    async def _apost(self, pool: str, url: str, payload: bytes) -> bytes:
-        session = self._current_loop().session(pool)
-        try:
-            async with asyncio.timeout(self.total_timeout):
-                async with session.post(
-                    url, data=payload, headers=self._headers, allow_redirects=False
-                ) as response:
-                    code = response.status
-                    if not 200 <= code < 300:
-                        if 300 <= code < 400 or code < 200:
-                            # A redirect would turn our POST into a GET elsewhere: don't follow.
-                            raise GatewayProtocolError(f"unexpected HTTP {code}")
-                        raise GatewayHTTPError.from_status(
-                            code, parse_retry_after(response.headers.get("Retry-After"))
-                        )
-                    return await self._read_limited(response)
-        except GatewayError:
-            raise
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise _transport_error(exc) from None
-
-    async def _read_limited(self, response: aiohttp.ClientResponse) -> bytes:
-        limit = self.max_response_bytes
-        declared = response.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise GatewayProtocolError(f"answer larger than {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        # Counting decoded bytes also stops a gzip bomb.
-        while chunk := await response.content.read(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise GatewayProtocolError(f"answer larger than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _observe(self, op: Op, outcome: Outcome, seconds: float) -> None:
+    def _observe(self, op: Op, outcomes: Sequence[tuple[Outcome, float]]) -> None:
         if self.observer is None:
             return
         try:
-            self.observer(op, outcome, seconds)
+            self.observer(op, outcomes)
         except Exception:
             # Metrics must never turn a good send into a failure (and a resend).
             log.exception("ip2sms observer failed")
 
 
-async def _gather(coros: Sequence[Awaitable[_T]]) -> list[_T]:
-    return list(await asyncio.gather(*coros))
+# Marks a request that went out, in lists that also hold the errors of those that did not.
+_SENT: Final = GatewayRequestInvalid("placeholder")
+
+
+def _raise_error(result: _R | GatewayError) -> _R:
+    if isinstance(result, GatewayError):
+        raise result
+    return result
+
+
+def _status_of(asked: Sequence[str]) -> Callable[[int, ParsedAnswer, bytes], StatusResult]:
+    def convert(index: int, answer: ParsedAnswer, raw: bytes) -> StatusResult:
+        return _status_result(answer, raw, asked[index])
+
+    return convert
+
+
+def _send_answer(_index: int, answer: ParsedAnswer, raw: bytes) -> SendResult:
+    return _send_result(answer, raw)
 
 
 __all__ = [

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, ParamSpec
 
@@ -142,11 +142,17 @@ def _drop_rolled_back(session: Session) -> None:
 
 
 @_never_raises
-def gateway_request(operation: Op, outcome: GatewayOutcome, seconds: float) -> None:
-    """The IP2SMSClient observer: one request's operation, outcome and latency."""
+def gateway_request(operation: Op, outcomes: Sequence[tuple[GatewayOutcome, float]]) -> None:
+    """The IP2SMSClient observer: a batch's operation, and each request's outcome and latency."""
     get_store().add(
-        [(c.GATEWAY_REQUESTS_TOTAL, {"operation": operation, "outcome": outcome}, 1.0)],
-        [(c.GATEWAY_DURATION, {"operation": operation}, seconds, c.GATEWAY_LATENCY_BUCKETS)],
+        [
+            (c.GATEWAY_REQUESTS_TOTAL, {"operation": operation, "outcome": outcome}, 1.0)
+            for outcome, _ in outcomes
+        ],
+        [
+            (c.GATEWAY_DURATION, {"operation": operation}, seconds, c.GATEWAY_LATENCY_BUCKETS)
+            for _, seconds in outcomes
+        ],
     )
 
 

@@ -131,8 +131,8 @@ def test_production_image_installs_the_hashed_lock_without_plots() -> None:
         for line in lock.splitlines()
         if line and not line.startswith((" ", "#"))
     }
-    # aiohttp is a base dependency (the gateway client); plotting is an extra.
-    assert "aiohttp" in pinned and "matplotlib" not in pinned
+    # pycurl is a base dependency (the gateway client's transport); plotting is an extra.
+    assert "pycurl" in pinned and "matplotlib" not in pinned
     assert all("--hash=sha256:" in block for block in lock.split("==")[1:])
     # Every base dependency of pyproject.toml is pinned in the lock (it is not stale).
     import tomllib

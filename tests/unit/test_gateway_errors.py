@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
-import aiohttp
 import pytest
 
 from sms_pipeline.gateway import (
@@ -36,8 +35,9 @@ from sms_pipeline.gateway import (
     SendRequest,
     SendResult,
 )
-from sms_pipeline.gateway.client import _transport_error, parse_retry_after
+from sms_pipeline.gateway.client import parse_retry_after
 from sms_pipeline.gateway.errors import OUTCOMES, rejection
+from sms_pipeline.gateway.transport import _transfer_error
 from tests.support import wait_until
 
 PASSWORD = "s3cr3t-Pa55word"
@@ -460,23 +460,30 @@ def test_transport_and_http_failures_are_classified(
 
 
 @pytest.mark.parametrize(
-    ("exc", "cls", "reason"),
+    ("errno", "connected", "seconds", "cls", "reason"),
     [
-        (aiohttp.ConnectionTimeoutError(), GatewayTimeout, "connect timeout"),
-        (aiohttp.SocketTimeoutError(), GatewayTimeout, "read timeout"),
-        (TimeoutError(), GatewayTimeout, "total deadline exceeded"),
-        (aiohttp.ServerDisconnectedError(), GatewayConnectionError, "answer cut off"),
-        (ConnectionRefusedError(PASSWORD), GatewayConnectionError, "connection failed"),
+        (28, False, 1.0, GatewayTimeout, "connect timeout"),
+        (28, True, 1.0, GatewayTimeout, "read timeout"),
+        (28, True, 15.0, GatewayTimeout, "total deadline exceeded"),
+        (18, True, 0.1, GatewayConnectionError, "answer cut off"),
+        (52, True, 0.1, GatewayConnectionError, "connection closed without an answer"),
+        (56, True, 0.1, GatewayConnectionError, "connection reset while receiving"),
+        (7, False, 0.1, GatewayConnectionError, "connection failed"),
+        (6, False, 0.1, GatewayConnectionError, "connection failed"),
+        (63, True, 0.1, GatewayProtocolError, "answer larger than 1024 bytes"),
+        (8, True, 0.1, GatewayProtocolError, "answer unreadable"),
+        (99, True, 0.1, GatewayConnectionError, "request failed"),
     ],
 )
-def test_transport_exceptions_become_transient_gateway_errors(
-    exc: BaseException, cls: type[GatewayError], reason: str
+def test_curl_errors_become_transient_gateway_errors(
+    errno: int, connected: bool, seconds: float, cls: type[GatewayError], reason: str
 ) -> None:
-    error = _transport_error(exc)
+    error = _transfer_error(
+        errno, too_large=False, connected=connected, seconds=seconds, total=15.0, limit=1024
+    )
     assert type(error) is cls
     assert error.permanent is False
     assert error.reason.startswith(reason)
-    assert PASSWORD not in str(error)
 
 
 def test_slow_drip_answer_is_cut_off_at_the_total_deadline() -> None:
@@ -573,23 +580,26 @@ def test_no_exception_text_contains_the_password_or_the_body() -> None:
         assert "9999" not in text
 
 
-def test_observer_sees_every_request_with_its_outcome() -> None:
-    seen: list[tuple[str, str, float]] = []
+def test_observer_sees_every_request_with_its_outcome_once_per_batch() -> None:
+    batches: list[tuple[str, list[tuple[str, float]]]] = []
+
+    def observe(op: str, outcomes: Any) -> None:
+        batches.append((op, list(outcomes)))
+
     client, _ = make_client(
-        answer(b'<status id="1"><state>Accepted</state></status>'),
-        observer=lambda op, outcome, seconds: seen.append((op, outcome, seconds)),
+        answer(b'<status id="1"><state>Accepted</state></status>'), observer=observe
     )
     client.send("+380931234567", "x")
-    client.status("1")
-    client_bad, _ = make_client(answer(b"", 503), observer=lambda *a: seen.append(a))
+    client.status_many(["1", "2", "3"])
+    client_bad, _ = make_client(answer(b"", 503), observer=observe)
     with pytest.raises(GatewayHTTPError):
         client_bad.status("1")
-    assert [(op, outcome) for op, outcome, _ in seen] == [
-        ("send", "ok"),
-        ("status", "ok"),
-        ("status", "http_5xx"),
+    assert [(op, [outcome for outcome, _ in outcomes]) for op, outcomes in batches] == [
+        ("send", ["ok"]),
+        ("status", ["ok", "ok", "ok"]),
+        ("status", ["http_5xx"]),
     ]
-    assert all(seconds > 0 for *_, seconds in seen)
+    assert all(seconds > 0 for _, outcomes in batches for _, seconds in outcomes)
 
 
 def test_failing_observer_does_not_break_a_send() -> None:
@@ -609,8 +619,8 @@ def test_client_is_a_context_manager_that_closes_on_exit() -> None:
         assert entered is client
         assert client.send("+380931234567", "x").gateway_id == "1"
         started = [t for t in threading.enumerate() if t not in before]
-    # The client's event-loop thread, and the server's thread for its kept-alive connection.
-    (loop_thread,) = [t for t in started if t.name == "ip2sms"]
+    # The send pool's thread, and the server's thread for its kept-alive connection.
+    (loop_thread,) = [t for t in started if t.name == "ip2sms-send"]
     (connection,) = [t for t in started if t is not loop_thread]
     assert not loop_thread.is_alive()
     connection.join(5)  # the server notices the closed connection on its own thread

@@ -18,6 +18,7 @@ from sms_pipeline.gateway.codec import (
     first_invalid_xml_char,
     parse_gateway_date,
 )
+from sms_pipeline.gateway.transport import Reply
 
 NUMBER = "+380931234567"
 OVERFLOW_DATE = "Fri, 31 Dec 9999 23:59:00 -0100"
@@ -69,10 +70,11 @@ def test_a_request_that_cannot_be_built_is_a_permanent_error_and_nothing_is_sent
 ) -> None:
     client = IP2SMSClient("http://127.0.0.1:9/s", "http://127.0.0.1:9/q", "u", "p", "SRC")
 
-    async def no_network(*args: Any) -> bytes:
-        raise AssertionError("nothing may be sent")
+    def no_network(op: str, url: str, payloads: Any) -> Any:
+        assert not payloads, "nothing may be sent"
+        return []
 
-    monkeypatch.setattr(client, "_apost", no_network)
+    monkeypatch.setattr(client, "_post_many", no_network)
     with pytest.raises(GatewayRequestInvalid) as info:
         client.send(NUMBER, "code \ufffe 123456")
     assert info.value.permanent
@@ -143,10 +145,10 @@ def test_any_other_failure_reading_a_2xx_answer_is_a_transient_protocol_error(
     monkeypatch.setattr(client_module, "parse_answer", broken_parser)
     client = IP2SMSClient("http://127.0.0.1:9/s", "http://127.0.0.1:9/q", "u", "p", "SRC")
 
-    async def answer(*args: Any) -> bytes:
-        return b"<status/>"
+    def answer(op: str, url: str, payloads: Any) -> Any:
+        return [Reply(200, (), b"<status/>", 0.01) for _ in payloads]
 
-    monkeypatch.setattr(client, "_apost", answer)
+    monkeypatch.setattr(client, "_post_many", answer)
     with pytest.raises(GatewayProtocolError) as info:
         client.send(NUMBER, "hello")
     assert not info.value.permanent

@@ -218,11 +218,16 @@ class CurlPool:
             # Every transfer ends by its total deadline; the margin covers a batch waiting
             # for pool connections. A pool whose thread died answers at once (below).
             batch.done.wait(self._total * (1 + len(payloads) / self._max_connections) + 5)
-        return [
-            reply
-            or Reply(0, (), b"", 0.0, GatewayConnectionError("request failed (transport stopped)"))
-            for reply in batch.replies
-        ]
+        if batch.left == 0:
+            return [reply for reply in batch.replies if reply is not None]
+        # Unanswered in time (the thread is stuck or gone): transient, like any timeout; a
+        # send retried later carries the same uniq_key.
+        late = (
+            GatewayTimeout("total deadline exceeded")
+            if self._broken is None
+            else GatewayConnectionError("request failed (transport stopped)")
+        )
+        return [reply or Reply(0, (), b"", 0.0, late) for reply in batch.replies]
 
     def close(self) -> None:
         """Stop the thread: transfers still running end as failed; idle connections close."""

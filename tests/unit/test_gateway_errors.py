@@ -640,3 +640,60 @@ def test_from_settings_uses_the_settings_values() -> None:
     assert client.pool_size == 5
     assert "pw-from-settings" not in repr(client)
     client.close()
+
+
+def test_proxy_variables_in_the_environment_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A gateway is configured, not discovered: a proxy from the environment would see our
+    # Basic-auth credentials and every message.
+    proxy = LoopbackGateway(answer(b'<status id="via-proxy"><state>Accepted</state></status>'))
+    _made.append(proxy)
+    for name in (
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
+        monkeypatch.setenv(name, proxy.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    client, gateway = make_client(answer(b'<status id="direct"><state>Accepted</state></status>'))
+    assert client.send("+380931234567", "x").gateway_id == "direct"
+    assert proxy.requests == []
+    assert len(gateway.requests) == 1
+
+
+def test_batches_from_two_threads_share_the_pool_concurrently() -> None:
+    # One pool thread drives every transfer: a batch handed over while another waits on the
+    # gateway starts at once, it does not queue behind it.
+    def slow(request: Seen) -> Any:
+        time.sleep(0.6)
+        return (200, b'<status id="1"><state>Delivered</state></status>', {})
+
+    client, gateway = make_client(slow)
+    results: list[Any] = []
+    started = time.monotonic()
+    threads = [
+        threading.Thread(target=lambda: results.append(client.status_many(["1", "2", "3"])))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert time.monotonic() - started < 1.1  # one round trip, not two
+    assert [r.status.value for batch in results for r in batch] == ["Delivered"] * 6
+    assert len(gateway.requests) == 6
+
+
+def test_a_closed_pool_answers_at_once_with_a_transient_error() -> None:
+    client, gateway = make_client(answer(b'<status id="1"><state>Accepted</state></status>'))
+    assert client.status("1").gateway_id == "1"
+    pool = client._pools.get("status")  # type: ignore[union-attr]
+    pool.close()
+    started = time.monotonic()
+    (reply,) = pool.exchange(f"{gateway.url}/ip2sms-request/", [b"<request/>"])
+    assert time.monotonic() - started < 1
+    assert isinstance(reply.error, GatewayConnectionError)
+    assert reply.error.permanent is False

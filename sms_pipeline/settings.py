@@ -6,7 +6,7 @@ message naming the variable; secrets are `SecretStr` and never appear in a repr.
 
 from __future__ import annotations
 
-import functools
+import threading
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
@@ -550,12 +550,32 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
 
 
-@functools.cache
+_settings_lock = threading.Lock()
+_settings: Settings | None = None
+_settings_generation = 0
+
+
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
-    return load_settings()
+    global _settings
+    cached = _settings
+    if cached is not None:
+        return cached
+    with _settings_lock:
+        generation = _settings_generation
+    loaded = load_settings()
+    with _settings_lock:
+        # A reset while another thread was reading the environment (functools.cache kept
+        # that thread's stale result: a test's gateway URL replaced by the default one)
+        # means this result may predate the change: hand it out, but do not keep it.
+        if generation == _settings_generation and _settings is None:
+            _settings = loaded
+        return _settings or loaded
 
 
 def reset_settings_cache() -> None:
     """Forget the cached settings (tests and the CLI change the environment)."""
-    get_settings.cache_clear()
+    global _settings, _settings_generation
+    with _settings_lock:
+        _settings = None
+        _settings_generation += 1

@@ -175,3 +175,30 @@ def test_explicit_gateway_settings_or_embedded_mode_pass_the_production_check() 
                 ip2sms_login="clinic",
             )
         )
+
+
+def test_settings_read_before_a_reset_are_not_kept_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another thread (the metrics flusher) reads the environment; meanwhile a test changes
+    # it and resets the cache. functools.cache then kept the stale read, and the next send
+    # went to the default gateway URL (a flaky CI failure).
+    from sms_pipeline import settings as module
+
+    first = "http://127.0.0.1:1111/ip2sms/"
+    second = "http://127.0.0.1:2222/ip2sms/"
+    monkeypatch.setenv("IP2SMS_SEND_URL", first)
+    module.reset_settings_cache()
+    real_load = module.load_settings
+
+    def load_while_the_environment_changes() -> module.Settings:
+        stale = real_load()  # read the old environment...
+        monkeypatch.setenv("IP2SMS_SEND_URL", second)  # ...a test changes it meanwhile
+        module.reset_settings_cache()
+        return stale
+
+    monkeypatch.setattr(module, "load_settings", load_while_the_environment_changes)
+    assert module.get_settings().ip2sms_send_url == first  # the in-flight reader's answer
+    monkeypatch.setattr(module, "load_settings", real_load)
+    assert module.get_settings().ip2sms_send_url == second
+    module.reset_settings_cache()

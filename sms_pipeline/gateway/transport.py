@@ -9,7 +9,8 @@ client took, which was half of a status check's cost (measured: docs/performance
 
 Guards, set once per connection handle:
 
-- http and https only, no redirects followed, no proxy (not even from the environment),
+- http and https only, certificates checked against the CAs Python's ssl trusts, no
+  redirects followed, no proxy (not even from the environment),
   no `.netrc`, no cookies, no decompression (so no gzip bomb), HTTP/1.1;
 - a TOTAL deadline per request (`TIMEOUT_MS`: connect, request, headers and body; a
   server that drips its answer a byte at a time is cut off at it), a connect timeout,
@@ -30,6 +31,7 @@ import os
 import queue
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -157,6 +159,22 @@ class _Transfer:
         return None
 
 
+def _trusted_cas() -> list[tuple[int, str]]:
+    """libcurl options naming the trusted CAs: the ones Python's ssl module uses
+    (SSL_CERT_FILE / SSL_CERT_DIR, else OpenSSL's defaults for this system).
+
+    pycurl's wheels are built on another distribution and look for
+    /etc/pki/tls/certs/ca-bundle.crt, which Debian-based systems and images lack: without
+    this every HTTPS request fails with curl error 77 (pycurl issue 834)."""
+    paths = ssl.get_default_verify_paths()
+    options: list[tuple[int, str]] = []
+    if paths.cafile:  # None when the file does not exist
+        options.append((pycurl.CAINFO, paths.cafile))
+    if paths.capath and os.path.isdir(paths.capath):
+        options.append((pycurl.CAPATH, paths.capath))
+    return options
+
+
 class CurlPool:
     """A keep-alive connection pool and the thread that drives its transfers. Thread-safe."""
 
@@ -180,6 +198,7 @@ class CurlPool:
         self._next_read_check = 0.0
         self._max_bytes = max_bytes
         self._max_connections = max_connections
+        self._cas = _trusted_cas()
         self._incoming: queue.SimpleQueue[tuple[_Batch, str, Sequence[bytes]] | None] = (
             queue.SimpleQueue()
         )
@@ -337,6 +356,8 @@ class CurlPool:
         handle.setopt(pycurl.CONNECTTIMEOUT_MS, self._connect_ms)
         handle.setopt(pycurl.TIMEOUT_MS, self._total_ms)
         handle.setopt(pycurl.MAXFILESIZE_LARGE, self._max_bytes)
+        for option, value in self._cas:
+            handle.setopt(option, value)
         handle.setopt(pycurl.MAXAGE_CONN, 30)  # an idle keep-alive connection is not trusted longer
         return handle
 

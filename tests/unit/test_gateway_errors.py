@@ -7,8 +7,10 @@ import contextlib
 import http.server
 import pickle
 import re
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -697,3 +699,48 @@ def test_a_closed_pool_answers_at_once_with_a_transient_error() -> None:
     assert time.monotonic() - started < 1
     assert isinstance(reply.error, GatewayConnectionError)
     assert reply.error.permanent is False
+
+
+def _self_signed(folder: Any) -> tuple[str, str]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl not installed: cannot make a certificate for the TLS test")
+    cert, key = str(folder / "gateway.pem"), str(folder / "gateway.key")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", key, "-out", cert],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_https_gateway_is_verified_against_the_cas_python_trusts(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pycurl's wheels look for a CA bundle where Debian has none (every HTTPS send failed
+    # with curl error 77): the transport names the CAs Python's ssl module uses instead.
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    gateway = LoopbackGateway(answer(b'<status id="tls"><state>Accepted</state></status>'))
+    _made.append(gateway)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    gateway.server.socket = context.wrap_socket(gateway.server.socket, server_side=True)
+    url = gateway.url.replace("http://", "https://")
+
+    empty = tmp_path / "no-cas"
+    empty.mkdir()
+    monkeypatch.setenv("SSL_CERT_DIR", str(empty))
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # our gateway's CA is trusted
+    trusting = IP2SMSClient(f"{url}/ip2sms/", f"{url}/ip2sms-request/", "l", PASSWORD, "S")
+    _made.append(trusting)
+    assert trusting.send("+380931234567", "x").gateway_id == "tls"
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(empty / "none.pem"))  # nothing trusted
+    doubting = IP2SMSClient(f"{url}/ip2sms/", f"{url}/ip2sms-request/", "l", PASSWORD, "S")
+    _made.append(doubting)
+    with pytest.raises(GatewayConnectionError) as info:
+        doubting.send("+380931234567", "x")
+    assert "curl error 60" in info.value.reason or "curl error 77" in info.value.reason

@@ -211,7 +211,7 @@ class _Pools:
     def get(self, name: str) -> CurlPool:
         with self._lock:
             pool = self._pools.get(name)
-            if pool is None:
+            if pool is None or pool.stopped:  # a pool whose thread died is replaced
                 pool = self._pools[name] = self._new_pool(name)
             return pool
 

@@ -223,6 +223,11 @@ class CurlPool:
     def __repr__(self) -> str:
         return f"CurlPool(pid={self.pid}, max_connections={self._max_connections})"
 
+    @property
+    def stopped(self) -> bool:
+        """Closed, or its thread died: it answers every request with an error."""
+        return self._broken is not None
+
     # --- callers' side -------------------------------------------------------------------
 
     def exchange(self, url: str, payloads: Sequence[bytes]) -> list[Reply]:

@@ -699,6 +699,8 @@ def test_a_closed_pool_answers_at_once_with_a_transient_error() -> None:
     assert time.monotonic() - started < 1
     assert isinstance(reply.error, GatewayConnectionError)
     assert reply.error.permanent is False
+    # The client replaces a stopped pool: the next request goes out again.
+    assert client.status("1").gateway_id == "1"
 
 
 def _self_signed(folder: Any) -> tuple[str, str]:

@@ -355,16 +355,13 @@ class IP2SMSClient:
         A request that cannot be built comes back as a permanent GatewayRequestInvalid:
         nothing was sent for it.
         """
-        results: list[SendResult | GatewayError] = []
-        payloads: list[bytes] = []
+        built: list[bytes | GatewayError] = []
         for r in batch:
             try:
-                payloads.append(self._send_payload(r))
-                results.append(_SENT)
+                built.append(self._send_payload(r))
             except GatewayRequestInvalid as exc:
-                results.append(exc)
-        answers = iter(self._exchange("send", self.send_url, payloads, _send_answer))
-        return [next(answers) if r is _SENT else r for r in results]
+                built.append(exc)
+        return self._exchange_built("send", self.send_url, built, _send_answer)
 
     def status(self, gateway_id: str) -> StatusResult:
         """Ask for one message's status; any status word is returned, none raises."""
@@ -372,18 +369,14 @@ class IP2SMSClient:
 
     def status_many(self, gateway_ids: Sequence[str]) -> list[StatusResult | GatewayError]:
         """Ask for several statuses concurrently; one result or GatewayError per id, in order."""
-        results: list[StatusResult | GatewayError] = []
-        payloads: list[bytes] = []
-        asked: list[str] = []
+        built: list[bytes | GatewayError] = []
         for gateway_id in gateway_ids:
             try:
-                payloads.append(build_status_xml(gateway_id))
-                asked.append(gateway_id)
-                results.append(_SENT)
+                built.append(build_status_xml(gateway_id))
             except Exception as exc:
-                results.append(_unbuildable(exc))
-        answers = iter(self._exchange("status", self.status_url, payloads, _status_of(asked)))
-        return [next(answers) if r is _SENT else r for r in results]
+                built.append(_unbuildable(exc))
+        asked = [i for i, b in zip(gateway_ids, built, strict=True) if isinstance(b, bytes)]
+        return self._exchange_built("status", self.status_url, built, _status_of(asked))
 
     def post_xml(self, url: str, payload: bytes) -> bytes:
         """POST XML with our auth and limits; the answer bytes, or the transport/HTTP GatewayError.
@@ -425,6 +418,18 @@ class IP2SMSClient:
                 # A client dropped without close() still closes its pools.
                 weakref.finalize(self, pools.close)
         return pools.get(op).exchange(url, payloads)
+
+    def _exchange_built(
+        self,
+        op: Op,
+        url: str,
+        built: Sequence[bytes | GatewayError],
+        convert: Callable[[int, ParsedAnswer, bytes], _R],
+    ) -> list[_R | GatewayError]:
+        """Send the payloads that could be built; the others keep their error, in order."""
+        payloads = [b for b in built if isinstance(b, bytes)]
+        answers = iter(self._exchange(op, url, payloads, convert))
+        return [next(answers) if isinstance(b, bytes) else b for b in built]
 
     def _exchange(
         self,
@@ -481,10 +486,6 @@ class IP2SMSClient:
         except Exception:
             # Metrics must never turn a good send into a failure (and a resend).
             log.exception("ip2sms observer failed")
-
-
-# Marks a request that went out, in lists that also hold the errors of those that did not.
-_SENT: Final = GatewayRequestInvalid("placeholder")
 
 
 def _raise_error(result: _R | GatewayError) -> _R:

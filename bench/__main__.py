@@ -40,7 +40,7 @@ FULL: dict[str, Any] = {
     "history_large": 1_000_000,
     "history_pending": 1_000,
     "history_recent": 5_000,
-    "history_reps": 5,
+    "history_reps": 9,
     "urgent_bulk": 20_000,
     "urgent": 50,
     "urgent_spread": 5.0,

@@ -2,11 +2,12 @@
 
 The same live data in both phases: `pending` moving messages due for a check and
 `recent` final ones inserted in the last 24 h (the report's window). History is final
-(Delivered) rows inserted 2-60 days ago, loaded with COPY: `small`, then grown to
-`large`, each followed by VACUUM ANALYZE (a table in service has statistics). Each phase
-times `sweep_statuses()` (Terminated + claim + fan-out to the broker; the pending rows
-are made due again before each repetition) and `build_report(since=24h)`; the median of
-`reps` runs is kept. No worker runs: the published chunks are dropped from our Redis db.
+(Delivered) rows inserted 2-60 days ago, loaded with COPY: `small` rows in the bench's
+database, `large` in a second one, each followed by VACUUM ANALYZE (a table in service
+has statistics). Rounds alternate between the two databases, each timing
+`sweep_statuses()` (Terminated + claim + fan-out to the broker; the pending rows are made
+due again first) and `build_report(since=24h)`; the median of `reps` rounds is kept. No
+worker runs: the published chunks are dropped from our Redis db.
 
     python -m bench history --large 1000000
 """
@@ -42,7 +43,8 @@ def copy_history(env: BenchEnv, count: int, account_id: int, start_index: int) -
     )
 
 
-def _measure(env: BenchEnv, pending_ids: list[uuid.UUID], reps: int) -> dict[str, float]:
+def _measure_once(env: BenchEnv, pending_ids: list[uuid.UUID]) -> tuple[float, float]:
+    """One sweep and one report on the database in use; their seconds."""
     from sqlalchemy import update
 
     from sms_pipeline.db import get_engine
@@ -51,39 +53,26 @@ def _measure(env: BenchEnv, pending_ids: list[uuid.UUID], reps: int) -> dict[str
     from sms_pipeline.services.status import sweep_statuses
 
     engine = get_engine()
-    sweeps: list[float] = []
-    reports: list[float] = []
-    claimed = 0
-    for _ in range(reps + 1):  # the first run warms caches and is not counted
-        with engine.begin() as conn:
-            conn.execute(
-                update(SmsLog)
-                .where(SmsLog.id.in_(pending_ids))
-                .values(next_check_at=utcnow() - dt.timedelta(seconds=1), status_checks=0)
-            )
-        t0 = time.perf_counter()
-        result = sweep_statuses()
-        t1 = time.perf_counter()
-        build_report(engine, since=dt.timedelta(hours=24))
-        t2 = time.perf_counter()
-        claimed = result.claimed
-        sweeps.append(t1 - t0)
-        reports.append(t2 - t1)
-        env.drop_queue("status")
-    return {
-        "sweep_ms": round(statistics.median(sweeps[1:]) * 1000, 1),
-        "report_ms": round(statistics.median(reports[1:]) * 1000, 1),
-        "claimed_per_sweep": claimed,
-    }
+    with engine.begin() as conn:
+        conn.execute(
+            update(SmsLog)
+            .where(SmsLog.id.in_(pending_ids))
+            .values(next_check_at=utcnow() - dt.timedelta(seconds=1), status_checks=0)
+        )
+    t0 = time.perf_counter()
+    result = sweep_statuses()
+    t1 = time.perf_counter()
+    build_report(engine, since=dt.timedelta(hours=24))
+    t2 = time.perf_counter()
+    env.drop_queue("status")
+    assert result.claimed == len(pending_ids), result
+    return t1 - t0, t2 - t1
 
 
-def run(
-    env: BenchEnv, *, small: int, large: int, pending: int, recent: int, reps: int
-) -> dict[str, Any]:
-    env.truncate()
+def _live_rows(pending: int, recent: int, account_id: int) -> list[dict[str, Any]]:
+    """`pending` moving messages due for a check, `recent` final ones in the last 24 h."""
     from sms_pipeline.db.models import utcnow
 
-    account_id = default_account_id()
     now = utcnow()
     live = [
         message_row(
@@ -114,19 +103,48 @@ def run(
                 final_at=at + dt.timedelta(seconds=5),
             )
         )
-    insert_rows(live)
+    return live
+
+
+def _load(env: BenchEnv, live: list[dict[str, Any]], history: int) -> float:
+    """The live rows and `history` final rows into the database in use; COPY rows/s."""
+    account_id = default_account_id()
+    insert_rows([{**row, "account_id": account_id} for row in live])
+    rate = copy_history(env, history, account_id, 0)
+    env.vacuum_analyze()
+    return rate
+
+
+def run(
+    env: BenchEnv, *, small: int, large: int, pending: int, recent: int, reps: int
+) -> dict[str, Any]:
+    env.truncate()
+    live = _live_rows(pending, recent, default_account_id())
     pending_ids = [r["id"] for r in live[:pending]]
+    copy_small = _load(env, live, small)
+    with env.second_database("large") as large_url:
+        with env.using_database(large_url):
+            copy_rate = _load(env, live, large)
+        # Interleaved (small, large, small, ...): the machine's speed drifts by a third
+        # over minutes here, and timing the two phases minutes apart measured that drift.
+        times: dict[str, list[tuple[float, float]]] = {"small": [], "large": []}
+        for rep in range(reps + 1):  # the first round warms caches and is not counted
+            times["small"].append(_measure_once(env, pending_ids))
+            with env.using_database(large_url):
+                times["large"].append(_measure_once(env, pending_ids))
+            if rep == 0:
+                times = {"small": [], "large": []}
 
-    copy_small = copy_history(env, small, account_id, 0)
-    env.vacuum_analyze()
-    at_small = _measure(env, pending_ids, reps)
+    def medians(pairs: list[tuple[float, float]]) -> dict[str, float]:
+        return {
+            "sweep_ms": round(statistics.median(p[0] for p in pairs) * 1000, 1),
+            "report_ms": round(statistics.median(p[1] for p in pairs) * 1000, 1),
+            "claimed_per_sweep": pending,
+        }
+
+    at_small, at_large = medians(times["small"]), medians(times["large"])
     log(f"history {small:,}: sweep {at_small['sweep_ms']} ms, report {at_small['report_ms']} ms")
-
-    copy_rate = copy_history(env, large - small, account_id, small)
-    env.vacuum_analyze()
-    at_large = _measure(env, pending_ids, reps)
     log(f"history {large:,}: sweep {at_large['sweep_ms']} ms, report {at_large['report_ms']} ms")
-
     result = {
         "pending": pending,
         "recent_in_report_window": recent,
@@ -137,6 +155,7 @@ def run(
         "sweep_ratio": round(at_large["sweep_ms"] / at_small["sweep_ms"], 3),
         "report_ratio": round(at_large["report_ms"] / at_small["report_ms"], 3),
         "copy_rows_per_second": round(max(copy_small, copy_rate), 0),
+        "interleaved_rounds": reps,
     }
     log(
         f"history scaling: sweep × {result['sweep_ratio']:.2f}, report × "

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,39 @@ class BenchEnv:
         return redis.Redis.from_url(self.redis_url)
 
     # --- the database
+    @contextlib.contextmanager
+    def second_database(self, suffix: str) -> Iterator[str]:
+        """A second migrated database of the bench's own (dropped on exit); its URL."""
+        name = f"{self.db_name}_{suffix}"
+        url = database_url(name)
+        create_database(name)
+        try:
+            with self.using_database(url):
+                from sms_pipeline.db import get_engine, migrate
+
+                migrate.upgrade(get_engine())
+            yield url
+        finally:
+            with self.using_database(url):
+                from sms_pipeline.db import dispose_engines
+
+                dispose_engines()
+            drop_database(name)
+
+    @contextlib.contextmanager
+    def using_database(self, url: str) -> Iterator[None]:
+        """Point this process (settings, engines, COPY, VACUUM) at `url` for the block."""
+        from sms_pipeline.settings import reset_settings_cache
+
+        previous = self.pg_url
+        self.pg_url = os.environ["SMS_DATABASE_URL"] = url
+        reset_settings_cache()
+        try:
+            yield
+        finally:
+            self.pg_url = os.environ["SMS_DATABASE_URL"] = previous
+            reset_settings_cache()
+
     def truncate(self) -> None:
         """Empty every pipeline table (between benchmarks) and the broker db."""
         from sms_pipeline.db import get_engine

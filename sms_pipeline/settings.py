@@ -6,6 +6,7 @@ message naming the variable; secrets are `SecretStr` and never appear in a repr.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Annotated, Literal
@@ -63,6 +64,12 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# Premium-rate, shared-cost and satellite ranges that SMS pumping targets.
+_REFUSED_PREFIXES = (
+    "+1900", "+1976", "+979", "+808", "+870", "+878", "+881", "+882", "+883", "+888",
+)  # fmt: skip
 
 
 class Settings(BaseSettings):
@@ -133,6 +140,19 @@ class Settings(BaseSettings):
     sms_retry_backoff_max_seconds: float = Field(300.0, gt=0, description="Retry delay cap.")
     sms_max_segments: int = Field(
         6, ge=1, le=255, description="Longest body allowed, in SMS segments."
+    )
+    sms_max_schedule_days: int = Field(
+        366,
+        ge=1,
+        le=3660,
+        description="Furthest a send_at may be ahead, in days, at every door (Python, API, "
+        "SQL route); further, infinity or text that is not a time is refused.",
+    )
+    sms_refused_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(_REFUSED_PREFIXES),
+        description="E.164 prefixes never sent to (comma-separated): by default premium-rate "
+        "(+1 900, +1 976, +979), shared-cost (+808) and satellite/international network "
+        "ranges (+870, +878, +881, +882, +883, +888) that SMS pumping targets.",
     )
     sms_default_account: str = Field(
         "default", description="Account used when enqueue_sms gets account=None."
@@ -436,6 +456,16 @@ class Settings(BaseSettings):
         # Resolved once: every path derived from it (database, broker, logs) is absolute,
         # so a command run from another folder still finds the same data.
         return value.expanduser().resolve()
+
+    @field_validator("sms_refused_prefixes", mode="before")
+    @classmethod
+    def _prefix_list(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            bad = [p for p in value if not re.fullmatch(r"\+[1-9]\d{0,7}", str(p))]
+            if bad:
+                raise ValueError(f"not E.164 prefixes such as +1900: {bad}")
+        return value
 
     @field_validator("sms_opt_out_keywords", "sms_opt_in_keywords", mode="before")
     @classmethod

@@ -80,6 +80,8 @@ class MessageEvent(enum.StrEnum):
     RETRYCOUNT_EXCEEDED = "retrycount_exceeded"
     NUMBER_INVALID = "number_invalid"
     DATA1_INVALID = "data1_invalid"
+    SEND_AT_INVALID = "send_at_invalid"
+    PRIORITY_INVALID = "priority_invalid"
     OPTED_OUT = "opted_out"
     EXPIRED = "expired"
     SUPERSEDED = "superseded"
@@ -100,6 +102,7 @@ ENQUEUE_TO_SUBMIT: Final = "sms_enqueue_to_submit_seconds"
 SUBMIT_TO_DELIVERED: Final = "sms_submit_to_delivered_seconds"
 MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
 INBOUND_SKIPPED_TOTAL: Final = "sms_inbound_items_skipped_total"
+INTAKE_ERRORS_TOTAL: Final = "sms_intake_errors_total"
 QUEUE_DEPTH: Final = "sms_queue_depth"
 QUEUE_OLDEST_AGE: Final = "sms_queue_oldest_age_seconds"
 MESSAGES_MOVING: Final = "sms_messages_moving"
@@ -198,6 +201,16 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         "stored; the messages around them are stored.",
         ("kind",),
         label_values="kind: replies, shortcodes",
+    ),
+    MetricSpec(
+        INTAKE_ERRORS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Intake failures that did not stop the other rows or accounts: a queue row the "
+        "database could not read (moved aside), an account's queue poll or a replication "
+        "pass that failed.",
+        ("door", "kind"),
+        label_values="door: sql_route, replication; kind: unreadable_row, account_poll, pass",
     ),
     MetricSpec(
         QUEUE_DEPTH,

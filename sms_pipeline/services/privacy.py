@@ -597,9 +597,9 @@ def audit_rows(session: Session, *, limit: int = 100) -> list[AuditEvent]:
 
 def normalise_subject(raw: str) -> str:
     """The E.164 form of a person's number (InvalidMessage when it is not one)."""
-    from sms_pipeline.services.enqueue import normalise_phone_number
+    from sms_pipeline.services.intake import parse_number
 
-    return normalise_phone_number(raw)
+    return parse_number(raw)
 
 
 def _same_number(raw: str | None, number: str) -> bool:

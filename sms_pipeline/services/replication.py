@@ -74,13 +74,11 @@ from sms_pipeline.db.models import (
     UTCTimestamp,
     utcnow,
 )
-from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.gateway import GatewayStatus
 from sms_pipeline.gateway.codec import MAX_GATEWAY_ID_LENGTH, describe_invalid_xml_char
 from sms_pipeline.metrics import hooks as metrics
-from sms_pipeline.services import privacy
+from sms_pipeline.services import intake, privacy
 from sms_pipeline.services.accounts import get_or_create_default_account
-from sms_pipeline.services.enqueue import normalise_phone_number, validate_body
 from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit
 from sms_pipeline.settings import Settings, get_settings
 
@@ -202,12 +200,12 @@ def _row_for(
         "last_error": None,
     }
     raw_number = mapping["phone_number"] or ""
-    number_error: str | None = None
-    try:
-        number = normalise_phone_number(raw_number)
-    except InvalidMessage as exc:
-        number, number_error = raw_number.strip()[:32], exc.reason
-    row["phone_number"] = number
+    checked = intake.check_message(
+        settings, raw_number, body, MessageType.VERIFICATION.value, account=account_id, now=now
+    )
+    row["phone_number"] = (
+        checked.phone_number if isinstance(checked, intake.Message) else raw_number.strip()[:32]
+    )
 
     gateway_id = mapping.get("gateway_id")
     if gateway_id:
@@ -236,23 +234,17 @@ def _row_for(
         return row
     ended = _ended_reason(verification, now)
     if ended is not None:
-        row.update(send_status=SendStatus.EXPIRED.value, last_error=ended, final_at=now)
+        intake.refuse(row, SendStatus.EXPIRED, ended, now)
         return row
-    if number_error is not None:
-        row.update(
-            send_status=SendStatus.NUMBER_INVALID.value, last_error=number_error, final_at=now
-        )
-        return row
-    try:
-        valid = validate_body(body, settings)
-    except InvalidMessage as exc:
-        row.update(send_status=SendStatus.DATA1_INVALID.value, last_error=str(exc), final_at=now)
+    if isinstance(checked, list):
+        first = checked[0]
+        intake.refuse(row, intake.status_for(first), str(first), now)
         return row
     row.update(
         send_status=SendStatus.QUEUED.value,
         uniq_key=message_id.hex,
-        segments=valid.segments,
-        encoding=valid.encoding,
+        segments=checked.body.segments,
+        encoding=checked.body.encoding,
         dispatched_at=now,
     )
     return row

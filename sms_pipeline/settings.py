@@ -239,9 +239,6 @@ class Settings(BaseSettings):
 
     # --- replication and inbound ----------------------------------------------------------
     sms_replication_seconds: float = Field(5.0, gt=0, description="Replication poll period.")
-    sms_replication_safe_window_seconds: int = Field(
-        600, ge=1, description="How far back each replication pass looks for missed rows."
-    )
     sms_verification_template: str = Field(
         "Your verification code: {code}",
         pattern=r"\{code\}",

@@ -103,6 +103,10 @@ SUBMIT_TO_DELIVERED: Final = "sms_submit_to_delivered_seconds"
 MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
 INBOUND_SKIPPED_TOTAL: Final = "sms_inbound_items_skipped_total"
 INTAKE_ERRORS_TOTAL: Final = "sms_intake_errors_total"
+SQL_QUEUE_DEPTH: Final = "sms_sql_queue_depth"
+SQL_QUEUE_OLDEST_AGE: Final = "sms_sql_queue_oldest_age_seconds"
+REPLICATION_WAITING: Final = "sms_replication_waiting"
+REPLICATION_OLDEST_AGE: Final = "sms_replication_oldest_age_seconds"
 QUEUE_DEPTH: Final = "sms_queue_depth"
 QUEUE_OLDEST_AGE: Final = "sms_queue_oldest_age_seconds"
 MESSAGES_MOVING: Final = "sms_messages_moving"
@@ -227,6 +231,35 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         "How long the oldest due message has been waiting (0 when none is due).",
         ("queue", "priority"),
         label_values="queue: urgent, bulk; priority: 0..9, <0, >9",
+    ),
+    MetricSpec(
+        SQL_QUEUE_DEPTH,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Rows waiting in the SQL route's sms_queue, per account (rows behind an inactive "
+        "account or a zero ProcessQueueInterval stay here).",
+        ("account",),
+        label_values="account: the account's name",
+    ),
+    MetricSpec(
+        SQL_QUEUE_OLDEST_AGE,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "How long the oldest sms_queue row of the account has waited.",
+        ("account",),
+        label_values="account: the account's name",
+    ),
+    MetricSpec(
+        REPLICATION_WAITING,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Verifications that have no sms_log row yet (waiting to be replicated).",
+    ),
+    MetricSpec(
+        REPLICATION_OLDEST_AGE,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "How long the oldest verification waiting to be replicated has waited (0 when none).",
     ),
     MetricSpec(
         MESSAGES_MOVING,

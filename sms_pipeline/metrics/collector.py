@@ -96,8 +96,28 @@ class SmsCollector(Collector):
             queues = q.queue_stats(conn, now)
             moving = q.moving_count(conn)
             window = q.window_counts(conn, now - self.window)
+            sql_queues = q.sql_queue_stats(conn)
+            replication = q.replication_waiting(conn)
         self._stored(families, stored)
         self._gauges(families, now, queues, moving, window)
+        self._intake(families, now, sql_queues, replication)
+
+    @staticmethod
+    def _intake(
+        families: dict[str, Any],
+        now: dt.datetime,
+        sql_queues: dict[str, q.QueueStat],
+        replication: q.QueueStat,
+    ) -> None:
+        def age(stat: q.QueueStat) -> float:
+            oldest = stat.oldest_due
+            return max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
+
+        for account, stat in sorted(sql_queues.items()):
+            families[c.SQL_QUEUE_DEPTH].add_metric([account], stat.depth)
+            families[c.SQL_QUEUE_OLDEST_AGE].add_metric([account], age(stat))
+        families[c.REPLICATION_WAITING].add_metric([], replication.depth)
+        families[c.REPLICATION_OLDEST_AGE].add_metric([], age(replication))
 
     def _stored(self, families: dict[str, Any], rows: Any) -> None:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)

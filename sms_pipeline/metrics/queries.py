@@ -43,6 +43,8 @@ NOT_ATTEMPTED: Final = frozenset(
         SendStatus.OPTED_OUT,
         SendStatus.NUMBER_INVALID,
         SendStatus.DATA1_INVALID,
+        SendStatus.SEND_AT_INVALID,
+        SendStatus.PRIORITY_INVALID,
         SendStatus.SUPERSEDED,
     )
 )
@@ -128,6 +130,38 @@ def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], Que
         if due_at is not None and (key not in oldest or due_at < oldest[key]):
             oldest[key] = due_at
     return {key: QueueStat(depth[key], oldest.get(key)) for key in depth}
+
+
+def _moment(value: object) -> dt.datetime | None:
+    # Rows other applications wrote by SQL may hold anything in a time column (SQLite).
+    try:
+        return as_utc(value)
+    except (ValueError, AssertionError):
+        return None
+
+
+def sql_queue_stats(conn: Connection) -> dict[str, QueueStat]:
+    """Account name → rows waiting in sms_queue and the oldest one's inserted_at: rows
+    stuck behind an inactive account or a zero interval show here."""
+    rows = conn.execute(
+        text(
+            f"SELECT a.name, count(*), min(q.inserted_at) FROM {table_name(conn, 'sms_queue')} q "
+            f"JOIN {table_name(conn, 'accounts')} a ON a.id = q.account_id GROUP BY a.name"
+        )
+    ).all()
+    return {str(name): QueueStat(int(count), _moment(oldest)) for name, count, oldest in rows}
+
+
+def replication_waiting(conn: Connection) -> QueueStat:
+    """Verifications with no sms_log row yet (waiting to be replicated) and the oldest."""
+    count, oldest = conn.execute(
+        text(
+            f"SELECT count(*), min(v.inserted_at) FROM {table_name(conn, 'verifications')} v "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table_name(conn, 'sms_log')} l "
+            "WHERE l.verification_id = v.id)"
+        )
+    ).one()
+    return QueueStat(int(count), _moment(oldest))
 
 
 def moving_count(conn: Connection) -> int:

@@ -1,14 +1,12 @@
 """Replication: every new row of `verification.verifications` becomes one `sms_log` row.
 
-Why a safe window and an anti-join rather than a high-water mark
-------------------------------------------------------------------
-The verification service writes `inserted_at` when it inserts a row, not when that row
-commits. A transaction that inserts early and commits late makes a row appear *behind*
-rows already seen, so a mark ("everything up to inserted_at X is done") would skip it
-for ever. Each pass therefore looks at every verification inserted in the last
-SMS_REPLICATION_SAFE_WINDOW_SECONDS (default 600 s) that has no `sms_log` row yet
-(NOT EXISTS on `sms_log.verification_id`): a row committed late is found by the next
-pass, as long as its transaction was open for less than the window.
+Replicated by fact, not by age
+------------------------------
+A verification is replicated because no `sms_log` row holds its id (NOT EXISTS on the
+unique `sms_log.verification_id`), whatever its age: after any outage, and whatever order
+the service's transactions commit in (it writes `inserted_at` at insert, not at commit),
+the next pass finds every verification still waiting. There is no look-back window and no
+high-water mark to skip a row for ever.
 
 Exactly once comes from the database, not from the poller: `sms_log.verification_id`
 is unique and rows go in with INSERT ... ON CONFLICT (verification_id) DO NOTHING
@@ -17,14 +15,9 @@ each row once, and only the rows this pass actually inserted are dispatched, aft
 commit, through the outbox. Later changes to a verification (attempts_count, status)
 never create another row: the anti-join and the unique key both see the first one.
 
-Cost: on our own table the scan uses `ix_verifications_inserted_at` and one probe of the
-unique index per candidate, so a pass costs about the number of verifications created
-within the window (a few thousand rows at most), whatever the size of the history. The
-verification service's real table has no index on `inserted_at` (we never write its DDL):
-there a pass scans the table, which is fine at its size (rows are purged after 30 days);
-an index on `verifications (inserted_at)` is the service owner's call. A high-water mark
-would only trim that to the rows after the mark, and it would need a mark table and still
-fall back to the window for late commits; it is not worth its state.
+Cost: the anti-join probes the unique index once per verification (the service purges
+its rows after 30 days, so the table stays small); PostgreSQL runs it as a hash anti-join.
+`sms_replication_waiting` and `sms_replication_oldest_age_seconds` show what is waiting.
 
 The table as it is, not as we wish it
 -------------------------------------
@@ -59,6 +52,7 @@ from sqlalchemy import (
     Table,
     Uuid,
     exists,
+    func,
     inspect,
     select,
 )
@@ -254,18 +248,13 @@ def _insert(session: Session) -> Insert:
     return insert_ignore(session, cast(Table, SmsLog.__table__), ["verification_id"])
 
 
-def find_unreplicated(
-    session: Session, source: Table, since: dt.datetime, limit: int
-) -> Sequence[Row[Any]]:
-    """Verifications inserted since `since` that have no sms_log row yet, oldest first."""
+def find_unreplicated(session: Session, source: Table, limit: int) -> Sequence[Row[Any]]:
+    """Verifications that have no sms_log row yet, whatever their age, oldest first."""
     # The same total order in every replicator: concurrent passes insert overlapping rows
     # in the same order, so they wait on each other's keys instead of deadlocking.
     return session.execute(
         select(*source.c)
-        .where(
-            source.c.inserted_at >= since,
-            ~exists().where(SmsLog.verification_id == source.c.id),
-        )
+        .where(~exists().where(SmsLog.verification_id == source.c.id))
         .order_by(source.c.inserted_at, source.c.id)
         .limit(limit)
     ).all()
@@ -283,12 +272,11 @@ def replicate_batch(
 ) -> tuple[ReplicationResult, int]:
     """One transaction: insert up to `limit` missing rows. Returns (result, rows looked at)."""
     now = utcnow()
-    since = now - dt.timedelta(seconds=settings.sms_replication_safe_window_seconds)
     account_id, account = _default_account(settings)
     with session_scope(settings) as session:
         if source is None:
             source = source_table(session.connection())
-        pending = find_unreplicated(session, source, since, limit)
+        pending = find_unreplicated(session, source, limit)
         if not pending:
             return ReplicationResult(), 0
         rows = [_row_for(v, account_id, now, settings) for v in pending]
@@ -340,7 +328,8 @@ def replicate_batch(
 def replicate_verifications(
     settings: Settings | None = None, *, batch_size: int = BATCH_SIZE, max_batches: int = 100
 ) -> ReplicationResult:
-    """One replication pass over the safe window; safe to run concurrently and repeatedly."""
+    """One replication pass over every waiting verification; safe to run concurrently and
+    repeatedly."""
     settings = settings or get_settings()
     total = ReplicationResult()
     source: Table | None = None
@@ -363,3 +352,15 @@ def replicate_verifications(
             total.ended,
         )
     return total
+
+
+def waiting(session: Session, source: Table | None = None) -> tuple[int, dt.datetime | None]:
+    """Verifications waiting to be replicated, and the oldest one's `inserted_at`."""
+    if source is None:
+        source = source_table(session.connection())
+    count, oldest = session.execute(
+        select(func.count(), func.min(source.c.inserted_at)).where(
+            ~exists().where(SmsLog.verification_id == source.c.id)
+        )
+    ).one()
+    return int(count), oldest

@@ -18,6 +18,9 @@ from sms_pipeline.settings import Settings
 
 FIELD = "phone_number"
 MAX_LENGTH = 32
+# The characters a number may be written with, for documents (OpenAPI): the rules above
+# refuse more (invalid, non-plain, refused ranges), never less.
+PATTERN = r"^\s*\+?[0-9 ().\-/]+\s*$"
 # What may appear in a written number besides digits: a leading +, and separators.
 _SEPARATORS = frozenset(" -.()/")
 _EXTENSION = re.compile(r"(;\s*ext|\bext\b|\bx\s*\d|#|,)", re.IGNORECASE)

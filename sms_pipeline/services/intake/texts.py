@@ -78,8 +78,8 @@ def validate_body(body: object, settings: Settings) -> ValidBody:
 
 
 def optional_text(field: str, value: object) -> str | None:
-    """A short text field (LIMITS) or None; InvalidMessage naming the field."""
-    if value is None:
+    """A short text field (LIMITS) or None (also for ""); InvalidMessage naming the field."""
+    if value is None or value == "":
         return None
     if not isinstance(value, str) or len(value) > LIMITS[field]:
         raise InvalidMessage(field, f"must be text of at most {LIMITS[field]} characters")

@@ -137,8 +137,10 @@ def _order(row: dict[str, Any]) -> tuple[int, int]:
 
 
 def _error_text(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    return f"{type(orig or exc).__name__}: {orig or exc}"[:500]
+    """The error's class and message, never the value it quotes (it may be a code)."""
+    orig = getattr(exc, "orig", None) or exc
+    message = str(orig).split(" with text ")[0]
+    return f"{type(orig).__name__}: {message}"[:500]
 
 
 def _move_aside(session: Session, account_id: int, unreadable: list[tuple[int, str]]) -> None:

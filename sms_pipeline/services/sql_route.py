@@ -17,8 +17,6 @@ import datetime as dt
 import json
 import logging
 import re
-import threading
-import time
 import uuid
 from typing import Any
 
@@ -70,22 +68,12 @@ KNOWN_COLUMNS = frozenset(
     }
 )  # fmt: skip
 _INTEGER = re.compile(r"[+-]?\d{1,18}")
-_columns_lock = threading.Lock()
-_columns: dict[str, tuple[float, tuple[str, ...]]] = {}
 
 
-def _queue_columns(session: Session, settings: Settings) -> tuple[str, ...]:
-    """sms_queue's columns as this database has them (operators may add some); cached 60 s."""
-    key = settings.database_url or ""
-    with _columns_lock:
-        hit = _columns.get(key)
-    if hit is not None and hit[0] > time.monotonic():
-        return hit[1]
+def _queue_columns(session: Session) -> tuple[str, ...]:
+    """sms_queue's columns as this database has them now (operators may add some)."""
     found = inspect(session.connection()).get_columns("sms_queue", schema=schema_of(session))
-    names = tuple(c["name"] for c in found)
-    with _columns_lock:
-        _columns[key] = (time.monotonic() + 60, names)
-    return names
+    return tuple(c["name"] for c in found)
 
 
 def _queue(session: Session, names: tuple[str, ...]) -> Any:
@@ -291,7 +279,7 @@ def ingest_account_queue(
     now = utcnow()
     with session_scope(settings) as session:
         account = metrics.account_name(account_id, session)
-        names = _queue_columns(session, settings)
+        names = _queue_columns(session)
         rows, unreadable = _read_rows(session, account_id, limit, names)
         _move_aside(session, account_id, unreadable)
         messages: list[dict[str, Any]] = []

@@ -225,11 +225,12 @@ class ErrorGateway(ChunkGateway):
 
     def __init__(self, answers: dict[str, GatewayStatus], errors: dict[str, str]) -> None:
         super().__init__(dict(answers))
+        self.statuses = answers
         self.errors = errors
 
     def status_many(self, gateway_ids: Sequence[str]) -> list[StatusResult | GatewayError]:
         return [
-            StatusResult(g, S(self.answers[g]), GATEWAY_DATE, None, self.errors.get(g), None, b"")
+            StatusResult(g, self.statuses[g], GATEWAY_DATE, None, self.errors.get(g), None, b"")
             for g in gateway_ids
         ]
 

@@ -6,6 +6,8 @@
 - sms_queue (SQLite): rebuilt with AUTOINCREMENT, rows kept; the sequence starts after
   every id already used (in the queue or in sms_log.queue_id), so no id is handed out twice.
 - sms_queue_unreadable: queue rows the database could not read back, moved aside.
+- accounts: a post-paid account always reads 1,000,000 credits (a trigger sets it on
+  every insert and update; existing post-paid rows are set now).
 
 Revision ID: 0006
 Revises: 0005
@@ -83,7 +85,41 @@ def _rebuild_queue(autoincrement: bool) -> None:
         )
 
 
+_PG_CREDITS = """
+CREATE FUNCTION verification.postpaid_credits() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.postpaid THEN NEW.credits := 1000000; END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER postpaid_credits BEFORE INSERT OR UPDATE ON verification.accounts
+    FOR EACH ROW EXECUTE FUNCTION verification.postpaid_credits();
+"""
+_SQLITE_CREDITS = [
+    f"CREATE TRIGGER postpaid_credits_{event} AFTER {event.upper()}{columns} ON accounts "
+    "WHEN NEW.postpaid AND NEW.credits IS NOT 1000000 "
+    "BEGIN UPDATE accounts SET credits = 1000000 WHERE id = NEW.id; END"
+    for event, columns in (("insert", ""), ("update", " OF postpaid, credits"))
+]
+
+
+def _postpaid_credits() -> None:
+    prefix = "" if _sqlite() else "verification."
+    op.execute(f"UPDATE {prefix}accounts SET credits = 1000000 WHERE postpaid")
+    for statement in _SQLITE_CREDITS if _sqlite() else [_PG_CREDITS]:
+        op.execute(statement)
+
+
+def _drop_postpaid_credits() -> None:
+    if _sqlite():
+        for event in ("insert", "update"):
+            op.execute(f"DROP TRIGGER IF EXISTS postpaid_credits_{event}")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS postpaid_credits ON verification.accounts")
+        op.execute("DROP FUNCTION IF EXISTS verification.postpaid_credits()")
+
+
 def upgrade() -> None:
+    _postpaid_credits()
     _drop_view()
     with op.batch_alter_table("sms_log", schema=_schema()) as batch:
         batch.add_column(sa.Column("data2", sa.Text(), nullable=True))
@@ -109,6 +145,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _drop_postpaid_credits()
     _drop_view()
     if _sqlite():
         _rebuild_queue(autoincrement=False)

@@ -50,6 +50,17 @@ def parse_number(raw: object) -> str:
     Digits without `+` are read as international. Letters, extensions and any character
     that is not a digit or a separator are refused, never converted or dropped.
     """
+    parsed = _parse(raw)
+    if not phonenumbers.is_valid_number(parsed):
+        raise _refuse("not a valid phone number")
+    return _e164(parsed)
+
+
+def _e164(parsed: phonenumbers.PhoneNumber) -> str:
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _parse(raw: object) -> phonenumbers.PhoneNumber:
     if not isinstance(raw, str) or not raw.strip():
         raise _refuse("a phone number is required")
     text = raw.strip()
@@ -57,8 +68,10 @@ def parse_number(raw: object) -> str:
         raise _refuse("too long for a phone number")
     if _EXTENSION.search(text):
         raise _refuse("has an extension: an SMS goes to a plain number without one")
-    for position, char in enumerate(text[1:] if text[0] == "+" else text, start=1):
+    for position, char in enumerate(text):
         if (char.isascii() and char.isdigit()) or char in _SEPARATORS:
+            continue
+        if position == 0 and char == "+":
             continue
         if char.isalpha():
             raise _refuse("contains letters: a phone number has digits only")
@@ -69,21 +82,24 @@ def parse_number(raw: object) -> str:
         parsed = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
         raise _refuse("not a phone number in E.164 form") from None
-    if not phonenumbers.is_valid_number(parsed):
-        raise _refuse("not a valid phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return parsed
 
 
 def destination(raw: object, settings: Settings) -> str:
     """A number a message may be sent to (E.164), or InvalidMessage saying why not."""
-    number = parse_number(raw)
+    parsed = _parse(raw)
+    # The number's type is what validity is decided on (is_valid_number asks for it too):
+    # asked once, it answers both.
+    kind = phonenumbers.number_type(parsed)
+    if kind is PhoneNumberType.UNKNOWN or phonenumbers.region_code_for_number(parsed) is None:
+        raise _refuse("not a valid phone number")
+    number = _e164(parsed)
     for prefix in settings.sms_refused_prefixes:
         if number.startswith(prefix):
             raise _refuse(
                 f"starts with {prefix}, a refused range (premium-rate or satellite; "
                 "SMS_REFUSED_PREFIXES)"
             )
-    kind = phonenumbers.number_type(phonenumbers.parse(number, None))
     if kind not in _PLAIN_TYPES:
         name = _TYPE_NAMES.get(kind, "special")
         raise _refuse(f"is a {name} number, not a mobile or fixed-line one")

@@ -9,6 +9,7 @@ be a one-time code).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -21,13 +22,7 @@ from sms_pipeline.settings import Settings
 LIMITS = {"sender_id": 16, "ext_id": 64, "customer_id": 128, "cost_centre": 64}
 
 
-def _refused(code: int) -> bool:
-    return (
-        0x202A <= code <= 0x202E
-        or 0x2066 <= code <= 0x2069
-        or 0x80 <= code <= 0x9F
-        or code in (0x2028, 0x2029)
-    )
+_REFUSED = re.compile("[\u0080-\u009f\u2028-\u202e\u2066-\u2069]")
 
 
 def _name(char: str) -> str:
@@ -42,9 +37,9 @@ def text_problem(value: str) -> str | None:
     problem = describe_invalid_xml_char(value)
     if problem is not None:
         return problem
-    for position, char in enumerate(value):
-        if _refused(ord(char)):
-            return f"contains {_name(char)} at position {position}"
+    found = _REFUSED.search(value)
+    if found is not None:
+        return f"contains {_name(found.group())} at position {found.start()}"
     return None
 
 

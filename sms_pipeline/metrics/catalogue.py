@@ -211,10 +211,9 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         Kind.COUNTER,
         Source.STORED,
         "Intake failures that did not stop the other rows or accounts: a queue row the "
-        "database could not read (moved aside), an account's queue poll or a replication "
-        "pass that failed.",
+        "database could not read (moved aside), an account's queue poll that failed.",
         ("door", "kind"),
-        label_values="door: sql_route, replication; kind: unreadable_row, account_poll, pass",
+        label_values="door: sql_route; kind: unreadable_row, account_poll",
     ),
     MetricSpec(
         QUEUE_DEPTH,

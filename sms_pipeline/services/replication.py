@@ -73,7 +73,6 @@ from sms_pipeline.gateway.codec import MAX_GATEWAY_ID_LENGTH, describe_invalid_x
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import intake, privacy
 from sms_pipeline.services.accounts import get_or_create_default_account
-from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -289,12 +288,16 @@ def replicate_batch(
             if row["id"] not in inserted_ids:
                 continue  # another replicator inserted this verification first
             status = row["send_status"]
-            metrics.message_stored(session, row["type"], account, status)
             if status == SendStatus.QUEUED.value:
                 newest[row["phone_number"]] = row  # rows come oldest first
-                dispatch_after_commit(session, Dispatch(row["id"], row["type"], row["priority"]))
+                # Admitted as at every door; older codes end once per number, below.
+                intake.admitted(
+                    session, row, account=account, settings=settings, now=now, supersede=False
+                )
                 result += ReplicationResult(inserted=1, dispatched=1)
-            elif status == SendStatus.SUBMITTED.value:
+                continue
+            metrics.message_stored(session, row["type"], account, status)
+            if status == SendStatus.SUBMITTED.value:
                 result += ReplicationResult(inserted=1, tracked=1)
             elif status == SendStatus.EXPIRED.value:
                 log.info(

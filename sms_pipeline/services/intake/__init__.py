@@ -10,7 +10,7 @@ replication (`verifications`) only map their own shape onto these functions:
 - `admit`: the row, opt-out (with the erased-number hash), supersede, metric, dispatch.
 """
 
-from .admit import admit, is_opted_out, refuse, row_values, status_for, stopped
+from .admit import admit, admitted, is_opted_out, refuse, row_values, status_for, stopped
 from .numbers import destination, parse_number
 from .texts import ValidBody, check_text, optional_text, text_problem, validate_body
 from .times import check_send_at, stored_time
@@ -29,6 +29,7 @@ __all__ = [
     "Message",
     "ValidBody",
     "admit",
+    "admitted",
     "check_message",
     "check_send_at",
     "check_text",

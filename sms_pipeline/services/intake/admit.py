@@ -107,29 +107,38 @@ def admit(
 ) -> bool:
     """Decide a valid row's status in `session`'s transaction; True when it will be sent.
 
-    OPTED OUT when an opt-out stops it; otherwise QUEUED, older codes to the number end
-    SUPERSEDED (unless `supersede` is False: the caller already did it for a batch) and the
-    send is dispatched after commit. Counted either way. The caller inserts `values`.
+    OPTED OUT when an opt-out stops it (counted); otherwise QUEUED and `admitted`. The
+    caller inserts `values`.
     """
     if stopped(session, values["phone_number"], values["type"], settings, opted):
         refuse(values, SendStatus.OPTED_OUT, "number opted out", now)
-    else:
-        if supersede and privacy.supersedes(values["type"], settings):
-            privacy.supersede_older(
-                session, new_id=values["id"], account_id=values["account_id"],
-                phone_number=values["phone_number"], message_type=values["type"], now=now,
-                settings=settings,
-            )  # fmt: skip
-        dispatch = dispatch_for(
-            values["id"], values["type"], values["priority"], values["due_at"], now
-        )
-        values.update(
-            send_status=SendStatus.QUEUED.value,
-            final_at=None,
-            last_error=None,
-            dispatched_at=now if dispatch is not None else None,
-        )
-        if dispatch is not None:
-            dispatch_after_commit(session, dispatch)
+        metrics.message_stored(session, values["type"], account, values["send_status"])
+        return False
+    values.update(send_status=SendStatus.QUEUED.value, final_at=None, last_error=None)
+    admitted(session, values, account=account, settings=settings, now=now, supersede=supersede)
+    return True
+
+
+def admitted(
+    session: Session,
+    values: dict[str, Any],
+    *,
+    account: str,
+    settings: Settings,
+    now: dt.datetime,
+    supersede: bool = True,
+) -> None:
+    """A QUEUED row (stored or about to be, in `session`'s transaction): older codes to the
+    number end SUPERSEDED (unless `supersede` is False: the caller does it once per number
+    for a batch), the send is dispatched after commit, and the row is counted."""
+    if supersede and privacy.supersedes(values["type"], settings):
+        privacy.supersede_older(
+            session, new_id=values["id"], account_id=values["account_id"],
+            phone_number=values["phone_number"], message_type=values["type"], now=now,
+            settings=settings,
+        )  # fmt: skip
+    dispatch = dispatch_for(values["id"], values["type"], values["priority"], values["due_at"], now)
+    values["dispatched_at"] = now if dispatch is not None else None
+    if dispatch is not None:
+        dispatch_after_commit(session, dispatch)
     metrics.message_stored(session, values["type"], account, values["send_status"])
-    return bool(values["send_status"] == SendStatus.QUEUED.value)

@@ -244,3 +244,27 @@ def test_enqueue_one_bad_field_among_good_ones_is_refused_cleanly(
         assert _rows() == before
     else:
         assert _rows() == before + 1
+
+
+@FUZZ
+@given(
+    send_at=st.datetimes(
+        min_value=dt.datetime(1, 1, 2),
+        max_value=dt.datetime(9999, 12, 30),
+        timezones=st.builds(
+            dt.timezone,
+            st.timedeltas(min_value=dt.timedelta(hours=-23), max_value=dt.timedelta(hours=23)),
+        ),
+    )
+)
+def test_any_send_at_is_stored_or_refused_with_invalid_message_only(
+    db: Any, no_publish: None, send_at: dt.datetime
+) -> None:
+    # Year 9999 in any offset, year 1, and everything between: only InvalidMessage escapes.
+    before = _rows()
+    field = None
+    try:
+        enqueue_sms("+380931234567", "hello", send_at=send_at)
+    except InvalidMessage as refused:
+        field = refused.field
+    assert (field, _rows()) in {(None, before + 1), ("send_at", before)}

@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, insert, select
 
@@ -249,14 +249,15 @@ def test_enqueue_one_bad_field_among_good_ones_is_refused_cleanly(
 @FUZZ
 @given(
     send_at=st.datetimes(
-        min_value=dt.datetime(1, 1, 2),
-        max_value=dt.datetime(9999, 12, 30),
         timezones=st.builds(
             dt.timezone,
             st.timedeltas(min_value=dt.timedelta(hours=-23), max_value=dt.timedelta(hours=23)),
         ),
     )
 )
+@example(send_at=dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC))  # OverflowError once
+@example(send_at=dt.datetime(9999, 12, 31, 23, 0, tzinfo=dt.timezone(-dt.timedelta(hours=5))))
+@example(send_at=dt.datetime(1, 1, 1, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=5))))
 def test_any_send_at_is_stored_or_refused_with_invalid_message_only(
     db: Any, no_publish: None, send_at: dt.datetime
 ) -> None:

@@ -114,22 +114,22 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
-def configure(app: Celery, settings: Settings) -> None:
-    """Apply settings to `app` (tests call this again with their own settings)."""
-    app.conf.update(
-        broker_url=settings.broker_url,
-        broker_transport_options=_transport_options(settings),
-        broker_connection_retry_on_startup=True,
-        result_backend=None,
-        task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_queues=[Queue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
-        task_default_queue=BULK_QUEUE,
-        task_routes={
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration our settings give."""
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": _transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_queues": [Queue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
+        "task_default_queue": BULK_QUEUE,
+        "task_routes": {
             CHECK_STATUS_TASK: {"queue": STATUS_QUEUE},
             CHECK_STATUSES_TASK: {"queue": STATUS_QUEUE},
             f"{STATUS_QUEUE}.*": {"queue": STATUS_QUEUE},
@@ -148,19 +148,30 @@ def configure(app: Celery, settings: Settings) -> None:
         # Task events cost worker CPU on every task: off unless configured, and switched on
         # at run time by Flower (--enable_events, its default) while it watches. Arguments
         # are ids only, so nothing leaks to Flower.
-        worker_send_task_events=settings.sms_task_events,
-        task_send_sent_event=settings.sms_task_events,
-        worker_hijack_root_logger=False,
-        worker_redirect_stdouts=False,
-        beat_schedule=_beat_schedule(settings),
-        timezone="UTC",
-        enable_utc=True,
-    )
+        "worker_send_task_events": settings.sms_task_events,
+        "task_send_sent_event": settings.sms_task_events,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "beat_schedule": _beat_schedule(settings),
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Apply settings to `app` (tests call this again with their own settings)."""
+    app.conf.update(celery_config(settings))
 
 
 def create_app(settings: Settings | None = None) -> Celery:
+    """The app; without `settings` it reads them when its configuration is first needed
+    (sending a task, starting a worker), not at import: importing this module (the CLI's
+    `--help`, `celery -A sms_pipeline.celery_app`) never fails on a bad setting."""
     app = Celery("sms_pipeline", include=list(TASK_MODULES))
-    configure(app, settings or get_settings())
+    if settings is not None:
+        configure(app, settings)
+    else:
+        app.add_defaults(lambda: celery_config(get_settings()))
     return app
 
 

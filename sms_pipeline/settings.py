@@ -1,16 +1,21 @@
 """One typed settings object, read from the environment and an optional `.env` file.
 
 This is the only module that reads the environment. A bad value fails at start with a
-message naming the variable; secrets are `SecretStr` and never appear in a repr.
+message naming the variable and where its value came from; secrets are `SecretStr` and
+never appear in a repr.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -537,17 +542,86 @@ def require_production_gateway(settings: Settings) -> None:
         )
 
 
+def source_of(name: str, overrides: Mapping[str, object] | None = None) -> str:
+    """Where the variable `name` got its value: the environment, the `.env` file, the
+    caller's arguments, or nowhere (its default)."""
+    if overrides and name.lower() in {k.lower() for k in overrides}:
+        return "an argument"
+    if name.lower() in {k.lower() for k in os.environ}:
+        return "the environment"
+    env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
+    try:
+        in_file = env_file.is_file() and name.lower() in {
+            k.lower() for k in dotenv_values(env_file, encoding="utf-8")
+        }
+    except (OSError, UnicodeDecodeError):
+        in_file = False
+    if in_file:
+        return f"the .env file {env_file.resolve()}"
+    return "the default"
+
+
+def _problem_text(message: str) -> str:
+    # pydantic says "Value error, needs ..." / "Input should be ...": one lower-case clause.
+    message = message.removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment; raise SettingsError naming each bad variable."""
+    """Build settings from the environment; raise SettingsError naming each bad variable,
+    its problem and where its value came from (environment, `.env`, argument)."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            name = ".".join(str(p) for p in err["loc"]).upper()
+            message = str(err["msg"])
+            if not name:  # a rule across variables names its variable in its message
+                head, sep, rest = message.removeprefix("Value error, ").partition(": ")
+                name, message = (head, rest) if sep and head.isupper() else ("settings", message)
             # Never echo the input: it may be a password.
-            problems.append(f"{name}: {err['msg']}")
+            where = source_of(name, overrides) if name != "settings" else "the settings"
+            problems.append(f"{name} (from {where}): {_problem_text(message)}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def data_dir_problem(settings: Settings, *, create: bool) -> str | None:
+    """Why SMS_DATA_DIR cannot hold the embedded data, or None. With `create` the folder
+    is made; without, a missing one is made and removed again (a probe: `--help` leaves
+    nothing behind)."""
+    folder = settings.sms_data_dir
+    where = source_of("SMS_DATA_DIR")
+    prefix = f"SMS_DATA_DIR={folder} (from {where})"
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{prefix}: not a folder"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{prefix}: the folder cannot be written"
+        return None
+    made: list[Path] = []
+    try:
+        for parent in reversed([folder, *folder.parents]):
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+            elif not parent.is_dir():
+                return f"{prefix}: {parent} is not a folder"
+    except OSError as exc:
+        return f"{prefix}: cannot create the folder ({exc.strerror or type(exc).__name__})"
+    finally:
+        if not create:
+            for path in reversed(made):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+    return None
+
+
+def check_data_dir(settings: Settings, *, create: bool = True) -> None:
+    """Raise SettingsError when SMS_DATA_DIR cannot hold the embedded data."""
+    problem = data_dir_problem(settings, create=create)
+    if problem is not None:
+        raise SettingsError(problem)
 
 
 _settings_lock = threading.Lock()

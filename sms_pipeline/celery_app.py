@@ -191,3 +191,24 @@ def _refuse_demo_gateway(**_kwargs: Any) -> None:
 # celeryd_init: the `celery worker` program only (not test workers started in-process).
 signals.celeryd_init.connect(_refuse_demo_gateway, weak=False)
 signals.beat_init.connect(_refuse_demo_gateway, weak=False)
+
+
+def _start_heartbeat(role: str) -> Any:
+    def start(**_kwargs: Any) -> None:
+        # `sms_heartbeat_timestamp_seconds{role}`: the worker-gone and beat-gone alerts.
+        from sms_pipeline.metrics.heartbeat import start_heartbeat
+
+        start_heartbeat(role)
+
+    return start
+
+
+def _stop_heartbeats(**_kwargs: Any) -> None:
+    from sms_pipeline.metrics.heartbeat import stop_heartbeats
+
+    stop_heartbeats()
+
+
+signals.celeryd_init.connect(_start_heartbeat("worker"), weak=False)
+signals.beat_init.connect(_start_heartbeat("beat"), weak=False)
+signals.worker_shutdown.connect(_stop_heartbeats, weak=False)

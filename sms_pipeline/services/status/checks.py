@@ -33,9 +33,15 @@ class StatusClient(Protocol):
 @functools.cache
 def _read_statement() -> Any:  # a Select (its generic form varies across 2.x)
     # Built once: building a statement costs more Python time than a status check's query.
-    # type and submitted_at are for the status-change metrics: read now, not in a third query.
+    # type, submitted_at and inserted_at are for the status-change metrics: read now, not in
+    # a third query.
     return select(
-        SmsLog.id, SmsLog.gateway_id, SmsLog.gateway_status, SmsLog.type, SmsLog.submitted_at
+        SmsLog.id,
+        SmsLog.gateway_id,
+        SmsLog.gateway_status,
+        SmsLog.type,
+        SmsLog.submitted_at,
+        SmsLog.inserted_at,
     ).where(SmsLog.id.in_(bindparam("b_ids", expanding=True)))
 
 

@@ -57,7 +57,7 @@ class Asked:
     """One message the gateway was asked about: its row as read before asking, the answer."""
 
     message_id: uuid.UUID
-    row: Any  # gateway_id, gateway_status, type, submitted_at (see checks.read_rows)
+    row: Any  # gateway_id, gateway_status, type, submitted_at, inserted_at (checks.read_rows)
     answer: Answer
 
 
@@ -135,7 +135,9 @@ def _settle(write: _Write, landed: set[uuid.UUID]) -> CheckResult:
         return CheckResult(result.message_id, CheckOutcome.LOST_RACE, write.stored, write.status)
     row = write.asked.row
     log.debug("message %s: %s -> %s", result.message_id, write.stored, write.status)
-    metrics.status_changed(row.type, write.status, row.submitted_at, write.changed_at)
+    metrics.status_changed(
+        row.type, write.status, row.submitted_at, write.changed_at, row.inserted_at
+    )
     return result
 
 

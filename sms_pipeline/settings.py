@@ -482,10 +482,15 @@ class Settings(BaseSettings):
         return own if own is not None else self.sms_retention_days
 
     @property
+    def embedded_database_file(self) -> Path:
+        """The embedded SQLite database's file in SMS_DATA_DIR (used when no URL is set)."""
+        return (self.sms_data_dir / "sms_pipeline.db").resolve()
+
+    @property
     def database_url(self) -> str:
         if self.sms_database_url:
             return self.sms_database_url
-        return f"sqlite:///{(self.sms_data_dir / 'sms_pipeline.db').resolve()}"
+        return f"sqlite:///{self.embedded_database_file}"
 
     @property
     def broker_url(self) -> str:

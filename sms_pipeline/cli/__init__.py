@@ -9,7 +9,8 @@ tables missing, a folder that cannot be written) ends the command with one line 
 stderr and exit code 2; `--debug` adds the traceback. The settings and the data folder
 are checked before any command runs (after `--help` too), so no command meets them
 half-way. A parser may set `uses_data=False` when the command does not announce the data
-folder itself, and `needs_data_dir=False` when it keeps nothing there.
+folder itself, `needs_data_dir=False` when it keeps nothing there, and `reads_only=True`
+when it only reads the data: it then refuses to run where no embedded database exists.
 """
 
 from __future__ import annotations
@@ -102,6 +103,27 @@ def operational_message(exc: BaseException) -> str | None:
     return None
 
 
+def require_existing_database() -> None:
+    """For commands that only read: refuse to create an empty embedded database (a command
+    run from another folder would otherwise report on nothing, and leave a database there)."""
+    from sms_pipeline.settings import get_settings, source_of
+
+    settings = get_settings()
+    if not settings.is_embedded_database or settings.embedded_database_file.exists():
+        return
+    where = source_of("SMS_DATA_DIR")
+    told = (
+        f"SMS_DATA_DIR from {where}"
+        if where != "the default"
+        else "SMS_DATA_DIR not set: .sms_pipeline in the working folder"
+    )
+    raise SettingsError(
+        f"no database in the data folder {settings.sms_data_dir} ({told}): "
+        "run this where `sms-pipeline up` ran, or set SMS_DATA_DIR (or SMS_DATABASE_URL) "
+        "to where the data is"
+    )
+
+
 def announce_data_dir(args: argparse.Namespace) -> None:
     """Say where the data is, on stderr (stdout stays the command's answer)."""
     if not getattr(args, "uses_data", True):
@@ -120,6 +142,9 @@ def check_configuration(args: argparse.Namespace | None) -> None:
     from sms_pipeline.settings import check_data_dir, get_settings
 
     settings = get_settings()
+    if getattr(args, "reads_only", False):
+        require_existing_database()
+        return
     if args is not None and not getattr(args, "needs_data_dir", True):
         return
     if settings.uses_data_dir:

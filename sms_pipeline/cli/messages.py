@@ -92,6 +92,11 @@ def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+def characters(count: int) -> str:
+    """`1 character`, `42 characters`: a hidden text's length."""
+    return f"{count} character" if count == 1 else f"{count} characters"
+
+
 def message_record(message: Any, *, with_body: bool) -> dict[str, Any]:
     """A message's row as JSON-ready data: number masked, body only on request."""
     record: dict[str, Any] = {}
@@ -100,7 +105,7 @@ def message_record(message: Any, *, with_body: bool) -> dict[str, Any]:
         if column.key == "phone_number":
             value = mask_phone(value)
         elif column.key == "body" and not with_body:
-            value = f"<{len(value)} characters; --body to show>"
+            value = f"<{characters(len(value))}; --body to show>"
         if isinstance(value, dt.datetime | uuid.UUID):
             value = str(value)
         record[column.key] = value
@@ -204,4 +209,4 @@ def register(subparsers: Any) -> None:
     show.add_argument("id", help="the message id `send` printed")
     show.add_argument("--body", action="store_true", help="include the message text")
     show.add_argument("--json", action="store_true", help="print the record as JSON")
-    show.set_defaults(func=_show)
+    show.set_defaults(func=_show, reads_only=True)

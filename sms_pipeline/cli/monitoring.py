@@ -111,9 +111,19 @@ def _report(args: argparse.Namespace) -> int:
     if args.plot:
         from sms_pipeline.metrics.plot import render_png
 
-        path = render_png(report, Path(args.plot))
+        target = Path(args.plot) if args.plot is not DEFAULT_PLOT else default_plot_path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = render_png(report, target)
         print(f"plot written to {path}", file=sys.stderr)
     return 0
+
+
+DEFAULT_PLOT = "DATA_DIR/report.png"  # a marker: `--plot` given without a file
+
+
+def default_plot_path() -> Path:
+    """`--plot` without a file: report.png in the data folder (never the working tree)."""
+    return get_settings().sms_data_dir / "report.png"
 
 
 def register(subparsers: Any) -> None:
@@ -140,12 +150,20 @@ def register(subparsers: Any) -> None:
     flower.set_defaults(func=_flower)
 
     report = subparsers.add_parser("report", help="the channel's health over a window")
-    report.add_argument("--since", default="24h", help="window, e.g. 30m, 24h, 7d")
+    report.add_argument(
+        "--since", default="24h", help="window, e.g. 30m, 24h, 7d (default %(default)s)"
+    )
     report.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
         help="a table for people or JSON for scripts (default %(default)s)",
     )
-    report.add_argument("--plot", metavar="FILE.png", help="also write the charts as PNG")
-    report.set_defaults(func=_report)
+    report.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        nargs="?",
+        const=DEFAULT_PLOT,
+        help="also write the charts as PNG (without FILE: report.png in the data folder)",
+    )
+    report.set_defaults(func=_report, reads_only=True)

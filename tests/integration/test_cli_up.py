@@ -194,13 +194,20 @@ def test_fresh_embedded_folder_needs_no_db_upgrade_and_prints_its_absolute_data_
     env, cwd = fresh
     env["SMS_DATA_DIR"] = "relative-data"
     unknown = uuid.uuid4()
-    shown = run(["show", str(unknown)], env, cwd)
-    assert shown.returncode == 1 and f"no message {unknown}" in shown.stderr, shown.stderr
-    assert f"data folder {cwd / 'relative-data'}" in shown.stderr
-    for args in (["report", "--since", "1h"], ["inbound", "list"], ["api-key", "list"]):
+    # Commands that only read refuse to make an empty database (issue 33: a report run from
+    # another folder reported on nothing); the line names the folder they looked in.
+    for args in (["show", str(unknown)], ["report", "--since", "1h"]):
+        refused = run(args, env, cwd)
+        assert refused.returncode == 2, (args, refused.stderr)
+        assert f"no database in the data folder {cwd / 'relative-data'}" in refused.stderr
+    for args in (["inbound", "list"], ["api-key", "list"]):
         result = run(args, env, cwd)
         assert result.returncode == 0, (args, result.stderr)
         assert "Traceback" not in result.stderr
+    shown = run(["show", str(unknown)], env, cwd)
+    assert shown.returncode == 1 and f"no message {unknown}" in shown.stderr, shown.stderr
+    assert f"data folder {cwd / 'relative-data'}" in shown.stderr
+    assert run(["report", "--since", "1h"], env, cwd).returncode == 0
     # kombu's exchange table lives in the data folder, not in the working directory.
     sent = run(["send", "--to", NUMBER, "--body", "hi", "--wait", "0"], env, cwd)
     assert sent.returncode == 0, sent.stderr

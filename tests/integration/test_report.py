@@ -331,7 +331,7 @@ def test_png_of_a_short_run_in_a_long_window_has_a_headline_a_fitted_axis_and_he
         assert f"{overall.delivery_rate * 100:.1f} % delivered" in title
         assert f"{overall.total} messages enqueued in 24 h" in title
         volume, failures, latency = fig.axes[:3]
-        left, right = (mdates.num2date(x) for x in volume.get_xlim())
+        left, right = (mdates.num2date(x) for x in volume.get_xlim())  # type: ignore[no-untyped-call]
         assert start <= left and right <= start + dt.timedelta(seconds=47), (left, right)
         for axes in (volume, failures, latency):
             highest = max((p.get_y() + p.get_height() for p in axes.patches), default=0)

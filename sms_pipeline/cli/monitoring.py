@@ -70,10 +70,34 @@ def flower_command(
     return argv, env
 
 
+# Flower's tasks page opens filtered by this search (a substring of the task name): the
+# sends (`sms_pipeline.send`, `sms_pipeline.send_due`) without the upkeep tasks that beat
+# schedules every few seconds (sweeps, polls, replication), which would bury them.
+SENDS_SEARCH_NAME = "sms_pipeline.send"
+
+
+def sends_url(address: str, port: int) -> str:
+    """Flower's tasks page showing only the send tasks (docs/metrics.md)."""
+    host = "127.0.0.1" if address in ("0.0.0.0", "") else address  # noqa: S104 - a URL to open
+    return f"http://{host}:{port}/tasks?name={SENDS_SEARCH_NAME}"
+
+
+EMBEDDED_FLOWER = (
+    "Flower cannot show tasks of the embedded broker (its workers run without task events "
+    "and remote control): run `sms-pipeline up` and `sms-pipeline flower` with "
+    "SMS_BROKER_URL=redis://127.0.0.1:6379/0, or follow the sends with "
+    "`sms-pipeline report --since 1h`"
+)
+
+
 def _flower(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.is_embedded_broker:
+        print(f"sms-pipeline flower: {EMBEDDED_FLOWER}", file=sys.stderr)
+        return 2
     try:
         argv, env = flower_command(
-            get_settings(), port=args.port, address=args.address, no_auth=args.no_auth
+            settings, port=args.port, address=args.address, no_auth=args.no_auth
         )
     except (PermissionError, ValueError) as exc:
         print(f"sms-pipeline flower: {exc}", file=sys.stderr)
@@ -84,7 +108,8 @@ def _flower(args: argparse.Namespace) -> int:
     environment.update(env)
     print(
         f"starting Flower at http://{args.address}:{args.port} "
-        "(its /metrics and /healthcheck need no login: keep it on a private network)",
+        "(its /metrics and /healthcheck need no login: keep it on a private network); "
+        f"the sends without the upkeep tasks: {sends_url(args.address, args.port)}",
         flush=True,
     )
     # Replace this process: Flower gets the signals (Ctrl-C, docker stop) directly.

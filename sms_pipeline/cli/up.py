@@ -36,7 +36,32 @@ SIMULATOR_CLOCKS = {
     "sms_status_poll_seconds": "2",
     "sms_status_check_backoff": "2,5,10,30,60",
 }
-SAMPLE_SEND = "sms-pipeline send --to +380931234567 --body hi"
+SAMPLE_SEND = "send --to +380931234567 --body hi"
+
+
+def command_for_another_shell() -> str:
+    """How a new shell runs this `sms-pipeline`: the bare name when PATH finds this very
+    script, else its path (relative to the working folder when inside it, as
+    `.venv/bin/sms-pipeline` after `make run`)."""
+    import shutil
+
+    script = Path(sys.executable).parent / "sms-pipeline"
+    found = shutil.which("sms-pipeline")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "sms-pipeline"
+    if not script.exists():
+        return f"{sys.executable} -m sms_pipeline.cli"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def simulator_reason(settings: Settings) -> str:
+    """Why `up` started the simulator, in the words of the settings the user gave."""
+    if "ip2sms_send_url" in settings.explicit_gateway:
+        return "IP2SMS_SEND_URL points at this machine and nothing answered there"
+    return "no real gateway configured: IP2SMS_SEND_URL is not set"
 
 
 class StopRequested(Exception):  # noqa: N818 - a request, not an error
@@ -268,8 +293,9 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             )
             sim.wait_for_log(r"listening on (http://\S+)", timeout=30)
             screen.line(
-                f"  gateway   simulator at {settings.ip2sms_send_url} (no real gateway "
-                "configured; faults by the number's last two digits, see README)"
+                f"  gateway   simulator at {settings.ip2sms_send_url} "
+                f"({simulator_reason(settings)}; faults by the number's last two digits, "
+                "see README)"
             )
         else:
             screen.line(f"  gateway   {mask_url(settings.ip2sms_send_url)}")
@@ -283,8 +309,12 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         worker.wait_for_log(r"celery@\S+ ready", timeout=READY_TIMEOUT)
         for line in echo.lines():
             screen.line(line)
-        screen.line(f"ready: the worker takes messages. In another shell: {SAMPLE_SEND}")
-        screen.line("        then `sms-pipeline show ID` and `sms-pipeline report`. Ctrl-C stops.")
+        command = command_for_another_shell()
+        screen.line(
+            f"ready: the worker takes messages. In another shell, in this folder: "
+            f"{command} {SAMPLE_SEND}"
+        )
+        screen.line(f"        then `{command} show ID` and `{command} report`. Ctrl-C stops.")
         since = dt.datetime.now(dt.UTC)
         while True:
             for line in echo.lines():

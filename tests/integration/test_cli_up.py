@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -133,14 +134,30 @@ def test_up_runs_a_sent_message_to_delivered_and_ctrl_c_stops_every_child(
     fresh: tuple[dict[str, str], Path],
 ) -> None:
     env, cwd = fresh
+    # A new shell's PATH, as `make run`'s user has it: the venv's bin is not on it.
+    venv_bin = Path(sys.executable).parent.resolve()
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != venv_bin
+    )
     up = Up([], env, cwd)
     try:
-        up.wait_for(r"(?m)^ready\b")
+        ready = up.wait_for(r"(?m)^ready: .* in this folder: (.+ send --to \S+ --body hi)$")
+        # IP2SMS_SEND_URL was set: the simulator is started for it, not "no gateway".
+        assert "IP2SMS_SEND_URL points at this machine and nothing answered" in up.output
         assert "simulator at http://127.0.0.1:" in up.output
         pids = up.child_pids()
         assert len(pids) == 3, up.output  # simulator, worker, beat
 
-        sent = run(["send", "--to", NUMBER, "--body", "hi"], env, cwd)
+        # The suggested command, exactly as printed, in a shell without the venv on PATH.
+        sent = subprocess.run(
+            shlex.split(ready.group(1)),
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert sent.returncode == 0, sent.stderr
         message_id = uuid.UUID(sent.stdout.strip())
         assert f"queued as {message_id}" in sent.stderr

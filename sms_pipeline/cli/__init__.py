@@ -142,13 +142,14 @@ def check_configuration(args: argparse.Namespace | None) -> None:
     from sms_pipeline.settings import check_data_dir, get_settings
 
     settings = get_settings()
-    if getattr(args, "reads_only", False):
-        require_existing_database()
-        return
-    if args is not None and not getattr(args, "needs_data_dir", True):
+    reads_only = bool(getattr(args, "reads_only", False))
+    if args is not None and not reads_only and not getattr(args, "needs_data_dir", True):
         return
     if settings.uses_data_dir:
-        check_data_dir(settings, create=args is not None)
+        # A command that only reads creates nothing: the folder is probed, like for --help.
+        check_data_dir(settings, create=args is not None and not reads_only)
+    if reads_only:
+        require_existing_database()
 
 
 def _refuse(exc: BaseException, debug: bool) -> int:

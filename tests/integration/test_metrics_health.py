@@ -205,3 +205,36 @@ def test_a_heartbeat_thread_beats_until_stopped(db: Engine) -> None:
     finally:
         beating.stop()
     assert not beating._thread.is_alive()
+
+
+def test_worker_and_beat_start_a_heartbeat_from_their_celery_signals(
+    db: Engine, settings_env: Any
+) -> None:
+    from celery import signals
+    from sqlalchemy import select
+
+    import sms_pipeline.celery_app  # noqa: F401  (connects the signal handlers)
+    from sms_pipeline.db.models import MetricCounter
+
+    # A worker outside embedded mode refuses to start on the simulator's defaults.
+    settings_env(
+        IP2SMS_SEND_URL="http://127.0.0.1:9/ip2sms/",
+        IP2SMS_STATUS_URL="http://127.0.0.1:9/ip2sms-request/",
+        IP2SMS_LOGIN="test",
+        IP2SMS_PASSWORD="test",
+    )
+    try:
+        # What `sms-pipeline worker` and `sms-pipeline beat` fire once they start.
+        signals.celeryd_init.send(sender="celery@test", instance=None, conf=None, options={})
+        signals.beat_init.send(sender=None)
+        deadline = time.monotonic() + 10
+        roles: set[str] = set()
+        while time.monotonic() < deadline and roles != {"role=worker", "role=beat"}:
+            with Session(db) as session:
+                query = select(MetricCounter.labels).where(MetricCounter.name == c.HEARTBEAT)
+                roles = set(session.scalars(query))
+            time.sleep(0.05)
+        assert roles == {"role=worker", "role=beat"}
+    finally:
+        signals.worker_shutdown.send(sender=None)
+    assert heartbeat._running == {}

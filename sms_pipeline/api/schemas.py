@@ -85,11 +85,13 @@ class MessageIn(BaseModel):
         },
     )
 
+    # repr=False: a number, a code and a receiver's token never reach a log through a repr.
     phone_number: Text = Field(
-        min_length=1, max_length=32, description="E.164 number, e.g. +380931234567."
+        min_length=1, max_length=32, repr=False, description="E.164 number, e.g. +380931234567."
     )
     body: Text = Field(
         min_length=1,
+        repr=False,
         description="The text: not blank, no control characters other than tab and line "
         "breaks, at most SMS_MAX_SEGMENTS segments (6: 918 GSM-7 or 402 UCS-2 characters).",
     )
@@ -122,6 +124,7 @@ class MessageIn(BaseModel):
     callback_url: Text | None = Field(
         None,
         max_length=2000,
+        repr=False,
         pattern=r"^https?://",
         json_schema_extra={"format": "uri"},
         description="http(s) URL that receives a signed event at the final status.",

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -36,8 +36,8 @@ class NewApiKey:
     """What `create_api_key` returns: the only time the key and secret are visible."""
 
     name: str
-    key: str
-    signing_secret: str
+    key: str = field(repr=False)
+    signing_secret: str = field(repr=False)
     account: str | None
     admin: bool = False
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sms_pipeline.api import access_log
 from sms_pipeline.api.auth import ApiGuard, bearer_scheme, get_principal
 from sms_pipeline.api.schemas import (
     CallbackState,
@@ -283,6 +284,7 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     check_broker = broker_check or broker_reachable
+    access_log.install()  # no phone number in uvicorn's access log, whoever runs the app
     api = FastAPI(
         title="sms-pipeline API",
         version="1",

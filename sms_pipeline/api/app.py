@@ -44,7 +44,7 @@ from sms_pipeline.services.api_keys import Principal
 from sms_pipeline.services.callbacks import final_status
 from sms_pipeline.services.enqueue import enqueue_sms, validate_callback_url
 from sms_pipeline.services.masking import mask_phone
-from sms_pipeline.settings import Settings, get_settings
+from sms_pipeline.settings import Settings, get_settings, require_production_gateway
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +283,7 @@ def create_app(
     broker_check: Callable[[], None] | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    require_production_gateway(settings)  # fail closed: no privacy key, the simulator, demo
     check_broker = broker_check or broker_reachable
     access_log.install()  # no phone number in uvicorn's access log, whoever runs the app
     api = FastAPI(

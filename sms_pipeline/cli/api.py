@@ -12,7 +12,11 @@ from sms_pipeline.settings import get_settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from sms_pipeline.settings import require_production_gateway
+
     settings = get_settings()
+    # Fail closed before uvicorn starts: one line and exit 2 (SettingsError), not a traceback.
+    require_production_gateway(settings)
     uvicorn.run(
         "sms_pipeline.api.app:create_app",
         factory=True,

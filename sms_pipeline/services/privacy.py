@@ -40,6 +40,7 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     delete,
+    event,
     func,
     or_,
     select,
@@ -48,7 +49,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import affected, among, is_sqlite, session_scope, skip_locked, upsert_insert
+from sms_pipeline.db import (
+    affected,
+    among,
+    get_engine,
+    is_sqlite,
+    session_scope,
+    skip_locked,
+    truncate_wal,
+    upsert_insert,
+)
+from sms_pipeline.db.files import private_folder
 from sms_pipeline.db.models import (
     Account,
     AuditEvent,
@@ -306,7 +317,29 @@ def redact_final(
         )
     if redacted:
         metrics.privacy_action("redacted", redacted)
+        forget_old_copies(settings)
     return redacted
+
+
+def forget_old_copies(settings: Settings | None = None) -> None:
+    """SQLite: no copy of what was just redacted or erased stays in the WAL (see truncate_wal).
+
+    The database file itself keeps none: `secure_delete` is on for every connection.
+    PostgreSQL: nothing to do here (its WAL and dead tuples are the server's; VACUUM).
+    """
+    _truncate(get_engine(settings))
+
+
+def _forget_after_commit(session: Session) -> None:
+    engine = session.get_bind().engine
+    if is_sqlite(engine):
+        event.listen(session, "after_commit", lambda _s: _truncate(engine), once=True)
+
+
+def _truncate(engine: Any) -> None:
+    outcome = truncate_wal(engine)
+    if outcome is not None and outcome[0]:
+        log.warning("privacy: the WAL checkpoint was busy; old copies stay until the next one")
 
 
 def privacy_sweep(
@@ -459,6 +492,8 @@ def purge_expired_rows(
     if result.messages:
         metrics.privacy_action("purged", result.messages)
         log.info("privacy: retention purged %s", result.as_dict())
+    if result.messages or result.replies or result.shortcodes:
+        forget_old_copies(settings)
     return result
 
 
@@ -514,7 +549,7 @@ def privacy_key(settings: Settings, *, create: bool) -> bytes | None:
             "SMS_PRIVACY_KEY: required with a server database (a long random secret, "
             "the same on every host)"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)  # 0700: the key file below is 0600
     # Written whole under a temporary name, then linked into place: another process never
     # reads a half-written key, and the first one linked wins.
     draft = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -843,6 +878,7 @@ def erase_subject(
         settings=settings,
         account=_account_name(session, account_id),
     )
+    _forget_after_commit(session)  # the caller commits: then the WAL's old copies go
     session.flush()
     metrics.privacy_action("erased", 1)
     return removed

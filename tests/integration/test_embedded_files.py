@@ -86,7 +86,7 @@ def test_files_an_older_version_left_world_readable_are_tightened(
     data_dir.mkdir(mode=0o755)
     for name in ("sms_pipeline.db", "sms_pipeline.db-wal"):
         (data_dir / name).touch(mode=0o644)
-    os.chmod(data_dir, 0o755)
+    os.chmod(data_dir, 0o755)  # noqa: S103 (what an older version left)
     settings_env(SMS_DATA_DIR=data_dir, SMS_DATABASE_URL="")
     try:
         get_engine()

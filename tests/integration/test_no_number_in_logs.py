@@ -1,15 +1,18 @@
 """No phone number in any log line: the API served as users run it, its logs grepped.
 
-`sms-pipeline api` runs as a subprocess at DEBUG (embedded database, loopback port); every
-request that could carry a number is made — enqueue, export and erase (number in the body),
-and clients that put numbers in URL paths and queries, authenticated or not. Then every
-log the run wrote (the server's stdout and stderr, the CLI's stderr, any *.log file in the
-data folder) is searched for every number used, in every spelling. Issue 32: uvicorn's
+`sms-pipeline api` and `sms-pipeline worker` run as subprocesses at DEBUG (embedded
+database and broker, the gateway simulator on loopback); every request that could carry a
+number is made — enqueue (the worker submits it to the gateway), export and erase (number
+in the body), and clients that put numbers in URL paths and queries, authenticated or not.
+Then every log the run wrote (the API's and the worker's stdout and stderr, the CLI's
+stderr, any *.log file in the data folder) is searched for every number used, in every
+spelling. Issue 32: uvicorn's
 access log held 11 full numbers in one run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -19,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from sms_pipeline.simulator import SimulatorConfig
+from sms_pipeline.simulator.server import SimulatorServer
 
 SENT = "+380931234567"  # enqueued, exported, erased (in bodies)
 IN_PATH = "+380671112233"  # put in URL paths by careless clients
@@ -79,9 +85,25 @@ def _wait_until_up(base: str, server: subprocess.Popen[Any]) -> None:
     raise AssertionError("the API did not answer within 60 s")
 
 
+def _wait_until_submitted(base: str, message_id: str, headers: dict[str, str]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = requests.get(f"{base}/v1/messages/{message_id}", headers=headers, timeout=10)
+        if state.json().get("send_status") == "SUBMITTED":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not submitted within 60 s: {state.text}")
+
+
 def test_no_log_line_of_an_api_run_holds_a_phone_number(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    env = _env(data_dir)
+    simulator = SimulatorServer(SimulatorConfig(host="127.0.0.1", port=0, rules=()))
+    simulator.start()
+    env = {
+        **_env(data_dir),
+        "IP2SMS_SEND_URL": simulator.send_url,
+        "IP2SMS_STATUS_URL": simulator.status_url,
+    }
     logs: list[str] = []
     _cli(env, tmp_path, logs, "db", "upgrade")
     sender = _key(_cli(env, tmp_path, logs, "api-key", "create", "sender"))
@@ -89,14 +111,22 @@ def test_no_log_line_of_an_api_run_holds_a_phone_number(tmp_path: Path) -> None:
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    out, err = tmp_path / "api.stdout", tmp_path / "api.stderr"
-    with out.open("w") as stdout, err.open("w") as stderr:
+    outputs = [tmp_path / f"{name}.{stream}" for name in ("api", "worker") for stream in "12"]
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(path.open("w")) for path in outputs]
         server = subprocess.Popen(
             [sys.executable, "-m", "sms_pipeline.cli", "api", "--port", str(port)],
             env=env,
             cwd=tmp_path,
-            stdout=stdout,
-            stderr=stderr,
+            stdout=files[0],
+            stderr=files[1],
+        )
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "sms_pipeline.cli", "worker", "--concurrency", "2"],
+            env=env,
+            cwd=tmp_path,
+            stdout=files[2],
+            stderr=files[3],
         )
         try:
             _wait_until_up(base, server)
@@ -109,6 +139,7 @@ def test_no_log_line_of_an_api_run_holds_a_phone_number(tmp_path: Path) -> None:
                 timeout=30,
             )
             assert made.status_code == 201, made.text
+            _wait_until_submitted(base, made.json()["id"], as_sender)  # through the gateway
             person = {"phone_number": SENT}
             for route in ("export", "erase"):
                 answer = requests.post(
@@ -132,14 +163,18 @@ def test_no_log_line_of_an_api_run_holds_a_phone_number(tmp_path: Path) -> None:
                 answer = requests.get(f"{base}{path}", headers=headers, timeout=30)
                 assert answer.status_code in {200, 401, 404, 405, 422}, (path, answer.text)
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            for process in (server, worker):
+                process.terminate()
+            for process in (server, worker):
+                process.wait(timeout=60)
+            simulator.stop()
 
-    logs += [out.read_text(), err.read_text()]
+    logs += [path.read_text(errors="replace") for path in outputs]
     logs += [p.read_text(errors="replace") for p in data_dir.rglob("*.log")]
     everything = "\n".join(logs)
     # The run did log what happened, masked: the test reads real access lines.
     assert '"GET /v1/subjects/' in everything and '"POST /v1/subjects/erase' in everything
+    assert "Task sms_pipeline.send" in everything  # the worker's lines are in, at DEBUG
     assert "+380*******33" in everything  # IN_PATH, masked in the access log
     leaks = [
         (number, spelling, line)

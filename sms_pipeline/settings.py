@@ -6,7 +6,6 @@ message naming the variable; secrets are `SecretStr` and never appear in a repr.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 from pathlib import Path
 from typing import Annotated, Literal
@@ -506,6 +505,11 @@ class Settings(BaseSettings):
         return not self.sms_database_url
 
     @property
+    def is_production(self) -> bool:
+        """A server database or a server broker: anything but the all-embedded default."""
+        return not (self.is_embedded_broker and self.is_embedded_database)
+
+    @property
     def uses_data_dir(self) -> bool:
         """Something this configuration keeps (database, broker) lives in SMS_DATA_DIR."""
         return self.is_embedded_database or self.broker_url.startswith("filesystem:")
@@ -513,11 +517,6 @@ class Settings(BaseSettings):
     @property
     def is_embedded_broker(self) -> bool:
         return self.broker_url.startswith(("filesystem:", "sqla+", "memory:"))
-
-    @property
-    def is_production(self) -> bool:
-        """A server database or a server broker: anything but the all-embedded default."""
-        return not (self.is_embedded_broker and self.is_embedded_database)
 
     @property
     def redis_url(self) -> str | None:
@@ -537,6 +536,8 @@ MIN_PRIVACY_KEY = 16
 
 def is_simulator_url(url: str) -> bool:
     """The URL names the simulator's host: loopback, localhost or compose's `gateway-sim`."""
+    import ipaddress
+
     try:
         host = (urlsplit(url).hostname or "").rstrip(".").lower()
     except ValueError:

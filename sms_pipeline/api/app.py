@@ -23,7 +23,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sms_pipeline.api import access_log
 from sms_pipeline.api.auth import ApiGuard, bearer_scheme, get_principal
 from sms_pipeline.api.schemas import (
     CallbackState,
@@ -285,7 +284,9 @@ def create_app(
     settings = settings or get_settings()
     require_production_gateway(settings)  # fail closed: no privacy key, the simulator, demo
     check_broker = broker_check or broker_reachable
-    access_log.install()  # no phone number in uvicorn's access log, whoever runs the app
+    from sms_pipeline.api.access_log import install as mask_numbers_in_access_log
+
+    mask_numbers_in_access_log()  # no phone number in uvicorn's access log, whoever runs it
     api = FastAPI(
         title="sms-pipeline API",
         version="1",

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import phonenumbers
@@ -71,7 +71,7 @@ def normalise_phone_number(raw: object) -> str:
 
 @dataclass(frozen=True)
 class ValidBody:
-    body: str = field(repr=False)  # a code or personal data: never in a repr
+    body: str
     segments: int
     encoding: str
 

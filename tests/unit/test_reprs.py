@@ -139,12 +139,6 @@ def _send_request() -> Any:
     return SendRequest(NUMBER, f"Your code is {SECRET}")
 
 
-def _valid_body() -> Any:
-    from sms_pipeline.services.enqueue import ValidBody
-
-    return ValidBody(f"Your code is {SECRET}", 1, "GSM-7")
-
-
 INSTANCES: dict[str, Callable[[], Any]] = {
     "sms_pipeline.gateway.client.IP2SMSClient": _client,
     "sms_pipeline.gateway.inbound.InboundClient": _inbound,
@@ -159,7 +153,6 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     # Not found by field name, but they hold a URL's query, a number or a code:
     "sms_pipeline.http.Target": _target,
     "sms_pipeline.gateway.client.SendRequest": _send_request,
-    "sms_pipeline.services.enqueue.ValidBody": _valid_body,
 }
 
 

@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, case, exists, select, update
@@ -236,8 +236,8 @@ class _Claim:
     message_id: uuid.UUID
     api_key_id: int | None
     payload: str
-    url: str | None
-    secret: str | None
+    url: str | None = field(repr=False)  # may carry the receiver's ?token=
+    secret: str | None = field(repr=False)
     dropped: str | None = None  # why it is never sent (recorded on the event)
 
 

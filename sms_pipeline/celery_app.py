@@ -18,6 +18,7 @@ from sms_pipeline import (
     embedded_broker,  # noqa: F401  (atomic filesystem:// transport)
     redis_broker,  # noqa: F401  (redis:// surviving a lost broker)
 )
+from sms_pipeline.db.files import private_folder
 from sms_pipeline.settings import (
     Settings,
     SettingsError,
@@ -67,6 +68,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     url = settings.broker_url
     if url.startswith("filesystem:"):
         folder = settings.broker_folder
+        private_folder(settings.sms_data_dir)  # 0700: whoever creates the data folder first
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {

@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8080/ip2sms-inbound/",
         description="Base URL of our inbound API (replies, shortcodes); see docs/inbound.md.",
     )
+    sms_allow_simulator: bool = Field(
+        False,
+        description="Let a production worker, beat or API (a server database or broker) run "
+        "against the gateway simulator: a gateway URL on this host or `gateway-sim`, or the "
+        "demo login/password. docker-compose's demo profile sets it; production never does.",
+    )
     ip2sms_login: str = Field("demo", description="HTTP Basic login.")
     ip2sms_password: SecretStr = Field(SecretStr("demo"), description="HTTP Basic password.")
     ip2sms_source: str = Field("HEALTH", description="Default sender id (source).")
@@ -509,6 +515,11 @@ class Settings(BaseSettings):
         return not self.sms_database_url
 
     @property
+    def is_production(self) -> bool:
+        """A server database or a server broker: anything but the all-embedded default."""
+        return not (self.is_embedded_broker and self.is_embedded_database)
+
+    @property
     def uses_data_dir(self) -> bool:
         """Something this configuration keeps (database, broker) lives in SMS_DATA_DIR."""
         return self.is_embedded_database or self.broker_url.startswith("filesystem:")
@@ -527,23 +538,97 @@ class Settings(BaseSettings):
 
 
 _PRODUCTION_GATEWAY = ("ip2sms_send_url", "ip2sms_status_url", "ip2sms_login", "ip2sms_password")
+# Where the simulator answers: this host, or docker-compose's `gateway-sim` service.
+SIMULATOR_HOSTS = frozenset({"localhost", "gateway-sim", "ip6-localhost"})
+DEMO_CREDENTIAL = "demo"  # the simulator's login and password
+MIN_PRIVACY_KEY = 16
+
+
+def is_simulator_url(url: str) -> bool:
+    """The URL names the simulator's host: loopback, localhost or compose's `gateway-sim`."""
+    import ipaddress
+
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    if host in SIMULATOR_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Why a production worker, beat or API must not start; empty when it may.
+
+    Production is a server database or broker (`Settings.is_production`). It needs
+    SMS_PRIVACY_KEY (the keyed hash of numbers, the same on every host), and a real gateway:
+    IP2SMS_SEND_URL, IP2SMS_STATUS_URL, IP2SMS_LOGIN and IP2SMS_PASSWORD given, not the
+    simulator's host and not its demo credentials, unless SMS_ALLOW_SIMULATOR=true (demo).
+    """
+    if not settings.is_production:
+        return []
+    problems = []
+    key = settings.sms_privacy_key
+    if key is None or len(key.get_secret_value()) < MIN_PRIVACY_KEY:
+        problems.append(f"SMS_PRIVACY_KEY is not set (at least {MIN_PRIVACY_KEY} characters)")
+    if settings.sms_allow_simulator:
+        return problems
+    given = {
+        "ip2sms_send_url": settings.ip2sms_send_url,
+        "ip2sms_status_url": settings.ip2sms_status_url,
+        "ip2sms_login": settings.ip2sms_login,
+        "ip2sms_password": settings.ip2sms_password.get_secret_value(),
+    }
+    missing = [
+        n.upper()
+        for n in _PRODUCTION_GATEWAY
+        if n not in settings.explicit_gateway or not given[n].strip()
+    ]
+    if missing:
+        problems.append(
+            "no explicit " + ", ".join(missing) + " (the defaults point at the local simulator)"
+        )
+    demo = [
+        name
+        for name, value in (
+            ("IP2SMS_LOGIN", settings.ip2sms_login),
+            ("IP2SMS_PASSWORD", settings.ip2sms_password.get_secret_value()),
+        )
+        if value == DEMO_CREDENTIAL and name not in missing
+    ]
+    if demo:
+        problems.append("/".join(demo) + " is the simulator's demo credential")
+    at_simulator = [
+        name
+        for name, url in (
+            ("IP2SMS_SEND_URL", settings.ip2sms_send_url),
+            ("IP2SMS_STATUS_URL", settings.ip2sms_status_url),
+        )
+        if name not in missing and is_simulator_url(url)
+    ]
+    if at_simulator:
+        problems.append(
+            "/".join(at_simulator) + " points at the simulator (this host or gateway-sim)"
+        )
+    return problems
 
 
 def require_production_gateway(settings: Settings) -> None:
-    """Fail closed: outside embedded mode, refuse to run on the simulator's defaults.
+    """Fail closed: a production process refuses to start without its secrets and gateway.
 
-    A worker or beat with a real broker (production) must be told where the gateway is and
-    who it is: without IP2SMS_SEND_URL, IP2SMS_STATUS_URL, IP2SMS_LOGIN and
-    IP2SMS_PASSWORD it would "deliver" patients' codes to 127.0.0.1:8080 as `demo`.
+    Called by the worker and beat (Celery's init signals) and the API (`sms-pipeline api`,
+    `create_app`). Without it a production worker would "deliver" patients' codes to the
+    simulator as `demo`, and export/erasure would fail only when first asked (500).
     """
-    if settings.is_embedded_broker:
-        return
-    missing = [n.upper() for n in _PRODUCTION_GATEWAY if n not in settings.explicit_gateway]
-    if missing:
+    problems = production_problems(settings)
+    if problems:
         raise SettingsError(
-            "refusing to start outside embedded mode without explicit "
-            + ", ".join(missing)
-            + " (the defaults point at the local simulator)"
+            "refusing to start in production (a server database or broker): "
+            + "; ".join(problems)
+            + ". Set them, or SMS_ALLOW_SIMULATOR=true for a demo against the simulator"
         )
 
 

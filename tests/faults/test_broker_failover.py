@@ -145,20 +145,24 @@ def test_sentinel_failover_under_load_loses_nothing_and_sends_nothing_twice(
 
 @pytest.mark.slow
 def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twice(
-    db: Any, start_sim: Any, rabbit_node: Any, use_broker: Any, procs: Any
+    db: Any,
+    start_sim: Any,
+    rabbit_node: Any,
+    own_redis: Any,
+    settings_env: Any,
+    use_broker: Any,
+    procs: Any,
 ) -> None:
     sim = start_sim(latency_ms=200)
+    # The production shape: RabbitMQ carries the tasks, a Redis the kick flags (one pending
+    # kick per queue class, not one per producer) and the rate limits.
+    settings_env(SMS_REDIS_URL=own_redis.url)
     use_broker(rabbit_node.url)
-    # No SMS_REDIS_URL: no kick flags, every producer publishes its kick (the degraded path).
-    env = pipeline_env(SMS_BROKER_URL=rabbit_node.url, **LOAD)
+    env = pipeline_env(SMS_BROKER_URL=rabbit_node.url, SMS_REDIS_URL=own_redis.url, **LOAD)
     procs.beat(env)
     worker = procs.worker(env)
     ids = _enqueue(MESSAGES)
     wait_until(lambda: _submitted(ids) >= 60, 60, "sending under way")
-    # Every queue of the pipeline is a durable quorum queue on the node.
-    types = rabbit_node.queue_types()
-    for name in ("urgent", "bulk", "status", "maintenance", "callbacks"):
-        assert types.get(name) == "quorum durable=true", types
 
     in_flight = len(ids) - _submitted(ids)
     killed_at = time.monotonic()
@@ -174,6 +178,10 @@ def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twic
         "sends to resume after the restart",
     )
     resumed_at = time.monotonic()
+    # Every queue of the pipeline is a durable quorum queue, there again after the crash.
+    types = rabbit_node.queue_types()
+    for name in ("urgent", "bulk", "status", "maintenance", "callbacks"):
+        assert types.get(name) == "quorum durable=true", types
 
     result = _outcome(sim, ids, timeout=120)
     record_figure(
@@ -209,6 +217,7 @@ def test_rabbitmq_lost_between_commit_and_publish_the_sweeper_delivers(
     node is back, kicks the rows."""
     sim = start_sim(latency_ms=20)
     use_broker(rabbit_node.url)
+    # No SMS_REDIS_URL: no kick flags, every producer publishes its kick (the degraded path).
     env = pipeline_env(SMS_BROKER_URL=rabbit_node.url)
     procs.beat(env)
     procs.worker(env)

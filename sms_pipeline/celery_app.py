@@ -152,12 +152,15 @@ def configure(app: Celery, settings: Settings) -> None:
         worker_prefetch_multiplier=1,
         task_queues=_queues(settings),
         task_default_queue=BULK_QUEUE,
-        # RabbitMQ: queues made on the fly are quorum too; no global QoS with them. We
-        # publish no countdowns there (Settings.broker_holds_countdowns): the delayed-
-        # delivery queues Celery declares anyway stay empty, so make them cheap ones.
+        # RabbitMQ: queues made on the fly are quorum too; no global QoS with them; no
+        # countdowns published there, so no delayed-delivery step (amqp_broker.py).
         task_default_queue_type="quorum" if settings.broker_kind == "amqp" else "classic",
         worker_detect_quorum_queues=True,
-        broker_native_delayed_delivery_queue_type="classic",
+        worker_consumer=(
+            "sms_pipeline.amqp_broker:Consumer"
+            if settings.broker_kind == "amqp"
+            else "celery.worker.consumer:Consumer"
+        ),
         task_routes={
             CHECK_STATUS_TASK: {"queue": STATUS_QUEUE},
             CHECK_STATUSES_TASK: {"queue": STATUS_QUEUE},

@@ -201,6 +201,7 @@ def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twic
     assert result["counts"] == {SendStatus.SUBMITTED.value: len(ids)}, result["counts"]
     assert result["accepted_twice"] == 0
     assert worker.alive(), "the worker died with the node"
+    assert "delayed delivery" not in worker.log_text()  # no countdowns, no such exchanges
 
 
 @pytest.mark.slow

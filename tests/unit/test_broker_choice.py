@@ -91,6 +91,12 @@ def test_rabbitmq_gets_durable_quorum_queues_and_publisher_confirms(
     assert conf.task_default_queue_type == "quorum"
     assert conf.worker_detect_quorum_queues
     assert conf.worker_prefetch_multiplier == 1 and conf.task_acks_late
+    # No countdowns are published there, so no delayed-delivery exchanges are declared.
+    from celery.utils.imports import symbol_by_name
+
+    steps = symbol_by_name(conf.worker_consumer).Blueprint.default_steps
+    assert "celery.worker.consumer.tasks:Tasks" in steps
+    assert not [s for s in steps if "delayed_delivery" in s]
 
 
 def test_redis_queues_stay_classic_and_sentinel_names_its_master(

@@ -15,8 +15,8 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 _DELAYED_DELIVERY = "celery.worker.consumer.delayed_delivery:DelayedDelivery"
 
 
-class Consumer(CeleryConsumer):
-    class Blueprint(CeleryConsumer.Blueprint):
+class Consumer(CeleryConsumer):  # type: ignore[misc]
+    class Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc]
         default_steps = [
             s for s in CeleryConsumer.Blueprint.default_steps if s != _DELAYED_DELIVERY
         ]

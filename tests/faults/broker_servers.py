@@ -22,6 +22,13 @@ from tests.support import free_port
 MASTER_NAME = "sms-faults"
 
 
+def _client(port: int) -> Any:
+    """A client on one of our loopback servers (redis-py's Sentinel calls are untyped)."""
+    import redis
+
+    return redis.Redis(port=port, socket_timeout=1)
+
+
 def _wait(condition: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -53,18 +60,11 @@ class SentinelGroup:
         self.servers[port] = self.procs.spawn(f"redis-{port}", argv, dict(os.environ))
 
     def start(self) -> None:
-        import redis
-
         master, replica = self.redis_ports
         self._redis(master)
         self._redis(replica, "--replicaof", "127.0.0.1", str(master))
         _wait(
-            lambda: (
-                redis.Redis(port=replica, socket_timeout=1).info("replication")[
-                    "master_link_status"
-                ]
-                == "up"
-            ),
+            lambda: _client(replica).info("replication")["master_link_status"] == "up",
             30,
             "the replica in sync",
         )
@@ -83,7 +83,7 @@ class SentinelGroup:
 
         def all_sentinels_see_everyone() -> bool:
             for port in self.sentinel_ports:
-                state = redis.Redis(port=port, socket_timeout=1).sentinel_master(MASTER_NAME)
+                state = _client(port).sentinel_master(MASTER_NAME)
                 if state["num-slaves"] < 1 or state["num-other-sentinels"] < 2:
                     return False
             return True
@@ -96,9 +96,7 @@ class SentinelGroup:
 
         for port in self.sentinel_ports:
             try:
-                _host, master = redis.Redis(
-                    port=port, socket_timeout=1
-                ).sentinel_get_master_addr_by_name(MASTER_NAME)
+                _host, master = _client(port).sentinel_get_master_addr_by_name(MASTER_NAME)
                 return int(master)
             except redis.RedisError:
                 continue
@@ -112,12 +110,11 @@ class SentinelGroup:
 
     def wait_promotion(self, old_master: int, timeout: float = 30.0) -> int:
         """Wait until the Sentinels name another master, and it answers as one."""
-        import redis
 
         _wait(lambda: self.master_port() != old_master, timeout, "a replica promoted")
         new = self.master_port()
         _wait(
-            lambda: redis.Redis(port=new, socket_timeout=1).info("replication")["role"] == "master",
+            lambda: _client(new).info("replication")["role"] == "master",
             timeout,
             "the promoted replica to act as master",
         )
@@ -195,7 +192,7 @@ class RabbitNode:
         _wait(self.answers, timeout, f"RabbitMQ node {self.name} to accept AMQP connections")
 
     def answers(self) -> bool:
-        import amqp
+        import amqp  # type: ignore[import-untyped]
 
         connection = amqp.Connection(
             f"127.0.0.1:{self.port}", userid="guest", password="guest", connect_timeout=1

@@ -208,13 +208,11 @@ class RabbitNode:
         assert self.proc is not None
         self.proc.kill()
 
-    def queue_types(self) -> dict[str, str]:
-        """queue name -> x-queue-type, as the node reports it (rabbitmqctl)."""
+    def _ctl(self, *args: str) -> str:
         import subprocess
 
-        ctl = self.server.parent / "rabbitmqctl"
         done = subprocess.run(
-            [str(ctl), "-n", self.name, "-q", "list_queues", "name", "type", "durable"],
+            [str(self.server.parent / "rabbitmqctl"), "-n", self.name, "-q", *args],
             env=self.env(),
             capture_output=True,
             text=True,
@@ -222,8 +220,27 @@ class RabbitNode:
             check=True,
             cwd=str(self.folder),
         )
+        return done.stdout
+
+    def provision(self, app: Any) -> None:
+        """Declare `app`'s queues, then restart the node cleanly, as a deployment that has
+        been running a while: RabbitMQ 3.10 writes a new quorum queue's Ra registration to
+        disk lazily, and a queue created seconds before a kill -9 came back without a
+        leader (`leader not known`; the worker's declare then waited forever: 1 run in 4).
+        """
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            for queue in app.amqp.queues.values():
+                queue.bind(channel).declare()
+        self._ctl("stop")  # a clean stop flushes the registrations
+        assert self.proc is not None
+        self.proc.popen.wait(60)
+        self.start()
+
+    def queue_types(self) -> dict[str, str]:
+        """queue name -> x-queue-type, as the node reports it (rabbitmqctl)."""
         types = {}
-        for line in done.stdout.splitlines():
+        for line in self._ctl("list_queues", "name", "type", "durable").splitlines():
             parts = line.split()
             if len(parts) == 3 and parts[0] != "name":
                 types[parts[0]] = f"{parts[1]} durable={parts[2]}"

@@ -157,7 +157,7 @@ def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twic
     # The production shape: RabbitMQ carries the tasks, a Redis the kick flags (one pending
     # kick per queue class, not one per producer) and the rate limits.
     settings_env(SMS_REDIS_URL=own_redis.url)
-    use_broker(rabbit_node.url)
+    rabbit_node.provision(use_broker(rabbit_node.url))
     env = pipeline_env(SMS_BROKER_URL=rabbit_node.url, SMS_REDIS_URL=own_redis.url, **LOAD)
     procs.beat(env)
     worker = procs.worker(env)
@@ -217,7 +217,7 @@ def test_rabbitmq_lost_between_commit_and_publish_the_sweeper_delivers(
     publish fails (logged, nothing raised to the caller) and the outbox sweeper, once the
     node is back, kicks the rows."""
     sim = start_sim(latency_ms=20)
-    use_broker(rabbit_node.url)
+    rabbit_node.provision(use_broker(rabbit_node.url))
     # No SMS_REDIS_URL: no kick flags, every producer publishes its kick (the degraded path).
     env = pipeline_env(SMS_BROKER_URL=rabbit_node.url)
     procs.beat(env)

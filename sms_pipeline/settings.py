@@ -488,7 +488,10 @@ class Settings(BaseSettings):
         if value and value.startswith("sentinel:"):
             sentinel_nodes(value)  # raises ValueError naming what is wrong (never the input)
         elif value and ";" in value:
-            raise ValueError("only sentinel:// URLs may be listed with ';'")
+            # kombu's failover list: RabbitMQ nodes of one cluster, tried in turn.
+            schemes = {part.strip().split(":", 1)[0] for part in value.split(";")}
+            if not schemes <= {"amqp", "amqps", "pyamqp"}:
+                raise ValueError("only sentinel:// or amqp:// URLs may be listed with ';'")
         return value
 
     @model_validator(mode="after")

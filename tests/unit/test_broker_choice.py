@@ -43,6 +43,11 @@ def test_a_bad_entry_in_a_sentinel_list_is_named_by_position_not_echoed(
     clean_env.setenv("SMS_BROKER_URL", "redis://h:6379;redis://h2:6379")
     with pytest.raises(SettingsError, match="SMS_BROKER_URL"):
         load_settings()
+    # RabbitMQ nodes of one cluster, tried in turn (kombu's failover list): each masked.
+    clean_env.setenv("SMS_BROKER_URL", "amqp://u:rpw1@r1:5672//;amqp://u:rpw1@r2:5672//")
+    settings = load_settings()
+    assert settings.broker_kind == "amqp"
+    assert "rpw1" not in repr(settings)
 
 
 def test_a_sentinel_redis_url_takes_its_own_master_name_or_the_brokers(

@@ -1,13 +1,14 @@
 """Scale-out: one worker process, then two, draining the same queues of one database.
 
-Both runs send the same backlog (half urgent, half bulk) through a gateway simulator of its
-own process (100 ms per answer). The figures are the send rate of each run and the share
-of each worker; the assertion is that with two workers nothing reaches the gateway twice
-(claims are row locks in the database, not broker state).
+Both runs send the same backlog (half urgent, half bulk, all due at one moment) through a
+gateway simulator of its own process (100 ms per answer). The figures are the send rate of
+each run and the share of each worker; the assertion is that with two workers nothing
+reaches the gateway twice (claims are row locks in the database, not broker state).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 import uuid
@@ -34,6 +35,7 @@ from tests.support import free_port
 
 MESSAGES = 2000
 LATENCY_MS = 100
+DUE_IN_SECONDS = 10
 # Drains hand over every second, so kicks (one pending per queue class) land on either
 # worker; the rest of the clocks as in production.
 SCALE_ENV = {"SMS_DRAIN_MAX_SECONDS": "1", "SMS_WORKER_CONCURRENCY": "16"}
@@ -67,18 +69,24 @@ def _run(procs: Procs, gateway: str, workers: int, offset: int) -> dict[str, Any
     started = [procs.worker(env, name=f"w{workers}-{n}", concurrency=16) for n in range(workers)]
     for proc in started:
         proc.wait_for_log(r"ready\.", timeout=60)
+    # Every message due at the same moment, a few seconds ahead: the run measures the
+    # workers draining a backlog, not this process enqueueing it.
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=DUE_IN_SECONDS)
     messages = [
         {
             "phone_number": phone(offset + i),
             "body": f"scale {workers} {i}",
             "type": "verification" if i % 2 else "text",
+            "send_at": due,
         }
         for i in range(MESSAGES)
     ]
-    began = time.monotonic()
     ids: list[uuid.UUID] = []
     for first in range(0, MESSAGES, 500):
         ids += enqueue_many(messages[first : first + 500])
+    assert dt.datetime.now(dt.UTC) < due, "enqueueing took longer than DUE_IN_SECONDS"
+    time.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()))
+    began = time.monotonic()
     counts, _ = settle(ids, timeout=80)
     seconds = time.monotonic() - began
     stats = requests.get(f"{gateway}/_sim/stats", timeout=5).json()

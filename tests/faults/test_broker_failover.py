@@ -222,6 +222,46 @@ def test_rabbitmq_lost_between_commit_and_publish_the_sweeper_delivers(
     env = pipeline_env(SMS_BROKER_URL=rabbit_node.url)
     procs.beat(env)
     procs.worker(env)
+    _lose_the_broker_between_commit_and_publish(
+        sim, rabbit_node.kill, rabbit_node.start, "rabbitmq_lost_publish", caplog
+    )
+
+
+@pytest.mark.slow
+def test_sentinel_master_lost_between_commit_and_publish_the_sweeper_delivers(
+    db: Any,
+    start_sim: Any,
+    sentinel_group: Any,
+    settings_env: Any,
+    use_broker: Any,
+    procs: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same on Sentinel: the master dies between the commit and the publish; the publish
+    fails before the Sentinels have promoted the replica, and the sweeper delivers."""
+    sim = start_sim(latency_ms=20)
+    settings_env(SMS_BROKER_MASTER_NAME=MASTER_NAME)
+    use_broker(sentinel_group.url)
+    env = pipeline_env(SMS_BROKER_URL=sentinel_group.url, SMS_BROKER_MASTER_NAME=MASTER_NAME)
+    procs.beat(env)
+    procs.worker(env)
+    old_master: list[int] = []
+    _lose_the_broker_between_commit_and_publish(
+        sim,
+        lambda: old_master.append(sentinel_group.kill_master()),
+        lambda: sentinel_group.wait_promotion(old_master[0]),
+        "sentinel_lost_publish",
+        caplog,
+    )
+
+
+def _lose_the_broker_between_commit_and_publish(
+    sim: Any,
+    kill: Any,
+    restore: Any,
+    figure: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     warm = _enqueue(5, label="warm")
     wait_until(lambda: _submitted(warm) == len(warm), 60, "the pipeline sending")
 
@@ -230,7 +270,7 @@ def test_rabbitmq_lost_between_commit_and_publish_the_sweeper_delivers(
     def kill_broker_after_commit(session: Session) -> None:
         if not killed:
             killed.append(True)
-            rabbit_node.kill()
+            kill()
 
     # insert=True: runs before the outbox's own after_commit publish.
     event.listen(Session, "after_commit", kill_broker_after_commit, insert=True)
@@ -241,15 +281,15 @@ def test_rabbitmq_lost_between_commit_and_publish_the_sweeper_delivers(
     assert killed, "the broker was not killed between commit and publish"
     assert "send kick failed" in caplog.text  # the caller saw no error
 
-    rabbit_node.start()
+    restore()
     back_at = time.monotonic()
     result = _outcome(sim, ids, timeout=60)
     record_figure(
-        "rabbitmq_lost_publish",
+        figure,
         messages=len(ids),
         lost=result["lost"],
         accepted_twice=result["accepted_twice"],
-        delivered_after_restart_seconds=round(time.monotonic() - back_at, 1),
+        delivered_after_recovery_seconds=round(time.monotonic() - back_at, 1),
     )
     assert result["counts"] == {SendStatus.SUBMITTED.value: len(ids)}, result["counts"]
     assert result["accepted_twice"] == 0

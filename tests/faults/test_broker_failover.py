@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from sms_pipeline import enqueue_many
+from sms_pipeline import enqueue_many, enqueue_sms
 from sms_pipeline.db.models import SendStatus
+from sms_pipeline.simulator.rules import DEFAULT_RULES
 from tests.faults.broker_servers import (
     MASTER_NAME,
     RabbitNode,
@@ -58,6 +59,16 @@ def sentinel_group(procs: Procs, tmp_path: Path) -> SentinelGroup:
 @pytest.fixture
 def rabbit_node(procs: Procs, tmp_path: Path) -> RabbitNode:
     return start_rabbit_node(procs, tmp_path)
+
+
+def _attempts(ids: list[uuid.UUID]) -> list[int]:
+    from sqlalchemy import select
+
+    from sms_pipeline.db import session_scope
+    from sms_pipeline.db.models import SmsLog
+
+    with session_scope() as session:
+        return sorted(session.scalars(select(SmsLog.attempts).where(SmsLog.id.in_(ids))))
 
 
 def _submitted(ids: list[uuid.UUID]) -> int:
@@ -215,16 +226,21 @@ def test_rabbitmq_lost_between_commit_and_publish_the_sweeper_delivers(
 ) -> None:
     """The producer's rows commit, then the broker dies before the kick is published: the
     publish fails (logged, nothing raised to the caller) and the outbox sweeper, once the
-    node is back, kicks the rows."""
-    sim = start_sim(latency_ms=20)
+    node is back, kicks the rows. Also: a retry on RabbitMQ, with no broker countdown,
+    is sent again by the sweeper once due."""
+    sim = start_sim(latency_ms=20, rules=DEFAULT_RULES)
     rabbit_node.provision(use_broker(rabbit_node.url))
     # No SMS_REDIS_URL: no kick flags, every producer publishes its kick (the degraded path).
     env = pipeline_env(SMS_BROKER_URL=rabbit_node.url)
     procs.beat(env)
     procs.worker(env)
+    # Numbers ending 01: HTTP 503 at the first attempt, accepted at the second.
+    retried = [enqueue_sms(f"+380931234{i}01", f"retry {i}", "text") for i in range(3)]
     _lose_the_broker_between_commit_and_publish(
         sim, rabbit_node.kill, rabbit_node.start, "rabbitmq_lost_publish", caplog
     )
+    wait_until(lambda: _submitted(retried) == len(retried), 60, "the retried messages sent")
+    assert _attempts(retried) == [2, 2, 2]
 
 
 @pytest.mark.slow

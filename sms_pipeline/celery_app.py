@@ -79,8 +79,19 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "control_folder": str(folder / "control"),
             "store_processed": False,
         }
+    if settings.broker_kind == "amqp":
+        # The broker confirms each publish: a publish that returned reached the queue.
+        return {"confirm_publish": True}
+    sentinel: dict[str, Any] = {}
+    if settings.broker_kind == "sentinel":
+        sentinel["master_name"] = settings.sms_broker_master_name
+        if settings.sms_sentinel_password is not None:
+            sentinel["sentinel_kwargs"] = {
+                "password": settings.sms_sentinel_password.get_secret_value()
+            }
     if url.startswith(("redis://", "rediss://", "sentinel://")):
         return {
+            **sentinel,
             # Longer than any countdown we schedule (retry backoff is capped below it),
             # so a waiting retry is never handed to a second worker.
             "visibility_timeout": int(max(600, 2 * settings.sms_retry_backoff_max_seconds)),
@@ -91,6 +102,18 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "sep": ":",
         }
     return {}
+
+
+def _queues(settings: Settings) -> list[Queue]:
+    if settings.broker_kind == "amqp":
+        # Durable quorum queues: replicated over the cluster's nodes, kept across restarts.
+        # No broker priorities (quorum queues have none before RabbitMQ 4): urgent and bulk
+        # are separate queues, and priority within one is the send claim's ORDER BY.
+        return [
+            Queue(name, durable=True, queue_arguments={"x-queue-type": "quorum"})  # type: ignore[no-untyped-call]
+            for name in ALL_QUEUES
+        ]
+    return [Queue(name) for name in ALL_QUEUES]  # type: ignore[no-untyped-call]
 
 
 def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -129,8 +152,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_queues": [Queue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
+        "task_queues": _queues(settings),
         "task_default_queue": BULK_QUEUE,
+        # RabbitMQ: queues made on the fly are quorum too; no global QoS with them; no
+        # countdowns published there, so no delayed-delivery step (amqp_broker.py).
+        "task_default_queue_type": "quorum" if settings.broker_kind == "amqp" else "classic",
+        "worker_detect_quorum_queues": True,
+        "worker_consumer": (
+            "sms_pipeline.amqp_broker:Consumer"
+            if settings.broker_kind == "amqp"
+            else "celery.worker.consumer:Consumer"
+        ),
         "task_routes": {
             CHECK_STATUS_TASK: {"queue": STATUS_QUEUE},
             CHECK_STATUSES_TASK: {"queue": STATUS_QUEUE},

@@ -44,7 +44,17 @@ _SECRET_PARAMS = frozenset(
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password (user info or query parameter) replaced by ***."""
+    """The URL with any password (user info or query parameter) replaced by ***.
+
+    A `;`-separated list (Sentinel: `sentinel://:pw@h1:26379;sentinel://:pw@h2:26380`) is
+    masked URL by URL: `urlsplit` reads it as one URL and would mask the first password only.
+    """
+    if ";" in url:
+        return ";".join(_mask_one(part) for part in url.split(";"))
+    return _mask_one(url)
+
+
+def _mask_one(url: str) -> str:
     try:
         parts = urlsplit(url)
         has_password = parts.password is not None
@@ -100,7 +110,25 @@ class Settings(BaseSettings):
         None,
         description="Redis for the accounts' send rates and the abuse limits, so every worker "
         "and API process counts together; empty = the broker's Redis when the broker is Redis, "
-        "otherwise each process counts in its own memory (a limit then holds per process).",
+        "otherwise each process counts in its own memory (a limit then holds per process). "
+        "Also holds the pending-kick flags (docs/deploy.md). Sentinel: "
+        "sentinel://host:26379;sentinel://host:26380 with SMS_REDIS_MASTER_NAME.",
+    )
+    sms_broker_master_name: str | None = Field(
+        None,
+        description="The Sentinel master (service) name of a sentinel:// SMS_BROKER_URL "
+        "(sentinel://:password@host:26379;sentinel://host:26380;…, the password being the "
+        "master's); required with one, ignored otherwise.",
+    )
+    sms_redis_master_name: str | None = Field(
+        None,
+        description="The Sentinel master name of a sentinel:// SMS_REDIS_URL; empty = "
+        "SMS_BROKER_MASTER_NAME.",
+    )
+    sms_sentinel_password: SecretStr | None = Field(
+        None,
+        description="Password of the Sentinels themselves (requirepass in sentinel.conf), when "
+        "they have one; the Redis master's password goes in the sentinel:// URL.",
     )
 
     # --- the IP2SMS gateway ---------------------------------------------------------------
@@ -453,15 +481,45 @@ class Settings(BaseSettings):
     def _keyword_list(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("sms_database_url", "sms_broker_url", "sms_redis_url", "ip2sms_validity")
+    @field_validator(
+        "sms_database_url",
+        "sms_broker_url",
+        "sms_redis_url",
+        "ip2sms_validity",
+        "sms_broker_master_name",
+        "sms_redis_master_name",
+    )
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("sms_broker_url", "sms_redis_url")
+    @classmethod
+    def _sentinel_list(cls, value: str | None) -> str | None:
+        if value and value.startswith("sentinel:"):
+            sentinel_nodes(value)  # raises ValueError naming what is wrong (never the input)
+        elif value and ";" in value:
+            # kombu's failover list: RabbitMQ nodes of one cluster, tried in turn.
+            schemes = {part.strip().split(":", 1)[0] for part in value.split(";")}
+            if not schemes <= {"amqp", "amqps", "pyamqp"}:
+                raise ValueError("only sentinel:// or amqp:// URLs may be listed with ';'")
+        return value
 
     @model_validator(mode="after")
     def _check_backoff(self) -> Settings:
         if any(s <= 0 for s in self.sms_status_check_backoff):
             raise ValueError("SMS_STATUS_CHECK_BACKOFF: every delay must be positive")
+        return self
+
+    @model_validator(mode="after")
+    def _check_master_names(self) -> Settings:
+        if is_sentinel_url(self.sms_broker_url) and not self.sms_broker_master_name:
+            raise ValueError("SMS_BROKER_MASTER_NAME: required with a sentinel:// SMS_BROKER_URL")
+        if is_sentinel_url(self.sms_redis_url) and not self.redis_master_name:
+            raise ValueError(
+                "SMS_REDIS_MASTER_NAME: required with a sentinel:// SMS_REDIS_URL "
+                "(or SMS_BROKER_MASTER_NAME)"
+            )
         return self
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
@@ -529,12 +587,69 @@ class Settings(BaseSettings):
         return self.broker_url.startswith(("filesystem:", "sqla+", "memory:"))
 
     @property
+    def broker_kind(self) -> BrokerKind:
+        """Which kind of broker SMS_BROKER_URL names (its features differ; docs/deploy.md)."""
+        url = self.broker_url
+        if self.is_embedded_broker:
+            return "embedded"
+        if url.startswith("sentinel:"):
+            return "sentinel"
+        if url.startswith(("redis:", "rediss:")):
+            return "redis"
+        if url.startswith(("amqp:", "amqps:", "pyamqp:")):
+            return "amqp"
+        return "other"
+
+    @property
+    def broker_holds_countdowns(self) -> bool:
+        """Whether a kick may wait in the broker (countdown). On RabbitMQ it may not: quorum
+        queues would need delayed-delivery exchanges, so short waits, like long ones, live
+        in the database (due_at) and the outbox sweeper kicks them when due."""
+        return self.broker_kind != "amqp"
+
+    @property
     def redis_url(self) -> str | None:
         if self.sms_redis_url:
             return self.sms_redis_url
-        if self.broker_url.startswith(("redis://", "rediss://")):
+        if self.broker_kind in ("redis", "sentinel"):
             return self.broker_url
         return None
+
+    @property
+    def redis_master_name(self) -> str | None:
+        """The Sentinel master name for `redis_url` (None unless it is a sentinel:// URL)."""
+        if self.sms_redis_url:
+            if not is_sentinel_url(self.sms_redis_url):
+                return None
+            return self.sms_redis_master_name or self.sms_broker_master_name
+        if self.broker_kind == "sentinel":
+            return self.sms_broker_master_name
+        return None
+
+
+BrokerKind = Literal["embedded", "redis", "sentinel", "amqp", "other"]
+
+
+def is_sentinel_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith("sentinel:")
+
+
+def sentinel_nodes(url: str) -> list[tuple[str, int]]:
+    """The (host, port) of each Sentinel in `sentinel://h1:26379;sentinel://h2:26380`.
+
+    Raises ValueError naming the position of a bad entry (never its text: it may hold a
+    password)."""
+    nodes = []
+    for position, part in enumerate(url.split(";"), start=1):
+        try:
+            parts = urlsplit(part.strip())
+            port = parts.port or 26379
+        except ValueError:
+            raise ValueError(f"Sentinel URL #{position} is not a URL") from None
+        if parts.scheme != "sentinel" or not parts.hostname:
+            raise ValueError(f"Sentinel URL #{position} must be sentinel://host:port")
+        nodes.append((parts.hostname, port))
+    return nodes
 
 
 _PRODUCTION_GATEWAY = ("ip2sms_send_url", "ip2sms_status_url", "ip2sms_login", "ip2sms_password")

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _read_request(conn: socket.socket) -> bytes | None:
+def read_request(conn: socket.socket) -> bytes | None:
     """One HTTP request (head and Content-Length body), or None when the peer closed."""
     data = b""
     while b"\r\n\r\n" not in data:
@@ -86,7 +86,7 @@ class ResetReusedConnections(_Server):
     def handle(self, conn: socket.socket) -> None:
         served = 0
         while True:
-            if _read_request(conn) is None:
+            if read_request(conn) is None:
                 conn.close()
                 return
             with self.lock:
@@ -131,7 +131,7 @@ class DripServer(_Server):
             stream: socket.socket = conn
             if self.tls is not None:
                 stream = self.tls.wrap_socket(conn, server_side=True)
-            if _read_request(stream) is None:
+            if read_request(stream) is None:
                 return
             with self.lock:
                 self.requests += 1

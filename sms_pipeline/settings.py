@@ -312,6 +312,14 @@ class Settings(BaseSettings):
         description="Messages one account may send per 24 hours, whatever the route (API, "
         "SQL, Python); beyond it messages wait for the next window. 0 = no cap.",
     )
+    sms_callback_concurrency: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Threads of the callbacks worker (`sms-pipeline worker --queues callbacks`, "
+        "its own process in `up` and docker-compose): the most receivers served at once, "
+        "however slow they are; sends and status checks never share them.",
+    )
     sms_callback_max_attempts: int = Field(
         6, ge=1, le=20, description="Callback POSTs per event before it is given up."
     )

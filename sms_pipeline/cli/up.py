@@ -1,6 +1,7 @@
 """`sms-pipeline up`: the whole pipeline in the foreground, one command.
 
-Starts a worker, beat and, when the gateway URL points at this machine and nothing
+Starts a worker, a callbacks worker (its own process: slow receivers hold only its
+threads), beat and, when the gateway URL points at this machine and nothing
 answers there yet, the gateway simulator, each as a child process in its own process
 group with its output in `SMS_DATA_DIR/logs/NAME.log`. Prints a `ready` line once the
 worker takes messages, then one status line (a live one in a terminal, a new line per
@@ -235,6 +236,8 @@ def check_database(settings: Settings) -> None:
 
 
 def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from sms_pipeline.celery_app import CALLBACKS_QUEUE
+
     settings = get_settings()
     screen = Screen(out)
     log_dir = settings.sms_data_dir / "logs"
@@ -242,7 +245,10 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     check_database(settings)
     simulator = wants_simulator(settings, args.simulator)
     env = child_env(settings, simulator)
-    screen.line("sms-pipeline up: worker + beat" + (" + gateway simulator" if simulator else ""))
+    screen.line(
+        "sms-pipeline up: worker + callbacks worker + beat"
+        + (" + gateway simulator" if simulator else "")
+    )
     screen.line(f"  data      {settings.sms_data_dir}")
     screen.line(f"  database  {mask_url(settings.database_url)}")
     broker = mask_url(settings.broker_url)
@@ -277,10 +283,20 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if args.concurrency:
             worker_args.append(f"--concurrency={args.concurrency}")
         worker = _start("worker", worker_args, env, log_dir, children)
+        # Callbacks in a process of their own with its own threads (SMS_CALLBACK_CONCURRENCY)
+        # and connections: no number of slow receivers holds a send or a status check.
+        callbacks = _start(
+            "callbacks",
+            ["worker", f"--queues={CALLBACKS_QUEUE}", f"--hostname={CALLBACKS_QUEUE}@%h"],
+            env,
+            log_dir,
+            children,
+        )
         _start("beat", ["beat"], env, log_dir, children)
         screen.line("  started   " + ", ".join(f"{c.name} (pid {c.pid})" for c in children))
         echo = LogEcho(children)
         worker.wait_for_log(r"celery@\S+ ready", timeout=READY_TIMEOUT)
+        callbacks.wait_for_log(r"callbacks@\S+ ready", timeout=READY_TIMEOUT)
         for line in echo.lines():
             screen.line(line)
         screen.line(f"ready: the worker takes messages. In another shell: {SAMPLE_SEND}")
@@ -317,8 +333,10 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 def register(subparsers: Any) -> None:
     up = subparsers.add_parser(
         "up",
-        help="run worker, beat (and the gateway simulator) in the foreground; Ctrl-C stops",
-        description="Run the pipeline in the foreground: a worker, beat and, when "
+        help="run worker, callbacks worker, beat (and the gateway simulator) in the "
+        "foreground; Ctrl-C stops",
+        description="Run the pipeline in the foreground: a worker, a callbacks worker (its "
+        "own process, SMS_CALLBACK_CONCURRENCY threads), beat and, when "
         "IP2SMS_SEND_URL points at this machine and nothing listens there, the gateway "
         "simulator. Embedded by default (SQLite and a broker folder in SMS_DATA_DIR; the "
         "database is created on first use). Prints `ready` when the worker takes messages, "

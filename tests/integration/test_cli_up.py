@@ -138,7 +138,7 @@ def test_up_runs_a_sent_message_to_delivered_and_ctrl_c_stops_every_child(
         up.wait_for(r"(?m)^ready\b")
         assert "simulator at http://127.0.0.1:" in up.output
         pids = up.child_pids()
-        assert len(pids) == 3, up.output  # simulator, worker, beat
+        assert len(pids) == 4, up.output  # simulator, worker, callbacks worker, beat
 
         sent = run(["send", "--to", NUMBER, "--body", "hi"], env, cwd)
         assert sent.returncode == 0, sent.stderr

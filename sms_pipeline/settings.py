@@ -6,6 +6,7 @@ message naming the variable; secrets are `SecretStr` and never appear in a repr.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Annotated, Literal
@@ -63,6 +64,22 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# The give-up bound when no validity is sent (the gateway then keeps a message for its own
+# default period, a day at most with the carriers we know).
+FALLBACK_GIVE_UP_SECONDS = 86400
+_VALIDITY = re.compile(r"^\s*\+?\s*(\d+)\s*(second|sec|minute|min|hour|day|week)s?\s*$", re.I)
+_UNIT_SECONDS = {"second": 1, "sec": 1, "minute": 60, "min": 60, "hour": 3600, "day": 86400}
+
+
+def validity_seconds(validity: str | None) -> int | None:
+    """Seconds of an IP2SMS `validity` attribute ("+2 hour", "+30 minutes"), None if unread."""
+    match = _VALIDITY.match(validity or "")
+    if match is None:
+        return None
+    unit = match.group(2).lower()
+    return int(match.group(1)) * _UNIT_SECONDS.get(unit, 7 * 86400)
 
 
 class Settings(BaseSettings):
@@ -215,6 +232,14 @@ class Settings(BaseSettings):
     )
     sms_terminate_after_seconds: int = Field(
         1800, ge=1, description="Moving this long after submission becomes Terminated."
+    )
+    sms_status_give_up_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="After the Terminated deadline, a message whose status checks have all "
+        "failed (no usable answer) for this long ends Terminated, the failures in last_error. "
+        "Default: the IP2SMS_VALIDITY period (after it the gateway delivers nothing more; "
+        f"{FALLBACK_GIVE_UP_SECONDS} s when no validity is sent). See docs/status-checks.md.",
     )
 
     # --- replication and inbound ----------------------------------------------------------
@@ -483,6 +508,13 @@ class Settings(BaseSettings):
         """Days a final message of `message_type` is kept."""
         own: int | None = getattr(self, f"sms_retention_days_{message_type.lower()}", None)
         return own if own is not None else self.sms_retention_days
+
+    @property
+    def status_give_up_seconds(self) -> int:
+        """SMS_STATUS_GIVE_UP_SECONDS, or the validity period it defaults to."""
+        if self.sms_status_give_up_seconds is not None:
+            return self.sms_status_give_up_seconds
+        return validity_seconds(self.ip2sms_validity) or FALLBACK_GIVE_UP_SECONDS
 
     @property
     def database_url(self) -> str:

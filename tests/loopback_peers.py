@@ -196,3 +196,29 @@ def self_signed(tmp: Path) -> Iterator[tuple[ssl.SSLContext, Path]]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     yield context, cert
+
+
+class FixedAnswerGateway(_Server):
+    """Answers every request with `status` and `body` (keep-alive); `requests` counts them.
+    `body` may be changed while it runs (the gateway starts answering sensibly)."""
+
+    def __init__(self, body: bytes, status: int = 200) -> None:
+        self.body = body
+        self.status = status
+        super().__init__()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/ip2sms-request/"
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            while read_request(conn) is not None:
+                with self.lock:
+                    self.requests += 1
+                    body, status = self.body, self.status
+                conn.sendall(
+                    f"HTTP/1.1 {status} X\r\nContent-Type: text/xml\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n".encode("ascii")
+                    + body
+                )

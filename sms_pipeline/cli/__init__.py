@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api",
     "inbound",
     "privacy",
+    "accounts",
 )
 EXIT_OPERATIONAL = 2
 

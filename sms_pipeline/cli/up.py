@@ -88,6 +88,7 @@ def status_counts(since: dt.datetime) -> dict[str, Any]:
 
     from sms_pipeline.db import session_scope
     from sms_pipeline.db.models import SendStatus, SmsLog
+    from sms_pipeline.db.pauses import active_pauses
     from sms_pipeline.services.callbacks import final_status
 
     with session_scope() as session:
@@ -119,10 +120,12 @@ def status_counts(since: dt.datetime) -> dict[str, Any]:
                 )
             )
         )
+        paused = active_pauses(session, dt.datetime.now(dt.UTC))
     final: collections.Counter[str] = collections.Counter()
     for send_status, gateway_status, count in finals:
         final[final_status(send_status, gateway_status)] += count
     return {
+        "paused": paused,
         "queued": pending.get(SendStatus.QUEUED.value, 0),
         "sending": pending.get(SendStatus.SENDING.value, 0),
         "awaiting": pending.get(SendStatus.SUBMITTED.value, 0),
@@ -134,9 +137,14 @@ def status_counts(since: dt.datetime) -> dict[str, Any]:
 def status_line(counts: dict[str, Any]) -> str:
     final = counts["final"]
     finals = ", ".join(f"{name} {n}" for name, n in final.most_common()) or "none yet"
-    # Most important first: a narrow terminal cuts the end of the line.
+    # Most important first: a narrow terminal cuts the end of the line. A paused account
+    # holds its messages: say which, why and until when, next to the queue it holds.
+    paused = "".join(
+        f" (paused: {p.account}, {p.kind}, until {p.until:%H:%M:%S}Z, {p.waiting} waiting)"
+        for p in counts.get("paused", ())
+    )
     return (
-        f"queued {counts['queued']} · sending {counts['sending']} · "
+        f"queued {counts['queued']}{paused} · sending {counts['sending']} · "
         f"awaiting status {counts['awaiting']} · gateway errors {counts['gateway_errors']} · "
         f"final: {finals}"
     )

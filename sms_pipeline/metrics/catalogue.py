@@ -102,6 +102,7 @@ MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
 INBOUND_SKIPPED_TOTAL: Final = "sms_inbound_items_skipped_total"
 QUEUE_DEPTH: Final = "sms_queue_depth"
 QUEUE_OLDEST_AGE: Final = "sms_queue_oldest_age_seconds"
+ACCOUNT_PAUSED: Final = "sms_account_paused"
 MESSAGES_MOVING: Final = "sms_messages_moving"
 MESSAGES_WINDOW: Final = "sms_messages_window"
 TERMINATED_RATIO: Final = "sms_terminated_ratio"
@@ -211,9 +212,20 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         QUEUE_OLDEST_AGE,
         Kind.GAUGE,
         Source.SCRAPE,
-        "How long the oldest due message has been waiting (0 when none is due).",
+        "How long the oldest waiting message has waited since it was enqueued (or since its "
+        "requested send time): a pause, a retry or a window that moves its next attempt "
+        "does not reset it (0 when none waits).",
         ("queue", "priority"),
         label_values="queue: urgent, bulk; priority: 0..9, <0, >9",
+    ),
+    MetricSpec(
+        ACCOUNT_PAUSED,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "1 for each account paused now (its messages wait until the pause ends); the "
+        "series is absent otherwise.",
+        ("account", "reason"),
+        label_values="account: account names; reason: credits, 429, manual",
     ),
     MetricSpec(
         MESSAGES_MOVING,

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, select
 
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
+from sms_pipeline.db.pauses import active_pauses
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics import queries as q
 from sms_pipeline.metrics.store import parse_labels
@@ -96,8 +97,11 @@ class SmsCollector(Collector):
             queues = q.queue_stats(conn, now)
             moving = q.moving_count(conn)
             window = q.window_counts(conn, now - self.window)
+            pauses = active_pauses(conn, now)
         self._stored(families, stored)
         self._gauges(families, now, queues, moving, window)
+        for pause in pauses:
+            families[c.ACCOUNT_PAUSED].add_metric([pause.account, pause.kind], 1.0)
 
     def _stored(self, families: dict[str, Any], rows: Any) -> None:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)

@@ -100,6 +100,8 @@ ENQUEUE_TO_SUBMIT: Final = "sms_enqueue_to_submit_seconds"
 SUBMIT_TO_DELIVERED: Final = "sms_submit_to_delivered_seconds"
 MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
 INBOUND_SKIPPED_TOTAL: Final = "sms_inbound_items_skipped_total"
+POLLER_FAILURES_TOTAL: Final = "sms_poller_failures_total"
+POLLERS: Final = ("inbound", "sql_route", "replication", "callbacks", "status")
 QUEUE_DEPTH: Final = "sms_queue_depth"
 QUEUE_OLDEST_AGE: Final = "sms_queue_oldest_age_seconds"
 ACCOUNT_PAUSED: Final = "sms_account_paused"
@@ -199,6 +201,16 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         "stored; the messages around them are stored.",
         ("kind",),
         label_values="kind: replies, shortcodes",
+    ),
+    MetricSpec(
+        POLLER_FAILURES_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Units a periodic job could not process (an account's inbound round or SQL-route "
+        "queue, a replication batch, a callback step, a chunk of status checks): each is "
+        "skipped, counted and logged, and the job goes on with the others.",
+        ("poller",),
+        label_values="poller: " + ", ".join(POLLERS),
     ),
     MetricSpec(
         QUEUE_DEPTH,

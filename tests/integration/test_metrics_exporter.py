@@ -131,6 +131,7 @@ def test_metrics_parse_and_carry_every_catalogue_name(scraped: dict[str, Any]) -
             c.LIMIT_REFUSALS_TOTAL,
             c.STATUS_BACKWARDS_TOTAL,
             c.ACCOUNT_PAUSED,
+            c.POLLER_FAILURES_TOTAL,
         ):
             continue  # nothing observed in this fixture
         if spec.name == c.STATUS_TRANSITIONS_TOTAL:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from sms_pipeline import enqueue_sms
+from sms_pipeline import dispatch, enqueue_sms
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import (
     Account,
@@ -112,7 +112,7 @@ def test_one_callback_event_that_cannot_be_built_holds_no_other_event(
         return real(row)
 
     monkeypatch.setattr(callbacks, "event_payload", payload)
-    monkeypatch.setattr(callbacks.dispatch, "callback_deliveries", lambda ids, expires: len(ids))
+    monkeypatch.setattr(dispatch, "callback_deliveries", lambda ids, expires: len(ids))
     before = failures("callbacks")
     sweep = callbacks.sweep_callbacks()
     assert (sweep.created, sweep.dispatched) == (2, 2)
@@ -125,7 +125,7 @@ def test_one_callback_event_that_cannot_be_built_holds_no_other_event(
 def test_recording_events_failing_still_dispatches_the_due_deliveries(
     final_with_callbacks: list[uuid.UUID], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(callbacks.dispatch, "callback_deliveries", lambda ids, expires: len(ids))
+    monkeypatch.setattr(dispatch, "callback_deliveries", lambda ids, expires: len(ids))
     assert callbacks.sweep_callbacks().created == 3  # due now, and dispatched
     with session_scope() as session:
         session.execute(update(CallbackEvent).values(next_attempt_at=utcnow()))

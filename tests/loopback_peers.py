@@ -101,19 +101,45 @@ class ResetReusedConnections(_Server):
             )
 
 
+class OpenConnections:
+    """Connections open now and at most, across the servers that share it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def opened(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def closed(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
 class DripServer(_Server):
     """A tarpit: after reading the request (HTTPS: after a normal handshake, or with
     `drip_handshake` dripping the handshake itself), sends one byte every `interval` s
     of an answer that never ends. `cut_off` counts connections the client gave up on."""
 
     def __init__(
-        self, interval: float, *, tls: ssl.SSLContext | None = None, drip_handshake: bool = False
+        self,
+        interval: float,
+        *,
+        tls: ssl.SSLContext | None = None,
+        drip_handshake: bool = False,
+        connections: OpenConnections | None = None,
     ) -> None:
         self.interval = interval
+        self.tally = connections or OpenConnections()
         self.tls = tls
         self.drip_handshake = drip_handshake
         self.cut_off = 0
         self.open_now = 0
+        self.most_open = 0
+        self.held: list[float] = []  # seconds from accept to the client cutting it off
         super().__init__()
 
     @property
@@ -122,8 +148,11 @@ class DripServer(_Server):
         return f"{scheme}://localhost:{self.port}/hook"
 
     def handle(self, conn: socket.socket) -> None:
+        accepted = time.monotonic()
         with self.lock:
             self.open_now += 1
+            self.most_open = max(self.most_open, self.open_now)
+        self.tally.opened()
         try:
             if self.tls is not None and self.drip_handshake:
                 self._drip_raw_handshake(conn)
@@ -144,11 +173,13 @@ class DripServer(_Server):
                 except OSError:
                     with self.lock:
                         self.cut_off += 1
+                        self.held.append(time.monotonic() - accepted)
                     return
                 time.sleep(self.interval)
         finally:
             with self.lock:
                 self.open_now -= 1
+            self.tally.closed()
             conn.close()
 
     def _drip_raw_handshake(self, conn: socket.socket) -> None:

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, select
 
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
+from sms_pipeline.db.pauses import active_pauses
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics import health
 from sms_pipeline.metrics import queries as q
@@ -106,12 +107,13 @@ class SmsCollector(Collector):
             moving = q.moving_count(conn)
             window = q.window_counts(conn, now - self.window)
             self._health(families, conn, now)
+            pauses = active_pauses(conn, now)
         self._stored(families, stored)
         self._gauges(families, now, queues, moving, window)
+        for pause in pauses:
+            families[c.ACCOUNT_PAUSED].add_metric([pause.account, pause.kind], 1.0)
 
     def _health(self, families: dict[str, Any], conn: Any, now: dt.datetime) -> None:
-        for account, reason in sorted(health.paused_accounts(conn, now).items()):
-            families[c.ACCOUNT_PAUSED].add_metric([account, reason], 1.0)
         families[c.STATUS_CHECK_LAG].add_metric([], health.status_check_lag(conn, now))
         window = self.settings.sms_replication_safe_window_seconds
         families[c.REPLICATION_LAG].add_metric([], health.replication_lag(conn, now, window))

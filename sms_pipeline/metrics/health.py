@@ -9,7 +9,6 @@ replication lag through the same window and anti-join replication itself uses.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Final
 
 from sqlalchemy import Connection, bindparam, inspect, text
 
@@ -17,6 +16,7 @@ from sms_pipeline.db import schema_of, table_name
 from sms_pipeline.db.models import MOVING_STATUS_VALUES
 from sms_pipeline.db.models.base import UTCDateTime, UTCTimestamp
 from sms_pipeline.metrics.queries import as_utc, sql_in, timed
+
 
 def status_check_lag(conn: Connection, now: dt.datetime) -> float:
     """Seconds the most overdue status check of a moving message has been due."""

@@ -105,16 +105,21 @@ def as_utc(value: object) -> dt.datetime | None:
 @dataclass(frozen=True)
 class QueueStat:
     depth: int
-    oldest_due: dt.datetime | None
+    oldest_due: dt.datetime | None  # the oldest waiting message's enqueue (or send-at) time
 
 
 def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], QueueStat]:
-    """(queue, priority label) → waiting messages and the oldest due one."""
+    """(queue, priority label) → waiting messages and the oldest waiting one's ready time.
+
+    Ready = enqueued, or the requested send time when later: never `due_at`, which a pause,
+    a retry's backoff or a send window moves forward (a paused account's messages then
+    looked 0 s old while they waited minutes)."""
     log_table = table_name(conn, "sms_log")
+    ready = "CASE WHEN send_after > inserted_at THEN send_after ELSE inserted_at END"
     rows = conn.execute(
         timed(
             f"SELECT type, priority, count(*), "
-            f"min(CASE WHEN due_at <= :now THEN due_at END) "
+            f"min(CASE WHEN {ready} <= :now THEN {ready} END) "
             f"FROM {log_table} WHERE {sql_in('send_status', PENDING_SEND_STATUSES)} "
             f"GROUP BY type, priority",
             "now",
@@ -132,7 +137,7 @@ def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], Que
     return {key: QueueStat(depth[key], oldest.get(key)) for key in depth}
 
 
-def _moment(value: object) -> dt.datetime | None:
+def moment(value: object) -> dt.datetime | None:
     # Rows other applications wrote by SQL may hold anything in a time column (SQLite).
     try:
         return as_utc(value)
@@ -140,16 +145,16 @@ def _moment(value: object) -> dt.datetime | None:
         return None
 
 
-def sql_queue_stats(conn: Connection) -> dict[str, QueueStat]:
-    """Account name → rows waiting in sms_queue and the oldest one's inserted_at: rows
-    stuck behind an inactive account or a zero interval show here."""
+def sql_queue_depths(conn: Connection) -> dict[str, int]:
+    """Account name → rows waiting in sms_queue: rows stuck behind an inactive account or a
+    zero interval show here (their age in health.sql_queue_oldest)."""
     rows = conn.execute(
         text(
-            f"SELECT a.name, count(*), min(q.inserted_at) FROM {table_name(conn, 'sms_queue')} q "
+            f"SELECT a.name, count(*) FROM {table_name(conn, 'sms_queue')} q "
             f"JOIN {table_name(conn, 'accounts')} a ON a.id = q.account_id GROUP BY a.name"
         )
     ).all()
-    return {str(name): QueueStat(int(count), _moment(oldest)) for name, count, oldest in rows}
+    return {str(name): int(count) for name, count in rows}
 
 
 def replication_waiting(conn: Connection) -> QueueStat:
@@ -161,7 +166,7 @@ def replication_waiting(conn: Connection) -> QueueStat:
             "WHERE l.verification_id = v.id)"
         )
     ).one()
-    return QueueStat(int(count), _moment(oldest))
+    return QueueStat(int(count), moment(oldest))
 
 
 def moving_count(conn: Connection) -> int:

@@ -182,14 +182,14 @@ def test_an_account_whose_poll_fails_is_counted_and_the_others_are_polled(
         route.queue(broken, GOOD, "held", customer_id="held")
         route.queue(fine, GOOD, "goes", customer_id="goes")
         get_store().flush()
-        labels = {"door": "sql_route", "kind": "account_poll"}
-        before = get_store().value(c.INTAKE_ERRORS_TOTAL, labels)
+        labels = {"poller": "sql_route"}
+        before = get_store().value(c.POLLER_FAILURES_TOTAL, labels)
         assert sql_route.poll_queues() == 1  # never raises
         _all_sent_only(route, sent, "goes")
         assert route.run("SELECT customer_id FROM {s}sms_queue") == [("held",)]
         assert route.count("sms_log") == 1  # the broken account's transaction rolled back
         get_store().flush()
-        assert get_store().value(c.INTAKE_ERRORS_TOTAL, labels) == before + 1
+        assert get_store().value(c.POLLER_FAILURES_TOTAL, labels) == before + 1
     finally:
         route.run("DROP TRIGGER refuse_delete ON {s}sms_queue")
         route.run("DROP FUNCTION {s}refuse_delete()")

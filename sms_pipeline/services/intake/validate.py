@@ -44,6 +44,15 @@ class Message:
     account: str | int | None
     valid_for: dt.timedelta | None = None
 
+    def __repr__(self) -> str:
+        # Never the number, the text or the callback URL (its query may hold a token).
+        return (
+            f"Message(type={self.type!r}, priority={self.priority!r}, "
+            f"segments={self.body.segments!r}, account={self.account!r})"
+        )
+
+    __str__ = __repr__
+
 
 def validate_type(message_type: object) -> str:
     if message_type not in MESSAGE_TYPES:

@@ -21,7 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
 from sms_pipeline.metrics import catalogue as c
@@ -105,18 +105,39 @@ class SmsCollector(Collector):
             queues = q.queue_stats(conn, now)
             moving = q.moving_count(conn)
             window = q.window_counts(conn, now - self.window)
-            self._health(families, conn, now)
         self._stored(families, stored)
         self._gauges(families, now, queues, moving, window)
+        self._health(families, now)
 
-    def _health(self, families: dict[str, Any], conn: Any, now: dt.datetime) -> None:
-        for account, reason in sorted(health.paused_accounts(conn, now).items()):
-            families[c.ACCOUNT_PAUSED].add_metric([account, reason], 1.0)
-        families[c.STATUS_CHECK_LAG].add_metric([], health.status_check_lag(conn, now))
+    def _health(self, families: dict[str, Any], now: dt.datetime) -> None:
+        """The alerts' gauges, each on its own connection: one that fails (the verification
+        service's table unreadable, say) leaves its gauge out, not the whole scrape."""
         window = self.settings.sms_replication_safe_window_seconds
-        families[c.REPLICATION_LAG].add_metric([], health.replication_lag(conn, now, window))
-        for account, age in sorted(health.sql_queue_oldest(conn, now).items()):
-            families[c.SQL_QUEUE_OLDEST_AGE].add_metric([account], age)
+
+        def paused(conn: Connection) -> None:
+            for account, reason in sorted(health.paused_accounts(conn, now).items()):
+                families[c.ACCOUNT_PAUSED].add_metric([account, reason], 1.0)
+
+        def sql_queue(conn: Connection) -> None:
+            for account, age in sorted(health.sql_queue_oldest(conn, now).items()):
+                families[c.SQL_QUEUE_OLDEST_AGE].add_metric([account], age)
+
+        fills: dict[str, Callable[[Connection], None]] = {
+            c.ACCOUNT_PAUSED: paused,
+            c.STATUS_CHECK_LAG: lambda conn: families[c.STATUS_CHECK_LAG].add_metric(
+                [], health.status_check_lag(conn, now)
+            ),
+            c.REPLICATION_LAG: lambda conn: families[c.REPLICATION_LAG].add_metric(
+                [], health.replication_lag(conn, now, window)
+            ),
+            c.SQL_QUEUE_OLDEST_AGE: sql_queue,
+        }
+        for name, fill in fills.items():
+            try:
+                with self.engine.connect() as conn:
+                    fill(conn)
+            except Exception as exc:
+                log.warning("metrics scrape left out %s: %s", name, type(exc).__name__)
 
     def _stored(self, families: dict[str, Any], rows: Any) -> None:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)

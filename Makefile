@@ -73,9 +73,10 @@ lock: $(LOCKT)
 		--output-file $(LOCK) $(PIP_COMPILE_ARGS) pyproject.toml
 
 # Known vulnerabilities in the locked versions. Needs the advisory database (network):
-# a make target to run by hand or on a schedule, not a CI step.
+# a make target to run by hand or on a schedule, not a CI step. Fails (one line) when the
+# database is not reachable or any package could not be audited (pip-audit --strict).
 audit: $(LOCKT)
-	$(BIN)/pip-audit --require-hashes --disable-pip --requirement $(LOCK)
+	$(BIN)/python scripts/audit.py $(BIN)/pip-audit $(LOCK)
 
 clean:
 	rm -rf $(VENV) .sms_pipeline .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from sms_pipeline import (
     embedded_broker,  # noqa: F401  (atomic filesystem:// transport)
     redis_broker,  # noqa: F401  (redis:// surviving a lost broker)
 )
+from sms_pipeline.db.files import private_folder
 from sms_pipeline.settings import (
     Settings,
     SettingsError,
@@ -67,6 +68,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     url = settings.broker_url
     if url.startswith("filesystem:"):
         folder = settings.broker_folder
+        private_folder(settings.sms_data_dir)  # 0700: whoever creates the data folder first
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
@@ -77,8 +79,19 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "control_folder": str(folder / "control"),
             "store_processed": False,
         }
+    if settings.broker_kind == "amqp":
+        # The broker confirms each publish: a publish that returned reached the queue.
+        return {"confirm_publish": True}
+    sentinel: dict[str, Any] = {}
+    if settings.broker_kind == "sentinel":
+        sentinel["master_name"] = settings.sms_broker_master_name
+        if settings.sms_sentinel_password is not None:
+            sentinel["sentinel_kwargs"] = {
+                "password": settings.sms_sentinel_password.get_secret_value()
+            }
     if url.startswith(("redis://", "rediss://", "sentinel://")):
         return {
+            **sentinel,
             # Longer than any countdown we schedule (retry backoff is capped below it),
             # so a waiting retry is never handed to a second worker.
             "visibility_timeout": int(max(600, 2 * settings.sms_retry_backoff_max_seconds)),
@@ -89,6 +102,18 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
             "sep": ":",
         }
     return {}
+
+
+def _queues(settings: Settings) -> list[Queue]:
+    if settings.broker_kind == "amqp":
+        # Durable quorum queues: replicated over the cluster's nodes, kept across restarts.
+        # No broker priorities (quorum queues have none before RabbitMQ 4): urgent and bulk
+        # are separate queues, and priority within one is the send claim's ORDER BY.
+        return [
+            Queue(name, durable=True, queue_arguments={"x-queue-type": "quorum"})  # type: ignore[no-untyped-call]
+            for name in ALL_QUEUES
+        ]
+    return [Queue(name) for name in ALL_QUEUES]  # type: ignore[no-untyped-call]
 
 
 def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -127,8 +152,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_queues": [Queue(name) for name in ALL_QUEUES],  # type: ignore[no-untyped-call]
+        "task_queues": _queues(settings),
         "task_default_queue": BULK_QUEUE,
+        # RabbitMQ: queues made on the fly are quorum too; no global QoS with them; no
+        # countdowns published there, so no delayed-delivery step (amqp_broker.py).
+        "task_default_queue_type": "quorum" if settings.broker_kind == "amqp" else "classic",
+        "worker_detect_quorum_queues": True,
+        "worker_consumer": (
+            "sms_pipeline.amqp_broker:Consumer"
+            if settings.broker_kind == "amqp"
+            else "celery.worker.consumer:Consumer"
+        ),
         "task_routes": {
             CHECK_STATUS_TASK: {"queue": STATUS_QUEUE},
             CHECK_STATUSES_TASK: {"queue": STATUS_QUEUE},

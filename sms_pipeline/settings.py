@@ -44,7 +44,17 @@ _SECRET_PARAMS = frozenset(
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password (user info or query parameter) replaced by ***."""
+    """The URL with any password (user info or query parameter) replaced by ***.
+
+    A `;`-separated list (Sentinel: `sentinel://:pw@h1:26379;sentinel://:pw@h2:26380`) is
+    masked URL by URL: `urlsplit` reads it as one URL and would mask the first password only.
+    """
+    if ";" in url:
+        return ";".join(_mask_one(part) for part in url.split(";"))
+    return _mask_one(url)
+
+
+def _mask_one(url: str) -> str:
     try:
         parts = urlsplit(url)
         has_password = parts.password is not None
@@ -100,7 +110,25 @@ class Settings(BaseSettings):
         None,
         description="Redis for the accounts' send rates and the abuse limits, so every worker "
         "and API process counts together; empty = the broker's Redis when the broker is Redis, "
-        "otherwise each process counts in its own memory (a limit then holds per process).",
+        "otherwise each process counts in its own memory (a limit then holds per process). "
+        "Also holds the pending-kick flags (docs/deploy.md). Sentinel: "
+        "sentinel://host:26379;sentinel://host:26380 with SMS_REDIS_MASTER_NAME.",
+    )
+    sms_broker_master_name: str | None = Field(
+        None,
+        description="The Sentinel master (service) name of a sentinel:// SMS_BROKER_URL "
+        "(sentinel://:password@host:26379;sentinel://host:26380;…, the password being the "
+        "master's); required with one, ignored otherwise.",
+    )
+    sms_redis_master_name: str | None = Field(
+        None,
+        description="The Sentinel master name of a sentinel:// SMS_REDIS_URL; empty = "
+        "SMS_BROKER_MASTER_NAME.",
+    )
+    sms_sentinel_password: SecretStr | None = Field(
+        None,
+        description="Password of the Sentinels themselves (requirepass in sentinel.conf), when "
+        "they have one; the Redis master's password goes in the sentinel:// URL.",
     )
 
     # --- the IP2SMS gateway ---------------------------------------------------------------
@@ -111,6 +139,12 @@ class Settings(BaseSettings):
     ip2sms_inbound_url: str = Field(
         "http://127.0.0.1:8080/ip2sms-inbound/",
         description="Base URL of our inbound API (replies, shortcodes); see docs/inbound.md.",
+    )
+    sms_allow_simulator: bool = Field(
+        False,
+        description="Let a production worker, beat or API (a server database or broker) run "
+        "against the gateway simulator: a gateway URL on this host or `gateway-sim`, or the "
+        "demo login/password. docker-compose's demo profile sets it; production never does.",
     )
     ip2sms_login: str = Field("demo", description="HTTP Basic login.")
     ip2sms_password: SecretStr = Field(SecretStr("demo"), description="HTTP Basic password.")
@@ -447,15 +481,45 @@ class Settings(BaseSettings):
     def _keyword_list(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("sms_database_url", "sms_broker_url", "sms_redis_url", "ip2sms_validity")
+    @field_validator(
+        "sms_database_url",
+        "sms_broker_url",
+        "sms_redis_url",
+        "ip2sms_validity",
+        "sms_broker_master_name",
+        "sms_redis_master_name",
+    )
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("sms_broker_url", "sms_redis_url")
+    @classmethod
+    def _sentinel_list(cls, value: str | None) -> str | None:
+        if value and value.startswith("sentinel:"):
+            sentinel_nodes(value)  # raises ValueError naming what is wrong (never the input)
+        elif value and ";" in value:
+            # kombu's failover list: RabbitMQ nodes of one cluster, tried in turn.
+            schemes = {part.strip().split(":", 1)[0] for part in value.split(";")}
+            if not schemes <= {"amqp", "amqps", "pyamqp"}:
+                raise ValueError("only sentinel:// or amqp:// URLs may be listed with ';'")
+        return value
 
     @model_validator(mode="after")
     def _check_backoff(self) -> Settings:
         if any(s <= 0 for s in self.sms_status_check_backoff):
             raise ValueError("SMS_STATUS_CHECK_BACKOFF: every delay must be positive")
+        return self
+
+    @model_validator(mode="after")
+    def _check_master_names(self) -> Settings:
+        if is_sentinel_url(self.sms_broker_url) and not self.sms_broker_master_name:
+            raise ValueError("SMS_BROKER_MASTER_NAME: required with a sentinel:// SMS_BROKER_URL")
+        if is_sentinel_url(self.sms_redis_url) and not self.redis_master_name:
+            raise ValueError(
+                "SMS_REDIS_MASTER_NAME: required with a sentinel:// SMS_REDIS_URL "
+                "(or SMS_BROKER_MASTER_NAME)"
+            )
         return self
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
@@ -509,6 +573,11 @@ class Settings(BaseSettings):
         return not self.sms_database_url
 
     @property
+    def is_production(self) -> bool:
+        """A server database or a server broker: anything but the all-embedded default."""
+        return not (self.is_embedded_broker and self.is_embedded_database)
+
+    @property
     def uses_data_dir(self) -> bool:
         """Something this configuration keeps (database, broker) lives in SMS_DATA_DIR."""
         return self.is_embedded_database or self.broker_url.startswith("filesystem:")
@@ -518,32 +587,163 @@ class Settings(BaseSettings):
         return self.broker_url.startswith(("filesystem:", "sqla+", "memory:"))
 
     @property
+    def broker_kind(self) -> BrokerKind:
+        """Which kind of broker SMS_BROKER_URL names (its features differ; docs/deploy.md)."""
+        url = self.broker_url
+        if self.is_embedded_broker:
+            return "embedded"
+        if url.startswith("sentinel:"):
+            return "sentinel"
+        if url.startswith(("redis:", "rediss:")):
+            return "redis"
+        if url.startswith(("amqp:", "amqps:", "pyamqp:")):
+            return "amqp"
+        return "other"
+
+    @property
+    def broker_holds_countdowns(self) -> bool:
+        """Whether a kick may wait in the broker (countdown). On RabbitMQ it may not: quorum
+        queues would need delayed-delivery exchanges, so short waits, like long ones, live
+        in the database (due_at) and the outbox sweeper kicks them when due."""
+        return self.broker_kind != "amqp"
+
+    @property
     def redis_url(self) -> str | None:
         if self.sms_redis_url:
             return self.sms_redis_url
-        if self.broker_url.startswith(("redis://", "rediss://")):
+        if self.broker_kind in ("redis", "sentinel"):
             return self.broker_url
         return None
 
+    @property
+    def redis_master_name(self) -> str | None:
+        """The Sentinel master name for `redis_url` (None unless it is a sentinel:// URL)."""
+        if self.sms_redis_url:
+            if not is_sentinel_url(self.sms_redis_url):
+                return None
+            return self.sms_redis_master_name or self.sms_broker_master_name
+        if self.broker_kind == "sentinel":
+            return self.sms_broker_master_name
+        return None
+
+
+BrokerKind = Literal["embedded", "redis", "sentinel", "amqp", "other"]
+
+
+def is_sentinel_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith("sentinel:")
+
+
+def sentinel_nodes(url: str) -> list[tuple[str, int]]:
+    """The (host, port) of each Sentinel in `sentinel://h1:26379;sentinel://h2:26380`.
+
+    Raises ValueError naming the position of a bad entry (never its text: it may hold a
+    password)."""
+    nodes = []
+    for position, part in enumerate(url.split(";"), start=1):
+        try:
+            parts = urlsplit(part.strip())
+            port = parts.port or 26379
+        except ValueError:
+            raise ValueError(f"Sentinel URL #{position} is not a URL") from None
+        if parts.scheme != "sentinel" or not parts.hostname:
+            raise ValueError(f"Sentinel URL #{position} must be sentinel://host:port")
+        nodes.append((parts.hostname, port))
+    return nodes
+
 
 _PRODUCTION_GATEWAY = ("ip2sms_send_url", "ip2sms_status_url", "ip2sms_login", "ip2sms_password")
+# Where the simulator answers: this host, or docker-compose's `gateway-sim` service.
+SIMULATOR_HOSTS = frozenset({"localhost", "gateway-sim", "ip6-localhost"})
+DEMO_CREDENTIAL = "demo"  # the simulator's login and password
+MIN_PRIVACY_KEY = 16
+
+
+def is_simulator_url(url: str) -> bool:
+    """The URL names the simulator's host: loopback, localhost or compose's `gateway-sim`."""
+    import ipaddress
+
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    if host in SIMULATOR_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Why a production worker, beat or API must not start; empty when it may.
+
+    Production is a server database or broker (`Settings.is_production`). It needs
+    SMS_PRIVACY_KEY (the keyed hash of numbers, the same on every host), and a real gateway:
+    IP2SMS_SEND_URL, IP2SMS_STATUS_URL, IP2SMS_LOGIN and IP2SMS_PASSWORD given, not the
+    simulator's host and not its demo credentials, unless SMS_ALLOW_SIMULATOR=true (demo).
+    """
+    if not settings.is_production:
+        return []
+    problems = []
+    key = settings.sms_privacy_key
+    if key is None or len(key.get_secret_value()) < MIN_PRIVACY_KEY:
+        problems.append(f"SMS_PRIVACY_KEY is not set (at least {MIN_PRIVACY_KEY} characters)")
+    if settings.sms_allow_simulator:
+        return problems
+    given = {
+        "ip2sms_send_url": settings.ip2sms_send_url,
+        "ip2sms_status_url": settings.ip2sms_status_url,
+        "ip2sms_login": settings.ip2sms_login,
+        "ip2sms_password": settings.ip2sms_password.get_secret_value(),
+    }
+    missing = [
+        n.upper()
+        for n in _PRODUCTION_GATEWAY
+        if n not in settings.explicit_gateway or not given[n].strip()
+    ]
+    if missing:
+        problems.append(
+            "no explicit " + ", ".join(missing) + " (the defaults point at the local simulator)"
+        )
+    demo = [
+        name
+        for name, value in (
+            ("IP2SMS_LOGIN", settings.ip2sms_login),
+            ("IP2SMS_PASSWORD", settings.ip2sms_password.get_secret_value()),
+        )
+        if value == DEMO_CREDENTIAL and name not in missing
+    ]
+    if demo:
+        problems.append("/".join(demo) + " is the simulator's demo credential")
+    at_simulator = [
+        name
+        for name, url in (
+            ("IP2SMS_SEND_URL", settings.ip2sms_send_url),
+            ("IP2SMS_STATUS_URL", settings.ip2sms_status_url),
+        )
+        if name not in missing and is_simulator_url(url)
+    ]
+    if at_simulator:
+        problems.append(
+            "/".join(at_simulator) + " points at the simulator (this host or gateway-sim)"
+        )
+    return problems
 
 
 def require_production_gateway(settings: Settings) -> None:
-    """Fail closed: outside embedded mode, refuse to run on the simulator's defaults.
+    """Fail closed: a production process refuses to start without its secrets and gateway.
 
-    A worker or beat with a real broker (production) must be told where the gateway is and
-    who it is: without IP2SMS_SEND_URL, IP2SMS_STATUS_URL, IP2SMS_LOGIN and
-    IP2SMS_PASSWORD it would "deliver" patients' codes to 127.0.0.1:8080 as `demo`.
+    Called by the worker and beat (Celery's init signals) and the API (`sms-pipeline api`,
+    `create_app`). Without it a production worker would "deliver" patients' codes to the
+    simulator as `demo`, and export/erasure would fail only when first asked (500).
     """
-    if settings.is_embedded_broker:
-        return
-    missing = [n.upper() for n in _PRODUCTION_GATEWAY if n not in settings.explicit_gateway]
-    if missing:
+    problems = production_problems(settings)
+    if problems:
         raise SettingsError(
-            "refusing to start outside embedded mode without explicit "
-            + ", ".join(missing)
-            + " (the defaults point at the local simulator)"
+            "refusing to start in production (a server database or broker): "
+            + "; ".join(problems)
+            + ". Set them, or SMS_ALLOW_SIMULATOR=true for a demo against the simulator"
         )
 
 

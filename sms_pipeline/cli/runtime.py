@@ -39,8 +39,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _beat(args: argparse.Namespace) -> int:
     from sms_pipeline.celery_app import app
+    from sms_pipeline.settings import require_production_gateway
 
     settings = get_settings()
+    require_production_gateway(settings)  # before beat's banner: one line, exit 2
     settings.sms_data_dir.mkdir(parents=True, exist_ok=True)
     schedule = args.schedule or str(settings.sms_data_dir / "celerybeat-schedule")
     app.start(["beat", f"--schedule={schedule}", f"--loglevel={args.loglevel or 'INFO'}"])

@@ -9,11 +9,12 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
-from limits import RateLimitItemPerSecond, storage, strategies
+from limits import RateLimitItemPerSecond, strategies
 from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sms_pipeline import redis_store
 from sms_pipeline.db.models import POSTPAID_CREDITS, Account
 from sms_pipeline.settings import Settings, get_settings
 
@@ -153,12 +154,12 @@ _limiters: dict[str, strategies.RateLimiter] = {}
 def _limiter(settings: Settings) -> strategies.RateLimiter:
     # Redis makes the limit hold across every worker; without it (embedded mode, one
     # worker) the process's memory is the whole world.
-    uri = settings.redis_url or "memory://"
+    key = redis_store.limits_key(settings)
     with _limiter_lock:
-        limiter = _limiters.get(uri)
+        limiter = _limiters.get(key)
         if limiter is None:
-            limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(uri))
-            _limiters[uri] = limiter
+            limiter = strategies.MovingWindowRateLimiter(redis_store.limits_storage(settings))
+            _limiters[key] = limiter
         return limiter
 
 

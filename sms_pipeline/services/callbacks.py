@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, case, exists, select, update
@@ -236,8 +236,12 @@ class _Claim:
     message_id: uuid.UUID
     api_key_id: int | None
     payload: str
-    url: str | None
-    secret: str | None
+    url: str | None = field(repr=False)  # may carry the receiver's ?token=
+    secret: str | None = field(repr=False)
+    dropped: str | None = None  # why it is never sent (recorded on the event)
+
+
+REVOKED = "dropped: the API key that asked for it was revoked (never sent)"
 
 
 def _claim(event_id: int, settings: Settings) -> _Claim | None:
@@ -264,18 +268,25 @@ def _claim(event_id: int, settings: Settings) -> _Claim | None:
         if row is None:
             return None
         url = session.scalar(select(SmsLog.callback_url).where(SmsLog.id == row.message_id))
-        secret = None
+        secret = dropped = None
         if row.api_key_id is not None:
-            secret = session.scalar(
-                select(ApiKey.signing_secret).where(ApiKey.id == row.api_key_id)
-            )
+            key = session.execute(
+                select(ApiKey.signing_secret, ApiKey.active).where(ApiKey.id == row.api_key_id)
+            ).one_or_none()
+            # A revoked key's callbacks are not signed with its secret any more, nor sent.
+            secret = key.signing_secret if key is not None and key.active else None
+            dropped = REVOKED if key is not None and not key.active else None
         elif settings.sms_callback_secret is not None:
             secret = settings.sms_callback_secret.get_secret_value() or None
-    return _Claim(event_id, row.attempts, row.message_id, row.api_key_id, row.payload, url, secret)
+    return _Claim(
+        event_id, row.attempts, row.message_id, row.api_key_id, row.payload, url, secret, dropped
+    )
 
 
 def _post(claim: _Claim, settings: Settings) -> http.OutboundError | None:
     """POST the event; None on a 2xx answer, else the failure (its reason is for our logs)."""
+    if claim.dropped:
+        return http.OutboundError(claim.dropped, permanent=True)
     if not claim.url:
         return http.UnsafeUrlError("no callback URL")
     if not claim.secret:
@@ -337,7 +348,8 @@ def deliver_event(event_id: int, settings: Settings | None = None) -> Delivery:
     ):
         values = {
             "next_attempt_at": None,
-            "last_error": f"given up after {claim.attempt} attempts: {COARSE_ERROR}",
+            "last_error": claim.dropped
+            or f"given up after {claim.attempt} attempts: {COARSE_ERROR}",
         }
         outcome = Delivery.GIVEN_UP
     else:

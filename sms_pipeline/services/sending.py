@@ -234,7 +234,7 @@ def _defer_blocked(
                 due_at=until,
                 # A wait the broker can hold gets a countdown kick; a longer one is
                 # the sweeper's (dispatched_at None: publish once it is due).
-                dispatched_at=until if wait <= outbox.MAX_COUNTDOWN_SECONDS else None,
+                dispatched_at=until if wait <= outbox.max_countdown() else None,
                 last_error=permission.reason,
             )
             .returning(SmsLog.id, SmsLog.type, SmsLog.priority)
@@ -562,7 +562,8 @@ def _failed(claim: Claim, exc: GatewayError, now: dt.datetime, settings: Setting
         AttemptResult(Outcome.RETRY, retry_in=delay, detail=reason),
         SendStatus.QUEUED,
         due_at=due,
-        dispatched_at=due,
+        # A countdown kick reaches it then; without broker countdowns, the sweeper does.
+        dispatched_at=due if delay <= outbox.max_countdown() else None,
         last_error=reason,
         pause=pause,
     )
@@ -587,7 +588,7 @@ def _not_sent(claim: Claim, outcome: Outcome, reason: str, wait: float, now: dt.
         SendStatus.QUEUED,
         give_back=1,
         due_at=due,
-        dispatched_at=due if wait <= outbox.MAX_COUNTDOWN_SECONDS else None,
+        dispatched_at=due if wait <= outbox.max_countdown() else None,
         last_error=reason,
     )
 
@@ -772,9 +773,8 @@ def _observe(
 def _kick_later(later: Sequence[outbox.Dispatch]) -> None:
     """Messages that wait a short while (a retry, a rate limit, a pause) get a countdown kick
     (one per queue class, the soonest); longer waits are the sweeper's."""
-    soon = [
-        d for d in later if d.countdown is not None and d.countdown <= outbox.MAX_COUNTDOWN_SECONDS
-    ]
+    longest = outbox.max_countdown()
+    soon = [d for d in later if d.countdown is not None and d.countdown <= longest]
     if soon:
         outbox.publish(soon)
 

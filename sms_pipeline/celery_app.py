@@ -32,6 +32,9 @@ STATUS_QUEUE = "status"  # status checks
 MAINTENANCE_QUEUE = "maintenance"  # beat's periodic jobs
 CALLBACKS_QUEUE = "callbacks"  # producers' callback POSTs: give them a worker of their own
 ALL_QUEUES = (URGENT_QUEUE, BULK_QUEUE, STATUS_QUEUE, MAINTENANCE_QUEUE, CALLBACKS_QUEUE)
+# What `sms-pipeline worker` consumes by default: everything but the callbacks, which get a
+# worker process of their own (a bulkhead: slow receivers hold only its threads).
+WORK_QUEUES = tuple(q for q in ALL_QUEUES if q != CALLBACKS_QUEUE)
 
 # Every module that defines tasks; the worker imports them all at start.
 TASK_MODULES = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,6 +79,22 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# The give-up bound when no validity is sent (the gateway then keeps a message for its own
+# default period, a day at most with the carriers we know).
+FALLBACK_GIVE_UP_SECONDS = 86400
+_VALIDITY = re.compile(r"^\s*\+?\s*(\d+)\s*(second|sec|minute|min|hour|day|week)s?\s*$", re.I)
+_UNIT_SECONDS = {"second": 1, "sec": 1, "minute": 60, "min": 60, "hour": 3600, "day": 86400}
+
+
+def validity_seconds(validity: str | None) -> int | None:
+    """Seconds of an IP2SMS `validity` attribute ("+2 hour", "+30 minutes"), None if unread."""
+    match = _VALIDITY.match(validity or "")
+    if match is None:
+        return None
+    unit = match.group(2).lower()
+    return int(match.group(1)) * _UNIT_SECONDS.get(unit, 7 * 86400)
 
 
 class Settings(BaseSettings):
@@ -255,6 +272,14 @@ class Settings(BaseSettings):
     sms_terminate_after_seconds: int = Field(
         1800, ge=1, description="Moving this long after submission becomes Terminated."
     )
+    sms_status_give_up_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="After the Terminated deadline, a message whose status checks have all "
+        "failed (no usable answer) for this long ends Terminated, the failures in last_error. "
+        "Default: the IP2SMS_VALIDITY period (after it the gateway delivers nothing more; "
+        f"{FALLBACK_GIVE_UP_SECONDS} s when no validity is sent). See docs/status-checks.md.",
+    )
 
     # --- replication and inbound ----------------------------------------------------------
     sms_replication_seconds: float = Field(5.0, gt=0, description="Replication poll period.")
@@ -350,6 +375,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Messages one account may send per 24 hours, whatever the route (API, "
         "SQL, Python); beyond it messages wait for the next window. 0 = no cap.",
+    )
+    sms_callback_concurrency: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Threads of the callbacks worker (`sms-pipeline worker --queues callbacks`, "
+        "its own process in `up` and docker-compose): the most receivers served at once, "
+        "however slow they are; sends and status checks never share them.",
     )
     sms_callback_max_attempts: int = Field(
         6, ge=1, le=20, description="Callback POSTs per event before it is given up."
@@ -549,6 +582,13 @@ class Settings(BaseSettings):
     def embedded_database_file(self) -> Path:
         """The embedded SQLite database's file in SMS_DATA_DIR (used when no URL is set)."""
         return (self.sms_data_dir / "sms_pipeline.db").resolve()
+
+    @property
+    def status_give_up_seconds(self) -> int:
+        """SMS_STATUS_GIVE_UP_SECONDS, or the validity period it defaults to."""
+        if self.sms_status_give_up_seconds is not None:
+            return self.sms_status_give_up_seconds
+        return validity_seconds(self.ip2sms_validity) or FALLBACK_GIVE_UP_SECONDS
 
     @property
     def database_url(self) -> str:

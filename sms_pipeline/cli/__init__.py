@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api",
     "inbound",
     "privacy",
+    "accounts",
 )
 EXIT_OPERATIONAL = 2
 

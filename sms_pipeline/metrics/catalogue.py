@@ -105,8 +105,11 @@ ENQUEUE_TO_SUBMIT: Final = "sms_enqueue_to_submit_seconds"
 SUBMIT_TO_DELIVERED: Final = "sms_submit_to_delivered_seconds"
 MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
 INBOUND_SKIPPED_TOTAL: Final = "sms_inbound_items_skipped_total"
+POLLER_FAILURES_TOTAL: Final = "sms_poller_failures_total"
+POLLERS: Final = ("inbound", "sql_route", "replication", "callbacks", "status")
 QUEUE_DEPTH: Final = "sms_queue_depth"
 QUEUE_OLDEST_AGE: Final = "sms_queue_oldest_age_seconds"
+ACCOUNT_PAUSED: Final = "sms_account_paused"
 MESSAGES_MOVING: Final = "sms_messages_moving"
 MESSAGES_WINDOW: Final = "sms_messages_window"
 TERMINATED_RATIO: Final = "sms_terminated_ratio"
@@ -117,13 +120,11 @@ DATABASE_UP: Final = "sms_metrics_database_up"
 LIMIT_REFUSALS_TOTAL: Final = "sms_limit_refusals_total"
 ENQUEUE_TO_DELIVERED: Final = "sms_enqueue_to_delivered_seconds"
 OTP_VALID_SECONDS: Final = "sms_otp_valid_seconds"
-ACCOUNT_PAUSED: Final = "sms_account_paused"
 STATUS_CHECK_LAG: Final = "sms_status_check_lag_seconds"
 REPLICATION_LAG: Final = "sms_replication_lag_seconds"
 SQL_QUEUE_OLDEST_AGE: Final = "sms_sql_queue_oldest_age_seconds"
 HEARTBEAT: Final = "sms_heartbeat_timestamp_seconds"
 
-PAUSE_REASONS: Final = ("rate_limited", "credits_exhausted", "no_credits")
 HEARTBEAT_ROLES: Final = ("worker", "beat")
 
 _TYPES = "verification, medication_request, text, 2FA"
@@ -215,6 +216,16 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         label_values="kind: replies, shortcodes",
     ),
     MetricSpec(
+        POLLER_FAILURES_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Units a periodic job could not process (an account's inbound round or SQL-route "
+        "queue, a replication batch, a callback step, a chunk of status checks): each is "
+        "skipped, counted and logged, and the job goes on with the others.",
+        ("poller",),
+        label_values="poller: " + ", ".join(POLLERS),
+    ),
+    MetricSpec(
         QUEUE_DEPTH,
         Kind.GAUGE,
         Source.SCRAPE,
@@ -226,9 +237,20 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         QUEUE_OLDEST_AGE,
         Kind.GAUGE,
         Source.SCRAPE,
-        "How long the oldest due message has been waiting (0 when none is due).",
+        "How long the oldest waiting message has waited since it was enqueued (or since its "
+        "requested send time): a pause, a retry or a window that moves its next attempt "
+        "does not reset it (0 when none waits).",
         ("queue", "priority"),
         label_values="queue: urgent, bulk; priority: 0..9, <0, >9",
+    ),
+    MetricSpec(
+        ACCOUNT_PAUSED,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "1 for each account paused now (its messages wait until the pause ends); the "
+        "series is absent otherwise.",
+        ("account", "reason"),
+        label_values="account: account names; reason: credits, 429, manual",
     ),
     MetricSpec(
         MESSAGES_MOVING,
@@ -297,15 +319,6 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         Source.SCRAPE,
         "A one-time code's validity (SMS_OTP_VALID_SECONDS of the exporter): the bound the "
         "codes-late alert compares enqueue-to-Delivered with.",
-    ),
-    MetricSpec(
-        ACCOUNT_PAUSED,
-        Kind.GAUGE,
-        Source.SCRAPE,
-        "1 for each active account that sends nothing now: paused after a gateway 429 or an "
-        "exhausted prepaid balance, or out of credits.",
-        ("account", "reason"),
-        label_values="account: account name; reason: " + ", ".join(PAUSE_REASONS),
     ),
     MetricSpec(
         STATUS_CHECK_LAG,

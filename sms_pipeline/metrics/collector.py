@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection, Engine, select
 
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
+from sms_pipeline.db.pauses import active_pauses
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics import health
 from sms_pipeline.metrics import queries as q
@@ -115,8 +116,8 @@ class SmsCollector(Collector):
         window = self.settings.sms_replication_safe_window_seconds
 
         def paused(conn: Connection) -> None:
-            for account, reason in sorted(health.paused_accounts(conn, now).items()):
-                families[c.ACCOUNT_PAUSED].add_metric([account, reason], 1.0)
+            for pause in active_pauses(conn, now):
+                families[c.ACCOUNT_PAUSED].add_metric([pause.account, pause.kind], 1.0)
 
         def sql_queue(conn: Connection) -> None:
             for account, age in sorted(health.sql_queue_oldest(conn, now).items()):

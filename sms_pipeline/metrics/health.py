@@ -1,4 +1,4 @@
-"""The scrape-time gauges the alerting rules need beyond the queues: paused accounts, status
+"""The scrape-time gauges the alerting rules need beyond the queues: status
 checks overdue, replication behind, SQL-route rows waiting (config/alerts.yml).
 
 Each query is shaped to an index or a small table: overdue checks through ix_sms_log_moving,
@@ -9,7 +9,6 @@ replication lag through the same window and anti-join replication itself uses.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Final
 
 from sqlalchemy import Connection, bindparam, inspect, text
 
@@ -17,36 +16,6 @@ from sms_pipeline.db import schema_of, table_name
 from sms_pipeline.db.models import MOVING_STATUS_VALUES
 from sms_pipeline.db.models.base import UTCDateTime, UTCTimestamp
 from sms_pipeline.metrics.queries import as_utc, sql_in, timed
-
-RATE_LIMITED: Final = "rate_limited"
-CREDITS_EXHAUSTED: Final = "credits_exhausted"
-NO_CREDITS: Final = "no_credits"
-
-
-def pause_reason_label(reason: str | None) -> str:
-    """A bounded label for an account's free-text pause reason."""
-    return RATE_LIMITED if reason and "429" in reason else CREDITS_EXHAUSTED
-
-
-def paused_accounts(conn: Connection, now: dt.datetime) -> dict[str, str]:
-    """Active account name → why it sends nothing now (paused, or prepaid with no credits)."""
-    rows = conn.execute(
-        timed(
-            f"SELECT name, paused_until, pause_reason, postpaid, credits "
-            f"FROM {table_name(conn, 'accounts')} WHERE active "
-            f"AND (paused_until > :now OR (NOT postpaid AND credits <= 0))",
-            "now",
-        ),
-        {"now": now},
-    ).all()
-    out: dict[str, str] = {}
-    for name, until, reason, postpaid, credits in rows:
-        paused = as_utc(until)
-        if paused is not None and paused > now:
-            out[str(name)] = pause_reason_label(reason)
-        elif not postpaid and int(credits) <= 0:
-            out[str(name)] = NO_CREDITS
-    return out
 
 
 def status_check_lag(conn: Connection, now: dt.datetime) -> float:

@@ -326,6 +326,13 @@ def inbound_skipped(kind: str, count: int) -> None:
 
 
 @_never_raises
+def poller_unit_failed(poller: str, count: int = 1) -> None:
+    """A periodic job skipped `count` units that failed (the others went on)."""
+    if count > 0:
+        get_store().inc(c.POLLER_FAILURES_TOTAL, {"poller": poller}, float(count))
+
+
+@_never_raises
 def statuses_changed_in(session: Session, message_types: Iterable[str], status: str) -> None:
     """A bulk update (Terminated) changed these messages: counted when `session` commits."""
     counts: dict[str, int] = {}

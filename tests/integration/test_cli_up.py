@@ -146,7 +146,7 @@ def test_up_runs_a_sent_message_to_delivered_and_ctrl_c_stops_every_child(
         assert "IP2SMS_SEND_URL points at this machine and nothing answered" in up.output
         assert "simulator at http://127.0.0.1:" in up.output
         pids = up.child_pids()
-        assert len(pids) == 3, up.output  # simulator, worker, beat
+        assert len(pids) == 4, up.output  # simulator, worker, callbacks worker, beat
 
         # The suggested command, exactly as printed, in a shell without the venv on PATH.
         sent = subprocess.run(

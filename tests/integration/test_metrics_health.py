@@ -154,9 +154,8 @@ def test_alert_gauges_come_from_the_database(engine: Engine) -> None:
     samples = _scrape(engine)
     paused = {k[1]: v for k, v in samples.items() if k[0] == c.ACCOUNT_PAUSED}
     assert paused == {
-        (("account", "throttled"), ("reason", "rate_limited")): 1.0,
-        (("account", "broke"), ("reason", "credits_exhausted")): 1.0,
-        (("account", "empty"), ("reason", "no_credits")): 1.0,
+        (("account", "throttled"), ("reason", "429")): 1.0,
+        (("account", "broke"), ("reason", "credits")): 1.0,
     }
     assert samples[(c.STATUS_CHECK_LAG, ())] == 120
     assert samples[(c.REPLICATION_LAG, ())] == 240

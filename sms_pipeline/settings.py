@@ -873,7 +873,9 @@ def data_dir_problem(settings: Settings, *, create: bool) -> str | None:
     try:
         for parent in reversed([folder, *folder.parents]):
             if not parent.exists():
-                parent.mkdir()
+                # The data folder itself private (0700, as db/files.py keeps it); parents
+                # as the umask says.
+                parent.mkdir(mode=0o700 if parent == folder else 0o777)
                 made.append(parent)
             elif not parent.is_dir():
                 return f"{prefix}: {parent} is not a folder"

@@ -21,7 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
 from sms_pipeline.db.pauses import active_pauses
@@ -106,23 +106,42 @@ class SmsCollector(Collector):
             queues = q.queue_stats(conn, now)
             moving = q.moving_count(conn)
             window = q.window_counts(conn, now - self.window)
-            self._health(families, conn, now)
-            pauses = active_pauses(conn, now)
-            sql_queues = q.sql_queue_depths(conn)
-            waiting = q.replication_waiting(conn).depth
         self._stored(families, stored)
         self._gauges(families, now, queues, moving, window)
-        for pause in pauses:
-            families[c.ACCOUNT_PAUSED].add_metric([pause.account, pause.kind], 1.0)
-        for account, depth in sorted(sql_queues.items()):
-            families[c.SQL_QUEUE_DEPTH].add_metric([account], depth)
-        families[c.REPLICATION_WAITING].add_metric([], waiting)
+        self._health(families, now)
 
-    def _health(self, families: dict[str, Any], conn: Any, now: dt.datetime) -> None:
-        families[c.STATUS_CHECK_LAG].add_metric([], health.status_check_lag(conn, now))
-        families[c.REPLICATION_LAG].add_metric([], health.replication_lag(conn, now))
-        for account, age in sorted(health.sql_queue_oldest(conn, now).items()):
-            families[c.SQL_QUEUE_OLDEST_AGE].add_metric([account], age)
+    def _health(self, families: dict[str, Any], now: dt.datetime) -> None:
+        """The alerts' gauges, each on its own connection: one that fails (the verification
+        service's table unreadable, say) leaves its gauge out, not the whole scrape."""
+
+        def paused(conn: Connection) -> None:
+            for pause in active_pauses(conn, now):
+                families[c.ACCOUNT_PAUSED].add_metric([pause.account, pause.kind], 1.0)
+
+        def sql_queue(conn: Connection) -> None:
+            for account, age in sorted(health.sql_queue_oldest(conn, now).items()):
+                families[c.SQL_QUEUE_OLDEST_AGE].add_metric([account], age)
+            for account, depth in sorted(q.sql_queue_depths(conn).items()):
+                families[c.SQL_QUEUE_DEPTH].add_metric([account], depth)
+
+        def replication(conn: Connection) -> None:
+            families[c.REPLICATION_LAG].add_metric([], health.replication_lag(conn, now))
+            families[c.REPLICATION_WAITING].add_metric([], q.replication_waiting(conn).depth)
+
+        fills: dict[str, Callable[[Connection], None]] = {
+            c.ACCOUNT_PAUSED: paused,
+            c.STATUS_CHECK_LAG: lambda conn: families[c.STATUS_CHECK_LAG].add_metric(
+                [], health.status_check_lag(conn, now)
+            ),
+            c.REPLICATION_LAG: replication,
+            c.SQL_QUEUE_OLDEST_AGE: sql_queue,
+        }
+        for name, fill in fills.items():
+            try:
+                with self.engine.connect() as conn:
+                    fill(conn)
+            except Exception as exc:
+                log.warning("metrics scrape left out %s: %s", name, type(exc).__name__)
 
     def _stored(self, families: dict[str, Any], rows: Any) -> None:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)

@@ -239,3 +239,21 @@ def test_worker_and_beat_start_a_heartbeat_from_their_celery_signals(
     finally:
         signals.worker_shutdown.send(sender=None)
     assert heartbeat._running == {}
+
+
+def test_an_unreadable_verifications_table_leaves_out_its_gauge_only(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    sqlite = make_engine(f"sqlite:///{tmp_path / 'embedded.db'}")
+    try:
+        upgrade(sqlite)
+        _fill(sqlite)
+        with sqlite.begin() as conn:
+            conn.execute(text("DROP TABLE verifications"))
+        samples = _scrape(sqlite)
+    finally:
+        sqlite.dispose()
+    assert samples[(c.DATABASE_UP, ())] == 1
+    assert (c.REPLICATION_LAG, ()) not in samples
+    assert samples[(c.STATUS_CHECK_LAG, ())] == 120
+    assert samples[(c.SQL_QUEUE_OLDEST_AGE, (("account", "fine"),))] == 180

@@ -16,14 +16,17 @@ again (that round trip was a quarter of an `enqueue_sms`): its row commits withi
 time of a moment the flag certainly existed, and the drain's last claim comes at least
 `RELEASE_WAIT_SECONDS` (more than the trust) after the deletion, so it still sees the
 row. Both are durations on each process's own monotonic clock. The flag's TTL and the
-outbox sweeper cover a lost kick. Without Redis (the embedded broker) every producer
-publishes its kick.
+outbox sweeper cover a lost kick. The flag lives in the shared Redis (`SMS_REDIS_URL`, or
+the broker's Redis, Sentinel included); without one (the embedded broker, RabbitMQ without
+`SMS_REDIS_URL`) every producer publishes its kick.
+
+On a broker that holds no countdowns (RabbitMQ: `Settings.broker_holds_countdowns`) a
+delayed kick is not published: the row's `due_at` is the delay and the sweeper kicks it.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -64,9 +67,6 @@ def _app() -> Any:
 
 # --- the pending-kick flag -------------------------------------------------------------
 
-_flag_lock = threading.Lock()
-_flag_clients: dict[tuple[int, str], Any] = {}
-
 FLAG_TRUST_SECONDS = 0.01
 # More than the trust: the margin covers the time between a producer's commit returning
 # and its reading the clock (reading it later only shortens what the producer trusts).
@@ -77,21 +77,11 @@ _flag_seen: dict[QueueClass, float] = {}
 
 
 def _flag_client(settings: Settings) -> Any | None:
-    """A Redis client on the broker's Redis, or None (embedded broker: no flag)."""
-    url = settings.broker_url
-    if not url.startswith(("redis://", "rediss://")):
-        return None
-    import os
+    """A Redis client on the shared Redis (SMS_REDIS_URL or the broker's, Sentinel-aware),
+    or None (no Redis: every producer publishes its kick)."""
+    from sms_pipeline import redis_store
 
-    import redis
-
-    key = (os.getpid(), url)
-    with _flag_lock:
-        client = _flag_clients.get(key)
-        if client is None:
-            client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-            _flag_clients[key] = client
-        return client
+    return redis_store.client(settings)
 
 
 def flag_key(queue_class: QueueClass) -> str:
@@ -163,6 +153,8 @@ def kick(
     from sms_pipeline.celery_app import SEND_DUE_TASK
 
     settings = settings or get_settings()
+    if countdown and countdown > 0 and not settings.broker_holds_countdowns:
+        return 0  # the delay lives in the row's due_at: the outbox sweeper kicks it
     wanted = [
         q for q in dict.fromkeys(queue_classes) if force or countdown or _take_flag(q, settings)
     ]

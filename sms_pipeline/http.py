@@ -14,9 +14,9 @@ port scanner and a way to reach Redis, PostgreSQL or the cloud metadata service.
   answer of which could differ), with the URL's host in the Host header and in TLS (SNI
   and certificate check);
 - nothing from the environment: no proxies, no `.netrc` (http.client reads neither);
-- a TOTAL deadline over connect, TLS, request, status line, headers and body: a watchdog
-  shuts the socket down when it passes, so a server that drips one byte at a time cannot
-  hold a worker thread longer than the deadline;
+- a TOTAL deadline over connect, TLS handshake, request, status line, headers and body: a
+  watchdog shuts the socket (the TLS socket for https) down when it passes, so a server
+  that drips one byte at a time cannot hold a worker thread longer than the deadline;
 - no redirects, the answer's body read to at most `max_body_bytes` and then dropped.
 
 Failures raise `OutboundError` whose `reason` is a short text for our logs and for the
@@ -272,7 +272,9 @@ class _Watchdog:
     def _shutdown(self) -> None:
         if self._sock is not None:
             with contextlib.suppress(OSError):  # already closed
-                self._sock.shutdown(socket.SHUT_RDWR)
+                # socket.socket's own shutdown, also on an SSLSocket: the OS call on its
+                # descriptor, leaving the TLS object to the thread blocked in it.
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
     def _fire(self) -> None:
         with self._lock:
@@ -313,7 +315,15 @@ class _PinnedHTTPSConnection(_PinnedHTTPConnection):
 
     def connect(self) -> None:
         # SNI and the certificate check use the URL's host, not the pinned address.
-        self.sock = self._context.wrap_socket(self._open(), server_hostname=self.host)
+        # wrap_socket detaches the raw socket (its descriptor moves to the TLS socket): the
+        # watchdog must watch the TLS socket, and before the handshake, which a server can
+        # drip too.
+        tls = self._context.wrap_socket(
+            self._open(), server_hostname=self.host, do_handshake_on_connect=False
+        )
+        self._watchdog.watch(tls)
+        tls.do_handshake()
+        self.sock = tls
 
 
 def post(

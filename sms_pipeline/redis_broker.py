@@ -17,8 +17,8 @@ other broken connection. The unacknowledged message is not restored by this chan
 stays in Redis's unacked hash and is restored after the visibility timeout, and its row
 is in the outbox either way.
 
-Importing this module registers the transport for `redis://` and `rediss://` URLs in this
-process (celery_app imports it), so the URL users see stays kombu's.
+Importing this module registers the transport for `redis://`, `rediss://` and `sentinel://`
+URLs in this process (celery_app imports it), so the URL users see stays kombu's.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from kombu.transport import redis as kombu_redis
 log = logging.getLogger(__name__)
 
 
-class Channel(kombu_redis.Channel):
+class _ClosedTransportGuard:
+    connection: Any
+
     def _connparams(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
             log.warning(
@@ -41,12 +43,26 @@ class Channel(kombu_redis.Channel):
                 "restores them after the visibility timeout"
             )
             raise redis.exceptions.ConnectionError("the broker connection is closed")
-        return super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
+
+
+class Channel(_ClosedTransportGuard, kombu_redis.Channel):
+    pass
 
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+# Sentinel: the same channel, its pool built through the Sentinels (kombu's SentinelChannel).
+class SentinelChannel(_ClosedTransportGuard, kombu_redis.SentinelChannel):
+    pass
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
 for _scheme in ("redis", "rediss"):
     TRANSPORT_ALIASES[_scheme] = f"{__name__}:Transport"
+TRANSPORT_ALIASES["sentinel"] = f"{__name__}:SentinelTransport"

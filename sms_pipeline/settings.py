@@ -1,16 +1,22 @@
 """One typed settings object, read from the environment and an optional `.env` file.
 
 This is the only module that reads the environment. A bad value fails at start with a
-message naming the variable; secrets are `SecretStr` and never appear in a repr.
+message naming the variable and where its value came from; secrets are `SecretStr` and
+never appear in a repr.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -39,7 +45,17 @@ _SECRET_PARAMS = frozenset(
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password (user info or query parameter) replaced by ***."""
+    """The URL with any password (user info or query parameter) replaced by ***.
+
+    A `;`-separated list (Sentinel: `sentinel://:pw@h1:26379;sentinel://:pw@h2:26380`) is
+    masked URL by URL: `urlsplit` reads it as one URL and would mask the first password only.
+    """
+    if ";" in url:
+        return ";".join(_mask_one(part) for part in url.split(";"))
+    return _mask_one(url)
+
+
+def _mask_one(url: str) -> str:
     try:
         parts = urlsplit(url)
         has_password = parts.password is not None
@@ -63,6 +79,22 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+# The give-up bound when no validity is sent (the gateway then keeps a message for its own
+# default period, a day at most with the carriers we know).
+FALLBACK_GIVE_UP_SECONDS = 86400
+_VALIDITY = re.compile(r"^\s*\+?\s*(\d+)\s*(second|sec|minute|min|hour|day|week)s?\s*$", re.I)
+_UNIT_SECONDS = {"second": 1, "sec": 1, "minute": 60, "min": 60, "hour": 3600, "day": 86400}
+
+
+def validity_seconds(validity: str | None) -> int | None:
+    """Seconds of an IP2SMS `validity` attribute ("+2 hour", "+30 minutes"), None if unread."""
+    match = _VALIDITY.match(validity or "")
+    if match is None:
+        return None
+    unit = match.group(2).lower()
+    return int(match.group(1)) * _UNIT_SECONDS.get(unit, 7 * 86400)
 
 
 class Settings(BaseSettings):
@@ -95,7 +127,25 @@ class Settings(BaseSettings):
         None,
         description="Redis for the accounts' send rates and the abuse limits, so every worker "
         "and API process counts together; empty = the broker's Redis when the broker is Redis, "
-        "otherwise each process counts in its own memory (a limit then holds per process).",
+        "otherwise each process counts in its own memory (a limit then holds per process). "
+        "Also holds the pending-kick flags (docs/deploy.md). Sentinel: "
+        "sentinel://host:26379;sentinel://host:26380 with SMS_REDIS_MASTER_NAME.",
+    )
+    sms_broker_master_name: str | None = Field(
+        None,
+        description="The Sentinel master (service) name of a sentinel:// SMS_BROKER_URL "
+        "(sentinel://:password@host:26379;sentinel://host:26380;…, the password being the "
+        "master's); required with one, ignored otherwise.",
+    )
+    sms_redis_master_name: str | None = Field(
+        None,
+        description="The Sentinel master name of a sentinel:// SMS_REDIS_URL; empty = "
+        "SMS_BROKER_MASTER_NAME.",
+    )
+    sms_sentinel_password: SecretStr | None = Field(
+        None,
+        description="Password of the Sentinels themselves (requirepass in sentinel.conf), when "
+        "they have one; the Redis master's password goes in the sentinel:// URL.",
     )
 
     # --- the IP2SMS gateway ---------------------------------------------------------------
@@ -222,6 +272,14 @@ class Settings(BaseSettings):
     sms_terminate_after_seconds: int = Field(
         1800, ge=1, description="Moving this long after submission becomes Terminated."
     )
+    sms_status_give_up_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="After the Terminated deadline, a message whose status checks have all "
+        "failed (no usable answer) for this long ends Terminated, the failures in last_error. "
+        "Default: the IP2SMS_VALIDITY period (after it the gateway delivers nothing more; "
+        f"{FALLBACK_GIVE_UP_SECONDS} s when no validity is sent). See docs/status-checks.md.",
+    )
 
     # --- replication and inbound ----------------------------------------------------------
     sms_replication_seconds: float = Field(5.0, gt=0, description="Replication poll period.")
@@ -317,6 +375,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Messages one account may send per 24 hours, whatever the route (API, "
         "SQL, Python); beyond it messages wait for the next window. 0 = no cap.",
+    )
+    sms_callback_concurrency: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Threads of the callbacks worker (`sms-pipeline worker --queues callbacks`, "
+        "its own process in `up` and docker-compose): the most receivers served at once, "
+        "however slow they are; sends and status checks never share them.",
     )
     sms_callback_max_attempts: int = Field(
         6, ge=1, le=20, description="Callback POSTs per event before it is given up."
@@ -448,15 +514,45 @@ class Settings(BaseSettings):
     def _keyword_list(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("sms_database_url", "sms_broker_url", "sms_redis_url", "ip2sms_validity")
+    @field_validator(
+        "sms_database_url",
+        "sms_broker_url",
+        "sms_redis_url",
+        "ip2sms_validity",
+        "sms_broker_master_name",
+        "sms_redis_master_name",
+    )
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("sms_broker_url", "sms_redis_url")
+    @classmethod
+    def _sentinel_list(cls, value: str | None) -> str | None:
+        if value and value.startswith("sentinel:"):
+            sentinel_nodes(value)  # raises ValueError naming what is wrong (never the input)
+        elif value and ";" in value:
+            # kombu's failover list: RabbitMQ nodes of one cluster, tried in turn.
+            schemes = {part.strip().split(":", 1)[0] for part in value.split(";")}
+            if not schemes <= {"amqp", "amqps", "pyamqp"}:
+                raise ValueError("only sentinel:// or amqp:// URLs may be listed with ';'")
+        return value
 
     @model_validator(mode="after")
     def _check_backoff(self) -> Settings:
         if any(s <= 0 for s in self.sms_status_check_backoff):
             raise ValueError("SMS_STATUS_CHECK_BACKOFF: every delay must be positive")
+        return self
+
+    @model_validator(mode="after")
+    def _check_master_names(self) -> Settings:
+        if is_sentinel_url(self.sms_broker_url) and not self.sms_broker_master_name:
+            raise ValueError("SMS_BROKER_MASTER_NAME: required with a sentinel:// SMS_BROKER_URL")
+        if is_sentinel_url(self.sms_redis_url) and not self.redis_master_name:
+            raise ValueError(
+                "SMS_REDIS_MASTER_NAME: required with a sentinel:// SMS_REDIS_URL "
+                "(or SMS_BROKER_MASTER_NAME)"
+            )
         return self
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
@@ -483,10 +579,22 @@ class Settings(BaseSettings):
         return own if own is not None else self.sms_retention_days
 
     @property
+    def embedded_database_file(self) -> Path:
+        """The embedded SQLite database's file in SMS_DATA_DIR (used when no URL is set)."""
+        return (self.sms_data_dir / "sms_pipeline.db").resolve()
+
+    @property
+    def status_give_up_seconds(self) -> int:
+        """SMS_STATUS_GIVE_UP_SECONDS, or the validity period it defaults to."""
+        if self.sms_status_give_up_seconds is not None:
+            return self.sms_status_give_up_seconds
+        return validity_seconds(self.ip2sms_validity) or FALLBACK_GIVE_UP_SECONDS
+
+    @property
     def database_url(self) -> str:
         if self.sms_database_url:
             return self.sms_database_url
-        return f"sqlite:///{(self.sms_data_dir / 'sms_pipeline.db').resolve()}"
+        return f"sqlite:///{self.embedded_database_file}"
 
     @property
     def broker_url(self) -> str:
@@ -519,12 +627,69 @@ class Settings(BaseSettings):
         return self.broker_url.startswith(("filesystem:", "sqla+", "memory:"))
 
     @property
+    def broker_kind(self) -> BrokerKind:
+        """Which kind of broker SMS_BROKER_URL names (its features differ; docs/deploy.md)."""
+        url = self.broker_url
+        if self.is_embedded_broker:
+            return "embedded"
+        if url.startswith("sentinel:"):
+            return "sentinel"
+        if url.startswith(("redis:", "rediss:")):
+            return "redis"
+        if url.startswith(("amqp:", "amqps:", "pyamqp:")):
+            return "amqp"
+        return "other"
+
+    @property
+    def broker_holds_countdowns(self) -> bool:
+        """Whether a kick may wait in the broker (countdown). On RabbitMQ it may not: quorum
+        queues would need delayed-delivery exchanges, so short waits, like long ones, live
+        in the database (due_at) and the outbox sweeper kicks them when due."""
+        return self.broker_kind != "amqp"
+
+    @property
     def redis_url(self) -> str | None:
         if self.sms_redis_url:
             return self.sms_redis_url
-        if self.broker_url.startswith(("redis://", "rediss://")):
+        if self.broker_kind in ("redis", "sentinel"):
             return self.broker_url
         return None
+
+    @property
+    def redis_master_name(self) -> str | None:
+        """The Sentinel master name for `redis_url` (None unless it is a sentinel:// URL)."""
+        if self.sms_redis_url:
+            if not is_sentinel_url(self.sms_redis_url):
+                return None
+            return self.sms_redis_master_name or self.sms_broker_master_name
+        if self.broker_kind == "sentinel":
+            return self.sms_broker_master_name
+        return None
+
+
+BrokerKind = Literal["embedded", "redis", "sentinel", "amqp", "other"]
+
+
+def is_sentinel_url(url: str | None) -> bool:
+    return bool(url) and str(url).startswith("sentinel:")
+
+
+def sentinel_nodes(url: str) -> list[tuple[str, int]]:
+    """The (host, port) of each Sentinel in `sentinel://h1:26379;sentinel://h2:26380`.
+
+    Raises ValueError naming the position of a bad entry (never its text: it may hold a
+    password)."""
+    nodes = []
+    for position, part in enumerate(url.split(";"), start=1):
+        try:
+            parts = urlsplit(part.strip())
+            port = parts.port or 26379
+        except ValueError:
+            raise ValueError(f"Sentinel URL #{position} is not a URL") from None
+        if parts.scheme != "sentinel" or not parts.hostname:
+            raise ValueError(f"Sentinel URL #{position} must be sentinel://host:port")
+        nodes.append((parts.hostname, port))
+    return nodes
 
 
 _PRODUCTION_GATEWAY = ("ip2sms_send_url", "ip2sms_status_url", "ip2sms_login", "ip2sms_password")
@@ -623,17 +788,86 @@ def require_production_gateway(settings: Settings) -> None:
         )
 
 
+def source_of(name: str, overrides: Mapping[str, object] | None = None) -> str:
+    """Where the variable `name` got its value: the environment, the `.env` file, the
+    caller's arguments, or nowhere (its default)."""
+    if overrides and name.lower() in {k.lower() for k in overrides}:
+        return "an argument"
+    if name.lower() in {k.lower() for k in os.environ}:
+        return "the environment"
+    env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
+    try:
+        in_file = env_file.is_file() and name.lower() in {
+            k.lower() for k in dotenv_values(env_file, encoding="utf-8")
+        }
+    except (OSError, UnicodeDecodeError):
+        in_file = False
+    if in_file:
+        return f"the .env file {env_file.resolve()}"
+    return "the default"
+
+
+def _problem_text(message: str) -> str:
+    # pydantic says "Value error, needs ..." / "Input should be ...": one lower-case clause.
+    message = message.removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment; raise SettingsError naming each bad variable."""
+    """Build settings from the environment; raise SettingsError naming each bad variable,
+    its problem and where its value came from (environment, `.env`, argument)."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            name = ".".join(str(p) for p in err["loc"]).upper()
+            message = str(err["msg"])
+            if not name:  # a rule across variables names its variable in its message
+                head, sep, rest = message.removeprefix("Value error, ").partition(": ")
+                name, message = (head, rest) if sep and head.isupper() else ("settings", message)
             # Never echo the input: it may be a password.
-            problems.append(f"{name}: {err['msg']}")
+            where = source_of(name, overrides) if name != "settings" else "the settings"
+            problems.append(f"{name} (from {where}): {_problem_text(message)}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def data_dir_problem(settings: Settings, *, create: bool) -> str | None:
+    """Why SMS_DATA_DIR cannot hold the embedded data, or None. With `create` the folder
+    is made; without, a missing one is made and removed again (a probe: `--help` leaves
+    nothing behind)."""
+    folder = settings.sms_data_dir
+    where = source_of("SMS_DATA_DIR")
+    prefix = f"SMS_DATA_DIR={folder} (from {where})"
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{prefix}: not a folder"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{prefix}: the folder cannot be written"
+        return None
+    made: list[Path] = []
+    try:
+        for parent in reversed([folder, *folder.parents]):
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+            elif not parent.is_dir():
+                return f"{prefix}: {parent} is not a folder"
+    except OSError as exc:
+        return f"{prefix}: cannot create the folder ({exc.strerror or type(exc).__name__})"
+    finally:
+        if not create:
+            for path in reversed(made):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+    return None
+
+
+def check_data_dir(settings: Settings, *, create: bool = True) -> None:
+    """Raise SettingsError when SMS_DATA_DIR cannot hold the embedded data."""
+    problem = data_dir_problem(settings, create=create)
+    if problem is not None:
+        raise SettingsError(problem)
 
 
 _settings_lock = threading.Lock()

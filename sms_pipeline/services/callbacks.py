@@ -40,6 +40,7 @@ from sms_pipeline import dispatch, http
 from sms_pipeline.db import insert_ignore, session_scope
 from sms_pipeline.db.models import ApiKey, CallbackEvent, SmsLog, utcnow
 from sms_pipeline.gateway.statuses import FINAL_STATUSES
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.settings import Settings, get_settings
 
@@ -168,7 +169,13 @@ def create_events(session: Session, now: dt.datetime, settings: Settings) -> int
         return 0
     values = []
     for row in rows:
-        payload = event_payload(row)
+        try:
+            payload = event_payload(row)
+        except Exception:
+            # One message whose event cannot be built holds none of the others' events.
+            metrics.poller_unit_failed("callbacks")
+            log.exception("callback event of message %s could not be built; skipped", row.id)
+            continue
         values.append(
             {
                 "message_id": row.id,
@@ -208,14 +215,25 @@ def sweep_callbacks(settings: Settings | None = None) -> CallbackSweep:
     """One pass: record new final-status events, then dispatch every due delivery."""
     settings = settings or get_settings()
     now = utcnow()
-    with session_scope(settings) as session:
-        created = create_events(session, now, settings)
-    with session_scope(settings) as session:
-        due = due_event_ids(session, now, settings.sms_callback_batch_limit)
-    # A task that waits longer than the next sweep is superseded by that sweep's: letting
-    # it expire keeps a backlog from piling up copies (a copy that runs is a no-op anyway).
-    expires = max(30.0, 2 * settings.sms_callback_sweep_seconds)
-    dispatched = dispatch.callback_deliveries(due, expires)
+    created = dispatched = 0
+    # Two steps, each its own unit: events that cannot be recorded this time still leave
+    # the due deliveries to be dispatched, and the other way round.
+    try:
+        with session_scope(settings) as session:
+            created = create_events(session, now, settings)
+    except Exception:
+        metrics.poller_unit_failed("callbacks")
+        log.exception("callbacks: recording new events failed; the next sweep retries")
+    try:
+        with session_scope(settings) as session:
+            due = due_event_ids(session, now, settings.sms_callback_batch_limit)
+        # A task that waits longer than the next sweep is superseded by that sweep's:
+        # letting it expire keeps a backlog from piling up copies (a copy is a no-op).
+        expires = max(30.0, 2 * settings.sms_callback_sweep_seconds)
+        dispatched = dispatch.callback_deliveries(due, expires)
+    except Exception:
+        metrics.poller_unit_failed("callbacks")
+        log.exception("callbacks: dispatching due deliveries failed; the next sweep retries")
     if created or dispatched:
         log.info("callbacks: %d new events, %d deliveries dispatched", created, dispatched)
     return CallbackSweep(created, dispatched)

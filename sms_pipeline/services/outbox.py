@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 # Countdowns longer than this stay in the database (due_at) for the sweeper: broker
 # countdowns live in worker memory and in Redis' unacked hash.
 MAX_COUNTDOWN_SECONDS = 300.0
+
+
+def max_countdown() -> float:
+    """The longest wait a kick may spend in the broker: none on RabbitMQ (quorum queues
+    would need delayed-delivery exchanges), where every wait is the sweeper's."""
+    return MAX_COUNTDOWN_SECONDS if get_settings().broker_holds_countdowns else 0.0
+
+
 _PENDING_KEY = "sms_pipeline.pending_dispatch"
 
 
@@ -46,7 +54,7 @@ def dispatch_for(
 ) -> Dispatch | None:
     """The dispatch for a waiting message, or None when it is due too far away."""
     wait = (due_at - now).total_seconds()
-    if wait > MAX_COUNTDOWN_SECONDS:
+    if wait > max_countdown():
         return None
     return Dispatch(message_id, message_type, priority, wait if wait > 0 else None)
 

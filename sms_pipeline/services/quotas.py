@@ -23,8 +23,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, storage, strategies
+from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, strategies
 
+from sms_pipeline import redis_store
 from sms_pipeline.db.models import Account
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.settings import Settings, get_settings
@@ -38,16 +39,16 @@ _limiters: dict[str, tuple[strategies.RateLimiter, strategies.RateLimiter]] = {}
 
 def _limiters_for(settings: Settings) -> tuple[strategies.RateLimiter, strategies.RateLimiter]:
     """(moving window for rates, fixed window for daily counts) on the configured storage."""
-    uri = settings.redis_url or "memory://"
+    key = redis_store.limits_key(settings)
     with _lock:
-        pair = _limiters.get(uri)
+        pair = _limiters.get(key)
         if pair is None:
-            store = storage.storage_from_string(uri)
+            store = redis_store.limits_storage(settings)
             pair = (
                 strategies.MovingWindowRateLimiter(store),
                 strategies.FixedWindowRateLimiter(store),
             )
-            _limiters[uri] = pair
+            _limiters[key] = pair
         return pair
 
 

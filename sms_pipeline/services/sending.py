@@ -234,7 +234,7 @@ def _defer_blocked(
                 due_at=until,
                 # A wait the broker can hold gets a countdown kick; a longer one is
                 # the sweeper's (dispatched_at None: publish once it is due).
-                dispatched_at=until if wait <= outbox.MAX_COUNTDOWN_SECONDS else None,
+                dispatched_at=until if wait <= outbox.max_countdown() else None,
                 last_error=permission.reason,
             )
             .returning(SmsLog.id, SmsLog.type, SmsLog.priority)
@@ -464,11 +464,18 @@ def _record(writes: Sequence[_Write], now: dt.datetime, db: _Db) -> int:
                     .scalar_subquery()
                 )
                 account_rules.charge_credits(session, account_id, segments)
+            started.clear()
             for account_id, (until, reason) in pauses.items():
-                account_rules.pause_account(session, account_id, until, reason)
+                name = account_rules.pause_account(session, account_id, until, reason, now)
+                if name is not None:
+                    started.append(account_rules.pause_warning(name, until, reason))
             return written
 
-    return with_db_retry(write)
+    started: list[str] = []
+    written = with_db_retry(write)
+    for warning in started:  # once per pause: only the batch that started it
+        log.warning("%s", warning)
+    return written
 
 
 # --- 2. submit and sort each answer ------------------------------------------------------
@@ -562,7 +569,8 @@ def _failed(claim: Claim, exc: GatewayError, now: dt.datetime, settings: Setting
         AttemptResult(Outcome.RETRY, retry_in=delay, detail=reason),
         SendStatus.QUEUED,
         due_at=due,
-        dispatched_at=due,
+        # A countdown kick reaches it then; without broker countdowns, the sweeper does.
+        dispatched_at=due if delay <= outbox.max_countdown() else None,
         last_error=reason,
         pause=pause,
     )
@@ -587,7 +595,7 @@ def _not_sent(claim: Claim, outcome: Outcome, reason: str, wait: float, now: dt.
         SendStatus.QUEUED,
         give_back=1,
         due_at=due,
-        dispatched_at=due if wait <= outbox.MAX_COUNTDOWN_SECONDS else None,
+        dispatched_at=due if wait <= outbox.max_countdown() else None,
         last_error=reason,
     )
 
@@ -772,9 +780,8 @@ def _observe(
 def _kick_later(later: Sequence[outbox.Dispatch]) -> None:
     """Messages that wait a short while (a retry, a rate limit, a pause) get a countdown kick
     (one per queue class, the soonest); longer waits are the sweeper's."""
-    soon = [
-        d for d in later if d.countdown is not None and d.countdown <= outbox.MAX_COUNTDOWN_SECONDS
-    ]
+    longest = outbox.max_countdown()
+    soon = [d for d in later if d.countdown is not None and d.countdown <= longest]
     if soon:
         outbox.publish(soon)
 

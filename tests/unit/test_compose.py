@@ -81,13 +81,40 @@ def test_every_sms_pipeline_command_in_compose_parses(compose: dict[str, Any]) -
         assert callable(args.func), name
 
 
+def _default(value: str) -> str:
+    """The value compose uses when the variable is unset: `${VAR:-default}` -> default."""
+    if value.startswith("${") and ":-" in value:
+        return value[value.index(":-") + 2 : -1]
+    return value
+
+
 def test_app_services_reach_postgres_and_redis_not_the_embedded_defaults(
     compose: dict[str, Any],
 ) -> None:
     for name, service in _app_services(compose).items():
         env = _env(service)
         assert env["SMS_DATABASE_URL"].startswith("postgresql+psycopg://"), name
-        assert env["SMS_BROKER_URL"].startswith("redis://"), name
+        assert _default(env["SMS_BROKER_URL"]).startswith("redis://redis:"), name
+        # The broker is the operator's choice (SMS_BROKER_URL): RabbitMQ with the profile.
+        assert env["SMS_BROKER_URL"].startswith("${SMS_BROKER_URL:-"), name
+
+
+def test_the_rabbitmq_profile_is_a_healthy_dependency_only_when_enabled(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    rabbitmq = services["rabbitmq"]
+    assert rabbitmq["profiles"] == ["rabbitmq"]
+    assert "ports" not in rabbitmq  # reached by the app services on the compose network
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"] == "${RABBITMQ_PASSWORD}"
+    assert any("rabbitdata" in str(v) for v in rabbitmq["volumes"])
+    for name in ("worker", "beat", "api"):
+        rule = services[name]["depends_on"]["rabbitmq"]
+        assert rule == {"condition": "service_healthy", "required": False}, name
+    # The documented way to switch: amqp:// through SMS_BROKER_URL, Redis kept for limits.
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert "--profile rabbitmq" in text and 'SMS_BROKER_URL="amqp://' in text
+    assert Settings(sms_broker_url="amqp://sms:pw@rabbitmq:5672//").broker_kind == "amqp"
 
 
 def test_secrets_have_no_silent_production_default(compose: dict[str, Any]) -> None:

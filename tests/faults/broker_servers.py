@@ -1,0 +1,257 @@
+"""Brokers of the fault suite's own: Redis + Sentinels, and a RabbitMQ node, on loopback.
+
+Each server is a child process of `Procs` (its own process group, SIGKILLed at teardown);
+its data lives in the test's tmp_path. None of them touches the machine's shared Redis
+(6379) or RabbitMQ node (5672): own ports, own node name, own Erlang cookie and data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.conftest import Proc, Procs
+from tests.support import free_port
+
+MASTER_NAME = "sms-faults"
+
+
+def _client(port: int) -> Any:
+    """A client on one of our loopback servers (redis-py's Sentinel calls are untyped)."""
+    import redis
+
+    return redis.Redis(port=port, socket_timeout=1)
+
+
+def _wait(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):  # a server still starting: ask again
+            if condition():
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+# --- Redis with Sentinel ---------------------------------------------------------------
+
+
+class SentinelGroup:
+    """A Redis master, one replica and three Sentinels (quorum 2), no persistence."""
+
+    def __init__(self, procs: Procs, folder: Path) -> None:
+        self.procs = procs
+        self.folder = folder
+        self.redis_ports = [free_port(), free_port()]  # [0] starts as the master
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.servers: dict[int, Proc] = {}
+        self.url = ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports)
+
+    def _redis(self, port: int, *extra: str) -> None:
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", *extra]
+        self.servers[port] = self.procs.spawn(f"redis-{port}", argv, dict(os.environ))
+
+    def start(self) -> None:
+        master, replica = self.redis_ports
+        self._redis(master)
+        self._redis(replica, "--replicaof", "127.0.0.1", str(master))
+        _wait(
+            lambda: _client(replica).info("replication")["master_link_status"] == "up",
+            30,
+            "the replica in sync",
+        )
+        for port in self.sentinel_ports:
+            conf = self.folder / f"sentinel-{port}.conf"  # Sentinel rewrites its own file
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n"
+                f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+                f"sentinel failover-timeout {MASTER_NAME} 10000\n"
+                f"sentinel parallel-syncs {MASTER_NAME} 1\n",
+                encoding="utf-8",
+            )
+            argv = ["redis-server", str(conf), "--sentinel"]
+            self.servers[port] = self.procs.spawn(f"sentinel-{port}", argv, dict(os.environ))
+
+        def all_sentinels_see_everyone() -> bool:
+            for port in self.sentinel_ports:
+                state = _client(port).sentinel_master(MASTER_NAME)
+                if state["num-slaves"] < 1 or state["num-other-sentinels"] < 2:
+                    return False
+            return True
+
+        _wait(all_sentinels_see_everyone, 30, "three Sentinels that know master and replica")
+
+    def master_port(self) -> int:
+        """The master's port as the first Sentinel that answers tells it."""
+        import redis
+
+        for port in self.sentinel_ports:
+            try:
+                _host, master = _client(port).sentinel_get_master_addr_by_name(MASTER_NAME)
+                return int(master)
+            except redis.RedisError:
+                continue
+        raise AssertionError("no Sentinel answers")
+
+    def kill_master(self) -> int:
+        """kill -9 of the current master; returns its port."""
+        port = self.master_port()
+        self.servers[port].kill()
+        return port
+
+    def wait_promotion(self, old_master: int, timeout: float = 30.0) -> int:
+        """Wait until the Sentinels name another master, and it answers as one."""
+
+        _wait(lambda: self.master_port() != old_master, timeout, "a replica promoted")
+        new = self.master_port()
+        _wait(
+            lambda: _client(new).info("replication")["role"] == "master",
+            timeout,
+            "the promoted replica to act as master",
+        )
+        return new
+
+
+def start_sentinel_group(procs: Procs, tmp_path: Path) -> SentinelGroup:
+    """For a fixture: a running group (killed with the other processes by `procs`)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not installed: cannot run Redis with Sentinel")
+    group = SentinelGroup(procs, tmp_path)
+    group.start()
+    return group
+
+
+# --- a RabbitMQ node -------------------------------------------------------------------
+
+
+def _rabbitmq_server() -> Path | None:
+    # The packaged script itself: /usr/sbin/rabbitmq-server is a wrapper that, run as root,
+    # switches to the rabbitmq user (and its HOME, cookie and data) with `su`.
+    found = sorted(Path("/usr/lib/rabbitmq/lib").glob("rabbitmq_server-*/sbin/rabbitmq-server"))
+    if found:
+        return found[-1]
+    on_path = shutil.which("rabbitmq-server")
+    return Path(on_path) if on_path and os.geteuid() != 0 else None
+
+
+class RabbitNode:
+    """A single RabbitMQ node with its own name, ports, cookie and data folder.
+
+    Its data (quorum queues included) survives `kill()` + `start()`: a crash and restart.
+    """
+
+    def __init__(self, procs: Procs, folder: Path, server: Path) -> None:
+        self.procs = procs
+        self.server = server
+        self.folder = folder / "rabbitmq"
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.name = f"sms-test-{os.getpid()}-{self.port}@localhost"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.proc: Proc | None = None
+        self.starts = 0
+        home = self.folder / "home"
+        for sub in (home, self.folder / "mnesia", self.folder / "log"):
+            sub.mkdir(parents=True, exist_ok=True)
+        cookie = home / ".erlang.cookie"
+        cookie.write_text(f"smsfaults{os.getpid()}{self.port}", encoding="ascii")
+        cookie.chmod(0o400)
+        (self.folder / "rabbitmq.conf").write_text(
+            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n", encoding="ascii"
+        )
+        (self.folder / "enabled_plugins").write_text("[].\n", encoding="ascii")  # no management
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            HOME=str(self.folder / "home"),
+            RABBITMQ_NODENAME=self.name,
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            RABBITMQ_MNESIA_BASE=str(self.folder / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.folder / "log"),
+            RABBITMQ_CONFIG_FILE=str(self.folder / "rabbitmq.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(self.folder / "enabled_plugins"),
+            RABBITMQ_PID_FILE=str(self.folder / "pid"),
+        )
+        return env
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.starts += 1
+        self.proc = self.procs.spawn(f"rabbitmq-{self.starts}", [str(self.server)], self.env())
+        _wait(self.answers, timeout, f"RabbitMQ node {self.name} to accept AMQP connections")
+
+    def answers(self) -> bool:
+        import amqp  # type: ignore[import-untyped]
+
+        connection = amqp.Connection(
+            f"127.0.0.1:{self.port}", userid="guest", password="guest", connect_timeout=1
+        )
+        try:
+            connection.connect()
+            return True
+        finally:
+            connection.collect()
+
+    def kill(self) -> None:
+        """kill -9 of the node (a crash: quorum queues keep what they confirmed)."""
+        assert self.proc is not None
+        self.proc.kill()
+
+    def _ctl(self, *args: str) -> str:
+        import subprocess
+
+        done = subprocess.run(
+            [str(self.server.parent / "rabbitmqctl"), "-n", self.name, "-q", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=str(self.folder),
+        )
+        return done.stdout
+
+    def provision(self, app: Any) -> None:
+        """Declare `app`'s queues, then restart the node cleanly, as a deployment that has
+        been running a while: RabbitMQ 3.10 writes a new quorum queue's Ra registration to
+        disk lazily, and a queue created seconds before a kill -9 came back without a
+        leader (`leader not known`; the worker's declare then waited forever: 1 run in 4).
+        """
+        with app.connection_for_write() as connection:
+            channel = connection.default_channel
+            for queue in app.amqp.queues.values():
+                queue.bind(channel).declare()
+        self._ctl("stop")  # a clean stop flushes the registrations
+        assert self.proc is not None
+        self.proc.popen.wait(60)
+        self.start()
+
+    def queue_types(self) -> dict[str, str]:
+        """queue name -> x-queue-type, as the node reports it (rabbitmqctl)."""
+        types = {}
+        for line in self._ctl("list_queues", "name", "type", "durable").splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] != "name":
+                types[parts[0]] = f"{parts[1]} durable={parts[2]}"
+        return types
+
+
+def start_rabbit_node(procs: Procs, tmp_path: Path) -> RabbitNode:
+    """For a fixture: a running node (killed with the other processes by `procs`)."""
+    server = _rabbitmq_server()
+    if server is None:
+        pytest.skip("no RabbitMQ server script under /usr/lib/rabbitmq: cannot run a node")
+    node = RabbitNode(procs, tmp_path, server)
+    node.start()
+    return node

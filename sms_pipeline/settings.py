@@ -735,9 +735,10 @@ def is_simulator_url(url: str) -> bool:
     if host in SIMULATOR_HOSTS or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified  # 0.0.0.0 reaches this host too
 
 
 def production_problems(settings: Settings) -> list[str]:

@@ -336,10 +336,12 @@ def _forget_after_commit(session: Session) -> None:
         event.listen(session, "after_commit", lambda _s: _truncate(engine), once=True)
 
 
-def _truncate(engine: Any) -> None:
-    outcome = truncate_wal(engine)
-    if outcome is not None and outcome[0]:
-        log.warning("privacy: the WAL checkpoint was busy; old copies stay until the next one")
+def _truncate(engine: Any, tries: int = 3) -> None:
+    for _ in range(tries):  # busy: a reader outlasted the busy timeout; try again
+        outcome = truncate_wal(engine)
+        if outcome is None or not outcome[0]:
+            return
+    log.warning("privacy: the WAL checkpoint was busy; old copies stay until the next one")
 
 
 def privacy_sweep(

@@ -20,13 +20,15 @@ from tests.faults.conftest import Proc, Procs
 from tests.support import free_port
 
 MASTER_NAME = "sms-faults"
+# The Redis master's password (replica too): distinctive, so a leak into a log is findable.
+MASTER_PASSWORD = "sentinel-Pw-4Rt8xQ"
 
 
-def _client(port: int) -> Any:
+def _client(port: int, password: str | None = None) -> Any:
     """A client on one of our loopback servers (redis-py's Sentinel calls are untyped)."""
     import redis
 
-    return redis.Redis(port=port, socket_timeout=1)
+    return redis.Redis(port=port, password=password, socket_timeout=1)
 
 
 def _wait(condition: Any, timeout: float, what: str) -> None:
@@ -44,7 +46,8 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
 
 
 class SentinelGroup:
-    """A Redis master, one replica and three Sentinels (quorum 2), no persistence."""
+    """A Redis master, one replica and three Sentinels (quorum 2), no persistence; the
+    data nodes want MASTER_PASSWORD (in every URL of the list, as operators write it)."""
 
     def __init__(self, procs: Procs, folder: Path) -> None:
         self.procs = procs
@@ -52,11 +55,14 @@ class SentinelGroup:
         self.redis_ports = [free_port(), free_port()]  # [0] starts as the master
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.servers: dict[int, Proc] = {}
-        self.url = ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports)
+        self.url = ";".join(
+            f"sentinel://:{MASTER_PASSWORD}@127.0.0.1:{p}" for p in self.sentinel_ports
+        )
 
     def _redis(self, port: int, *extra: str) -> None:
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", *extra]
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        argv += ["--requirepass", MASTER_PASSWORD, "--masterauth", MASTER_PASSWORD, *extra]
         self.servers[port] = self.procs.spawn(f"redis-{port}", argv, dict(os.environ))
 
     def start(self) -> None:
@@ -64,7 +70,9 @@ class SentinelGroup:
         self._redis(master)
         self._redis(replica, "--replicaof", "127.0.0.1", str(master))
         _wait(
-            lambda: _client(replica).info("replication")["master_link_status"] == "up",
+            lambda: (
+                _client(replica, MASTER_PASSWORD).info("replication")["master_link_status"] == "up"
+            ),
             30,
             "the replica in sync",
         )
@@ -73,6 +81,7 @@ class SentinelGroup:
             conf.write_text(
                 f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n"
+                f"sentinel auth-pass {MASTER_NAME} {MASTER_PASSWORD}\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
                 f"sentinel failover-timeout {MASTER_NAME} 10000\n"
                 f"sentinel parallel-syncs {MASTER_NAME} 1\n",
@@ -114,7 +123,7 @@ class SentinelGroup:
         _wait(lambda: self.master_port() != old_master, timeout, "a replica promoted")
         new = self.master_port()
         _wait(
-            lambda: _client(new).info("replication")["role"] == "master",
+            lambda: _client(new, MASTER_PASSWORD).info("replication")["role"] == "master",
             timeout,
             "the promoted replica to act as master",
         )

@@ -23,6 +23,7 @@ from sms_pipeline.db.models import SendStatus
 from sms_pipeline.simulator.rules import DEFAULT_RULES
 from tests.faults.broker_servers import (
     MASTER_NAME,
+    MASTER_PASSWORD,
     RabbitNode,
     SentinelGroup,
     start_rabbit_node,
@@ -152,6 +153,8 @@ def test_sentinel_failover_under_load_loses_nothing_and_sends_nothing_twice(
     assert result["accepted_twice"] == 0
     assert worker.alive(), "the worker died with the master"
     assert "Unrecoverable error" not in worker.log_text()
+    for name, text in procs.logs().items():  # masked in every URL of the list, everywhere
+        assert MASTER_PASSWORD not in text, name
 
 
 @pytest.mark.slow

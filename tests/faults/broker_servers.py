@@ -158,10 +158,18 @@ class RabbitNode:
     Its data (quorum queues included) survives `kill()` + `start()`: a crash and restart.
     """
 
-    def __init__(self, procs: Procs, folder: Path, server: Path) -> None:
+    def __init__(
+        self,
+        procs: Procs,
+        folder: Path,
+        server: Path,
+        label: str = "rabbitmq",
+        cookie: str | None = None,
+    ) -> None:
         self.procs = procs
         self.server = server
-        self.folder = folder / "rabbitmq"
+        self.label = label
+        self.folder = folder / label
         self.port = free_port()
         self.dist_port = free_port()
         self.name = f"sms-test-{os.getpid()}-{self.port}@localhost"
@@ -171,13 +179,23 @@ class RabbitNode:
         home = self.folder / "home"
         for sub in (home, self.folder / "mnesia", self.folder / "log"):
             sub.mkdir(parents=True, exist_ok=True)
-        cookie = home / ".erlang.cookie"
-        cookie.write_text(f"smsfaults{os.getpid()}{self.port}", encoding="ascii")
-        cookie.chmod(0o400)
-        (self.folder / "rabbitmq.conf").write_text(
-            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n", encoding="ascii"
-        )
+        cookie_file = home / ".erlang.cookie"
+        cookie_file.write_text(cookie or f"smsfaults{os.getpid()}{self.port}", encoding="ascii")
+        cookie_file.chmod(0o400)
+        self.configure()
         (self.folder / "enabled_plugins").write_text("[].\n", encoding="ascii")  # no management
+
+    def configure(self, peers: tuple[str, ...] = ()) -> None:
+        """Write rabbitmq.conf; with `peers` (node names) the nodes form a cluster at boot."""
+        lines = [f"listeners.tcp.1 = 127.0.0.1:{self.port}"]
+        if peers:
+            lines.append("cluster_formation.peer_discovery_backend = classic_config")
+            lines += [
+                f"cluster_formation.classic_config.nodes.{i} = {n}" for i, n in enumerate(peers, 1)
+            ]
+            lines.append("cluster_formation.randomized_startup_delay_range.min = 0")
+            lines.append("cluster_formation.randomized_startup_delay_range.max = 1")
+        (self.folder / "rabbitmq.conf").write_text("\n".join(lines) + "\n", encoding="ascii")
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -196,8 +214,15 @@ class RabbitNode:
         return env
 
     def start(self, timeout: float = 60.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
         self.starts += 1
-        self.proc = self.procs.spawn(f"rabbitmq-{self.starts}", [str(self.server)], self.env())
+        name = f"{self.label}-{self.starts}"
+        self.proc = self.procs.spawn(name, [str(self.server)], self.env())
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
         _wait(self.answers, timeout, f"RabbitMQ node {self.name} to accept AMQP connections")
 
     def answers(self) -> bool:
@@ -264,3 +289,48 @@ def start_rabbit_node(procs: Procs, tmp_path: Path) -> RabbitNode:
     node = RabbitNode(procs, tmp_path, server)
     node.start()
     return node
+
+
+class RabbitCluster:
+    """Three RabbitMQ nodes on loopback forming one cluster at boot (classic peer discovery,
+    one cookie); quorum queues get a member on each."""
+
+    def __init__(self, procs: Procs, folder: Path, server: Path, size: int = 3) -> None:
+        cookie = f"smsfaultscluster{os.getpid()}{free_port()}"
+        self.nodes = [RabbitNode(procs, folder, server, f"rabbit{i}", cookie) for i in range(size)]
+        peers = tuple(node.name for node in self.nodes)
+        for node in self.nodes:
+            node.configure(peers)
+        # kombu's failover list: a client whose node goes tries the next one.
+        self.url = ";".join(node.url for node in self.nodes)
+
+    def start(self, timeout: float = 90.0) -> None:
+        for node in self.nodes:
+            node.spawn()
+        for node in self.nodes:
+            node.wait_ready(timeout)
+        _wait(self.formed, timeout, "the three nodes to form one cluster")
+
+    def members(self) -> dict[str, int]:
+        """queue name -> how many nodes hold a member of it (asked of the second node)."""
+        import json
+
+        listed = self.nodes[1]._ctl("list_queues", "name", "members", "--formatter", "json")
+        return {q["name"]: len(q["members"]) for q in json.loads(listed)}
+
+    def formed(self) -> bool:
+        status = self.nodes[0]._ctl("cluster_status", "--formatter", "json")
+        import json
+
+        running = json.loads(status).get("running_nodes", [])
+        return len(running) == len(self.nodes)
+
+
+def start_rabbit_cluster(procs: Procs, tmp_path: Path) -> RabbitCluster:
+    """For a fixture: a running three-node cluster (killed with the other processes)."""
+    server = _rabbitmq_server()
+    if server is None:
+        pytest.skip("no RabbitMQ server script under /usr/lib/rabbitmq: cannot run nodes")
+    cluster = RabbitCluster(procs, tmp_path, server)
+    cluster.start()
+    return cluster

@@ -18,6 +18,7 @@ from sms_pipeline import (
     embedded_broker,  # noqa: F401  (atomic filesystem:// transport)
     redis_broker,  # noqa: F401  (redis:// surviving a lost broker)
 )
+from sms_pipeline.db.files import private_folder
 from sms_pipeline.settings import (
     Settings,
     SettingsError,
@@ -31,6 +32,9 @@ STATUS_QUEUE = "status"  # status checks
 MAINTENANCE_QUEUE = "maintenance"  # beat's periodic jobs
 CALLBACKS_QUEUE = "callbacks"  # producers' callback POSTs: give them a worker of their own
 ALL_QUEUES = (URGENT_QUEUE, BULK_QUEUE, STATUS_QUEUE, MAINTENANCE_QUEUE, CALLBACKS_QUEUE)
+# What `sms-pipeline worker` consumes by default: everything but the callbacks, which get a
+# worker process of their own (a bulkhead: slow receivers hold only its threads).
+WORK_QUEUES = tuple(q for q in ALL_QUEUES if q != CALLBACKS_QUEUE)
 
 # Every module that defines tasks; the worker imports them all at start.
 TASK_MODULES = (
@@ -67,6 +71,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     url = settings.broker_url
     if url.startswith("filesystem:"):
         folder = settings.broker_folder
+        private_folder(settings.sms_data_dir)  # 0700: whoever creates the data folder first
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
@@ -137,31 +142,31 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
-def configure(app: Celery, settings: Settings) -> None:
-    """Apply settings to `app` (tests call this again with their own settings)."""
-    app.conf.update(
-        broker_url=settings.broker_url,
-        broker_transport_options=_transport_options(settings),
-        broker_connection_retry_on_startup=True,
-        result_backend=None,
-        task_ignore_result=True,
-        task_serializer="json",
-        accept_content=["json"],
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_queues=_queues(settings),
-        task_default_queue=BULK_QUEUE,
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration our settings give."""
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": _transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_queues": _queues(settings),
+        "task_default_queue": BULK_QUEUE,
         # RabbitMQ: queues made on the fly are quorum too; no global QoS with them; no
         # countdowns published there, so no delayed-delivery step (amqp_broker.py).
-        task_default_queue_type="quorum" if settings.broker_kind == "amqp" else "classic",
-        worker_detect_quorum_queues=True,
-        worker_consumer=(
+        "task_default_queue_type": "quorum" if settings.broker_kind == "amqp" else "classic",
+        "worker_detect_quorum_queues": True,
+        "worker_consumer": (
             "sms_pipeline.amqp_broker:Consumer"
             if settings.broker_kind == "amqp"
             else "celery.worker.consumer:Consumer"
         ),
-        task_routes={
+        "task_routes": {
             CHECK_STATUS_TASK: {"queue": STATUS_QUEUE},
             CHECK_STATUSES_TASK: {"queue": STATUS_QUEUE},
             f"{STATUS_QUEUE}.*": {"queue": STATUS_QUEUE},
@@ -180,19 +185,30 @@ def configure(app: Celery, settings: Settings) -> None:
         # Task events cost worker CPU on every task: off unless configured, and switched on
         # at run time by Flower (--enable_events, its default) while it watches. Arguments
         # are ids only, so nothing leaks to Flower.
-        worker_send_task_events=settings.sms_task_events,
-        task_send_sent_event=settings.sms_task_events,
-        worker_hijack_root_logger=False,
-        worker_redirect_stdouts=False,
-        beat_schedule=_beat_schedule(settings),
-        timezone="UTC",
-        enable_utc=True,
-    )
+        "worker_send_task_events": settings.sms_task_events,
+        "task_send_sent_event": settings.sms_task_events,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "beat_schedule": _beat_schedule(settings),
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """Apply settings to `app` (tests call this again with their own settings)."""
+    app.conf.update(celery_config(settings))
 
 
 def create_app(settings: Settings | None = None) -> Celery:
+    """The app; without `settings` it reads them when its configuration is first needed
+    (sending a task, starting a worker), not at import: importing this module (the CLI's
+    `--help`, `celery -A sms_pipeline.celery_app`) never fails on a bad setting."""
     app = Celery("sms_pipeline", include=list(TASK_MODULES))
-    configure(app, settings or get_settings())
+    if settings is not None:
+        configure(app, settings)
+    else:
+        app.add_defaults(lambda: celery_config(get_settings()))
     return app
 
 
@@ -212,3 +228,24 @@ def _refuse_demo_gateway(**_kwargs: Any) -> None:
 # celeryd_init: the `celery worker` program only (not test workers started in-process).
 signals.celeryd_init.connect(_refuse_demo_gateway, weak=False)
 signals.beat_init.connect(_refuse_demo_gateway, weak=False)
+
+
+def _start_heartbeat(role: str) -> Any:
+    def start(**_kwargs: Any) -> None:
+        # `sms_heartbeat_timestamp_seconds{role}`: the worker-gone and beat-gone alerts.
+        from sms_pipeline.metrics.heartbeat import start_heartbeat
+
+        start_heartbeat(role)
+
+    return start
+
+
+def _stop_heartbeats(**_kwargs: Any) -> None:
+    from sms_pipeline.metrics.heartbeat import stop_heartbeats
+
+    stop_heartbeats()
+
+
+signals.celeryd_init.connect(_start_heartbeat("worker"), weak=False)
+signals.beat_init.connect(_start_heartbeat("beat"), weak=False)
+signals.worker_shutdown.connect(_stop_heartbeats, weak=False)

@@ -6,16 +6,17 @@ port scanner and a way to reach Redis, PostgreSQL or the cloud metadata service.
 - http and https only, no user info in the URL;
 - the host is resolved once and every address checked (`check_address`): loopback,
   private, shared (CGNAT), link-local, multicast, reserved, unspecified, IPv4-mapped and
-  6to4/Teredo/NAT64 addresses that embed one of those, and the metadata address, are
-  refused. `SMS_CALLBACK_ALLOW_PRIVATE` lets on-premise receivers (loopback, private,
-  link-local) through; the metadata, multicast and unspecified addresses stay refused;
+  6to4/Teredo/NAT64 addresses, and the cloud metadata and provider-internal addresses, are
+  refused, by explicit lists (not the interpreter's tables). `SMS_CALLBACK_ALLOW_PRIVATE`
+  lets on-premise receivers (loopback, private, link-local) through; the metadata and
+  provider-internal, multicast, reserved and unspecified addresses stay refused;
 - the connection goes to the address that was checked (pinned: no second DNS lookup the
   answer of which could differ), with the URL's host in the Host header and in TLS (SNI
   and certificate check);
 - nothing from the environment: no proxies, no `.netrc` (http.client reads neither);
-- a TOTAL deadline over connect, TLS, request, status line, headers and body: a watchdog
-  shuts the socket down when it passes, so a server that drips one byte at a time cannot
-  hold a worker thread longer than the deadline;
+- a TOTAL deadline over connect, TLS handshake, request, status line, headers and body: a
+  watchdog shuts the socket (the TLS socket for https) down when it passes, so a server
+  that drips one byte at a time cannot hold a worker thread longer than the deadline;
 - no redirects, the answer's body read to at most `max_body_bytes` and then dropped.
 
 Failures raise `OutboundError` whose `reason` is a short text for our logs and for the
@@ -36,15 +37,67 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from sms_pipeline.settings import mask_url
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 
-# The cloud metadata services (AWS, GCP, Azure, OpenStack; AWS' IPv6 one).
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _nets(*cidrs: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+# Explicit lists, not the interpreter's `ipaddress` tables (which differ between Python
+# versions and call 192.0.0.192 or 168.63.129.16 "global"). `is_global` stays a second net.
+#
+# Metadata and provider-internal services: refused always, SMS_CALLBACK_ALLOW_PRIVATE or not.
 METADATA_ADDRESSES = frozenset(
-    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure IMDS, OpenStack, DigitalOcean, Oracle (v1)
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+        "169.254.170.2",  # AWS ECS task credentials
+        "169.254.170.23",  # AWS EKS pod identity
+        "fd00:ec2::23",  # AWS EKS pod identity over IPv6
+        "192.0.0.192",  # Oracle Cloud metadata
+        "168.63.129.16",  # Azure WireServer (and its DNS/health probe)
+        "100.100.100.200",  # Alibaba Cloud metadata
+    )
 )
-_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: not ours to reach
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Never a receiver: unspecified, "this network", broadcast, multicast, reserved,
+# documentation, benchmarking, IETF protocol assignments, 6to4 relay, deprecated site-local.
+NEVER_NETWORKS = _nets(
+    "0.0.0.0/8",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "100::/64",
+    "2001::/23",
+    "2001:db8::/32",
+    "3fff::/20",
+    "fec0::/10",
+    "ff00::/8",
+)
+# On-premise receivers: allowed only with SMS_CALLBACK_ALLOW_PRIVATE.
+LOOPBACK_NETWORKS = _nets("127.0.0.0/8", "::1/128")
+LINK_LOCAL_NETWORKS = _nets("169.254.0.0/16", "fe80::/10")
+PRIVATE_NETWORKS = _nets(
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"
+)
+# IPv6 forms that carry an IPv4 address: refused outright (how filters get bypassed).
+_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
+_COMPATIBLE = ipaddress.ip_network("::/96")
+_NAT64 = _nets("64:ff9b::/96", "64:ff9b:1::/48")
+_6TO4 = ipaddress.ip_network("2002::/16")
+_TEREDO = ipaddress.ip_network("2001::/32")
 MAX_URL_LENGTH = 2000
 
 
@@ -74,6 +127,13 @@ class Target:
     host: str
     port: int
     path: str  # path and query, as sent on the request line
+
+    def __repr__(self) -> str:
+        # The path's query may carry a receiver's token (?token=...): masked like a setting.
+        return (
+            f"Target(scheme={self.scheme!r}, host={self.host!r}, port={self.port}, "
+            f"path={mask_url(self.path)!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -113,15 +173,21 @@ def parse_url(url: str) -> Target:
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in _NAT64:
+    if address in _MAPPED or address.ipv4_mapped is not None:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _6TO4 or address.sixtofour is not None:
+        return ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF)
+    if address in _TEREDO or address.teredo is not None:
+        return ipaddress.IPv4Address(~int(address) & 0xFFFFFFFF)
+    if any(address in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _COMPATIBLE and int(address) > 1:  # ::a.b.c.d (deprecated IPv4-compatible)
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
+
+
+def _among(address: Address, networks: tuple[Network, ...]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
 
 
 def check_address(raw: str, *, allow_private: bool = False) -> Address:
@@ -131,25 +197,25 @@ def check_address(raw: str, *, allow_private: bool = False) -> Address:
     except ValueError:
         raise UnsafeUrlError("resolves to something that is not an IP address") from None
     if address in METADATA_ADDRESSES:
-        raise UnsafeUrlError("points at the cloud metadata address")
-    if address.is_unspecified or address.is_multicast:
-        raise UnsafeUrlError("points at an unspecified or multicast address")
+        raise UnsafeUrlError("points at a cloud metadata or provider-internal address")
     if isinstance(address, ipaddress.IPv6Address):
         inner = _embedded_ipv4(address)
         if inner is not None:
             # Mapped/tunnelled forms are how filters get bypassed: refuse them outright.
             raise UnsafeUrlError("points at an IPv4-mapped or tunnelled address")
-    shared = isinstance(address, ipaddress.IPv4Address) and address in _SHARED
-    if allow_private and (
-        address.is_loopback or address.is_private or address.is_link_local or shared
+    if _among(address, NEVER_NETWORKS) or address.is_unspecified or address.is_multicast:
+        raise UnsafeUrlError("points at an unspecified, multicast or reserved address")
+    for networks, what in (
+        (LOOPBACK_NETWORKS, "a loopback"),
+        (LINK_LOCAL_NETWORKS, "a link-local"),
+        (PRIVATE_NETWORKS, "a private"),
     ):
-        return address
-    if address.is_loopback:
-        raise UnsafeUrlError("points at a loopback address")
-    if address.is_link_local:
-        raise UnsafeUrlError("points at a link-local address")
-    if address.is_private or shared:
-        raise UnsafeUrlError("points at a private address")
+        if _among(address, networks):
+            if allow_private:
+                return address
+            raise UnsafeUrlError(f"points at {what} address")
+    if address.is_loopback or address.is_link_local or address.is_private:
+        raise UnsafeUrlError("points at a private address")  # the interpreter's tables too
     if address.is_reserved or not address.is_global:
         raise UnsafeUrlError("points at a reserved address")
     return address
@@ -206,7 +272,9 @@ class _Watchdog:
     def _shutdown(self) -> None:
         if self._sock is not None:
             with contextlib.suppress(OSError):  # already closed
-                self._sock.shutdown(socket.SHUT_RDWR)
+                # socket.socket's own shutdown, also on an SSLSocket: the OS call on its
+                # descriptor, leaving the TLS object to the thread blocked in it.
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
 
     def _fire(self) -> None:
         with self._lock:
@@ -247,7 +315,15 @@ class _PinnedHTTPSConnection(_PinnedHTTPConnection):
 
     def connect(self) -> None:
         # SNI and the certificate check use the URL's host, not the pinned address.
-        self.sock = self._context.wrap_socket(self._open(), server_hostname=self.host)
+        # wrap_socket detaches the raw socket (its descriptor moves to the TLS socket): the
+        # watchdog must watch the TLS socket, and before the handshake, which a server can
+        # drip too.
+        tls = self._context.wrap_socket(
+            self._open(), server_hostname=self.host, do_handshake_on_connect=False
+        )
+        self._watchdog.watch(tls)
+        tls.do_handshake()
+        self.sock = tls
 
 
 def post(

@@ -1,16 +1,22 @@
 """One typed settings object, read from the environment and an optional `.env` file.
 
 This is the only module that reads the environment. A bad value fails at start with a
-message naming the variable; secrets are `SecretStr` and never appear in a repr.
+message naming the variable and where its value came from; secrets are `SecretStr` and
+never appear in a repr.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import unquote, urlsplit
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -75,6 +81,22 @@ def _split_csv(value: object) -> object:
     return value
 
 
+# The give-up bound when no validity is sent (the gateway then keeps a message for its own
+# default period, a day at most with the carriers we know).
+FALLBACK_GIVE_UP_SECONDS = 86400
+_VALIDITY = re.compile(r"^\s*\+?\s*(\d+)\s*(second|sec|minute|min|hour|day|week)s?\s*$", re.I)
+_UNIT_SECONDS = {"second": 1, "sec": 1, "minute": 60, "min": 60, "hour": 3600, "day": 86400}
+
+
+def validity_seconds(validity: str | None) -> int | None:
+    """Seconds of an IP2SMS `validity` attribute ("+2 hour", "+30 minutes"), None if unread."""
+    match = _VALIDITY.match(validity or "")
+    if match is None:
+        return None
+    unit = match.group(2).lower()
+    return int(match.group(1)) * _UNIT_SECONDS.get(unit, 7 * 86400)
+
+
 class Settings(BaseSettings):
     """Every variable the pipeline reads. Names are the environment variable names."""
 
@@ -134,6 +156,12 @@ class Settings(BaseSettings):
     ip2sms_inbound_url: str = Field(
         "http://127.0.0.1:8080/ip2sms-inbound/",
         description="Base URL of our inbound API (replies, shortcodes); see docs/inbound.md.",
+    )
+    sms_allow_simulator: bool = Field(
+        False,
+        description="Let a production worker, beat or API (a server database or broker) run "
+        "against the gateway simulator: a gateway URL on this host or `gateway-sim`, or the "
+        "demo login/password. docker-compose's demo profile sets it; production never does.",
     )
     ip2sms_login: str = Field("demo", description="HTTP Basic login.")
     ip2sms_password: SecretStr = Field(SecretStr("demo"), description="HTTP Basic password.")
@@ -244,6 +272,14 @@ class Settings(BaseSettings):
     sms_terminate_after_seconds: int = Field(
         1800, ge=1, description="Moving this long after submission becomes Terminated."
     )
+    sms_status_give_up_seconds: int | None = Field(
+        None,
+        ge=1,
+        description="After the Terminated deadline, a message whose status checks have all "
+        "failed (no usable answer) for this long ends Terminated, the failures in last_error. "
+        "Default: the IP2SMS_VALIDITY period (after it the gateway delivers nothing more; "
+        f"{FALLBACK_GIVE_UP_SECONDS} s when no validity is sent). See docs/status-checks.md.",
+    )
 
     # --- replication and inbound ----------------------------------------------------------
     sms_replication_seconds: float = Field(5.0, gt=0, description="Replication poll period.")
@@ -339,6 +375,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Messages one account may send per 24 hours, whatever the route (API, "
         "SQL, Python); beyond it messages wait for the next window. 0 = no cap.",
+    )
+    sms_callback_concurrency: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Threads of the callbacks worker (`sms-pipeline worker --queues callbacks`, "
+        "its own process in `up` and docker-compose): the most receivers served at once, "
+        "however slow they are; sends and status checks never share them.",
     )
     sms_callback_max_attempts: int = Field(
         6, ge=1, le=20, description="Callback POSTs per event before it is given up."
@@ -535,10 +579,22 @@ class Settings(BaseSettings):
         return own if own is not None else self.sms_retention_days
 
     @property
+    def embedded_database_file(self) -> Path:
+        """The embedded SQLite database's file in SMS_DATA_DIR (used when no URL is set)."""
+        return (self.sms_data_dir / "sms_pipeline.db").resolve()
+
+    @property
+    def status_give_up_seconds(self) -> int:
+        """SMS_STATUS_GIVE_UP_SECONDS, or the validity period it defaults to."""
+        if self.sms_status_give_up_seconds is not None:
+            return self.sms_status_give_up_seconds
+        return validity_seconds(self.ip2sms_validity) or FALLBACK_GIVE_UP_SECONDS
+
+    @property
     def database_url(self) -> str:
         if self.sms_database_url:
             return self.sms_database_url
-        return f"sqlite:///{(self.sms_data_dir / 'sms_pipeline.db').resolve()}"
+        return f"sqlite:///{self.embedded_database_file}"
 
     @property
     def broker_url(self) -> str:
@@ -555,6 +611,11 @@ class Settings(BaseSettings):
     def is_embedded_database(self) -> bool:
         """The database is the SQLite file in SMS_DATA_DIR (SMS_DATABASE_URL unset)."""
         return not self.sms_database_url
+
+    @property
+    def is_production(self) -> bool:
+        """A server database or a server broker: anything but the all-embedded default."""
+        return not (self.is_embedded_broker and self.is_embedded_database)
 
     @property
     def uses_data_dir(self) -> bool:
@@ -632,37 +693,180 @@ def sentinel_nodes(url: str) -> list[tuple[str, int]]:
 
 
 _PRODUCTION_GATEWAY = ("ip2sms_send_url", "ip2sms_status_url", "ip2sms_login", "ip2sms_password")
+# Where the simulator answers: this host, or docker-compose's `gateway-sim` service.
+SIMULATOR_HOSTS = frozenset({"localhost", "gateway-sim", "ip6-localhost"})
+DEMO_CREDENTIAL = "demo"  # the simulator's login and password
+MIN_PRIVACY_KEY = 16
+
+
+def is_simulator_url(url: str) -> bool:
+    """The URL names the simulator's host: loopback, localhost or compose's `gateway-sim`."""
+    import ipaddress
+
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    except ValueError:
+        return False
+    if host in SIMULATOR_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Why a production worker, beat or API must not start; empty when it may.
+
+    Production is a server database or broker (`Settings.is_production`). It needs
+    SMS_PRIVACY_KEY (the keyed hash of numbers, the same on every host), and a real gateway:
+    IP2SMS_SEND_URL, IP2SMS_STATUS_URL, IP2SMS_LOGIN and IP2SMS_PASSWORD given, not the
+    simulator's host and not its demo credentials, unless SMS_ALLOW_SIMULATOR=true (demo).
+    """
+    if not settings.is_production:
+        return []
+    problems = []
+    key = settings.sms_privacy_key
+    if key is None or len(key.get_secret_value()) < MIN_PRIVACY_KEY:
+        problems.append(f"SMS_PRIVACY_KEY is not set (at least {MIN_PRIVACY_KEY} characters)")
+    if settings.sms_allow_simulator:
+        return problems
+    given = {
+        "ip2sms_send_url": settings.ip2sms_send_url,
+        "ip2sms_status_url": settings.ip2sms_status_url,
+        "ip2sms_login": settings.ip2sms_login,
+        "ip2sms_password": settings.ip2sms_password.get_secret_value(),
+    }
+    missing = [
+        n.upper()
+        for n in _PRODUCTION_GATEWAY
+        if n not in settings.explicit_gateway or not given[n].strip()
+    ]
+    if missing:
+        problems.append(
+            "no explicit " + ", ".join(missing) + " (the defaults point at the local simulator)"
+        )
+    demo = [
+        name
+        for name, value in (
+            ("IP2SMS_LOGIN", settings.ip2sms_login),
+            ("IP2SMS_PASSWORD", settings.ip2sms_password.get_secret_value()),
+        )
+        if value == DEMO_CREDENTIAL and name not in missing
+    ]
+    if demo:
+        problems.append("/".join(demo) + " is the simulator's demo credential")
+    at_simulator = [
+        name
+        for name, url in (
+            ("IP2SMS_SEND_URL", settings.ip2sms_send_url),
+            ("IP2SMS_STATUS_URL", settings.ip2sms_status_url),
+        )
+        if name not in missing and is_simulator_url(url)
+    ]
+    if at_simulator:
+        problems.append(
+            "/".join(at_simulator) + " points at the simulator (this host or gateway-sim)"
+        )
+    return problems
 
 
 def require_production_gateway(settings: Settings) -> None:
-    """Fail closed: outside embedded mode, refuse to run on the simulator's defaults.
+    """Fail closed: a production process refuses to start without its secrets and gateway.
 
-    A worker or beat with a real broker (production) must be told where the gateway is and
-    who it is: without IP2SMS_SEND_URL, IP2SMS_STATUS_URL, IP2SMS_LOGIN and
-    IP2SMS_PASSWORD it would "deliver" patients' codes to 127.0.0.1:8080 as `demo`.
+    Called by the worker and beat (Celery's init signals) and the API (`sms-pipeline api`,
+    `create_app`). Without it a production worker would "deliver" patients' codes to the
+    simulator as `demo`, and export/erasure would fail only when first asked (500).
     """
-    if settings.is_embedded_broker:
-        return
-    missing = [n.upper() for n in _PRODUCTION_GATEWAY if n not in settings.explicit_gateway]
-    if missing:
+    problems = production_problems(settings)
+    if problems:
         raise SettingsError(
-            "refusing to start outside embedded mode without explicit "
-            + ", ".join(missing)
-            + " (the defaults point at the local simulator)"
+            "refusing to start in production (a server database or broker): "
+            + "; ".join(problems)
+            + ". Set them, or SMS_ALLOW_SIMULATOR=true for a demo against the simulator"
         )
 
 
+def source_of(name: str, overrides: Mapping[str, object] | None = None) -> str:
+    """Where the variable `name` got its value: the environment, the `.env` file, the
+    caller's arguments, or nowhere (its default)."""
+    if overrides and name.lower() in {k.lower() for k in overrides}:
+        return "an argument"
+    if name.lower() in {k.lower() for k in os.environ}:
+        return "the environment"
+    env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
+    try:
+        in_file = env_file.is_file() and name.lower() in {
+            k.lower() for k in dotenv_values(env_file, encoding="utf-8")
+        }
+    except (OSError, UnicodeDecodeError):
+        in_file = False
+    if in_file:
+        return f"the .env file {env_file.resolve()}"
+    return "the default"
+
+
+def _problem_text(message: str) -> str:
+    # pydantic says "Value error, needs ..." / "Input should be ...": one lower-case clause.
+    message = message.removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Build settings from the environment; raise SettingsError naming each bad variable."""
+    """Build settings from the environment; raise SettingsError naming each bad variable,
+    its problem and where its value came from (environment, `.env`, argument)."""
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]).upper() or "settings"
+            name = ".".join(str(p) for p in err["loc"]).upper()
+            message = str(err["msg"])
+            if not name:  # a rule across variables names its variable in its message
+                head, sep, rest = message.removeprefix("Value error, ").partition(": ")
+                name, message = (head, rest) if sep and head.isupper() else ("settings", message)
             # Never echo the input: it may be a password.
-            problems.append(f"{name}: {err['msg']}")
+            where = source_of(name, overrides) if name != "settings" else "the settings"
+            problems.append(f"{name} (from {where}): {_problem_text(message)}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+def data_dir_problem(settings: Settings, *, create: bool) -> str | None:
+    """Why SMS_DATA_DIR cannot hold the embedded data, or None. With `create` the folder
+    is made; without, a missing one is made and removed again (a probe: `--help` leaves
+    nothing behind)."""
+    folder = settings.sms_data_dir
+    where = source_of("SMS_DATA_DIR")
+    prefix = f"SMS_DATA_DIR={folder} (from {where})"
+    if folder.exists():
+        if not folder.is_dir():
+            return f"{prefix}: not a folder"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{prefix}: the folder cannot be written"
+        return None
+    made: list[Path] = []
+    try:
+        for parent in reversed([folder, *folder.parents]):
+            if not parent.exists():
+                parent.mkdir()
+                made.append(parent)
+            elif not parent.is_dir():
+                return f"{prefix}: {parent} is not a folder"
+    except OSError as exc:
+        return f"{prefix}: cannot create the folder ({exc.strerror or type(exc).__name__})"
+    finally:
+        if not create:
+            for path in reversed(made):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+    return None
+
+
+def check_data_dir(settings: Settings, *, create: bool = True) -> None:
+    """Raise SettingsError when SMS_DATA_DIR cannot hold the embedded data."""
+    problem = data_dir_problem(settings, create=create)
+    if problem is not None:
+        raise SettingsError(problem)
 
 
 _settings_lock = threading.Lock()

@@ -69,6 +69,9 @@ os.environ.setdefault("SMS_WORKER_CONCURRENCY", "8")
 os.environ.setdefault("IP2SMS_READ_TIMEOUT", "3")
 # The keyed hash of docs/privacy.md (required with PostgreSQL); a fixed test value.
 os.environ.setdefault("SMS_PRIVACY_KEY", "test-privacy-key-not-a-secret")
+# Tests run production-shaped processes (PostgreSQL, Redis) against the simulator on
+# loopback, which production refuses (fail closed); tests of that refusal unset it.
+os.environ.setdefault("SMS_ALLOW_SIMULATOR", "true")
 
 
 def require(problem: str | None) -> None:

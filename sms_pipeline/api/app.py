@@ -43,7 +43,7 @@ from sms_pipeline.services.api_keys import Principal
 from sms_pipeline.services.callbacks import final_status
 from sms_pipeline.services.enqueue import enqueue_sms, validate_callback_url
 from sms_pipeline.services.masking import mask_phone
-from sms_pipeline.settings import Settings, get_settings
+from sms_pipeline.settings import Settings, get_settings, require_production_gateway
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,11 @@ def create_app(
     broker_check: Callable[[], None] | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    require_production_gateway(settings)  # fail closed: no privacy key, the simulator, demo
     check_broker = broker_check or broker_reachable
+    from sms_pipeline.api.access_log import install as mask_numbers_in_access_log
+
+    mask_numbers_in_access_log()  # no phone number in uvicorn's access log, whoever runs it
     api = FastAPI(
         title="sms-pipeline API",
         version="1",

@@ -68,6 +68,9 @@ Rfc3339Time = Annotated[
 ]
 
 
+_NOT_SHOWN = frozenset({"phone_number", "body", "callback_url"})
+
+
 class MessageIn(BaseModel):
     """A message to send; the same fields as `enqueue_sms`."""
 
@@ -126,6 +129,11 @@ class MessageIn(BaseModel):
         json_schema_extra={"format": "uri"},
         description="http(s) URL that receives a signed event at the final status.",
     )
+
+    def __repr_args__(self):  # type: ignore[no-untyped-def]
+        # A number, a code and a receiver's token (?token=) never reach a log through a repr.
+        for name, value in super().__repr_args__():
+            yield name, ("***" if name in _NOT_SHOWN and value is not None else value)
 
 
 class MessageCreated(BaseModel):

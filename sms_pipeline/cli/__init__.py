@@ -6,8 +6,11 @@ Each command group lives in its own module under `sms_pipeline.cli` with a
 
 An operational error (bad configuration, a database or broker that cannot be reached,
 tables missing, a folder that cannot be written) ends the command with one line on
-stderr and exit code 2; `--debug` adds the traceback. A parser may set
-`uses_data=False` when the command keeps nothing in SMS_DATA_DIR.
+stderr and exit code 2; `--debug` adds the traceback. The settings and the data folder
+are checked before any command runs (after `--help` too), so no command meets them
+half-way. A parser may set `uses_data=False` when the command does not announce the data
+folder itself, `needs_data_dir=False` when it keeps nothing there, and `reads_only=True`
+when it only reads the data: it then refuses to run where no embedded database exists.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "api",
     "inbound",
     "privacy",
+    "accounts",
 )
 EXIT_OPERATIONAL = 2
 
@@ -100,6 +104,27 @@ def operational_message(exc: BaseException) -> str | None:
     return None
 
 
+def require_existing_database() -> None:
+    """For commands that only read: refuse to create an empty embedded database (a command
+    run from another folder would otherwise report on nothing, and leave a database there)."""
+    from sms_pipeline.settings import get_settings, source_of
+
+    settings = get_settings()
+    if not settings.is_embedded_database or settings.embedded_database_file.exists():
+        return
+    where = source_of("SMS_DATA_DIR")
+    told = (
+        f"SMS_DATA_DIR from {where}"
+        if where != "the default"
+        else "SMS_DATA_DIR not set: .sms_pipeline in the working folder"
+    )
+    raise SettingsError(
+        f"no database in the data folder {settings.sms_data_dir} ({told}): "
+        "run this where `sms-pipeline up` ran, or set SMS_DATA_DIR (or SMS_DATABASE_URL) "
+        "to where the data is"
+    )
+
+
 def announce_data_dir(args: argparse.Namespace) -> None:
     """Say where the data is, on stderr (stdout stays the command's answer)."""
     if not getattr(args, "uses_data", True):
@@ -111,11 +136,52 @@ def announce_data_dir(args: argparse.Namespace) -> None:
         print(f"sms-pipeline: data folder {settings.sms_data_dir}", file=sys.stderr)
 
 
+def check_configuration(args: argparse.Namespace | None) -> None:
+    """Read the settings and, when this command keeps data there, check SMS_DATA_DIR: a
+    bad value raises SettingsError (one line) before any command starts. `args` None is
+    `--help`: the data folder is probed, not created."""
+    from sms_pipeline.settings import check_data_dir, get_settings
+
+    settings = get_settings()
+    reads_only = bool(getattr(args, "reads_only", False))
+    if args is not None and not reads_only and not getattr(args, "needs_data_dir", True):
+        return
+    if settings.uses_data_dir:
+        # A command that only reads creates nothing: the folder is probed, like for --help.
+        check_data_dir(settings, create=args is not None and not reads_only)
+    if reads_only:
+        require_existing_database()
+
+
+def _refuse(exc: BaseException, debug: bool) -> int:
+    message = operational_message(exc)
+    if message is None:
+        raise exc
+    if debug:
+        traceback.print_exception(exc)
+    print(f"sms-pipeline: {message}", file=sys.stderr)
+    return EXIT_OPERATIONAL
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments, debug = _split_debug(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(arguments)
+    try:
+        args = parser.parse_args(arguments)
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise
+        # `--help` was shown: a configuration that every command would refuse is said too.
+        try:
+            check_configuration(None)
+        except SettingsError as exc:
+            return _refuse(exc, debug)
+        raise
     debug = debug or args.debug
+    try:
+        check_configuration(args)
+    except SettingsError as exc:
+        return _refuse(exc, debug)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -129,13 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        message = operational_message(exc)
-        if message is None:
-            raise
-        if debug:
-            traceback.print_exc()
-        print(f"sms-pipeline: {message}", file=sys.stderr)
-        return EXIT_OPERATIONAL
+        return _refuse(exc, debug)
     return code
 
 

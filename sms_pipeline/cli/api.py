@@ -12,7 +12,11 @@ from sms_pipeline.settings import get_settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from sms_pipeline.settings import require_production_gateway
+
     settings = get_settings()
+    # Fail closed before uvicorn starts: one line and exit 2 (SettingsError), not a traceback.
+    require_production_gateway(settings)
     uvicorn.run(
         "sms_pipeline.api.app:create_app",
         factory=True,
@@ -33,12 +37,21 @@ def _create(args: argparse.Namespace) -> int:
 
     try:
         with session_scope() as session:
-            new = create_api_key(session, args.name, args.account, admin=args.admin)
+            new = create_api_key(
+                session,
+                args.name,
+                args.account,
+                admin=args.admin,
+                platform_admin=args.platform_admin,
+            )
     except ApiKeyError as exc:
         print(f"sms-pipeline api-key: {exc}", file=sys.stderr)
         return 2
     scope = f"account {new.account}" if new.account else "any account"
-    scope += ", admin: may read and erase a person's data" if new.admin else ""
+    if new.admin:
+        scope += ", admin: may export and erase a person's data in this account"
+    if new.platform_admin:
+        scope = "platform admin: may export and erase a person's data in every account"
     # Printed once: only hashes of the key are stored, so it cannot be shown again.
     print(f"API key {new.name!r} ({scope}). Store both values now; they are not shown again.")
     print(f"key:            {new.key}")
@@ -65,11 +78,11 @@ def _list(_args: argparse.Namespace) -> int:
 
     with session_scope() as session:
         keys = list_api_keys(session)
-    print(f"{'NAME':24} {'PREFIX':10} {'ACCOUNT':16} {'STATE':8} CREATED")
+    print(f"{'NAME':24} {'PREFIX':10} {'ACCOUNT':16} {'KIND':15} {'STATE':8} CREATED")
     for k in keys:
         state = "active" if k.active else "revoked"
         print(
-            f"{k.name:24} {k.prefix:10} {k.account or '*':16} {state:8} "
+            f"{k.name:24} {k.prefix:10} {k.account or '*':16} {k.kind:15} {state:8} "
             f"{k.created_at:%Y-%m-%d %H:%M}"
         )
     return 0
@@ -87,10 +100,17 @@ def register(subparsers: Any) -> None:
     create = sub.add_parser("create", help="create a key; prints it and its signing secret once")
     create.add_argument("name", help="a name you will recognise (unique)")
     create.add_argument("--account", help="limit the key to this account")
-    create.add_argument(
+    kind = create.add_mutually_exclusive_group()
+    kind.add_argument(
         "--admin",
         action="store_true",
-        help="may export and erase a person's data (GET/DELETE /v1/subjects/{phone})",
+        help="with --account: may export and erase a person's data in that account "
+        "(POST /v1/subjects/export|erase)",
+    )
+    kind.add_argument(
+        "--platform-admin",
+        action="store_true",
+        help="no --account: may export and erase a person's data in every account",
     )
     create.set_defaults(func=_create)
     revoke = sub.add_parser("revoke", help="revoke a key: its requests get 401 from now on")

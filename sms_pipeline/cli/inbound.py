@@ -36,11 +36,12 @@ def inbound_records(since: dt.datetime, limit: int, *, with_text: bool) -> list[
     """Recent replies and shortcode messages, newest first, numbers masked."""
     from sqlalchemy import select
 
+    from sms_pipeline.cli.messages import characters
     from sms_pipeline.db import session_scope
     from sms_pipeline.db.models import Account, SmsReply, SmsShortcode
 
     def text_of(value: str) -> str:
-        return value if with_text else f"<{len(value)} characters; --text to show>"
+        return value if with_text else f"<{characters(len(value))}; --text to show>"
 
     records: list[dict[str, Any]] = []
     with session_scope() as session:

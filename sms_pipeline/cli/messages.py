@@ -47,14 +47,35 @@ def what_next(message_id: uuid.UUID, wait: float, send_at: dt.datetime | None) -
         with session_scope() as session:
             row = session.get(SmsLog, message_id)
             state = (row.send_status, row.attempts) if row is not None else ("QUEUED", 0)
+            waiting = _waiting_reason(session, row)
         if state != ("QUEUED", 0):
             return f"queued as {message_id}; a worker took it ({state[0]}); {follow}"
+        if waiting is not None:
+            # Not the worker's fault: say what it waits for.
+            return f"queued as {message_id}; it waits behind {waiting}; {follow}"
         if time.monotonic() >= deadline:
             break
         time.sleep(0.1)
     if wait <= 0:
         return f"queued as {message_id}; {follow}"
     return hints.no_worker(message_id, wait)
+
+
+def _waiting_reason(session: Any, row: Any) -> str | None:
+    """Why a QUEUED message waits when it is not for a worker: its account is paused, or a
+    worker already deferred it (send window, daily cap...) to a later time."""
+    from sms_pipeline.db.models import SendStatus, utcnow
+    from sms_pipeline.db.pauses import active_pauses
+
+    if row is None or row.send_status != SendStatus.QUEUED.value:
+        return None
+    now = utcnow()
+    pauses = active_pauses(session, now, account_id=row.account_id)
+    if pauses:
+        return f"a paused account: {pauses[0].describe()}"
+    if row.last_error and row.due_at is not None and row.due_at > now:
+        return f"a deferral ({row.last_error}) until {row.due_at:%Y-%m-%dT%H:%M:%SZ}"
+    return None
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -92,6 +113,11 @@ def _send(args: argparse.Namespace) -> int:
     return 0
 
 
+def characters(count: int) -> str:
+    """`1 character`, `42 characters`: a hidden text's length."""
+    return f"{count} character" if count == 1 else f"{count} characters"
+
+
 def message_record(message: Any, *, with_body: bool) -> dict[str, Any]:
     """A message's row as JSON-ready data: number masked, body only on request."""
     record: dict[str, Any] = {}
@@ -100,7 +126,7 @@ def message_record(message: Any, *, with_body: bool) -> dict[str, Any]:
         if column.key == "phone_number":
             value = mask_phone(value)
         elif column.key == "body" and not with_body:
-            value = f"<{len(value)} characters; --body to show>"
+            value = f"<{characters(len(value))}; --body to show>"
         if isinstance(value, dt.datetime | uuid.UUID):
             value = str(value)
         record[column.key] = value
@@ -122,6 +148,7 @@ def _show(args: argparse.Namespace) -> int:
             print(f"no message {message_id}", file=sys.stderr)
             return 1
         record = message_record(message, with_body=args.body)
+        waiting = _waiting_reason(session, message)
         if args.body:  # every read of a body is audited (docs/privacy.md)
             from sms_pipeline.services import privacy
 
@@ -139,12 +166,15 @@ def _show(args: argparse.Namespace) -> int:
         if record.get(key)
     ]
     if args.json:
-        print(json.dumps({**record, "replies": replies}, indent=2, ensure_ascii=False))
+        extra = {"replies": replies, "waiting": waiting}
+        print(json.dumps({**record, **extra}, indent=2, ensure_ascii=False))
         return 0
     width = max(len(k) for k in record)
     for key, value in record.items():
         print(f"{key:<{width}}  {'' if value is None else value}")
     print(f"{'replies':<{width}}  {replies}")
+    if waiting is not None:
+        print(f"{'waiting':<{width}}  behind {waiting}")
     print("\nhistory:")
     for label, when in sorted(history, key=lambda item: str(item[1])):
         print(f"  {when}  {label}")
@@ -204,4 +234,4 @@ def register(subparsers: Any) -> None:
     show.add_argument("id", help="the message id `send` printed")
     show.add_argument("--body", action="store_true", help="include the message text")
     show.add_argument("--json", action="store_true", help="print the record as JSON")
-    show.set_defaults(func=_show)
+    show.set_defaults(func=_show, reads_only=True)

@@ -70,10 +70,34 @@ def flower_command(
     return argv, env
 
 
+# Flower's tasks page opens filtered by this search (a substring of the task name): the
+# sends (`sms_pipeline.send`, `sms_pipeline.send_due`) without the upkeep tasks that beat
+# schedules every few seconds (sweeps, polls, replication), which would bury them.
+SENDS_SEARCH_NAME = "sms_pipeline.send"
+
+
+def sends_url(address: str, port: int) -> str:
+    """Flower's tasks page showing only the send tasks (docs/metrics.md)."""
+    host = "127.0.0.1" if address in ("0.0.0.0", "") else address  # noqa: S104 - a URL to open
+    return f"http://{host}:{port}/tasks?name={SENDS_SEARCH_NAME}"
+
+
+EMBEDDED_FLOWER = (
+    "Flower cannot show tasks of the embedded broker (its workers run without task events "
+    "and remote control): run `sms-pipeline up` and `sms-pipeline flower` with "
+    "SMS_BROKER_URL=redis://127.0.0.1:6379/0, or follow the sends with "
+    "`sms-pipeline report --since 1h`"
+)
+
+
 def _flower(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.is_embedded_broker:
+        print(f"sms-pipeline flower: {EMBEDDED_FLOWER}", file=sys.stderr)
+        return 2
     try:
         argv, env = flower_command(
-            get_settings(), port=args.port, address=args.address, no_auth=args.no_auth
+            settings, port=args.port, address=args.address, no_auth=args.no_auth
         )
     except (PermissionError, ValueError) as exc:
         print(f"sms-pipeline flower: {exc}", file=sys.stderr)
@@ -84,7 +108,8 @@ def _flower(args: argparse.Namespace) -> int:
     environment.update(env)
     print(
         f"starting Flower at http://{args.address}:{args.port} "
-        "(its /metrics and /healthcheck need no login: keep it on a private network)",
+        "(its /metrics and /healthcheck need no login: keep it on a private network); "
+        f"the sends without the upkeep tasks: {sends_url(args.address, args.port)}",
         flush=True,
     )
     # Replace this process: Flower gets the signals (Ctrl-C, docker stop) directly.
@@ -111,9 +136,19 @@ def _report(args: argparse.Namespace) -> int:
     if args.plot:
         from sms_pipeline.metrics.plot import render_png
 
-        path = render_png(report, Path(args.plot))
+        target = Path(args.plot) if args.plot is not DEFAULT_PLOT else default_plot_path()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = render_png(report, target)
         print(f"plot written to {path}", file=sys.stderr)
     return 0
+
+
+DEFAULT_PLOT = "DATA_DIR/report.png"  # a marker: `--plot` given without a file
+
+
+def default_plot_path() -> Path:
+    """`--plot` without a file: report.png in the data folder (never the working tree)."""
+    return get_settings().sms_data_dir / "report.png"
 
 
 def register(subparsers: Any) -> None:
@@ -140,12 +175,20 @@ def register(subparsers: Any) -> None:
     flower.set_defaults(func=_flower)
 
     report = subparsers.add_parser("report", help="the channel's health over a window")
-    report.add_argument("--since", default="24h", help="window, e.g. 30m, 24h, 7d")
+    report.add_argument(
+        "--since", default="24h", help="window, e.g. 30m, 24h, 7d (default %(default)s)"
+    )
     report.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
         help="a table for people or JSON for scripts (default %(default)s)",
     )
-    report.add_argument("--plot", metavar="FILE.png", help="also write the charts as PNG")
-    report.set_defaults(func=_report)
+    report.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        nargs="?",
+        const=DEFAULT_PLOT,
+        help="also write the charts as PNG (without FILE: report.png in the data folder)",
+    )
+    report.set_defaults(func=_report, reads_only=True)

@@ -70,11 +70,12 @@ def _audit_list(args: argparse.Namespace) -> int:
         lines = [
             (
                 f"{row.at:%Y-%m-%d %H:%M:%S}  {row.actor:<24} {row.action:<10} "
-                f"{(row.subject_hash or '-')[:16]:<16}  {row.detail or ''}"
+                f"{row.account or '*':<16} {(row.subject_hash or '-')[:16]:<16}  "
+                f"{row.detail or ''}"
             )
             for row in rows
         ]
-    print(f"{'WHEN (UTC)':<19}  {'WHO':<24} {'ACTION':<10} {'SUBJECT':<16}  DETAIL")
+    print(f"{'WHEN (UTC)':<19}  {'WHO':<24} {'ACTION':<10} {'ACCOUNT':<16} {'SUBJECT':<16}  DETAIL")
     for line in lines:
         print(line)
     return 0

@@ -10,11 +10,17 @@ from sms_pipeline.settings import get_settings
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The celery worker command line: a threads pool sized for I/O-bound gateway calls."""
+    from sms_pipeline.celery_app import CALLBACKS_QUEUE
+
     settings = get_settings()
+    callbacks_only = args.queues == CALLBACKS_QUEUE
+    default_threads = (
+        settings.sms_callback_concurrency if callbacks_only else settings.sms_worker_concurrency
+    )
     argv = [
         "worker",
         f"--pool={args.pool}",
-        f"--concurrency={args.concurrency or settings.sms_worker_concurrency}",
+        f"--concurrency={args.concurrency or default_threads}",
         f"--queues={args.queues}",
         f"--loglevel={args.loglevel or settings.sms_log_level}",
     ]
@@ -39,8 +45,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _beat(args: argparse.Namespace) -> int:
     from sms_pipeline.celery_app import app
+    from sms_pipeline.settings import require_production_gateway
 
     settings = get_settings()
+    require_production_gateway(settings)  # before beat's banner: one line, exit 2
     settings.sms_data_dir.mkdir(parents=True, exist_ok=True)
     schedule = args.schedule or str(settings.sms_data_dir / "celerybeat-schedule")
     app.start(["beat", f"--schedule={schedule}", f"--loglevel={args.loglevel or 'INFO'}"])
@@ -48,10 +56,20 @@ def _beat(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from sms_pipeline.celery_app import ALL_QUEUES
+    from sms_pipeline.celery_app import CALLBACKS_QUEUE, WORK_QUEUES
 
-    worker = subparsers.add_parser("worker", help="run a Celery worker (all queues by default)")
-    worker.add_argument("--concurrency", type=int, default=None, help="threads (default: settings)")
+    worker = subparsers.add_parser(
+        "worker",
+        help="run a Celery worker (every queue but callbacks by default; run a second one "
+        f"with --queues {CALLBACKS_QUEUE} for the callbacks)",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="threads (default: SMS_WORKER_CONCURRENCY; SMS_CALLBACK_CONCURRENCY for "
+        f"--queues {CALLBACKS_QUEUE})",
+    )
     worker.add_argument(
         "--pool",
         default="threads",
@@ -60,8 +78,9 @@ def register(subparsers: Any) -> None:
     )
     worker.add_argument(
         "--queues",
-        default=",".join(ALL_QUEUES),
-        help="comma-separated queues to consume (default: all, %(default)s)",
+        default=",".join(WORK_QUEUES),
+        help="comma-separated queues to consume (default %(default)s; the callbacks queue "
+        "has a worker of its own, so slow receivers never hold a send's thread)",
     )
     worker.add_argument(
         "--hostname", default=None, help="node name, e.g. urgent@%%h (default: celery@host)"

@@ -19,4 +19,4 @@ def register(subparsers: Any) -> None:
         "gateway-sim", help="run the IP2SMS gateway simulator (demo, tests, benchmarks)"
     )
     add_arguments(parser)
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=_run, needs_data_dir=False)

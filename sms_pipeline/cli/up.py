@@ -1,6 +1,7 @@
 """`sms-pipeline up`: the whole pipeline in the foreground, one command.
 
-Starts a worker, beat and, when the gateway URL points at this machine and nothing
+Starts a worker, a callbacks worker (its own process: slow receivers hold only its
+threads), beat and, when the gateway URL points at this machine and nothing
 answers there yet, the gateway simulator, each as a child process in its own process
 group with its output in `SMS_DATA_DIR/logs/NAME.log`. Prints a `ready` line once the
 worker takes messages, then one status line (a live one in a terminal, a new line per
@@ -36,7 +37,32 @@ SIMULATOR_CLOCKS = {
     "sms_status_poll_seconds": "2",
     "sms_status_check_backoff": "2,5,10,30,60",
 }
-SAMPLE_SEND = "sms-pipeline send --to +380931234567 --body hi"
+SAMPLE_SEND = "send --to +380931234567 --body hi"
+
+
+def command_for_another_shell() -> str:
+    """How a new shell runs this `sms-pipeline`: the bare name when PATH finds this very
+    script, else its path (relative to the working folder when inside it, as
+    `.venv/bin/sms-pipeline` after `make run`)."""
+    import shutil
+
+    script = Path(sys.executable).parent / "sms-pipeline"
+    found = shutil.which("sms-pipeline")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "sms-pipeline"
+    if not script.exists():
+        return f"{sys.executable} -m sms_pipeline.cli"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def simulator_reason(settings: Settings) -> str:
+    """Why `up` started the simulator, in the words of the settings the user gave."""
+    if "ip2sms_send_url" in settings.explicit_gateway:
+        return "IP2SMS_SEND_URL points at this machine and nothing answered there"
+    return "no real gateway configured: IP2SMS_SEND_URL is not set"
 
 
 class StopRequested(Exception):  # noqa: N818 - a request, not an error
@@ -87,6 +113,7 @@ def status_counts(since: dt.datetime) -> dict[str, Any]:
 
     from sms_pipeline.db import session_scope
     from sms_pipeline.db.models import SendStatus, SmsLog
+    from sms_pipeline.db.pauses import active_pauses
     from sms_pipeline.services.callbacks import final_status
 
     with session_scope() as session:
@@ -118,10 +145,12 @@ def status_counts(since: dt.datetime) -> dict[str, Any]:
                 )
             )
         )
+        paused = active_pauses(session, dt.datetime.now(dt.UTC))
     final: collections.Counter[str] = collections.Counter()
     for send_status, gateway_status, count in finals:
         final[final_status(send_status, gateway_status)] += count
     return {
+        "paused": paused,
         "queued": pending.get(SendStatus.QUEUED.value, 0),
         "sending": pending.get(SendStatus.SENDING.value, 0),
         "awaiting": pending.get(SendStatus.SUBMITTED.value, 0),
@@ -133,9 +162,14 @@ def status_counts(since: dt.datetime) -> dict[str, Any]:
 def status_line(counts: dict[str, Any]) -> str:
     final = counts["final"]
     finals = ", ".join(f"{name} {n}" for name, n in final.most_common()) or "none yet"
-    # Most important first: a narrow terminal cuts the end of the line.
+    # Most important first: a narrow terminal cuts the end of the line. A paused account
+    # holds its messages: say which, why and until when, next to the queue it holds.
+    paused = "".join(
+        f" (paused: {p.account}, {p.kind}, until {p.until:%H:%M:%S}Z, {p.waiting} waiting)"
+        for p in counts.get("paused", ())
+    )
     return (
-        f"queued {counts['queued']} · sending {counts['sending']} · "
+        f"queued {counts['queued']}{paused} · sending {counts['sending']} · "
         f"awaiting status {counts['awaiting']} · gateway errors {counts['gateway_errors']} · "
         f"final: {finals}"
     )
@@ -235,6 +269,8 @@ def check_database(settings: Settings) -> None:
 
 
 def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from sms_pipeline.celery_app import CALLBACKS_QUEUE
+
     settings = get_settings()
     screen = Screen(out)
     log_dir = settings.sms_data_dir / "logs"
@@ -242,7 +278,10 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     check_database(settings)
     simulator = wants_simulator(settings, args.simulator)
     env = child_env(settings, simulator)
-    screen.line("sms-pipeline up: worker + beat" + (" + gateway simulator" if simulator else ""))
+    screen.line(
+        "sms-pipeline up: worker + callbacks worker + beat"
+        + (" + gateway simulator" if simulator else "")
+    )
     screen.line(f"  data      {settings.sms_data_dir}")
     screen.line(f"  database  {mask_url(settings.database_url)}")
     broker = mask_url(settings.broker_url)
@@ -268,8 +307,9 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             )
             sim.wait_for_log(r"listening on (http://\S+)", timeout=30)
             screen.line(
-                f"  gateway   simulator at {settings.ip2sms_send_url} (no real gateway "
-                "configured; faults by the number's last two digits, see README)"
+                f"  gateway   simulator at {settings.ip2sms_send_url} "
+                f"({simulator_reason(settings)}; faults by the number's last two digits, "
+                "see README)"
             )
         else:
             screen.line(f"  gateway   {mask_url(settings.ip2sms_send_url)}")
@@ -277,14 +317,28 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         if args.concurrency:
             worker_args.append(f"--concurrency={args.concurrency}")
         worker = _start("worker", worker_args, env, log_dir, children)
+        # Callbacks in a process of their own with its own threads (SMS_CALLBACK_CONCURRENCY)
+        # and connections: no number of slow receivers holds a send or a status check.
+        callbacks = _start(
+            "callbacks",
+            ["worker", f"--queues={CALLBACKS_QUEUE}", f"--hostname={CALLBACKS_QUEUE}@%h"],
+            env,
+            log_dir,
+            children,
+        )
         _start("beat", ["beat"], env, log_dir, children)
         screen.line("  started   " + ", ".join(f"{c.name} (pid {c.pid})" for c in children))
         echo = LogEcho(children)
         worker.wait_for_log(r"celery@\S+ ready", timeout=READY_TIMEOUT)
+        callbacks.wait_for_log(r"callbacks@\S+ ready", timeout=READY_TIMEOUT)
         for line in echo.lines():
             screen.line(line)
-        screen.line(f"ready: the worker takes messages. In another shell: {SAMPLE_SEND}")
-        screen.line("        then `sms-pipeline show ID` and `sms-pipeline report`. Ctrl-C stops.")
+        command = command_for_another_shell()
+        screen.line(
+            f"ready: the worker takes messages. In another shell, in this folder: "
+            f"{command} {SAMPLE_SEND}"
+        )
+        screen.line(f"        then `{command} show ID` and `{command} report`. Ctrl-C stops.")
         since = dt.datetime.now(dt.UTC)
         while True:
             for line in echo.lines():
@@ -317,8 +371,10 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 def register(subparsers: Any) -> None:
     up = subparsers.add_parser(
         "up",
-        help="run worker, beat (and the gateway simulator) in the foreground; Ctrl-C stops",
-        description="Run the pipeline in the foreground: a worker, beat and, when "
+        help="run worker, callbacks worker, beat (and the gateway simulator) in the "
+        "foreground; Ctrl-C stops",
+        description="Run the pipeline in the foreground: a worker, a callbacks worker (its "
+        "own process, SMS_CALLBACK_CONCURRENCY threads), beat and, when "
         "IP2SMS_SEND_URL points at this machine and nothing listens there, the gateway "
         "simulator. Embedded by default (SQLite and a broker folder in SMS_DATA_DIR; the "
         "database is created on first use). Prints `ready` when the worker takes messages, "

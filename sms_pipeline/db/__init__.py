@@ -10,6 +10,7 @@ from .engine import (
     is_sqlite,
     one_statement,
     session_scope,
+    truncate_wal,
 )
 from .statements import (
     among,
@@ -37,5 +38,6 @@ __all__ = [
     "session_scope",
     "skip_locked",
     "table_name",
+    "truncate_wal",
     "upsert_insert",
 ]

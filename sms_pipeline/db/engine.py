@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, exc
@@ -20,6 +21,7 @@ from sqlalchemy.engine import URL, Dialect, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
+from sms_pipeline.db.files import private_folder, private_sqlite_file
 from sms_pipeline.db.models.base import SCHEMA
 from sms_pipeline.settings import Settings, get_settings
 
@@ -61,6 +63,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Deleted and overwritten content (erased numbers, redacted codes) is zeroed, not left
+    # in free pages; `truncate_wal` then removes the WAL's older copies.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -118,7 +123,10 @@ def make_engine(
     parsed = normalise_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(parsed.database)), exist_ok=True)
+            database = Path(os.path.abspath(parsed.database))
+            if not database.parent.exists():
+                private_folder(database.parent)
+            private_sqlite_file(database)  # 0600: -wal and -shm inherit its mode
         engine = create_engine(
             parsed,
             echo=echo,
@@ -199,6 +207,8 @@ def get_engine(settings: Settings | None = None) -> Engine:
         engine = _engines.get(url)
         if engine is not None:
             return engine
+        if settings.is_embedded_database:
+            private_folder(settings.sms_data_dir)  # 0700, also when an older version made it
         engine = make_engine(url, pool_size=settings.sms_worker_concurrency + 2)
         if settings.is_embedded_database:
             # Embedded mode migrates its own file on first use (PostgreSQL stays explicit:
@@ -238,6 +248,24 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def truncate_wal(engine: Engine) -> tuple[int, int, int] | None:
+    """SQLite: checkpoint the WAL into the database file and truncate it to 0 bytes.
+
+    After a redaction or an erasure the WAL still holds the pages as they were (a code,
+    a number: 15 copies of one code were found in one); with `secure_delete` on, the
+    database file holds only the new content. Returns SQLite's (busy, frames, checkpointed),
+    or None for PostgreSQL. A reader holding the WAL makes it busy (1): the next one runs.
+    """
+    if not is_sqlite(engine):
+        return None
+    with engine.connect() as conn:
+        # The driver connection is in autocommit: no BEGIN IMMEDIATE around the pragma.
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        row = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return (int(row[0]), int(row[1]), int(row[2])) if row else None
 
 
 @contextlib.contextmanager

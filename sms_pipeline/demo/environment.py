@@ -39,6 +39,9 @@ def demo_environment(data_dir: Path, gateway_url: str, concurrency: int = 8) -> 
         "IP2SMS_READ_TIMEOUT": "5",
         "SMS_RETRY_BACKOFF_SECONDS": "1",
         "SMS_RETRY_BACKOFF_MAX_SECONDS": "4",
+        # ...09 (429) and ...10 (prepaid limit) pause the whole account: seconds, not minutes.
+        "SMS_RATE_LIMIT_BACKOFF_SECONDS": "1",
+        "SMS_CREDIT_PAUSE_SECONDS": "2",
         "SMS_STATUS_POLL_SECONDS": "2",
         "SMS_STATUS_CHECK_BACKOFF": "1,2,3",
         "SMS_TERMINATE_AFTER_SECONDS": str(TERMINATE_AFTER_SECONDS),

@@ -7,7 +7,8 @@ The demo starts it like the worker and beat, with the demo's environment as an e
 from the process's environment, so the messages are enqueued from a process configured
 for the demo from its first line, the way an application would enqueue them. It also
 writes the rows other systems write (the SQL route's queue, a verification to
-replicate), then the run's record (ids and scenario names) to FILE. It prints counts,
+replicate), records a STOP reply and texts that number (logged OPTED OUT), then the run's
+record (ids and scenario names) to FILE. It prints counts,
 never a number or a body.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from sms_pipeline.demo.record import RunRecord
 from sms_pipeline.demo.scenario import (
+    OPTED_OUT,
     REPLICATED,
     SQL_ROUTE_BAD_NUMBER,
     SQL_ROUTE_EMPTY_TEXT,
@@ -94,6 +96,20 @@ def insert_side_doors(rng: random.Random, record: RunRecord) -> None:
         record.by_verification_id[verification.id] = REPLICATED
 
 
+def opt_out_and_send(rng: random.Random, record: RunRecord) -> None:
+    """A number replies STOP (as the gateway would push it), then gets a text: OPTED OUT."""
+    from sms_pipeline import OptedOut, enqueue_sms, record_inbound
+
+    number = phone_number(rng, None)
+    record_inbound(number, "STOP")
+    try:
+        enqueue_sms(number, message_body(rng, "text"), "text", cost_centre=record.tag)
+    except OptedOut as exc:
+        record.by_id[exc.message_id] = OPTED_OUT
+    else:
+        raise AssertionError("a text to a number that sent STOP was accepted for sending")
+
+
 def produce(tag: str, count: int, seed: int | None) -> RunRecord:
     """Enqueue `count` planned messages and the side-door rows; what went in."""
     rng = random.Random(seed)
@@ -102,6 +118,7 @@ def produce(tag: str, count: int, seed: int | None) -> RunRecord:
     started = time.monotonic()
     enqueue_planned(planned, record)
     insert_side_doors(rng, record)
+    opt_out_and_send(rng, record)
     record.enqueue_seconds = time.monotonic() - started
     return record
 

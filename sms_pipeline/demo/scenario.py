@@ -27,7 +27,14 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("rejected", "04", "REJECTED", 0.02, "Rejected: Invalid abonent number"),
     Scenario("never final", "05", "Terminated", 0.02, "stays Enroute; ours to terminate"),
     Scenario("slow gateway", "06", "Delivered", 0.02, "answer after 2 s, still in time"),
+    Scenario(
+        "malformed answer", "07", "RETRYCOUNT EXCEEDED", 0.01, "plain-text answer on all 3 attempts"
+    ),
     Scenario("undeliverable", "08", "Undeliverable", 0.03, "the handset never got it"),
+    Scenario("throttled once", "09", "Delivered", 0.01, "HTTP 429: account paused 1 s, then sent"),
+    Scenario(
+        "out of credits once", "10", "Delivered", 0.01, "prepaid limit: account paused, then sent"
+    ),
 )
 INVALID_SHARE = 0.02
 SQL_ROUTE_GOOD = Scenario("SQL route", None, "Delivered", 0.0, "row in sms_queue → sent")
@@ -40,6 +47,9 @@ SQL_ROUTE_EMPTY_TEXT = Scenario(
 REPLICATED = Scenario(
     "replicated verification", None, "Delivered", 0.0, "row in verifications → sms_log"
 )
+OPTED_OUT = Scenario(
+    "opted out", None, "OPTED OUT", 0.0, "the number sent STOP first: a text is logged, not sent"
+)
 # Every scenario, in the order the report lists them (names are unique: the producer
 # child hands its record back by name).
 ALL_SCENARIOS: tuple[Scenario, ...] = (
@@ -49,7 +59,10 @@ ALL_SCENARIOS: tuple[Scenario, ...] = (
     SQL_ROUTE_BAD_NUMBER,
     SQL_ROUTE_EMPTY_TEXT,
     REPLICATED,
+    OPTED_OUT,
 )
+# The simulator's fault suffixes the demo sends to (every rule it has; a test holds them equal).
+FAULT_SUFFIXES: frozenset[str] = frozenset(s.suffix for s in SCENARIOS if s.suffix)
 BY_NAME: dict[str, Scenario] = {s.name: s for s in ALL_SCENARIOS}
 
 # Ukrainian mobile operator codes: realistic numbers for the simulator, never real people

@@ -48,6 +48,7 @@ from sms_pipeline.gateway.errors import (
 )
 from sms_pipeline.gateway.statuses import GatewayStatus
 from sms_pipeline.gateway.transport import CurlPool, Reply
+from sms_pipeline.settings import mask_url
 
 if TYPE_CHECKING:
     from sms_pipeline.settings import Settings
@@ -106,7 +107,7 @@ class SendResult:
 class SendRequest:
     """One message of a batch for :meth:`IP2SMSClient.send_many`."""
 
-    phone_number: str
+    phone_number: str = field(repr=False)  # personal data: never in a log line
     body: str = field(repr=False)
     ext_id: str | None = None
     uniq_key: str | None = None
@@ -308,7 +309,8 @@ class IP2SMSClient:
 
     def __repr__(self) -> str:
         return (
-            f"IP2SMSClient(send_url={self.send_url!r}, status_url={self.status_url!r}, "
+            f"IP2SMSClient(send_url={mask_url(self.send_url)!r}, "
+            f"status_url={mask_url(self.status_url)!r}, "
             f"login={self.login!r}, password='***', source={self.source!r})"
         )
 

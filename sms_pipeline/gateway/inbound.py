@@ -45,6 +45,7 @@ from sms_pipeline.gateway.codec import (
     xml_bytes,
 )
 from sms_pipeline.gateway.errors import GatewayError
+from sms_pipeline.settings import mask_url
 
 if TYPE_CHECKING:
     from sms_pipeline.settings import Settings
@@ -273,7 +274,10 @@ class InboundClient:
         )
 
     def __repr__(self) -> str:
-        return f"InboundClient(base_url={self.base_url!r}, login={self.login!r}, password='***')"
+        return (
+            f"InboundClient(base_url={mask_url(self.base_url)!r}, login={self.login!r}, "
+            "password='***')"
+        )
 
     __str__ = __repr__
 

@@ -12,6 +12,9 @@ Guards, set once per connection handle:
 - http and https only, certificates checked against the CAs Python's ssl trusts, no
   redirects followed, no proxy (not even from the environment),
   no `.netrc`, no cookies, no decompression (so no gzip bomb), HTTP/1.1;
+- one attempt is at most one request the gateway sees: the body goes through a read
+  callback that cannot rewind, so libcurl cannot re-send a POST on a fresh connection
+  after a reused one died (it fails instead: a failed attempt, retried by our own rule);
 - a TOTAL deadline per request (`TIMEOUT_MS`: connect, request, headers and body; a
   server that drips its answer a byte at a time is cut off at it), a connect timeout,
   and a read timeout: no byte of the answer for that long once the request went out
@@ -27,6 +30,7 @@ message (it may quote the URL).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import queue
 import selectors
@@ -63,6 +67,9 @@ _CONNECTION_LOST: Final = {
     56: "connection reset while receiving",
 }
 _UNREADABLE: Final = frozenset({8, 61, 100})
+# The connection died after the request went out and libcurl wanted to send it again on a
+# fresh one; the body cannot be rewound (by design, above), so it was not re-sent.
+_NOT_RESENT: Final = 65  # CURLE_SEND_FAIL_REWIND
 _TIMED_OUT: Final = 28
 _TOO_LARGE: Final = 63  # CURLE_FILESIZE_EXCEEDED
 _WRITE_ABORTED: Final = 23  # our write callback refused more bytes
@@ -105,6 +112,10 @@ def _transfer_error(
         return GatewayConnectionError(f"connection failed (curl error {errno})")
     if errno in _CONNECTION_LOST:
         return GatewayConnectionError(f"{_CONNECTION_LOST[errno]} (curl error {errno})")
+    if errno == _NOT_RESENT:
+        return GatewayConnectionError(
+            f"connection lost after the request was sent; not re-sent (curl error {errno})"
+        )
     if errno in _CUT_OFF:
         return GatewayConnectionError(f"answer cut off (curl error {errno})")
     if errno in _UNREADABLE:
@@ -343,7 +354,12 @@ class CurlPool:
                 transfer = _Transfer(batch, index, self._max_bytes, now)
                 handle = self._idle.pop() if self._idle else self._new_handle()
                 handle.setopt(pycurl.URL, url)
-                handle.setopt(pycurl.POSTFIELDS, payload)
+                # The body through a read callback that cannot seek: libcurl re-sends a POST
+                # by itself when a reused connection dies before any answer byte ("retrying
+                # a fresh connect"), which needs a rewind; without one the transfer fails
+                # (curl error 65) and one attempt stays one request the gateway sees.
+                handle.setopt(pycurl.POSTFIELDSIZE_LARGE, len(payload))
+                handle.setopt(pycurl.READFUNCTION, io.BytesIO(payload).read)
                 handle.setopt(pycurl.WRITEFUNCTION, transfer.write)
                 handle.setopt(pycurl.HEADERFUNCTION, transfer.headers.append)
                 self._active[handle] = transfer
@@ -354,6 +370,7 @@ class CurlPool:
         handle.setopt(pycurl.NOSIGNAL, 1)
         handle.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
         handle.setopt(pycurl.FOLLOWLOCATION, 0)
+        handle.setopt(pycurl.POST, 1)
         handle.setopt(pycurl.PROXY, "")  # "" = no proxy, whatever the environment says
         handle.setopt(pycurl.NOPROXY, "*")
         handle.setopt(pycurl.HTTP_VERSION, pycurl.CURL_HTTP_VERSION_1_1)
@@ -412,6 +429,7 @@ class CurlPool:
         # Drop the references this answer's callbacks hold before the handle is reused.
         handle.setopt(pycurl.WRITEFUNCTION, _discard)
         handle.setopt(pycurl.HEADERFUNCTION, _discard)
+        handle.setopt(pycurl.READFUNCTION, _no_body)
         # Several batches can be in flight at once (more transfers than connections, the
         # rest queued in libcurl): keep their handles for the next ones.
         if len(self._idle) < _MAX_IDLE_HANDLES:
@@ -454,6 +472,10 @@ class CurlPool:
 
 def _discard(_data: bytes) -> None:
     return None
+
+
+def _no_body(_size: int) -> bytes:
+    return b""
 
 
 __all__ = ["CurlPool", "Reply"]

@@ -1,9 +1,10 @@
 """The SMS channel's predefined metrics: one list that the exporter, the docs and the tests share.
 
-Three sources:
+Two sources:
 - ``stored``: counters and histograms kept in ``verification.metric_counters`` (they survive
   restarts and add up across workers); histograms are stored the Prometheus way, as
-  cumulative ``_bucket{le=...}`` rows plus ``_sum`` and ``_count``.
+  cumulative ``_bucket{le=...}`` rows plus ``_sum`` and ``_count``. The heartbeat gauge is
+  stored there too, set (not added) by each worker and beat.
 - ``scrape``: gauges computed from ``sms_log`` when Prometheus scrapes, with indexed queries.
 
 Label values come from bounded vocabularies only (message types, statuses, outcomes, queue
@@ -69,6 +70,10 @@ SUBMIT_TO_DELIVERED_BUCKETS: Final = (
     1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0
 )  # fmt: skip
 ATTEMPT_BUCKETS: Final = (1.0, 2.0, 3.0, 4.0, 5.0, 10.0)
+# Codes are valid 10 minutes by default (SMS_OTP_VALID_SECONDS): bounds around it.
+ENQUEUE_TO_DELIVERED_BUCKETS: Final = (
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0
+)  # fmt: skip
 
 
 class MessageEvent(enum.StrEnum):
@@ -100,8 +105,11 @@ ENQUEUE_TO_SUBMIT: Final = "sms_enqueue_to_submit_seconds"
 SUBMIT_TO_DELIVERED: Final = "sms_submit_to_delivered_seconds"
 MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
 INBOUND_SKIPPED_TOTAL: Final = "sms_inbound_items_skipped_total"
+POLLER_FAILURES_TOTAL: Final = "sms_poller_failures_total"
+POLLERS: Final = ("inbound", "sql_route", "replication", "callbacks", "status")
 QUEUE_DEPTH: Final = "sms_queue_depth"
 QUEUE_OLDEST_AGE: Final = "sms_queue_oldest_age_seconds"
+ACCOUNT_PAUSED: Final = "sms_account_paused"
 MESSAGES_MOVING: Final = "sms_messages_moving"
 MESSAGES_WINDOW: Final = "sms_messages_window"
 TERMINATED_RATIO: Final = "sms_terminated_ratio"
@@ -110,6 +118,14 @@ RETRYCOUNT_EXCEEDED_RATIO: Final = "sms_retrycount_exceeded_ratio"
 WINDOW_SECONDS: Final = "sms_metrics_window_seconds"
 DATABASE_UP: Final = "sms_metrics_database_up"
 LIMIT_REFUSALS_TOTAL: Final = "sms_limit_refusals_total"
+ENQUEUE_TO_DELIVERED: Final = "sms_enqueue_to_delivered_seconds"
+OTP_VALID_SECONDS: Final = "sms_otp_valid_seconds"
+STATUS_CHECK_LAG: Final = "sms_status_check_lag_seconds"
+REPLICATION_LAG: Final = "sms_replication_lag_seconds"
+SQL_QUEUE_OLDEST_AGE: Final = "sms_sql_queue_oldest_age_seconds"
+HEARTBEAT: Final = "sms_heartbeat_timestamp_seconds"
+
+HEARTBEAT_ROLES: Final = ("worker", "beat")
 
 _TYPES = "verification, medication_request, text, 2FA"
 
@@ -200,6 +216,16 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         label_values="kind: replies, shortcodes",
     ),
     MetricSpec(
+        POLLER_FAILURES_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Units a periodic job could not process (an account's inbound round or SQL-route "
+        "queue, a replication batch, a callback step, a chunk of status checks): each is "
+        "skipped, counted and logged, and the job goes on with the others.",
+        ("poller",),
+        label_values="poller: " + ", ".join(POLLERS),
+    ),
+    MetricSpec(
         QUEUE_DEPTH,
         Kind.GAUGE,
         Source.SCRAPE,
@@ -211,9 +237,20 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         QUEUE_OLDEST_AGE,
         Kind.GAUGE,
         Source.SCRAPE,
-        "How long the oldest due message has been waiting (0 when none is due).",
+        "How long the oldest waiting message has waited since it was enqueued (or since its "
+        "requested send time): a pause, a retry or a window that moves its next attempt "
+        "does not reset it (0 when none waits).",
         ("queue", "priority"),
         label_values="queue: urgent, bulk; priority: 0..9, <0, >9",
+    ),
+    MetricSpec(
+        ACCOUNT_PAUSED,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "1 for each account paused now (its messages wait until the pause ends); the "
+        "series is absent otherwise.",
+        ("account", "reason"),
+        label_values="account: account names; reason: credits, 429, manual",
     ),
     MetricSpec(
         MESSAGES_MOVING,
@@ -265,6 +302,53 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         ("limit", "subject"),
         label_values="limit: api_key_rate, api_key_daily, account_daily; subject: the API "
         "key's name or the account's name",
+    ),
+    MetricSpec(
+        ENQUEUE_TO_DELIVERED,
+        Kind.HISTOGRAM,
+        Source.STORED,
+        "Time from enqueue (or the requested send time, if later) to the Delivered status: "
+        "what the recipient waits for a code.",
+        ("type",),
+        ENQUEUE_TO_DELIVERED_BUCKETS,
+        label_values=f"type: {_TYPES}",
+    ),
+    MetricSpec(
+        OTP_VALID_SECONDS,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "A one-time code's validity (SMS_OTP_VALID_SECONDS of the exporter): the bound the "
+        "codes-late alert compares enqueue-to-Delivered with.",
+    ),
+    MetricSpec(
+        STATUS_CHECK_LAG,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "How long the most overdue status check has been due (0 when none is overdue): "
+        "status checks falling behind.",
+    ),
+    MetricSpec(
+        REPLICATION_LAG,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Age of the oldest verification within the replication window that has no sms_log "
+        "row yet (0 when none).",
+    ),
+    MetricSpec(
+        SQL_QUEUE_OLDEST_AGE,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Age of the oldest row waiting in the SQL route's sms_queue table, per account.",
+        ("account",),
+        label_values="account: account name",
+    ),
+    MetricSpec(
+        HEARTBEAT,
+        Kind.GAUGE,
+        Source.STORED,
+        "Unix time of the last heartbeat of a worker or beat process (every 15 s while it runs).",
+        ("role",),
+        label_values="role: " + ", ".join(HEARTBEAT_ROLES),
     ),
     MetricSpec(
         DATABASE_UP,

@@ -24,9 +24,12 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, select
 
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
+from sms_pipeline.db.pauses import active_pauses
 from sms_pipeline.metrics import catalogue as c
+from sms_pipeline.metrics import health
 from sms_pipeline.metrics import queries as q
 from sms_pipeline.metrics.store import parse_labels
+from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,9 @@ class SmsCollector(Collector):
         *,
         window: dt.timedelta = DEFAULT_WINDOW,
         clock: Callable[[], dt.datetime] = utcnow,
+        settings: Settings | None = None,
     ) -> None:
+        self._settings = settings
         if engine is None:
             from sms_pipeline.db import get_engine
 
@@ -63,6 +68,10 @@ class SmsCollector(Collector):
         self._engine = engine
         self.window = window
         self.clock = clock
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings or get_settings()
 
     @property
     def engine(self) -> Engine:
@@ -83,6 +92,7 @@ class SmsCollector(Collector):
             up = 0.0
             families = {spec.name: _family(spec) for spec in c.CATALOGUE}
         families[c.WINDOW_SECONDS].add_metric([], self.window.total_seconds())
+        families[c.OTP_VALID_SECONDS].add_metric([], float(self.settings.sms_otp_valid_seconds))
         families[c.DATABASE_UP].add_metric([], up)
         yield from families.values()
 
@@ -96,8 +106,19 @@ class SmsCollector(Collector):
             queues = q.queue_stats(conn, now)
             moving = q.moving_count(conn)
             window = q.window_counts(conn, now - self.window)
+            self._health(families, conn, now)
+            pauses = active_pauses(conn, now)
         self._stored(families, stored)
         self._gauges(families, now, queues, moving, window)
+        for pause in pauses:
+            families[c.ACCOUNT_PAUSED].add_metric([pause.account, pause.kind], 1.0)
+
+    def _health(self, families: dict[str, Any], conn: Any, now: dt.datetime) -> None:
+        families[c.STATUS_CHECK_LAG].add_metric([], health.status_check_lag(conn, now))
+        window = self.settings.sms_replication_safe_window_seconds
+        families[c.REPLICATION_LAG].add_metric([], health.replication_lag(conn, now, window))
+        for account, age in sorted(health.sql_queue_oldest(conn, now).items()):
+            families[c.SQL_QUEUE_OLDEST_AGE].add_metric([account], age)
 
     def _stored(self, families: dict[str, Any], rows: Any) -> None:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
@@ -107,7 +128,10 @@ class SmsCollector(Collector):
             if spec.source is not c.Source.STORED:
                 continue
             family = families[spec.name]
-            if spec.kind is c.Kind.COUNTER:
+            if spec.kind is c.Kind.GAUGE:  # set by its writers (heartbeats): the value as is
+                for labels, value in sorted(by_name.get(spec.name, []), key=lambda r: str(r[0])):
+                    family.add_metric([labels.get(k, "") for k in spec.labels], value)
+            elif spec.kind is c.Kind.COUNTER:
                 for labels, value in sorted(
                     by_name.get(spec.name, []), key=lambda r: sorted(r[0].items())
                 ):

@@ -207,15 +207,30 @@ def _status_change(
     status: str,
     submitted_at: dt.datetime | None,
     changed_at: dt.datetime | None,
+    enqueued_at: dt.datetime | None = None,
 ) -> tuple[list[Increment], list[Observation]]:
     increments: list[Increment] = [
         (c.STATUS_TRANSITIONS_TOTAL, {"type": message_type, "status": status}, 1.0)
     ]
     observations: list[Observation] = []
-    took = _seconds(changed_at, submitted_at) if status == GatewayStatus.DELIVERED else None
+    if status != GatewayStatus.DELIVERED:
+        return increments, observations
+    took = _seconds(changed_at, submitted_at)
     if took is not None:
         observations.append(
             (c.SUBMIT_TO_DELIVERED, {"type": message_type}, took, c.SUBMIT_TO_DELIVERED_BUCKETS)
+        )
+    # What the patient waits for a code: from enqueue to the handset (alerts compare it with
+    # the code's validity).
+    whole = _seconds(changed_at, enqueued_at)
+    if whole is not None:
+        observations.append(
+            (
+                c.ENQUEUE_TO_DELIVERED,
+                {"type": message_type},
+                whole,
+                c.ENQUEUE_TO_DELIVERED_BUCKETS,
+            )
         )
     return increments, observations
 
@@ -259,7 +274,7 @@ def messages_sent(messages: Iterable[Sent]) -> None:
                 (c.ENQUEUE_TO_SUBMIT, {"type": m.type}, waited, c.ENQUEUE_TO_SUBMIT_BUCKETS)
             )
         counted, observed = _status_change(
-            m.type, a.gateway_status, a.submitted_at, a.status_changed_at
+            m.type, a.gateway_status, a.submitted_at, a.status_changed_at, a.ready_at
         )
         increments += counted
         observations += observed
@@ -291,9 +306,10 @@ def status_changed(
     status: str,
     submitted_at: dt.datetime | None = None,
     changed_at: dt.datetime | None = None,
+    enqueued_at: dt.datetime | None = None,
 ) -> None:
     """A message's gateway status changed to `status` (call once per real change)."""
-    get_store().add(*_status_change(message_type, status, submitted_at, changed_at))
+    get_store().add(*_status_change(message_type, status, submitted_at, changed_at, enqueued_at))
 
 
 @_never_raises
@@ -307,6 +323,13 @@ def inbound_skipped(kind: str, count: int) -> None:
     """Incoming items of `kind` that could not be read or stored were skipped."""
     if count > 0:
         get_store().inc(c.INBOUND_SKIPPED_TOTAL, {"kind": kind}, float(count))
+
+
+@_never_raises
+def poller_unit_failed(poller: str, count: int = 1) -> None:
+    """A periodic job skipped `count` units that failed (the others went on)."""
+    if count > 0:
+        get_store().inc(c.POLLER_FAILURES_TOTAL, {"poller": poller}, float(count))
 
 
 @_never_raises

@@ -1,10 +1,11 @@
 """The report as a PNG, for a person: volume by status over time, what failed and why,
 and how long delivery took.
 
-The time axis follows the report's bucket (seconds for a 30-second run, days for a
-month), every tick carries its full date, legends sit outside the plotting area, and the
-failures get a panel of their own, so a handful of them is not a sliver under a tall bar
-of deliveries.
+A headline says the answer first (delivered share, messages, window). The time axis spans
+the data (from the first message's bucket to the last one's) in the report's bucket
+(seconds for a 30-second run, days for a month), every tick carries its full date, bars
+keep headroom under the frame, legends sit outside the plotting area, and the failures get
+a panel of their own, so a handful of them is not a sliver under a tall bar of deliveries.
 """
 
 from __future__ import annotations
@@ -90,7 +91,44 @@ def _stacked(
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
 
 
-def _time_axis(axes: Any, report: ChannelReport) -> None:
+HEADROOM: Final = 1.12  # the tallest bar stops below the frame, its legend clear of it
+
+
+def time_span(report: ChannelReport) -> tuple[dt.datetime, dt.datetime]:
+    """The x axis: from the first bucket with messages to the end of the last one."""
+    used = [start for start, counts in report.timeline if counts] or [
+        start for start, _ in report.timeline
+    ]
+    if not used:
+        return report.since, report.until
+    return used[0], used[-1] + dt.timedelta(seconds=report.bucket_seconds)
+
+
+def tallest(timeline: list[tuple[dt.datetime, dict[str, int]]], statuses: list[str]) -> int:
+    return max((sum(c.get(s, 0) for s in statuses) for _, c in timeline), default=0)
+
+
+def headline(report: ChannelReport) -> str:
+    """Delivered share, messages and window: the answer before the charts."""
+    overall = report.overall
+    rate = overall.delivery_rate
+    share = f"{rate * 100:.1f} % delivered" if rate is not None else "nothing finished yet"
+    return (
+        f"{share} ({overall.delivered} of {overall.finished} finished) · "
+        f"{overall.total} messages enqueued in {_window(report.until - report.since)}"
+    )
+
+
+def _window(span: dt.timedelta) -> str:
+    """`24 h`, `7 d`, `90 min`, `45 s`: the largest unit the window is a whole number of."""
+    seconds = round(span.total_seconds())
+    for unit, size, least in (("d", 86400, 2), ("h", 3600, 1), ("min", 60, 1)):
+        if seconds % size == 0 and seconds // size >= least:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+def _time_axis(axes: Any, report: ChannelReport, top: int) -> None:
     import matplotlib.dates as mdates
     from matplotlib.ticker import MaxNLocator
 
@@ -98,7 +136,8 @@ def _time_axis(axes: Any, report: ChannelReport) -> None:
     axes.xaxis.set_major_locator(locator)
     formatter = mdates.DateFormatter(date_format(report.bucket_seconds))  # type: ignore[no-untyped-call]
     axes.xaxis.set_major_formatter(formatter)
-    axes.set_xlim(report.timeline[0][0], report.until)
+    axes.set_xlim(*time_span(report))
+    axes.set_ylim(0, max(1.0, top * HEADROOM))
     axes.yaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel(
         f"enqueued at (UTC); one bar = {bucket_label(report.bucket_seconds)}", fontsize="small"
@@ -122,6 +161,19 @@ def _legend(axes: Any) -> None:
 
 def render_png(report: ChannelReport, path: str | Path) -> Path:
     """Write the charts to `path` (PNG) and return it (needs the `plot` extra)."""
+    path = Path(path)
+    fig = build_figure(report)
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def build_figure(report: ChannelReport) -> Any:
+    """The charts as a matplotlib Figure (the caller closes it)."""
     try:
         import matplotlib
     except ImportError as exc:  # the production image has no plotting extra
@@ -134,15 +186,15 @@ def render_png(report: ChannelReport, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    path = Path(path)
     fig, (volume, failures, latency) = plt.subplots(
-        3, 1, figsize=(12, 11), constrained_layout=True, height_ratios=(3, 2, 2)
+        3, 1, figsize=(12, 11.5), constrained_layout=True, height_ratios=(3, 2, 2)
     )
     try:
         fig.suptitle(
-            f"SMS channel: messages enqueued {report.since:%Y-%m-%d %H:%M:%S} to "
+            f"{headline(report)}\n"
+            f"SMS channel, messages enqueued {report.since:%Y-%m-%d %H:%M:%S} to "
             f"{report.until:%Y-%m-%d %H:%M:%S} UTC",
-            fontsize="large",
+            fontsize="x-large",
         )
         width = report.bucket_seconds / 86400 * 0.9  # matplotlib dates count in days
         totals: dict[str, int] = {}
@@ -159,7 +211,7 @@ def render_png(report: ChannelReport, path: str | Path) -> Path:
             {s: f"{s} ({totals[s]})" for s in all_statuses},
         )
         volume.set_title("All messages by status", loc="left")
-        _time_axis(volume, report)
+        _time_axis(volume, report, tallest(report.timeline, all_statuses))
         _legend(volume)
 
         failed = [s for s in all_statuses if q.is_finished(s) and s != "Delivered"]
@@ -172,7 +224,7 @@ def render_png(report: ChannelReport, path: str | Path) -> Path:
         failures.set_title(
             f"Not delivered, by reason ({sum(totals[s] for s in failed)} messages)", loc="left"
         )
-        _time_axis(failures, report)
+        _time_axis(failures, report, tallest(report.timeline, failed))
         if failed:
             _legend(failures)
         else:
@@ -188,6 +240,7 @@ def render_png(report: ChannelReport, path: str | Path) -> Path:
         used = max((i for i, n in enumerate(bins) if n), default=len(bins) - 1)
         shown = min(len(bins), max(used + 2, 6))
         latency.bar(range(shown), bins[:shown], color="#1f77b4")
+        latency.set_ylim(0, max(1.0, max(bins[:shown], default=0) * HEADROOM))
         latency.set_xticks(range(shown), tick_labels[:shown])
         overall = report.overall
         latency.set_title(
@@ -201,10 +254,10 @@ def render_png(report: ChannelReport, path: str | Path) -> Path:
         latency.set_ylabel("messages")
         latency.yaxis.set_major_locator(MaxNLocator(integer=True))
         latency.grid(axis="y", alpha=0.3)
-        fig.savefig(path, format="png", dpi=100)
-    finally:
+    except BaseException:
         plt.close(fig)
-    return path
+        raise
+    return fig
 
 
 def _fmt(value: float | None) -> str:

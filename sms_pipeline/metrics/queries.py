@@ -103,16 +103,21 @@ def as_utc(value: object) -> dt.datetime | None:
 @dataclass(frozen=True)
 class QueueStat:
     depth: int
-    oldest_due: dt.datetime | None
+    oldest_due: dt.datetime | None  # the oldest waiting message's enqueue (or send-at) time
 
 
 def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], QueueStat]:
-    """(queue, priority label) → waiting messages and the oldest due one."""
+    """(queue, priority label) → waiting messages and the oldest waiting one's ready time.
+
+    Ready = enqueued, or the requested send time when later: never `due_at`, which a pause,
+    a retry's backoff or a send window moves forward (a paused account's messages then
+    looked 0 s old while they waited minutes)."""
     log_table = table_name(conn, "sms_log")
+    ready = "CASE WHEN send_after > inserted_at THEN send_after ELSE inserted_at END"
     rows = conn.execute(
         timed(
             f"SELECT type, priority, count(*), "
-            f"min(CASE WHEN due_at <= :now THEN due_at END) "
+            f"min(CASE WHEN {ready} <= :now THEN {ready} END) "
             f"FROM {log_table} WHERE {sql_in('send_status', PENDING_SEND_STATUSES)} "
             f"GROUP BY type, priority",
             "now",

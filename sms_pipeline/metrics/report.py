@@ -3,7 +3,8 @@
 Built from `sms_log` (messages enqueued in [since, until), by `inserted_at`, indexed) and
 the stored gateway counters. Queries, whatever the size of the log:
 1. volume per time bucket × type × status (one GROUP BY) — the per-type table and the
-   chart; the bucket follows the window (seconds for a short run, days for a month);
+   chart; the bucket follows the span of the data (seconds for a short run, days for a
+   month), found first with min/max(inserted_at);
 2. time to Delivered (status_changed_at - submitted_at, clamped at 0): on PostgreSQL one
    `percentile_cont` query with GROUPING SETS (per type and overall) and one
    `width_bucket` query for the distribution; on SQLite one ordered, bounded fetch whose
@@ -75,7 +76,8 @@ class ChannelReport:
     types: list[TypeReport]
     overall: TypeReport
     gateway: list[GatewayReport]
-    # (bucket start, {status: count}) in time order, empty buckets included.
+    # (bucket start, {status: count}) in time order, from the first message's bucket to the
+    # last one's (the whole window when it has none), empty buckets included.
     timeline: list[tuple[dt.datetime, dict[str, int]]]
     # (upper bound in seconds or None for the last open bin, count): bisect_right bins.
     latency_histogram: list[tuple[float | None, int]]
@@ -164,6 +166,25 @@ def _bucket_counts(
         when = dt.datetime.fromtimestamp(int(number) * size, dt.UTC)
         out[(when, message_type, q.outcome_of(send_status, gateway_status))] += int(count)
     return out
+
+
+def _data_span(
+    conn: Connection, since: dt.datetime, until: dt.datetime, extra: list[dt.datetime]
+) -> tuple[dt.datetime, dt.datetime]:
+    """The first and last enqueue time within [since, until) (the whole window if none)."""
+    found = conn.execute(
+        q.timed(
+            f"SELECT min(inserted_at), max(inserted_at) FROM {table_name(conn, 'sms_log')} "
+            f"WHERE inserted_at >= :since AND inserted_at < :until",
+            "since",
+            "until",
+        ),
+        {"since": since, "until": until},
+    ).one()
+    moments = [m for m in (q.as_utc(found[0]), q.as_utc(found[1]), *extra) if m is not None]
+    if not moments:
+        return since, until - dt.timedelta(microseconds=1)
+    return max(since, min(moments)), min(until - dt.timedelta(microseconds=1), max(moments))
 
 
 @dataclass
@@ -306,11 +327,15 @@ def build_report(
     now = utcnow()
     until = until or now
     start = until - since if isinstance(since, dt.timedelta) else since
-    size = bucket_seconds_for(until - start)
     with engine.connect() as conn:
-        bucket_counts = _bucket_counts(conn, start, until, size)
         # Messages retention already deleted live on as hourly rollups (docs/privacy.md).
-        for (hour, message_type, outcome), count in rollup_counts(conn, start, until).items():
+        rollups = rollup_counts(conn, start, until)
+        # The chart covers the data, not the whole window: a 45-second run in a 24-hour
+        # window gets 1-second bars, not one hour-wide bar at the right-hand edge.
+        first, last = _data_span(conn, start, until, [hour for hour, _t, _o in rollups])
+        size = bucket_seconds_for(last - first + dt.timedelta(seconds=1))
+        bucket_counts = _bucket_counts(conn, start, until, size)
+        for (hour, message_type, outcome), count in rollups.items():
             key = (_bucket_start(hour, size), message_type, outcome)
             bucket_counts[key] = bucket_counts.get(key, 0) + count
         privacy = _privacy(conn)
@@ -339,8 +364,8 @@ def build_report(
     overall = with_latency(_type_report(ALL, per_type.get(ALL, {})))
 
     timeline: list[tuple[dt.datetime, dict[str, int]]] = []
-    bucket = _bucket_start(start, size)
-    while bucket < until:
+    bucket = _bucket_start(first, size)
+    while bucket <= last and bucket < until:
         timeline.append((bucket, dict(sorted(per_bucket.get(bucket, {}).items()))))
         bucket += dt.timedelta(seconds=size)
 
@@ -386,6 +411,7 @@ def render_text(report: ChannelReport, *, width: int = 80) -> str:
     )
     rows = (*report.types, report.overall)
     last = report.types[-1] if report.types else None
+    per_type_names = {row.type for row in report.types}
 
     def table(title: str, caption: str | None = None) -> Table:
         return Table(
@@ -393,11 +419,19 @@ def render_text(report: ChannelReport, *, width: int = 80) -> str:
             caption_justify="left", pad_edge=False, collapse_padding=True,
         )  # fmt: skip
 
+    # Footnotes explain only what the tables show.
+    short_names = [
+        f"{short}: {name}." for name, short in SHORT_TYPE_NAMES.items() if name in per_type_names
+    ]
     delivery = table(
         "Delivery by type",
-        "final: in a final state. rates: shares of the final messages the gateway was "
-        "asked to send (invalid input and opt-outs left out). medication: "
-        "medication_request.",
+        " ".join(
+            [
+                "final: in a final state. rates: shares of the final messages the gateway was "
+                "asked to send (invalid input and opt-outs left out).",
+                *short_names,
+            ]
+        ),
     )
     for column in (
         "type", "enqueued", "final", "delivered", "delivery\nrate", "Terminated",
@@ -438,9 +472,12 @@ def render_text(report: ChannelReport, *, width: int = 80) -> str:
 
     statuses = sorted({s for row in report.types for s in row.by_status})
     if statuses:
+        notes = {
+            "pending": "pending: not yet with the gateway",
+            "moving": "moving: with the gateway, not final yet",
+        }
         by_status = table(
-            "Messages by status",
-            "pending: not yet with the gateway; moving: with the gateway, not final yet",
+            "Messages by status", "; ".join(n for s, n in notes.items() if s in statuses) or None
         )
         by_status.add_column("status")
         for row in rows:

@@ -135,13 +135,45 @@ def charge_credits(session: Session, account_id: int, segments: Any) -> None:
     )
 
 
-def pause_account(session: Session, account_id: int, until: dt.datetime, reason: str) -> None:
-    """Stop an account sending until `until` (a 429 storm or an exhausted balance)."""
+def pause_account(
+    session: Session,
+    account_id: int,
+    until: dt.datetime,
+    reason: str,
+    now: dt.datetime | None = None,
+) -> str | None:
+    """Stop an account sending until `until` (a 429 storm, an exhausted balance, an operator).
+
+    Returns the account's name when this starts a pause (it was not paused at `now`), None
+    when it only extends one or changes nothing: the caller warns once per pause. Two
+    workers pausing at once: the row lock orders them and only the first starts it."""
+    now = now or dt.datetime.now(dt.UTC)
+    started = session.execute(
+        update(Account)
+        .where(Account.id == account_id)
+        .where((Account.paused_until.is_(None)) | (Account.paused_until <= now))
+        .values(paused_until=until, pause_reason=reason[:200])
+        .returning(Account.name)
+    ).scalar_one_or_none()
+    if started is not None:
+        return str(started)
     session.execute(
         update(Account)
         .where(Account.id == account_id)
         .where((Account.paused_until.is_(None)) | (Account.paused_until < until))
         .values(paused_until=until, pause_reason=reason[:200])
+    )
+    return None
+
+
+def pause_warning(name: str, until: dt.datetime, reason: str) -> str:
+    """The one WARNING a pause gets when it starts."""
+    from sms_pipeline.db.pauses import pause_text
+
+    return (
+        f"account {name} paused ({pause_text(reason)}) until "
+        f"{until.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ}: its messages wait until then "
+        "(sms-pipeline up shows the pause, sms_account_paused counts it)"
     )
 
 

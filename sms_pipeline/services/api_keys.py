@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,7 +28,7 @@ _HASH_LABEL = b"sms-pipeline api key v1"
 
 
 class ApiKeyError(ValueError):
-    """A key operation was refused (unknown name, duplicate name, unknown account)."""
+    """A key operation was refused (unknown name, duplicate name, unknown account, scope)."""
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,11 @@ class NewApiKey:
     """What `create_api_key` returns: the only time the key and secret are visible."""
 
     name: str
-    key: str
-    signing_secret: str
+    key: str = field(repr=False)
+    signing_secret: str = field(repr=False)
     account: str | None
     admin: bool = False
+    platform_admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,31 @@ class Principal:
     key_id: int
     name: str
     account_id: int | None
-    admin: bool = False  # may read and erase a person's data (/v1/subjects)
+    admin: bool = False  # may export and erase a person's data in its own account
     prefix: str = ""  # random per key, never reused: what its abuse limits are counted by
+    platform_admin: bool = False  # may export and erase in every account (CLI-made only)
+
+    @property
+    def subject_scope(self) -> int | None:
+        """The account whose data this key may export and erase; None = every account.
+
+        Raises PermissionError for a key that may not: not an admin, or an admin key bound
+        to no account (before platform admins were their own kind, that meant "every
+        account"; it is refused now, never widened).
+        """
+        if self.platform_admin:
+            return None
+        if self.admin and self.account_id is not None:
+            return self.account_id
+        if self.admin:
+            raise PermissionError(
+                "this admin key is bound to no account: create an account admin "
+                "(api-key create NAME --account ACCOUNT --admin) or a platform admin "
+                "(api-key create NAME --platform-admin)"
+            )
+        raise PermissionError(
+            "an admin API key is required (api-key create NAME --account ACCOUNT --admin)"
+        )
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,7 @@ class ApiKeyInfo:
     active: bool
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    kind: str = "send"  # send | admin (its account's data) | platform-admin (every account)
 
 
 def hash_key(key: str) -> str:
@@ -76,11 +101,28 @@ def _split(key: str) -> str | None:
 
 
 def create_api_key(
-    session: Session, name: str, account: str | None = None, *, admin: bool = False
+    session: Session,
+    name: str,
+    account: str | None = None,
+    *,
+    admin: bool = False,
+    platform_admin: bool = False,
 ) -> NewApiKey:
+    """A new key. `admin` needs `account` (its data only); `platform_admin` takes none.
+
+    The HTTP API has no route that creates keys: a platform admin comes only from the
+    command line (`api-key create NAME --platform-admin`).
+    """
     name = name.strip()
     if not name or len(name) > 64:
         raise ApiKeyError("a key name is 1-64 characters")
+    if platform_admin and (admin or account is not None):
+        raise ApiKeyError("a platform admin key has no account and is not also --admin")
+    if admin and account is None:
+        raise ApiKeyError(
+            "an admin key is bound to one account (--account NAME); "
+            "for every account create a platform admin key (--platform-admin)"
+        )
     if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         raise ApiKeyError(f"an API key named {name!r} exists (revoke it or pick another name)")
     account_id = None
@@ -101,10 +143,11 @@ def create_api_key(
             account_id=account_id,
             active=True,
             admin=admin,
+            platform_admin=platform_admin,
         )
     )
     session.flush()
-    return NewApiKey(name, key, signing_secret, account, admin)
+    return NewApiKey(name, key, signing_secret, account, admin, platform_admin)
 
 
 def revoke_api_key(session: Session, name: str) -> bool:
@@ -124,8 +167,15 @@ def list_api_keys(session: Session) -> list[ApiKeyInfo]:
         .order_by(ApiKey.name)
     ).all()
     return [
-        ApiKeyInfo(k.name, k.prefix, acct, k.active, k.created_at, k.revoked_at) for k, acct in rows
+        ApiKeyInfo(k.name, k.prefix, acct, k.active, k.created_at, k.revoked_at, _kind(k))
+        for k, acct in rows
     ]
+
+
+def _kind(key: ApiKey) -> str:
+    if key.platform_admin:
+        return "platform-admin"
+    return "admin" if key.admin else "send"
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:
@@ -136,5 +186,7 @@ def authenticate(session: Session, presented: str) -> Principal | None:
     expected = hash_key(presented)
     for key in session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)):
         if hmac.compare_digest(key.key_hash, expected) and key.active:
-            return Principal(key.id, key.name, key.account_id, key.admin, key.prefix)
+            return Principal(
+                key.id, key.name, key.account_id, key.admin, key.prefix, key.platform_admin
+            )
     return None

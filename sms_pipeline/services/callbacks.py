@@ -30,7 +30,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, case, exists, select, update
@@ -40,6 +40,7 @@ from sms_pipeline import dispatch, http
 from sms_pipeline.db import insert_ignore, session_scope
 from sms_pipeline.db.models import ApiKey, CallbackEvent, SmsLog, utcnow
 from sms_pipeline.gateway.statuses import FINAL_STATUSES
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.settings import Settings, get_settings
 
@@ -168,7 +169,13 @@ def create_events(session: Session, now: dt.datetime, settings: Settings) -> int
         return 0
     values = []
     for row in rows:
-        payload = event_payload(row)
+        try:
+            payload = event_payload(row)
+        except Exception:
+            # One message whose event cannot be built holds none of the others' events.
+            metrics.poller_unit_failed("callbacks")
+            log.exception("callback event of message %s could not be built; skipped", row.id)
+            continue
         values.append(
             {
                 "message_id": row.id,
@@ -208,14 +215,25 @@ def sweep_callbacks(settings: Settings | None = None) -> CallbackSweep:
     """One pass: record new final-status events, then dispatch every due delivery."""
     settings = settings or get_settings()
     now = utcnow()
-    with session_scope(settings) as session:
-        created = create_events(session, now, settings)
-    with session_scope(settings) as session:
-        due = due_event_ids(session, now, settings.sms_callback_batch_limit)
-    # A task that waits longer than the next sweep is superseded by that sweep's: letting
-    # it expire keeps a backlog from piling up copies (a copy that runs is a no-op anyway).
-    expires = max(30.0, 2 * settings.sms_callback_sweep_seconds)
-    dispatched = dispatch.callback_deliveries(due, expires)
+    created = dispatched = 0
+    # Two steps, each its own unit: events that cannot be recorded this time still leave
+    # the due deliveries to be dispatched, and the other way round.
+    try:
+        with session_scope(settings) as session:
+            created = create_events(session, now, settings)
+    except Exception:
+        metrics.poller_unit_failed("callbacks")
+        log.exception("callbacks: recording new events failed; the next sweep retries")
+    try:
+        with session_scope(settings) as session:
+            due = due_event_ids(session, now, settings.sms_callback_batch_limit)
+        # A task that waits longer than the next sweep is superseded by that sweep's:
+        # letting it expire keeps a backlog from piling up copies (a copy is a no-op).
+        expires = max(30.0, 2 * settings.sms_callback_sweep_seconds)
+        dispatched = dispatch.callback_deliveries(due, expires)
+    except Exception:
+        metrics.poller_unit_failed("callbacks")
+        log.exception("callbacks: dispatching due deliveries failed; the next sweep retries")
     if created or dispatched:
         log.info("callbacks: %d new events, %d deliveries dispatched", created, dispatched)
     return CallbackSweep(created, dispatched)
@@ -236,8 +254,12 @@ class _Claim:
     message_id: uuid.UUID
     api_key_id: int | None
     payload: str
-    url: str | None
-    secret: str | None
+    url: str | None = field(repr=False)  # may carry the receiver's ?token=
+    secret: str | None = field(repr=False)
+    dropped: str | None = None  # why it is never sent (recorded on the event)
+
+
+REVOKED = "dropped: the API key that asked for it was revoked (never sent)"
 
 
 def _claim(event_id: int, settings: Settings) -> _Claim | None:
@@ -264,18 +286,25 @@ def _claim(event_id: int, settings: Settings) -> _Claim | None:
         if row is None:
             return None
         url = session.scalar(select(SmsLog.callback_url).where(SmsLog.id == row.message_id))
-        secret = None
+        secret = dropped = None
         if row.api_key_id is not None:
-            secret = session.scalar(
-                select(ApiKey.signing_secret).where(ApiKey.id == row.api_key_id)
-            )
+            key = session.execute(
+                select(ApiKey.signing_secret, ApiKey.active).where(ApiKey.id == row.api_key_id)
+            ).one_or_none()
+            # A revoked key's callbacks are not signed with its secret any more, nor sent.
+            secret = key.signing_secret if key is not None and key.active else None
+            dropped = REVOKED if key is not None and not key.active else None
         elif settings.sms_callback_secret is not None:
             secret = settings.sms_callback_secret.get_secret_value() or None
-    return _Claim(event_id, row.attempts, row.message_id, row.api_key_id, row.payload, url, secret)
+    return _Claim(
+        event_id, row.attempts, row.message_id, row.api_key_id, row.payload, url, secret, dropped
+    )
 
 
 def _post(claim: _Claim, settings: Settings) -> http.OutboundError | None:
     """POST the event; None on a 2xx answer, else the failure (its reason is for our logs)."""
+    if claim.dropped:
+        return http.OutboundError(claim.dropped, permanent=True)
     if not claim.url:
         return http.UnsafeUrlError("no callback URL")
     if not claim.secret:
@@ -337,7 +366,8 @@ def deliver_event(event_id: int, settings: Settings | None = None) -> Delivery:
     ):
         values = {
             "next_attempt_at": None,
-            "last_error": f"given up after {claim.attempt} attempts: {COARSE_ERROR}",
+            "last_error": claim.dropped
+            or f"given up after {claim.attempt} attempts: {COARSE_ERROR}",
         }
         outcome = Delivery.GIVEN_UP
     else:

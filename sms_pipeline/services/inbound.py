@@ -463,11 +463,13 @@ def poll_inbound(
                 poll_account(account_id, kind, client=client, settings=settings, result=result)
             except GatewayError as exc:
                 # The next round comes after the interval; the mark keeps what was stored.
+                metrics.poller_unit_failed("inbound")
                 result.errors += 1
                 result.details.append(f"account {account_id} {kind}: {exc.reason}")
                 log.warning("account %s: polling %s failed: %s", account_id, kind, exc.reason)
             except Exception as exc:
                 # Whatever went wrong with this account, the others are still polled.
+                metrics.poller_unit_failed("inbound")
                 result.errors += 1
                 result.details.append(f"account {account_id} {kind}: {type(exc).__name__}")
                 log.exception("account %s: polling %s failed", account_id, kind)

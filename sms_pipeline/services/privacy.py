@@ -40,6 +40,7 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     delete,
+    event,
     func,
     or_,
     select,
@@ -48,8 +49,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import affected, among, is_sqlite, session_scope, skip_locked, upsert_insert
+from sms_pipeline.db import (
+    affected,
+    among,
+    get_engine,
+    is_sqlite,
+    session_scope,
+    skip_locked,
+    truncate_wal,
+    upsert_insert,
+)
+from sms_pipeline.db.files import private_folder
 from sms_pipeline.db.models import (
+    Account,
     AuditEvent,
     CallbackEvent,
     DailyRollup,
@@ -305,7 +317,29 @@ def redact_final(
         )
     if redacted:
         metrics.privacy_action("redacted", redacted)
+        forget_old_copies(settings)
     return redacted
+
+
+def forget_old_copies(settings: Settings | None = None) -> None:
+    """SQLite: no copy of what was just redacted or erased stays in the WAL (see truncate_wal).
+
+    The database file itself keeps none: `secure_delete` is on for every connection.
+    PostgreSQL: nothing to do here (its WAL and dead tuples are the server's; VACUUM).
+    """
+    _truncate(get_engine(settings))
+
+
+def _forget_after_commit(session: Session) -> None:
+    engine = session.get_bind().engine
+    if is_sqlite(engine):
+        event.listen(session, "after_commit", lambda _s: _truncate(engine), once=True)
+
+
+def _truncate(engine: Any) -> None:
+    outcome = truncate_wal(engine)
+    if outcome is not None and outcome[0]:
+        log.warning("privacy: the WAL checkpoint was busy; old copies stay until the next one")
 
 
 def privacy_sweep(
@@ -458,6 +492,8 @@ def purge_expired_rows(
     if result.messages:
         metrics.privacy_action("purged", result.messages)
         log.info("privacy: retention purged %s", result.as_dict())
+    if result.messages or result.replies or result.shortcodes:
+        forget_old_copies(settings)
     return result
 
 
@@ -513,7 +549,7 @@ def privacy_key(settings: Settings, *, create: bool) -> bytes | None:
             "SMS_PRIVACY_KEY: required with a server database (a long random secret, "
             "the same on every host)"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_folder(path.parent)  # 0700: the key file below is 0600
     # Written whole under a temporary name, then linked into place: another process never
     # reads a half-written key, and the first one linked wins.
     draft = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
@@ -574,8 +610,12 @@ def audit(
     number: str | None = None,
     detail: dict[str, Any] | None = None,
     settings: Settings | None = None,
+    account: str | None = None,
 ) -> None:
-    """One audit row: who did what to whose data (the person by keyed hash only)."""
+    """One audit row: who did what to whose data (the person by keyed hash only).
+
+    `account`: the account the action was limited to (None: every account).
+    """
     subject = subject_hash(number, settings) if number is not None else None
     session.add(
         AuditEvent(
@@ -584,6 +624,7 @@ def audit(
             action=action,
             subject_hash=subject,
             detail=json.dumps(detail, sort_keys=True, default=str) if detail else None,
+            account=account,
         )
     )
 
@@ -617,10 +658,12 @@ def _same_number(raw: str | None, number: str) -> bool:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164) == number
 
 
-def _matching(session: Session, column: Any, pk: Any, number: str) -> list[Any]:
+def _matching(
+    session: Session, column: Any, pk: Any, number: str, where: Sequence[Any] = ()
+) -> list[Any]:
     """Primary keys of rows whose free-form number column holds `number` in any spelling."""
     tail = number[-7:]
-    rows = session.execute(select(pk, column).where(column.like(f"%{tail}%"))).all()
+    rows = session.execute(select(pk, column).where(column.like(f"%{tail}%"), *where)).all()
     return [key for key, raw in rows if _same_number(raw, number)]
 
 
@@ -647,11 +690,35 @@ class SubjectRows:
     opt_out_hashes: list[Any] = field(default_factory=list)
 
 
-def _collect(session: Session, number: str, settings: Settings) -> SubjectRows:
+def _in_account(column: Any, account_id: int | None) -> list[Any]:
+    return [] if account_id is None else [column == account_id]
+
+
+def _collect(
+    session: Session, number: str, settings: Settings, account_id: int | None = None
+) -> SubjectRows:
+    """The person's rows; with `account_id`, only that account's (an account admin's scope).
+
+    Opt-outs (kept for every account) are the platform's: collected only without an account.
+    """
     found = SubjectRows(number)
-    found.messages = list(session.scalars(select(SmsLog).where(SmsLog.phone_number == number)))
+    found.messages = list(
+        session.scalars(
+            select(SmsLog).where(
+                SmsLog.phone_number == number, *_in_account(SmsLog.account_id, account_id)
+            )
+        )
+    )
     ids = [m.id for m in found.messages]
-    reply_ids = set(_matching(session, SmsReply.phone_number, SmsReply.id, number))
+    reply_ids = set(
+        _matching(
+            session,
+            SmsReply.phone_number,
+            SmsReply.id,
+            number,
+            _in_account(SmsReply.account_id, account_id),
+        )
+    )
     if ids:
         reply_ids |= set(session.scalars(select(SmsReply.id).where(SmsReply.message_id.in_(ids))))
         found.callback_events = list(
@@ -662,14 +729,24 @@ def _collect(session: Session, number: str, settings: Settings) -> SubjectRows:
         )
     if reply_ids:
         found.replies = list(session.scalars(select(SmsReply).where(SmsReply.id.in_(reply_ids))))
-    sc_ids = _matching(session, SmsShortcode.num_from, SmsShortcode.id, number)
+    sc_ids = _matching(
+        session,
+        SmsShortcode.num_from,
+        SmsShortcode.id,
+        number,
+        _in_account(SmsShortcode.account_id, account_id),
+    )
     if sc_ids:
         found.shortcodes = list(
             session.scalars(select(SmsShortcode).where(SmsShortcode.id.in_(sc_ids)))
         )
-    queue_ids = _matching(session, SmsQueue.num_to, SmsQueue.id, number)
+    queue_ids = _matching(
+        session, SmsQueue.num_to, SmsQueue.id, number, _in_account(SmsQueue.account_id, account_id)
+    )
     if queue_ids:
         found.queue = list(session.scalars(select(SmsQueue).where(SmsQueue.id.in_(queue_ids))))
+    if account_id is not None:
+        return found
     opt_out = session.get(OptOut, number)
     found.opt_outs = [opt_out] if opt_out is not None else []
     hashed = session.get(OptOutHash, subject_hash(number, settings))
@@ -677,24 +754,48 @@ def _collect(session: Session, number: str, settings: Settings) -> SubjectRows:
     return found
 
 
+def _account_name(session: Session, account_id: int | None) -> str | None:
+    if account_id is None:
+        return None
+    name = session.scalar(select(Account.name).where(Account.id == account_id))
+    return name if name is not None else f"#{account_id}"
+
+
 def export_subject(
-    session: Session, raw_number: str, actor: str, settings: Settings | None = None
+    session: Session,
+    raw_number: str,
+    actor: str,
+    settings: Settings | None = None,
+    *,
+    account_id: int | None = None,
 ) -> dict[str, Any]:
     """Every row about one person, as JSON-ready data (a subject access request); audited.
+
+    With `account_id` (an account admin), only that account's rows: its messages, replies,
+    shortcode messages, queue rows and their events; the platform's opt-out list and the
+    verification service's rows are left to a platform admin. The audit row names the account.
 
     The verification service's own rows (`verification.verifications`) are read, not
     written: they are listed under `verifications (owned by the verification service)`.
     """
     settings = settings or get_settings()
     number = normalise_subject(raw_number)
-    found = _collect(session, number, settings)
-    verifications = list(
-        session.scalars(
-            select(Verification).where(Verification.phone_number.in_([number, number.lstrip("+")]))
+    found = _collect(session, number, settings, account_id)
+    verifications = (
+        list(
+            session.scalars(
+                select(Verification).where(
+                    Verification.phone_number.in_([number, number.lstrip("+")])
+                )
+            )
         )
+        if account_id is None
+        else []
     )
+    account = _account_name(session, account_id)
     data: dict[str, Any] = {
         "phone_number": number,
+        "account": account,
         "tables": {
             "sms_log": [_row(m) for m in found.messages],
             "sms_replies": [_row(r) for r in found.replies],
@@ -714,22 +815,29 @@ def export_subject(
         number=number,
         detail={t: len(rows) for t, rows in data["tables"].items()},
         settings=settings,
+        account=account,
     )
     return data
 
 
 def erase_subject(
-    session: Session, raw_number: str, actor: str, settings: Settings | None = None
+    session: Session,
+    raw_number: str,
+    actor: str,
+    settings: Settings | None = None,
+    *,
+    account_id: int | None = None,
 ) -> dict[str, int]:
     """Remove every row that holds one person's number; rows removed per table; audited.
 
     What stays: an opt-out becomes its keyed hash (so STOP still holds), and the audit row
     naming the person by that hash. `verification.verifications` is the verification
-    service's to purge: never written here.
+    service's to purge: never written here. With `account_id` (an account admin), only that
+    account's rows go; other accounts' rows and the opt-out stay.
     """
     settings = settings or get_settings()
     number = normalise_subject(raw_number)
-    found = _collect(session, number, settings)
+    found = _collect(session, number, settings, account_id)
     removed: dict[str, int] = {}
     message_ids = [m.id for m in found.messages]
     for name, rows in (
@@ -761,7 +869,16 @@ def erase_subject(
             )
         session.delete(opt_out)
         removed["opt_outs"] = 1
-    audit(session, actor, "erase", number=number, detail=removed, settings=settings)
+    audit(
+        session,
+        actor,
+        "erase",
+        number=number,
+        detail=removed,
+        settings=settings,
+        account=_account_name(session, account_id),
+    )
+    _forget_after_commit(session)  # the caller commits: then the WAL's old copies go
     session.flush()
     metrics.privacy_action("erased", 1)
     return removed

@@ -356,7 +356,13 @@ def replicate_verifications(
         if source is None:
             with session_scope(settings) as session:
                 source = source_table(session.connection())
-        result, seen = replicate_batch(settings, limit=batch_size, source=source)
+        try:
+            result, seen = replicate_batch(settings, limit=batch_size, source=source)
+        except Exception:
+            # Counted and logged; the pass ends here and the next one tries again.
+            metrics.poller_unit_failed("replication")
+            log.exception("replication: a batch failed; the next pass retries it")
+            break
         total += result
         if seen < batch_size:
             break

@@ -464,11 +464,18 @@ def _record(writes: Sequence[_Write], now: dt.datetime, db: _Db) -> int:
                     .scalar_subquery()
                 )
                 account_rules.charge_credits(session, account_id, segments)
+            started.clear()
             for account_id, (until, reason) in pauses.items():
-                account_rules.pause_account(session, account_id, until, reason)
+                name = account_rules.pause_account(session, account_id, until, reason, now)
+                if name is not None:
+                    started.append(account_rules.pause_warning(name, until, reason))
             return written
 
-    return with_db_retry(write)
+    started: list[str] = []
+    written = with_db_retry(write)
+    for warning in started:  # once per pause: only the batch that started it
+        log.warning("%s", warning)
+    return written
 
 
 # --- 2. submit and sort each answer ------------------------------------------------------

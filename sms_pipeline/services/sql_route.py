@@ -149,9 +149,16 @@ def poll_queues(settings: Settings | None = None) -> int:
     for account_id, interval, last in accounts:
         if last is not None and last > now - dt.timedelta(seconds=interval):
             continue
-        while True:
-            moved = ingest_account_queue(account_id, settings)
-            total += moved
-            if moved < 1000:
-                break
+        try:
+            while True:
+                moved = ingest_account_queue(account_id, settings)
+                total += moved
+                if moved < 1000:
+                    break
+        except Exception:
+            # One account's queue failing (a row, its database work) holds no other account.
+            metrics.poller_unit_failed("sql_route")
+            log.exception(
+                "SQL route: the queue of account %s failed; skipped this round", account_id
+            )
     return total

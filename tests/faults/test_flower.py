@@ -53,6 +53,25 @@ def test_flower_lists_send_tasks_of_a_worker_started_without_task_events(
     assert any(name.startswith("sms_pipeline.") for name in seen), (
         f"Flower listed no task of ours: {sorted(seen)}"
     )
+    # The documented page opens on the sends: Flower's own search behind it.
+    page = f"http://127.0.0.1:{port}/tasks?name=sms_pipeline.send"
+    assert requests.get(page, auth=LOGIN, timeout=5).status_code == 200
+    table = requests.get(
+        f"http://127.0.0.1:{port}/tasks/datatable",
+        auth=LOGIN,
+        params={
+            "draw": "1",
+            "start": "0",
+            "length": "100",
+            "search[value]": "name:sms_pipeline.send",
+            "order[0][column]": "0",
+            "columns[0][data]": "received",
+            "order[0][dir]": "desc",
+        },
+        timeout=5,
+    ).json()
+    listed = {row["name"] for row in table["data"]}
+    assert listed and listed <= {"sms_pipeline.send", "sms_pipeline.send_due"}, table
     counts, _ = settle(ids, timeout=60)
     assert counts.get("SUBMITTED", 0) + counts.get("DELIVERED", 0) == len(ids), counts
     # Without the login the API refuses.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -133,14 +134,30 @@ def test_up_runs_a_sent_message_to_delivered_and_ctrl_c_stops_every_child(
     fresh: tuple[dict[str, str], Path],
 ) -> None:
     env, cwd = fresh
+    # A new shell's PATH, as `make run`'s user has it: the venv's bin is not on it.
+    venv_bin = Path(sys.executable).parent.resolve()
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != venv_bin
+    )
     up = Up([], env, cwd)
     try:
-        up.wait_for(r"(?m)^ready\b")
+        ready = up.wait_for(r"(?m)^ready: .* in this folder: (.+ send --to \S+ --body hi)$")
+        # IP2SMS_SEND_URL was set: the simulator is started for it, not "no gateway".
+        assert "IP2SMS_SEND_URL points at this machine and nothing answered" in up.output
         assert "simulator at http://127.0.0.1:" in up.output
         pids = up.child_pids()
-        assert len(pids) == 3, up.output  # simulator, worker, beat
+        assert len(pids) == 4, up.output  # simulator, worker, callbacks worker, beat
 
-        sent = run(["send", "--to", NUMBER, "--body", "hi"], env, cwd)
+        # The suggested command, exactly as printed, in a shell without the venv on PATH.
+        sent = subprocess.run(
+            shlex.split(ready.group(1)),
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert sent.returncode == 0, sent.stderr
         message_id = uuid.UUID(sent.stdout.strip())
         assert f"queued as {message_id}" in sent.stderr
@@ -194,13 +211,20 @@ def test_fresh_embedded_folder_needs_no_db_upgrade_and_prints_its_absolute_data_
     env, cwd = fresh
     env["SMS_DATA_DIR"] = "relative-data"
     unknown = uuid.uuid4()
-    shown = run(["show", str(unknown)], env, cwd)
-    assert shown.returncode == 1 and f"no message {unknown}" in shown.stderr, shown.stderr
-    assert f"data folder {cwd / 'relative-data'}" in shown.stderr
-    for args in (["report", "--since", "1h"], ["inbound", "list"], ["api-key", "list"]):
+    # Commands that only read refuse to make an empty database (issue 33: a report run from
+    # another folder reported on nothing); the line names the folder they looked in.
+    for args in (["show", str(unknown)], ["report", "--since", "1h"]):
+        refused = run(args, env, cwd)
+        assert refused.returncode == 2, (args, refused.stderr)
+        assert f"no database in the data folder {cwd / 'relative-data'}" in refused.stderr
+    for args in (["inbound", "list"], ["api-key", "list"]):
         result = run(args, env, cwd)
         assert result.returncode == 0, (args, result.stderr)
         assert "Traceback" not in result.stderr
+    shown = run(["show", str(unknown)], env, cwd)
+    assert shown.returncode == 1 and f"no message {unknown}" in shown.stderr, shown.stderr
+    assert f"data folder {cwd / 'relative-data'}" in shown.stderr
+    assert run(["report", "--since", "1h"], env, cwd).returncode == 0
     # kombu's exchange table lives in the data folder, not in the working directory.
     sent = run(["send", "--to", NUMBER, "--body", "hi", "--wait", "0"], env, cwd)
     assert sent.returncode == 0, sent.stderr

@@ -28,6 +28,14 @@ def test_demo_runs_every_message_to_its_promised_final_state_and_reports(tmp_pat
     assert result.returncode == 0, output
     assert re.search(r"all \d+ messages final", output), output
     assert "SMS channel report" in output, output
+    # Every scenario (each simulator fault rule, the side doors, an opt-out) ended as promised.
+    from sms_pipeline.demo.scenario import ALL_SCENARIOS
+
+    table = output[output.index("What happened to each kind of message") :]
+    for scenario in ALL_SCENARIOS:
+        row = re.search(rf"(?m)^ {re.escape(scenario.name.split()[0])}.*$", table)
+        assert row, (scenario.name, table)
+    assert not re.search(r"\bno \(\d+\)", table), table  # the "ok" column
     assert (tmp_path / ".sms_pipeline" / "demo" / "report.png").stat().st_size > 0
     # Without a terminal: progress as plain lines, saying what it waits for.
     progress = re.findall(r"(?m)^  progress  \d+/\d+ final after .*$", output)

@@ -51,10 +51,24 @@ def _fill(engine: Engine) -> None:
         a = account.id
         session.add_all(
             [
-                # waiting: 2 urgent at priority 5 (one due 5 min ago), 1 bulk not yet due
-                _row(a, type="verification", priority=5, due_at=NOW - dt.timedelta(minutes=5)),
-                _row(a, type="2FA", priority=5, due_at=NOW - dt.timedelta(minutes=1)),
-                _row(a, type="text", priority=0, due_at=NOW + dt.timedelta(hours=1)),
+                # waiting: 2 urgent at priority 5 (enqueued 10 and 5 min ago; a retry moved
+                # the older one's next attempt to a minute from now), 1 bulk asked to go
+                # in an hour (send_at)
+                _row(a, type="verification", priority=5, due_at=NOW + dt.timedelta(minutes=1)),
+                _row(
+                    a,
+                    type="2FA",
+                    priority=5,
+                    inserted_at=NOW - dt.timedelta(minutes=5),
+                    due_at=NOW - dt.timedelta(minutes=5),
+                ),
+                _row(
+                    a,
+                    type="text",
+                    priority=0,
+                    send_after=NOW + dt.timedelta(hours=1),
+                    due_at=NOW + dt.timedelta(hours=1),
+                ),
                 # with the gateway, still moving
                 _row(a, send_status="SUBMITTED", gateway_status="Accepted"),
                 _row(a, send_status="SUBMITTED", gateway_status="Enroute"),
@@ -116,6 +130,12 @@ def test_metrics_parse_and_carry_every_catalogue_name(scraped: dict[str, Any]) -
             c.PRIVACY_ACTIONS_TOTAL,
             c.LIMIT_REFUSALS_TOTAL,
             c.STATUS_BACKWARDS_TOTAL,
+            # the alerts' gauges and histogram: tests/integration/test_metrics_health.py
+            c.ENQUEUE_TO_DELIVERED,
+            c.ACCOUNT_PAUSED,
+            c.SQL_QUEUE_OLDEST_AGE,
+            c.HEARTBEAT,
+            c.POLLER_FAILURES_TOTAL,
         ):
             continue  # nothing observed in this fixture
         if spec.name == c.STATUS_TRANSITIONS_TOTAL:
@@ -127,10 +147,11 @@ def test_gauges_come_from_the_log(scraped: dict[str, Any]) -> None:
     samples = _samples(scraped["families"])
     assert samples[("sms_queue_depth", (("priority", "5"), ("queue", "urgent")))] == 2
     assert samples[("sms_queue_depth", (("priority", "0"), ("queue", "bulk")))] == 1
+    # since enqueue, not since a due_at that a retry (or a pause, a window) moved
     assert samples[("sms_queue_oldest_age_seconds", (("priority", "5"), ("queue", "urgent")))] == (
-        300
+        600
     )
-    # the bulk message is not due yet: nothing has waited
+    # the bulk message asked to go in an hour: nothing has waited
     assert samples[("sms_queue_oldest_age_seconds", (("priority", "0"), ("queue", "bulk")))] == 0
     assert samples[("sms_messages_moving", ())] == 2
     # verification in the window: 2 Delivered, 1 Terminated, 1 RETRYCOUNT EXCEEDED (+2 waiting)

@@ -488,18 +488,20 @@ def test_subjects_api_needs_an_admin_key_and_exports_and_erases(
     account_id = make_account()
     seeded = _seed_person(account_id)
     with session_scope() as session:
-        admin = create_api_key(session, "dpo", admin=True)
+        admin = create_api_key(session, "dpo", platform_admin=True)
     plain = {"Authorization": f"Bearer {seeded['key'].key}"}
     admin_auth = {"Authorization": f"Bearer {admin.key}"}
-    assert api.get(f"/v1/subjects/{NUMBER}").status_code == 401
-    assert api.get(f"/v1/subjects/{NUMBER}", headers=plain).status_code == 403
-    assert api.delete(f"/v1/subjects/{NUMBER}", headers=plain).status_code == 403
-    assert api.get("/v1/subjects/not-a-number", headers=admin_auth).status_code == 422
+    person = {"phone_number": NUMBER}
+    assert api.post("/v1/subjects/export", json=person).status_code == 401
+    assert api.post("/v1/subjects/export", json=person, headers=plain).status_code == 403
+    assert api.post("/v1/subjects/erase", json=person, headers=plain).status_code == 403
+    bad = api.post("/v1/subjects/export", json={"phone_number": "nope"}, headers=admin_auth)
+    assert bad.status_code == 422
 
-    exported = api.get(f"/v1/subjects/{NUMBER}", headers=admin_auth)
+    exported = api.post("/v1/subjects/export", json=person, headers=admin_auth)
     assert exported.status_code == 200, exported.text
     assert len(exported.json()["tables"]["sms_log"]) == 2
-    erased = api.delete(f"/v1/subjects/{NUMBER}", headers=admin_auth)
+    erased = api.post("/v1/subjects/erase", json=person, headers=admin_auth)
     assert erased.status_code == 200, erased.text
     assert erased.json()["removed"]["sms_log"] == 2
     with session_scope() as session:

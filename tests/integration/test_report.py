@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db.engine import make_engine
@@ -173,19 +173,24 @@ def test_overall_row_and_latency_distribution(report: ChannelReport) -> None:
     }
 
 
-def test_hourly_volume_by_status(report: ChannelReport) -> None:
-    assert report.bucket_seconds == 3600  # a 24-hour window: hourly buckets
-    assert len(report.timeline) == 24
-    hours = dict(report.timeline)
-    assert hours[UNTIL - 2 * H] == {"Delivered": 3, "Terminated": 1}
-    assert hours[UNTIL - H] == {
+def test_volume_by_status_over_the_span_of_the_data(report: ChannelReport) -> None:
+    # Messages at 10:05 and 11:30 of a 24-hour window: the timeline covers 10:05-11:30 in
+    # 5-minute buckets, not 24 hours of which 22 are empty.
+    assert report.bucket_seconds == 300
+    starts = [start for start, _ in report.timeline]
+    t10, t11 = UNTIL - 2 * H + dt.timedelta(minutes=5), UNTIL - H + dt.timedelta(minutes=30)
+    assert (starts[0], starts[-1]) == (t10, t11)
+    assert len(starts) == 18
+    buckets = dict(report.timeline)
+    assert buckets[t10] == {"Delivered": 3, "Terminated": 1}
+    assert buckets[t11] == {
         "Delivered": 3,
         "OPTED OUT": 1,
         "RETRYCOUNT EXCEEDED": 1,
         "moving": 1,
         "pending": 1,
     }
-    assert hours[UNTIL - 3 * H] == {}
+    assert buckets[t10 + dt.timedelta(minutes=5)] == {}
 
 
 def test_gateway_error_rates_from_the_stored_counters(report: ChannelReport) -> None:
@@ -303,3 +308,51 @@ def test_png_of_a_short_run_and_of_a_month(
     assert sum(sum(c.values()) for _, c in report.timeline) == count
     png = render_png(report, tmp_path / f"{name}.png")
     assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_png_of_a_short_run_in_a_long_window_has_a_headline_a_fitted_axis_and_headroom(
+    sqlite_engine: Engine,
+) -> None:
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    from sms_pipeline.metrics.plot import build_figure
+
+    # A 45-second run an hour before the end of the default 24-hour window.
+    start = UNTIL - H
+    _history(sqlite_engine, start, dt.timedelta(seconds=45), 200)
+    report = build_report(sqlite_engine, since=dt.timedelta(hours=24), until=UNTIL)
+    assert report.bucket_seconds == 1
+    fig = build_figure(report)
+    try:
+        title = fig._suptitle.get_text()
+        overall = report.overall
+        assert overall.delivery_rate is not None
+        assert f"{overall.delivery_rate * 100:.1f} % delivered" in title
+        assert f"{overall.total} messages enqueued in 24 h" in title
+        volume, failures, latency = fig.axes[:3]
+        left, right = (mdates.num2date(x) for x in volume.get_xlim())  # type: ignore[no-untyped-call]
+        assert start <= left and right <= start + dt.timedelta(seconds=47), (left, right)
+        for axes in (volume, failures, latency):
+            highest = max((p.get_y() + p.get_height() for p in axes.patches), default=0)
+            assert highest > 0
+            assert axes.get_ylim()[1] >= highest * 1.1, axes.get_title()
+    finally:
+        plt.close(fig)
+
+
+def test_text_footnotes_explain_only_what_is_shown(sqlite_engine: Engine) -> None:
+    with Session(sqlite_engine) as session, session.begin():
+        account = Account(name="default", username="u")
+        session.add(account)
+        session.flush()
+        session.add(_delivered(account.id, UNTIL - H, 3))  # one verification, delivered
+    text = render_text(build_report(sqlite_engine, since=dt.timedelta(hours=24), until=UNTIL))
+    assert "medication" not in text and "pending:" not in text and "moving:" not in text
+    with Session(sqlite_engine) as session, session.begin():
+        a = session.scalars(select(Account.id)).one()
+        session.add(_row(a, UNTIL - H, type="medication_request"))  # waiting
+    text = render_text(build_report(sqlite_engine, since=dt.timedelta(hours=24), until=UNTIL))
+    text = " ".join(text.split())  # captions wrap at 80 columns
+    assert "medication: medication_request." in text
+    assert "pending: not yet with the gateway" in text and "moving:" not in text

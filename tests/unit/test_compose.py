@@ -5,6 +5,7 @@ No Docker engine runs here; check-jsonschema ships the official Compose schema.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,83 @@ def test_mounted_monitoring_config_exists(compose: dict[str, Any]) -> None:
             source = str(volume).split(":", 1)[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+
+
+# --- fail closed: the production profile never runs on the simulator (issue 32) -------------
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def _interpolate(value: str, exported: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR-default}, ${VAR:-default} and ${VAR:?error}."""
+
+    def one(found: re.Match[str]) -> str:
+        name, operator, rest = found.group(1), found.group(2) or "", found.group(3) or ""
+        if operator.endswith("?"):
+            assert name in exported, f"compose requires {name}: {rest}"
+            return exported[name]
+        if operator == ":-":
+            return exported.get(name) or rest
+        return exported.get(name, rest)
+
+    return _VARIABLE.sub(one, value)
+
+
+def _settings_of(service: dict[str, Any], exported: dict[str, str]) -> Any:
+    from sms_pipeline.settings import load_settings
+
+    env = {k.lower(): _interpolate(v, exported) for k, v in _env(service).items()}
+    return load_settings(**env)  # empty values too, as the container would see them
+
+
+def _runs_the_gateway(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: service
+        for name, service in _app_services(compose).items()
+        if service["command"][0] in {"worker", "beat", "api"}
+    }
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith(("SMS_", "IP2SMS_")):
+            monkeypatch.delenv(key)
+
+
+def test_production_profile_refuses_the_simulator_and_the_demo_profile_is_allowed_it(
+    compose: dict[str, Any], clean_environment: None
+) -> None:
+    from sms_pipeline.settings import production_problems
+
+    required = {"POSTGRES_PASSWORD": "pg", "SMS_PRIVACY_KEY": "a-long-random-privacy-key-0123"}
+    real = {
+        "IP2SMS_SEND_URL": "https://gateway.example.org/ip2sms/",
+        "IP2SMS_STATUS_URL": "https://gateway.example.org/ip2sms-request/",
+        "IP2SMS_LOGIN": "clinic",
+        "IP2SMS_PASSWORD": "real-password",
+    }
+    services = _runs_the_gateway(compose)
+    production = {n: s for n, s in services.items() if s.get("profiles") == ["production"]}
+    demo = {n: s for n, s in services.items() if s.get("profiles") == ["demo"]}
+    assert {"worker", "beat", "api"} <= set(production)
+    # Every worker, beat and API runs in one of the two profiles, with its demo twin.
+    assert set(services) == set(production) | set(demo), "a worker/beat/api outside a profile"
+    assert set(demo) == {f"{n}-demo" for n in production}
+    for name, service in production.items():
+        assert "SMS_ALLOW_SIMULATOR" not in _env(service), name
+        # Nothing exported but the required secrets: refused, naming the gateway settings.
+        problems = production_problems(_settings_of(service, required))
+        assert any("IP2SMS_SEND_URL" in p for p in problems), (name, problems)
+        # The real gateway exported: it starts.
+        assert production_problems(_settings_of(service, {**required, **real})) == [], name
+        # Someone exports the simulator's values: still refused.
+        simulator = {**required, **real, "IP2SMS_SEND_URL": "http://gateway-sim:8080/ip2sms/"}
+        assert production_problems(_settings_of(service, simulator)), name
+    for name, service in demo.items():
+        assert _env(service)["SMS_ALLOW_SIMULATOR"] == "true", name
+        assert production_problems(_settings_of(service, required)) == [], name
+        assert "gateway-sim" in service["depends_on"], name
+    assert compose["services"]["gateway-sim"]["profiles"] == ["demo"]

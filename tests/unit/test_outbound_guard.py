@@ -6,6 +6,8 @@ resolution functions with a stub resolver: nothing here ever connects.
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from sms_pipeline import http
@@ -117,6 +119,51 @@ def test_allow_private_lets_on_premise_receivers_through_but_never_the_metadata_
     for url in ("http://169.254.169.254/", "http://0.0.0.0/", "http://[::ffff:127.0.0.1]/"):
         with pytest.raises(http.UnsafeUrlError):
             http.check_url(url, allow_private=True, resolver=never_called)
+
+
+# Metadata and provider-internal services, in every spelling that reaches them: refused
+# whatever SMS_CALLBACK_ALLOW_PRIVATE says (issue 32: 192.0.0.192 and 168.63.129.16 passed
+# the interpreter's tables; 169.254.170.2 and 100.100.100.200 passed with allow_private).
+PROVIDER_INTERNAL = [
+    "192.0.0.192",  # Oracle Cloud metadata
+    "168.63.129.16",  # Azure WireServer
+    "169.254.170.2",  # AWS ECS task credentials
+    "100.100.100.200",  # Alibaba Cloud metadata
+    "169.254.169.254",  # AWS, GCP, Azure IMDS
+    "169.254.170.23",  # AWS EKS pod identity
+]
+PROVIDER_INTERNAL_V6 = ["fd00:ec2::254", "fd00:ec2::23"]
+
+
+def _ipv6_forms(v4: str) -> list[str]:
+    packed = int(ipaddress.IPv4Address(v4))
+    return [
+        f"::ffff:{v4}",  # IPv4-mapped
+        str(ipaddress.IPv6Address((0xFFFF << 32) | packed)),  # the same, hex spelling
+        f"64:ff9b::{v4}",  # NAT64 well-known prefix
+        str(ipaddress.IPv6Address((0x0064FF9B0001 << 80) | packed)),  # NAT64 local-use
+        str(ipaddress.IPv6Address((0x2002 << 112) | (packed << 80))),  # 6to4
+        f"::{v4}",  # IPv4-compatible (deprecated)
+    ]
+
+
+@pytest.mark.parametrize(
+    "address",
+    PROVIDER_INTERNAL
+    + PROVIDER_INTERNAL_V6
+    + [form for v4 in PROVIDER_INTERNAL for form in _ipv6_forms(v4)],
+)
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_metadata_and_provider_internal_addresses_are_refused_even_with_allow_private(
+    address: str, allow_private: bool
+) -> None:
+    with pytest.raises(http.UnsafeUrlError):
+        http.check_address(address, allow_private=allow_private)
+    literal = f"[{address}]" if ":" in address else address
+    with pytest.raises(http.UnsafeUrlError):
+        http.check_url(f"http://{literal}/", allow_private=allow_private, resolver=never_called)
+    with pytest.raises(http.UnsafeUrlError):  # a name resolving to it (stub: never connects)
+        http.check_url("http://hooks.example/", allow_private=allow_private, resolver=stub(address))
 
 
 def test_an_unresolvable_host_is_a_transient_failure_not_an_unsafe_url() -> None:

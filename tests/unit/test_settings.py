@@ -156,10 +156,14 @@ def test_a_production_worker_or_beat_refuses_to_start_on_the_simulator_defaults(
 def test_explicit_gateway_settings_or_embedded_mode_pass_the_production_check() -> None:
     from sms_pipeline.settings import require_production_gateway
 
-    require_production_gateway(load_settings(sms_broker_url=""))  # embedded: the demo
+    # Embedded (the demo): nothing required.
+    require_production_gateway(
+        load_settings(sms_broker_url="", sms_database_url="", sms_allow_simulator=False)
+    )
     require_production_gateway(
         load_settings(
             sms_broker_url="redis://r/0",
+            sms_allow_simulator=False,
             ip2sms_send_url="https://gw/s",
             ip2sms_status_url="https://gw/r",
             ip2sms_login="clinic",
@@ -170,6 +174,7 @@ def test_explicit_gateway_settings_or_embedded_mode_pass_the_production_check() 
         require_production_gateway(
             load_settings(
                 sms_broker_url="redis://r/0",
+                sms_allow_simulator=False,
                 ip2sms_send_url="https://gw/s",
                 ip2sms_status_url="https://gw/r",
                 ip2sms_login="clinic",

@@ -23,8 +23,10 @@ class ApiKey(Base):
     signing_secret: Mapped[str] = mapped_column(String(128))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id"))
     active: Mapped[bool] = mapped_column(default=True)
-    # May read and erase a person's data (GET/DELETE /v1/subjects/{phone}).
+    # May export and erase a person's data (/v1/subjects/export|erase) in its own account.
     admin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    # May export and erase in every account (`api-key create NAME --platform-admin` only).
+    platform_admin: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None]
 

@@ -184,6 +184,12 @@ class SmsLog(Base):
     # When the gateway last answered a status request about it (the time the request went
     # out): Terminated is decided on this fact, see services/status/terminate.py.
     last_checked_at: Mapped[dt.datetime | None]
+    # Status checks that failed (no usable answer) since the last usable one, when the
+    # first of them was asked, and how the last one failed: the give-up rule's facts
+    # (services/status/terminate.py). A usable answer resets them.
+    status_failures: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    status_failing_since: Mapped[dt.datetime | None]
+    status_failure: Mapped[str | None] = mapped_column(String(200))
     final_at: Mapped[dt.datetime | None]  # when the message reached a final state
 
     def __repr__(self) -> str:

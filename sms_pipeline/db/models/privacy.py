@@ -22,6 +22,8 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(32))  # read_body | export | erase
     subject_hash: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[str | None] = mapped_column(Text)  # ids and counts, never a number/body
+    # The account an export/erasure was limited to; NULL = every account (platform, CLI).
+    account: Mapped[str | None] = mapped_column(String(64))
 
 
 class DailyRollup(Base):

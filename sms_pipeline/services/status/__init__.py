@@ -59,7 +59,7 @@ from sms_pipeline.services.status.sweep import (
     fan_out,
     sweep_statuses,
 )
-from sms_pipeline.services.status.terminate import terminate_overdue
+from sms_pipeline.services.status.terminate import give_up_failing, terminate_overdue
 
 __all__ = [
     "CheckOutcome",
@@ -78,6 +78,7 @@ __all__ = [
     "deadline_of",
     "fan_out",
     "first_check_at",
+    "give_up_failing",
     "next_check_time",
     "status_date",
     "status_rank",

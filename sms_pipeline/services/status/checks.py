@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, select
 from sms_pipeline.db import one_statement
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, utcnow
 from sms_pipeline.gateway import GatewayError, StatusResult
+from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.gateway import get_gateway_client
 from sms_pipeline.services.status.outcomes import CheckOutcome, CheckResult
 from sms_pipeline.services.status.record import Answer, Asked, record_answers
@@ -33,9 +34,15 @@ class StatusClient(Protocol):
 @functools.cache
 def _read_statement() -> Any:  # a Select (its generic form varies across 2.x)
     # Built once: building a statement costs more Python time than a status check's query.
-    # type and submitted_at are for the status-change metrics: read now, not in a third query.
+    # type, submitted_at and inserted_at are for the status-change metrics: read now, not in
+    # a third query.
     return select(
-        SmsLog.id, SmsLog.gateway_id, SmsLog.gateway_status, SmsLog.type, SmsLog.submitted_at
+        SmsLog.id,
+        SmsLog.gateway_id,
+        SmsLog.gateway_status,
+        SmsLog.type,
+        SmsLog.submitted_at,
+        SmsLog.inserted_at,
     ).where(SmsLog.id.in_(bindparam("b_ids", expanding=True)))
 
 
@@ -114,6 +121,7 @@ def check_many(ids: Sequence[uuid.UUID], settings: Settings | None = None) -> li
                 for result in record_answers(conn, asked, asked_at):
                     results[result.message_id] = result
     except Exception:
+        metrics.poller_unit_failed("status")
         log.exception("status checks of a chunk of %d failed; the next sweep retries", len(ids))
         return []
     return [results[i] for i in ids if i in results]

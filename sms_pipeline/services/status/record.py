@@ -40,7 +40,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from sms_pipeline.db import affected, is_sqlite
-from sms_pipeline.db.models import SmsLog, UTCDateTime
+from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, UTCDateTime
 from sms_pipeline.gateway import GatewayError, GatewayStatus, StatusResult
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.status.outcomes import CheckOutcome, CheckResult
@@ -57,7 +57,7 @@ class Asked:
     """One message the gateway was asked about: its row as read before asking, the answer."""
 
     message_id: uuid.UUID
-    row: Any  # gateway_id, gateway_status, type, submitted_at (see checks.read_rows)
+    row: Any  # gateway_id, gateway_status, type, submitted_at, inserted_at (checks.read_rows)
     answer: Answer
 
 
@@ -71,6 +71,15 @@ class _Write:
     result: CheckResult  # what the check did once the write lands
 
 
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A check with no usable answer: counted on the row (the give-up rule's facts)."""
+
+    message_id: uuid.UUID
+    reason: str
+    stored: str | None
+
+
 def record_answers(
     conn: Connection, answers: Sequence[Asked], asked_at: dt.datetime
 ) -> list[CheckResult]:
@@ -78,19 +87,78 @@ def record_answers(
 
     `asked_at` is when the requests went out: the `last_checked_at` the Terminated rule
     reads. Runs on `conn` (one statement on PostgreSQL, the rows one by one on SQLite).
+    A failed check is counted on its row (`status_failures`, `status_failing_since`,
+    `status_failure`); a usable answer resets those.
     """
     decided = [_decide(a, asked_at) for a in answers]
     writes = [d for d in decided if isinstance(d, _Write)]
+    failed = [d for d in decided if isinstance(d, _Failed)]
     if not writes:
         landed: set[uuid.UUID] = set()
     elif is_sqlite(conn):
         landed = _write_each(conn, writes, asked_at)
     else:
         landed = _write_all(conn, writes, asked_at)
-    return [_settle(d, landed) if isinstance(d, _Write) else d for d in decided]
+    if failed:
+        _count_failures(conn, failed, asked_at)
+    results: list[CheckResult] = []
+    for d in decided:
+        if isinstance(d, _Write):
+            results.append(_settle(d, landed))
+        elif isinstance(d, _Failed):
+            results.append(CheckResult(d.message_id, CheckOutcome.GATEWAY_ERROR, d.stored))
+        else:
+            results.append(d)
+    return results
 
 
-def _decide(asked: Asked, asked_at: dt.datetime) -> CheckResult | _Write:
+def _count_failures(conn: Connection, failed: Sequence[_Failed], asked_at: dt.datetime) -> None:
+    """One statement per distinct reason: the failure counted, its first time kept, unless a
+    usable answer to a later request was recorded meanwhile (that one wins)."""
+    by_reason: dict[str, list[uuid.UUID]] = {}
+    for f in failed:
+        by_reason.setdefault(f.reason, []).append(f.message_id)
+    for reason, ids in by_reason.items():
+        conn.execute(
+            _failure_statement(),
+            {"b_ids": sorted(ids), "b_asked": asked_at, "b_reason": reason},
+        )
+
+
+@functools.cache
+def _failure_statement() -> Update:
+    c = _LOG.c
+    asked = bindparam("b_asked", type_=UTCDateTime())
+    return (
+        update(_LOG)
+        .where(
+            c.id.in_(bindparam("b_ids", expanding=True)),
+            c.gateway_status.in_(MOVING_STATUS_VALUES),
+            or_(c.last_checked_at.is_(None), c.last_checked_at < asked),
+        )
+        .values(
+            status_failures=c.status_failures + 1,
+            status_failing_since=func.coalesce(c.status_failing_since, asked),
+            status_failure=bindparam("b_reason"),
+            updated_at=c.updated_at,  # a failed look is not a change
+        )
+    )
+
+
+def _reset_failures() -> dict[str, Any]:
+    """The SET part that clears the failure facts once a usable answer is recorded (not one
+    to a request older than the first failure: a later failure still stands)."""
+    c = _LOG.c
+    asked = bindparam("b_asked", type_=UTCDateTime())
+    fresh = or_(c.status_failing_since.is_(None), c.status_failing_since <= asked)
+    return {
+        "status_failures": _when(fresh, 0, c.status_failures),
+        "status_failing_since": _when(fresh, None, c.status_failing_since),
+        "status_failure": _when(fresh, None, c.status_failure),
+    }
+
+
+def _decide(asked: Asked, asked_at: dt.datetime) -> CheckResult | _Write | _Failed:
     """What one answer asks to be written (nothing for a failed check)."""
     message_id, stored = asked.message_id, asked.row.gateway_status
     answer = asked.answer
@@ -98,7 +166,7 @@ def _decide(asked: Asked, asked_at: dt.datetime) -> CheckResult | _Write:
         log.warning(
             "message %s: status check failed (%s); next sweep retries", message_id, answer.reason
         )
-        return CheckResult(message_id, CheckOutcome.GATEWAY_ERROR, stored)
+        return _Failed(message_id, answer.reason[:200], stored)
     old, new = GatewayStatus(stored), answer.status
     transition = classify_transition(old, new)
     if transition is Transition.FORWARD:
@@ -135,7 +203,9 @@ def _settle(write: _Write, landed: set[uuid.UUID]) -> CheckResult:
         return CheckResult(result.message_id, CheckOutcome.LOST_RACE, write.stored, write.status)
     row = write.asked.row
     log.debug("message %s: %s -> %s", result.message_id, write.stored, write.status)
-    metrics.status_changed(row.type, write.status, row.submitted_at, write.changed_at)
+    metrics.status_changed(
+        row.type, write.status, row.submitted_at, write.changed_at, row.inserted_at
+    )
     return result
 
 
@@ -156,7 +226,11 @@ def _looked_statement() -> Update:
             _LOG.c.id == bindparam("b_id"),
             or_(_LOG.c.last_checked_at.is_(None), _LOG.c.last_checked_at < bindparam("b_asked")),
         )
-        .values(last_checked_at=bindparam("b_asked"), updated_at=_LOG.c.updated_at)
+        .values(
+            last_checked_at=bindparam("b_asked"),
+            updated_at=_LOG.c.updated_at,
+            **_reset_failures(),
+        )
     )
 
 
@@ -170,6 +244,7 @@ def _change_statement(final: bool) -> Update:
             status_changed_at=bindparam("b_changed"),
             updated_at=bindparam("b_asked"),
             last_checked_at=_not_before(_LOG.c.last_checked_at, bindparam("b_asked")),
+            **_reset_failures(),
         )
     )
     if final:
@@ -245,6 +320,7 @@ def _chunk_statement() -> Update:
             updated_at=_when(~looked, asked, c.updated_at),
             final_at=_when(v.c.final, asked, c.final_at),
             next_check_at=_when(v.c.final, None, c.next_check_at),
+            **_reset_failures(),
         )
         .returning(c.id)
     )

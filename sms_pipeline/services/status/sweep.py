@@ -15,7 +15,7 @@ from sms_pipeline.db.models import utcnow
 from sms_pipeline.services.status.checks import check_status
 from sms_pipeline.services.status.claims import claim_due_checks
 from sms_pipeline.services.status.outcomes import CheckResult
-from sms_pipeline.services.status.terminate import terminate_overdue
+from sms_pipeline.services.status.terminate import give_up_failing, terminate_overdue
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,15 @@ def sweep_statuses(
     now = now or utcnow()
     with session_scope(settings) as session:
         terminated = terminate_overdue(session, now, settings)
+    with session_scope(settings) as session:
+        given_up = give_up_failing(session, now, settings)
+    if given_up:
+        log.warning(
+            "status sweep: %d messages Terminated after %d s of failed status checks",
+            given_up,
+            settings.status_give_up_seconds,
+        )
+    terminated += given_up
     if terminated:
         log.info(
             "status sweep: %d messages Terminated after %d s",

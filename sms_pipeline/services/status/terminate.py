@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from typing import cast
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db import is_sqlite
@@ -14,6 +16,8 @@ from sms_pipeline.gateway import GatewayStatus
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.status.rules import checked_after_deadline, deadline_of
 from sms_pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) -> int:
@@ -25,7 +29,7 @@ def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) ->
     minutes earlier, therefore gets its check at the deadline (see `next_check_time`) and
     ends Delivered. A message the gateway cannot be asked about (no gateway id) ends at the
     deadline. One whose checks keep failing stays moving, checked every last backoff step,
-    until the gateway answers.
+    until the gateway answers or `give_up_failing` ends it.
     """
     timeout = settings.sms_terminate_after_seconds
     cutoff = now - dt.timedelta(seconds=timeout)
@@ -88,4 +92,91 @@ def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) ->
     return len(types)
 
 
-__all__ = ["terminate_overdue"]
+def give_up_reason(
+    failures: int, failing_since: dt.datetime, last_failure: str | None, now: dt.datetime
+) -> str:
+    """last_error of a message given up: how many checks failed, since when, and how."""
+    span = int((now - failing_since).total_seconds())
+    return (
+        f"Terminated: no usable status answer: {failures} status checks failed over {span} s "
+        f"since {failing_since:%Y-%m-%dT%H:%M:%SZ}, the last: {last_failure or 'unknown'}"
+    )[:500]
+
+
+def give_up_failing(session: Session, now: dt.datetime, settings: Settings) -> int:
+    """Messages past their deadline whose status checks have all failed for
+    SMS_STATUS_GIVE_UP_SECONDS become Terminated, the failures in `last_error`.
+
+    Decided on the facts the checks recorded (`status_failures`, `status_failing_since`):
+    a usable answer resets them, so it wins at any time before; the update is conditional
+    on the facts read, so one recorded meanwhile wins too.
+    """
+    cutoff = now - dt.timedelta(seconds=settings.sms_terminate_after_seconds)
+    failing_for = now - dt.timedelta(seconds=settings.status_give_up_seconds)
+    candidates = (
+        select(
+            SmsLog.id,
+            SmsLog.status_failures,
+            SmsLog.status_failing_since,
+            SmsLog.status_failure,
+        )
+        .where(
+            SmsLog.gateway_status.in_(MOVING_STATUS_VALUES),
+            or_(
+                SmsLog.submitted_at < cutoff,
+                and_(SmsLog.submitted_at.is_(None), SmsLog.inserted_at < cutoff),
+            ),
+            SmsLog.status_failures > 0,
+            SmsLog.status_failing_since <= failing_for,
+        )
+        .limit(settings.sms_status_batch_limit)
+    )
+    bind = session.get_bind()
+    if not is_sqlite(bind):
+        candidates = candidates.with_for_update(skip_locked=True)
+    rows = session.execute(candidates).all()
+    if not rows:
+        return 0
+    table = cast(Table, SmsLog.__table__)
+    statement = (
+        update(table)
+        .where(
+            table.c.id == bindparam("b_id"),
+            table.c.gateway_status.in_(MOVING_STATUS_VALUES),
+            table.c.status_failures == bindparam("b_failures"),
+        )
+        .values(
+            gateway_status=GatewayStatus.TERMINATED.value,
+            status_changed_at=now,
+            updated_at=now,
+            final_at=now,
+            next_check_at=None,
+            last_error=bindparam("b_error"),
+        )
+    )
+    params = [
+        {
+            "b_id": r.id,
+            "b_failures": r.status_failures,
+            "b_error": give_up_reason(
+                r.status_failures, r.status_failing_since, r.status_failure, now
+            ),
+        }
+        for r in rows
+    ]
+    session.execute(statement, params)
+    ended = session.execute(
+        select(SmsLog.id, SmsLog.type).where(
+            SmsLog.id.in_([r.id for r in rows]),
+            SmsLog.gateway_status == GatewayStatus.TERMINATED.value,
+            SmsLog.final_at == now,
+        )
+    ).all()
+    reasons = {p["b_id"]: p["b_error"] for p in params}
+    for r in ended:
+        log.warning("message %s: %s", r.id, reasons[r.id])
+    metrics.statuses_changed_in(session, [r.type for r in ended], GatewayStatus.TERMINATED.value)
+    return len(ended)
+
+
+__all__ = ["give_up_failing", "give_up_reason", "terminate_overdue"]

@@ -61,7 +61,8 @@ class SentinelGroup:
 
     def _redis(self, port: int, *extra: str) -> None:
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        # Its own folder: a replica's full sync writes dump.rdb there even with --save "".
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.folder)]
         argv += ["--requirepass", MASTER_PASSWORD, "--masterauth", MASTER_PASSWORD, *extra]
         self.servers[port] = self.procs.spawn(f"redis-{port}", argv, dict(os.environ))
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_pipeline.cli.children import CLI, ChildProcess
+from sms_pipeline.supervise import CLI, ChildProcess
 from tests.support import (
     REDIS_BASE_URL,
     claim_redis_db,

@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from sms_pipeline.cli.children import stop_all
 from sms_pipeline.demo.environment import child_environment
 from sms_pipeline.demo.run import spawn
 from sms_pipeline.demo.scenario import phone_number
+from sms_pipeline.supervise import stop_all
 
 
 def free_port() -> int:

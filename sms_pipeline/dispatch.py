@@ -30,33 +30,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from enum import StrEnum
 from typing import Any
 
+from sms_pipeline.db.models import URGENT_TYPES, QueueClass, queue_class_of, types_of
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-
-
-class QueueClass(StrEnum):
-    """Which send queue a message goes through: urgent never waits behind bulk."""
-
-    URGENT = "urgent"  # verification and 2FA
-    BULK = "bulk"  # text, medication_request
-
-
-URGENT_TYPES = frozenset({"verification", "2FA"})
-
-
-def queue_class_of(message_type: str) -> QueueClass:
-    return QueueClass.URGENT if message_type in URGENT_TYPES else QueueClass.BULK
-
-
-def types_of(queue_class: QueueClass) -> tuple[str, ...]:
-    from sms_pipeline.db.models import MESSAGE_TYPES
-
-    urgent = queue_class is QueueClass.URGENT
-    return tuple(t for t in MESSAGE_TYPES if (t in URGENT_TYPES) == urgent)
 
 
 def _app() -> Any:
@@ -251,6 +230,7 @@ def callback_deliveries(event_ids: Sequence[int], expires: float) -> int:
 
 
 __all__ = [
+    "URGENT_TYPES",
     "QueueClass",
     "callback_deliveries",
     "clear_kick",

@@ -29,7 +29,7 @@ from pydantic import (
 
 from sms_pipeline.db.models import MESSAGE_TYPES
 from sms_pipeline.priorities import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
-from sms_pipeline.services.intake.numbers import PATTERN as PHONE_PATTERN
+from sms_pipeline.services.numbers import PATTERN as PHONE_PATTERN
 
 # RFC 3339 date-time (JSON Schema's `date-time`): a full date, a time, and an offset.
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")

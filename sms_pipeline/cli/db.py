@@ -9,25 +9,27 @@ from sms_pipeline.settings import get_settings, mask_url
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    from sms_pipeline.db import migrate
+    from sms_pipeline.db import get_engine, migrate
 
-    migrate.upgrade(revision=args.revision)
-    print(f"database at {migrate.current()} ({mask_url(get_settings().database_url)})")
+    engine = get_engine()
+    migrate.upgrade(engine, revision=args.revision)
+    print(f"database at {migrate.current(engine)} ({mask_url(get_settings().database_url)})")
     return 0
 
 
 def _downgrade(args: argparse.Namespace) -> int:
-    from sms_pipeline.db import migrate
+    from sms_pipeline.db import get_engine, migrate
 
-    migrate.downgrade(revision=args.revision)
-    print(f"database at {migrate.current() or 'base'}")
+    engine = get_engine()
+    migrate.downgrade(engine, revision=args.revision)
+    print(f"database at {migrate.current(engine) or 'base'}")
     return 0
 
 
 def _current(_args: argparse.Namespace) -> int:
-    from sms_pipeline.db import migrate
+    from sms_pipeline.db import get_engine, migrate
 
-    now, head = migrate.current(), migrate.head()
+    now, head = migrate.current(get_engine()), migrate.head()
     print(f"current: {now or 'empty'}; head: {head}")
     return 0 if now == head else 1
 

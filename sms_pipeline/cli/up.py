@@ -26,8 +26,8 @@ from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from sms_pipeline.cli.children import CLI, ChildError, ChildProcess, stop_all
 from sms_pipeline.settings import Settings, get_settings, mask_url
+from sms_pipeline.supervise import CLI, ChildError, ChildProcess, stop_all
 
 STOP_TIMEOUT = 15.0
 READY_TIMEOUT = 120.0

@@ -11,8 +11,6 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine
 
-from sms_pipeline.db.engine import get_engine
-
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Our own version table, so we never collide with the verification service's Alembic.
 VERSION_TABLE = "sms_pipeline_alembic_version"
@@ -56,23 +54,20 @@ def migration_connection(engine: Engine) -> Iterator[Connection]:
             raw.execute("PRAGMA foreign_keys=ON")
 
 
-def upgrade(engine: Engine | None = None, revision: str = "head") -> None:
-    engine = engine or get_engine()
+def upgrade(engine: Engine, revision: str = "head") -> None:
     with migration_connection(engine) as conn:
         command.upgrade(_config(engine, conn), revision)
 
 
-def downgrade(engine: Engine | None = None, revision: str = "-1") -> None:
-    engine = engine or get_engine()
+def downgrade(engine: Engine, revision: str = "-1") -> None:
     with migration_connection(engine) as conn:
         command.downgrade(_config(engine, conn), revision)
 
 
-def current(engine: Engine | None = None) -> str | None:
+def current(engine: Engine) -> str | None:
     """The revision the database is at, or None for an empty database."""
     from alembic.runtime.migration import MigrationContext
 
-    engine = engine or get_engine()
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         return ctx.get_current_revision()

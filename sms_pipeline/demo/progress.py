@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sms_pipeline.cli.children import ChildError, ChildProcess
 from sms_pipeline.demo.environment import TERMINATE_AFTER_SECONDS
 from sms_pipeline.demo.record import Row, RunRecord, load_rows
 from sms_pipeline.settings import Settings
+from sms_pipeline.supervise import ChildError, ChildProcess
 
 PLAIN_PROGRESS_SECONDS = 3.0
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from rich.console import Console
 
-from sms_pipeline.cli.children import CLI, ChildError, ChildProcess, stop_all
 from sms_pipeline.demo.environment import (
     SIM_DELIVER_AFTER,
     SIM_ENROUTE_AFTER,
@@ -37,6 +36,7 @@ from sms_pipeline.demo.environment import (
 from sms_pipeline.demo.progress import check_alive, follow
 from sms_pipeline.demo.record import RunRecord
 from sms_pipeline.demo.report import Finished, summarise
+from sms_pipeline.supervise import CLI, ChildError, ChildProcess, stop_all
 
 DEMO_FOLDER = "demo"  # inside SMS_DATA_DIR: the demo wipes it, never the data beside it
 CHILD_STOP_TIMEOUT = 10.0

@@ -17,12 +17,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import Connection, TextClause, bindparam, text
+from sqlalchemy import Connection, TextClause, bindparam, select, text
 
 from sms_pipeline.db import table_name
-from sms_pipeline.db.models import MOVING_STATUS_VALUES, PENDING_SEND_STATUSES, SendStatus
+from sms_pipeline.db.models import (
+    MOVING_STATUS_VALUES,
+    PENDING_SEND_STATUSES,
+    DailyRollup,
+    SendStatus,
+    queue_class_of,
+)
 from sms_pipeline.db.models.base import UTCDateTime
-from sms_pipeline.dispatch import queue_class_of
 from sms_pipeline.gateway.statuses import FINAL_STATUSES, GatewayStatus
 
 FINAL_GATEWAY: Final = frozenset(s.value for s in FINAL_STATUSES)
@@ -203,3 +208,24 @@ def window_counts(
 def timed(sql: str, *names: str) -> TextClause:
     """A text() query whose named parameters bind as UTCDateTime (the columns' storage)."""
     return text(sql).bindparams(*(bindparam(n, type_=UTCDateTime()) for n in names))
+
+
+def rollup_counts(
+    session_or_conn: Connection, since: dt.datetime, until: dt.datetime
+) -> dict[tuple[dt.datetime, str, str], int]:
+    """Purged messages per (hour, type, outcome) for the report's window."""
+    rows = session_or_conn.execute(
+        select(
+            DailyRollup.day,
+            DailyRollup.hour,
+            DailyRollup.type,
+            DailyRollup.outcome,
+            DailyRollup.messages,
+        ).where(DailyRollup.day >= since.date(), DailyRollup.day <= until.date())
+    ).all()
+    out: dict[tuple[dt.datetime, str, str], int] = defaultdict(int)
+    for day, hour, message_type, outcome, messages in rows:
+        when = dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.UTC)
+        if since.replace(minute=0, second=0, microsecond=0) <= when < until:
+            out[(when, message_type, outcome)] += int(messages)
+    return out

@@ -31,7 +31,6 @@ from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics import queries as q
 from sms_pipeline.metrics.store import parse_labels
-from sms_pipeline.services.privacy import rollup_counts
 
 PERCENTILES: Final = (0.5, 0.95, 0.99)
 # Chart bucket sizes, in seconds; the smallest that keeps the window within MAX_BUCKETS.
@@ -329,7 +328,7 @@ def build_report(
     start = until - since if isinstance(since, dt.timedelta) else since
     with engine.connect() as conn:
         # Messages retention already deleted live on as hourly rollups (docs/privacy.md).
-        rollups = rollup_counts(conn, start, until)
+        rollups = q.rollup_counts(conn, start, until)
         # The chart covers the data, not the whole window: a 45-second run in a 24-hour
         # window gets 1-second bars, not one hour-wide bar at the right-hand edge.
         first, last = _data_span(conn, start, until, [hour for hour, _t, _o in rollups])

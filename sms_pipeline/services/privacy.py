@@ -79,6 +79,7 @@ from sms_pipeline.db.models import (
 )
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services.numbers import parse_number
 from sms_pipeline.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger(__name__)
@@ -499,27 +500,6 @@ def purge_expired_rows(
     return result
 
 
-def rollup_counts(
-    session_or_conn: Any, since: dt.datetime, until: dt.datetime
-) -> dict[tuple[dt.datetime, str, str], int]:
-    """Purged messages per (hour, type, outcome) for the report's window."""
-    rows = session_or_conn.execute(
-        select(
-            DailyRollup.day,
-            DailyRollup.hour,
-            DailyRollup.type,
-            DailyRollup.outcome,
-            DailyRollup.messages,
-        ).where(DailyRollup.day >= since.date(), DailyRollup.day <= until.date())
-    ).all()
-    out: dict[tuple[dt.datetime, str, str], int] = defaultdict(int)
-    for day, hour, message_type, outcome, messages in rows:
-        when = dt.datetime(day.year, day.month, day.day, hour, tzinfo=dt.UTC)
-        if since.replace(minute=0, second=0, microsecond=0) <= when < until:
-            out[(when, message_type, outcome)] += int(messages)
-    return out
-
-
 # --- the keyed hash ---------------------------------------------------------------------------
 
 
@@ -640,8 +620,6 @@ def audit_rows(session: Session, *, limit: int = 100) -> list[AuditEvent]:
 
 def normalise_subject(raw: str) -> str:
     """The E.164 form of a person's number (InvalidMessage when it is not one)."""
-    from sms_pipeline.services.intake import parse_number
-
     return parse_number(raw)
 
 
@@ -922,7 +900,6 @@ __all__ = [
     "privacy_sweep",
     "purge_expired_rows",
     "redact_final",
-    "rollup_counts",
     "still_sendable",
     "subject_hash",
     "supersede_older",

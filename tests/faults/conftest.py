@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from sms_pipeline.cli.children import CLI, ChildProcess
+from sms_pipeline.supervise import CLI, ChildProcess
 from tests.conftest import PG_PROBLEM, REDIS_PROBLEM, REDIS_TEST_URL, require
 from tests.support import free_port, merge_json
 from tests.support import wait_until as _wait_until

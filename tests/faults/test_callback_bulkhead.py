@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import select
 
 from sms_pipeline import enqueue_sms
-from sms_pipeline.cli.children import CLI
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SmsLog
+from sms_pipeline.supervise import CLI
 from tests.faults.conftest import phone, pipeline_env, record_figure, wait_until
 from tests.loopback_peers import DripServer, OpenConnections, self_signed
 

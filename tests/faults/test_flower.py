@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from sms_pipeline import enqueue_sms
-from sms_pipeline.cli.children import CLI
+from sms_pipeline.supervise import CLI
 from tests.faults.conftest import phone, pipeline_env, settle
 from tests.support import free_port, wait_until
 

@@ -18,9 +18,9 @@ import requests
 from sqlalchemy import func, select, update
 
 from sms_pipeline import enqueue_many
-from sms_pipeline.cli.children import CLI
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog
+from sms_pipeline.supervise import CLI
 from tests.faults.conftest import (
     GATEWAY_LOGIN,
     GATEWAY_PASSWORD,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sms_pipeline.cli.children import ChildError, ChildProcess
 from sms_pipeline.cli.up import LogEcho
+from sms_pipeline.supervise import ChildError, ChildProcess
 
 
 def _child(name: str, code: str, log: Path) -> ChildProcess:

@@ -9,9 +9,13 @@ from .messages import (
     MOVING_STATUS_VALUES,
     PENDING_SEND_STATUSES,
     SEND_STATUSES,
+    URGENT_TYPES,
     MessageType,
+    QueueClass,
     SendStatus,
     SmsLog,
+    queue_class_of,
+    types_of,
 )
 from .metrics import MetricCounter
 from .privacy import AuditEvent, DailyRollup, OptOutHash
@@ -25,6 +29,7 @@ __all__ = [
     "POSTPAID_CREDITS",
     "SCHEMA",
     "SEND_STATUSES",
+    "URGENT_TYPES",
     "VERIFICATION_STATUSES",
     "Account",
     "ApiKey",
@@ -37,6 +42,7 @@ __all__ = [
     "MetricCounter",
     "OptOut",
     "OptOutHash",
+    "QueueClass",
     "SendStatus",
     "SmsLog",
     "SmsQueue",
@@ -46,5 +52,7 @@ __all__ = [
     "UTCDateTime",
     "UTCTimestamp",
     "Verification",
+    "queue_class_of",
+    "types_of",
     "utcnow",
 ]

@@ -22,7 +22,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from sms_pipeline.dispatch import URGENT_TYPES
 from sms_pipeline.gateway.statuses import ALL_STATUSES, MOVING_STATUSES
 
 from .base import Base, utcnow
@@ -57,6 +56,25 @@ class SendStatus(enum.StrEnum):
 
 
 MESSAGE_TYPES: tuple[str, ...] = tuple(t.value for t in MessageType)
+URGENT_TYPES = frozenset({MessageType.VERIFICATION.value, MessageType.TWO_FA.value})
+
+
+class QueueClass(enum.StrEnum):
+    """Which send queue a message goes through: urgent never waits behind bulk."""
+
+    URGENT = "urgent"  # verification and 2FA
+    BULK = "bulk"  # text, medication_request
+
+
+def queue_class_of(message_type: str) -> QueueClass:
+    return QueueClass.URGENT if message_type in URGENT_TYPES else QueueClass.BULK
+
+
+def types_of(queue_class: QueueClass) -> tuple[str, ...]:
+    urgent = queue_class is QueueClass.URGENT
+    return tuple(t for t in MESSAGE_TYPES if (t in URGENT_TYPES) == urgent)
+
+
 SEND_STATUSES: tuple[str, ...] = tuple(s.value for s in SendStatus)
 PENDING_SEND_STATUSES: tuple[str, ...] = (SendStatus.QUEUED.value, SendStatus.SENDING.value)
 MOVING_STATUS_VALUES: tuple[str, ...] = tuple(sorted(s.value for s in MOVING_STATUSES))

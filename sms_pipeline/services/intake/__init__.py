@@ -3,15 +3,16 @@
 Python (`enqueue_sms`, `enqueue_many`), the HTTP API, the SQL route (`sms_queue`) and
 replication (`verifications`) only map their own shape onto these functions:
 
-- `numbers`: the destination number (E.164, plain mobile/fixed-line, refused ranges);
+- `services.numbers` (shared with inbound and privacy): the destination number;
 - `texts`: the body and the short text fields (refused characters, segments);
 - `times`: `send_at` (SMS_MAX_SCHEDULE_DAYS, infinity, text that is not a time);
 - `validate`: all of them → a `Message` or every reason it is refused;
 - `admit`: the row, opt-out (with the erased-number hash), supersede, metric, dispatch.
 """
 
+from sms_pipeline.services.numbers import destination, parse_number
+
 from .admit import admit, admitted, is_opted_out, refuse, row_values, status_for, stopped
-from .numbers import destination, parse_number
 from .texts import ValidBody, check_text, optional_text, text_problem, validate_body
 from .times import check_send_at, stored_time
 from .validate import (

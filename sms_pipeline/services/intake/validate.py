@@ -15,9 +15,9 @@ from sms_pipeline.db.models import MESSAGE_TYPES, utcnow
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.priorities import priority_problem
 from sms_pipeline.services import privacy
+from sms_pipeline.services.numbers import destination
 from sms_pipeline.settings import Settings
 
-from .numbers import destination
 from .texts import ValidBody, optional_text, validate_body
 from .times import check_send_at
 

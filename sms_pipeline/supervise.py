@@ -1,7 +1,7 @@
 """Child processes: the worker, beat and simulator that `sms-pipeline up` supervises.
 
-Runtime code, so it lives with the command that needs it; the demo, the benchmarks and
-the fault tests start their processes with it too.
+Below the interfaces: `up`, the demo, the benchmarks and the fault tests start their
+processes with it.
 
 Each child runs in its own process group with its output in a log file, so a signal to
 the group also reaches anything the child started, and Ctrl-C in the terminal reaches

@@ -38,10 +38,12 @@ test: $(DEV) promtool
 test-fast: $(DEV) promtool
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
 
+# lint-imports checks the layers ([tool.importlinter] in pyproject.toml).
 lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(DEV)
 	$(BIN)/ruff check --fix .

@@ -27,6 +27,7 @@ from tests.faults.broker_servers import (
     RabbitCluster,
     RabbitNode,
     SentinelGroup,
+    declare_queues,
     start_rabbit_cluster,
     start_rabbit_node,
     start_sentinel_group,
@@ -239,7 +240,7 @@ def test_rabbitmq_one_node_of_three_killed_under_load_loses_nothing_and_sends_no
     URLs and starts on the first node, which is then killed and not restarted."""
     sim = start_sim(latency_ms=200)
     settings_env(SMS_REDIS_URL=own_redis.url)
-    use_broker(rabbit_cluster.url)
+    declare_queues(use_broker(rabbit_cluster.url))
     env = pipeline_env(SMS_BROKER_URL=rabbit_cluster.url, SMS_REDIS_URL=own_redis.url, **LOAD)
     procs.beat(env)
     worker = procs.worker(env)

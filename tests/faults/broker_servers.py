@@ -143,6 +143,15 @@ def start_sentinel_group(procs: Procs, tmp_path: Path) -> SentinelGroup:
 # --- a RabbitMQ node -------------------------------------------------------------------
 
 
+def declare_queues(app: Any) -> None:
+    """Declare every queue of `app` (the callbacks queue too, which `sms-pipeline worker`
+    does not consume: a callbacks worker of its own does), as a deployment has them."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.amqp.queues.values():
+            queue.bind(channel).declare()
+
+
 def _rabbitmq_server() -> Path | None:
     # The packaged script itself: /usr/sbin/rabbitmq-server is a wrapper that, run as root,
     # switches to the rabbitmq user (and its HOME, cookie and data) with `su`.
@@ -263,10 +272,7 @@ class RabbitNode:
         disk lazily, and a queue created seconds before a kill -9 came back without a
         leader (`leader not known`; the worker's declare then waited forever: 1 run in 4).
         """
-        with app.connection_for_write() as connection:
-            channel = connection.default_channel
-            for queue in app.amqp.queues.values():
-                queue.bind(channel).declare()
+        declare_queues(app)
         self._ctl("stop")  # a clean stop flushes the registrations
         assert self.proc is not None
         self.proc.popen.wait(60)

@@ -27,6 +27,7 @@ from tests.faults.broker_servers import (
     RabbitCluster,
     RabbitNode,
     SentinelGroup,
+    declare_queues,
     start_rabbit_cluster,
     start_rabbit_node,
     start_sentinel_group,
@@ -239,7 +240,7 @@ def test_rabbitmq_one_node_of_three_killed_under_load_loses_nothing_and_sends_no
     URLs and starts on the first node, which is then killed and not restarted."""
     sim = start_sim(latency_ms=200)
     settings_env(SMS_REDIS_URL=own_redis.url)
-    use_broker(rabbit_cluster.url)
+    declare_queues(use_broker(rabbit_cluster.url))
     env = pipeline_env(SMS_BROKER_URL=rabbit_cluster.url, SMS_REDIS_URL=own_redis.url, **LOAD)
     procs.beat(env)
     worker = procs.worker(env)
@@ -376,3 +377,37 @@ def _lose_the_broker_between_commit_and_publish(
     )
     assert result["counts"] == {SendStatus.SUBMITTED.value: len(ids)}, result["counts"]
     assert result["accepted_twice"] == 0
+
+
+@pytest.mark.slow
+def test_rate_limits_and_kick_flags_follow_the_promoted_master(
+    db: Any, sentinel_group: Any, settings_env: Any
+) -> None:
+    """SMS_REDIS_URL as a Sentinel list: the abuse limits (`limits` storage) and the kick
+    flags' client reach the master through the Sentinels, and the promoted one after a
+    failover, with the counts it had (WAIT: replicated before the kill)."""
+    from sms_pipeline import redis_store
+    from sms_pipeline.services import quotas
+
+    settings = settings_env(
+        SMS_REDIS_URL=sentinel_group.url,
+        SMS_REDIS_MASTER_NAME=MASTER_NAME,
+        SMS_API_KEY_RATE_PER_MINUTE=3,
+    )
+    key = f"k-{uuid.uuid4().hex[:8]}"
+    assert [quotas.check_api_key(key, "fault", settings) for _ in range(3)] == [None] * 3
+    refused = quotas.check_api_key(key, "fault", settings)
+    assert refused is not None and refused.limit == quotas.KEY_RATE
+    flags = redis_store.client(settings)
+    assert flags is not None
+    flags.set("sms_pipeline:fault-probe", b"1")
+    assert flags.execute_command("WAIT", 1, 5000) == 1  # on the replica too
+
+    old_master = sentinel_group.kill_master()
+    sentinel_group.wait_promotion(old_master)
+
+    # The same clients, no restart: the next command finds the promoted master.
+    wait_until(lambda: flags.get("sms_pipeline:fault-probe") == b"1", 30, "the flag client")
+    again = quotas.check_api_key(key, "fault", settings)
+    assert again is not None and again.limit == quotas.KEY_RATE  # the count survived
+    assert quotas.check_api_key(f"{key}-other", "fault", settings) is None

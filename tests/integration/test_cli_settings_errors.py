@@ -81,7 +81,9 @@ def test_every_command_refuses_a_bad_setting_before_it_starts(tmp_path: Path) ->
     saved = dict(os.environ)
     try:
         for i, command in enumerate(commands):
-            name, value, _says = BAD[i % len(BAD)]
+            # An invalid setting every command must refuse (a data folder only matters to
+            # the commands that keep data: gateway-sim would start and serve for ever).
+            name, value, _says = BAD[i % 2]
             os.environ.clear()
             os.environ.update(_clean_env(tmp_path))
             os.environ[name] = value

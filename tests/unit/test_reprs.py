@@ -157,6 +157,12 @@ def _intake_message() -> Any:
     )
 
 
+def _valid_body() -> Any:
+    from sms_pipeline.services.intake import ValidBody
+
+    return ValidBody(f"Your code is {SECRET}", 1, "GSM-7")
+
+
 INSTANCES: dict[str, Callable[[], Any]] = {
     "sms_pipeline.gateway.client.IP2SMSClient": _client,
     "sms_pipeline.gateway.inbound.InboundClient": _inbound,
@@ -172,6 +178,7 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     "sms_pipeline.http.Target": _target,
     "sms_pipeline.gateway.client.SendRequest": _send_request,
     "sms_pipeline.services.intake.validate.Message": _intake_message,
+    "sms_pipeline.services.intake.texts.ValidBody": _valid_body,
 }
 
 

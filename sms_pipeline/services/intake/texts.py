@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.gateway.codec import describe_invalid_xml_char
@@ -53,7 +53,7 @@ def check_text(field: str, value: str) -> str:
 
 @dataclass(frozen=True)
 class ValidBody:
-    body: str
+    body: str = field(repr=False)  # one-time codes: never in a repr, a log or a traceback
     segments: int
     encoding: str
 

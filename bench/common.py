@@ -3,7 +3,7 @@
 `BenchEnv` claims a Redis db as the tests do (tests/support.py, shared with them: a lock key
 in db 0; only that db is ever flushed) and creates, migrates and finally drops a
 PostgreSQL database of its own. It sets the environment BEFORE anything imports
-`sms_pipeline.celery_app` (the app reads its broker at import), so import pipeline
+`sms_pipeline.broker.app` (the app reads its broker at import), so import pipeline
 modules inside functions, after `BenchEnv.open()`.
 
 Worker, beat and simulator run as subprocesses in their own process groups (killed by
@@ -331,7 +331,7 @@ class BenchEnv:
         if key in self._baselines:
             return self._baselines[key]
         from bench.noop_worker import NOOP_TASK
-        from sms_pipeline.celery_app import BULK_QUEUE, app
+        from sms_pipeline.broker.app import BULK_QUEUE, app
 
         for _ in range(count):
             app.send_task(NOOP_TASK, queue=BULK_QUEUE)

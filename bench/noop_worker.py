@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from sms_pipeline.celery_app import app
+from sms_pipeline.broker.app import app
 from sms_pipeline.cli import main
 
 NOOP_TASK = "bench.noop"

@@ -146,8 +146,8 @@ def db(pg_engine: Any) -> Iterator[Any]:
     if REDIS_TEST_URL is not None:
         import redis
 
-        from sms_pipeline import dispatch
-        from sms_pipeline.dispatch import QueueClass, flag_key
+        from sms_pipeline.broker import dispatch
+        from sms_pipeline.broker.dispatch import QueueClass, flag_key
 
         dispatch._flag_seen.clear()  # flags this process saw are deleted just below
 
@@ -241,7 +241,7 @@ def worker(db: Any, redis_url: str, simulator: Any) -> Iterator[Any]:
     """A real Celery worker (threads pool) in this process, on the test's Redis db."""
     from celery.contrib.testing.worker import start_worker
 
-    from sms_pipeline.celery_app import app
+    from sms_pipeline.broker.app import app
 
     with start_worker(
         app,

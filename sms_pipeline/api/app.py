@@ -266,7 +266,7 @@ def database_reachable() -> None:
 
 def broker_reachable(url: str | None = None) -> None:
     """Connect to the broker (the Celery app's, or `url`) or raise."""
-    from sms_pipeline.celery_app import app as celery_app
+    from sms_pipeline.broker.app import app as celery_app
 
     conn = celery_app.connection_for_write(url) if url else celery_app.connection_for_write()
     with conn:

@@ -36,7 +36,7 @@ def _pause(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from sqlalchemy import update
 
-    from sms_pipeline import dispatch
+    from sms_pipeline.broker import dispatch
     from sms_pipeline.db import affected, session_scope
     from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
 

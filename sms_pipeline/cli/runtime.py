@@ -10,7 +10,7 @@ from sms_pipeline.settings import get_settings
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The celery worker command line: a threads pool sized for I/O-bound gateway calls."""
-    from sms_pipeline.celery_app import CALLBACKS_QUEUE
+    from sms_pipeline.broker.app import CALLBACKS_QUEUE
 
     settings = get_settings()
     callbacks_only = args.queues == CALLBACKS_QUEUE
@@ -33,7 +33,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from sms_pipeline.celery_app import app
+    from sms_pipeline.broker.app import app
 
     if get_settings().is_embedded_broker:
         app.conf.worker_send_task_events = False
@@ -44,7 +44,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _beat(args: argparse.Namespace) -> int:
-    from sms_pipeline.celery_app import app
+    from sms_pipeline.broker.app import app
     from sms_pipeline.settings import require_production_gateway
 
     settings = get_settings()
@@ -56,7 +56,7 @@ def _beat(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from sms_pipeline.celery_app import CALLBACKS_QUEUE, WORK_QUEUES
+    from sms_pipeline.broker.app import CALLBACKS_QUEUE, WORK_QUEUES
 
     worker = subparsers.add_parser(
         "worker",

@@ -269,7 +269,7 @@ def check_database(settings: Settings) -> None:
 
 
 def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    from sms_pipeline.celery_app import CALLBACKS_QUEUE
+    from sms_pipeline.broker.app import CALLBACKS_QUEUE
 
     settings = get_settings()
     screen = Screen(out)

@@ -14,7 +14,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from sms_pipeline import redis_store
+from sms_pipeline.broker import redis_store
 from sms_pipeline.db.models import POSTPAID_CREDITS, Account
 from sms_pipeline.settings import Settings, get_settings
 

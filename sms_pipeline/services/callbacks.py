@@ -36,7 +36,8 @@ from typing import Any
 from sqlalchemy import and_, case, exists, select, update
 from sqlalchemy.orm import Session
 
-from sms_pipeline import dispatch, http
+from sms_pipeline import http
+from sms_pipeline.broker import dispatch
 from sms_pipeline.db import insert_ignore, session_scope
 from sms_pipeline.db.models import ApiKey, CallbackEvent, SmsLog, utcnow
 from sms_pipeline.gateway.statuses import FINAL_STATUSES

@@ -3,7 +3,7 @@
 The hot path is one INSERT: the account's name resolves to its id from a short-lived
 cache, and the checks that must be exact (the account is active, the number has not opted
 out) are part of the INSERT itself, so a call costs one round trip and a commit. The
-send is a coalesced kick (see `sms_pipeline.dispatch`), published after the commit.
+send is a coalesced kick (see `sms_pipeline.broker.dispatch`), published after the commit.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 `dispatched_at` is the moment a send kick is expected to reach a message (now, or the end
 of a retry's countdown). A kick carries no id: it makes a worker drain every due message
-of its queue class (see `sms_pipeline.dispatch`). The sweeper kicks again for waiting
+of its queue class (see `sms_pipeline.broker.dispatch`). The sweeper kicks again for waiting
 messages that are due and whose last dispatch is older than the grace period: a broker
 restart, a killed worker or a failed publish all end here, and the conditional claim in
 the send service makes a second drain harmless.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, event, or_, select, update
 from sqlalchemy.orm import Session
 
-from sms_pipeline import dispatch
+from sms_pipeline.broker import dispatch
 from sms_pipeline.db import affected, session_scope, skip_locked
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics import hooks as metrics
@@ -67,7 +67,7 @@ def publish(dispatches: Iterable[Dispatch]) -> int:
     """Kick the send queues these waiting messages belong to; returns how many it covers.
 
     The broker carries no message ids: a kick makes the worker drain every due message of
-    its class (see `sms_pipeline.dispatch`). A failure is logged: the sweeper covers it.
+    its class (see `sms_pipeline.broker.dispatch`). A failure is logged: the sweeper covers it.
     """
     now_classes: set[dispatch.QueueClass] = set()
     later: dict[dispatch.QueueClass, float] = {}

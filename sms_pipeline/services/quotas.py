@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerDay, RateLimitItemPerMinute, strategies
 
-from sms_pipeline import redis_store
+from sms_pipeline.broker import redis_store
 from sms_pipeline.db.models import Account
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.settings import Settings, get_settings

@@ -39,7 +39,8 @@ from sqlalchemy import Connection, Integer, Select, Table, bindparam, func, sele
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from sms_pipeline import dispatch, hints
+from sms_pipeline import hints
+from sms_pipeline.broker import dispatch
 from sms_pipeline.db import affected, alone, autocommit_connection, get_engine, is_sqlite
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sms_pipeline.celery_app import CALLBACKS_SWEEP_TASK, DELIVER_CALLBACK_TASK, app
+from sms_pipeline.broker.app import CALLBACKS_SWEEP_TASK, DELIVER_CALLBACK_TASK, app
 from sms_pipeline.services import callbacks
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sms_pipeline.celery_app import INBOUND_POLL_TASK, app
+from sms_pipeline.broker.app import INBOUND_POLL_TASK, app
 from sms_pipeline.services import inbound
 
 

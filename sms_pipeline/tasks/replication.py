@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sms_pipeline.celery_app import REPLICATE_TASK, app
+from sms_pipeline.broker.app import REPLICATE_TASK, app
 from sms_pipeline.services import replication
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sms_pipeline.celery_app import (
+from sms_pipeline.broker.app import (
     OUTBOX_SWEEP_TASK,
     QUEUE_POLL_TASK,
     SEND_DUE_TASK,
     SEND_TASK,
     app,
 )
-from sms_pipeline.dispatch import QueueClass
+from sms_pipeline.broker.dispatch import QueueClass
 from sms_pipeline.services import outbox, sending, sql_route
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from sms_pipeline.celery_app import CHECK_STATUS_TASK, CHECK_STATUSES_TASK, STATUS_SWEEP_TASK, app
+from sms_pipeline.broker.app import CHECK_STATUS_TASK, CHECK_STATUSES_TASK, STATUS_SWEEP_TASK, app
 from sms_pipeline.services import status
 
 log = logging.getLogger(__name__)

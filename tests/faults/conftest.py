@@ -226,8 +226,8 @@ def own_redis(procs: Procs) -> RedisServer:
 @pytest.fixture
 def use_broker(settings_env: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
     """Point this process's publishing (enqueue's outbox) at another broker URL."""
-    from sms_pipeline import dispatch
-    from sms_pipeline.celery_app import create_app
+    from sms_pipeline.broker import dispatch
+    from sms_pipeline.broker.app import create_app
 
     def use(url: str) -> Any:
         settings = settings_env(SMS_BROKER_URL=url)

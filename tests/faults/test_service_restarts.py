@@ -75,7 +75,7 @@ def test_redis_lost_while_a_late_ack_task_runs_the_worker_reconnects_and_sends_o
     """Redis goes while a status check (late ack) waits on the gateway and the consumer's
     BRPOP is in flight. kombu 5.7 then restored the unacked task through a transport celery
     had already closed: "Unrecoverable error: AttributeError(... 'hostname')", and the
-    worker, still alive, consumed nothing more (sms_pipeline/redis_broker.py)."""
+    worker, still alive, consumed nothing more (sms_pipeline/broker/redis_transport.py)."""
     sim = start_sim(latency_ms=1500)  # every gateway request takes 1.5 s
     use_broker(own_redis.url)
     env = pipeline_env(

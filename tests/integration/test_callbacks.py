@@ -21,8 +21,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from sms_pipeline import dispatch
 from sms_pipeline.api.app import create_app
+from sms_pipeline.broker import dispatch
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import CallbackEvent, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage
@@ -410,7 +410,7 @@ def test_a_tarpit_receiver_holds_a_delivery_no_longer_than_the_deadline(
 
 
 def test_callback_deliveries_go_to_their_own_queue() -> None:
-    from sms_pipeline.celery_app import CALLBACKS_QUEUE, DELIVER_CALLBACK_TASK, app
+    from sms_pipeline.broker.app import CALLBACKS_QUEUE, DELIVER_CALLBACK_TASK, app
 
     assert CALLBACKS_QUEUE not in {"urgent", "bulk", "status", "maintenance"}
     route = app.amqp.router.route({}, DELIVER_CALLBACK_TASK)
@@ -453,7 +453,7 @@ def test_send_status_endings_are_events_too(db: Any, redis_url: str, receiver: R
 def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
     worker: Any, receiver: Receiver, api_key: NewApiKey, fast_callbacks: Any
 ) -> None:
-    from sms_pipeline.celery_app import CALLBACKS_SWEEP_TASK, DELIVER_CALLBACK_TASK, app
+    from sms_pipeline.broker.app import CALLBACKS_SWEEP_TASK, DELIVER_CALLBACK_TASK, app
 
     receiver.answers = [500]
     message_id = post_via_api(api_key, REJECTED_NUMBER, receiver.url)

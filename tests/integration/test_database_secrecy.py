@@ -99,7 +99,7 @@ def test_a_send_task_failing_on_the_database_reports_no_number_or_body(
     db: Any, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     import sms_pipeline.tasks.send  # noqa: F401  (registers the task)
-    from sms_pipeline.celery_app import SEND_TASK, app
+    from sms_pipeline.broker.app import SEND_TASK, app
 
     caplog.set_level(logging.DEBUG)
     message_id = enqueue_sms(

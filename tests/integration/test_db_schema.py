@@ -170,7 +170,7 @@ def test_urgent_claim_does_not_walk_the_bulk_backlog(db: Engine, monkeypatch: An
     """The urgent drain's real claim statement, EXPLAINed behind 5,000 queued texts."""
     from sqlalchemy import event
 
-    from sms_pipeline.dispatch import QueueClass
+    from sms_pipeline.broker.dispatch import QueueClass
     from sms_pipeline.services import outbox, sending
 
     monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)

@@ -321,7 +321,7 @@ def test_shortcode_messages_are_stored_and_stop_opts_out(
 
 
 def test_inbound_poll_task_runs_on_the_worker(worker: Any, inbound_sim: InboundSim) -> None:
-    from sms_pipeline.celery_app import INBOUND_POLL_TASK, app
+    from sms_pipeline.broker.app import INBOUND_POLL_TASK, app
 
     set_intervals(replies=1)
     message = sent_message()

@@ -9,10 +9,11 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from sms_pipeline import InvalidMessage, dispatch, enqueue_many, enqueue_sms
+from sms_pipeline import InvalidMessage, enqueue_many, enqueue_sms
+from sms_pipeline.broker import dispatch
+from sms_pipeline.broker.dispatch import QueueClass, flag_key
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import OptOut, SendStatus, SmsLog
-from sms_pipeline.dispatch import QueueClass, flag_key
 from sms_pipeline.services import outbox, sending
 from tests.helpers import NORMAL
 

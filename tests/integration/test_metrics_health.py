@@ -214,7 +214,7 @@ def test_worker_and_beat_start_a_heartbeat_from_their_celery_signals(
     from celery import signals
     from sqlalchemy import select
 
-    import sms_pipeline.celery_app  # noqa: F401  (connects the signal handlers)
+    import sms_pipeline.broker.app  # noqa: F401  (connects the signal handlers)
     from sms_pipeline.db.models import MetricCounter
 
     # A worker outside embedded mode refuses to start on the simulator's defaults.

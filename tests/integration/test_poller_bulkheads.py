@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from sms_pipeline import dispatch, enqueue_sms
+from sms_pipeline import enqueue_sms
+from sms_pipeline.broker import dispatch
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import (
     Account,

@@ -11,7 +11,7 @@ import redis
 from sqlalchemy import func, insert, select
 
 from sms_pipeline import enqueue_sms
-from sms_pipeline.celery_app import BULK_QUEUE, SEND_TASK, app
+from sms_pipeline.broker.app import BULK_QUEUE, SEND_TASK, app
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.services.accounts import get_or_create_default_account
@@ -74,7 +74,7 @@ def test_verification_overtakes_a_bulk_backlog_of_20000_texts(
 
 
 def test_broker_messages_carry_ids_only(db: Any, redis_url: str) -> None:
-    from sms_pipeline import dispatch
+    from sms_pipeline.broker import dispatch
 
     secret_body = "Your code is 918273"
     try:

@@ -279,7 +279,7 @@ def test_a_pass_larger_than_one_batch_replicates_everything(pg_engine: Any, sent
 
 
 def test_replicate_task_through_the_worker_logs_and_sends(worker: Any, simulator: Any) -> None:
-    from sms_pipeline.celery_app import REPLICATE_TASK, app
+    from sms_pipeline.broker.app import REPLICATE_TASK, app
     from sms_pipeline.db import get_engine
 
     row = verification(phone_number="+380931234567")

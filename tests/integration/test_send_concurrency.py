@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sms_pipeline import enqueue_many
-from sms_pipeline.dispatch import QueueClass
+from sms_pipeline.broker.dispatch import QueueClass
 from sms_pipeline.services import outbox, sending
 from sms_pipeline.settings import get_settings
 

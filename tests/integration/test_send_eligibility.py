@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import select
 
 from sms_pipeline import enqueue_sms
+from sms_pipeline.broker.dispatch import QueueClass
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
-from sms_pipeline.dispatch import QueueClass
 from sms_pipeline.services import outbox, sending
 
 NUMBER = "+380931234567"

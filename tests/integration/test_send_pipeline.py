@@ -41,7 +41,7 @@ def test_two_transient_failures_then_submitted(worker: Any, simulator: Any) -> N
 
 
 def test_third_transient_failure_logs_retrycount_exceeded(worker: Any, simulator: Any) -> None:
-    from sms_pipeline.celery_app import SEND_DUE_TASK, SEND_TASK
+    from sms_pipeline.broker.app import SEND_DUE_TASK, SEND_TASK
 
     with TaskWatch([SEND_TASK, SEND_DUE_TASK]) as tasks:
         message_id = enqueue_sms(TRANSIENT_ALWAYS, "hello", "text")

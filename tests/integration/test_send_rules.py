@@ -83,7 +83,7 @@ def test_sweeper_dispatches_higher_priority_first(db: Any, no_dispatch: list[Any
 def test_broker_serves_higher_priority_first(db: Any, redis_url: str, simulator: Any) -> None:
     from celery.contrib.testing.worker import start_worker
 
-    from sms_pipeline.celery_app import app
+    from sms_pipeline.broker.app import app
 
     low = [enqueue_sms(NORMAL, f"low {i}", priority=0) for i in range(6)]
     high = enqueue_sms(NORMAL, "high", priority=9)

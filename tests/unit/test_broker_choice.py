@@ -84,7 +84,7 @@ def test_sentinel_passwords_are_masked_in_repr(clean_env: pytest.MonkeyPatch) ->
 def test_rabbitmq_gets_durable_quorum_queues_and_publisher_confirms(
     clean_env: pytest.MonkeyPatch,
 ) -> None:
-    from sms_pipeline.celery_app import ALL_QUEUES, create_app
+    from sms_pipeline.broker.app import ALL_QUEUES, create_app
 
     clean_env.setenv("SMS_BROKER_URL", "amqp://u:pw@127.0.0.1:5672//")
     conf = create_app(load_settings()).conf
@@ -107,7 +107,7 @@ def test_rabbitmq_gets_durable_quorum_queues_and_publisher_confirms(
 def test_redis_queues_stay_classic_and_sentinel_names_its_master(
     clean_env: pytest.MonkeyPatch,
 ) -> None:
-    from sms_pipeline.celery_app import create_app
+    from sms_pipeline.broker.app import create_app
 
     clean_env.setenv("SMS_BROKER_URL", "redis://127.0.0.1:6379/0")
     conf = create_app(load_settings()).conf
@@ -125,7 +125,7 @@ def test_redis_queues_stay_classic_and_sentinel_names_its_master(
 def test_without_broker_countdowns_a_wait_is_left_to_the_sweeper(
     settings_env: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sms_pipeline import dispatch
+    from sms_pipeline.broker import dispatch
     from sms_pipeline.services import outbox
 
     now = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)

@@ -9,7 +9,7 @@ from typing import Any
 
 from kombu.connection import Connection
 
-import sms_pipeline.embedded_broker  # noqa: F401  (registers the transport for filesystem://)
+import sms_pipeline.broker.embedded  # noqa: F401  (registers the transport for filesystem://)
 
 
 def connect(**options: Any) -> Any:
@@ -118,4 +118,4 @@ def test_processes_binding_a_fresh_queue_at_once_lose_no_message(tmp_path: Path)
 
 def test_transport_is_registered_for_filesystem_urls() -> None:
     with connect() as conn:
-        assert type(conn.transport).__module__ == "sms_pipeline.embedded_broker"
+        assert type(conn.transport).__module__ == "sms_pipeline.broker.embedded"

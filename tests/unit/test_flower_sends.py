@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from flower.events import EventsState
 from flower.utils.tasks import search_tasks
 
-from sms_pipeline import celery_app
+from sms_pipeline.broker import app as celery_app
 from sms_pipeline.cli.monitoring import SENDS_SEARCH_NAME, sends_url
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -57,7 +57,7 @@ def test_callback_sweep_period_takes_any_positive_value(monkeypatch: pytest.Monk
 def test_the_callbacks_sweep_runs_on_its_own_period_not_the_outbox_sweeps() -> None:
     from celery import Celery
 
-    from sms_pipeline.celery_app import configure
+    from sms_pipeline.broker.app import configure
 
     app = Celery("settings-test")
     configure(app, load_settings(sms_callback_sweep_seconds=45, sms_outbox_sweep_seconds=3))

@@ -21,7 +21,7 @@ The sweep runs on beat every SMS_STATUS_POLL_SECONDS:
    IMMEDIATE). `updated_at` is kept as it was: it says when the message changed, not
    when we looked at it.
 3. Fan-out: the claimed ids go out SMS_STATUS_CHUNK_SIZE per broker message (through
-   `sms_pipeline.dispatch`); the worker reads a chunk in one query, asks the gateway for
+   `sms_pipeline.broker.dispatch`); the worker reads a chunk in one query, asks the gateway for
    all of it concurrently over the client's status pool (`check_many`), and records all
    the answers in one statement (PostgreSQL; one transaction on SQLite), so a slow
    gateway costs one round trip per chunk, not per message, and status checks never hold

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sms_pipeline import dispatch
+from sms_pipeline.broker import dispatch
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import utcnow
 from sms_pipeline.services.status.checks import check_status

@@ -24,7 +24,7 @@ message is dropped without a word (73 of 1,000 in a test with four producer thre
 process-wide lock makes "mark and write" one step.
 
 Importing this module registers the transport for `filesystem://` URLs in this process
-(celery_app imports it), so the URL users see stays kombu's.
+(broker/app.py imports it), so the URL users see stays kombu's.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ stays in Redis's unacked hash and is restored after the visibility timeout, and 
 is in the outbox either way.
 
 Importing this module registers the transport for `redis://`, `rediss://` and `sentinel://`
-URLs in this process (celery_app imports it), so the URL users see stays kombu's.
+URLs in this process (broker/app.py imports it), so the URL users see stays kombu's.
 """
 
 from __future__ import annotations

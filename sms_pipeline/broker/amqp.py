@@ -5,7 +5,7 @@ exchanges and queues and binds every task queue to them, for ETA/countdown messa
 pipeline publishes none on RabbitMQ (`Settings.broker_holds_countdowns`: waits live in the
 row's `due_at`, the outbox sweeper kicks them), so the step would only declare unused
 queues and warn at every (re)connection that our direct exchanges cannot take delays.
-celery_app names this consumer (`worker_consumer`) when the broker is amqp://.
+broker/app.py names this consumer (`worker_consumer`) when the broker is amqp://.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _app() -> Any:
-    from sms_pipeline.celery_app import app
+    from sms_pipeline.broker.app import app
 
     return app
 
@@ -58,7 +58,7 @@ _flag_seen: dict[QueueClass, float] = {}
 def _flag_client(settings: Settings) -> Any | None:
     """A Redis client on the shared Redis (SMS_REDIS_URL or the broker's, Sentinel-aware),
     or None (no Redis: every producer publishes its kick)."""
-    from sms_pipeline import redis_store
+    from sms_pipeline.broker import redis_store
 
     return redis_store.client(settings)
 
@@ -129,7 +129,7 @@ def kick(
     drain running at the same time is harmless (claims skip locked rows). A publish that
     fails is logged: the rows are committed and the outbox sweeper kicks again.
     """
-    from sms_pipeline.celery_app import SEND_DUE_TASK
+    from sms_pipeline.broker.app import SEND_DUE_TASK
 
     settings = settings or get_settings()
     if countdown and countdown > 0 and not settings.broker_holds_countdowns:
@@ -161,7 +161,7 @@ def kick(
 
 def send_ids(message_ids: Sequence[uuid.UUID], queue_class: QueueClass) -> int:
     """Publish one `send` task carrying these ids (an explicit small batch)."""
-    from sms_pipeline.celery_app import SEND_TASK
+    from sms_pipeline.broker.app import SEND_TASK
 
     if not message_ids:
         return 0
@@ -182,7 +182,7 @@ def status_checks(ids: Sequence[uuid.UUID], chunk_size: int, expires: float) -> 
     Each message is one `check_statuses` task whose checks run concurrently in the worker.
     A chunk still queued after `expires` seconds is dropped (its rows are due again).
     """
-    from sms_pipeline.celery_app import CHECK_STATUSES_TASK, STATUS_QUEUE
+    from sms_pipeline.broker.app import CHECK_STATUSES_TASK, STATUS_QUEUE
 
     if not ids:
         return 0
@@ -204,7 +204,7 @@ def status_checks(ids: Sequence[uuid.UUID], chunk_size: int, expires: float) -> 
 
 def callback_deliveries(event_ids: Sequence[int], expires: float) -> int:
     """Publish one delivery task per callback event id; returns how many were published."""
-    from sms_pipeline.celery_app import CALLBACKS_QUEUE, DELIVER_CALLBACK_TASK
+    from sms_pipeline.broker.app import CALLBACKS_QUEUE, DELIVER_CALLBACK_TASK
 
     if not event_ids:
         return 0

@@ -19,7 +19,7 @@ from bench.common import BenchEnv, log, percentile, phone
 def run(env: BenchEnv, *, count: int) -> dict[str, Any]:
     env.truncate()
     from sms_pipeline.db import session_scope
-    from sms_pipeline.services.enqueue import enqueue_sms
+    from sms_pipeline.services.intake.enqueue import enqueue_sms
 
     body = "Reminder: your appointment is tomorrow at 10:00. Reply STOP to opt out."
     for i in range(50):  # warm up: connections, compiled statements, default account
@@ -35,7 +35,7 @@ def run(env: BenchEnv, *, count: int) -> dict[str, Any]:
         with session_scope() as session:
             enqueue_sms(phone(count + i), body, session=session)
         caller.append(time.perf_counter() - t0)
-    from sms_pipeline.services.enqueue import enqueue_many
+    from sms_pipeline.services.intake.enqueue import enqueue_many
 
     batch = 1000
     many_rows = max(count * 5, batch)

@@ -107,7 +107,7 @@ def run(
 ) -> dict[str, Any]:
     env.truncate()
     simulator = env.start_simulator(latency_ms)
-    from sms_pipeline.services.enqueue import enqueue_sms
+    from sms_pipeline.services.intake.enqueue import enqueue_sms
 
     enqueue_sms(phone(9_999_999), BODY)  # the default account, connections, compiled SQL
     procs = [
@@ -116,7 +116,7 @@ def run(
     ]
     wait_until(lambda: count_where(DONE_SQL) >= 1, 60, "the warm-up message")
     env.truncate()
-    from sms_pipeline.services.enqueue import forget_accounts
+    from sms_pipeline.services.intake.enqueue import forget_accounts
 
     forget_accounts()
     cpu0 = sum(p.cpu_seconds() for p in procs)

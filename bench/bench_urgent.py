@@ -46,7 +46,7 @@ def run(
 
     from sms_pipeline.db import get_engine
     from sms_pipeline.db.models import utcnow
-    from sms_pipeline.services.enqueue import enqueue_sms
+    from sms_pipeline.services.intake.enqueue import enqueue_sms
 
     account_id = default_account_id()
     rows = [message_row(i, account_id, utcnow()) for i in range(bulk)]

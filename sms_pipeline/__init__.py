@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sms_pipeline.errors import InvalidMessage, OptedOut
-    from sms_pipeline.services.enqueue import enqueue_many, enqueue_sms
     from sms_pipeline.services.inbound import record_inbound
+    from sms_pipeline.services.intake.enqueue import enqueue_many, enqueue_sms
 
 __all__ = ["InvalidMessage", "OptedOut", "enqueue_many", "enqueue_sms", "record_inbound"]
 
 _LAZY = {
-    "enqueue_sms": "sms_pipeline.services.enqueue",
-    "enqueue_many": "sms_pipeline.services.enqueue",
+    "enqueue_sms": "sms_pipeline.services.intake.enqueue",
+    "enqueue_many": "sms_pipeline.services.intake.enqueue",
     "InvalidMessage": "sms_pipeline.errors",
     "OptedOut": "sms_pipeline.errors",
     "record_inbound": "sms_pipeline.services.inbound",

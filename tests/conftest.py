@@ -139,7 +139,7 @@ def db(pg_engine: Any) -> Iterator[Any]:
     empty_tables(pg_engine)
     # Ids restart: names cached by enqueue (and the metrics) would point at other accounts.
     from sms_pipeline.metrics.hooks import forget_account_names
-    from sms_pipeline.services.enqueue import forget_accounts
+    from sms_pipeline.services.intake.enqueue import forget_accounts
 
     forget_accounts()
     forget_account_names()

@@ -39,10 +39,10 @@ from sms_pipeline.api.subjects import router as subjects_router
 from sms_pipeline.db import get_engine, get_sessionmaker
 from sms_pipeline.db.models import Account, CallbackEvent, IdempotencyRecord, SendStatus, SmsLog
 from sms_pipeline.errors import InvalidMessage, OptedOut
-from sms_pipeline.services import quotas
-from sms_pipeline.services.api_keys import Principal
+from sms_pipeline.services.accounts import quotas
+from sms_pipeline.services.accounts.api_keys import Principal
 from sms_pipeline.services.callbacks import final_status
-from sms_pipeline.services.enqueue import enqueue_sms
+from sms_pipeline.services.intake.enqueue import enqueue_sms
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.settings import Settings, get_settings, require_production_gateway
 

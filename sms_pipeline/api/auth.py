@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sms_pipeline.api.schemas import error_body
 from sms_pipeline.db import session_scope
-from sms_pipeline.services.api_keys import Principal, authenticate
+from sms_pipeline.services.accounts.api_keys import Principal, authenticate
 
 log = logging.getLogger(__name__)
 

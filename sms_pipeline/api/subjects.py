@@ -25,7 +25,7 @@ from sms_pipeline.api.schemas import ErrorOut, Text, error_body
 from sms_pipeline.db import session_scope
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.services import privacy
-from sms_pipeline.services.api_keys import Principal
+from sms_pipeline.services.accounts.api_keys import Principal
 
 router = APIRouter(dependencies=[Depends(bearer_scheme)], tags=["data protection"])
 _ERRORS: dict[int | str, dict[str, Any]] = {

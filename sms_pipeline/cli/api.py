@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     from sms_pipeline.db import session_scope
-    from sms_pipeline.services.api_keys import ApiKeyError, create_api_key
+    from sms_pipeline.services.accounts.api_keys import ApiKeyError, create_api_key
 
     try:
         with session_scope() as session:
@@ -61,7 +61,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     from sms_pipeline.db import session_scope
-    from sms_pipeline.services.api_keys import revoke_api_key
+    from sms_pipeline.services.accounts.api_keys import revoke_api_key
 
     with session_scope() as session:
         done = revoke_api_key(session, args.name)
@@ -74,7 +74,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _list(_args: argparse.Namespace) -> int:
     from sms_pipeline.db import session_scope
-    from sms_pipeline.services.api_keys import list_api_keys
+    from sms_pipeline.services.accounts.api_keys import list_api_keys
 
     with session_scope() as session:
         keys = list_api_keys(session)

@@ -29,7 +29,7 @@ def _sweep_once() -> None:
 
 
 def _replicate_once() -> None:
-    from sms_pipeline.services import replication
+    from sms_pipeline.services.intake import replication
 
     result = replication.replicate_verifications()
     print(

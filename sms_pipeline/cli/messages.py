@@ -80,7 +80,7 @@ def _waiting_reason(session: Any, row: Any) -> str | None:
 
 def _send(args: argparse.Namespace) -> int:
     from sms_pipeline.errors import InvalidMessage, OptedOut
-    from sms_pipeline.services.enqueue import enqueue_sms
+    from sms_pipeline.services.intake.enqueue import enqueue_sms
 
     body = read_body(args)
     if body is None:

@@ -57,7 +57,8 @@ from sms_pipeline.gateway import (
 )
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import accounts as account_rules
-from sms_pipeline.services import optout, outbox, privacy, quotas
+from sms_pipeline.services import optout, outbox, privacy
+from sms_pipeline.services.accounts import quotas
 from sms_pipeline.services.gateway import get_gateway_client
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.services.status import first_check_at

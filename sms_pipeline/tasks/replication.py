@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sms_pipeline.broker.app import REPLICATE_TASK, app
-from sms_pipeline.services import replication
+from sms_pipeline.services.intake import replication
 
 
 @app.task(name=REPLICATE_TASK)

@@ -13,7 +13,8 @@ from sms_pipeline.broker.app import (
     app,
 )
 from sms_pipeline.broker.dispatch import QueueClass
-from sms_pipeline.services import outbox, sending, sql_route
+from sms_pipeline.services import outbox, sending
+from sms_pipeline.services.intake import sql_route
 
 
 class MessageNotSentError(Exception):

@@ -166,7 +166,7 @@ GARBAGE_ROWS = [
 
 def _ingest(rows: list[dict[str, Any]]) -> dict[int, SmsLog]:
     from sms_pipeline.services.accounts import get_or_create_default_account
-    from sms_pipeline.services.sql_route import ingest_account_queue
+    from sms_pipeline.services.intake.sql_route import ingest_account_queue
 
     with session_scope() as session:
         account_id = get_or_create_default_account(session).id

@@ -387,7 +387,7 @@ def test_rate_limits_and_kick_flags_follow_the_promoted_master(
     flags' client reach the master through the Sentinels, and the promoted one after a
     failover, with the counts it had (WAIT: replicated before the kill)."""
     from sms_pipeline.broker import redis_store
-    from sms_pipeline.services import quotas
+    from sms_pipeline.services.accounts import quotas
 
     settings = settings_env(
         SMS_REDIS_URL=sentinel_group.url,

@@ -17,8 +17,10 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
-from sms_pipeline.services import quotas, sending, sql_route
-from sms_pipeline.services.api_keys import NewApiKey, create_api_key
+from sms_pipeline.services import sending
+from sms_pipeline.services.accounts import quotas
+from sms_pipeline.services.accounts.api_keys import NewApiKey, create_api_key
+from sms_pipeline.services.intake import sql_route
 
 NUMBER = "+380931234567"
 

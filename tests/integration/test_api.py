@@ -19,14 +19,14 @@ from sms_pipeline.api.app import create_app, create_message
 from sms_pipeline.api.schemas import MessageIn
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, IdempotencyRecord, OptOut, SendStatus, SmsLog
-from sms_pipeline.services.api_keys import (
+from sms_pipeline.services.accounts.api_keys import (
     NewApiKey,
     Principal,
     authenticate,
     create_api_key,
     revoke_api_key,
 )
-from sms_pipeline.services.enqueue import enqueue_sms
+from sms_pipeline.services.intake.enqueue import enqueue_sms
 from sms_pipeline.services.masking import mask_phone
 
 NUMBER = "+380931234567"

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from sms_pipeline.db import session_scope
-from sms_pipeline.services.api_keys import create_api_key
+from sms_pipeline.services.accounts.api_keys import create_api_key
 from tests.support import free_port
 
 CHECKS = (

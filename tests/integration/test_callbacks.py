@@ -27,8 +27,8 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import CallbackEvent, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.services import callbacks
-from sms_pipeline.services.api_keys import NewApiKey, create_api_key
-from sms_pipeline.services.enqueue import enqueue_sms
+from sms_pipeline.services.accounts.api_keys import NewApiKey, create_api_key
+from sms_pipeline.services.intake.enqueue import enqueue_sms
 from sms_pipeline.services.masking import mask_phone
 from tests.helpers import TaskWatch
 from tests.support import wait_until

@@ -10,7 +10,7 @@ from typing import Any
 
 from sms_pipeline.db import session_scope
 from sms_pipeline.services import callbacks
-from sms_pipeline.services.api_keys import create_api_key, revoke_api_key
+from sms_pipeline.services.accounts.api_keys import create_api_key, revoke_api_key
 from tests.integration.test_callbacks import (  # noqa: F401  (fixtures)
     NUMBER,
     Receiver,

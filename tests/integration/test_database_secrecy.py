@@ -21,8 +21,8 @@ from sqlalchemy import text, update
 from sms_pipeline.api.app import create_app
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
-from sms_pipeline.services.api_keys import create_api_key
-from sms_pipeline.services.enqueue import enqueue_sms
+from sms_pipeline.services.accounts.api_keys import create_api_key
+from sms_pipeline.services.intake.enqueue import enqueue_sms
 
 NUMBER = "+380931234567"
 BODY = "Your code is 987654"

@@ -24,8 +24,9 @@ from sms_pipeline import enqueue_sms
 from sms_pipeline.db import get_engine, session_scope
 from sms_pipeline.db.models import OptOut, SendStatus, SmsLog, SmsQueue, Verification, utcnow
 from sms_pipeline.metrics.hooks import forget_account_names
-from sms_pipeline.services import outbox, replication, sending, sql_route
+from sms_pipeline.services import outbox, sending
 from sms_pipeline.services.accounts import get_or_create_default_account
+from sms_pipeline.services.intake import replication, sql_route
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
 
 pytestmark = pytest.mark.usefixtures("backend")

@@ -24,9 +24,9 @@ from sms_pipeline.api.app import create_app
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SmsLog, Verification, utcnow
 from sms_pipeline.errors import InvalidMessage
-from sms_pipeline.services import replication, sql_route
-from sms_pipeline.services.api_keys import create_api_key
-from sms_pipeline.services.enqueue import enqueue_sms
+from sms_pipeline.services.accounts.api_keys import create_api_key
+from sms_pipeline.services.intake import replication, sql_route
+from sms_pipeline.services.intake.enqueue import enqueue_sms
 from tests.integration.test_sql_route_plain_sql import (  # noqa: F401  (fixtures)
     Captured,
     Plain,

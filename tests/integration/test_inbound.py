@@ -29,8 +29,8 @@ from sms_pipeline.gateway.inbound import (
     parse_page_answer,
     parse_page_request,
 )
-from sms_pipeline.services import inbound as inbound_service
 from sms_pipeline.services.accounts import get_or_create_default_account
+from sms_pipeline.services.inbound import poll as inbound_service
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.services.sending import attempt_send
 from sms_pipeline.simulator import SimulatorConfig

@@ -18,7 +18,8 @@ from sms_pipeline.db.models import Account, OptOut, SmsReply
 from sms_pipeline.gateway.inbound import InboundPage, Kind, parse_page
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
-from sms_pipeline.services import inbound as inbound_service
+from sms_pipeline.services.inbound import poll as inbound_service
+from sms_pipeline.services.inbound.store import store_inbound
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -102,7 +103,7 @@ def test_an_item_the_database_refuses_is_skipped_and_the_rest_of_the_page_stored
     gateway.pages[account_id] = (
         "<replies>" + reply(1, "hello") + reply(2, "bad") + reply(3, "STOP") + "</replies>"
     ).encode()
-    real_store = inbound_service.store_inbound
+    real_store = store_inbound
 
     def refusing(session: Any, account: int, item: Any, **kwargs: Any) -> Any:
         if item.id == 2:

@@ -26,7 +26,8 @@ from sms_pipeline.db.models import (
 )
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
-from sms_pipeline.services import callbacks, replication, sql_route
+from sms_pipeline.services import callbacks
+from sms_pipeline.services.intake import replication, sql_route
 from sms_pipeline.services.status import checks as status_checks
 from tests.helpers import NORMAL
 
@@ -155,7 +156,7 @@ def test_a_chunk_of_status_checks_failing_is_counted(
 def test_one_inbound_account_failing_is_counted_and_the_others_are_polled(
     db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sms_pipeline.services import inbound
+    from sms_pipeline.services.inbound import poll as inbound
 
     broken = make_account("broken", get_replies_interval=1)
     healthy = make_account("healthy", get_replies_interval=1)

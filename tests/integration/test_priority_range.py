@@ -14,7 +14,7 @@ from sms_pipeline.cli.options import priority as cli_priority
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SmsLog, SmsQueue
 from sms_pipeline.priorities import PRIORITY_MAX, PRIORITY_MIN
-from sms_pipeline.services import sql_route
+from sms_pipeline.services.intake import sql_route
 from tests.helpers import NORMAL
 from tests.integration.test_send_rules import make_account
 

@@ -43,7 +43,7 @@ from sms_pipeline.gateway.client import SendResult
 from sms_pipeline.metrics.report import build_report
 from sms_pipeline.metrics.store import get_store
 from sms_pipeline.services import privacy, sending
-from sms_pipeline.services.api_keys import create_api_key
+from sms_pipeline.services.accounts.api_keys import create_api_key
 
 NUMBER = "+380931234567"
 DIGITS = NUMBER[1:]
@@ -513,7 +513,7 @@ def test_subjects_api_needs_an_admin_key_and_exports_and_erases(
 def test_sql_route_codes_get_their_expiry_and_the_newer_one_supersedes(
     db: Any, no_dispatch: list[Any]
 ) -> None:
-    from sms_pipeline.services import sql_route
+    from sms_pipeline.services.intake import sql_route
 
     account_id = make_account()
     with session_scope() as session:  # another application writes plain SQL
@@ -537,7 +537,7 @@ def test_replicated_codes_expire_with_the_verification_and_the_newer_supersedes(
     db: Any, no_dispatch: list[Any]
 ) -> None:
     from sms_pipeline.db.models import Verification
-    from sms_pipeline.services import replication
+    from sms_pipeline.services.intake import replication
 
     now = utcnow()
     first, second = uuid.uuid4(), uuid.uuid4()

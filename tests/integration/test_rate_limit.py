@@ -9,7 +9,7 @@ import pytest
 from limits import storage, strategies
 
 from sms_pipeline.db.models import Account
-from sms_pipeline.services import accounts
+from sms_pipeline.services.accounts import rules as accounts
 
 
 def test_rate_limit_is_shared_by_every_worker(

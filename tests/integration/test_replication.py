@@ -18,7 +18,8 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, Verification, utcnow
-from sms_pipeline.services import outbox, replication
+from sms_pipeline.services import outbox
+from sms_pipeline.services.intake import replication
 from tests.support import wait_until
 
 _numbers = itertools.count(1000000)

@@ -37,13 +37,13 @@ def database(
     monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)  # no broker: batches by hand
     if request.param == "sqlite":
         from sms_pipeline.db import get_engine, migrate
-        from sms_pipeline.services.enqueue import forget_accounts
+        from sms_pipeline.services.intake.enqueue import forget_accounts
 
         settings_env(SMS_DATABASE_URL=f"sqlite:///{tmp_path / 'embedded.db'}")
         forget_accounts()
         migrate.upgrade(get_engine())
     yield request.param
-    from sms_pipeline.services.enqueue import forget_accounts
+    from sms_pipeline.services.intake.enqueue import forget_accounts
 
     forget_accounts()
 
@@ -129,7 +129,7 @@ def test_prepaid_balance_holds_across_one_batch(database: str) -> None:
 
 
 def test_rate_limit_holds_across_one_batch(database: str) -> None:
-    from sms_pipeline.services import accounts
+    from sms_pipeline.services.accounts import rules as accounts
     from sms_pipeline.settings import get_settings
 
     # Both databases number their accounts from 1: start from an empty limiter.

@@ -12,7 +12,8 @@ from sqlalchemy import select, update
 from sms_pipeline import InvalidMessage, enqueue_sms
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
-from sms_pipeline.services import outbox, sending, sql_route
+from sms_pipeline.services import outbox, sending
+from sms_pipeline.services.intake import sql_route
 from tests.helpers import NORMAL, is_final, wait_for
 from tests.support import wait_until
 

@@ -33,7 +33,8 @@ from sms_pipeline.db.models.sent import (
     SENT_COLUMNS,
 )
 from sms_pipeline.gateway.statuses import GatewayStatus
-from sms_pipeline.services import outbox, sending, sql_route, status
+from sms_pipeline.services import outbox, sending, status
+from sms_pipeline.services.intake import sql_route
 from tests.conftest import PG_TEST_URL
 
 NUMBER = "+380931234568"

@@ -15,7 +15,7 @@ from sms_pipeline.db import migrate
 from sms_pipeline.db.engine import make_engine
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
-from sms_pipeline.services import sql_route
+from sms_pipeline.services.intake import sql_route
 from tests.integration.test_sql_route_plain_sql import (  # noqa: F401  (fixtures)
     Captured,
     Plain,

@@ -31,7 +31,7 @@ from sms_pipeline.db.models import (
     SmsReply,
 )
 from sms_pipeline.services import privacy
-from sms_pipeline.services.api_keys import ApiKeyError, create_api_key
+from sms_pipeline.services.accounts.api_keys import ApiKeyError, create_api_key
 
 NUMBER = "+380931234567"
 BODIES = {"clinicA": "clinic A secret appointment", "clinicB": "clinic B secret appointment"}

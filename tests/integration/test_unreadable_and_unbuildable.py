@@ -21,8 +21,9 @@ from sms_pipeline import enqueue_sms
 from sms_pipeline.db import get_engine, session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, SmsQueue, UTCTimestamp, utcnow
 from sms_pipeline.gateway.codec import MAX_GATEWAY_ID_LENGTH
-from sms_pipeline.services import outbox, replication, sending, sql_route, status
+from sms_pipeline.services import outbox, sending, status
 from sms_pipeline.services.accounts import get_or_create_default_account
+from sms_pipeline.services.intake import replication, sql_route
 from sms_pipeline.settings import get_settings
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
 

@@ -29,7 +29,8 @@ from sqlalchemy import inspect
 from sms_pipeline.db import dispose_engines, get_engine, migrate
 from sms_pipeline.db.engine import make_engine
 from sms_pipeline.db.models import utcnow
-from sms_pipeline.services import replication, status
+from sms_pipeline.services import status
+from sms_pipeline.services.intake import replication
 from tests.conftest import TEST_DB_NAME
 from tests.helpers import capture_publishes
 from tests.support import PG_ADMIN_URL

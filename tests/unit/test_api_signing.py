@@ -10,7 +10,8 @@ import pytest
 from pydantic import ValidationError
 
 from sms_pipeline.api.schemas import MessageIn
-from sms_pipeline.services import api_keys, callbacks
+from sms_pipeline.services import callbacks
+from sms_pipeline.services.accounts import api_keys
 from sms_pipeline.settings import load_settings
 
 

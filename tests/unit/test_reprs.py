@@ -92,7 +92,7 @@ def _message_in() -> Any:
 
 
 def _new_api_key() -> Any:
-    from sms_pipeline.services.api_keys import NewApiKey
+    from sms_pipeline.services.accounts.api_keys import NewApiKey
 
     return NewApiKey("k", f"sk_abcd_{SECRET}", f"whsec_{SECRET}", None)
 
@@ -168,7 +168,7 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     "sms_pipeline.gateway.inbound.InboundClient": _inbound,
     "sms_pipeline.settings.Settings": _settings,
     "sms_pipeline.api.schemas.MessageIn": _message_in,
-    "sms_pipeline.services.api_keys.NewApiKey": _new_api_key,
+    "sms_pipeline.services.accounts.api_keys.NewApiKey": _new_api_key,
     "sms_pipeline.db.models.api.ApiKey": _api_key_row,
     "sms_pipeline.db.models.messages.SmsLog": _sms_log_row,
     "sms_pipeline.db.models.api.IdempotencyRecord": _idempotency_row,

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from sms_pipeline.services.intake.segments import GSM7, UCS2, count_segments
 from sms_pipeline.services.masking import mask_phone
-from sms_pipeline.services.segments import GSM7, UCS2, count_segments
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from sms_pipeline.gateway import GatewayStatus, StatusResult
-from sms_pipeline.services.replication import render_body
+from sms_pipeline.services.intake.replication import render_body
 from sms_pipeline.services.status import (
     Transition,
     check_delay_seconds,

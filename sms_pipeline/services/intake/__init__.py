@@ -1,10 +1,11 @@
-"""The intake core: one threshold for every door.
+"""The intake: one threshold for every door.
 
-Python (`enqueue_sms`, `enqueue_many`), the HTTP API, the SQL route (`sms_queue`) and
-replication (`verifications`) only map their own shape onto these functions:
+The doors only map their own shape onto the core: `enqueue` (Python: `enqueue_sms`,
+`enqueue_many`, and the HTTP API through it), `sql_route` (rows in `sms_queue`) and
+`replication` (rows of `verifications`). The core:
 
 - `services.numbers` (shared with inbound and privacy): the destination number;
-- `texts`: the body and the short text fields (refused characters, segments);
+- `texts` (with `segments`): the body and the short text fields;
 - `times`: `send_at` (SMS_MAX_SCHEDULE_DAYS, infinity, text that is not a time);
 - `validate`: all of them → a `Message` or every reason it is refused;
 - `admit`: the row, opt-out (with the erased-number hash), supersede, metric, dispatch.

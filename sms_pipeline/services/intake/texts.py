@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.gateway.codec import describe_invalid_xml_char
-from sms_pipeline.services.segments import count_segments
+from sms_pipeline.services.intake.segments import count_segments
 from sms_pipeline.settings import Settings
 
 # Short text fields and their longest length (the API documents the same limits).

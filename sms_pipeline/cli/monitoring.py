@@ -114,8 +114,8 @@ def _flower(args: argparse.Namespace) -> int:
 def _embedded_flower(settings: Settings, argv: list[str], environment: dict[str, str]) -> int:
     """Flower as a child, so that its event queue is unbound when it stops: the embedded
     broker has no auto-delete, and the workers' events would pile up for nobody."""
-    from sms_pipeline.celery_app import app
-    from sms_pipeline.embedded_broker import forget_event_consumers
+    from sms_pipeline.broker.app import app
+    from sms_pipeline.broker.embedded import forget_event_consumers
 
     folders = (settings.broker_folder / "control", settings.broker_folder / "queue")
     forget_event_consumers(*folders)  # a Flower killed before this one

@@ -29,7 +29,7 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     if settings.is_embedded_broker:
         # One machine: nobody to gossip or mingle with. Remote control and the heartbeat
         # (its event dispatcher) stay on: Flower inspects the worker and switches task
-        # events on while it watches (embedded_broker.py says how its queue is cleaned).
+        # events on while it watches (broker/embedded.py says how its queue is cleaned).
         argv += ["--without-gossip", "--without-mingle"]
     return argv
 

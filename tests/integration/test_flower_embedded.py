@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from sms_pipeline.cli.children import CLI
+from sms_pipeline.supervise import CLI
 from tests.support import free_port, wait_until
 
 LOGIN = ("flower-test", "not-a-real-secret")

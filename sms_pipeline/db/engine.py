@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 import time
@@ -24,6 +25,8 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sms_pipeline.db.files import private_folder, private_sqlite_file
 from sms_pipeline.db.models.base import SCHEMA
 from sms_pipeline.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -42,6 +45,11 @@ def is_sqlite(bind: Engine | Connection | str | URL) -> bool:
     if isinstance(bind, Engine | Connection):
         return bind.dialect.name == "sqlite"
     return _url_is_sqlite(bind)
+
+
+def is_file_database(url: str | URL) -> bool:
+    """The database is a file on this host (SQLite), not a server that many hosts share."""
+    return _url_is_sqlite(url)
 
 
 @functools.lru_cache(maxsize=64)
@@ -266,6 +274,24 @@ def truncate_wal(engine: Engine) -> tuple[int, int, int] | None:
         assert raw is not None
         row = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return (int(row[0]), int(row[1]), int(row[2])) if row else None
+
+
+def forget_old_copies(engine: Engine, tries: int = 3) -> None:
+    """SQLite: truncate the WAL, so no copy of overwritten pages stays (tried again while a
+    reader keeps it busy). PostgreSQL: nothing to do (its WAL and dead tuples are the
+    server's; VACUUM)."""
+    for _ in range(tries):
+        outcome = truncate_wal(engine)
+        if outcome is None or not outcome[0]:
+            return
+    log.warning("the WAL checkpoint was busy; old copies stay until the next one")
+
+
+def forget_old_copies_after_commit(session: Session) -> None:
+    """`forget_old_copies` once `session`'s transaction commits (SQLite only)."""
+    engine = session.get_bind().engine
+    if is_sqlite(engine):
+        event.listen(session, "after_commit", lambda _s: forget_old_copies(engine), once=True)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVarTuple, cast
 
-from sqlalchemy import ColumnElement, Connection, Engine, Insert, Select, Table, any_, bindparam
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Insert,
+    Select,
+    Table,
+    any_,
+    bindparam,
+    func,
+    text,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -52,6 +64,45 @@ def skip_locked(bind: Bind, query: Select[*Ts], *, of: Any = None) -> Select[*Ts
     return query.with_for_update(skip_locked=True, of=of)
 
 
+def claim_among(bind: Bind, column: Any, candidates: Select[Any]) -> ColumnElement[bool]:
+    """`column` is one of the rows `candidates` selects, locked and skipping rows another
+    transaction holds (SQLite: its one writer keeps two claims apart; a plain IN).
+
+    PostgreSQL: `= ANY(ARRAY(subquery))` runs the locking subquery once (an InitPlan). With
+    `IN (subquery)` and a big history the planner estimated one due row and re-ran the
+    subquery per claimed row: 187 ms for 1,000 due rows among 1M rows, vs 41 ms.
+    """
+    if _on_sqlite(bind):
+        return cast(ColumnElement[bool], column.in_(candidates.scalar_subquery()))
+    locked = candidates.with_for_update(skip_locked=True)
+    return cast(ColumnElement[bool], column == any_(func.array(locked.scalar_subquery())))
+
+
+def lock_until_commit(session: Session, key: str) -> None:
+    """Transactions that call this with the same `key` take turns until each commits:
+    a PostgreSQL advisory transaction lock; SQLite's one writer (BEGIN IMMEDIATE) already
+    serialises them."""
+    if not _on_sqlite(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 18))"), {"k": key})
+
+
+def takes_arrays(bind: Bind) -> bool:
+    """Whether one statement can take a whole column of values as one array parameter
+    (PostgreSQL: `unnest`, `= ANY`). SQLite has none: write the rows one by one."""
+    return not _on_sqlite(bind)
+
+
+def has_percentiles(bind: Bind) -> bool:
+    """Whether SQL can compute percentiles and histograms (PostgreSQL: `percentile_cont`,
+    `width_bucket`); on SQLite the caller reads the rows and computes them."""
+    return not _on_sqlite(bind)
+
+
+def array_param(name: str, item_type: Any) -> Any:
+    """A bound parameter that carries a list as one array (only where `takes_arrays`)."""
+    return sql_cast(bindparam(name), postgresql.ARRAY(item_type))
+
+
 def among(bind: Bind, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
     """`column IN values` for long lists: on PostgreSQL one array parameter (`= ANY`),
     planned once, instead of thousands of bind parameters."""
@@ -84,10 +135,15 @@ def epoch_seconds(bind: Bind, column: str) -> str:
 __all__ = [
     "Bind",
     "among",
+    "array_param",
+    "claim_among",
     "epoch_seconds",
+    "has_percentiles",
     "insert_ignore",
+    "lock_until_commit",
     "schema_of",
     "skip_locked",
     "table_name",
+    "takes_arrays",
     "upsert_insert",
 ]

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, select
 
-from sms_pipeline.db import epoch_seconds, is_sqlite, table_name
+from sms_pipeline.db import epoch_seconds, has_percentiles, table_name
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics import queries as q
@@ -193,7 +193,7 @@ class _Latency:
     truncated: bool = False
 
 
-def _latency_postgres(conn: Connection, since: dt.datetime, until: dt.datetime) -> _Latency:
+def _latency_in_sql(conn: Connection, since: dt.datetime, until: dt.datetime) -> _Latency:
     where = (
         "gateway_status = 'Delivered' AND submitted_at IS NOT NULL "
         "AND status_changed_at IS NOT NULL AND inserted_at >= :since AND inserted_at < :until"
@@ -230,7 +230,7 @@ def _latency_postgres(conn: Connection, since: dt.datetime, until: dt.datetime) 
     return _Latency(percentiles, bins)
 
 
-def _latency_sqlite(conn: Connection, since: dt.datetime, until: dt.datetime) -> _Latency:
+def _latency_in_python(conn: Connection, since: dt.datetime, until: dt.datetime) -> _Latency:
     rows = conn.execute(
         q.timed(
             "SELECT type, submitted_at, status_changed_at FROM sms_log "
@@ -338,10 +338,10 @@ def build_report(
             key = (_bucket_start(hour, size), message_type, outcome)
             bucket_counts[key] = bucket_counts.get(key, 0) + count
         privacy = _privacy(conn)
-        if is_sqlite(conn):
-            latency = _latency_sqlite(conn, start, until)
+        if has_percentiles(conn):
+            latency = _latency_in_sql(conn, start, until)
         else:
-            latency = _latency_postgres(conn, start, until)
+            latency = _latency_in_python(conn, start, until)
         gateway = _gateway(conn)
 
     per_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

@@ -35,13 +35,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from celery.utils.time import get_exponential_backoff_interval
-from sqlalchemy import Connection, Integer, Select, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, Integer, Select, Table, bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from sms_pipeline import hints
 from sms_pipeline.broker import dispatch
-from sms_pipeline.db import affected, alone, autocommit_connection, get_engine, is_sqlite
+from sms_pipeline.db import affected, alone, autocommit_connection, get_engine, skip_locked
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import (
     GatewayConnectionError,
@@ -190,7 +190,7 @@ class _Db:
 
     auto: Connection
     tx: Connection
-    sqlite: bool
+    engine: Engine
 
     def rows(self, statement: Any, params: dict[str, Any] | None = None) -> list[Any]:
         with alone(self.auto):
@@ -201,7 +201,7 @@ class _Db:
 def _database(settings: Settings) -> Iterator[_Db]:
     engine = get_engine(settings)
     with autocommit_connection(engine) as auto, engine.connect() as tx:
-        yield _Db(auto, tx, is_sqlite(engine))
+        yield _Db(auto, tx, engine)
 
 
 def _accounts(db: _Db) -> dict[int, Account]:
@@ -260,7 +260,7 @@ def _permission(
 
 
 @functools.cache
-def _claim_statement(by_class: bool, by_ids: bool, sqlite: bool) -> Any:
+def _claim_statement(by_class: bool, by_ids: bool, engine: Engine) -> Any:
     # Built once per shape (constructing it costs more Python time than running it); the
     # queue class's types, the ids, the allowed accounts and the limit are parameters.
     due: Any = bindparam("b_due")
@@ -281,8 +281,7 @@ def _claim_statement(by_class: bool, by_ids: bool, sqlite: bool) -> Any:
         .order_by(SmsLog.priority.desc(), SmsLog.due_at)
         .limit(bindparam("b_limit", type_=Integer()))
     )
-    if not sqlite:
-        pick = pick.with_for_update(skip_locked=True)
+    pick = skip_locked(engine, pick)
     # A CTE, joined: PostgreSQL runs the locking pick once. As `id IN (subquery)` it may
     # re-run the subquery for every row of the table (minutes with a 20,000 backlog).
     picked = pick.cte("picked")
@@ -325,7 +324,7 @@ def _claim(
 ) -> list[Claim]:
     if not allowed:
         return []
-    statement = _claim_statement(scope.queue_class is not None, scope.ids is not None, db.sqlite)
+    statement = _claim_statement(scope.queue_class is not None, scope.ids is not None, db.engine)
     params: dict[str, Any] = {
         "b_due": now + EARLY_TOLERANCE,
         "b_now": now,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import os
 import threading
 import time
 import uuid
@@ -33,7 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import get_engine, is_sqlite, one_statement, session_scope
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.fast_insert import insert_alone
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.metrics import hooks as metrics
@@ -230,76 +230,8 @@ def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
     return message_id
 
 
-class _HeldInsert:
-    """PostgreSQL, own transaction: the one-row INSERT on a connection each producing thread
-    keeps, in autocommit, through psycopg directly.
-
-    The hot path of a producer calling `enqueue_sms` in a loop: no pool checkout and ping,
-    no BEGIN/COMMIT, no SQLAlchemy execution machinery per call (the statement is compiled
-    once). A failed connection is dropped and the INSERT tried once more on a fresh one.
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._compiled: dict[tuple[str, bool], Any] = {}
-
-    def _statement(self, settings: Settings, by_hash: bool) -> Any:
-        key = (settings.database_url, by_hash)
-        if key not in self._compiled:
-            statement = _insert_one(by_hash)
-            self._compiled[key] = statement.compile(dialect=get_engine(settings).dialect)
-        return self._compiled[key]
-
-    @functools.cached_property
-    def _defaults(self) -> dict[str, Any]:
-        # Scalar column defaults SQLAlchemy would fill in at execution (attempts=0, ...).
-        table = cast(Table, SmsLog.__table__)
-        return {
-            c.name: getattr(c.default, "arg", None)
-            for c in table.columns
-            if c.default is not None and getattr(c.default, "is_scalar", False)
-        }
-
-    def _connection(self, settings: Settings) -> Any:
-        import psycopg
-
-        held = getattr(self._local, "conn", None)
-        key = (os.getpid(), settings.database_url)
-        if held is not None and self._local.key == key and not held.closed:
-            return held
-        url = get_engine(settings).url.set(drivername="postgresql")
-        conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
-        self._local.conn, self._local.key = conn, (os.getpid(), settings.database_url)
-        return conn
-
-    def __call__(self, values: dict[str, Any], settings: Settings) -> str | None:
-        import psycopg
-
-        compiled = self._statement(settings, values["phone_hash"] is not None)
-        params = compiled.construct_params(values)
-        for name, default in self._defaults.items():
-            if name not in values and params.get(name) is None:
-                params[name] = default
-        processors = compiled._bind_processors
-        params = {k: (processors[k](v) if k in processors else v) for k, v in params.items()}
-        sql = compiled.string
-        for attempt in (1, 2):
-            conn = self._connection(settings)
-            try:
-                row = conn.execute(sql, params).fetchone()
-                return None if row is None else str(row[0])
-            except psycopg.OperationalError:
-                conn.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-
-_held_insert = _HeldInsert()
-
-
 def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
-    """In a transaction of its own: one INSERT as one statement (`one_statement`: no BEGIN
+    """In a transaction of its own: one INSERT as one statement (`db.fast_insert`: no BEGIN
     and COMMIT round trips on PostgreSQL, most of an enqueue's time), then the dispatch."""
 
     def lookup(fn: Callable[[Session], Any]) -> Any:
@@ -307,11 +239,8 @@ def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
             return fn(session)
 
     def execute(values: dict[str, Any]) -> str | None:
-        if not is_sqlite(settings.database_url):
-            return _held_insert(values, settings)
-        # Its own connection: the look-ups above run with none open (SQLite has one writer).
-        with one_statement(settings) as conn:
-            return conn.execute(_insert_one(values["phone_hash"] is not None), values).scalar()
+        status = insert_alone(_insert_one(values["phone_hash"] is not None), values, settings)
+        return None if status is None else str(status)
 
     message_id, status, ref, dispatch = _insert(execute, lookup, v, settings)
     metrics.message_stored_committed(v.type, ref.name, status)

@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import is_sqlite
+from sms_pipeline.db import is_file_database
 from sms_pipeline.db.files import private_folder
 from sms_pipeline.db.models import OptOutHash
 from sms_pipeline.settings import Settings, SettingsError, get_settings
@@ -39,14 +39,14 @@ def privacy_key(settings: Settings, *, create: bool) -> bytes | None:
         if len(value) < 16:
             raise SettingsError("SMS_PRIVACY_KEY: must be at least 16 characters")
         return value.encode("utf-8")
-    if not is_sqlite(settings.database_url) and not create:
+    if not is_file_database(settings.database_url) and not create:
         return None  # a server database never has a key file (see below): no disk look-up
     path = _key_path(settings)
     if path.exists():
         return path.read_bytes().strip()
     if not create:
         return None
-    if not is_sqlite(settings.database_url):
+    if not is_file_database(settings.database_url):
         raise SettingsError(
             "SMS_PRIVACY_KEY: required with a server database (a long random secret, "
             "the same on every host)"

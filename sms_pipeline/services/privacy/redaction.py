@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
 
-from sqlalchemy import event, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, update
 
-from sms_pipeline.db import affected, get_engine, is_sqlite, session_scope, truncate_wal
+from sms_pipeline.db import affected, get_engine, session_scope
+from sms_pipeline.db import forget_old_copies as db_forget_old_copies
 from sms_pipeline.db.models import SmsLog, utcnow
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.privacy.expiry import expire_waiting
@@ -62,26 +61,10 @@ def redact_final(
 
 
 def forget_old_copies(settings: Settings | None = None) -> None:
-    """SQLite: no copy of what was just redacted or erased stays in the WAL (see truncate_wal).
-
-    The database file itself keeps none: `secure_delete` is on for every connection.
-    PostgreSQL: nothing to do here (its WAL and dead tuples are the server's; VACUUM).
-    """
-    _truncate(get_engine(settings))
-
-
-def forget_after_commit(session: Session) -> None:
-    engine = session.get_bind().engine
-    if is_sqlite(engine):
-        event.listen(session, "after_commit", lambda _s: _truncate(engine), once=True)
-
-
-def _truncate(engine: Any, tries: int = 3) -> None:
-    for _ in range(tries):  # busy: a reader outlasted the busy timeout; try again
-        outcome = truncate_wal(engine)
-        if outcome is None or not outcome[0]:
-            return
-    log.warning("privacy: the WAL checkpoint was busy; old copies stay until the next one")
+    """No copy of what was just redacted or erased stays in the database's write-ahead log
+    (SQLite; see `db.forget_old_copies`). The database file itself keeps none:
+    `secure_delete` is on for every connection."""
+    db_forget_old_copies(get_engine(settings))
 
 
 def privacy_sweep(

@@ -12,7 +12,7 @@ import phonenumbers
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import affected
+from sms_pipeline.db import affected, forget_old_copies_after_commit
 from sms_pipeline.db.models import (
     Account,
     CallbackEvent,
@@ -29,7 +29,6 @@ from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.numbers import parse_number
 from sms_pipeline.services.privacy.audit import audit
 from sms_pipeline.services.privacy.keyed_hash import subject_hash
-from sms_pipeline.services.privacy.redaction import forget_after_commit
 from sms_pipeline.settings import Settings, get_settings
 
 
@@ -273,7 +272,7 @@ def erase_subject(
         settings=settings,
         account=_account_name(session, account_id),
     )
-    forget_after_commit(session)  # the caller commits: then the WAL's old copies go
+    forget_old_copies_after_commit(session)  # the caller commits: then the WAL's old copies go
     session.flush()
     metrics.privacy_action("erased", 1)
     return removed

@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import text, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import affected, is_sqlite
+from sms_pipeline.db import affected, lock_until_commit
 from sms_pipeline.db.models import SendStatus, SmsLog
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.privacy.expiry import IN_FLIGHT, OTP_TYPES, WAITING, superseded_reason
@@ -21,12 +21,8 @@ from sms_pipeline.settings import Settings
 
 def _lock_number(session: Session, account_id: int, phone_number: str) -> None:
     # Two enqueues to one number take turns: the later one sees (and supersedes) the
-    # earlier one's committed row. SQLite's BEGIN IMMEDIATE already serialises writers.
-    if not is_sqlite(session.get_bind()):
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 18))"),
-            {"k": f"otp:{account_id}:{phone_number}"},
-        )
+    # earlier one's committed row.
+    lock_until_commit(session, f"otp:{account_id}:{phone_number}")
 
 
 def supersedes(message_type: str, settings: Settings) -> bool:

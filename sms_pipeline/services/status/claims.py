@@ -8,20 +8,17 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
-    ColumnElement,
     Table,
     and_,
-    any_,
     bindparam,
     case,
-    func,
     literal,
     select,
     update,
 )
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import is_sqlite
+from sms_pipeline.db import claim_among
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, UTCDateTime
 from sms_pipeline.services.status.rules import deadline_of, next_check_time
 from sms_pipeline.settings import Settings
@@ -41,15 +38,7 @@ def claim_due_checks(
     backoff = settings.sms_status_check_backoff
     due = and_(SmsLog.gateway_status.in_(MOVING_STATUS_VALUES), SmsLog.next_check_at <= now)
     candidates = select(SmsLog.id).where(due).order_by(SmsLog.next_check_at).limit(limit)
-    claimed: ColumnElement[bool]
-    if is_sqlite(session.get_bind()):
-        claimed = SmsLog.id.in_(candidates.scalar_subquery())
-    else:
-        candidates = candidates.with_for_update(skip_locked=True)
-        # `= ANY(ARRAY(subquery))` runs the locking subquery once (an InitPlan). With
-        # `IN (subquery)` and a big history, the planner estimated one due row and re-ran
-        # the subquery per claimed row: 187 ms for 1,000 due rows among 1M rows, vs 41 ms.
-        claimed = SmsLog.id == any_(func.array(candidates.scalar_subquery()))
+    claimed = claim_among(session, SmsLog.id, candidates)
 
     def at(step: int) -> Any:
         return literal(now + dt.timedelta(seconds=backoff[step]), UTCDateTime())

@@ -36,10 +36,8 @@ from sqlalchemy import (
     or_,
     update,
 )
-from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import ARRAY
 
-from sms_pipeline.db import affected, is_sqlite
+from sms_pipeline.db import affected, array_param, takes_arrays
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, UTCDateTime
 from sms_pipeline.gateway import GatewayError, GatewayStatus, StatusResult
 from sms_pipeline.metrics import hooks as metrics
@@ -103,10 +101,10 @@ def record_answers(
     failed = [d for d in decided if isinstance(d, _Failed)]
     if not writes:
         landed: set[uuid.UUID] = set()
-    elif is_sqlite(conn):
-        landed = _write_each(conn, writes, asked_at)
-    else:
+    elif takes_arrays(conn):
         landed = _write_all(conn, writes, asked_at)
+    else:
+        landed = _write_each(conn, writes, asked_at)
     if failed:
         _count_failures(conn, failed, asked_at)
     results: list[CheckResult] = []
@@ -288,21 +286,17 @@ def _write_each(
 # --- PostgreSQL: the whole chunk in one statement -----------------------------------------
 
 
-def _array(name: str, item: Any) -> Any:
-    return sql_cast(bindparam(name), ARRAY(item))
-
-
 @functools.cache
 def _chunk_statement() -> Update:
     """The per-row rules above for every answer at once (`v.status IS NULL`: a look)."""
     v = (
         func.unnest(
-            _array("b_ids", Uuid()),
-            _array("b_stored", String()),
-            _array("b_status", String()),
-            _array("b_changed", UTCDateTime()),
-            _array("b_final", Boolean()),
-            _array("b_error", String()),
+            array_param("b_ids", Uuid()),
+            array_param("b_stored", String()),
+            array_param("b_status", String()),
+            array_param("b_changed", UTCDateTime()),
+            array_param("b_final", Boolean()),
+            array_param("b_error", String()),
         )
         .table_valued(
             column("id", Uuid()),

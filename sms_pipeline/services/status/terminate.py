@@ -9,7 +9,7 @@ from typing import cast
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import is_sqlite
+from sms_pipeline.db import skip_locked
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog
 from sms_pipeline.db.sqltime import lower_bound_plus_seconds
 from sms_pipeline.gateway import GatewayStatus
@@ -59,8 +59,7 @@ def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) ->
         )
         .limit(settings.sms_status_batch_limit)
     )
-    if not is_sqlite(bind):
-        candidates = candidates.with_for_update(skip_locked=True)
+    candidates = skip_locked(bind, candidates)
     overdue = [
         r.id
         for r in session.execute(candidates)
@@ -131,9 +130,7 @@ def give_up_failing(session: Session, now: dt.datetime, settings: Settings) -> i
         )
         .limit(settings.sms_status_batch_limit)
     )
-    bind = session.get_bind()
-    if not is_sqlite(bind):
-        candidates = candidates.with_for_update(skip_locked=True)
+    candidates = skip_locked(session, candidates)
     rows = session.execute(candidates).all()
     if not rows:
         return 0

@@ -1,0 +1,48 @@
+"""Only `sms_pipeline/db/` knows how PostgreSQL and SQLite differ: no code outside it tests
+the dialect (`is_sqlite`, `dialect.name`) or imports a dialect's constructs."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "sms_pipeline"
+
+
+def _dialect_tests(tree: ast.AST) -> list[str]:
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "is_sqlite":
+            found.append(f"is_sqlite (line {node.lineno})")
+        elif isinstance(node, ast.Attribute) and node.attr == "is_sqlite":
+            found.append(f".is_sqlite (line {node.lineno})")
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr == "name"
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "dialect"
+        ):
+            found.append(f"dialect.name (line {node.lineno})")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+            "sqlalchemy.dialects"
+        ):
+            found.append(f"from {node.module} import ... (line {node.lineno})")
+    return found
+
+
+def test_no_dialect_test_outside_db() -> None:
+    offenders = {
+        str(path.relative_to(PACKAGE)): found
+        for path in PACKAGE.rglob("*.py")
+        if "db" not in path.relative_to(PACKAGE).parts[:1]
+        and (found := _dialect_tests(ast.parse(path.read_text(encoding="utf-8"))))
+    }
+    assert not offenders, offenders
+
+
+def test_the_check_sees_a_dialect_test() -> None:
+    code = (
+        "from sqlalchemy.dialects.postgresql import ARRAY\n"
+        "if engine.dialect.name == 'x': is_sqlite(e)\n"
+    )
+    assert len(_dialect_tests(ast.parse(code))) == 3

@@ -47,7 +47,6 @@ TASK_MODULES = (
 )
 
 # Task names: services dispatch by name so they never import the tasks package.
-SEND_TASK = "sms_pipeline.send"  # explicit message ids (a small batch)
 SEND_DUE_TASK = "sms_pipeline.send_due"  # drain every due message of one queue class
 OUTBOX_SWEEP_TASK = "sms_pipeline.outbox_sweep"
 QUEUE_POLL_TASK = "sms_pipeline.queue_poll"

@@ -159,23 +159,6 @@ def kick(
     return sent
 
 
-def send_ids(message_ids: Sequence[uuid.UUID], queue_class: QueueClass) -> int:
-    """Publish one `send` task carrying these ids (an explicit small batch)."""
-    from sms_pipeline.broker.app import SEND_TASK
-
-    if not message_ids:
-        return 0
-    app = _app()
-    with app.producer_or_acquire() as producer:
-        app.send_task(
-            SEND_TASK,
-            args=[str(i) for i in message_ids],
-            queue=queue_class.value,
-            producer=producer,
-        )
-    return 1
-
-
 def status_checks(ids: Sequence[uuid.UUID], chunk_size: int, expires: float) -> int:
     """Publish status checks for `ids`, `chunk_size` ids per broker message; returns how many.
 
@@ -237,7 +220,6 @@ __all__ = [
     "kick",
     "queue_class_of",
     "release_kick",
-    "send_ids",
     "status_checks",
     "types_of",
 ]

@@ -74,7 +74,7 @@ def flower_command(
 
 
 # Flower's tasks page opens filtered by this search (a substring of the task name): the
-# sends (`sms_pipeline.send`, `sms_pipeline.send_due`) without the upkeep tasks that beat
+# sends (`sms_pipeline.send_due`, the drains) without the upkeep tasks that beat
 # schedules every few seconds (sweeps, polls, replication), which would bury them.
 SENDS_SEARCH_NAME = "sms_pipeline.send"
 

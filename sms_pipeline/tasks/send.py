@@ -1,25 +1,16 @@
-"""Send tasks (a queue class's drain, or explicit ids) and the outbox / SQL-route jobs."""
+"""Send tasks (a queue class's drain) and the outbox / SQL-route jobs."""
 
 from __future__ import annotations
-
-import uuid
-from typing import Any
 
 from sms_pipeline.broker.app import (
     OUTBOX_SWEEP_TASK,
     QUEUE_POLL_TASK,
     SEND_DUE_TASK,
-    SEND_TASK,
     app,
 )
 from sms_pipeline.broker.dispatch import QueueClass
 from sms_pipeline.services import outbox, sending
 from sms_pipeline.services.intake import sql_route
-
-
-class MessageNotSentError(Exception):
-    """A message ended without being sent (REJECTED or RETRYCOUNT EXCEEDED): the task of a
-    single explicit id fails, so Flower shows it as FAILURE."""
 
 
 # Acked when it starts, unlike every other task: a kick carries no work of its own (the
@@ -33,18 +24,6 @@ def send_due(queue_class: str) -> dict[str, int]:
     """Drain every due message of one queue class; returns the outcome counts."""
     result = sending.drain(QueueClass(queue_class))
     return {"batches": result.batches, "claimed": result.claimed, **result.outcomes}
-
-
-@app.task(name=SEND_TASK, bind=True, acks_late=True)
-def send_sms(self: Any, *message_ids: str) -> dict[str, int]:
-    """One attempt for each of these ids (a small batch). The attempt count lives in the
-    row; a retry is a countdown kick of the drain, so Celery's own retry is unused."""
-    batch = sending.send_batch(ids=[uuid.UUID(i) for i in message_ids])
-    if len(message_ids) == 1:
-        result = batch.results.get(uuid.UUID(message_ids[0]))
-        if result is not None and result.outcome.is_final_failure:
-            raise MessageNotSentError(f"{result.outcome.value}: {result.detail}")
-    return batch.counts()
 
 
 @app.task(name=OUTBOX_SWEEP_TASK)

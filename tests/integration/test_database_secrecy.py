@@ -99,7 +99,7 @@ def test_a_send_task_failing_on_the_database_reports_no_number_or_body(
     db: Any, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     import sms_pipeline.tasks.send  # noqa: F401  (registers the task)
-    from sms_pipeline.broker.app import SEND_TASK, app
+    from sms_pipeline.broker.app import SEND_DUE_TASK, app
 
     caplog.set_level(logging.DEBUG)
     message_id = enqueue_sms(
@@ -116,7 +116,7 @@ def test_a_send_task_failing_on_the_database_reports_no_number_or_body(
         )
     try:
         # What a worker records, logs and sends in its task-failed event: repr + traceback.
-        result = app.tasks[SEND_TASK].apply(args=[str(message_id)])
+        result = app.tasks[SEND_DUE_TASK].apply(args=["urgent"])
     finally:
         with db.begin() as conn:
             conn.execute(

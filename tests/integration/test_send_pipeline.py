@@ -41,9 +41,9 @@ def test_two_transient_failures_then_submitted(worker: Any, simulator: Any) -> N
 
 
 def test_third_transient_failure_logs_retrycount_exceeded(worker: Any, simulator: Any) -> None:
-    from sms_pipeline.broker.app import SEND_DUE_TASK, SEND_TASK
+    from sms_pipeline.broker.app import SEND_DUE_TASK
 
-    with TaskWatch([SEND_TASK, SEND_DUE_TASK]) as tasks:
+    with TaskWatch([SEND_DUE_TASK]) as tasks:
         message_id = enqueue_sms(TRANSIENT_ALWAYS, "hello", "text")
         row = wait_for(message_id, is_final)
         assert row.send_status == SendStatus.RETRYCOUNT_EXCEEDED.value

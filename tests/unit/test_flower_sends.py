@@ -32,7 +32,7 @@ def _our_task_names() -> set[str]:
 
 def test_the_sends_search_shows_the_send_tasks_and_no_upkeep_task() -> None:
     names = _our_task_names()
-    assert {celery_app.SEND_TASK, celery_app.SEND_DUE_TASK, celery_app.STATUS_SWEEP_TASK} <= names
+    assert {celery_app.SEND_DUE_TASK, celery_app.STATUS_SWEEP_TASK} <= names
     state = EventsState()
     for name in sorted(names):
         state.event(
@@ -50,7 +50,7 @@ def test_the_sends_search_shows_the_send_tasks_and_no_upkeep_task() -> None:
         )
     page = search_tasks(SimpleNamespace(state=state), search=f"name:{SENDS_SEARCH_NAME}")
     shown = {state.tasks[task_id].name for task_id in page.task_ids}
-    assert shown == {celery_app.SEND_TASK, celery_app.SEND_DUE_TASK}
+    assert shown == {celery_app.SEND_DUE_TASK}
 
 
 def test_the_sends_url_and_its_documentation() -> None:

@@ -17,6 +17,8 @@ import redis
 
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog
+from sms_pipeline.metrics.catalogue import Kind as MetricKind
+from sms_pipeline.metrics.catalogue import MetricSpec
 
 NORMAL = "+380931234567"
 
@@ -160,3 +162,10 @@ def redis_texts(client: redis.Redis) -> list[str]:
         for value in values:
             texts += decode_broker_value(value)
     return texts
+
+
+def sample_names(spec: MetricSpec) -> tuple[str, ...]:
+    """The sample names the exporter serves for one catalogue entry."""
+    if spec.kind is MetricKind.HISTOGRAM:
+        return (f"{spec.name}_bucket", f"{spec.name}_sum", f"{spec.name}_count")
+    return (spec.name,)

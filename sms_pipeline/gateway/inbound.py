@@ -213,13 +213,6 @@ def parse_page(
     return InboundPage([items[key] for key in sorted(items)], skipped, seen, last_id)
 
 
-def parse_page_answer(
-    raw: bytes, kind: Kind, *, after: int = 0, max_bytes: int = DEFAULT_INBOUND_MAX_BYTES
-) -> list[InboundItem]:
-    """The readable items of one page, in increasing id order (see :func:`parse_page`)."""
-    return parse_page(raw, kind, after=after, max_bytes=max_bytes).items
-
-
 # --------------------------------------------------------------------------- client
 
 
@@ -332,6 +325,5 @@ __all__ = [
     "build_page_request",
     "page_url",
     "parse_page",
-    "parse_page_answer",
     "parse_page_request",
 ]

@@ -52,12 +52,6 @@ class MetricSpec:
             return self.name[: -len("_total")]
         return self.name
 
-    @property
-    def sample_names(self) -> tuple[str, ...]:
-        if self.kind is Kind.HISTOGRAM:
-            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
-        return (self.name,)
-
 
 # Gateway answers normally take tens of milliseconds; the read timeout is 10 s by default.
 GATEWAY_LATENCY_BUCKETS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

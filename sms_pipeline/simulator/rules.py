@@ -33,7 +33,7 @@ Beware when choosing demo numbers: about one random number in ten ends in 01..10
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -114,21 +114,6 @@ class Rule:
             "final_status": self.final_status.value,
             "never_final": self.never_final,
         }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Rule:
-        return cls(
-            suffix=str(data["suffix"]),
-            name=str(data.get("name") or f"rule_{data['suffix']}"),
-            action=Action(data.get("action", "accept")),
-            attempts=data.get("attempts"),
-            http_status=int(data.get("http_status", 503)),
-            retry_after=data.get("retry_after"),
-            error=data.get("error"),
-            delay=data.get("delay"),
-            final_status=GatewayStatus.parse(str(data.get("final_status", "Delivered"))),
-            never_final=bool(data.get("never_final", False)),
-        )
 
 
 DEFAULT_RULES: Final[tuple[Rule, ...]] = (

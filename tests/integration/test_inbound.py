@@ -26,7 +26,7 @@ from sms_pipeline.gateway.inbound import (
     InboundItem,
     build_page_answer,
     build_page_request,
-    parse_page_answer,
+    parse_page,
     parse_page_request,
 )
 from sms_pipeline.services.accounts import get_or_create_default_account
@@ -151,9 +151,9 @@ def test_page_answer_round_trips_text_exactly_and_drops_ids_not_above_after() ->
         InboundItem("replies", 8, OTHER, "Дякую"),
     ]
     raw = build_page_answer("replies", items, date="Wed, 28 Mar 2007 12:35:00 +0300")
-    parsed = parse_page_answer(raw, "replies", after=7)
+    parsed = parse_page(raw, "replies", after=7).items
     assert [(i.id, i.phone_number, i.text) for i in parsed] == [(8, OTHER, "Дякую")]
-    first = parse_page_answer(raw, "replies")[0]
+    first = parse_page(raw, "replies").items[0]
     assert first.text == " </reply> & <b>STOP</b> " and first.in_reply_to == "123"
 
 
@@ -168,7 +168,7 @@ def test_page_answer_round_trips_text_exactly_and_drops_ids_not_above_after() ->
 )
 def test_answers_that_are_not_a_page_are_protocol_errors(raw: bytes) -> None:
     with pytest.raises(GatewayProtocolError):
-        parse_page_answer(raw, "replies")
+        parse_page(raw, "replies")
 
 
 def test_client_sorts_gateway_failures_into_gateway_errors(inbound_sim: InboundSim) -> None:

@@ -100,11 +100,6 @@ def test_two_rules_for_one_suffix_are_refused() -> None:
         RuleTable([Rule("01", "a"), Rule("01", "b")])
 
 
-def test_rules_round_trip_through_dicts() -> None:
-    for rule in DEFAULT_RULES:
-        assert Rule.from_dict(rule.to_dict()) == rule
-
-
 # ------------------------------------------------------------------ state
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import Published
 from tests.support import (
     PG_ADMIN_URL,
     REDIS_BASE_URL,
@@ -158,7 +159,7 @@ def db(pg_engine: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+def no_dispatch(monkeypatch: pytest.MonkeyPatch) -> Published:
     """Publishes kept in the returned list instead of reaching the broker."""
     from tests.helpers import capture_publishes
 

@@ -19,6 +19,7 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog
 from sms_pipeline.metrics.catalogue import Kind as MetricKind
 from sms_pipeline.metrics.catalogue import MetricSpec
+from tests.support import wait_until
 
 NORMAL = "+380931234567"
 
@@ -27,23 +28,32 @@ def wait_for(
     message_id: uuid.UUID, done: Callable[[SmsLog], bool], timeout: float = 30.0
 ) -> SmsLog:
     """Poll the message's row until `done(row)` holds; fail with the row after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
+    seen: list[SmsLog | None] = [None]
+
+    def settled() -> bool:
         with session_scope() as session:
-            row = session.get(SmsLog, message_id)
-            if row is not None and done(row):
-                return row
-        if time.monotonic() > deadline:
-            raise AssertionError(f"message {message_id} did not settle: {row!r}")
-        time.sleep(0.1)
+            seen[0] = session.get(SmsLog, message_id)
+        return seen[0] is not None and done(seen[0])
+
+    wait_until(settled, timeout, lambda: f"message {message_id} to settle: {seen[0]!r}", 0.1)
+    assert seen[0] is not None
+    return seen[0]
 
 
-def capture_publishes(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+class Published(list[Any]):
+    """The dispatches published after commit, in order (`ids`: their message ids)."""
+
+    @property
+    def ids(self) -> list[uuid.UUID]:
+        return [d.message_id for d in self]
+
+
+def capture_publishes(monkeypatch: pytest.MonkeyPatch) -> Published:
     """Keep the dispatches enqueue and the sweeps publish in the returned list instead
     of sending them to the broker (so no worker takes the messages)."""
     from sms_pipeline.services import outbox
 
-    published: list[Any] = []
+    published = Published()
 
     def publish(dispatches: Iterable[Any]) -> int:
         batch = list(dispatches)

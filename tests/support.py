@@ -100,15 +100,16 @@ def free_port() -> int:
 def wait_until(
     condition: Callable[[], object],
     timeout: float,
-    what: str,
+    what: str | Callable[[], str],
     interval: float = 0.05,
     *,
     retry_errors: bool = False,
 ) -> float:
     """Poll `condition` until it holds; returns time.perf_counter() at that moment (the
-    benchmarks time with it). AssertionError naming `what` after `timeout` seconds. With
-    `retry_errors`, an exception from `condition` (a server restarting) counts as "not
-    yet" until the deadline, then is raised."""
+    benchmarks time with it). AssertionError naming `what` (or what it returns then) after
+    `timeout` seconds. With `retry_errors`, an exception from `condition` (a server
+    restarting) counts as "not yet" until the deadline, then is raised. The one wait of
+    the tests and benchmarks."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -118,7 +119,8 @@ def wait_until(
             if not retry_errors or time.monotonic() > deadline:
                 raise
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {said}")
         time.sleep(interval)
 
 

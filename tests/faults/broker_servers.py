@@ -7,17 +7,15 @@ its data lives in the test's tmp_path. None of them touches the machine's shared
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.faults.conftest import Proc, Procs
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 MASTER_NAME = "sms-faults"
 # The Redis master's password (replica too): distinctive, so a leak into a log is findable.
@@ -32,14 +30,7 @@ def _client(port: int, password: str | None = None) -> Any:
 
 
 def _wait(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(Exception):  # a server still starting: ask again
-            if condition():
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+    wait_until(condition, timeout, what, 0.1, retry_errors=True)  # a server still starting
 
 
 # --- Redis with Sentinel ---------------------------------------------------------------

@@ -14,13 +14,14 @@ from sqlalchemy import select, text
 from sms_pipeline import enqueue_sms
 from sms_pipeline.api.app import create_app
 from sms_pipeline.db import session_scope
-from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
+from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
 from sms_pipeline.services import sending
 from sms_pipeline.services.accounts import quotas
 from sms_pipeline.services.accounts.api_keys import NewApiKey, create_api_key
 from sms_pipeline.services.intake import sql_route
+from tests.factories import make_account
 
 NUMBER = "+380931234567"
 
@@ -96,38 +97,30 @@ def test_the_defaults_let_a_legitimate_burst_through(
     assert codes == {201}
 
 
-def make_account(name: str) -> Account:
-    with session_scope() as session:
-        account = Account(name=name, username="demo", postpaid=True, credits=0)
-        session.add(account)
-        session.flush()
-        session.expunge(account)
-        return account
-
-
 def test_an_account_over_its_daily_cap_waits_whatever_the_route(
     fresh_counters: None, simulator: Any, no_dispatch: list[Any], settings_env: Any
 ) -> None:
     settings_env(SMS_ACCOUNT_DAILY_CAP="2")
-    account = make_account(f"capped-{uuid.uuid4().hex[:6]}")
+    name = f"capped-{uuid.uuid4().hex[:6]}"
+    account_id = make_account(name)
     # Python producer: two messages; SQL route: a third row inserted with plain SQL.
-    first = [enqueue_sms(NUMBER, f"python {i}", account=account.name) for i in range(2)]
+    first = [enqueue_sms(NUMBER, f"python {i}", account=name) for i in range(2)]
     with session_scope() as session:
         session.execute(
             text(
                 "INSERT INTO verification.sms_queue (account_id, num_to, data1, inserted_at) "
                 "VALUES (:a, :n, 'from sql', now())"
             ),
-            {"a": account.id, "n": NUMBER},
+            {"a": account_id, "n": NUMBER},
         )
         session.execute(
             text("UPDATE verification.accounts SET process_queue_interval = 1 WHERE id = :a"),
-            {"a": account.id},
+            {"a": account_id},
         )
     assert sql_route.poll_queues() == 1
     with session_scope() as session:
         (third,) = session.scalars(
-            select(SmsLog.id).where(SmsLog.id.not_in(first), SmsLog.account_id == account.id)
+            select(SmsLog.id).where(SmsLog.id.not_in(first), SmsLog.account_id == account_id)
         ).all()
     outcomes = [sending.attempt_send(m).outcome for m in [*first, third]]
     assert outcomes == ["submitted", "submitted", "deferred"]
@@ -137,12 +130,13 @@ def test_an_account_over_its_daily_cap_waits_whatever_the_route(
         assert held.send_status == SendStatus.QUEUED.value
         assert held.last_error == "daily cap reached"
         assert held.due_at > utcnow()  # waits for the window, not lost
-    assert refusals(quotas.ACCOUNT_DAILY, account.name) == 1
+    assert refusals(quotas.ACCOUNT_DAILY, name) == 1
 
 
 def test_without_a_cap_the_account_is_never_held_back(
     fresh_counters: None, simulator: Any, no_dispatch: list[Any]
 ) -> None:
-    account = make_account(f"open-{uuid.uuid4().hex[:6]}")
-    ids = [enqueue_sms(NUMBER, f"m {i}", account=account.name) for i in range(5)]
+    name = f"open-{uuid.uuid4().hex[:6]}"
+    make_account(name)
+    ids = [enqueue_sms(NUMBER, f"m {i}", account=name) for i in range(5)]
     assert [sending.attempt_send(m).outcome for m in ids] == ["submitted"] * 5

@@ -18,7 +18,7 @@ from sqlalchemy import func, select, text
 from sms_pipeline.api.app import create_app, create_message
 from sms_pipeline.api.schemas import MessageIn
 from sms_pipeline.db import session_scope
-from sms_pipeline.db.models import Account, IdempotencyRecord, OptOut, SendStatus, SmsLog
+from sms_pipeline.db.models import IdempotencyRecord, OptOut, SendStatus, SmsLog
 from sms_pipeline.services.accounts.api_keys import (
     NewApiKey,
     Principal,
@@ -28,18 +28,11 @@ from sms_pipeline.services.accounts.api_keys import (
 )
 from sms_pipeline.services.intake.enqueue import enqueue_sms
 from sms_pipeline.services.masking import mask_phone
+from tests.factories import make_account
 
 NUMBER = "+380931234567"
 MASKED = mask_phone(NUMBER)
 BODY = "Your code is 123456"
-
-
-def make_account(name: str) -> int:
-    with session_scope() as session:
-        account = Account(name=name, username="demo", postpaid=True)
-        session.add(account)
-        session.flush()
-        return account.id
 
 
 def make_key(name: str = "backend", account: str | None = None) -> NewApiKey:

@@ -27,8 +27,8 @@ from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.services.accounts.api_keys import create_api_key
 from sms_pipeline.services.intake import replication, sql_route
 from sms_pipeline.services.intake.enqueue import enqueue_sms
+from tests.helpers import Published
 from tests.integration.test_sql_route_plain_sql import (  # noqa: F401  (fixtures)
-    Captured,
     Plain,
     as_uuid,
     plain,
@@ -151,7 +151,7 @@ def test_python_and_http_refuse_with_the_same_reason_and_store_nothing(
 @pytest.mark.parametrize("entry", CORPUS, ids=IDS)
 def test_sql_route_refuses_with_the_same_reason_and_sends_everybody_else(
     plain: Plain,  # noqa: F811  (the fixture imported above)
-    sent: Captured,  # noqa: F811
+    sent: Published,  # noqa: F811
     entry: Entry,
 ) -> None:
     reason = python_reason(entry)
@@ -187,7 +187,7 @@ NUMBERS = [e for e in CORPUS if e.field == "phone_number"]
 def test_replication_refuses_the_same_numbers_with_the_same_reason(
     db: Any,
     pg_engine: Any,
-    sent: Captured,  # noqa: F811  (the fixture imported above)
+    sent: Published,  # noqa: F811  (the fixture imported above)
     entry: Entry,
 ) -> None:
     reason = python_reason(entry)

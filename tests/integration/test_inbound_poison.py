@@ -20,6 +20,7 @@ from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
 from sms_pipeline.services.inbound import poll as inbound_service
 from sms_pipeline.services.inbound.store import store_inbound
+from tests import factories
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -52,11 +53,7 @@ class PagedGateway:
 
 
 def make_account(name: str) -> int:
-    with session_scope() as session:
-        account = Account(name=name, username=name, credits=0, get_replies_interval=1)
-        session.add(account)
-        session.flush()
-        return account.id
+    return factories.make_account(name, get_replies_interval=1)
 
 
 def opted_out(number: str) -> bool:

@@ -17,7 +17,6 @@ from sms_pipeline import enqueue_sms
 from sms_pipeline.broker import dispatch
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import (
-    Account,
     CallbackEvent,
     SendStatus,
     SmsLog,
@@ -29,6 +28,7 @@ from sms_pipeline.metrics.store import get_store
 from sms_pipeline.services import callbacks
 from sms_pipeline.services.intake import replication, sql_route
 from sms_pipeline.services.status import checks as status_checks
+from tests.factories import make_account
 from tests.helpers import NORMAL
 
 
@@ -36,14 +36,6 @@ def failures(poller: str) -> float:
     store = get_store()
     store.flush()
     return store.value(c.POLLER_FAILURES_TOTAL, {"poller": poller})
-
-
-def make_account(name: str, **values: Any) -> int:
-    with session_scope() as session:
-        account = Account(name=name, username=name, postpaid=True, **values)
-        session.add(account)
-        session.flush()
-        return account.id
 
 
 def test_one_sql_route_account_failing_holds_no_other_account(

@@ -44,32 +44,12 @@ from sms_pipeline.metrics.report import build_report
 from sms_pipeline.metrics.store import get_store
 from sms_pipeline.services import privacy, sending
 from sms_pipeline.services.accounts.api_keys import create_api_key
+from tests.factories import make_account
+from tests.factories import message_row as row
 
 NUMBER = "+380931234567"
 DIGITS = NUMBER[1:]
 OTHER = "+380671112233"
-
-
-def make_account(**values: Any) -> int:
-    defaults: dict[str, Any] = {
-        "name": f"acct-{uuid.uuid4().hex[:8]}",
-        "username": "demo",
-        "postpaid": True,
-        "credits": 0,
-    }
-    defaults.update(values)
-    with session_scope() as session:
-        account = Account(**defaults)
-        session.add(account)
-        session.flush()
-        return account.id
-
-
-def row(message_id: uuid.UUID) -> SmsLog:
-    with session_scope() as session:
-        found = session.get(SmsLog, message_id)
-        assert found is not None
-        return found
 
 
 class RecordingClient:

@@ -18,8 +18,8 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, Verification, utcnow
-from sms_pipeline.services import outbox
 from sms_pipeline.services.intake import replication
+from tests.helpers import Published, capture_publishes
 from tests.support import wait_until
 
 _numbers = itertools.count(1000000)
@@ -57,29 +57,13 @@ def log_count() -> int:
         return int(session.scalar(select(func.count()).select_from(SmsLog)) or 0)
 
 
-class Captured:
-    """Send dispatches published after commit (instead of going to the broker)."""
-
-    def __init__(self) -> None:
-        self.ids: list[uuid.UUID] = []
-        self.lock = threading.Lock()
-
-    def publish(self, dispatches: Any) -> int:
-        batch = [d.message_id for d in dispatches]
-        with self.lock:
-            self.ids.extend(batch)
-        return len(batch)
-
-
 @pytest.fixture
-def sent(db: Any, monkeypatch: pytest.MonkeyPatch) -> Captured:
-    captured = Captured()
-    monkeypatch.setattr(outbox, "publish", captured.publish)
-    return captured
+def sent(db: Any, monkeypatch: pytest.MonkeyPatch) -> Published:
+    return capture_publishes(monkeypatch)
 
 
 def test_out_of_order_commits_and_two_replicators_give_exactly_one_row_each(
-    pg_engine: Any, sent: Captured
+    pg_engine: Any, sent: Published
 ) -> None:
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -159,7 +143,7 @@ def test_out_of_order_commits_and_two_replicators_give_exactly_one_row_each(
     assert early_inserted < first_done
 
 
-def test_attempts_count_updates_never_create_another_row(pg_engine: Any, sent: Captured) -> None:
+def test_attempts_count_updates_never_create_another_row(pg_engine: Any, sent: Published) -> None:
     rows = [verification() for _ in range(5)]
     with pg_engine.begin() as conn:
         add(conn, rows)
@@ -175,7 +159,7 @@ def test_attempts_count_updates_never_create_another_row(pg_engine: Any, sent: C
 
 
 def test_replicated_row_carries_the_code_in_the_configured_template(
-    pg_engine: Any, sent: Captured, settings_env: Any
+    pg_engine: Any, sent: Published, settings_env: Any
 ) -> None:
     settings_env(SMS_VERIFICATION_TEMPLATE="Kod: {code}. Nikomu ne povidomliaite.")
     row = verification(code=493817, phone_number="380931112233")
@@ -199,7 +183,7 @@ def test_replicated_row_carries_the_code_in_the_configured_template(
 
 @pytest.mark.parametrize(("code", "digits", "shown"), [(4817, 6, "004817"), (4817, 0, "4817")])
 def test_integer_code_is_shown_with_the_configured_digits(
-    pg_engine: Any, sent: Captured, settings_env: Any, code: int, digits: int, shown: str
+    pg_engine: Any, sent: Published, settings_env: Any, code: int, digits: int, shown: str
 ) -> None:
     settings_env(SMS_VERIFICATION_TEMPLATE="Kod {code}", SMS_VERIFICATION_CODE_DIGITS=digits)
     with pg_engine.begin() as conn:
@@ -221,7 +205,7 @@ def test_integer_code_is_shown_with_the_configured_digits(
     ],
 )
 def test_verification_ended_before_we_saw_it_is_logged_expired_and_not_sent(
-    pg_engine: Any, sent: Captured, values: dict[str, Any], reason: str
+    pg_engine: Any, sent: Published, values: dict[str, Any], reason: str
 ) -> None:
     with pg_engine.begin() as conn:
         add(conn, [verification(**values)])
@@ -234,7 +218,7 @@ def test_verification_ended_before_we_saw_it_is_logged_expired_and_not_sent(
     assert replication.replicate_verifications().inserted == 0
 
 
-def test_bad_phone_number_is_logged_number_invalid(pg_engine: Any, sent: Captured) -> None:
+def test_bad_phone_number_is_logged_number_invalid(pg_engine: Any, sent: Published) -> None:
     row = verification(phone_number="12")
     with pg_engine.begin() as conn:
         add(conn, [row])
@@ -248,7 +232,7 @@ def test_bad_phone_number_is_logged_number_invalid(pg_engine: Any, sent: Capture
 
 
 def test_a_verification_older_than_the_old_look_back_window_is_replicated_once(
-    pg_engine: Any, sent: Captured
+    pg_engine: Any, sent: Published
 ) -> None:
     # Inserted while the pipeline was down for 20 minutes (the old window was 10): replicated
     # because no sms_log row holds its id, whatever its age; waiting and its age are shown.
@@ -271,7 +255,9 @@ def test_a_verification_older_than_the_old_look_back_window_is_replicated_once(
         assert queries.replication_waiting(conn) == queries.QueueStat(0, None)
 
 
-def test_a_pass_larger_than_one_batch_replicates_everything(pg_engine: Any, sent: Captured) -> None:
+def test_a_pass_larger_than_one_batch_replicates_everything(
+    pg_engine: Any, sent: Published
+) -> None:
     with pg_engine.begin() as conn:
         add(conn, [verification() for _ in range(25)])
     result = replication.replicate_verifications(batch_size=10)
@@ -299,7 +285,7 @@ def test_replicate_task_through_the_worker_logs_and_sends(worker: Any, simulator
 
 
 def test_cli_replicate_once(
-    pg_engine: Any, sent: Captured, capsys: pytest.CaptureFixture[str]
+    pg_engine: Any, sent: Published, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from sms_pipeline.cli import main
 

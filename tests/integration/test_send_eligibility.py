@@ -8,7 +8,6 @@ as that rule says, and nothing that must wait reaches the gateway.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from sms_pipeline.broker.dispatch import QueueClass
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.services import outbox, sending
+from tests.factories import make_account
+from tests.factories import message_row as row
 
 NUMBER = "+380931234567"
 
@@ -49,27 +50,9 @@ def database(
 
 
 def account(**values: Any) -> int:
-    fields: dict[str, Any] = {
-        "name": f"acct-{uuid.uuid4().hex[:8]}",
-        "username": "demo",
-        "postpaid": True,
-        "credits": 1_000_000,
-        "send_start_hour": 0,
-        "send_end_hour": 23,
-    }
-    fields.update(values)
-    with session_scope() as session:
-        row = Account(**fields)
-        session.add(row)
-        session.flush()
-        return row.id
-
-
-def row(message_id: uuid.UUID) -> SmsLog:
-    with session_scope() as session:
-        found = session.get(SmsLog, message_id)
-        assert found is not None
-        return found
+    """Credits without end, sending around the clock, unless `values` say else."""
+    rules = {"credits": 1_000_000, "send_start_hour": 0, "send_end_hour": 23}
+    return make_account(**{**rules, **values})
 
 
 def send_once() -> sending.BatchResult:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import Any
 
 import pytest
@@ -14,25 +13,15 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
 from sms_pipeline.services import outbox, sending
 from sms_pipeline.services.intake import sql_route
+from tests import factories
 from tests.helpers import NORMAL, is_final, wait_for
 from tests.support import wait_until
 
 
 def make_account(**values: Any) -> int:
-    defaults: dict[str, Any] = {
-        "name": f"acct-{uuid.uuid4().hex[:8]}",
-        "username": "demo",
-        "postpaid": False,
-        "credits": 100,
-        "send_start_hour": 0,
-        "send_end_hour": 23,
-    }
-    defaults.update(values)
-    with session_scope() as session:
-        account = Account(**defaults)
-        session.add(account)
-        session.flush()
-        return account.id
+    """Prepaid with credits, sending around the clock, unless `values` say else."""
+    rules = {"postpaid": False, "credits": 100, "send_start_hour": 0, "send_end_hour": 23}
+    return factories.make_account(**{**rules, **values})
 
 
 def hour_outside_now() -> tuple[int, int]:

@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,9 +32,10 @@ from sms_pipeline.db.models.sent import (
     SENT_COLUMNS,
 )
 from sms_pipeline.gateway.statuses import GatewayStatus
-from sms_pipeline.services import outbox, sending, status
+from sms_pipeline.services import sending, status
 from sms_pipeline.services.intake import sql_route
 from tests.conftest import PG_TEST_URL
+from tests.helpers import Published, capture_publishes
 
 NUMBER = "+380931234568"
 FINAL_WORDS = {"DELIVRD", "UNDELIV", "EXPIRED", "DELETED", "UNKNOWN", "REJECTD"}
@@ -135,25 +135,9 @@ def plain(request: pytest.FixtureRequest, settings_env: Any, tmp_path: Path) -> 
             dispose_engines()
 
 
-class Captured:
-    """Send dispatches published after commit, in order (instead of going to the broker)."""
-
-    def __init__(self) -> None:
-        self.ids: list[uuid.UUID] = []
-        self.lock = threading.Lock()
-
-    def publish(self, dispatches: Any) -> int:
-        batch = [d.message_id for d in dispatches]
-        with self.lock:
-            self.ids.extend(batch)
-        return len(batch)
-
-
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> Captured:
-    captured = Captured()
-    monkeypatch.setattr(outbox, "publish", captured.publish)
-    return captured
+def sent(monkeypatch: pytest.MonkeyPatch) -> Published:
+    return capture_publishes(monkeypatch)
 
 
 def as_uuid(value: Any) -> uuid.UUID:
@@ -201,7 +185,7 @@ def test_nonsense_account_values_are_refused_naming_the_rule(
 
 
 def test_three_column_queue_row_becomes_a_message_and_leaves_the_queue(
-    plain: Plain, sent: Captured
+    plain: Plain, sent: Published
 ) -> None:
     account = plain.account("route")
     plain.queue(account, NUMBER, "hello")
@@ -222,7 +206,7 @@ def test_three_column_queue_row_becomes_a_message_and_leaves_the_queue(
 
 
 def test_bad_number_and_empty_text_end_in_sms_sent_under_their_customer_ids(
-    plain: Plain, sent: Captured
+    plain: Plain, sent: Published
 ) -> None:
     account = plain.account("route")
     plain.queue(account, "not a number", "hi", customer_id="cust-1")
@@ -239,7 +223,7 @@ def test_bad_number_and_empty_text_end_in_sms_sent_under_their_customer_ids(
     assert sent.ids == [as_uuid(good["id"])]
 
 
-def test_send_at_in_the_future_is_not_sent_before_then(plain: Plain, sent: Captured) -> None:
+def test_send_at_in_the_future_is_not_sent_before_then(plain: Plain, sent: Published) -> None:
     account = plain.account("route")
     later = (utcnow() + dt.timedelta(hours=2)).replace(microsecond=0)
     plain.queue(
@@ -255,7 +239,7 @@ def test_send_at_in_the_future_is_not_sent_before_then(plain: Plain, sent: Captu
     assert sent.ids == [as_uuid(now["id"])]  # only the message that is due
 
 
-def test_higher_priority_rows_are_taken_and_dispatched_first(plain: Plain, sent: Captured) -> None:
+def test_higher_priority_rows_are_taken_and_dispatched_first(plain: Plain, sent: Published) -> None:
     account = plain.account("route")
     for priority in (0, 5, 1, 9):
         plain.queue(account, NUMBER, f"p{priority}", customer_id=f"p{priority}", priority=priority)
@@ -264,7 +248,7 @@ def test_higher_priority_rows_are_taken_and_dispatched_first(plain: Plain, sent:
     assert [by_id[i] for i in sent.ids] == [9, 5, 1, 0]
 
 
-def test_an_inactive_accounts_rows_stay_in_the_queue(plain: Plain, sent: Captured) -> None:
+def test_an_inactive_accounts_rows_stay_in_the_queue(plain: Plain, sent: Published) -> None:
     account = plain.account("route")
     plain.run("UPDATE {s}accounts SET active = false WHERE id = %s", (account,))
     plain.queue(account, NUMBER, "held", customer_id="held")
@@ -276,7 +260,7 @@ def test_an_inactive_accounts_rows_stay_in_the_queue(plain: Plain, sent: Capture
 
 
 def test_each_account_is_polled_at_its_own_process_queue_interval(
-    plain: Plain, sent: Captured
+    plain: Plain, sent: Published
 ) -> None:
     now = utcnow()
     off = plain.account("off", process_queue_interval=0)
@@ -311,8 +295,8 @@ def test_final_status_is_read_from_sms_sent_by_customer_id_after_a_real_send(
         request.getfixturevalue("worker")  # Redis and a real worker send it
         send_inline = None
     else:
-        send_inline = Captured()  # embedded, no broker here: send each dispatch in-process
-        monkeypatch.setattr(outbox, "publish", send_inline.publish)
+        # Embedded, no broker here: the dispatch is kept and sent in-process below.
+        send_inline = capture_publishes(monkeypatch)
     account = plain.account("route")
     plain.queue(account, NUMBER, "Your appointment is at 10:00", customer_id="order-42")
     assert sql_route.poll_queues() == 1
@@ -391,7 +375,7 @@ def test_sms_sent_by_customer_id_uses_the_index(db: Any) -> None:
 # --- what the SMSPortal SQL service promises besides -------------------------------------
 
 
-def test_data2_and_an_operators_own_columns_reach_sms_sent(plain: Plain, sent: Captured) -> None:
+def test_data2_and_an_operators_own_columns_reach_sms_sent(plain: Plain, sent: Published) -> None:
     # "New columns can be added to any table for customisation ... data from the QUEUE
     # will be added to the SENT tables": an operator adds two, by SQL.
     plain.run("ALTER TABLE {s}sms_queue ADD COLUMN ward TEXT")

@@ -16,8 +16,8 @@ from sms_pipeline.db.engine import make_engine
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
 from sms_pipeline.services.intake import sql_route
+from tests.helpers import Published
 from tests.integration.test_sql_route_plain_sql import (  # noqa: F401  (fixtures)
-    Captured,
     Plain,
     as_uuid,
     plain,
@@ -44,7 +44,7 @@ def _around(route: Plain, bad: dict[str, Any]) -> list[str]:
     return [f"good-{i}" for i in range(1, 5)]
 
 
-def _all_sent(route: Plain, captured: Captured, good: list[str]) -> None:
+def _all_sent(route: Plain, captured: Published, good: list[str]) -> None:
     rows = [route.sent(customer_id) for customer_id in good]
     assert [r["status"] for r in rows] == ["QUEUED"] * len(good)
     assert sorted(captured.ids) == sorted(as_uuid(r["id"]) for r in rows)
@@ -69,7 +69,7 @@ def test_a_value_no_time_or_priority_can_be_made_of_is_refused_and_nobody_waits(
     bad: dict[str, str],
     word: str,
     reason: str,
-    sent: Captured,  # noqa: F811
+    sent: Published,  # noqa: F811
 ) -> None:
     route = plain
     good = _around(route, bad)
@@ -85,7 +85,7 @@ def test_a_value_no_time_or_priority_can_be_made_of_is_refused_and_nobody_waits(
 @pytest.mark.parametrize("plain", ["sqlite"], indirect=True)  # PostgreSQL refuses such text
 def test_a_row_sqlite_cannot_read_back_is_moved_aside_with_its_id_and_the_error(
     plain: Plain,  # noqa: F811
-    sent: Captured,  # noqa: F811
+    sent: Published,  # noqa: F811
 ) -> None:
     route = plain
     good = _around(route, {"data2": "CAST(x'ff00fe' AS TEXT)"})
@@ -111,7 +111,7 @@ def test_a_row_sqlite_cannot_read_back_is_moved_aside_with_its_id_and_the_error(
 @pytest.mark.parametrize("plain", ["sqlite"], indirect=True)
 def test_the_embedded_queue_keeps_working_across_emptied_queues(
     plain: Plain,  # noqa: F811
-    sent: Captured,  # noqa: F811
+    sent: Published,  # noqa: F811
 ) -> None:
     route = plain
     account = route.account("route", process_queue_interval=0)
@@ -164,7 +164,7 @@ def test_upgrade_keeps_queued_rows_and_never_reuses_a_processed_id(tmp_path: Pat
 @pytest.mark.parametrize("plain", ["postgresql"], indirect=True)
 def test_an_account_whose_poll_fails_is_counted_and_the_others_are_polled(
     plain: Plain,  # noqa: F811
-    sent: Captured,  # noqa: F811
+    sent: Published,  # noqa: F811
 ) -> None:
     route = plain
     broken, fine = route.account("broken"), route.account("fine")
@@ -195,6 +195,6 @@ def test_an_account_whose_poll_fails_is_counted_and_the_others_are_polled(
         route.run("DROP FUNCTION {s}refuse_delete()")
 
 
-def _all_sent_only(route: Plain, captured: Captured, customer_id: str) -> None:
+def _all_sent_only(route: Plain, captured: Published, customer_id: str) -> None:
     row = route.sent(customer_id)
     assert row["status"] == "QUEUED" and captured.ids == [as_uuid(row["id"])]

@@ -9,9 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,8 @@ from sms_pipeline.services import outbox, sending, status
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.status import checks as status_checks
 from sms_pipeline.simulator import SimulatorConfig, SimulatorServer
-from tests.helpers import SimClock
+from tests.factories import message_row as row
+from tests.helpers import SimClock, wait_for
 
 NORMAL = "+380931234567"
 NEVER_FINAL = "+380931234505"
@@ -87,24 +87,6 @@ def make_due(*ids: uuid.UUID) -> None:
             .where(SmsLog.id.in_(ids))
             .values(next_check_at=utcnow() - dt.timedelta(seconds=1), updated_at=SmsLog.updated_at)
         )
-
-
-def row(message_id: uuid.UUID) -> SmsLog:
-    with session_scope() as session:
-        found = session.get(SmsLog, message_id)
-        assert found is not None
-        return found
-
-
-def wait_for(message_id: uuid.UUID, done: Callable[[SmsLog], bool], timeout: float = 30) -> SmsLog:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = row(message_id)
-        if done(current):
-            return current
-        if time.monotonic() > deadline:
-            raise AssertionError(f"message {message_id} never got there: {current!r}")
-        time.sleep(0.05)
 
 
 def insert_row(**values: Any) -> uuid.UUID:

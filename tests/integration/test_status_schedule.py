@@ -24,6 +24,7 @@ from sms_pipeline.services import outbox, sending, status
 from sms_pipeline.services.status import checks as status_checks
 from sms_pipeline.simulator import SimulatorConfig, SimulatorServer
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
+from tests.factories import message_row as row
 
 # Every test here runs on PostgreSQL and on the embedded SQLite database.
 pytestmark = pytest.mark.usefixtures("backend")
@@ -81,13 +82,6 @@ def submit(gateway: ClockedGateway, delivered_after: float | None) -> uuid.UUID:
     outcome = sending.attempt_send(message_id, client=gateway)  # type: ignore[arg-type]
     assert outcome.outcome == "submitted"
     return message_id
-
-
-def row(message_id: uuid.UUID) -> SmsLog:
-    with session_scope() as session:
-        found = session.get(SmsLog, message_id)
-        assert found is not None
-        return found
 
 
 def run_sweeps(

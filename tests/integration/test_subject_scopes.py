@@ -32,6 +32,7 @@ from sms_pipeline.db.models import (
 )
 from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts.api_keys import ApiKeyError, create_api_key
+from tests.factories import make_account
 
 NUMBER = "+380931234567"
 BODIES = {"clinicA": "clinic A secret appointment", "clinicB": "clinic B secret appointment"}
@@ -55,12 +56,8 @@ def api(db: Any, redis_url: str, no_dispatch: list[Any]) -> Iterator[TestClient]
 
 def _seed() -> dict[str, int]:
     ids: dict[str, int] = {}
-    with session_scope() as session:
-        for name in BODIES:
-            account = Account(name=name, username="demo", postpaid=True, credits=0)
-            session.add(account)
-            session.flush()
-            ids[name] = account.id
+    for name in BODIES:
+        ids[name] = make_account(name)
     for name, body in BODIES.items():
         message_id = enqueue_sms(NUMBER, body, account=name)
         with session_scope() as session:

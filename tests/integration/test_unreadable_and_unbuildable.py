@@ -26,6 +26,7 @@ from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.intake import replication, sql_route
 from sms_pipeline.settings import get_settings
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
+from tests.factories import message_row as row
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -73,13 +74,6 @@ def gateway(settings_env: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Loop
     finally:
         fake.server.shutdown()
         fake.server.server_close()
-
-
-def row(message_id: uuid.UUID) -> SmsLog:
-    with session_scope() as session:
-        found = session.get(SmsLog, message_id)
-        assert found is not None
-        return found
 
 
 def send_again_as_the_sweeper_would(message_id: uuid.UUID) -> None:

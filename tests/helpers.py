@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import json
 import threading
 import time
@@ -17,8 +18,11 @@ import redis
 
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog
+from sms_pipeline.gateway import IP2SMSClient
 from sms_pipeline.metrics.catalogue import Kind as MetricKind
 from sms_pipeline.metrics.catalogue import MetricSpec
+from sms_pipeline.services.sending import AttemptResult, Outcome
+from sms_pipeline.settings import Settings
 from tests.support import wait_until
 
 NORMAL = "+380931234567"
@@ -179,3 +183,20 @@ def sample_names(spec: MetricSpec) -> tuple[str, ...]:
     if spec.kind is MetricKind.HISTOGRAM:
         return (f"{spec.name}_bucket", f"{spec.name}_sum", f"{spec.name}_count")
     return (spec.name,)
+
+
+def attempt_send(
+    message_id: uuid.UUID,
+    *,
+    settings: Settings | None = None,
+    client: IP2SMSClient | None = None,
+    now: dt.datetime | None = None,
+) -> AttemptResult:
+    """One send attempt for `message_id` alone: `send_batch` (the drain's step) scoped to
+    its id; SKIPPED when it is not waiting, not due or claimed elsewhere."""
+    from sms_pipeline.services import sending
+
+    batch = sending.send_batch(ids=[message_id], settings=settings, client=client, now=now)
+    return batch.results.get(message_id) or AttemptResult(
+        Outcome.SKIPPED, detail="not waiting to be sent, not due, or claimed elsewhere"
+    )

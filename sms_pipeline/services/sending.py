@@ -787,20 +787,6 @@ def _kick_later(later: Sequence[outbox.Dispatch]) -> None:
         outbox.publish(soon)
 
 
-def attempt_send(
-    message_id: uuid.UUID,
-    *,
-    settings: Settings | None = None,
-    client: IP2SMSClient | None = None,
-    now: dt.datetime | None = None,
-) -> AttemptResult:
-    """Run one send attempt for `message_id` (a batch of one); safe to call twice."""
-    batch = send_batch(ids=[message_id], settings=settings, client=client, now=now)
-    return batch.results.get(message_id) or AttemptResult(
-        Outcome.SKIPPED, detail="not waiting to be sent, not due, or claimed elsewhere"
-    )
-
-
 # --- draining a queue class ------------------------------------------------------------
 
 
@@ -869,7 +855,6 @@ __all__ = [
     "Claim",
     "DrainResult",
     "Outcome",
-    "attempt_send",
     "drain",
     "retry_delay",
     "send_batch",

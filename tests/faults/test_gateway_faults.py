@@ -28,6 +28,7 @@ from tests.faults.conftest import (
     record_figure,
     settle,
 )
+from tests.helpers import attempt_send
 
 BIG = 5 * 1024 * 1024
 BOMB = (
@@ -254,7 +255,7 @@ def test_parser_refuses_bombs_and_huge_answers_without_expanding_them() -> None:
 def test_gateway_that_accepts_and_closes_ends_in_retrycount_exceeded(
     db: Any, settings_env: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sms_pipeline.services import outbox, sending
+    from sms_pipeline.services import outbox
 
     monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
     settings = settings_env(SMS_RETRY_BACKOFF_SECONDS=0.1, SMS_RETRY_BACKOFF_MAX_SECONDS=0.2)
@@ -263,7 +264,7 @@ def test_gateway_that_accepts_and_closes_ends_in_retrycount_exceeded(
         message_id = enqueue_sms("+380931234567", "reset me", "text")
         outcomes = []
         for _ in range(10):  # bounded: 3 attempts are expected
-            result = sending.attempt_send(message_id, settings=settings, client=client)
+            result = attempt_send(message_id, settings=settings, client=client)
             outcomes.append(result.outcome)
             if result.outcome not in ("retry", "skipped"):
                 break

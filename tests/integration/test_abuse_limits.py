@@ -17,11 +17,11 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import get_store
-from sms_pipeline.services import sending
 from sms_pipeline.services.accounts import quotas
 from sms_pipeline.services.accounts.api_keys import NewApiKey, create_api_key
 from sms_pipeline.services.intake import sql_route
 from tests.factories import make_account
+from tests.helpers import attempt_send
 
 NUMBER = "+380931234567"
 
@@ -122,7 +122,7 @@ def test_an_account_over_its_daily_cap_waits_whatever_the_route(
         (third,) = session.scalars(
             select(SmsLog.id).where(SmsLog.id.not_in(first), SmsLog.account_id == account_id)
         ).all()
-    outcomes = [sending.attempt_send(m).outcome for m in [*first, third]]
+    outcomes = [attempt_send(m).outcome for m in [*first, third]]
     assert outcomes == ["submitted", "submitted", "deferred"]
     with session_scope() as session:
         held = session.get(SmsLog, third)
@@ -139,4 +139,4 @@ def test_without_a_cap_the_account_is_never_held_back(
     name = f"open-{uuid.uuid4().hex[:6]}"
     make_account(name)
     ids = [enqueue_sms(NUMBER, f"m {i}", account=name) for i in range(5)]
-    assert [sending.attempt_send(m).outcome for m in ids] == ["submitted"] * 5
+    assert [attempt_send(m).outcome for m in ids] == ["submitted"] * 5

@@ -24,10 +24,11 @@ from sms_pipeline import enqueue_sms
 from sms_pipeline.db import get_engine, session_scope
 from sms_pipeline.db.models import OptOut, SendStatus, SmsLog, SmsQueue, Verification, utcnow
 from sms_pipeline.metrics.hooks import forget_account_names
-from sms_pipeline.services import outbox, sending
+from sms_pipeline.services import outbox
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.intake import replication, sql_route
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
+from tests.helpers import attempt_send
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -126,7 +127,7 @@ def test_a_text_to_an_opted_out_number_is_closed_holding_one_connection(
     with session_scope() as session:
         session.add(OptOut(phone_number="+380931234567", opted_out_at=utcnow(), source="api"))
     with counting_connections(get_engine()) as counter:
-        assert sending.attempt_send(message_id).outcome == "opted_out"
+        assert attempt_send(message_id).outcome == "opted_out"
     assert counter.inside_a_transaction == 0
 
 

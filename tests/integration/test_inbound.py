@@ -32,11 +32,10 @@ from sms_pipeline.gateway.inbound import (
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.inbound import poll as inbound_service
 from sms_pipeline.services.masking import mask_phone
-from sms_pipeline.services.sending import attempt_send
 from sms_pipeline.simulator import SimulatorConfig
 from sms_pipeline.simulator.inbound import register_inbound
 from sms_pipeline.simulator.server import SimulatorServer
-from tests.helpers import SimClock
+from tests.helpers import SimClock, attempt_send
 
 NUMBER = "+380931234567"
 OTHER = "+380931234568"

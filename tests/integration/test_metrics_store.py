@@ -141,7 +141,7 @@ def test_a_send_records_gateway_request_outcome_latency_and_attempts(
     db: Engine, simulator: Any
 ) -> None:
     from sms_pipeline import enqueue_sms
-    from sms_pipeline.services.sending import attempt_send
+    from tests.helpers import attempt_send
 
     send_ok = {"operation": "send", "outcome": "ok"}
     submitted = {"type": "verification", "account": "default", "status": "submitted"}
@@ -171,7 +171,7 @@ def test_a_rejected_send_counts_the_gateway_outcome_and_the_message(
     db: Engine, simulator: Any
 ) -> None:
     from sms_pipeline import enqueue_sms
-    from sms_pipeline.services.sending import attempt_send
+    from tests.helpers import attempt_send
 
     rejected_request = {"operation": "send", "outcome": "rejected"}
     rejected_message = {"type": "text", "account": "default", "status": "rejected"}

@@ -17,8 +17,7 @@ from sms_pipeline import enqueue_sms
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import IP2SMSClient
-from sms_pipeline.services import sending
-from tests.helpers import NORMAL
+from tests.helpers import NORMAL, attempt_send
 from tests.loopback_peers import ResetReusedConnections
 
 
@@ -46,7 +45,7 @@ def test_three_attempts_are_three_requests_when_reused_connections_are_reset(
         for _ in range(3):
             with session_scope() as session:  # the retry's backoff has passed
                 session.execute(update(SmsLog).values(due_at=utcnow()))
-            outcomes.append(sending.attempt_send(message_id, client=client))
+            outcomes.append(attempt_send(message_id, client=client))
     finally:
         client.close()
     # 502 on a fresh connection, reset after the request on the reused one, 502 again.

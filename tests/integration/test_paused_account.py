@@ -22,7 +22,8 @@ from sms_pipeline.cli.up import status_counts, status_line
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics.collector import SmsCollector, build_registry
-from sms_pipeline.services import accounts, sending
+from sms_pipeline.services import accounts
+from tests.helpers import attempt_send
 
 CLI = [sys.executable, "-m", "sms_pipeline.cli"]
 OUT_OF_CREDITS = "+380931234510"
@@ -46,9 +47,9 @@ def paused(
     """The default account paused for credits; a code to another number waiting behind it."""
     first = enqueue_sms(OUT_OF_CREDITS, "hello")
     with caplog.at_level(logging.WARNING, logger="sms_pipeline"):
-        assert sending.attempt_send(first).outcome == "deferred"
+        assert attempt_send(first).outcome == "deferred"
         code = enqueue_sms(CODE_TO, "code 123456", "verification")
-        assert sending.attempt_send(code).outcome == "deferred"  # the pause holds it
+        assert attempt_send(code).outcome == "deferred"  # the pause holds it
     return first, code
 
 
@@ -117,7 +118,7 @@ def test_a_manual_pause_shows_and_resume_makes_the_waiting_messages_due(
     assert 'sms_account_paused{account="default",reason="manual"} 1.0' in scrape()
     listed = cli("account", "paused")
     assert "account default paused (manual" in listed.stdout and "1 waiting" in listed.stdout
-    assert sending.attempt_send(message_id).outcome == "deferred"
+    assert attempt_send(message_id).outcome == "deferred"
     resumed = cli("account", "resume", "default")
     assert resumed.returncode == 0, resumed.stderr
     assert "sms_account_paused{" not in scrape()

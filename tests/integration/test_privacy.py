@@ -42,10 +42,11 @@ from sms_pipeline.gateway import GatewayConnectionError, GatewayError, GatewaySt
 from sms_pipeline.gateway.client import SendResult
 from sms_pipeline.metrics.report import build_report
 from sms_pipeline.metrics.store import get_store
-from sms_pipeline.services import privacy, sending
+from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts.api_keys import create_api_key
 from tests.factories import make_account
 from tests.factories import message_row as row
+from tests.helpers import attempt_send
 
 NUMBER = "+380931234567"
 DIGITS = NUMBER[1:]
@@ -115,7 +116,7 @@ def test_code_behind_paused_account_ends_expired_after_its_validity_and_is_never
         NUMBER, "Code 123456", "verification", account=account_id, valid_for=120
     )
     assert row(message_id).expires_at == row(message_id).due_at + dt.timedelta(seconds=120)
-    assert sending.attempt_send(message_id).outcome == "deferred"  # the account is paused
+    assert attempt_send(message_id).outcome == "deferred"  # the account is paused
 
     assert privacy.privacy_sweep(now=now + dt.timedelta(seconds=119))["ended"] == 0
     assert row(message_id).send_status == SendStatus.QUEUED.value
@@ -127,7 +128,7 @@ def test_code_behind_paused_account_ends_expired_after_its_validity_and_is_never
     assert ended.body == privacy.REDACTED  # redacted at expiry, in the same sweep
     with session_scope() as session:  # the pause ends; the message still never goes
         session.execute(update(Account).values(paused_until=None))
-    assert sending.attempt_send(message_id).outcome == "skipped"
+    assert attempt_send(message_id).outcome == "skipped"
     assert simulator.submissions(ended.uniq_key) == 0
 
 
@@ -137,7 +138,7 @@ def test_claim_refuses_an_expired_code_and_ends_it_expired(
     message_id = enqueue_sms(NUMBER, "Code 654321", "2FA")
     with session_scope() as session:  # its validity ran out while it waited
         session.execute(update(SmsLog).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
-    assert sending.attempt_send(message_id).outcome == "expired"
+    assert attempt_send(message_id).outcome == "expired"
     ended = row(message_id)
     assert ended.send_status == SendStatus.EXPIRED.value and ended.attempts == 0
     assert simulator.submissions(ended.uniq_key) == 0
@@ -153,7 +154,7 @@ def test_message_older_than_its_types_max_queue_age_ends_expired(
     text_row, code_row = row(message_id), row(code_id)
     assert text_row.expires_at == text_row.due_at + dt.timedelta(hours=1)
     assert code_row.expires_at == code_row.due_at + dt.timedelta(minutes=10)  # the defaults
-    assert sending.attempt_send(message_id).outcome == "deferred"
+    assert attempt_send(message_id).outcome == "deferred"
 
     start = text_row.due_at
     privacy.expire_waiting(now=start + dt.timedelta(seconds=3599))
@@ -172,8 +173,8 @@ def test_gateway_request_carries_the_time_the_code_has_left(
     code_id = enqueue_sms(NUMBER, "Code 222222", "verification", valid_for=dt.timedelta(minutes=5))
     text_id = enqueue_sms(OTHER, "hello")
     client = RecordingClient()
-    assert sending.attempt_send(code_id, client=client).outcome == "submitted"  # type: ignore[arg-type]
-    assert sending.attempt_send(text_id, client=client).outcome == "submitted"  # type: ignore[arg-type]
+    assert attempt_send(code_id, client=client).outcome == "submitted"  # type: ignore[arg-type]
+    assert attempt_send(text_id, client=client).outcome == "submitted"  # type: ignore[arg-type]
     assert client.calls[0]["validity"] == "+4 minute"  # under 5 whole minutes left
     assert client.calls[1]["validity"] == "+2 hour"  # IP2SMS_VALIDITY for other types
 
@@ -198,7 +199,7 @@ def test_two_codes_to_one_number_leave_one_live(db: Any, no_dispatch: list[Any])
     assert old.superseded_by == second and str(second) in (old.last_error or "")
     assert row(second).send_status == SendStatus.QUEUED.value
     assert row(other_type).send_status == SendStatus.QUEUED.value  # another type stays
-    assert sending.attempt_send(first).outcome == "skipped"
+    assert attempt_send(first).outcome == "skipped"
 
 
 def test_concurrent_codes_to_one_number_leave_exactly_one_live(
@@ -233,10 +234,10 @@ def test_superseded_in_flight_attempt_is_recorded_truthfully_and_never_retried(
         answer=GatewayConnectionError("connection refused"),
         during=lambda: newer.append(enqueue_sms(NUMBER, "Code 222222", "verification")),
     )
-    assert sending.attempt_send(first, client=failing).outcome == "retry"  # type: ignore[arg-type]
+    assert attempt_send(first, client=failing).outcome == "retry"  # type: ignore[arg-type]
     marked = row(first)
     assert marked.send_status == SendStatus.QUEUED.value and marked.superseded_by == newer[0]
-    assert sending.attempt_send(first, client=failing).outcome == "superseded"  # type: ignore[arg-type]
+    assert attempt_send(first, client=failing).outcome == "superseded"  # type: ignore[arg-type]
     assert row(first).send_status == SendStatus.SUPERSEDED.value
     assert len(failing.calls) == 1  # never attempted again
 
@@ -245,7 +246,7 @@ def test_superseded_in_flight_attempt_is_recorded_truthfully_and_never_retried(
     accepting = RecordingClient(
         during=lambda: third.append(enqueue_sms(NUMBER, "Code 333333", "verification"))
     )
-    assert sending.attempt_send(newer[0], client=accepting).outcome == "submitted"  # type: ignore[arg-type]
+    assert attempt_send(newer[0], client=accepting).outcome == "submitted"  # type: ignore[arg-type]
     submitted = row(newer[0])
     assert submitted.send_status == SendStatus.SUBMITTED.value and submitted.gateway_id == "g-1"
     assert row(third[0]).send_status == SendStatus.QUEUED.value
@@ -261,7 +262,7 @@ def test_delivered_verification_body_is_redacted_within_one_sweep_after_final(
     text_id = enqueue_sms(OTHER, "Clinic opens at 9")
     client = RecordingClient()
     for message_id in (code_id, text_id):
-        assert sending.attempt_send(message_id, client=client).outcome == "submitted"  # type: ignore[arg-type]
+        assert attempt_send(message_id, client=client).outcome == "submitted"  # type: ignore[arg-type]
     assert privacy.privacy_sweep()["redacted"] == 0  # still moving: not final yet
     with session_scope() as session:  # the status check finds both delivered
         session.execute(

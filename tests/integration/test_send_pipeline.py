@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from sms_pipeline import InvalidMessage, enqueue_sms
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
-from tests.helpers import NORMAL, TaskWatch, is_final, wait_for
+from tests.helpers import NORMAL, TaskWatch, attempt_send, is_final, wait_for
 from tests.support import wait_until
 
 TRANSIENT_TWICE = "+380931234502"
@@ -65,12 +65,12 @@ def test_permanent_reject_is_logged_at_once_without_retry(worker: Any, simulator
 
 
 def test_duplicate_task_delivery_submits_once(db: Any, simulator: Any, monkeypatch: Any) -> None:
-    from sms_pipeline.services import outbox, sending
+    from sms_pipeline.services import outbox
 
     monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
     message_id = enqueue_sms(NORMAL, "hello", "text")
-    first = sending.attempt_send(message_id)
-    second = sending.attempt_send(message_id)
+    first = attempt_send(message_id)
+    second = attempt_send(message_id)
     assert (first.outcome, second.outcome) == ("submitted", "skipped")
     assert simulator.submissions(message_id.hex) == 1
 

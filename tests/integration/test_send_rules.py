@@ -11,10 +11,10 @@ from sqlalchemy import select, update
 from sms_pipeline import InvalidMessage, enqueue_sms
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, SmsQueue, utcnow
-from sms_pipeline.services import outbox, sending
+from sms_pipeline.services import outbox
 from sms_pipeline.services.intake import sql_route
 from tests import factories
-from tests.helpers import NORMAL, is_final, wait_for
+from tests.helpers import NORMAL, attempt_send, is_final, wait_for
 from tests.support import wait_until
 
 
@@ -36,7 +36,7 @@ def test_message_outside_window_waits_and_goes_when_window_opens(
     start, end = hour_outside_now()
     account_id = make_account(send_start_hour=start, send_end_hour=end)
     message_id = enqueue_sms(NORMAL, "hello", account=account_id)
-    assert sending.attempt_send(message_id).outcome == "deferred"
+    assert attempt_send(message_id).outcome == "deferred"
     with session_scope() as session:
         row = session.get_one(SmsLog, message_id)
         assert row.send_status == SendStatus.QUEUED.value and row.attempts == 0
@@ -48,7 +48,7 @@ def test_message_outside_window_waits_and_goes_when_window_opens(
     no_dispatch.clear()
     assert outbox.sweep_outbox().dispatched == 1
     assert [d.message_id for d in no_dispatch] == [message_id]
-    assert sending.attempt_send(message_id).outcome == "submitted"
+    assert attempt_send(message_id).outcome == "submitted"
 
 
 def test_future_send_at_waits_in_the_database(db: Any, no_dispatch: list[Any]) -> None:
@@ -56,7 +56,7 @@ def test_future_send_at_waits_in_the_database(db: Any, no_dispatch: list[Any]) -
     message_id = enqueue_sms(NORMAL, "hello", send_at=later)
     assert no_dispatch == []  # too far away for a broker countdown
     assert outbox.sweep_outbox().dispatched == 0
-    assert sending.attempt_send(message_id).outcome == "skipped"
+    assert attempt_send(message_id).outcome == "skipped"
     with session_scope() as session:
         assert session.get_one(SmsLog, message_id).due_at == later
 
@@ -95,7 +95,7 @@ def test_credits_decrease_by_segments_and_postpaid_never_changes(
     postpaid = make_account(postpaid=True, credits=1_000_000)
     two_parts = "a" * 200
     for account_id in (prepaid, postpaid):
-        sending.attempt_send(enqueue_sms(NORMAL, two_parts, account=account_id))
+        attempt_send(enqueue_sms(NORMAL, two_parts, account=account_id))
     with session_scope() as session:
         assert session.get_one(Account, prepaid).credits == 8
         assert session.get_one(Account, postpaid).credits == 1_000_000
@@ -107,8 +107,8 @@ def test_account_out_of_credits_stops_sending(
     account_id = make_account(credits=1)
     first = enqueue_sms(NORMAL, "one", account=account_id)
     second = enqueue_sms(NORMAL, "two", account=account_id)
-    assert sending.attempt_send(first).outcome == "submitted"
-    assert sending.attempt_send(second).outcome == "deferred"
+    assert attempt_send(first).outcome == "submitted"
+    assert attempt_send(second).outcome == "deferred"
     with session_scope() as session:
         row = session.get_one(SmsLog, second)
         assert row.send_status == SendStatus.QUEUED.value
@@ -125,7 +125,7 @@ def test_inactive_account_refused_at_enqueue_and_queued_messages_wait(
         session.execute(update(Account).values(active=False))
     with pytest.raises(InvalidMessage, match="account"):
         enqueue_sms(NORMAL, "hello", account=account_id)
-    assert sending.attempt_send(waiting).outcome == "deferred"
+    assert attempt_send(waiting).outcome == "deferred"
     with session_scope() as session:
         assert session.get_one(SmsLog, waiting).send_status == SendStatus.QUEUED.value
 
@@ -135,7 +135,7 @@ def test_gateway_credit_refusal_gives_the_attempt_back_and_pauses_account(
 ) -> None:
     account_id = make_account(postpaid=True)
     message_id = enqueue_sms("+380931234510", "hello", account=account_id)
-    assert sending.attempt_send(message_id).outcome == "deferred"
+    assert attempt_send(message_id).outcome == "deferred"
     with session_scope() as session:
         row = session.get_one(SmsLog, message_id)
         account = session.get_one(Account, account_id)
@@ -149,7 +149,7 @@ def test_gateway_429_counts_an_attempt_and_slows_the_account(
 ) -> None:
     account_id = make_account(postpaid=True)
     message_id = enqueue_sms("+380931234509", "hello", account=account_id)
-    result = sending.attempt_send(message_id)
+    result = attempt_send(message_id)
     assert result.outcome == "retry" and result.retry_in is not None and result.retry_in >= 1
     with session_scope() as session:
         assert session.get_one(SmsLog, message_id).attempts == 1
@@ -164,11 +164,11 @@ def test_uniq_key_dupe_after_lost_answer_is_recorded_as_submitted(
     # keeps the message. The retry then meets uniq_key dupe.
     settings_env(IP2SMS_READ_TIMEOUT=0.5)
     message_id = enqueue_sms("+380931234506", "hello")
-    assert sending.attempt_send(message_id).outcome == "retry"
+    assert attempt_send(message_id).outcome == "retry"
     wait_until(lambda: simulator.accepted(message_id.hex), 30, "the gateway to keep it")
     with session_scope() as session:
         session.execute(update(SmsLog).values(due_at=utcnow()))
-    assert sending.attempt_send(message_id).outcome == "submitted"
+    assert attempt_send(message_id).outcome == "submitted"
     with session_scope() as session:
         row = session.get_one(SmsLog, message_id)
         assert row.send_status == SendStatus.SUBMITTED.value

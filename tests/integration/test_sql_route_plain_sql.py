@@ -32,10 +32,10 @@ from sms_pipeline.db.models.sent import (
     SENT_COLUMNS,
 )
 from sms_pipeline.gateway.statuses import GatewayStatus
-from sms_pipeline.services import sending, status
+from sms_pipeline.services import status
 from sms_pipeline.services.intake import sql_route
 from tests.conftest import PG_TEST_URL
-from tests.helpers import Published, capture_publishes
+from tests.helpers import Published, attempt_send, capture_publishes
 
 NUMBER = "+380931234568"
 FINAL_WORDS = {"DELIVRD", "UNDELIV", "EXPIRED", "DELETED", "UNKNOWN", "REJECTD"}
@@ -302,7 +302,7 @@ def test_final_status_is_read_from_sms_sent_by_customer_id_after_a_real_send(
     assert sql_route.poll_queues() == 1
     if send_inline is not None:
         (message_id,) = send_inline.ids
-        assert sending.attempt_send(message_id).outcome == "submitted"
+        assert attempt_send(message_id).outcome == "submitted"
     deadline = time.monotonic() + 30
     while (row := plain.sent("order-42"))["status"] not in FINAL_WORDS:
         assert time.monotonic() < deadline, row

@@ -20,12 +20,12 @@ from sms_pipeline import enqueue_sms
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import GatewayStatus, GatewayTimeout, StatusResult
-from sms_pipeline.services import outbox, sending, status
+from sms_pipeline.services import outbox, status
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.status import checks as status_checks
 from sms_pipeline.simulator import SimulatorConfig, SimulatorServer
 from tests.factories import message_row as row
-from tests.helpers import SimClock, wait_for
+from tests.helpers import SimClock, attempt_send, wait_for
 
 NORMAL = "+380931234567"
 NEVER_FINAL = "+380931234505"
@@ -76,7 +76,7 @@ def submit(monkeypatch: pytest.MonkeyPatch, number: str = NORMAL) -> uuid.UUID:
     with monkeypatch.context() as patch:
         patch.setattr(outbox, "publish", lambda dispatches: 0)
         message_id = enqueue_sms(number, "hello", "text")
-    assert sending.attempt_send(message_id).outcome == "submitted"
+    assert attempt_send(message_id).outcome == "submitted"
     return message_id
 
 

@@ -20,11 +20,12 @@ from sms_pipeline import enqueue_sms
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SmsLog
 from sms_pipeline.gateway import GatewayStatus, GatewayTimeout, SendResult, StatusResult
-from sms_pipeline.services import outbox, sending, status
+from sms_pipeline.services import outbox, status
 from sms_pipeline.services.status import checks as status_checks
 from sms_pipeline.simulator import SimulatorConfig, SimulatorServer
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
 from tests.factories import message_row as row
+from tests.helpers import attempt_send
 
 # Every test here runs on PostgreSQL and on the embedded SQLite database.
 pytestmark = pytest.mark.usefixtures("backend")
@@ -79,7 +80,7 @@ def submit(gateway: ClockedGateway, delivered_after: float | None) -> uuid.UUID:
     """Enqueue and send one message now (the real send path); the gateway accepts it."""
     message_id = enqueue_sms(f"+38093123{next(NUMBERS):04d}", "hello", "text")
     gateway.next_plan = delivered_after
-    outcome = sending.attempt_send(message_id, client=gateway)  # type: ignore[arg-type]
+    outcome = attempt_send(message_id, client=gateway)  # type: ignore[arg-type]
     assert outcome.outcome == "submitted"
     return message_id
 
@@ -259,8 +260,8 @@ def test_issue_configuration_against_the_simulator_delivered_ends_delivered(
     monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
     delivered = enqueue_sms("+380931234567", "hello", "text")
     never = enqueue_sms(NEVER_FINAL, "hello", "text")
-    assert sending.attempt_send(delivered).outcome == "submitted"
-    assert sending.attempt_send(never).outcome == "submitted"
+    assert attempt_send(delivered).outcome == "submitted"
+    assert attempt_send(never).outcome == "submitted"
     start = row(never).submitted_at
     assert start is not None
     deadline = start + dt.timedelta(seconds=20)

@@ -21,12 +21,13 @@ from sms_pipeline import enqueue_sms
 from sms_pipeline.db import get_engine, session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, SmsQueue, UTCTimestamp, utcnow
 from sms_pipeline.gateway.codec import MAX_GATEWAY_ID_LENGTH
-from sms_pipeline.services import outbox, sending, status
+from sms_pipeline.services import outbox, status
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.intake import replication, sql_route
 from sms_pipeline.settings import get_settings
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
 from tests.factories import message_row as row
+from tests.helpers import attempt_send
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -78,7 +79,7 @@ def gateway(settings_env: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Loop
 
 def send_again_as_the_sweeper_would(message_id: uuid.UUID) -> None:
     """A redelivered task, and the outbox sweeper long after: neither may send again."""
-    assert sending.attempt_send(message_id).outcome == "skipped"
+    assert attempt_send(message_id).outcome == "skipped"
     with session_scope() as session:  # pretend the dispatch is long stale
         session.execute(
             update(SmsLog)
@@ -86,7 +87,7 @@ def send_again_as_the_sweeper_would(message_id: uuid.UUID) -> None:
             .values(dispatched_at=None, lease_until=dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
         )
     outbox.sweep_outbox()
-    assert sending.attempt_send(message_id).outcome == "skipped"
+    assert attempt_send(message_id).outcome == "skipped"
 
 
 def test_an_accepted_answer_dated_past_year_9999_is_submitted_once(
@@ -97,7 +98,7 @@ def test_an_accepted_answer_dated_past_year_9999_is_submitted_once(
     ).encode()
     message_id = enqueue_sms("+380931234567", "hello", "text")
     before = dt.datetime.now(dt.UTC)
-    assert sending.attempt_send(message_id).outcome == "submitted"
+    assert attempt_send(message_id).outcome == "submitted"
     send_again_as_the_sweeper_would(message_id)
     assert gateway.posts == 1
     submitted = row(message_id)
@@ -113,7 +114,7 @@ def test_an_accepted_answer_with_an_id_too_long_is_submitted_once_and_ends_termi
     long_id = "7" * (MAX_GATEWAY_ID_LENGTH * 4)
     gateway.answer = f'<status id="{long_id}" date=""><state>Accepted</state></status>'.encode()
     message_id = enqueue_sms("+380931234567", "hello", "text")
-    assert sending.attempt_send(message_id).outcome == "submitted"
+    assert attempt_send(message_id).outcome == "submitted"
     send_again_as_the_sweeper_would(message_id)
     assert gateway.posts == 1
     submitted = row(message_id)
@@ -134,7 +135,7 @@ def test_a_body_that_cannot_be_built_into_a_request_is_rejected_at_once_explaine
     message_id = enqueue_sms("+380931234567", "hello", "text")
     with session_scope() as session:  # as a row written around enqueue validation would be
         session.execute(update(SmsLog).where(SmsLog.id == message_id).values(body="x\ufffey"))
-    assert sending.attempt_send(message_id).outcome == "rejected"
+    assert attempt_send(message_id).outcome == "rejected"
     ended = row(message_id)
     assert ended.send_status == SendStatus.REJECTED.value
     assert ended.final_at is not None and ended.lease_until is None

@@ -1,32 +1,11 @@
 """The embedded broker: kombu's filesystem transport, made safe for several producers.
 
-kombu 5.7's filesystem transport creates the message file under its final name and only
-then writes it, while a consumer lists the folder, moves and reads any `*.msg` it sees
-without taking the writer's lock. A consumer that wins that race reads an empty file and
-the worker dies with `JSONDecodeError` (seen in the demo and the broker benchmark, with
-the demo, beat and the worker all publishing). Here a message is written under a hidden
-name and renamed into place: a rename is atomic, so a reader sees all of it or nothing.
-
-The consumer also sleeps `polling_interval` whenever it has nothing to take, which
-includes every moment its prefetch window is full: kombu's default of 1 s caps a worker
-at about one prefetch window per second. 0.1 s keeps an idle worker at ten directory
-listings a second.
-
-Bindings have the same flaw: kombu creates `<exchange>.exchange` by opening it for writing
-(which empties it) before it takes its lock, so a producer that reads the table in that
-moment gets an empty file and its publish fails with `JSONDecodeError` (two processes
-starting at once, or a fresh data folder). Here the table is rewritten whole under a
-hidden name and renamed into place, with a lock file of its own serialising the
-read-modify-write of concurrent binders. And kombu keeps its bindings in a state shared by
-every connection of a process, marked bound before the file is written: a second thread
-that declares the same queue meanwhile skips the bind, publishes, finds no file and its
-message is dropped without a word (73 of 1,000 in a test with four producer threads). A
-process-wide lock makes "mark and write" one step.
-
-Flower works here too: kombu's filesystem channel has fanout (remote control) and topic
-(task events) exchanges through the same shared tables. What it lacks is auto-delete: a
-Flower that stops leaves its event queue bound, and every event after that would wait in
-a file for a consumer that never comes. `forget_event_consumers` unbinds them.
+Messages and binding tables are written under a hidden name and renamed into place (a
+rename is atomic: a reader sees all or nothing), binders take a lock file of their own,
+and a process-wide lock makes "mark bound and write" one step; an idle consumer polls
+every 0.1 s. `forget_event_consumers` unbinds the event queue a stopped Flower leaves
+(the channel has no auto-delete). docs/embedded.md tells the races these close and the
+measurements behind the choice.
 
 Importing this module registers the transport for `filesystem://` URLs in this process
 (broker/app.py imports it), so the URL users see stays kombu's.

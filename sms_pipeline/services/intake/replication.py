@@ -1,35 +1,15 @@
 """Replication: every new row of `verification.verifications` becomes one `sms_log` row.
 
-Replicated by fact, not by age
-------------------------------
-A verification is replicated because no `sms_log` row holds its id (NOT EXISTS on the
-unique `sms_log.verification_id`), whatever its age: after any outage, and whatever order
-the service's transactions commit in (it writes `inserted_at` at insert, not at commit),
-the next pass finds every verification still waiting. There is no look-back window and no
-high-water mark to skip a row for ever.
+By fact, not by age: a verification is replicated because no `sms_log` row holds its id
+(NOT EXISTS on the unique `sms_log.verification_id`), whatever its age or the order the
+service's transactions commit in, so no look-back window or high-water mark can skip one.
+Exactly once comes from the database: INSERT ... ON CONFLICT (verification_id) DO NOTHING
+RETURNING, and only the rows this pass inserted are dispatched, after commit.
 
-Exactly once comes from the database, not from the poller: `sms_log.verification_id`
-is unique and rows go in with INSERT ... ON CONFLICT (verification_id) DO NOTHING
-RETURNING, so two replicators running at once (or a pass repeated after a crash) insert
-each row once, and only the rows this pass actually inserted are dispatched, after
-commit, through the outbox. Later changes to a verification (attempts_count, status)
-never create another row: the anti-join and the unique key both see the first one.
-
-Cost: the anti-join probes the unique index once per verification (the service purges
-its rows after 30 days, so the table stays small); PostgreSQL runs it as a hash anti-join.
-`sms_replication_waiting` and `sms_replication_oldest_age_seconds` show what is waiting.
-
-The table as it is, not as we wish it
--------------------------------------
-The table belongs to the verification service (see db/models/verifications.py for its
-real shape). Each pass reflects it and reads only the columns it needs (`id`,
-`phone_number`, `code`, `inserted_at`; `status`, `active`, `code_expired_at` when
-present) plus optional ones it can use (`gateway_id`, which older deployments still
-have). The code may be an integer (the real table) or text; an integer is shown with
-SMS_VERIFICATION_CODE_DIGITS digits when that is set. A verification already `canceled`
-or `expired`, or past its `code_expired_at`, when we first see it is never sent: it gets
-its sms_log row (so it is counted once) ending `EXPIRED` with the reason. We never write
-the table.
+The table is the verification service's (db/models/verifications.py): each pass reflects
+it and reads only the columns it needs, plus optional ones it can use; we never write it.
+A verification already canceled, expired or past `code_expired_at` when first seen gets
+its row ending `EXPIRED` with the reason (counted once), and is never sent.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from sms_pipeline.db.models import Account, SmsLog
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.collector import SmsCollector, build_registry, serve
 from sms_pipeline.metrics.store import MetricsStore
+from tests import factories
 from tests.helpers import sample_names
 
 PHONE = re.compile(r"\+?\d{7,}")
@@ -27,21 +27,7 @@ NOW = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 
 
 def _row(account_id: int, **values: Any) -> SmsLog:
-    message_id = uuid.uuid4()
-    defaults: dict[str, Any] = {
-        "id": message_id,
-        "phone_number": "+380931234567",
-        "type": "text",
-        "body": "hello",
-        "account_id": account_id,
-        "inserted_at": NOW - dt.timedelta(minutes=10),
-        "updated_at": NOW,
-        "due_at": NOW - dt.timedelta(minutes=10),
-        "send_status": "QUEUED",
-        "uniq_key": message_id.hex,
-    }
-    defaults.update(values)
-    return SmsLog(**defaults)
+    return factories.message(account_id, NOW, **values)
 
 
 def _fill(engine: Engine) -> None:

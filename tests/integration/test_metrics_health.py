@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,26 +24,14 @@ from sms_pipeline.metrics.collector import SmsCollector, build_registry, serve
 from sms_pipeline.metrics.hooks import status_changed
 from sms_pipeline.metrics.store import MetricsStore
 from sms_pipeline.settings import load_settings
+from tests import factories
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def _message(account_id: int, **values: Any) -> SmsLog:
-    message_id = uuid.uuid4()
-    row: dict[str, Any] = {
-        "id": message_id,
-        "phone_number": "+380931234567",
-        "type": "verification",
-        "body": "code",
-        "account_id": account_id,
-        "inserted_at": NOW - dt.timedelta(minutes=10),
-        "updated_at": NOW,
-        "due_at": NOW - dt.timedelta(minutes=10),
-        "send_status": "SUBMITTED",
-        "uniq_key": message_id.hex,
-    }
-    row.update(values)
-    return SmsLog(**row)
+    fields = {"type": "verification", "body": "code", "send_status": "SUBMITTED", **values}
+    return factories.message(account_id, NOW, **fields)
 
 
 def _fill(engine: Engine) -> None:

@@ -19,9 +19,8 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import GatewayStatus
 from sms_pipeline.services import status
-from sms_pipeline.services.accounts import get_or_create_default_account
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
-from tests.helpers import NORMAL
+from tests.factories import insert_message
 from tests.loopback_peers import FixedAnswerGateway
 from tests.support import merge_json
 
@@ -61,25 +60,19 @@ def gateway(settings_env: Any) -> Iterator[FixedAnswerGateway]:
 
 def submitted(at: dt.datetime) -> uuid.UUID:
     """A message the gateway accepted at `at` (id 42), its first check 10 s later."""
-    with session_scope() as session:
-        account = get_or_create_default_account(session)
-        message = SmsLog(
-            phone_number=NORMAL,
-            type="verification",
-            body="code 1234",
-            account_id=account.id,
-            send_status=SendStatus.SUBMITTED.value,
-            gateway_id="42",
-            gateway_status=GatewayStatus.ACCEPTED.value,
-            status_changed_at=at,
-            submitted_at=at,
-            inserted_at=at,
-            updated_at=at,
-            next_check_at=at + dt.timedelta(seconds=10),
-        )
-        session.add(message)
-        session.flush()
-        return message.id
+    return insert_message(
+        at,
+        type="verification",
+        body="code 1234",
+        send_status=SendStatus.SUBMITTED.value,
+        gateway_id="42",
+        gateway_status=GatewayStatus.ACCEPTED.value,
+        status_changed_at=at,
+        submitted_at=at,
+        inserted_at=at,
+        updated_at=at,
+        next_check_at=at + dt.timedelta(seconds=10),
+    )
 
 
 def read(message_id: uuid.UUID) -> SmsLog:

@@ -21,9 +21,9 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import GatewayStatus, GatewayTimeout, StatusResult
 from sms_pipeline.services import outbox, status
-from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.status import checks as status_checks
 from sms_pipeline.simulator import SimulatorConfig, SimulatorServer
+from tests.factories import insert_message
 from tests.factories import message_row as row
 from tests.helpers import SimClock, attempt_send, wait_for
 
@@ -90,29 +90,19 @@ def make_due(*ids: uuid.UUID) -> None:
 
 
 def insert_row(**values: Any) -> uuid.UUID:
-    """An sms_log row written directly (for states the gateway cannot be made to give)."""
+    """A text the gateway took two minutes ago, Enroute, its check due."""
     now = utcnow()
-    with session_scope() as session:
-        account = get_or_create_default_account(session)
-        message = SmsLog(
-            phone_number=NORMAL,
-            type="text",
-            body="hello",
-            account_id=account.id,
-            send_status=SendStatus.SUBMITTED.value,
-            gateway_id="42",
-            gateway_status=GatewayStatus.ENROUTE.value,
-            status_changed_at=now - dt.timedelta(minutes=1),
-            submitted_at=now - dt.timedelta(minutes=2),
-            next_check_at=now - dt.timedelta(seconds=1),
-            inserted_at=now - dt.timedelta(minutes=2),
-            updated_at=now - dt.timedelta(minutes=1),
-        )
-        for key, value in values.items():
-            setattr(message, key, value)
-        session.add(message)
-        session.flush()
-        return message.id
+    submitted: dict[str, Any] = {
+        "send_status": SendStatus.SUBMITTED.value,
+        "gateway_id": "42",
+        "gateway_status": GatewayStatus.ENROUTE.value,
+        "status_changed_at": now - dt.timedelta(minutes=1),
+        "submitted_at": now - dt.timedelta(minutes=2),
+        "next_check_at": now - dt.timedelta(seconds=1),
+        "inserted_at": now - dt.timedelta(minutes=2),
+        "updated_at": now - dt.timedelta(minutes=1),
+    }
+    return insert_message(now, **{**submitted, **values})
 
 
 class FakeClient:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +28,7 @@ from sms_pipeline.services.accounts.api_keys import (
 from sms_pipeline.services.intake.enqueue import enqueue_sms
 from sms_pipeline.services.masking import mask_phone
 from tests.factories import make_account
+from tests.support import wait_until
 
 NUMBER = "+380931234567"
 MASKED = mask_phone(NUMBER)
@@ -273,15 +273,13 @@ def test_concurrent_identical_request_waits_and_returns_the_winners_message(
         target=lambda: answers.append(create_message(message, principal, "race"))
     )
     loser.start()
+
     # Wait until the loser is blocked on the record's primary key, then let the winner commit.
-    deadline = time.monotonic() + 30
-    while True:
+    def blocked() -> bool:
         with session_scope() as probe:
-            waiting = probe.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted"))
-        if waiting:
-            break
-        assert time.monotonic() < deadline, "the second request never waited for the first"
-        time.sleep(0.05)
+            return bool(probe.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted")))
+
+    wait_until(blocked, 30, "the second request to wait for the first")
     winner.commit()
     winner.close()
     loser.join(30)

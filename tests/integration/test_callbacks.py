@@ -56,10 +56,11 @@ class Receiver:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count:
-            assert time.monotonic() < deadline, f"got {len(self.received)} callbacks of {count}"
-            time.sleep(0.05)
+        wait_until(
+            lambda: len(self.received) >= count,
+            timeout,
+            lambda: f"{count} callbacks (got {len(self.received)})",
+        )
         return list(self.received)
 
 

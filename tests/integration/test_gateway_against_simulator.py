@@ -105,15 +105,15 @@ def number(suffix: str) -> str:
 
 def wait_for_status(client: IP2SMSClient, gateway_id: str, wanted: GatewayStatus) -> list[str]:
     seen: list[str] = []
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
+
+    def reached() -> bool:
         status = client.status(gateway_id).status
         if not seen or seen[-1] != status:
             seen.append(status.value)
-        if status is wanted:
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"never reached {wanted}: {seen}")
+        return status is wanted
+
+    wait_until(reached, 5, lambda: f"{wanted}: {seen}")
+    return seen
 
 
 def test_send_then_status_progresses_to_delivered(client: IP2SMSClient) -> None:

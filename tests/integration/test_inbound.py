@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +35,7 @@ from sms_pipeline.simulator import SimulatorConfig
 from sms_pipeline.simulator.inbound import register_inbound
 from sms_pipeline.simulator.server import SimulatorServer
 from tests.helpers import SimClock, attempt_send
+from tests.support import wait_until
 
 NUMBER = "+380931234567"
 OTHER = "+380931234568"
@@ -326,10 +326,7 @@ def test_inbound_poll_task_runs_on_the_worker(worker: Any, inbound_sim: InboundS
     message = sent_message()
     inbound_sim.reply(message.gateway_id or "", "СТОП")
     app.send_task(INBOUND_POLL_TASK)
-    deadline = time.monotonic() + 60
-    while count(SmsReply) == 0:
-        assert time.monotonic() < deadline, "the worker never stored the reply"
-        time.sleep(0.1)
+    wait_until(lambda: count(SmsReply) > 0, 60, "the worker to store the reply", 0.1)
     assert is_opted_out(NUMBER)
 
 

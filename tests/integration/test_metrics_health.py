@@ -4,7 +4,6 @@ written with plain ORM inserts, on PostgreSQL and on the embedded SQLite databas
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from sms_pipeline.metrics.hooks import status_changed
 from sms_pipeline.metrics.store import MetricsStore
 from sms_pipeline.settings import load_settings
 from tests import factories
+from tests.support import wait_until
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -182,13 +182,8 @@ def test_enqueue_to_delivered_is_observed_when_delivered(
 def test_a_heartbeat_thread_beats_until_stopped(db: Engine) -> None:
     beating = heartbeat.Heartbeat("beat", interval=0.05, engine=lambda: db).start()
     try:
-        deadline = time.monotonic() + 10
-        first = None
-        while time.monotonic() < deadline:
-            first = _scrape(db).get((c.HEARTBEAT, (("role", "beat"),)))
-            if first:
-                break
-            time.sleep(0.05)
+        wait_until(lambda: _scrape(db).get((c.HEARTBEAT, (("role", "beat"),))), 10, "a beat")
+        first = _scrape(db).get((c.HEARTBEAT, (("role", "beat"),)))
         assert first is not None and first > 0
     finally:
         beating.stop()
@@ -215,14 +210,13 @@ def test_worker_and_beat_start_a_heartbeat_from_their_celery_signals(
         # What `sms-pipeline worker` and `sms-pipeline beat` fire once they start.
         signals.celeryd_init.send(sender="celery@test", instance=None, conf=None, options={})
         signals.beat_init.send(sender=None)
-        deadline = time.monotonic() + 10
-        roles: set[str] = set()
-        while time.monotonic() < deadline and roles != {"role=worker", "role=beat"}:
+
+        def roles() -> set[str]:
             with Session(db) as session:
                 query = select(MetricCounter.labels).where(MetricCounter.name == c.HEARTBEAT)
-                roles = set(session.scalars(query))
-            time.sleep(0.05)
-        assert roles == {"role=worker", "role=beat"}
+                return set(session.scalars(query))
+
+        wait_until(lambda: roles() == {"role=worker", "role=beat"}, 10, "both heartbeats")
     finally:
         signals.worker_shutdown.send(sender=None)
     assert heartbeat._running == {}

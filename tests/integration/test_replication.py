@@ -273,15 +273,18 @@ def test_replicate_task_through_the_worker_logs_and_sends(worker: Any, simulator
     with get_engine().begin() as conn:
         add(conn, [row])
     app.send_task(REPLICATE_TASK)
-    deadline = time.monotonic() + 30
-    while True:
+    seen: list[SmsLog | None] = [None]
+
+    def replicated_and_sent() -> bool:
         with session_scope() as session:
-            message = session.scalar(select(SmsLog).where(SmsLog.verification_id == row["id"]))
-            if message is not None and message.send_status == SendStatus.SUBMITTED.value:
-                break
-        assert time.monotonic() < deadline, f"not replicated and sent: {message!r}"
-        time.sleep(0.1)
-    assert message.gateway_id and simulator.submissions(message.uniq_key) == 1
+            seen[0] = session.scalar(select(SmsLog).where(SmsLog.verification_id == row["id"]))
+        return seen[0] is not None and seen[0].send_status == SendStatus.SUBMITTED.value
+
+    wait_until(replicated_and_sent, 30, lambda: f"replicated and sent: {seen[0]!r}", 0.1)
+    message = seen[0]
+    assert (
+        message is not None and message.gateway_id and simulator.submissions(message.uniq_key) == 1
+    )
 
 
 def test_cli_replicate_once(

@@ -5,7 +5,7 @@ The shape is the service's real table (ehealth-ua/otp_verification.api, Ecto mig
 zone, no `updated_at`, no `gateway_id`/`gateway_status` (dropped in November 2017), and
 one active verification per number. Our migrations create it only where it is absent
 (demo and tests), so every test meets the table production has. Replication reads it by
-reflection (services/replication.py) and never writes it.
+reflection (services/intake/replication.py) and never writes it.
 """
 
 from __future__ import annotations

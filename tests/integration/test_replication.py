@@ -89,9 +89,9 @@ def test_out_of_order_commits_and_two_replicators_give_exactly_one_row_each(
     long_tx = long_conn.begin()
     replicators = [threading.Thread(target=replicator) for _ in range(2)]
     try:
-        early = [verification() for _ in range(100)]
+        # Earlier inserted_at values than any row the writers add.
+        early = [verification(inserted_at=utcnow() - dt.timedelta(seconds=1)) for _ in range(100)]
         add(long_conn, early)
-        time.sleep(0.01)  # later rows get later inserted_at values
 
         writers = [threading.Thread(target=writer, args=([{}] * 300,)) for _ in range(3)]
         for t in replicators + writers:

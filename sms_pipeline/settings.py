@@ -1,4 +1,6 @@
-"""One typed settings object, read from the environment and an optional `.env` file.
+"""One typed settings object (long because every setting lives here, each with its doc).
+
+Read from the environment and an optional `.env` file.
 
 This is the only module that reads the environment. A bad value fails at start with a
 message naming the variable and where its value came from; secrets are `SecretStr` and

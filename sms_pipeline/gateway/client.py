@@ -1,4 +1,6 @@
-"""The IP2SMS client: one keep-alive connection pool per kind of request, batches concurrent.
+"""The IP2SMS client (one per process; long: send, status and balance share its pools).
+
+One keep-alive connection pool per kind of request; a batch runs concurrently.
 
 The transport is libcurl's multi interface on a thread of its own
 (:mod:`sms_pipeline.gateway.transport`). ``send_many``/``status_many`` hand a whole batch

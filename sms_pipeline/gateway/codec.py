@@ -1,4 +1,6 @@
-"""IP2SMS XML: building requests and answers, parsing them safely.
+"""IP2SMS XML, every request and answer in one place (long: one parser per answer shape).
+
+Building requests and answers, parsing them safely.
 
 Everything is built with :mod:`xml.etree.ElementTree`, so user text (the body, ext_id,
 uniq_key, ...) is escaped by the library and can never become markup. Everything is

@@ -1,4 +1,6 @@
-"""The gateway's HTTP transport: libcurl's multi interface, driven by a thread of its own.
+"""The gateway's HTTP transport (long: every guard of one libcurl multi loop in one place).
+
+libcurl's multi interface, driven by a thread of its own.
 
 A :class:`CurlPool` is one keep-alive connection pool (at most `max_connections`
 connections) and the thread that runs its transfers. :meth:`CurlPool.exchange` hands it a

@@ -1,4 +1,6 @@
-"""`sms-pipeline report`: how stable, reliable and fast the channel was over a window.
+"""`sms-pipeline report` (long: its queries, figures and text and JSON renderings together).
+
+How stable, reliable and fast the channel was over a window.
 
 Built from `sms_log` (messages enqueued in [since, until), by `inserted_at`, indexed) and
 the stored gateway counters. Queries, whatever the size of the log:

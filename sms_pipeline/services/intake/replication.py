@@ -28,6 +28,7 @@ from sqlalchemy import (
     Insert,
     MetaData,
     Row,
+    Select,
     String,
     Table,
     Uuid,
@@ -139,39 +140,18 @@ def _row_for(
     verification: Row[Any], account_id: int, now: dt.datetime, settings: Settings
 ) -> dict[str, Any]:
     mapping = verification._mapping
-    message_id = uuid.uuid4()
     body = render_body(render_code(mapping["code"], settings), settings.sms_verification_template)
-    row: dict[str, Any] = {
-        "id": message_id,
-        "type": MessageType.VERIFICATION.value,
-        "body": body,
-        "account_id": account_id,
-        "priority": 0,
-        "due_at": now,
-        "expires_at": privacy.expiry_for(
+    row = _base_row(mapping["id"], account_id, now)
+    row.update(
+        body=body,
+        expires_at=privacy.expiry_for(
             MessageType.VERIFICATION.value,
             now,
             settings,
             code_expires_at=mapping.get("code_expired_at"),
         ),
-        "attempts": 0,
-        "status_checks": 0,
-        "segments": 1,
-        "encoding": "GSM-7",
-        "flash": False,
-        "verification_id": mapping["id"],
-        "inserted_at": now,
-        "updated_at": now,
-        "uniq_key": None,
-        "gateway_id": None,
-        "gateway_status": None,
-        "status_changed_at": None,
-        "submitted_at": None,
-        "next_check_at": None,
-        "dispatched_at": None,
-        "final_at": None,
-        "last_error": None,
-    }
+    )
+    message_id = row["id"]
     raw_number = mapping["phone_number"] or ""
     checked = intake.check_message(
         settings, raw_number, body, MessageType.VERIFICATION.value, account=account_id, now=now
@@ -223,20 +203,58 @@ def _row_for(
     return row
 
 
+def _base_row(verification_id: Any, account_id: int, now: dt.datetime) -> dict[str, Any]:
+    """A verification's sms_log row before its number, text and outcome are known."""
+    return {
+        "id": uuid.uuid4(),
+        "type": MessageType.VERIFICATION.value,
+        "phone_number": "",
+        "body": "",
+        "account_id": account_id,
+        "priority": 0,
+        "due_at": now,
+        "expires_at": None,
+        "attempts": 0,
+        "status_checks": 0,
+        "segments": 1,
+        "encoding": "GSM-7",
+        "flash": False,
+        "verification_id": verification_id,
+        "inserted_at": now,
+        "updated_at": now,
+        "uniq_key": None,
+        "gateway_id": None,
+        "gateway_status": None,
+        "status_changed_at": None,
+        "submitted_at": None,
+        "next_check_at": None,
+        "dispatched_at": None,
+        "final_at": None,
+        "last_error": None,
+    }
+
+
 def _insert(session: Session) -> Insert:
     return insert_ignore(session, cast(Table, SmsLog.__table__), ["verification_id"])
 
 
-def find_unreplicated(session: Session, source: Table, limit: int) -> Sequence[Row[Any]]:
-    """Verifications that have no sms_log row yet, whatever their age, oldest first."""
+def find_unreplicated(
+    session: Session, source: Table, limit: int, only: Any = None
+) -> Sequence[Row[Any]]:
+    """Verifications that have no sms_log row yet, whatever their age, oldest first (only
+    the one with id `only`, when given)."""
     # The same total order in every replicator: concurrent passes insert overlapping rows
     # in the same order, so they wait on each other's keys instead of deadlocking.
-    return session.execute(
-        select(*source.c)
-        .where(~exists().where(SmsLog.verification_id == source.c.id))
-        .order_by(source.c.inserted_at, source.c.id)
-        .limit(limit)
-    ).all()
+    query = _unreplicated(select(*source.c), source)
+    if only is not None:
+        query = query.where(source.c.id == only)
+    return session.execute(query.limit(limit)).all()
+
+
+def _unreplicated(query: Select[Any], source: Table) -> Select[Any]:
+    return query.where(~exists().where(SmsLog.verification_id == source.c.id)).order_by(
+        source.c.inserted_at, source.c.id
+    )
 
 
 def _default_account(settings: Settings) -> tuple[int, str]:
@@ -247,7 +265,7 @@ def _default_account(settings: Settings) -> tuple[int, str]:
 
 
 def replicate_batch(
-    settings: Settings, *, limit: int = BATCH_SIZE, source: Table | None = None
+    settings: Settings, *, limit: int = BATCH_SIZE, source: Table | None = None, only: Any = None
 ) -> tuple[ReplicationResult, int]:
     """One transaction: insert up to `limit` missing rows. Returns (result, rows looked at)."""
     now = utcnow()
@@ -255,7 +273,7 @@ def replicate_batch(
     with session_scope(settings) as session:
         if source is None:
             source = source_table(session.connection())
-        pending = find_unreplicated(session, source, limit)
+        pending = find_unreplicated(session, source, limit, only)
         if not pending:
             return ReplicationResult(), 0
         rows = [_row_for(v, account_id, now, settings) for v in pending]
@@ -323,10 +341,11 @@ def replicate_verifications(
         try:
             result, seen = replicate_batch(settings, limit=batch_size, source=source)
         except Exception:
-            # Counted and logged; the pass ends here and the next one tries again.
+            # Counted and logged; its verifications go again one by one, so that one that
+            # cannot be replicated holds none of the others.
             metrics.poller_unit_failed("replication")
-            log.exception("replication: a batch failed; the next pass retries it")
-            break
+            log.exception("replication: a batch failed; its rows go one by one")
+            result, seen = _one_by_one(settings, source, batch_size)
         total += result
         if seen < batch_size:
             break
@@ -341,6 +360,39 @@ def replicate_verifications(
             total.ended,
         )
     return total
+
+
+def _one_by_one(settings: Settings, source: Table, limit: int) -> tuple[ReplicationResult, int]:
+    """The next `limit` waiting verifications, each in a transaction of its own; one that
+    still fails is set aside."""
+    with session_scope(settings) as session:
+        query = _unreplicated(select(source.c.id), source).limit(limit)
+        ids = list(session.execute(query).scalars())
+    total = ReplicationResult()
+    for verification_id in ids:
+        try:
+            result, _ = replicate_batch(settings, limit=1, source=source, only=verification_id)
+        except Exception as exc:
+            metrics.poller_unit_failed("replication")
+            result = _set_aside(settings, verification_id, exc)
+        total += result
+    return total, len(ids)
+
+
+def _set_aside(settings: Settings, verification_id: Any, exc: Exception) -> ReplicationResult:
+    """A verification that cannot be replicated ends as a final row that says so (`data1
+    invalid`, without its number or code): replicated once, by that fact, and explained."""
+    now = utcnow()
+    account_id, account = _default_account(settings)
+    row = _base_row(verification_id, account_id, now)
+    reason = f"the verification row could not be replicated ({type(exc).__name__})"
+    intake.refuse(row, SendStatus.DATA1_INVALID, reason, now)
+    log.warning("replication: verification %s set aside: %s", verification_id, reason)
+    with session_scope(settings) as session:
+        inserted = session.execute(_insert(session).returning(SmsLog.__table__.c.id), [row]).all()
+        if inserted:
+            metrics.message_stored(session, row["type"], account, row["send_status"])
+    return ReplicationResult(inserted=len(inserted), invalid=len(inserted))
 
 
 def waiting(session: Session, source: Table | None = None) -> tuple[int, dt.datetime | None]:

@@ -34,7 +34,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy import Connection, Engine, Integer, Select, Table, bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -118,12 +117,8 @@ class BatchResult:
 
 def retry_delay(attempt: int, settings: Settings) -> float:
     """Exponential backoff (base x 2^(attempt-1), capped) with jitter over its upper half."""
-    delay = get_exponential_backoff_interval(
-        factor=settings.sms_retry_backoff_seconds,
-        retries=attempt - 1,
-        maximum=int(settings.sms_retry_backoff_max_seconds),
-        full_jitter=False,
-    )
+    cap = int(settings.sms_retry_backoff_max_seconds)
+    delay = max(0.0, min(cap, settings.sms_retry_backoff_seconds * 2 ** (attempt - 1)))
     return float(delay) * random.uniform(0.5, 1.0)
 
 

@@ -119,6 +119,16 @@ class SmsCollector(Collector):
         families[c.REPLICATION_LAG].add_metric([], health.replication_lag(conn, now, window))
         for account, age in sorted(health.sql_queue_oldest(conn, now).items()):
             families[c.SQL_QUEUE_OLDEST_AGE].add_metric([account], age)
+        self._gateways(families, conn)
+
+    def _gateways(self, families: dict[str, Any], conn: Any) -> None:
+        from sms_pipeline.services import gateways as registry
+
+        for route in registry.read_table(conn, self.settings).routes:
+            state = route.state if route.active else "disabled"
+            for value in c.GATEWAY_STATE_VALUES:
+                families[c.GATEWAY_STATE].add_metric([route.name, value], float(value == state))
+            families[c.GATEWAY_WEIGHT].add_metric([route.name], float(route.weight))
 
     def _stored(self, families: dict[str, Any], rows: Any) -> None:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)

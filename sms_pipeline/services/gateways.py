@@ -8,7 +8,8 @@ Credentials, per account and gateway (`login_for`):
 
 1. the account's row in `account_gateways` for that gateway, when it names a password_ref
    (its login there, or the account's username);
-2. else the account's own `username`/`password_ref`, when password_ref is set;
+2. else the account's own `username`/`password_ref`, when password_ref is set (and is not
+   `IP2SMS_PASSWORD`, which the default account is created with: that means the gateway's);
 3. else the gateway's login (`gateways.login`/`password_ref`, empty: IP2SMS_LOGIN/PASSWORD).
 
 A password_ref is the name of an environment variable, or the path of a secret file
@@ -34,6 +35,9 @@ from sms_pipeline.db.models import Account, AccountGateway, Gateway
 from sms_pipeline.settings import Settings
 
 DEFAULT: Final = "default"
+# The reference the default account is created with: the settings' own gateway login, so
+# it means "no credentials of its own" (each gateway's login).
+SETTINGS_PASSWORD: Final = "IP2SMS_PASSWORD"  # noqa: S105 - the name of a variable
 # How long a process trusts its copy of the gateways table.
 CACHE_SECONDS: Final = 1.0
 
@@ -198,8 +202,10 @@ def login_for(account: Account, route: Route, table: GatewayTable) -> Login:
     link = table.links.get((account.id, route.name))
     if link is not None and link[2]:
         return Login(link[1] or account.username, link[2], own=True)
-    if account.password_ref:
+    if account.password_ref and account.password_ref != SETTINGS_PASSWORD:
         return Login(account.username, account.password_ref, own=True)
+    # No credentials of its own (or the settings' password, as the default account is
+    # created): the gateway's login.
     return Login(route.login, route.password_ref, own=False)
 
 

@@ -708,7 +708,14 @@ def send_batch(
         for claim, reason, wait in held:
             writes.append(_not_sent(claim, Outcome.DEFERRED, reason, wait, answered))
         for claim, gateway, answer in sent:
-            if isinstance(answer, GatewayError):
+            bound = claim.gateway is not None and table.routes[0].from_table
+            if isinstance(answer, GatewayError) and bound and routing.movable(answer):
+                # Bound to a gateway that may have it already, and that refuses for now:
+                # it waits for that gateway (the attempt given back), never sent elsewhere.
+                wait = settings.sms_gateway_probe_seconds
+                why = f"waits for gateway {gateway}, which may have it already: {answer.reason}"
+                writes.append(_not_sent(claim, Outcome.DEFERRED, why, wait, answered))
+            elif isinstance(answer, GatewayError):
                 write = _failed(claim, answer, answered, settings)
                 # A definite refusal leaves it free to go anywhere next time (unless an
                 # earlier attempt's unknown outcome holds it to its gateway).

@@ -51,7 +51,7 @@ class Route:
     status_url: str
     inbound_url: str
     login: str
-    password_ref: str
+    password_ref: str = field(repr=False)
     source: str
     weight: int
     active: bool
@@ -71,7 +71,7 @@ class Login:
     """Who a request says it is: the login and where its password lives."""
 
     login: str
-    password_ref: str
+    password_ref: str = field(repr=False)
     own: bool  # the account's own credentials (not the gateway's)
 
 

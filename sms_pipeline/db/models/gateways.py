@@ -71,6 +71,9 @@ class AccountGateway(Base):
     login: Mapped[str] = mapped_column(String(128), default="", server_default=text("''"))
     password_ref: Mapped[str] = mapped_column(String(256), default="", server_default=text("''"))
 
+    def __repr__(self) -> str:
+        return f"AccountGateway(account_id={self.account_id!r}, gateway_id={self.gateway_id!r})"
+
 
 class GatewayEvent(Base):
     """One change of a gateway's state: when, from, to, why, and the figures behind it."""

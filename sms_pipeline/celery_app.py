@@ -8,6 +8,7 @@ so a lost broker message is re-dispatched by the outbox sweeper.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 from typing import Any
 
@@ -246,6 +247,25 @@ def _stop_heartbeats(**_kwargs: Any) -> None:
     stop_heartbeats()
 
 
+def _name_refused_credentials(**_kwargs: Any) -> None:
+    # One ERROR line per account or gateway whose password cannot be found: those messages
+    # wait (never sent with another login); the worker serves everyone else.
+    try:
+        from sms_pipeline.db import get_engine
+        from sms_pipeline.services.gateways import credential_problems
+
+        with get_engine(get_settings()).connect() as conn:
+            problems = credential_problems(conn, get_settings())
+    except Exception:
+        logging.getLogger(__name__).warning(
+            "could not check the gateways' credentials", exc_info=True
+        )
+        return
+    for problem in problems:
+        logging.getLogger("sms_pipeline.gateways").error("REFUSED %s", problem)
+
+
+signals.worker_ready.connect(_name_refused_credentials, weak=False)
 signals.celeryd_init.connect(_start_heartbeat("worker"), weak=False)
 signals.beat_init.connect(_start_heartbeat("beat"), weak=False)
 signals.worker_shutdown.connect(_stop_heartbeats, weak=False)

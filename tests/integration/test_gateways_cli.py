@@ -3,8 +3,11 @@ gateways table written by plain SQL on PostgreSQL (issue 30, docs/gateways.md)."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sqlalchemy import text
 
@@ -88,8 +91,35 @@ def test_plain_sql_insert_gets_server_defaults(db: Any) -> None:
     # An empty status URL is the send URL's sibling; an empty login is IP2SMS_LOGIN.
     assert route.status_url == "http://127.0.0.1:9/ip2sms-request/"
     assert route.login == get_settings().ip2sms_login
-    import pytest
     from sqlalchemy.exc import IntegrityError
 
     with pytest.raises(IntegrityError), db.begin() as conn:
         conn.execute(text("UPDATE verification.gateways SET weight = -1"))
+
+
+@pytest.mark.slow
+def test_up_and_the_worker_name_an_account_whose_password_cannot_be_found(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tests.integration.test_cli_up import Up
+
+    env = embedded_env(tmp_path / "data", free_port())
+    assert run(["db", "upgrade"], env, tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "data" / "sms_pipeline.db") as conn:
+        conn.execute(
+            "INSERT INTO accounts (name, username, password_ref) "
+            "VALUES ('clinic', 'clinic', 'CLINIC_PW_NOT_SET')"
+        )
+    up = Up([], env, tmp_path)
+    try:
+        up.wait_for(r"(?m)^ready\b")
+        assert re.search(
+            r"REFUSED\s+account clinic: password_ref 'CLINIC_PW_NOT_SET' for login 'clinic' "
+            r"on gateway default resolves to nothing",
+            up.output,
+        ), up.output
+        assert up.interrupt() == 0, up.output
+    finally:
+        up.kill()
+    worker_log = (tmp_path / "data" / "logs" / "worker.log").read_text(encoding="utf-8")
+    assert "REFUSED account clinic: password_ref 'CLINIC_PW_NOT_SET'" in worker_log

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from sqlalchemy import text
 
 from tests.integration.test_cli_up import embedded_env, run

@@ -171,7 +171,9 @@ def judge(conn: Connection, table: registry.GatewayTable, settings: Settings) ->
         if not route.from_table or not route.active:
             continue
         if route.state == "up":
-            f = HEALTH.figures(route.name, window)
+            # Only what it met since it was last up: refusals from before a short outage
+            # must not take it out again once it is back.
+            f = HEALTH.figures(route.name, window, since=_monotonic_since(route))
             if (
                 f["definite_failures"] >= settings.sms_gateway_failures
                 and f["share"] >= settings.sms_gateway_failure_share

@@ -14,7 +14,6 @@ for their own messages).
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -132,7 +131,7 @@ def test_failover_loses_nothing_and_sends_nothing_twice(
                 {"n": name, "s": server.send_url, "t": server.status_url, "l": login, "p": ref},
             )
     send_url_a = a.send_url
-    total = int(os.environ.get("T30_TOTAL", 2000 if fault == "stopped" else 600))
+    total = 2000 if fault == "stopped" else 600
     chunk = 40 if fault == "stopped" else 12
     from celery.contrib.testing.worker import start_worker
 

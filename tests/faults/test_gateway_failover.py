@@ -14,6 +14,7 @@ for their own messages).
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -222,6 +223,22 @@ def test_failover_loses_nothing_and_sends_nothing_twice(
         assert switches == []
         retried = [r for r in rows.values() if r.attempts > 1]
         assert retried and all(r.gateway == "a" for r in retried)
+    if fault == "stopped":
+        # What an operator sees: the switch, why, and the recent figures from every worker.
+        import subprocess
+
+        from sms_pipeline.cli.children import CLI
+
+        listed = subprocess.run(
+            [*CLI, "gateway", "list", "--figures"], capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        line_a = next(x for x in listed.stdout.splitlines() if x.startswith("a: "))
+        assert line_a.startswith("a: up, weight 1"), line_a
+        assert "probing -> up: probing ended without refusals" in line_a
+        assert re.search(r"\d+ requests, error rate \d+\.\d %, mean latency \d+ ms", line_a)
+        assert "error rate 0.0 %" not in line_a, line_a  # its refusals were counted
     record_figure(
         f"gateway_failover_{fault}",
         messages=total,

@@ -106,7 +106,7 @@ def test_each_account_sends_with_its_own_login_and_a_missing_password_waits(
         for message_id in ids[account]:
             row = rows[message_id]
             assert row.send_status == "SUBMITTED", (account, row.last_error)
-            assert login_of[row.uniq_key] in logins, account
+            assert login_of[str(row.uniq_key)] in logins, account
             owner = a if row.uniq_key in a.state.accepted_login else b
             assert row.gateway == ("a" if owner is a else "b")
     # The account whose password cannot be found: nothing sent, waiting, the reason named.
@@ -133,7 +133,7 @@ def test_each_account_sends_with_its_own_login_and_a_missing_password_waits(
     with session_scope() as session:
         later = list(session.scalars(select(SmsLog).where(SmsLog.id.in_(more))))
     assert {r.gateway for r in later} == {"b"}
-    assert {b.state.accepted_login[r.uniq_key] for r in later} == {"north-b"}
+    assert {b.state.accepted_login[str(r.uniq_key)] for r in later} == {"north-b"}
     # Status checks: each message asked where it was accepted, with its own login there.
     sent = [i for account in ("north", "south", "plain") for i in ids[account]] + more
     check_many(sent)

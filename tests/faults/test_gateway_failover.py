@@ -239,6 +239,15 @@ def test_failover_loses_nothing_and_sends_nothing_twice(
         assert "probing -> up: probing ended without refusals" in line_a
         assert re.search(r"\d+ requests, error rate \d+\.\d %, mean latency \d+ ms", line_a)
         assert "error rate 0.0 %" not in line_a, line_a  # its refusals were counted
+        report = subprocess.run(
+            [*CLI, "report", "--since", "1h"], capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert report.returncode == 0, report.stderr
+        assert "Gateway switches" in report.stdout
+        assert re.search(r"a\s+up → down\s+definite refusals over the threshold", report.stdout)
+        assert re.search(r"a\s+probing → up", report.stdout), report.stdout
+        assert re.search(r"Messages by gateway: a \d+, b \d+", report.stdout)
     record_figure(
         f"gateway_failover_{fault}",
         messages=total,

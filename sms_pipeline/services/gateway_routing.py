@@ -41,6 +41,7 @@ from sms_pipeline.gateway import (
     SendResult,
 )
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services import accounts as account_rules
 from sms_pipeline.services import gateway_health as health
 from sms_pipeline.services import gateway_stats
 from sms_pipeline.services import gateways as registry
@@ -158,16 +159,28 @@ def submit(
     held: list[tuple[Any, str, float]] = []
     pending = list(go)
     bound = {c.id for c in go if c.gateway}
+    full: set[str] = set()  # gateways at their max_per_second for now
     while pending:
         groups: dict[tuple[str, int], list[Any]] = {}
         routes: dict[str, registry.Route] = {}
         for claim in pending:
             account = accounts[claim.account_id]
-            choice = choose(claim.gateway, account, table, tried[claim.id], settings)
+            choice = choose(claim.gateway, account, table, tried[claim.id] | full, settings)
+            while choice.route is not None and not account_rules.take_gateway_token(
+                choice.route.name, choice.route.max_per_second, settings
+            ):
+                full.add(choice.route.name)
+                choice = choose(claim.gateway, account, table, tried[claim.id] | full, settings)
             if choice.route is None:
                 if claim.id not in last:
-                    wait = settings.sms_gateway_probe_seconds if choice.wait_reason else 1.0
-                    held.append((claim, choice.wait_reason or "no gateway", wait))
+                    if choice.wait_reason:
+                        wait, why = settings.sms_gateway_probe_seconds, choice.wait_reason
+                    elif full:
+                        # Every gateway it may use took its requests for this second.
+                        wait, why = random.uniform(0.2, 1.0), "gateway rate"
+                    else:
+                        wait, why = 1.0, "no gateway"
+                    held.append((claim, why, wait))
                 continue
             routes[choice.route.name] = choice.route
             groups.setdefault((choice.route.name, claim.account_id), []).append(claim)

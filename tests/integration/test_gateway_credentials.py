@@ -143,3 +143,29 @@ def test_each_account_sends_with_its_own_login_and_a_missing_password_waits(
     assert a.state.by_login[STATUS + "north-a"] == 20
     assert b.state.by_login[STATUS + "north-b"] == 5
     assert b.state.by_login.get(STATUS + "north-a", 0) == 0
+
+
+def test_a_gateway_at_its_max_per_second_sends_the_rest_elsewhere(
+    db: Any, redis_url: str, settings_env: Any, no_dispatch: list[Any],
+    two: tuple[SimulatorServer, ...],
+) -> None:  # fmt: skip
+    a, b = two
+    settings_env(GW_A_PW="pa", GW_B_PW="pb")
+    add_gateways(a, b)
+    # a: weighted, at most 5 requests a second; b: standby (weight 0).
+    with get_engine().begin() as conn:
+        conn.execute(text("UPDATE verification.gateways SET max_per_second = 5 WHERE name = 'a'"))
+        conn.execute(text("UPDATE verification.gateways SET weight = 0 WHERE name = 'b'"))
+    registry.forget()
+    ids = enqueue_many(
+        [{"phone_number": f"+38093177{i:04d}", "body": f"rate {i}"} for i in range(40)]
+    )
+    result = sending.send_batch(ids=ids)
+    assert result.counts() == {"submitted": 40}
+    with session_scope() as session:
+        by_gateway = [r.gateway for r in session.scalars(select(SmsLog).where(SmsLog.id.in_(ids)))]
+    # One batch takes well under a second: a took its 5 (10 if the batch straddles a
+    # second), the standby took the rest instead of the messages waiting.
+    assert 5 <= by_gateway.count("a") <= 10, by_gateway.count("a")
+    assert by_gateway.count("b") == 40 - by_gateway.count("a")
+    assert a.state.stats["accepted"] == by_gateway.count("a")

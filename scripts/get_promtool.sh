@@ -20,9 +20,17 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-if ! (cd "$work" && apt-get download -q prometheus >/dev/null 2>&1); then
-    echo "promtool: \`apt-get download prometheus\` failed (no package lists? run apt-get update)" >&2
-    exit 1
+download() {
+    (cd "$work" && apt-get download -q prometheus >/dev/null 2>&1)
+}
+if ! download; then
+    # A fresh machine or container often has no package lists yet: fetch them if we may.
+    if [ "$(id -u)" = 0 ] && apt-get update -q >/dev/null 2>&1 && download; then
+        :
+    else
+        echo "promtool: \`apt-get download prometheus\` failed (no package lists? run apt-get update)" >&2
+        exit 1
+    fi
 fi
 deb="$(ls "$work"/prometheus_*.deb)"
 if command -v dpkg-deb >/dev/null 2>&1; then

@@ -23,6 +23,11 @@ that declares the same queue meanwhile skips the bind, publishes, finds no file 
 message is dropped without a word (73 of 1,000 in a test with four producer threads). A
 process-wide lock makes "mark and write" one step.
 
+Flower works here too: kombu's filesystem channel has fanout (remote control) and topic
+(task events) exchanges through the same shared tables. What it lacks is auto-delete: a
+Flower that stops leaves its event queue bound, and every event after that would wait in
+a file for a consumer that never comes. `forget_event_consumers` unbinds them.
+
 Importing this module registers the transport for `filesystem://` URLs in this process
 (celery_app imports it), so the URL users see stays kombu's.
 """
@@ -87,25 +92,52 @@ class Channel(filesystem.Channel):
             if entry in table:
                 self._write_table(exchange, [q for q in table if q != entry])
 
-    @contextmanager
-    def _table_lock(self, exchange: Any) -> Iterator[None]:
-        self.control_folder.mkdir(parents=True, exist_ok=True)
-        path = self.control_folder / f"{exchange}.exchange.lock"
-        with open(path, "a") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    def _table_lock(self, exchange: Any) -> Any:
+        return _table_lock(self.control_folder, exchange)
 
     def _write_table(self, exchange: Any, table: list[Any]) -> None:
-        final: Path = self._exchange_file(exchange)  # type: ignore[no-untyped-call]
-        partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+        _replace_table(self._exchange_file(exchange), table)  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def _table_lock(control_folder: Path, exchange: str) -> Iterator[None]:
+    control_folder.mkdir(parents=True, exist_ok=True)
+    path = control_folder / f"{exchange}.exchange.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
-            partial.write_text(_dumps(table))
-            os.replace(partial, final)
-        except OSError as exc:
-            raise ChannelError(f"Cannot write {final}") from exc
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _replace_table(final: Path, table: list[Any]) -> None:
+    partial = final.with_name(f".{final.name}.{uuid.uuid4().hex}.part")
+    try:
+        partial.write_text(_dumps(table))
+        os.replace(partial, final)
+    except OSError as exc:
+        raise ChannelError(f"Cannot write {final}") from exc
+
+
+EVENT_EXCHANGE = "celeryev"  # Celery's task-event exchange (Flower binds a queue to it)
+
+
+def forget_event_consumers(control_folder: Path, queue_folder: Path) -> int:
+    """Unbind every task-event consumer (a Flower that stopped, or is about to start) and
+    delete the events waiting for it; the number of files deleted."""
+    with _table_lock(control_folder, EVENT_EXCHANGE):
+        _replace_table(control_folder / f"{EVENT_EXCHANGE}.exchange", [])
+    deleted = 0
+    for name in os.listdir(queue_folder):
+        # `<ms>_<uuid>.<queue>.msg` with queue `celeryev.<uuid>`
+        if name.partition(".")[2].startswith(f"{EVENT_EXCHANGE}.") and name.endswith(".msg"):
+            try:
+                os.unlink(queue_folder / name)
+                deleted += 1
+            except FileNotFoundError:
+                pass  # a consumer took it meanwhile
+    return deleted
 
 
 class Transport(filesystem.Transport):

@@ -36,8 +36,14 @@ def gateway_unreachable(url: str | None = None, settings: Settings | None = None
     url = url or settings.ip2sms_send_url
     text = f"gateway unreachable at {mask_url(url)}"
     if settings.is_embedded_database and is_loopback_url(url):
+        # Say what the user did: a URL they set is not "no gateway configured".
+        given = (
+            "IP2SMS_SEND_URL points at this machine"
+            if "ip2sms_send_url" in settings.explicit_gateway
+            else "with no real gateway configured"
+        )
         text += (
-            f": with no real gateway configured, `{START_COMMAND}` starts the simulator there "
+            f": {given}; `{START_COMMAND}` starts the simulator there "
             "(or run `sms-pipeline gateway-sim` next to your worker)"
         )
     else:

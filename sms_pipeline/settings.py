@@ -81,6 +81,11 @@ def _split_csv(value: object) -> object:
     return value
 
 
+# Premium-rate, shared-cost and satellite ranges that SMS pumping targets.
+_REFUSED_PREFIXES = (
+    "+1900", "+1976", "+979", "+808", "+870", "+878", "+881", "+882", "+883", "+888",
+)  # fmt: skip
+
 # The give-up bound when no validity is sent (the gateway then keeps a message for its own
 # default period, a day at most with the carriers we know).
 FALLBACK_GIVE_UP_SECONDS = 86400
@@ -189,6 +194,19 @@ class Settings(BaseSettings):
     sms_retry_backoff_max_seconds: float = Field(300.0, gt=0, description="Retry delay cap.")
     sms_max_segments: int = Field(
         6, ge=1, le=255, description="Longest body allowed, in SMS segments."
+    )
+    sms_max_schedule_days: int = Field(
+        366,
+        ge=1,
+        le=3660,
+        description="Furthest a send_at may be ahead, in days, at every door (Python, API, "
+        "SQL route); further, infinity or text that is not a time is refused.",
+    )
+    sms_refused_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(_REFUSED_PREFIXES),
+        description="E.164 prefixes never sent to (comma-separated): by default premium-rate "
+        "(+1 900, +1 976, +979), shared-cost (+808) and satellite/international network "
+        "ranges (+870, +878, +881, +882, +883, +888) that SMS pumping targets.",
     )
     sms_default_account: str = Field(
         "default", description="Account used when enqueue_sms gets account=None."
@@ -313,9 +331,6 @@ class Settings(BaseSettings):
 
     # --- replication and inbound ----------------------------------------------------------
     sms_replication_seconds: float = Field(5.0, gt=0, description="Replication poll period.")
-    sms_replication_safe_window_seconds: int = Field(
-        600, ge=1, description="How far back each replication pass looks for missed rows."
-    )
     sms_verification_template: str = Field(
         "Your verification code: {code}",
         pattern=r"\{code\}",
@@ -539,6 +554,16 @@ class Settings(BaseSettings):
         # so a command run from another folder still finds the same data.
         return value.expanduser().resolve()
 
+    @field_validator("sms_refused_prefixes", mode="before")
+    @classmethod
+    def _prefix_list(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            bad = [p for p in value if not re.fullmatch(r"\+[1-9]\d{0,7}", str(p))]
+            if bad:
+                raise ValueError(f"not E.164 prefixes such as +1900: {bad}")
+        return value
+
     @field_validator("sms_opt_out_keywords", "sms_opt_in_keywords", mode="before")
     @classmethod
     def _keyword_list(cls, value: object) -> object:
@@ -740,9 +765,10 @@ def is_simulator_url(url: str) -> bool:
     if host in SIMULATOR_HOSTS or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified  # 0.0.0.0 reaches this host too
 
 
 def production_problems(settings: Settings) -> list[str]:
@@ -878,7 +904,9 @@ def data_dir_problem(settings: Settings, *, create: bool) -> str | None:
     try:
         for parent in reversed([folder, *folder.parents]):
             if not parent.exists():
-                parent.mkdir()
+                # The data folder itself private (0700, as db/files.py keeps it); parents
+                # as the umask says.
+                parent.mkdir(mode=0o700 if parent == folder else 0o777)
                 made.append(parent)
             elif not parent.is_dir():
                 return f"{prefix}: {parent} is not a folder"

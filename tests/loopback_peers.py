@@ -190,6 +190,9 @@ class DripServer(_Server):
         hello = conn.recv(65536)
         with self.lock:
             self.requests += 1
+            if not hello:  # the client's deadline came before its hello (a loaded machine)
+                self.cut_off += 1
+                return
         incoming.write(hello)
         with contextlib.suppress(ssl.SSLWantReadError):
             tls.do_handshake()

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sms_pipeline.api import message_rules
 from sms_pipeline.api.auth import ApiGuard, bearer_scheme, get_principal
 from sms_pipeline.api.schemas import (
     CallbackState,
@@ -41,7 +42,7 @@ from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.services import quotas
 from sms_pipeline.services.api_keys import Principal
 from sms_pipeline.services.callbacks import final_status
-from sms_pipeline.services.enqueue import enqueue_sms, validate_callback_url
+from sms_pipeline.services.enqueue import enqueue_sms
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.settings import Settings, get_settings, require_production_gateway
 
@@ -135,11 +136,14 @@ def create_message(
                 headers={"Retry-After": str(refusal.retry_after)},
             )
         account = _account_for(session, principal, message.account)
+        problems = message_rules.intake_problems(message.model_dump(), get_settings())
+        if problems:
+            # Every field at fault in one answer, in the words every door uses.
+            errors = message_rules.merged([], problems)
+            return JSONResponse(error_body("invalid", str(problems[0]), errors), status_code=422)
         try:
-            callback_url = None
-            if message.callback_url is not None:
-                # Signed with this key's secret; the URL is set on the row below.
-                callback_url = validate_callback_url(message.callback_url, get_settings())
+            # Signed with this key's secret; the URL is set on the row below.
+            callback_url = message.callback_url
             message_id = enqueue_sms(
                 message.phone_number,
                 message.body,
@@ -297,7 +301,7 @@ def create_app(
     api.add_middleware(ApiGuard, max_body_bytes=settings.sms_api_max_body_bytes)
 
     @api.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             FieldError(
                 # A JSON syntax error's loc is ("body", <character offset>): the field at
@@ -307,10 +311,19 @@ def create_app(
             )
             for err in exc.errors()
         ]
+        if request.url.path == "/v1/messages" and isinstance(exc.body, dict):
+            # The message rules on what the model could read: every field at fault at once.
+            readable = message_rules.readable_fields(exc.body)
+            errors = message_rules.merged(errors, message_rules.intake_problems(readable, settings))
         return JSONResponse(error_body("invalid", "invalid request", errors), status_code=422)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # Bytes that are not JSON text (e.g. not UTF-8): the body is at fault, as for
+            # any other JSON that cannot be read (422, documented).
+            errors = [FieldError(field="body", reason="must be JSON text (UTF-8)")]
+            return JSONResponse(error_body("invalid", "invalid request", errors), status_code=422)
         codes = {403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
         return JSONResponse(
             error_body(codes.get(exc.status_code, "error"), str(exc.detail)),

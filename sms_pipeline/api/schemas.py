@@ -1,8 +1,9 @@
 """Request and response bodies of the HTTP API.
 
-The request model checks JSON types only; the message rules (E.164 number, body length
-in segments, known type and account, ...) are `enqueue_sms`'s, so the API and Python
-producers are refused for the same reasons with the same words. What the model does
+The request model checks JSON types and documents the limits; the message rules (E.164
+number, body length in segments, known type and account, ...) are the intake core's
+(services/intake), so the API and Python producers are refused for the same reasons with
+the same words, every field at fault in one answer (api/message_rules.py). What the model does
 refuse on its own is what the database could not store at all (NUL characters, lone
 surrogates, times that do not fit UTC, integers beyond 32 bits): left to the database,
 those would be server errors instead of answers naming the field.
@@ -28,6 +29,7 @@ from pydantic import (
 
 from sms_pipeline.db.models import MESSAGE_TYPES
 from sms_pipeline.priorities import PRIORITY_DEFAULT, PRIORITY_MAX, PRIORITY_MIN
+from sms_pipeline.services.intake.numbers import PATTERN as PHONE_PATTERN
 
 # RFC 3339 date-time (JSON Schema's `date-time`): a full date, a time, and an offset.
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})$")
@@ -89,12 +91,19 @@ class MessageIn(BaseModel):
     )
 
     phone_number: Text = Field(
-        min_length=1, max_length=32, description="E.164 number, e.g. +380931234567."
+        min_length=1,
+        max_length=32,
+        pattern=PHONE_PATTERN,
+        description="E.164 number, e.g. +380931234567: digits (spaces, dashes, dots and "
+        "brackets allowed), a valid mobile or fixed-line number, no letters, no extension, "
+        "not in SMS_REFUSED_PREFIXES (premium-rate and satellite ranges).",
     )
     body: Text = Field(
         min_length=1,
         description="The text: not blank, no control characters other than tab and line "
-        "breaks, at most SMS_MAX_SEGMENTS segments (6: 918 GSM-7 or 402 UCS-2 characters).",
+        "breaks, no C1 controls, no bidirectional overrides or isolates (U+202A-U+202E, "
+        "U+2066-U+2069), no line/paragraph separators (U+2028, U+2029), at most "
+        "SMS_MAX_SEGMENTS segments (6: 918 GSM-7 or 402 UCS-2 characters).",
     )
     # The enum documents the rule; enqueue_sms enforces it, with the same words as Python.
     type: Text = Field(
@@ -114,14 +123,14 @@ class MessageIn(BaseModel):
     send_at: Rfc3339Time | None = Field(
         None,
         description="Not before this time: an RFC 3339 time with an offset "
-        "(2030-01-01T08:00:00+02:00 or ...Z); nothing else.",
+        "(2030-01-01T08:00:00+02:00 or ...Z); nothing else, and at most "
+        "SMS_MAX_SCHEDULE_DAYS (366) days ahead.",
     )
-    sender_id: Text | None = Field(
-        None, min_length=1, max_length=16, description="Sender id (source)."
-    )
-    ext_id: Text | None = Field(None, min_length=1, max_length=64, description="Your own id.")
-    customer_id: Text | None = Field(None, min_length=1, max_length=128)
-    cost_centre: Text | None = Field(None, min_length=1, max_length=64)
+    # Short texts: "" is read as none; the characters refused in the body are refused here.
+    sender_id: Text | None = Field(None, max_length=16, description="Sender id (source).")
+    ext_id: Text | None = Field(None, max_length=64, description="Your own id.")
+    customer_id: Text | None = Field(None, max_length=128)
+    cost_centre: Text | None = Field(None, max_length=64)
     callback_url: Text | None = Field(
         None,
         max_length=2000,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -82,19 +85,8 @@ def sends_url(address: str, port: int) -> str:
     return f"http://{host}:{port}/tasks?name={SENDS_SEARCH_NAME}"
 
 
-EMBEDDED_FLOWER = (
-    "Flower cannot show tasks of the embedded broker (its workers run without task events "
-    "and remote control): run `sms-pipeline up` and `sms-pipeline flower` with "
-    "SMS_BROKER_URL=redis://127.0.0.1:6379/0, or follow the sends with "
-    "`sms-pipeline report --since 1h`"
-)
-
-
 def _flower(args: argparse.Namespace) -> int:
     settings = get_settings()
-    if settings.is_embedded_broker:
-        print(f"sms-pipeline flower: {EMBEDDED_FLOWER}", file=sys.stderr)
-        return 2
     try:
         argv, env = flower_command(
             settings, port=args.port, address=args.address, no_auth=args.no_auth
@@ -112,9 +104,38 @@ def _flower(args: argparse.Namespace) -> int:
         f"the sends without the upkeep tasks: {sends_url(args.address, args.port)}",
         flush=True,
     )
+    if settings.is_embedded_broker:
+        return _embedded_flower(settings, argv, environment)
     # Replace this process: Flower gets the signals (Ctrl-C, docker stop) directly.
     os.execve(sys.executable, argv, environment)  # noqa: S606 - fixed argv, no shell
     return 0  # pragma: no cover
+
+
+def _embedded_flower(settings: Settings, argv: list[str], environment: dict[str, str]) -> int:
+    """Flower as a child, so that its event queue is unbound when it stops: the embedded
+    broker has no auto-delete, and the workers' events would pile up for nobody."""
+    from sms_pipeline.celery_app import app
+    from sms_pipeline.embedded_broker import forget_event_consumers
+
+    folders = (settings.broker_folder / "control", settings.broker_folder / "queue")
+    forget_event_consumers(*folders)  # a Flower killed before this one
+    child = subprocess.Popen(argv, env=environment)
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)  # to the `finally` below, Flower stopped on the way
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached Flower too: let it stop
+        return child.wait()
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            child.wait()
+        with contextlib.suppress(Exception):  # no worker running: nothing to switch off
+            app.control.broadcast("disable_events")
+        forget_event_consumers(*folders)
 
 
 # --- report --------------------------------------------------------------------------------

@@ -27,18 +27,16 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
     if settings.is_embedded_broker:
-        # The embedded broker has no broadcast: no remote control, events or gossip.
-        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        # One machine: nobody to gossip or mingle with. Remote control and the heartbeat
+        # (its event dispatcher) stay on: Flower inspects the worker and switches task
+        # events on while it watches (embedded_broker.py says how its queue is cleaned).
+        argv += ["--without-gossip", "--without-mingle"]
     return argv
 
 
 def _worker(args: argparse.Namespace) -> int:
     from sms_pipeline.celery_app import app
 
-    if get_settings().is_embedded_broker:
-        app.conf.worker_send_task_events = False
-        app.conf.task_send_sent_event = False
-        app.conf.worker_enable_remote_control = False
     app.worker_main(worker_argv(args))
     return 0
 

@@ -85,6 +85,8 @@ class MessageEvent(enum.StrEnum):
     RETRYCOUNT_EXCEEDED = "retrycount_exceeded"
     NUMBER_INVALID = "number_invalid"
     DATA1_INVALID = "data1_invalid"
+    SEND_AT_INVALID = "send_at_invalid"
+    PRIORITY_INVALID = "priority_invalid"
     OPTED_OUT = "opted_out"
     EXPIRED = "expired"
     SUPERSEDED = "superseded"
@@ -105,6 +107,9 @@ ENQUEUE_TO_SUBMIT: Final = "sms_enqueue_to_submit_seconds"
 SUBMIT_TO_DELIVERED: Final = "sms_submit_to_delivered_seconds"
 MESSAGE_ATTEMPTS: Final = "sms_message_attempts"
 INBOUND_SKIPPED_TOTAL: Final = "sms_inbound_items_skipped_total"
+INTAKE_ERRORS_TOTAL: Final = "sms_intake_errors_total"
+SQL_QUEUE_DEPTH: Final = "sms_sql_queue_depth"
+REPLICATION_WAITING: Final = "sms_replication_waiting"
 POLLER_FAILURES_TOTAL: Final = "sms_poller_failures_total"
 POLLERS: Final = ("inbound", "sql_route", "replication", "callbacks", "status")
 QUEUE_DEPTH: Final = "sms_queue_depth"
@@ -225,6 +230,15 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         label_values="kind: replies, shortcodes",
     ),
     MetricSpec(
+        INTAKE_ERRORS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Rows a door could not read at all (an sms_queue row the database cannot read "
+        "back: moved aside to sms_queue_unreadable); the rows around them are taken.",
+        ("door", "kind"),
+        label_values="door: sql_route; kind: unreadable_row",
+    ),
+    MetricSpec(
         POLLER_FAILURES_TOTAL,
         Kind.COUNTER,
         Source.STORED,
@@ -251,6 +265,23 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         "does not reset it (0 when none waits).",
         ("queue", "priority"),
         label_values="queue: urgent, bulk; priority: 0..9, <0, >9",
+    ),
+    MetricSpec(
+        SQL_QUEUE_DEPTH,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Rows waiting in the SQL route's sms_queue, per account (rows behind an inactive "
+        "account or a zero ProcessQueueInterval stay here; their age: "
+        "sms_sql_queue_oldest_age_seconds).",
+        ("account",),
+        label_values="account: the account's name",
+    ),
+    MetricSpec(
+        REPLICATION_WAITING,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Verifications that have no sms_log row yet (waiting to be replicated, whatever "
+        "their age; the oldest one's age: sms_replication_lag_seconds).",
     ),
     MetricSpec(
         ACCOUNT_PAUSED,
@@ -340,8 +371,8 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         REPLICATION_LAG,
         Kind.GAUGE,
         Source.SCRAPE,
-        "Age of the oldest verification within the replication window that has no sms_log "
-        "row yet (0 when none).",
+        "Age of the oldest verification that has no sms_log row yet, whatever its age "
+        "(0 when none).",
     ),
     MetricSpec(
         SQL_QUEUE_OLDEST_AGE,

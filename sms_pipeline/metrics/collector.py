@@ -21,7 +21,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
 from sms_pipeline.db.pauses import active_pauses
@@ -106,22 +106,45 @@ class SmsCollector(Collector):
             queues = q.queue_stats(conn, now)
             moving = q.moving_count(conn)
             window = q.window_counts(conn, now - self.window)
-            self._health(families, conn, now)
-            pauses = active_pauses(conn, now)
         self._stored(families, stored)
         self._gauges(families, now, queues, moving, window)
-        for pause in pauses:
-            families[c.ACCOUNT_PAUSED].add_metric([pause.account, pause.kind], 1.0)
+        self._health(families, now)
 
-    def _health(self, families: dict[str, Any], conn: Any, now: dt.datetime) -> None:
-        families[c.STATUS_CHECK_LAG].add_metric([], health.status_check_lag(conn, now))
-        window = self.settings.sms_replication_safe_window_seconds
-        families[c.REPLICATION_LAG].add_metric([], health.replication_lag(conn, now, window))
-        for account, age in sorted(health.sql_queue_oldest(conn, now).items()):
-            families[c.SQL_QUEUE_OLDEST_AGE].add_metric([account], age)
-        self._gateways(families, conn)
+    def _health(self, families: dict[str, Any], now: dt.datetime) -> None:
+        """The alerts' gauges, each on its own connection: one that fails (the verification
+        service's table unreadable, say) leaves its gauge out, not the whole scrape."""
 
-    def _gateways(self, families: dict[str, Any], conn: Any) -> None:
+        def paused(conn: Connection) -> None:
+            for pause in active_pauses(conn, now):
+                families[c.ACCOUNT_PAUSED].add_metric([pause.account, pause.kind], 1.0)
+
+        def sql_queue(conn: Connection) -> None:
+            for account, age in sorted(health.sql_queue_oldest(conn, now).items()):
+                families[c.SQL_QUEUE_OLDEST_AGE].add_metric([account], age)
+            for account, depth in sorted(q.sql_queue_depths(conn).items()):
+                families[c.SQL_QUEUE_DEPTH].add_metric([account], depth)
+
+        def replication(conn: Connection) -> None:
+            families[c.REPLICATION_LAG].add_metric([], health.replication_lag(conn, now))
+            families[c.REPLICATION_WAITING].add_metric([], q.replication_waiting(conn).depth)
+
+        fills: dict[str, Callable[[Connection], None]] = {
+            c.ACCOUNT_PAUSED: paused,
+            c.STATUS_CHECK_LAG: lambda conn: families[c.STATUS_CHECK_LAG].add_metric(
+                [], health.status_check_lag(conn, now)
+            ),
+            c.REPLICATION_LAG: replication,
+            c.SQL_QUEUE_OLDEST_AGE: sql_queue,
+            c.GATEWAY_STATE: lambda conn: self._gateways(families, conn),
+        }
+        for name, fill in fills.items():
+            try:
+                with self.engine.connect() as conn:
+                    fill(conn)
+            except Exception as exc:
+                log.warning("metrics scrape left out %s: %s", name, type(exc).__name__)
+
+    def _gateways(self, families: dict[str, Any], conn: Connection) -> None:
         from sms_pipeline.services import gateways as registry
 
         for route in registry.read_table(conn, self.settings).routes:

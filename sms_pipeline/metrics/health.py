@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, bindparam, inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from sms_pipeline.db import schema_of, table_name
 from sms_pipeline.db.models import MOVING_STATUS_VALUES
-from sms_pipeline.db.models.base import UTCDateTime, UTCTimestamp
-from sms_pipeline.metrics.queries import as_utc, sql_in, timed
+from sms_pipeline.metrics.queries import as_utc, moment, replication_waiting, sql_in, timed
 
 
 def status_check_lag(conn: Connection, now: dt.datetime) -> float:
@@ -32,27 +31,16 @@ def status_check_lag(conn: Connection, now: dt.datetime) -> float:
     return max(0.0, (now - due).total_seconds()) if due else 0.0
 
 
-def replication_lag(conn: Connection, now: dt.datetime, window_seconds: int) -> float:
-    """Age of the oldest verification inserted within the replication window that has no
-    sms_log row yet; 0 when every one has its row."""
+def replication_lag(conn: Connection, now: dt.datetime) -> float:
+    """Age of the oldest verification that has no sms_log row yet, whatever its age (what
+    replication takes next: it replicates by that fact, not by a window); 0 when every one
+    has its row."""
     columns = {
         c["name"]: c for c in inspect(conn).get_columns("verifications", schema=schema_of(conn))
     }
     if "inserted_at" not in columns:
         return 0.0
-    # The service's table keeps a `timestamp` without a zone (UTC by convention).
-    aware = bool(getattr(columns["inserted_at"]["type"], "timezone", False))
-    kind = UTCDateTime() if aware else UTCTimestamp()
-    verifications = table_name(conn, "verifications")
-    oldest = conn.execute(
-        text(
-            f"SELECT min(v.inserted_at) FROM {verifications} v WHERE v.inserted_at >= :since "
-            f"AND NOT EXISTS (SELECT 1 FROM {table_name(conn, 'sms_log')} l "
-            f"WHERE l.verification_id = v.id)"
-        ).bindparams(bindparam("since", type_=kind)),
-        {"since": now - dt.timedelta(seconds=window_seconds)},
-    ).scalar()
-    inserted = as_utc(oldest)
+    inserted = replication_waiting(conn).oldest_due
     return max(0.0, (now - inserted).total_seconds()) if inserted else 0.0
 
 
@@ -66,7 +54,7 @@ def sql_queue_oldest(conn: Connection, now: dt.datetime) -> dict[str, float]:
     ).all()
     out: dict[str, float] = {}
     for name, oldest in rows:
-        inserted = as_utc(oldest)
+        inserted = moment(oldest)
         if inserted is not None:
             out[str(name)] = max(0.0, (now - inserted).total_seconds())
     return out

@@ -44,6 +44,8 @@ SEND_STATUS_EVENTS: Final[dict[str, MessageEvent]] = {
     SendStatus.RETRYCOUNT_EXCEEDED: MessageEvent.RETRYCOUNT_EXCEEDED,
     SendStatus.NUMBER_INVALID: MessageEvent.NUMBER_INVALID,
     SendStatus.DATA1_INVALID: MessageEvent.DATA1_INVALID,
+    SendStatus.SEND_AT_INVALID: MessageEvent.SEND_AT_INVALID,
+    SendStatus.PRIORITY_INVALID: MessageEvent.PRIORITY_INVALID,
     SendStatus.OPTED_OUT: MessageEvent.OPTED_OUT,
     SendStatus.EXPIRED: MessageEvent.EXPIRED,
     SendStatus.SUPERSEDED: MessageEvent.SUPERSEDED,
@@ -344,6 +346,12 @@ def inbound_skipped(kind: str, count: int) -> None:
     """Incoming items of `kind` that could not be read or stored were skipped."""
     if count > 0:
         get_store().inc(c.INBOUND_SKIPPED_TOTAL, {"kind": kind}, float(count))
+
+
+@_never_raises
+def intake_error(door: str, kind: str) -> None:
+    """A row a door could not read at all was moved aside; the others went on."""
+    get_store().inc(c.INTAKE_ERRORS_TOTAL, {"door": door, "kind": kind})
 
 
 @_never_raises

@@ -43,6 +43,8 @@ NOT_ATTEMPTED: Final = frozenset(
         SendStatus.OPTED_OUT,
         SendStatus.NUMBER_INVALID,
         SendStatus.DATA1_INVALID,
+        SendStatus.SEND_AT_INVALID,
+        SendStatus.PRIORITY_INVALID,
         SendStatus.SUPERSEDED,
     )
 )
@@ -133,6 +135,38 @@ def queue_stats(conn: Connection, now: dt.datetime) -> dict[tuple[str, str], Que
         if due_at is not None and (key not in oldest or due_at < oldest[key]):
             oldest[key] = due_at
     return {key: QueueStat(depth[key], oldest.get(key)) for key in depth}
+
+
+def moment(value: object) -> dt.datetime | None:
+    # Rows other applications wrote by SQL may hold anything in a time column (SQLite).
+    try:
+        return as_utc(value)
+    except (ValueError, AssertionError):
+        return None
+
+
+def sql_queue_depths(conn: Connection) -> dict[str, int]:
+    """Account name → rows waiting in sms_queue: rows stuck behind an inactive account or a
+    zero interval show here (their age in health.sql_queue_oldest)."""
+    rows = conn.execute(
+        text(
+            f"SELECT a.name, count(*) FROM {table_name(conn, 'sms_queue')} q "
+            f"JOIN {table_name(conn, 'accounts')} a ON a.id = q.account_id GROUP BY a.name"
+        )
+    ).all()
+    return {str(name): int(count) for name, count in rows}
+
+
+def replication_waiting(conn: Connection) -> QueueStat:
+    """Verifications with no sms_log row yet (waiting to be replicated) and the oldest."""
+    count, oldest = conn.execute(
+        text(
+            f"SELECT count(*), min(v.inserted_at) FROM {table_name(conn, 'verifications')} v "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {table_name(conn, 'sms_log')} l "
+            "WHERE l.verification_id = v.id)"
+        )
+    ).one()
+    return QueueStat(int(count), moment(oldest))
 
 
 def moving_count(conn: Connection) -> int:

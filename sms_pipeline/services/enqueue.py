@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import phonenumbers
 from sqlalchemy import (
     Boolean,
     Insert,
@@ -34,110 +33,27 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from sms_pipeline import http
 from sms_pipeline.db import get_engine, is_sqlite, one_statement, session_scope
-from sms_pipeline.db.models import MESSAGE_TYPES, Account, OptOut, SendStatus, SmsLog, utcnow
+from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
-from sms_pipeline.gateway.codec import describe_invalid_xml_char
 from sms_pipeline.metrics import hooks as metrics
-from sms_pipeline.priorities import priority_problem
-from sms_pipeline.services import optout, outbox, privacy
+from sms_pipeline.services import intake, optout, outbox, privacy
 from sms_pipeline.services.accounts import find_account
 from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit, dispatch_for
-from sms_pipeline.services.segments import count_segments
 from sms_pipeline.settings import Settings, get_settings
 
 ESSENTIAL_TYPES = optout.ESSENTIAL_TYPES  # the rule lives in services/optout.py
-_LIMITS = {"sender_id": 16, "ext_id": 64, "customer_id": 128, "cost_centre": 64}
 
-
-def normalise_phone_number(raw: object) -> str:
-    """E.164 (`+<digits>`) or InvalidMessage. Digits without `+` are read as international."""
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidMessage("phone_number", "a phone number is required")
-    text = raw.strip()
-    if len(text) > 32:
-        raise InvalidMessage("phone_number", "too long for a phone number")
-    if text[0].isdigit():
-        text = "+" + text
-    try:
-        parsed = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException:
-        raise InvalidMessage("phone_number", "not a phone number in E.164 form") from None
-    if not phonenumbers.is_valid_number(parsed):
-        raise InvalidMessage("phone_number", "not a valid phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-@dataclass(frozen=True)
-class ValidBody:
-    body: str
-    segments: int
-    encoding: str
-
-
-def validate_body(body: object, settings: Settings) -> ValidBody:
-    if not isinstance(body, str) or not body.strip():
-        raise InvalidMessage("body", "the message text is empty")
-    validate_xml_text("body", body)
-    info = count_segments(body)
-    if info.segments > settings.sms_max_segments:
-        raise InvalidMessage(
-            "body",
-            f"needs {info.segments} {info.encoding} segments; "
-            f"the maximum is {settings.sms_max_segments}",
-        )
-    return ValidBody(body, info.segments, info.encoding)
-
-
-def validate_type(message_type: object) -> str:
-    if message_type not in MESSAGE_TYPES:
-        raise InvalidMessage("type", f"must be one of {', '.join(MESSAGE_TYPES)}")
-    return str(message_type)
-
-
-def _optional_text(field: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > _LIMITS[field]:
-        raise InvalidMessage(field, f"must be text of at most {_LIMITS[field]} characters")
-    validate_xml_text(field, value)
-    if not value.isprintable():
-        raise InvalidMessage(field, "contains control characters")
-    return value
-
-
-def validate_xml_text(field: str, value: str) -> str:
-    """InvalidMessage naming `field` when `value` holds a character XML 1.0 cannot carry
-    (the gateway request could never be built)."""
-    problem = describe_invalid_xml_char(value)
-    if problem is not None:
-        raise InvalidMessage(field, problem)
-    return value
-
-
-def validate_callback_url(url: object, settings: Settings) -> str:
-    """An http(s) URL whose host is one we may call (see sms_pipeline.http), or InvalidMessage.
-
-    Checked again at delivery, where the connection is pinned to the checked address; a
-    host that does not resolve now is left to that check.
-    """
-    if not isinstance(url, str):
-        raise InvalidMessage("callback_url", "must be an http(s) URL")
-    try:
-        http.check_url(url, allow_private=settings.sms_callback_allow_private)
-    except http.UnsafeUrlError as exc:
-        raise InvalidMessage("callback_url", exc.reason) from None
-    except http.OutboundError:
-        pass
-    return url
-
-
-def is_opted_out(session: Session, phone_number: str) -> bool:
-    """Opted out: by number, or (after an erasure) by the number's keyed hash."""
-    if session.get(OptOut, phone_number) is not None:
-        return True
-    return privacy.erased_opt_out(session, phone_number)
+# The rules live in services/intake/; these names are kept for callers of this module.
+normalise_phone_number = intake.parse_number
+validate_body = intake.validate_body
+validate_type = intake.validate_type
+validate_callback_url = intake.validate_callback_url
+validate_xml_text = intake.check_text
+is_opted_out = intake.is_opted_out
+ValidBody = intake.ValidBody
+_Valid = intake.Message
+_validate = intake.validate_message
 
 
 def _erased_hash(phone_number: str, message_type: str, settings: Settings) -> str | None:
@@ -145,74 +61,6 @@ def _erased_hash(phone_number: str, message_type: str, settings: Settings) -> st
     if not optout.stops(message_type) or privacy.privacy_key(settings, create=False) is None:
         return None
     return privacy.subject_hash(phone_number, settings, create=False)
-
-
-@dataclass(frozen=True)
-class _Valid:
-    """One message, validated: the row's values known before the database is asked."""
-
-    phone_number: str
-    body: ValidBody
-    type: str
-    priority: int
-    send_at: dt.datetime | None
-    sender_id: str | None
-    ext_id: str | None
-    customer_id: str | None
-    cost_centre: str | None
-    callback_url: str | None
-    account: str | int | None
-    valid_for: dt.timedelta | None = None
-
-
-def _validate(
-    settings: Settings,
-    phone_number: object,
-    body: object,
-    type: object = "text",
-    *,
-    account: str | int | None = None,
-    priority: object = 0,
-    send_at: object = None,
-    sender_id: object = None,
-    ext_id: object = None,
-    customer_id: object = None,
-    cost_centre: object = None,
-    callback_url: object = None,
-    valid_for: object = None,
-) -> _Valid:
-    number = normalise_phone_number(phone_number)
-    valid = validate_body(body, settings)
-    message_type = validate_type(type)
-    if (problem := priority_problem(priority)) is not None:
-        raise InvalidMessage("priority", problem)
-    assert isinstance(priority, int)
-    if send_at is not None and (not isinstance(send_at, dt.datetime) or send_at.tzinfo is None):
-        raise InvalidMessage("send_at", "must be a timezone-aware datetime")
-    validity = privacy.parse_valid_for(valid_for)
-    if callback_url is not None:
-        # Every callback is signed: from Python, with SMS_CALLBACK_SECRET (the API signs
-        # with the key's secret and sets the URL itself).
-        if (
-            settings.sms_callback_secret is None
-            or not settings.sms_callback_secret.get_secret_value()
-        ):
-            raise InvalidMessage("callback_url", "needs SMS_CALLBACK_SECRET to sign callbacks")
-        callback_url = validate_callback_url(callback_url, settings)
-    return _Valid(
-        phone_number=number,
-        body=valid,
-        type=message_type,
-        priority=priority,
-        send_at=send_at,
-        sender_id=_optional_text("sender_id", sender_id),
-        ext_id=_optional_text("ext_id", ext_id),
-        customer_id=_optional_text("customer_id", customer_id),
-        cost_centre=_optional_text("cost_centre", cost_centre),
-        callback_url=callback_url,
-        account=account,
-        valid_for=validity,
-    )
 
 
 # --- accounts: name → id, cached ---------------------------------------------------------
@@ -292,32 +140,6 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-def _values(v: _Valid, account_id: int, now: dt.datetime, settings: Settings) -> dict[str, Any]:
-    message_id = uuid.uuid4()
-    due_at = max(now, v.send_at) if v.send_at else now
-    return {
-        "id": message_id,
-        "phone_number": v.phone_number,
-        "type": v.type,
-        "body": v.body.body,
-        "account_id": account_id,
-        "sender_id": v.sender_id,
-        "priority": v.priority,
-        "send_after": v.send_at,
-        "due_at": due_at,
-        "expires_at": privacy.expiry_for(v.type, due_at, settings, v.valid_for),
-        "ext_id": v.ext_id,
-        "uniq_key": message_id.hex,
-        "customer_id": v.customer_id,
-        "cost_centre": v.cost_centre,
-        "segments": v.body.segments,
-        "encoding": v.body.encoding,
-        "callback_url": v.callback_url,
-        "inserted_at": now,
-        "updated_at": now,
-    }
-
-
 @functools.cache
 def _insert_one(by_hash: bool = False) -> Insert:
     """INSERT … SELECT … FROM accounts WHERE id = :account_id AND active RETURNING send_status.
@@ -351,7 +173,7 @@ def _insert_params(
     v: _Valid, ref: _AccountRef, settings: Settings
 ) -> tuple[dict[str, Any], Dispatch | None]:
     now = utcnow()
-    values = _values(v, ref.id, now, settings)
+    values = intake.row_values(v, ref.id, now, settings)
     dispatch = dispatch_of_values(values, now)
     values["stoppable"] = optout.stops(v.type)
     values["phone_hash"] = _erased_hash(v.phone_number, v.type, settings)
@@ -589,10 +411,7 @@ def enqueue_many(
         return _store_many(own, valid, settings)
 
 
-_MESSAGE_FIELDS = (
-    "phone_number", "body", "type", "priority", "send_at", "sender_id", "ext_id",
-    "customer_id", "cost_centre", "callback_url", "valid_for",
-)  # fmt: skip
+_MESSAGE_FIELDS = intake.FIELDS
 
 
 def _store_many(session: Session, valid: Sequence[_Valid], settings: Settings) -> list[uuid.UUID]:
@@ -612,7 +431,6 @@ def _store_many(session: Session, valid: Sequence[_Valid], settings: Settings) -
     )
     now = utcnow()
     rows: list[dict[str, Any]] = []
-    dispatches: list[Dispatch] = []
     # The newest code of the batch to a number is the live one: older ones, in the batch or
     # already stored, end SUPERSEDED.
     newest: dict[tuple[int, str, str], int] = {}
@@ -621,36 +439,14 @@ def _store_many(session: Session, valid: Sequence[_Valid], settings: Settings) -
             newest[(refs[v.account].id, v.phone_number, v.type)] = i
     for i, v in enumerate(valid):
         ref = refs[v.account]
-        values = _values(v, ref.id, now, settings)
+        values = intake.row_values(v, ref.id, now, settings)
         live = newest.get((ref.id, v.phone_number, v.type))
-        if live == i:
-            privacy.supersede_older(
-                session, new_id=values["id"], account_id=ref.id, phone_number=v.phone_number,
-                message_type=v.type, now=now, settings=settings,
-            )  # fmt: skip
-        elif live is not None:
-            values.update(
-                send_status=SendStatus.SUPERSEDED.value,
-                dispatched_at=None,
-                final_at=now,
-                last_error="superseded by a newer code to the same number in the same batch",
-            )
-            rows.append(values)
+        if live is not None and live != i:
+            reason = "superseded by a newer code to the same number in the same batch"
+            intake.refuse(values, SendStatus.SUPERSEDED, reason, now)
             metrics.message_stored(session, v.type, ref.name, values["send_status"])
-            continue
-        stopped = optout.stops(v.type) and (
-            v.phone_number in opted or privacy.erased_opt_out(session, v.phone_number, settings)
-        )
-        dispatch = None if stopped else dispatch_of_values(values, now)
-        values["send_status"] = (SendStatus.OPTED_OUT if stopped else SendStatus.QUEUED).value
-        values["dispatched_at"] = now if dispatch is not None else None
-        values["final_at"] = now if stopped else None
-        values["last_error"] = "number opted out" if stopped else None
+        else:
+            intake.admit(session, values, account=ref.name, settings=settings, now=now, opted=opted)
         rows.append(values)
-        if dispatch is not None:
-            dispatches.append(dispatch)
-        metrics.message_stored(session, v.type, ref.name, values["send_status"])
     session.execute(insert(SmsLog), rows)
-    for dispatch in dispatches:
-        dispatch_after_commit(session, dispatch)
     return [r["id"] for r in rows]

@@ -47,7 +47,7 @@ from sms_pipeline.gateway.inbound import (
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts import find_account
-from sms_pipeline.services.enqueue import normalise_phone_number
+from sms_pipeline.services.intake import parse_number as normalise_phone_number
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.services.optout import KeywordAction, classify_message, normalise_keyword
 from sms_pipeline.settings import Settings, get_settings

@@ -336,10 +336,12 @@ def _forget_after_commit(session: Session) -> None:
         event.listen(session, "after_commit", lambda _s: _truncate(engine), once=True)
 
 
-def _truncate(engine: Any) -> None:
-    outcome = truncate_wal(engine)
-    if outcome is not None and outcome[0]:
-        log.warning("privacy: the WAL checkpoint was busy; old copies stay until the next one")
+def _truncate(engine: Any, tries: int = 3) -> None:
+    for _ in range(tries):  # busy: a reader outlasted the busy timeout; try again
+        outcome = truncate_wal(engine)
+        if outcome is None or not outcome[0]:
+            return
+    log.warning("privacy: the WAL checkpoint was busy; old copies stay until the next one")
 
 
 def privacy_sweep(
@@ -638,9 +640,9 @@ def audit_rows(session: Session, *, limit: int = 100) -> list[AuditEvent]:
 
 def normalise_subject(raw: str) -> str:
     """The E.164 form of a person's number (InvalidMessage when it is not one)."""
-    from sms_pipeline.services.enqueue import normalise_phone_number
+    from sms_pipeline.services.intake import parse_number
 
-    return normalise_phone_number(raw)
+    return parse_number(raw)
 
 
 def _same_number(raw: str | None, number: str) -> bool:

@@ -1,14 +1,12 @@
 """Replication: every new row of `verification.verifications` becomes one `sms_log` row.
 
-Why a safe window and an anti-join rather than a high-water mark
-------------------------------------------------------------------
-The verification service writes `inserted_at` when it inserts a row, not when that row
-commits. A transaction that inserts early and commits late makes a row appear *behind*
-rows already seen, so a mark ("everything up to inserted_at X is done") would skip it
-for ever. Each pass therefore looks at every verification inserted in the last
-SMS_REPLICATION_SAFE_WINDOW_SECONDS (default 600 s) that has no `sms_log` row yet
-(NOT EXISTS on `sms_log.verification_id`): a row committed late is found by the next
-pass, as long as its transaction was open for less than the window.
+Replicated by fact, not by age
+------------------------------
+A verification is replicated because no `sms_log` row holds its id (NOT EXISTS on the
+unique `sms_log.verification_id`), whatever its age: after any outage, and whatever order
+the service's transactions commit in (it writes `inserted_at` at insert, not at commit),
+the next pass finds every verification still waiting. There is no look-back window and no
+high-water mark to skip a row for ever.
 
 Exactly once comes from the database, not from the poller: `sms_log.verification_id`
 is unique and rows go in with INSERT ... ON CONFLICT (verification_id) DO NOTHING
@@ -17,14 +15,9 @@ each row once, and only the rows this pass actually inserted are dispatched, aft
 commit, through the outbox. Later changes to a verification (attempts_count, status)
 never create another row: the anti-join and the unique key both see the first one.
 
-Cost: on our own table the scan uses `ix_verifications_inserted_at` and one probe of the
-unique index per candidate, so a pass costs about the number of verifications created
-within the window (a few thousand rows at most), whatever the size of the history. The
-verification service's real table has no index on `inserted_at` (we never write its DDL):
-there a pass scans the table, which is fine at its size (rows are purged after 30 days);
-an index on `verifications (inserted_at)` is the service owner's call. A high-water mark
-would only trim that to the rows after the mark, and it would need a mark table and still
-fall back to the window for late commits; it is not worth its state.
+Cost: the anti-join probes the unique index once per verification (the service purges
+its rows after 30 days, so the table stays small); PostgreSQL runs it as a hash anti-join.
+`sms_replication_waiting` and `sms_replication_oldest_age_seconds` show what is waiting.
 
 The table as it is, not as we wish it
 -------------------------------------
@@ -55,10 +48,12 @@ from sqlalchemy import (
     Insert,
     MetaData,
     Row,
+    Select,
     String,
     Table,
     Uuid,
     exists,
+    func,
     inspect,
     select,
 )
@@ -74,14 +69,11 @@ from sms_pipeline.db.models import (
     UTCTimestamp,
     utcnow,
 )
-from sms_pipeline.errors import InvalidMessage
 from sms_pipeline.gateway import GatewayStatus
 from sms_pipeline.gateway.codec import MAX_GATEWAY_ID_LENGTH, describe_invalid_xml_char
 from sms_pipeline.metrics import hooks as metrics
-from sms_pipeline.services import privacy
+from sms_pipeline.services import intake, privacy
 from sms_pipeline.services.accounts import get_or_create_default_account
-from sms_pipeline.services.enqueue import normalise_phone_number, validate_body
-from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -168,46 +160,25 @@ def _row_for(
     verification: Row[Any], account_id: int, now: dt.datetime, settings: Settings
 ) -> dict[str, Any]:
     mapping = verification._mapping
-    message_id = uuid.uuid4()
     body = render_body(render_code(mapping["code"], settings), settings.sms_verification_template)
-    row: dict[str, Any] = {
-        "id": message_id,
-        "type": MessageType.VERIFICATION.value,
-        "body": body,
-        "account_id": account_id,
-        "priority": 0,
-        "due_at": now,
-        "expires_at": privacy.expiry_for(
+    row = _base_row(mapping["id"], account_id, now)
+    row.update(
+        body=body,
+        expires_at=privacy.expiry_for(
             MessageType.VERIFICATION.value,
             now,
             settings,
             code_expires_at=mapping.get("code_expired_at"),
         ),
-        "attempts": 0,
-        "status_checks": 0,
-        "segments": 1,
-        "encoding": "GSM-7",
-        "flash": False,
-        "verification_id": mapping["id"],
-        "inserted_at": now,
-        "updated_at": now,
-        "uniq_key": None,
-        "gateway_id": None,
-        "gateway_status": None,
-        "status_changed_at": None,
-        "submitted_at": None,
-        "next_check_at": None,
-        "dispatched_at": None,
-        "final_at": None,
-        "last_error": None,
-    }
+    )
+    message_id = row["id"]
     raw_number = mapping["phone_number"] or ""
-    number_error: str | None = None
-    try:
-        number = normalise_phone_number(raw_number)
-    except InvalidMessage as exc:
-        number, number_error = raw_number.strip()[:32], exc.reason
-    row["phone_number"] = number
+    checked = intake.check_message(
+        settings, raw_number, body, MessageType.VERIFICATION.value, account=account_id, now=now
+    )
+    row["phone_number"] = (
+        checked.phone_number if isinstance(checked, intake.Message) else raw_number.strip()[:32]
+    )
 
     gateway_id = mapping.get("gateway_id")
     if gateway_id:
@@ -236,26 +207,51 @@ def _row_for(
         return row
     ended = _ended_reason(verification, now)
     if ended is not None:
-        row.update(send_status=SendStatus.EXPIRED.value, last_error=ended, final_at=now)
+        intake.refuse(row, SendStatus.EXPIRED, ended, now)
         return row
-    if number_error is not None:
-        row.update(
-            send_status=SendStatus.NUMBER_INVALID.value, last_error=number_error, final_at=now
-        )
-        return row
-    try:
-        valid = validate_body(body, settings)
-    except InvalidMessage as exc:
-        row.update(send_status=SendStatus.DATA1_INVALID.value, last_error=str(exc), final_at=now)
+    if isinstance(checked, list):
+        first = checked[0]
+        intake.refuse(row, intake.status_for(first), str(first), now)
         return row
     row.update(
         send_status=SendStatus.QUEUED.value,
         uniq_key=message_id.hex,
-        segments=valid.segments,
-        encoding=valid.encoding,
+        segments=checked.body.segments,
+        encoding=checked.body.encoding,
         dispatched_at=now,
     )
     return row
+
+
+def _base_row(verification_id: Any, account_id: int, now: dt.datetime) -> dict[str, Any]:
+    """A verification's sms_log row before its number, text and outcome are known."""
+    return {
+        "id": uuid.uuid4(),
+        "type": MessageType.VERIFICATION.value,
+        "phone_number": "",
+        "body": "",
+        "account_id": account_id,
+        "priority": 0,
+        "due_at": now,
+        "expires_at": None,
+        "attempts": 0,
+        "status_checks": 0,
+        "segments": 1,
+        "encoding": "GSM-7",
+        "flash": False,
+        "verification_id": verification_id,
+        "inserted_at": now,
+        "updated_at": now,
+        "uniq_key": None,
+        "gateway_id": None,
+        "gateway_status": None,
+        "status_changed_at": None,
+        "submitted_at": None,
+        "next_check_at": None,
+        "dispatched_at": None,
+        "final_at": None,
+        "last_error": None,
+    }
 
 
 def _insert(session: Session) -> Insert:
@@ -263,20 +259,22 @@ def _insert(session: Session) -> Insert:
 
 
 def find_unreplicated(
-    session: Session, source: Table, since: dt.datetime, limit: int
+    session: Session, source: Table, limit: int, only: Any = None
 ) -> Sequence[Row[Any]]:
-    """Verifications inserted since `since` that have no sms_log row yet, oldest first."""
+    """Verifications that have no sms_log row yet, whatever their age, oldest first (only
+    the one with id `only`, when given)."""
     # The same total order in every replicator: concurrent passes insert overlapping rows
     # in the same order, so they wait on each other's keys instead of deadlocking.
-    return session.execute(
-        select(*source.c)
-        .where(
-            source.c.inserted_at >= since,
-            ~exists().where(SmsLog.verification_id == source.c.id),
-        )
-        .order_by(source.c.inserted_at, source.c.id)
-        .limit(limit)
-    ).all()
+    query = _unreplicated(select(*source.c), source)
+    if only is not None:
+        query = query.where(source.c.id == only)
+    return session.execute(query.limit(limit)).all()
+
+
+def _unreplicated(query: Select[Any], source: Table) -> Select[Any]:
+    return query.where(~exists().where(SmsLog.verification_id == source.c.id)).order_by(
+        source.c.inserted_at, source.c.id
+    )
 
 
 def _default_account(settings: Settings) -> tuple[int, str]:
@@ -287,16 +285,15 @@ def _default_account(settings: Settings) -> tuple[int, str]:
 
 
 def replicate_batch(
-    settings: Settings, *, limit: int = BATCH_SIZE, source: Table | None = None
+    settings: Settings, *, limit: int = BATCH_SIZE, source: Table | None = None, only: Any = None
 ) -> tuple[ReplicationResult, int]:
     """One transaction: insert up to `limit` missing rows. Returns (result, rows looked at)."""
     now = utcnow()
-    since = now - dt.timedelta(seconds=settings.sms_replication_safe_window_seconds)
     account_id, account = _default_account(settings)
     with session_scope(settings) as session:
         if source is None:
             source = source_table(session.connection())
-        pending = find_unreplicated(session, source, since, limit)
+        pending = find_unreplicated(session, source, limit, only)
         if not pending:
             return ReplicationResult(), 0
         rows = [_row_for(v, account_id, now, settings) for v in pending]
@@ -309,12 +306,16 @@ def replicate_batch(
             if row["id"] not in inserted_ids:
                 continue  # another replicator inserted this verification first
             status = row["send_status"]
-            metrics.message_stored(session, row["type"], account, status)
             if status == SendStatus.QUEUED.value:
                 newest[row["phone_number"]] = row  # rows come oldest first
-                dispatch_after_commit(session, Dispatch(row["id"], row["type"], row["priority"]))
+                # Admitted as at every door; older codes end once per number, below.
+                intake.admitted(
+                    session, row, account=account, settings=settings, now=now, supersede=False
+                )
                 result += ReplicationResult(inserted=1, dispatched=1)
-            elif status == SendStatus.SUBMITTED.value:
+                continue
+            metrics.message_stored(session, row["type"], account, status)
+            if status == SendStatus.SUBMITTED.value:
                 result += ReplicationResult(inserted=1, tracked=1)
             elif status == SendStatus.EXPIRED.value:
                 log.info(
@@ -348,7 +349,8 @@ def replicate_batch(
 def replicate_verifications(
     settings: Settings | None = None, *, batch_size: int = BATCH_SIZE, max_batches: int = 100
 ) -> ReplicationResult:
-    """One replication pass over the safe window; safe to run concurrently and repeatedly."""
+    """One replication pass over every waiting verification; safe to run concurrently and
+    repeatedly."""
     settings = settings or get_settings()
     total = ReplicationResult()
     source: Table | None = None
@@ -359,10 +361,11 @@ def replicate_verifications(
         try:
             result, seen = replicate_batch(settings, limit=batch_size, source=source)
         except Exception:
-            # Counted and logged; the pass ends here and the next one tries again.
+            # Counted and logged; its verifications go again one by one, so that one that
+            # cannot be replicated holds none of the others.
             metrics.poller_unit_failed("replication")
-            log.exception("replication: a batch failed; the next pass retries it")
-            break
+            log.exception("replication: a batch failed; its rows go one by one")
+            result, seen = _one_by_one(settings, source, batch_size)
         total += result
         if seen < batch_size:
             break
@@ -377,3 +380,48 @@ def replicate_verifications(
             total.ended,
         )
     return total
+
+
+def _one_by_one(settings: Settings, source: Table, limit: int) -> tuple[ReplicationResult, int]:
+    """The next `limit` waiting verifications, each in a transaction of its own; one that
+    still fails is set aside."""
+    with session_scope(settings) as session:
+        query = _unreplicated(select(source.c.id), source).limit(limit)
+        ids = list(session.execute(query).scalars())
+    total = ReplicationResult()
+    for verification_id in ids:
+        try:
+            result, _ = replicate_batch(settings, limit=1, source=source, only=verification_id)
+        except Exception as exc:
+            metrics.poller_unit_failed("replication")
+            result = _set_aside(settings, verification_id, exc)
+        total += result
+    return total, len(ids)
+
+
+def _set_aside(settings: Settings, verification_id: Any, exc: Exception) -> ReplicationResult:
+    """A verification that cannot be replicated ends as a final row that says so (`data1
+    invalid`, without its number or code): replicated once, by that fact, and explained."""
+    now = utcnow()
+    account_id, account = _default_account(settings)
+    row = _base_row(verification_id, account_id, now)
+    reason = f"the verification row could not be replicated ({type(exc).__name__})"
+    intake.refuse(row, SendStatus.DATA1_INVALID, reason, now)
+    log.warning("replication: verification %s set aside: %s", verification_id, reason)
+    with session_scope(settings) as session:
+        inserted = session.execute(_insert(session).returning(SmsLog.__table__.c.id), [row]).all()
+        if inserted:
+            metrics.message_stored(session, row["type"], account, row["send_status"])
+    return ReplicationResult(inserted=len(inserted), invalid=len(inserted))
+
+
+def waiting(session: Session, source: Table | None = None) -> tuple[int, dt.datetime | None]:
+    """Verifications waiting to be replicated, and the oldest one's `inserted_at`."""
+    if source is None:
+        source = source_table(session.connection())
+    count, oldest = session.execute(
+        select(func.count(), func.min(source.c.inserted_at)).where(
+            ~exists().where(SmsLog.verification_id == source.c.id)
+        )
+    ).one()
+    return int(count), oldest

@@ -20,13 +20,15 @@ from tests.faults.conftest import Proc, Procs
 from tests.support import free_port
 
 MASTER_NAME = "sms-faults"
+# The Redis master's password (replica too): distinctive, so a leak into a log is findable.
+MASTER_PASSWORD = "sentinel-Pw-4Rt8xQ"
 
 
-def _client(port: int) -> Any:
+def _client(port: int, password: str | None = None) -> Any:
     """A client on one of our loopback servers (redis-py's Sentinel calls are untyped)."""
     import redis
 
-    return redis.Redis(port=port, socket_timeout=1)
+    return redis.Redis(port=port, password=password, socket_timeout=1)
 
 
 def _wait(condition: Any, timeout: float, what: str) -> None:
@@ -44,7 +46,8 @@ def _wait(condition: Any, timeout: float, what: str) -> None:
 
 
 class SentinelGroup:
-    """A Redis master, one replica and three Sentinels (quorum 2), no persistence."""
+    """A Redis master, one replica and three Sentinels (quorum 2), no persistence; the
+    data nodes want MASTER_PASSWORD (in every URL of the list, as operators write it)."""
 
     def __init__(self, procs: Procs, folder: Path) -> None:
         self.procs = procs
@@ -52,11 +55,15 @@ class SentinelGroup:
         self.redis_ports = [free_port(), free_port()]  # [0] starts as the master
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.servers: dict[int, Proc] = {}
-        self.url = ";".join(f"sentinel://127.0.0.1:{p}" for p in self.sentinel_ports)
+        self.url = ";".join(
+            f"sentinel://:{MASTER_PASSWORD}@127.0.0.1:{p}" for p in self.sentinel_ports
+        )
 
     def _redis(self, port: int, *extra: str) -> None:
         argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", *extra]
+        # Its own folder: a replica's full sync writes dump.rdb there even with --save "".
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.folder)]
+        argv += ["--requirepass", MASTER_PASSWORD, "--masterauth", MASTER_PASSWORD, *extra]
         self.servers[port] = self.procs.spawn(f"redis-{port}", argv, dict(os.environ))
 
     def start(self) -> None:
@@ -64,7 +71,9 @@ class SentinelGroup:
         self._redis(master)
         self._redis(replica, "--replicaof", "127.0.0.1", str(master))
         _wait(
-            lambda: _client(replica).info("replication")["master_link_status"] == "up",
+            lambda: (
+                _client(replica, MASTER_PASSWORD).info("replication")["master_link_status"] == "up"
+            ),
             30,
             "the replica in sync",
         )
@@ -73,6 +82,7 @@ class SentinelGroup:
             conf.write_text(
                 f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n"
+                f"sentinel auth-pass {MASTER_NAME} {MASTER_PASSWORD}\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
                 f"sentinel failover-timeout {MASTER_NAME} 10000\n"
                 f"sentinel parallel-syncs {MASTER_NAME} 1\n",
@@ -114,7 +124,7 @@ class SentinelGroup:
         _wait(lambda: self.master_port() != old_master, timeout, "a replica promoted")
         new = self.master_port()
         _wait(
-            lambda: _client(new).info("replication")["role"] == "master",
+            lambda: _client(new, MASTER_PASSWORD).info("replication")["role"] == "master",
             timeout,
             "the promoted replica to act as master",
         )
@@ -133,6 +143,15 @@ def start_sentinel_group(procs: Procs, tmp_path: Path) -> SentinelGroup:
 # --- a RabbitMQ node -------------------------------------------------------------------
 
 
+def declare_queues(app: Any) -> None:
+    """Declare every queue of `app` (the callbacks queue too, which `sms-pipeline worker`
+    does not consume: a callbacks worker of its own does), as a deployment has them."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in app.amqp.queues.values():
+            queue.bind(channel).declare()
+
+
 def _rabbitmq_server() -> Path | None:
     # The packaged script itself: /usr/sbin/rabbitmq-server is a wrapper that, run as root,
     # switches to the rabbitmq user (and its HOME, cookie and data) with `su`.
@@ -149,10 +168,18 @@ class RabbitNode:
     Its data (quorum queues included) survives `kill()` + `start()`: a crash and restart.
     """
 
-    def __init__(self, procs: Procs, folder: Path, server: Path) -> None:
+    def __init__(
+        self,
+        procs: Procs,
+        folder: Path,
+        server: Path,
+        label: str = "rabbitmq",
+        cookie: str | None = None,
+    ) -> None:
         self.procs = procs
         self.server = server
-        self.folder = folder / "rabbitmq"
+        self.label = label
+        self.folder = folder / label
         self.port = free_port()
         self.dist_port = free_port()
         self.name = f"sms-test-{os.getpid()}-{self.port}@localhost"
@@ -162,13 +189,23 @@ class RabbitNode:
         home = self.folder / "home"
         for sub in (home, self.folder / "mnesia", self.folder / "log"):
             sub.mkdir(parents=True, exist_ok=True)
-        cookie = home / ".erlang.cookie"
-        cookie.write_text(f"smsfaults{os.getpid()}{self.port}", encoding="ascii")
-        cookie.chmod(0o400)
-        (self.folder / "rabbitmq.conf").write_text(
-            f"listeners.tcp.1 = 127.0.0.1:{self.port}\n", encoding="ascii"
-        )
+        cookie_file = home / ".erlang.cookie"
+        cookie_file.write_text(cookie or f"smsfaults{os.getpid()}{self.port}", encoding="ascii")
+        cookie_file.chmod(0o400)
+        self.configure()
         (self.folder / "enabled_plugins").write_text("[].\n", encoding="ascii")  # no management
+
+    def configure(self, peers: tuple[str, ...] = ()) -> None:
+        """Write rabbitmq.conf; with `peers` (node names) the nodes form a cluster at boot."""
+        lines = [f"listeners.tcp.1 = 127.0.0.1:{self.port}"]
+        if peers:
+            lines.append("cluster_formation.peer_discovery_backend = classic_config")
+            lines += [
+                f"cluster_formation.classic_config.nodes.{i} = {n}" for i, n in enumerate(peers, 1)
+            ]
+            lines.append("cluster_formation.randomized_startup_delay_range.min = 0")
+            lines.append("cluster_formation.randomized_startup_delay_range.max = 1")
+        (self.folder / "rabbitmq.conf").write_text("\n".join(lines) + "\n", encoding="ascii")
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -187,8 +224,15 @@ class RabbitNode:
         return env
 
     def start(self, timeout: float = 60.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
         self.starts += 1
-        self.proc = self.procs.spawn(f"rabbitmq-{self.starts}", [str(self.server)], self.env())
+        name = f"{self.label}-{self.starts}"
+        self.proc = self.procs.spawn(name, [str(self.server)], self.env())
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
         _wait(self.answers, timeout, f"RabbitMQ node {self.name} to accept AMQP connections")
 
     def answers(self) -> bool:
@@ -228,10 +272,7 @@ class RabbitNode:
         disk lazily, and a queue created seconds before a kill -9 came back without a
         leader (`leader not known`; the worker's declare then waited forever: 1 run in 4).
         """
-        with app.connection_for_write() as connection:
-            channel = connection.default_channel
-            for queue in app.amqp.queues.values():
-                queue.bind(channel).declare()
+        declare_queues(app)
         self._ctl("stop")  # a clean stop flushes the registrations
         assert self.proc is not None
         self.proc.popen.wait(60)
@@ -255,3 +296,48 @@ def start_rabbit_node(procs: Procs, tmp_path: Path) -> RabbitNode:
     node = RabbitNode(procs, tmp_path, server)
     node.start()
     return node
+
+
+class RabbitCluster:
+    """Three RabbitMQ nodes on loopback forming one cluster at boot (classic peer discovery,
+    one cookie); quorum queues get a member on each."""
+
+    def __init__(self, procs: Procs, folder: Path, server: Path, size: int = 3) -> None:
+        cookie = f"smsfaultscluster{os.getpid()}{free_port()}"
+        self.nodes = [RabbitNode(procs, folder, server, f"rabbit{i}", cookie) for i in range(size)]
+        peers = tuple(node.name for node in self.nodes)
+        for node in self.nodes:
+            node.configure(peers)
+        # kombu's failover list: a client whose node goes tries the next one.
+        self.url = ";".join(node.url for node in self.nodes)
+
+    def start(self, timeout: float = 90.0) -> None:
+        for node in self.nodes:
+            node.spawn()
+        for node in self.nodes:
+            node.wait_ready(timeout)
+        _wait(self.formed, timeout, "the three nodes to form one cluster")
+
+    def members(self) -> dict[str, int]:
+        """queue name -> how many nodes hold a member of it (asked of the second node)."""
+        import json
+
+        listed = self.nodes[1]._ctl("list_queues", "name", "members", "--formatter", "json")
+        return {q["name"]: len(q["members"]) for q in json.loads(listed)}
+
+    def formed(self) -> bool:
+        status = self.nodes[0]._ctl("cluster_status", "--formatter", "json")
+        import json
+
+        running = json.loads(status).get("running_nodes", [])
+        return len(running) == len(self.nodes)
+
+
+def start_rabbit_cluster(procs: Procs, tmp_path: Path) -> RabbitCluster:
+    """For a fixture: a running three-node cluster (killed with the other processes)."""
+    server = _rabbitmq_server()
+    if server is None:
+        pytest.skip("no RabbitMQ server script under /usr/lib/rabbitmq: cannot run nodes")
+    cluster = RabbitCluster(procs, tmp_path, server)
+    cluster.start()
+    return cluster

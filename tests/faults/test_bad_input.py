@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, insert, select
 
@@ -244,3 +244,28 @@ def test_enqueue_one_bad_field_among_good_ones_is_refused_cleanly(
         assert _rows() == before
     else:
         assert _rows() == before + 1
+
+
+@FUZZ
+@given(
+    send_at=st.datetimes(
+        timezones=st.builds(
+            dt.timezone,
+            st.timedeltas(min_value=dt.timedelta(hours=-23), max_value=dt.timedelta(hours=23)),
+        ),
+    )
+)
+@example(send_at=dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC))  # OverflowError once
+@example(send_at=dt.datetime(9999, 12, 31, 23, 0, tzinfo=dt.timezone(-dt.timedelta(hours=5))))
+@example(send_at=dt.datetime(1, 1, 1, 0, 0, tzinfo=dt.timezone(dt.timedelta(hours=5))))
+def test_any_send_at_is_stored_or_refused_with_invalid_message_only(
+    db: Any, no_publish: None, send_at: dt.datetime
+) -> None:
+    # Year 9999 in any offset, year 1, and everything between: only InvalidMessage escapes.
+    before = _rows()
+    field = None
+    try:
+        enqueue_sms("+380931234567", "hello", send_at=send_at)
+    except InvalidMessage as refused:
+        field = refused.field
+    assert (field, _rows()) in {(None, before + 1), ("send_at", before)}

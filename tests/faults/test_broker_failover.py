@@ -23,8 +23,12 @@ from sms_pipeline.db.models import SendStatus
 from sms_pipeline.simulator.rules import DEFAULT_RULES
 from tests.faults.broker_servers import (
     MASTER_NAME,
+    MASTER_PASSWORD,
+    RabbitCluster,
     RabbitNode,
     SentinelGroup,
+    declare_queues,
+    start_rabbit_cluster,
     start_rabbit_node,
     start_sentinel_group,
 )
@@ -59,6 +63,11 @@ def sentinel_group(procs: Procs, tmp_path: Path) -> SentinelGroup:
 @pytest.fixture
 def rabbit_node(procs: Procs, tmp_path: Path) -> RabbitNode:
     return start_rabbit_node(procs, tmp_path)
+
+
+@pytest.fixture
+def rabbit_cluster(procs: Procs, tmp_path: Path) -> RabbitCluster:
+    return start_rabbit_cluster(procs, tmp_path)
 
 
 def _attempts(ids: list[uuid.UUID]) -> list[int]:
@@ -152,6 +161,8 @@ def test_sentinel_failover_under_load_loses_nothing_and_sends_nothing_twice(
     assert result["accepted_twice"] == 0
     assert worker.alive(), "the worker died with the master"
     assert "Unrecoverable error" not in worker.log_text()
+    for name, text in procs.logs().items():  # masked in every URL of the list, everywhere
+        assert MASTER_PASSWORD not in text, name
 
 
 @pytest.mark.slow
@@ -213,6 +224,63 @@ def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twic
     assert result["accepted_twice"] == 0
     assert worker.alive(), "the worker died with the node"
     assert "delayed delivery" not in worker.log_text()  # no countdowns, no such exchanges
+
+
+@pytest.mark.slow
+def test_rabbitmq_one_node_of_three_killed_under_load_loses_nothing_and_sends_nothing_twice(
+    db: Any,
+    start_sim: Any,
+    rabbit_cluster: Any,
+    own_redis: Any,
+    settings_env: Any,
+    use_broker: Any,
+    procs: Any,
+) -> None:
+    """Three nodes, quorum queues with a member on each; every client is given the three
+    URLs and starts on the first node, which is then killed and not restarted."""
+    sim = start_sim(latency_ms=200)
+    settings_env(SMS_REDIS_URL=own_redis.url)
+    declare_queues(use_broker(rabbit_cluster.url))
+    env = pipeline_env(SMS_BROKER_URL=rabbit_cluster.url, SMS_REDIS_URL=own_redis.url, **LOAD)
+    procs.beat(env)
+    worker = procs.worker(env)
+    ids = _enqueue(MESSAGES)
+    wait_until(lambda: _submitted(ids) >= 60, 60, "sending under way")
+
+    in_flight = len(ids) - _submitted(ids)
+    killed_at = time.monotonic()
+    at_kill = _submitted(ids)
+    rabbit_cluster.nodes[0].kill()  # kill -9 of the node every client is connected to
+    ids += _enqueue(100, start=MESSAGES, label="after the kill")
+    # A drain already running sends at most ~200 more (2 s at ~100/s) without the broker:
+    # 300 more means kicks went through the two nodes left.
+    wait_until(
+        lambda: _submitted(ids) > at_kill + 300,
+        RESUME_BOUND_SECONDS,
+        "sends to go on through the other two nodes",
+    )
+    resumed_at = time.monotonic()
+    members = rabbit_cluster.members()  # the dead node's members are still listed
+    for name in ("urgent", "bulk", "status", "maintenance", "callbacks"):
+        assert members.get(name) == 3, members  # a member on every node
+
+    result = _outcome(sim, ids, timeout=120)
+    record_figure(
+        "rabbitmq_cluster_node_killed",
+        messages=len(ids),
+        in_flight_at_kill=in_flight,
+        lost=result["lost"],
+        accepted_twice=result["accepted_twice"],
+        submitted_twice=result["submitted_twice"],
+        gateway_duplicates_refused=result["duplicates_refused"],
+        going_again_after_kill_seconds=round(resumed_at - killed_at, 1),
+        all_final_after_kill_seconds=round(time.monotonic() - killed_at, 1),
+    )
+    assert in_flight >= 1000
+    assert result["lost"] == 0, result["counts"]
+    assert result["counts"] == {SendStatus.SUBMITTED.value: len(ids)}, result["counts"]
+    assert result["accepted_twice"] == 0
+    assert worker.alive(), "the worker died with the node"
 
 
 @pytest.mark.slow
@@ -309,3 +377,37 @@ def _lose_the_broker_between_commit_and_publish(
     )
     assert result["counts"] == {SendStatus.SUBMITTED.value: len(ids)}, result["counts"]
     assert result["accepted_twice"] == 0
+
+
+@pytest.mark.slow
+def test_rate_limits_and_kick_flags_follow_the_promoted_master(
+    db: Any, sentinel_group: Any, settings_env: Any
+) -> None:
+    """SMS_REDIS_URL as a Sentinel list: the abuse limits (`limits` storage) and the kick
+    flags' client reach the master through the Sentinels, and the promoted one after a
+    failover, with the counts it had (WAIT: replicated before the kill)."""
+    from sms_pipeline import redis_store
+    from sms_pipeline.services import quotas
+
+    settings = settings_env(
+        SMS_REDIS_URL=sentinel_group.url,
+        SMS_REDIS_MASTER_NAME=MASTER_NAME,
+        SMS_API_KEY_RATE_PER_MINUTE=3,
+    )
+    key = f"k-{uuid.uuid4().hex[:8]}"
+    assert [quotas.check_api_key(key, "fault", settings) for _ in range(3)] == [None] * 3
+    refused = quotas.check_api_key(key, "fault", settings)
+    assert refused is not None and refused.limit == quotas.KEY_RATE
+    flags = redis_store.client(settings)
+    assert flags is not None
+    flags.set("sms_pipeline:fault-probe", b"1")
+    assert flags.execute_command("WAIT", 1, 5000) == 1  # on the replica too
+
+    old_master = sentinel_group.kill_master()
+    sentinel_group.wait_promotion(old_master)
+
+    # The same clients, no restart: the next command finds the promoted master.
+    wait_until(lambda: flags.get("sms_pipeline:fault-probe") == b"1", 30, "the flag client")
+    again = quotas.check_api_key(key, "fault", settings)
+    assert again is not None and again.limit == quotas.KEY_RATE  # the count survived
+    assert quotas.check_api_key(f"{key}-other", "fault", settings) is None

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 import uuid
 from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import func, select, update
 
 from sms_pipeline import enqueue_many
 from sms_pipeline.cli.children import CLI
-from sms_pipeline.db.models import SendStatus
+from sms_pipeline.db import session_scope
+from sms_pipeline.db.models import SendStatus, SmsLog
 from tests.faults.conftest import (
     GATEWAY_LOGIN,
     GATEWAY_PASSWORD,
@@ -35,7 +36,6 @@ from tests.support import free_port
 
 MESSAGES = 2000
 LATENCY_MS = 100
-DUE_IN_SECONDS = 10
 # Drains hand over every second, so kicks (one pending per queue class) land on either
 # worker; the rest of the clocks as in production.
 SCALE_ENV = {"SMS_DRAIN_MAX_SECONDS": "1", "SMS_WORKER_CONCURRENCY": "16"}
@@ -69,26 +69,30 @@ def _run(procs: Procs, gateway: str, workers: int, offset: int) -> dict[str, Any
     started = [procs.worker(env, name=f"w{workers}-{n}", concurrency=16) for n in range(workers)]
     for proc in started:
         proc.wait_for_log(r"ready\.", timeout=60)
-    # Every message due at the same moment, a few seconds ahead: the run measures the
-    # workers draining a backlog, not this process enqueueing it.
-    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=DUE_IN_SECONDS)
+    # The backlog is stored due in an hour (no kick: the wait is the sweeper's), then made
+    # due all at once: the run measures the workers draining it, from that
+    # commit to the last submission (the first kick comes with the next sweep, <= 1 s).
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     messages = [
         {
             "phone_number": phone(offset + i),
             "body": f"scale {workers} {i}",
             "type": "verification" if i % 2 else "text",
-            "send_at": due,
+            "send_at": later,
         }
         for i in range(MESSAGES)
     ]
     ids: list[uuid.UUID] = []
     for first in range(0, MESSAGES, 500):
         ids += enqueue_many(messages[first : first + 500])
-    assert dt.datetime.now(dt.UTC) < due, "enqueueing took longer than DUE_IN_SECONDS"
-    time.sleep(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds()))
-    began = time.monotonic()
+    due = dt.datetime.now(dt.UTC)
+    with session_scope() as session:
+        session.execute(update(SmsLog).where(SmsLog.id.in_(ids)).values(due_at=due))
     counts, _ = settle(ids, timeout=80)
-    seconds = time.monotonic() - began
+    with session_scope() as session:
+        last = session.scalar(select(func.max(SmsLog.submitted_at)).where(SmsLog.id.in_(ids)))
+    assert last is not None
+    seconds = (last - due).total_seconds()
     stats = requests.get(f"{gateway}/_sim/stats", timeout=5).json()
     shares = [_sent_by(p.log_text()) for p in started]
     for proc in started:

@@ -8,6 +8,7 @@ the worst case of a database error carrying data.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import traceback
 from collections.abc import Iterator
@@ -101,7 +102,9 @@ def test_a_send_task_failing_on_the_database_reports_no_number_or_body(
     from sms_pipeline.celery_app import SEND_TASK, app
 
     caplog.set_level(logging.DEBUG)
-    message_id = enqueue_sms(NUMBER, BODY, "verification", send_at=utcnow().replace(year=2099))
+    message_id = enqueue_sms(
+        NUMBER, BODY, "verification", send_at=utcnow() + dt.timedelta(days=300)
+    )
     with session_scope() as session:
         session.execute(update(SmsLog).where(SmsLog.id == message_id).values(due_at=utcnow()))
     with db.begin() as conn:

@@ -257,7 +257,7 @@ def test_sqlite_rebuilds_keep_rows_foreign_keys_and_the_sms_sent_view(
     with migrate.migration_connection(sqlite_engine) as conn:
         ops = Operations(MigrationContext.configure(conn))
         with ops.batch_alter_table("sms_log", recreate="always") as batch:
-            batch.add_column(sa.Column("extra", sa.Integer()))
+            batch.add_column(sa.Column("probe", sa.Integer()))
     with sqlite_engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT customer_id, status FROM sms_sent").all() == [
             ("c-1", "QUEUED")

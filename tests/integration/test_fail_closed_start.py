@@ -150,8 +150,9 @@ def test_the_checks_in_process_match() -> None:
     assert production_problems(load_settings(**production, **real)) == []
     embedded = load_settings(sms_database_url="", sms_broker_url="", sms_allow_simulator=False)
     assert not embedded.is_production and production_problems(embedded) == []
-    loopback_v6 = {**real, "ip2sms_send_url": "http://[::1]:8080/ip2sms/"}
-    assert production_problems(load_settings(**production, **loopback_v6))
+    for url in ("http://[::1]:8080/ip2sms/", "http://0.0.0.0:8080/", "http://localhost/"):
+        this_host = {**real, "ip2sms_send_url": url}
+        assert production_problems(load_settings(**production, **this_host)), url
     empty_password = {**real, "ip2sms_password": ""}
     problems = production_problems(load_settings(**production, **empty_password))
     assert "IP2SMS_PASSWORD" in problems[0]

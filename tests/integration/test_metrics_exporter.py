@@ -127,6 +127,8 @@ def test_metrics_parse_and_carry_every_catalogue_name(scraped: dict[str, Any]) -
             c.ENQUEUE_TO_SUBMIT,
             c.MESSAGE_ATTEMPTS,
             c.INBOUND_SKIPPED_TOTAL,
+            c.INTAKE_ERRORS_TOTAL,
+            c.SQL_QUEUE_DEPTH,  # no sms_queue row in this fixture
             c.PRIVACY_ACTIONS_TOTAL,
             c.LIMIT_REFUSALS_TOTAL,
             c.STATUS_BACKWARDS_TOTAL,

@@ -89,7 +89,7 @@ def _fill(engine: Engine) -> None:
             ]
         )
         # replication: one verification 4 minutes old without its sms_log row, one replicated,
-        # one older than the replication window (not counted)
+        # one 5 hours old without its row (waiting too: replicated by fact, whatever its age)
         missing = Verification(
             phone_number="+380931234567",
             code=1234,
@@ -119,7 +119,7 @@ def _fill(engine: Engine) -> None:
 
 
 def _scrape(engine: Engine) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    settings = load_settings(sms_otp_valid_seconds=300, sms_replication_safe_window_seconds=600)
+    settings = load_settings(sms_otp_valid_seconds=300)
     collector = SmsCollector(engine, clock=lambda: NOW, settings=settings)
     server, thread = serve("127.0.0.1", 0, build_registry(collector))
     try:
@@ -158,8 +158,10 @@ def test_alert_gauges_come_from_the_database(engine: Engine) -> None:
         (("account", "broke"), ("reason", "credits")): 1.0,
     }
     assert samples[(c.STATUS_CHECK_LAG, ())] == 120
-    assert samples[(c.REPLICATION_LAG, ())] == 240
+    assert samples[(c.REPLICATION_LAG, ())] == 5 * 3600
+    assert samples[(c.REPLICATION_WAITING, ())] == 2
     assert samples[(c.SQL_QUEUE_OLDEST_AGE, (("account", "fine"),))] == 180
+    assert samples[(c.SQL_QUEUE_DEPTH, (("account", "fine"),))] == 1
     assert samples[(c.OTP_VALID_SECONDS, ())] == 300
     assert samples[(c.HEARTBEAT, (("role", "worker"),))] == 2000
     assert samples[(c.HEARTBEAT, (("role", "beat"),))] == 1700
@@ -237,3 +239,21 @@ def test_worker_and_beat_start_a_heartbeat_from_their_celery_signals(
     finally:
         signals.worker_shutdown.send(sender=None)
     assert heartbeat._running == {}
+
+
+def test_an_unreadable_verifications_table_leaves_out_its_gauge_only(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    sqlite = make_engine(f"sqlite:///{tmp_path / 'embedded.db'}")
+    try:
+        upgrade(sqlite)
+        _fill(sqlite)
+        with sqlite.begin() as conn:
+            conn.execute(text("DROP TABLE verifications"))
+        samples = _scrape(sqlite)
+    finally:
+        sqlite.dispose()
+    assert samples[(c.DATABASE_UP, ())] == 1
+    assert (c.REPLICATION_LAG, ()) not in samples
+    assert samples[(c.STATUS_CHECK_LAG, ())] == 120
+    assert samples[(c.SQL_QUEUE_OLDEST_AGE, (("account", "fine"),))] == 180

@@ -7,6 +7,7 @@ in it), then the real poller runs over real rows.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -171,3 +172,65 @@ def test_one_inbound_account_failing_is_counted_and_the_others_are_polled(
     result = inbound.poll_inbound(client=object())  # type: ignore[arg-type]
     assert result.errors == 1 and polled == [broken, healthy]
     assert failures("inbound") - before == 1
+
+
+def test_a_verification_that_cannot_be_replicated_is_set_aside_and_holds_no_other(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    from sqlalchemy import insert, text
+
+    from sms_pipeline.db.models import Verification
+
+    now = utcnow()
+
+    def verification(n: int, age: int) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4(),
+            "phone_number": f"+3809312{n:05d}",
+            "check_digit": 0,
+            "code": 123456,
+            "status": "new",
+            "active": True,
+            "attempts_count": 0,
+            "code_expired_at": now + dt.timedelta(minutes=10),
+            "inserted_at": now - dt.timedelta(seconds=age),
+        }
+
+    poison = verification(1, age=60)  # the oldest: first in every batch
+    good = [verification(n, age=30 - n) for n in range(2, 5)]
+    with session_scope() as session:
+        session.execute(insert(Verification), [poison, *good])
+        # An operator's rule the poison's message breaks (any database error would do).
+        session.execute(
+            text(
+                "CREATE FUNCTION verification.refuse_poison() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.verification_id = '{poison['id']}' AND NEW.body <> '' THEN "
+                "RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN NEW; END $$ "
+                "LANGUAGE plpgsql"
+            )
+        )
+        session.execute(
+            text(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON verification.sms_log "
+                "FOR EACH ROW EXECUTE FUNCTION verification.refuse_poison()"
+            )
+        )
+    try:
+        before = failures("replication")
+        result = replication.replicate_verifications()
+        assert result.inserted == 4 and result.dispatched == 3 and result.invalid == 1
+        assert failures("replication") - before == 2  # the batch, then the row alone
+        with session_scope() as session:
+            rows = {r.verification_id: r for r in session.scalars(select(SmsLog))}
+        assert {rows[v["id"]].send_status for v in good} == {SendStatus.QUEUED.value}
+        aside = rows[poison["id"]]
+        assert aside.send_status == SendStatus.DATA1_INVALID.value
+        reason = aside.last_error or ""
+        assert reason.startswith("the verification row could not be replicated (")
+        assert aside.final_at is not None and aside.phone_number == "" and aside.body == ""
+        # Replicated once, by that fact: the next pass has nothing to do.
+        assert replication.replicate_verifications().inserted == 0
+    finally:
+        with session_scope() as session:
+            session.execute(text("DROP TRIGGER refuse_poison ON verification.sms_log"))
+            session.execute(text("DROP FUNCTION verification.refuse_poison()"))

@@ -48,7 +48,7 @@ def test_every_entry_point_refuses_the_same_values(
     with session_scope() as session:
         row = session.scalars(select(SmsLog)).one()
         # Refused and explained, never sent.
-        assert (row.send_status, row.final_at is not None) == ("data1 invalid", True)
+        assert (row.send_status, row.final_at is not None) == ("priority invalid", True)
         assert row.last_error is not None and "priority" in row.last_error
 
 

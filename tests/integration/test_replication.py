@@ -246,16 +246,28 @@ def test_bad_phone_number_is_logged_number_invalid(pg_engine: Any, sent: Capture
     assert replication.replicate_verifications().inserted == 0
 
 
-def test_rows_older_than_the_safe_window_are_left_alone(
-    pg_engine: Any, sent: Captured, settings_env: Any
+def test_a_verification_older_than_the_old_look_back_window_is_replicated_once(
+    pg_engine: Any, sent: Captured
 ) -> None:
-    settings_env(SMS_REPLICATION_SAFE_WINDOW_SECONDS=60)
-    old = verification(inserted_at=utcnow() - dt.timedelta(minutes=5))
-    new = verification()
+    # Inserted while the pipeline was down for 20 minutes (the old window was 10): replicated
+    # because no sms_log row holds its id, whatever its age; waiting and its age are shown.
+    from sms_pipeline.metrics import queries
+
+    old = verification(inserted_at=utcnow() - dt.timedelta(minutes=20))
     with pg_engine.begin() as conn:
-        add(conn, [old, new])
-    assert replication.replicate_verifications().inserted == 1
-    assert [r.verification_id for r in log_rows()] == [new["id"]]
+        add(conn, [old])
+    with pg_engine.connect() as conn:
+        stat = queries.replication_waiting(conn)
+    assert stat.depth == 1 and stat.oldest_due is not None
+    assert utcnow() - stat.oldest_due >= dt.timedelta(minutes=20)
+    result = replication.replicate_verifications()
+    assert (result.inserted, result.dispatched) == (1, 1)
+    (message,) = log_rows()
+    assert (message.verification_id, message.send_status) == (old["id"], "QUEUED")
+    assert sent.ids == [message.id]
+    assert replication.replicate_verifications().inserted == 0
+    with pg_engine.connect() as conn:
+        assert queries.replication_waiting(conn) == queries.QueueStat(0, None)
 
 
 def test_a_pass_larger_than_one_batch_replicates_everything(pg_engine: Any, sent: Captured) -> None:

@@ -10,6 +10,7 @@ as it does in production (`poll_queues`, the send path, the status sweep).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import sqlite3
@@ -384,3 +385,36 @@ def test_sms_sent_by_customer_id_uses_the_index(db: Any) -> None:
             )
         )
     assert "ix_sms_log_customer_id" in plan
+
+
+# --- what the SMSPortal SQL service promises besides -------------------------------------
+
+
+def test_data2_and_an_operators_own_columns_reach_sms_sent(plain: Plain, sent: Captured) -> None:
+    # "New columns can be added to any table for customisation ... data from the QUEUE
+    # will be added to the SENT tables": an operator adds two, by SQL.
+    plain.run("ALTER TABLE {s}sms_queue ADD COLUMN ward TEXT")
+    plain.run("ALTER TABLE {s}sms_queue ADD COLUMN bed INTEGER")
+    account = plain.account("route")
+    plain.queue(account, NUMBER, "hello", customer_id="c-1", data2="ref 42", ward="B", bed=7)
+    plain.queue(account, "not a number", "hi", customer_id="c-2", data2="ref 43", ward="C")
+    assert sql_route.poll_queues() == 2
+    good, bad = plain.sent("c-1"), plain.sent("c-2")
+    assert (good["status"], good["data2"]) == ("QUEUED", "ref 42")
+    assert json.loads(good["extra"]) == {"bed": "7", "ward": "B"}
+    assert (bad["status"], bad["data2"], json.loads(bad["extra"])) == (
+        "number invalid",
+        "ref 43",
+        {"ward": "C"},
+    )
+
+
+def test_a_postpaid_account_always_reads_a_million_credits(plain: Plain) -> None:
+    account = plain.account("postpaid", postpaid=True, credits=5)
+    prepaid = plain.account("prepaid", credits=5)
+    plain.run("UPDATE {s}accounts SET credits = 0")
+    rows = dict(plain.run("SELECT id, credits FROM {s}accounts"))
+    assert rows == {account: 1_000_000, prepaid: 0}
+    plain.run("UPDATE {s}accounts SET postpaid = %s WHERE id = %s", (True, prepaid))
+    ((credits,),) = plain.run("SELECT credits FROM {s}accounts WHERE id = %s", (prepaid,))
+    assert credits == 1_000_000

@@ -218,3 +218,39 @@ def test_a_chunk_of_mixed_answers_is_recorded_by_the_rules_of_each_row(
     assert (transitions("Enroute"), transitions("Delivered")) == (counted[0] + 1, counted[1] + 1)
     # The backwards answer is ignored and counted.
     assert backwards_kept("Enroute") == backwards + 1
+
+
+class ErrorGateway(ChunkGateway):
+    """Answers with a `<state error="...">` where `errors` has one."""
+
+    def __init__(self, answers: dict[str, GatewayStatus], errors: dict[str, str]) -> None:
+        super().__init__(dict(answers))
+        self.statuses = answers
+        self.errors = errors
+
+    def status_many(self, gateway_ids: Sequence[str]) -> list[StatusResult | GatewayError]:
+        return [
+            StatusResult(g, self.statuses[g], GATEWAY_DATE, None, self.errors.get(g), None, b"")
+            for g in gateway_ids
+        ]
+
+
+def test_a_status_answers_state_error_is_stored_like_a_send_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    undeliverable = insert("g-absent", "Enroute")
+    delivered = insert("g-fine", "Enroute", last_error="an earlier note")
+    gateway = ErrorGateway(
+        {"g-absent": S.UNDELIVERABLE, "g-fine": S.DELIVERED}, {"g-absent": "Absent subscriber"}
+    )
+    monkeypatch.setattr(status_checks, "get_gateway_client", lambda settings=None: gateway)
+    status.check_many([undeliverable, delivered])
+    with session_scope() as session:
+        errors = {
+            m.id: m.last_error
+            for m in session.query(SmsLog).filter(SmsLog.id.in_([undeliverable, delivered]))
+        }
+    assert errors == {
+        undeliverable: "Undeliverable: Absent subscriber",
+        delivered: "an earlier note",  # an answer without an error keeps what was there
+    }

@@ -46,6 +46,12 @@ def test_gateway_unreachable_names_the_masked_url_and_the_embedded_hint() -> Non
     text = hints.gateway_unreachable("http://user:pw@127.0.0.1:8080/ip2sms/", embedded)
     assert text.startswith("gateway unreachable at http://user:***@127.0.0.1:8080/ip2sms/")
     assert "sms-pipeline up" in text and "pw@" not in text
+    assert "with no real gateway configured" in text
+    # A URL the user set is named as such, not as "no gateway configured" (issue 33).
+    given = load_settings(sms_database_url="", ip2sms_send_url="http://127.0.0.1:9/ip2sms/")
+    text = hints.gateway_unreachable(None, given)
+    assert "IP2SMS_SEND_URL points at this machine" in text and "no real gateway" not in text
+    assert "sms-pipeline up" in text
     production = load_settings(sms_database_url="postgresql+psycopg://u@db/sms")
     text = hints.gateway_unreachable("https://gw.example.invalid/ip2sms/", production)
     assert "sms-pipeline up" not in text and "IP2SMS_SEND_URL" in text

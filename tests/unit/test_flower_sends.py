@@ -4,9 +4,6 @@ none of the upkeep tasks beat schedules every few seconds; in embedded mode
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -59,21 +56,3 @@ def test_the_sends_search_shows_the_send_tasks_and_no_upkeep_task() -> None:
 def test_the_sends_url_and_its_documentation() -> None:
     assert sends_url("0.0.0.0", 5555) == "http://127.0.0.1:5555/tasks?name=sms_pipeline.send"
     assert "/tasks?name=sms_pipeline.send" in (ROOT / "docs" / "metrics.md").read_text()
-
-
-def test_flower_in_embedded_mode_is_one_line_saying_what_to_run(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("SMS_", "IP2SMS_"))}
-    env["SMS_DATA_DIR"] = str(tmp_path / "data")
-    result = subprocess.run(
-        [sys.executable, "-m", "sms_pipeline.cli", "flower", "--no-auth"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if "data folder" not in line]
-    assert len(lines) == 1, result.stderr
-    assert "embedded broker" in lines[0] and "SMS_BROKER_URL=redis://" in lines[0]

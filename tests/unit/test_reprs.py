@@ -164,6 +164,30 @@ def _login() -> Any:
     return Login("l", SECRET, own=True)
 
 
+def _intake_message() -> Any:
+    from sms_pipeline.services.intake import Message, ValidBody
+
+    return Message(
+        phone_number=NUMBER,
+        body=ValidBody(f"Your code is {SECRET}", 1, "GSM-7"),
+        type="verification",
+        priority=0,
+        send_at=None,
+        sender_id=None,
+        ext_id=SECRET,
+        customer_id=SECRET,
+        cost_centre=None,
+        callback_url=f"https://h.example/?token={SECRET}",
+        account=None,
+    )
+
+
+def _valid_body() -> Any:
+    from sms_pipeline.services.intake import ValidBody
+
+    return ValidBody(f"Your code is {SECRET}", 1, "GSM-7")
+
+
 INSTANCES: dict[str, Callable[[], Any]] = {
     "sms_pipeline.db.models.gateways.Gateway": _gateway_row,
     "sms_pipeline.db.models.gateways.AccountGateway": _account_gateway_row,
@@ -182,6 +206,8 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     # Not found by field name, but they hold a URL's query, a number or a code:
     "sms_pipeline.http.Target": _target,
     "sms_pipeline.gateway.client.SendRequest": _send_request,
+    "sms_pipeline.services.intake.validate.Message": _intake_message,
+    "sms_pipeline.services.intake.texts.ValidBody": _valid_body,
 }
 
 

@@ -16,7 +16,7 @@ from .messages import (
 )
 from .metrics import MetricCounter
 from .privacy import AuditEvent, DailyRollup, OptOutHash
-from .queue import SmsQueue
+from .queue import SmsQueue, SmsQueueUnreadable
 from .verifications import VERIFICATION_STATUSES, Verification
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "SendStatus",
     "SmsLog",
     "SmsQueue",
+    "SmsQueueUnreadable",
     "SmsReply",
     "SmsShortcode",
     "UTCDateTime",

@@ -45,6 +45,8 @@ class SendStatus(enum.StrEnum):
     RETRYCOUNT_EXCEEDED = "RETRYCOUNT EXCEEDED"
     NUMBER_INVALID = "number invalid"
     DATA1_INVALID = "data1 invalid"
+    SEND_AT_INVALID = "send_at invalid"  # a queue row's send time: infinity, not a time, too far
+    PRIORITY_INVALID = "priority invalid"  # a queue row's priority outside the one range
     OPTED_OUT = "OPTED OUT"  # a text to a number that opted out: not sent
     EXPIRED = "EXPIRED"  # not submitted by expires_at (code validity or max queue age)
     SUPERSEDED = "SUPERSEDED"  # a newer code to the same number replaced it: never sent
@@ -169,6 +171,10 @@ class SmsLog(Base):
     # The sms_queue row this message came from (SQL route), once only.
     queue_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)
     callback_url: Mapped[str | None] = mapped_column(String(2000))
+    # The SQL route's Data2 and any column an operator added to sms_queue (JSON object of
+    # texts): carried to the message and shown in sms_sent, as the seed promises.
+    data2: Mapped[str | None] = mapped_column(Text)
+    extra: Mapped[str | None] = mapped_column(Text)
     # The API key that created the message: its signing secret signs the callbacks.
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import BIGINT_PK, NOW, Base, utcnow
@@ -18,6 +18,9 @@ class SmsQueue(Base):
     __tablename__ = "sms_queue"
     __table_args__ = (
         Index("ix_sms_queue_account_priority", "account_id", text("priority DESC"), "send_at"),
+        # SQLite: ids are never reused once the top rows are deleted (sms_log.queue_id is
+        # unique, so a reused id could never be stored).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
@@ -35,3 +38,17 @@ class SmsQueue(Base):
     cost_centre: Mapped[str | None] = mapped_column(String(64))
     customer_id: Mapped[str | None] = mapped_column(String(128))
     inserted_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=NOW)
+
+
+class SmsQueueUnreadable(Base):
+    """A queue row the database itself could not read back (e.g. invalid UTF-8 in SQLite
+    text): moved aside here with its id and the error, so it never stops the queue."""
+
+    __tablename__ = "sms_queue_unreadable"
+
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
+    queue_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    account_id: Mapped[int | None] = mapped_column(BigInteger)
+    customer_id: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str] = mapped_column(Text)
+    moved_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=NOW)

@@ -45,12 +45,14 @@ SEND_STATUS_WORDS: dict[str, str] = {
     SendStatus.RETRYCOUNT_EXCEEDED.value: "RETRYCOUNT EXCEEDED",
     SendStatus.NUMBER_INVALID.value: "number invalid",
     SendStatus.DATA1_INVALID.value: "data1 invalid",
+    SendStatus.SEND_AT_INVALID.value: "send_at invalid",
+    SendStatus.PRIORITY_INVALID.value: "priority invalid",
     SendStatus.OPTED_OUT.value: "OPTED OUT",
     SendStatus.EXPIRED.value: "EXPIRED",  # not submitted before it expired (validity, queue age)
     SendStatus.SUPERSEDED.value: "SUPERSEDED",  # a newer code to the number replaced it
 }
 
-# The view's columns, in order: the queue's columns, then SENT's own three.
+# The view's columns, in order: the queue's columns, SENT's own three, then `extra`.
 SENT_COLUMNS: tuple[str, ...] = (
     "id",
     "account_id",
@@ -68,6 +70,7 @@ SENT_COLUMNS: tuple[str, ...] = (
     "submitted_at",
     "status_at",
     "status",
+    "extra",
 )
 
 
@@ -90,8 +93,11 @@ def status_sql() -> str:
     return f"CASE WHEN send_status = {submitted} THEN {gateway} ELSE {send} END"
 
 
-def sms_sent_view_sql(dialect_name: str) -> str:
-    """CREATE VIEW for `sms_sent` on PostgreSQL (schema verification) or SQLite (none)."""
+def sms_sent_view_sql(dialect_name: str, *, carried: bool = True) -> str:
+    """CREATE VIEW for `sms_sent` on PostgreSQL (schema verification) or SQLite (none).
+
+    `carried=False`: the view before migration 0006 (no Data2, no `extra` column).
+    """
     prefix = "" if dialect_name == "sqlite" else "verification."
     expressions = {
         "id": "id",
@@ -100,7 +106,7 @@ def sms_sent_view_sql(dialect_name: str) -> str:
         "sender_id": "sender_id",
         "num_to": "phone_number",
         "data1": "body",
-        "data2": "CAST(NULL AS TEXT)",  # not kept: Data2 has no meaning in the seed
+        "data2": "data2",
         "flash": "flash",
         "send_at": "send_after",
         "priority": "priority",
@@ -111,8 +117,14 @@ def sms_sent_view_sql(dialect_name: str) -> str:
         "submitted_at": "submitted_at",
         "status_at": "COALESCE(status_changed_at, final_at)",
         "status": status_sql(),
+        # The operator's own sms_queue columns, as a JSON object of texts (or NULL).
+        "extra": "extra",
     }
-    select = ",\n    ".join(f"{expressions[c]} AS {c}" for c in SENT_COLUMNS)
+    columns = SENT_COLUMNS
+    if not carried:
+        expressions["data2"] = "CAST(NULL AS TEXT)"
+        columns = tuple(c for c in SENT_COLUMNS if c != "extra")
+    select = ",\n    ".join(f"{expressions[c]} AS {c}" for c in columns)
     return f"CREATE VIEW {prefix}{VIEW_NAME} AS\nSELECT\n    {select}\nFROM {prefix}sms_log"
 
 

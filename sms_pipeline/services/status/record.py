@@ -69,6 +69,14 @@ class _Write:
     changed_at: dt.datetime | None
     final: bool
     result: CheckResult  # what the check did once the write lands
+    error: str | None = None  # the answer's `state error`, kept as a send answer's is
+
+
+def _state_error(answer: StatusResult) -> str | None:
+    """`<state error="...">` of a status answer as last_error (like a send answer's)."""
+    if not answer.error:
+        return None
+    return f"{answer.status.value}: {answer.error}"[:500]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +185,7 @@ def _decide(asked: Asked, asked_at: dt.datetime) -> CheckResult | _Write | _Fail
             status_date(answer, asked_at, message_id),
             new.is_final,
             CheckResult(message_id, CheckOutcome.CHANGED, stored, new.value),
+            _state_error(answer),
         )
     if transition is Transition.UNCHANGED:
         outcome = CheckOutcome.UNCHANGED
@@ -244,6 +253,7 @@ def _change_statement(final: bool) -> Update:
             status_changed_at=bindparam("b_changed"),
             updated_at=bindparam("b_asked"),
             last_checked_at=_not_before(_LOG.c.last_checked_at, bindparam("b_asked")),
+            last_error=func.coalesce(bindparam("b_error", type_=String()), _LOG.c.last_error),
             **_reset_failures(),
         )
     )
@@ -268,6 +278,7 @@ def _write_each(
             "b_status": w.status,
             "b_changed": w.changed_at,
             "b_asked": asked_at,
+            "b_error": w.error,
         }
         if affected(conn.execute(_change_statement(w.final), params)):
             landed.add(message_id)
@@ -291,6 +302,7 @@ def _chunk_statement() -> Update:
             _array("b_status", String()),
             _array("b_changed", UTCDateTime()),
             _array("b_final", Boolean()),
+            _array("b_error", String()),
         )
         .table_valued(
             column("id", Uuid()),
@@ -298,6 +310,7 @@ def _chunk_statement() -> Update:
             column("status", String()),
             column("changed", UTCDateTime()),
             column("final", Boolean()),
+            column("error", String()),
         )
         .render_derived(name="v")
     )
@@ -320,6 +333,7 @@ def _chunk_statement() -> Update:
             updated_at=_when(~looked, asked, c.updated_at),
             final_at=_when(v.c.final, asked, c.final_at),
             next_check_at=_when(v.c.final, None, c.next_check_at),
+            last_error=func.coalesce(v.c.error, c.last_error),
             **_reset_failures(),
         )
         .returning(c.id)
@@ -343,6 +357,7 @@ def _write_all(conn: Connection, writes: Sequence[_Write], asked_at: dt.datetime
             "b_status": [w.status for w in ordered],
             "b_changed": [w.changed_at for w in ordered],
             "b_final": [w.final for w in ordered],
+            "b_error": [w.error for w in ordered],
             "b_asked": asked_at,
         },
     )

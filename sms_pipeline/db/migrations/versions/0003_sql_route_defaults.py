@@ -174,7 +174,7 @@ def upgrade() -> None:
     op.create_index(
         op.f("ix_sms_log_customer_id"), "sms_log", ["customer_id"], unique=False, schema=schema
     )
-    op.execute(sms_sent_view_sql(bind.dialect.name))
+    op.execute(sms_sent_view_sql(bind.dialect.name, carried=False))
     if _verifications_is_ours(bind):
         _reshape_our_verifications(bind)
 

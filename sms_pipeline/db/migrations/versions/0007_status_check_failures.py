@@ -4,7 +4,7 @@ A message whose status checks all fail (no usable answer) for SMS_STATUS_GIVE_UP
 ends Terminated after its deadline; these columns record the failures as they happen.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-07 13:00:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from sms_pipeline.db.models.base import UTCDateTime
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -230,6 +230,36 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Pause an account this long after 'Prepaid messages limit'."
     )
 
+    # --- several gateways (docs/gateways.md) ----------------------------------------------
+    sms_gateway_failures: int = Field(
+        5,
+        ge=1,
+        description="Definite refusals (connection refused, TLS, HTTP 5xx/429/401) within the "
+        "window that take a gateway out of rotation (with the share below).",
+    )
+    sms_gateway_failure_share: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Share of a gateway's requests within the window that must be definite "
+        "refusals to take it out of rotation.",
+    )
+    sms_gateway_window_seconds: float = Field(
+        30.0, gt=0, description="The window the two figures above are counted over."
+    )
+    sms_gateway_probe_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="A gateway out of rotation is probed (one status request, no message) "
+        "this often; an answer brings it back gradually.",
+    )
+    sms_gateway_ramp_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="A probed gateway's share of new messages grows from a tenth to its "
+        "weight over this time; without a refusal meanwhile it is up again.",
+    )
+
     sms_send_batch_size: int = Field(
         200,
         ge=1,

@@ -38,6 +38,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "inbound",
     "privacy",
     "accounts",
+    "gateways",
 )
 EXIT_OPERATIONAL = 2
 

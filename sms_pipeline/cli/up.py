@@ -268,6 +268,15 @@ def check_database(settings: Settings) -> None:
         )
 
 
+def gateway_problems(settings: Settings) -> list[str]:
+    """One line per account or gateway whose password_ref resolves to nothing."""
+    from sms_pipeline.db import get_engine
+    from sms_pipeline.services.gateways import credential_problems
+
+    with get_engine(settings).connect() as conn:
+        return credential_problems(conn, settings)
+
+
 def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     from sms_pipeline.broker.app import CALLBACKS_QUEUE
 
@@ -289,6 +298,10 @@ def run_up(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         broker += f" (embedded, folder {settings.broker_folder})"
     screen.line(f"  broker    {broker}")
     screen.line(f"  logs      {log_dir}")
+    for problem in gateway_problems(settings):
+        # An account (or gateway) whose password cannot be found: refused, loudly; its
+        # messages wait (docs/gateways.md), the others go.
+        screen.line(f"  REFUSED   {problem}")
 
     previous: dict[int, Callable[..., Any] | int | None] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -74,6 +74,7 @@ class GatewayError(Exception):
 
     default_permanent: bool = False
     default_outcome: Outcome = Outcome.PARSE_ERROR
+    default_definite: bool = False
 
     def __init__(
         self,
@@ -82,8 +83,12 @@ class GatewayError(Exception):
         permanent: bool | None = None,
         outcome: Outcome | None = None,
         retry_after: float | None = None,
+        definite: bool | None = None,
     ) -> None:
         self.reason = _clip(reason)
+        # True when the request certainly was not taken (refused before it was written,
+        # or an HTTP error status): safe to send elsewhere (docs/gateways.md).
+        self.definite = self.default_definite if definite is None else definite
         self.permanent = self.default_permanent if permanent is None else permanent
         self.outcome = Outcome(outcome) if outcome else self.default_outcome
         self.retry_after = retry_after
@@ -151,6 +156,8 @@ class GatewayHTTPError(GatewayError):
             permanent=permanent,
             outcome=outcome,
             retry_after=retry_after,
+            # An HTTP error status comes before any acceptance: the message was not taken.
+            definite=True,
         )
 
     @staticmethod

@@ -106,12 +106,14 @@ def _transfer_error(
         return GatewayProtocolError(f"answer larger than {limit} bytes")
     if errno == _TIMED_OUT:
         if not connected:
-            return GatewayTimeout("connect timeout")
+            # Nothing was written: the request certainly was not taken.
+            return GatewayTimeout("connect timeout", definite=True)
         if seconds >= total * 0.98:
             return GatewayTimeout("total deadline exceeded")
         return GatewayTimeout("read timeout")
     if errno in _CONNECT_FAILURES:
-        return GatewayConnectionError(f"connection failed (curl error {errno})")
+        # Refused, DNS or TLS before the request went out: certainly not taken.
+        return GatewayConnectionError(f"connection failed (curl error {errno})", definite=True)
     if errno in _CONNECTION_LOST:
         return GatewayConnectionError(f"{_CONNECTION_LOST[errno]} (curl error {errno})")
     if errno == _NOT_RESENT:

@@ -123,6 +123,15 @@ STATUS_CHECK_LAG: Final = "sms_status_check_lag_seconds"
 REPLICATION_LAG: Final = "sms_replication_lag_seconds"
 SQL_QUEUE_OLDEST_AGE: Final = "sms_sql_queue_oldest_age_seconds"
 HEARTBEAT: Final = "sms_heartbeat_timestamp_seconds"
+GATEWAY_ROUTE_REQUESTS_TOTAL: Final = "sms_gateway_route_requests_total"
+GATEWAY_ROUTE_DURATION: Final = "sms_gateway_route_request_duration_seconds"
+GATEWAY_SWITCHES_TOTAL: Final = "sms_gateway_switches_total"
+GATEWAY_STATE: Final = "sms_gateway_state"
+GATEWAY_WEIGHT: Final = "sms_gateway_weight"
+# A send's outcome on one gateway: accepted, a definite refusal (safe to move), ambiguous
+# (may have been taken: stays there), or refused for the message's own sake.
+ROUTE_OUTCOMES: Final = ("accepted", "definite", "ambiguous", "message_refused")
+GATEWAY_STATE_VALUES: Final = ("up", "probing", "down", "disabled")
 
 HEARTBEAT_ROLES: Final = ("worker", "beat")
 
@@ -380,6 +389,47 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         Kind.GAUGE,
         Source.SCRAPE,
         "1 when the exporter could read the database at this scrape, else 0.",
+    ),
+    MetricSpec(
+        GATEWAY_ROUTE_REQUESTS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Send requests per gateway (verification.gateways) and outcome (docs/gateways.md).",
+        ("gateway", "outcome"),
+        label_values="gateway: gateway name; outcome: " + ", ".join(ROUTE_OUTCOMES),
+    ),
+    MetricSpec(
+        GATEWAY_ROUTE_DURATION,
+        Kind.HISTOGRAM,
+        Source.STORED,
+        "Send request latency per gateway, whatever the outcome.",
+        ("gateway",),
+        GATEWAY_LATENCY_BUCKETS,
+        label_values="gateway: gateway name",
+    ),
+    MetricSpec(
+        GATEWAY_SWITCHES_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Gateway state changes (out of rotation, probing, back), by the state reached.",
+        ("gateway", "to"),
+        label_values="gateway: gateway name; to: up, probing, down",
+    ),
+    MetricSpec(
+        GATEWAY_STATE,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "1 for each gateway's current state (verification.gateways), 0 for the others.",
+        ("gateway", "state"),
+        label_values="gateway: gateway name; state: " + ", ".join(GATEWAY_STATE_VALUES),
+    ),
+    MetricSpec(
+        GATEWAY_WEIGHT,
+        Kind.GAUGE,
+        Source.SCRAPE,
+        "Each gateway's configured weight (0 = standby).",
+        ("gateway",),
+        label_values="gateway: gateway name",
     ),
 )
 

@@ -135,6 +135,7 @@ class SmsCollector(Collector):
             ),
             c.REPLICATION_LAG: replication,
             c.SQL_QUEUE_OLDEST_AGE: sql_queue,
+            c.GATEWAY_STATE: lambda conn: self._gateways(families, conn),
         }
         for name, fill in fills.items():
             try:
@@ -142,6 +143,15 @@ class SmsCollector(Collector):
                     fill(conn)
             except Exception as exc:
                 log.warning("metrics scrape left out %s: %s", name, type(exc).__name__)
+
+    def _gateways(self, families: dict[str, Any], conn: Connection) -> None:
+        from sms_pipeline.db.gateways import read_table
+
+        for route in read_table(conn, self.settings).routes:
+            state = route.state if route.active else "disabled"
+            for value in c.GATEWAY_STATE_VALUES:
+                families[c.GATEWAY_STATE].add_metric([route.name, value], float(value == state))
+            families[c.GATEWAY_WEIGHT].add_metric([route.name], float(route.weight))
 
     def _stored(self, families: dict[str, Any], rows: Any) -> None:
         by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)

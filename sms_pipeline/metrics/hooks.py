@@ -159,6 +159,27 @@ def gateway_request(operation: Op, outcomes: Sequence[tuple[GatewayOutcome, floa
 
 
 @_never_raises
+def gateway_route(gateway: str, outcomes: Sequence[tuple[str, float]]) -> None:
+    """One batch's send requests to one gateway: each request's route outcome and latency."""
+    get_store().add(
+        [
+            (c.GATEWAY_ROUTE_REQUESTS_TOTAL, {"gateway": gateway, "outcome": outcome}, 1.0)
+            for outcome, _ in outcomes
+        ],
+        [
+            (c.GATEWAY_ROUTE_DURATION, {"gateway": gateway}, s, c.GATEWAY_LATENCY_BUCKETS)
+            for _, s in outcomes
+        ],
+    )
+
+
+@_never_raises
+def gateway_switch(gateway: str, from_state: str, to_state: str) -> None:
+    """A gateway changed state (the worker whose update won counts it, once)."""
+    get_store().inc(c.GATEWAY_SWITCHES_TOTAL, {"gateway": gateway, "to": to_state})
+
+
+@_never_raises
 def limit_refused(limit: str, subject: str) -> None:
     """An abuse limit held a message back (`subject`: API key or account NAME)."""
     get_store().inc(c.LIMIT_REFUSALS_TOTAL, {"limit": limit, "subject": subject})

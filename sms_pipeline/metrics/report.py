@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from sms_pipeline.db import epoch_seconds, has_percentiles, table_name
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
@@ -86,6 +86,10 @@ class ChannelReport:
     bucket_seconds: int = 3600
     # Data protection (stored counters, since they began): redacted, purged, erased.
     privacy: dict[str, int] = field(default_factory=dict)
+    # Messages of the window accepted (or held) by each gateway (sms_log.gateway), and every
+    # gateway state change in the window (docs/gateways.md).
+    by_gateway: dict[str, int] = field(default_factory=dict)
+    gateway_switches: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -282,6 +286,38 @@ def _gateway(conn: Connection) -> list[GatewayReport]:
     return out
 
 
+def _gateways(
+    conn: Connection, since: dt.datetime, until: dt.datetime
+) -> tuple[dict[str, int], list[dict[str, str]]]:
+    from sms_pipeline.db.models import GatewayEvent, SmsLog
+
+    counts = conn.execute(
+        select(SmsLog.gateway, func.count())
+        .where(
+            SmsLog.inserted_at >= since,
+            SmsLog.inserted_at < until,
+            SmsLog.gateway.is_not(None),
+        )
+        .group_by(SmsLog.gateway)
+    ).all()
+    events = conn.execute(
+        select(GatewayEvent)
+        .where(GatewayEvent.at >= since, GatewayEvent.at < until)
+        .order_by(GatewayEvent.at, GatewayEvent.id)
+    ).all()
+    switches = [
+        {
+            "at": e.at.isoformat(),
+            "gateway": e.gateway,
+            "from": e.from_state,
+            "to": e.to_state,
+            "reason": e.reason,
+        }
+        for e in events
+    ]
+    return {str(g): int(n) for g, n in sorted(counts)}, switches
+
+
 def _privacy(conn: Connection) -> dict[str, int]:
     rows = conn.execute(
         select(MetricCounter.labels, MetricCounter.value).where(
@@ -345,6 +381,7 @@ def build_report(
         else:
             latency = _latency_in_python(conn, start, until)
         gateway = _gateway(conn)
+        by_gateway, switches = _gateways(conn, start, until)
 
     per_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     per_bucket: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -383,6 +420,8 @@ def build_report(
         latency_sample_truncated=latency.truncated,
         bucket_seconds=size,
         privacy=privacy,
+        by_gateway=by_gateway,
+        gateway_switches=switches,
     )
 
 
@@ -500,6 +539,17 @@ def render_text(report: ChannelReport, *, width: int = 80) -> str:
         console.print(gateway)
     else:
         console.print("Gateway requests: none recorded yet")
+    if len(report.by_gateway) > 1 or report.gateway_switches:
+        console.print(
+            "Messages by gateway: " + ", ".join(f"{g} {n}" for g, n in report.by_gateway.items())
+        )
+    if report.gateway_switches:
+        switches = table("Gateway switches", "verification.gateway_events (docs/gateways.md)")
+        for column in ("at (UTC)", "gateway", "change", "why"):
+            switches.add_column(column)
+        for e in report.gateway_switches:
+            switches.add_row(e["at"][11:19], e["gateway"], f"{e['from']} → {e['to']}", e["reason"])
+        console.print(switches)
     if report.privacy:
         console.print(
             "Data protection (since counting began): "

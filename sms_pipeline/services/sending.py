@@ -56,9 +56,10 @@ from sms_pipeline.gateway import (
 )
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import accounts as account_rules
+from sms_pipeline.services import gateway_routing as routing
+from sms_pipeline.services import gateways as gateway_routes
 from sms_pipeline.services import optout, outbox, privacy
 from sms_pipeline.services.accounts import quotas
-from sms_pipeline.services.gateway import get_gateway_client
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.services.status import first_check_at
 from sms_pipeline.settings import Settings, get_settings
@@ -159,6 +160,9 @@ class Claim:
     ready_at: dt.datetime  # enqueued, or the requested send time if later
     opted_out: bool
     expires_at: dt.datetime | None = None  # a code's validity or the type's queue age
+    # The gateway that has it or may have it (an earlier attempt's outcome unknown): its
+    # resends go there and nowhere else (docs/gateways.md).
+    gateway: str | None = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +309,7 @@ def _claim_statement(by_class: bool, by_ids: bool, engine: Engine) -> Any:
             SmsLog.inserted_at,
             SmsLog.send_after,
             SmsLog.expires_at,
+            SmsLog.gateway,
         )
     )
 
@@ -353,6 +358,7 @@ def _claim(
             ready_at=max(r.inserted_at, r.send_after or r.inserted_at),
             opted_out=r.phone_number in opted,
             expires_at=r.expires_at,
+            gateway=r.gateway,
         )
         for r in rows
     ]
@@ -383,6 +389,9 @@ class _Write:
     last_error: str | None = None
     pause: tuple[dt.datetime, str] | None = None  # pause the account until, why
     charge: bool = False  # take the message's segments from a prepaid account
+    # Which gateway has it (or may): set by the attempt when `set_gateway`, else unchanged.
+    gateway: str | None = None
+    set_gateway: bool = False
 
     def params(self) -> dict[str, Any]:
         return {
@@ -399,6 +408,7 @@ class _Write:
             "b_due": self.due_at or self.claim.due_at,
             "b_dispatched": self.dispatched_at,
             "b_error": self.last_error[:500] if self.last_error else None,
+            "b_gateway": self.gateway if self.set_gateway else self.claim.gateway,
         }
 
 
@@ -424,6 +434,7 @@ _RECORD = (
         dispatched_at=bindparam("b_dispatched"),
         lease_until=None,
         last_error=bindparam("b_error"),
+        gateway=bindparam("b_gateway"),
     )
 )
 
@@ -681,20 +692,42 @@ def send_batch(
         _kick_later(later)
         return batch
     go, writes = _per_message_rules(claims, accounts, now, settings)
+    table = None
     if go:
-        client = client or get_gateway_client(settings)
-        answers = client.send_many([_request(c, now, settings) for c in go])
+        with alone(db.auto):
+            table = gateway_routes.routes(db.auto, settings)
+        at = now
+        sent, held = routing.submit(
+            go, accounts, table, lambda c: _request(c, at, settings), settings, db, client
+        )
         answered = utcnow()
-        for claim, answer in zip(go, answers, strict=True):
-            if isinstance(answer, GatewayError):
-                writes.append(_failed(claim, answer, answered, settings))
+        for claim, reason, wait in held:
+            writes.append(_not_sent(claim, Outcome.DEFERRED, reason, wait, answered))
+        for claim, gateway, answer in sent:
+            bound = claim.gateway is not None and table.routes[0].from_table
+            if isinstance(answer, GatewayError) and bound and routing.movable(answer):
+                # Bound to a gateway that may have it already, and that refuses for now:
+                # it waits for that gateway (the attempt given back), never sent elsewhere.
+                wait = settings.sms_gateway_probe_seconds
+                why = f"waits for gateway {gateway}, which may have it already: {answer.reason}"
+                writes.append(_not_sent(claim, Outcome.DEFERRED, why, wait, answered))
+            elif isinstance(answer, GatewayError):
+                write = _failed(claim, answer, answered, settings)
+                # A definite refusal leaves it free to go anywhere next time (unless an
+                # earlier attempt's unknown outcome holds it to its gateway).
+                keep = claim.gateway or (None if routing.movable(answer) else gateway)
+                writes.append(dataclasses.replace(write, gateway=keep, set_gateway=True))
             else:
                 write = _submitted(claim, answer, answered, settings)
                 # Post-paid accounts are never charged: their batches never touch accounts.
                 prepaid = not accounts[claim.account_id].postpaid
-                writes.append(dataclasses.replace(write, charge=prepaid))
+                writes.append(
+                    dataclasses.replace(write, charge=prepaid, gateway=gateway, set_gateway=True)
+                )
         now = answered
     written = _record(writes, now, db)
+    if table is not None:
+        routing.after_batch(table, settings, db)
     if written < len(writes):
         log.warning(
             "send batch: %d of %d claims were lost meanwhile", len(writes) - written, len(writes)

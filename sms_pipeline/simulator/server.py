@@ -72,6 +72,8 @@ class SimulatorConfig:
     port: int = 8080
     login: str = "demo"
     password: str = field(default="demo", repr=False)
+    # More (login, password) pairs it accepts: accounts with logins of their own.
+    logins: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     latency_ms: float = 0.0
     enroute_after: float = 1.0
     deliver_after: float = 2.0
@@ -86,7 +88,11 @@ CONFIG_KEY: Final = web.AppKey("sms_sim_config", SimulatorConfig)
 
 
 def _expected_auth(config: SimulatorConfig) -> bytes:
-    token = base64.b64encode(f"{config.login}:{config.password}".encode()).decode("ascii")
+    return _basic(config.login, config.password)
+
+
+def _basic(login: str, password: str) -> bytes:
+    token = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
     return f"Basic {token}".encode()
 
 
@@ -97,11 +103,21 @@ class _Handlers:
         self.config = config
         self.state = state
         self.expected_auth = _expected_auth(config)
+        self.others = tuple((_basic(lg, pw), lg) for lg, pw in config.logins)
         self.latency = config.latency_ms / 1000.0
 
+    def _login(self, request: web.Request) -> str | None:
+        """The login a request authenticated as, or None."""
+        header = request.headers.get("Authorization", "").encode("utf-8", "replace")
+        if hmac.compare_digest(header, self.expected_auth):
+            return self.config.login
+        for expected, login in self.others:
+            if hmac.compare_digest(header, expected):
+                return login
+        return None
+
     def _authorized(self, request: web.Request) -> bool:
-        header = request.headers.get("Authorization", "")
-        return hmac.compare_digest(header.encode("utf-8", "replace"), self.expected_auth)
+        return self._login(request) is not None
 
     @staticmethod
     def _xml(body: bytes, status: int = 200) -> web.Response:
@@ -130,8 +146,13 @@ class _Handlers:
         the body, or the answer that refuses it."""
         if self.latency:
             await asyncio.sleep(self.latency)
-        if not self._authorized(request):
+        if self.state.fail_all is not None:
+            # A gateway answering one error status to everything (an outage behind a proxy).
+            return web.Response(status=self.state.fail_all, text="Service Unavailable")
+        login = self._login(request)
+        if login is None:
             return self._unauthorized()
+        self.state.by_login[f"{request.path} {login}"] += 1
         raw = await self._read(request)
         if raw is None:
             return web.Response(status=413, text="Request Entity Too Large")
@@ -177,6 +198,8 @@ class _Handlers:
                 state.count_late_duplicate()
                 return self._xml(DUPE_ANSWER)
         message = state.accept(req, decision)
+        if req.uniq_key:
+            state.accepted_login[req.uniq_key] = self._login(request) or ""
         item = ParsedState(message.gateway_id, GatewayStatus.ACCEPTED)
         return self._xml(build_answer([item], date=gateway_date(), ext_id=req.ext_id))
 
@@ -261,9 +284,9 @@ def create_app(config: SimulatorConfig, state: SimState | None = None) -> web.Ap
 
 
 async def _start(
-    config: SimulatorConfig, *, handle_signals: bool
+    config: SimulatorConfig, *, handle_signals: bool, state: SimState | None = None
 ) -> tuple[web.AppRunner, str, SimState]:
-    app = create_app(config)
+    app = create_app(config, state)
     # Access logging costs about a third of the throughput; the simulator keeps counters.
     runner = web.AppRunner(
         app,
@@ -306,10 +329,12 @@ def run(config: SimulatorConfig) -> None:
 class SimulatorServer:
     """The simulator on a background thread with its own event loop (tests, demo)."""
 
-    def __init__(self, config: SimulatorConfig) -> None:
+    def __init__(self, config: SimulatorConfig, state: SimState | None = None) -> None:
+        """`state`: the store of an earlier run to carry on with (a restart keeps what the
+        gateway had accepted)."""
         self.config = config
         self.base_url = ""
-        self._state: SimState | None = None
+        self._state: SimState | None = state
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -345,7 +370,7 @@ class SimulatorServer:
         self._loop = loop
         try:
             self._runner, self.base_url, self._state = loop.run_until_complete(
-                _start(self.config, handle_signals=False)
+                _start(self.config, handle_signals=False, state=self._state)
             )
         except BaseException as exc:
             self._error = exc

@@ -88,6 +88,12 @@ class SimState:
         self.attempts: dict[str, int] = {}
         self.accepted_keys: dict[str, str] = {}  # uniq_key -> gateway_id
         self.stats: Counter[str] = Counter()
+        # Requests by "path login" (which login each request carried), and the login each
+        # accepted uniq_key came with.
+        self.by_login: Counter[str] = Counter()
+        # Set (e.g. 503): every send and status request gets this HTTP status.
+        self.fail_all: int | None = None
+        self.accepted_login: dict[str, str] = {}
         self.by_rule: Counter[str] = Counter()
         self.by_suffix: Counter[str] = Counter()
         # The most gateway requests answered at once since the reset: how many connections a
@@ -229,6 +235,7 @@ class SimState:
         out["peak_in_flight"] = self.peak_in_flight
         out["by_rule"] = dict(self.by_rule)
         out["by_number_suffix"] = dict(self.by_suffix)
+        out["by_login"] = dict(self.by_login)
         return out
 
     def _trim(self, mapping: dict[str, Any]) -> None:

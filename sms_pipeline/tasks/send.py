@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from celery import signals
+
 from sms_pipeline.broker.app import (
     OUTBOX_SWEEP_TASK,
     QUEUE_POLL_TASK,
@@ -11,6 +16,9 @@ from sms_pipeline.broker.app import (
 from sms_pipeline.broker.dispatch import QueueClass
 from sms_pipeline.services import outbox, sending
 from sms_pipeline.services.intake import sql_route
+from sms_pipeline.settings import get_settings
+
+log = logging.getLogger(__name__)
 
 
 # Acked when it starts, unlike every other task: a kick carries no work of its own (the
@@ -35,3 +43,23 @@ def outbox_sweep() -> dict[str, int]:
 @app.task(name=QUEUE_POLL_TASK)
 def queue_poll() -> int:
     return sql_route.poll_queues()
+
+
+def _name_refused_credentials(**_kwargs: Any) -> None:
+    # One ERROR line per account or gateway whose password cannot be found: those messages
+    # wait (never sent with another login); the worker serves everyone else.
+    try:
+        from sms_pipeline.db import get_engine
+        from sms_pipeline.services.gateways import credential_problems
+
+        with get_engine(get_settings()).connect() as conn:
+            problems = credential_problems(conn, get_settings())
+    except Exception:
+        log.warning("could not check the gateways' credentials", exc_info=True)
+        return
+    for problem in problems:
+        logging.getLogger("sms_pipeline.gateways").error("REFUSED %s", problem)
+
+
+# The worker imports this module at start (TASK_MODULES), before it is ready.
+signals.worker_ready.connect(_name_refused_credentials, weak=False)

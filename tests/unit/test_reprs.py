@@ -139,6 +139,31 @@ def _send_request() -> Any:
     return SendRequest(NUMBER, f"Your code is {SECRET}")
 
 
+def _gateway_row() -> Any:
+    from sms_pipeline.db.models import Gateway
+
+    return Gateway(name="g", send_url="http://127.0.0.1:9/ip2sms/", password_ref=SECRET)
+
+
+def _account_gateway_row() -> Any:
+    from sms_pipeline.db.models import AccountGateway
+
+    return AccountGateway(account_id=1, gateway_id=1, login="l", password_ref=SECRET)
+
+
+def _route() -> Any:
+    from sms_pipeline.services.gateways import default_route
+    from sms_pipeline.settings import load_settings
+
+    return dataclasses.replace(default_route(load_settings()), password_ref=SECRET)
+
+
+def _login() -> Any:
+    from sms_pipeline.services.gateways import Login
+
+    return Login("l", SECRET, own=True)
+
+
 def _intake_message() -> Any:
     from sms_pipeline.services.intake import Message, ValidBody
 
@@ -164,6 +189,10 @@ def _valid_body() -> Any:
 
 
 INSTANCES: dict[str, Callable[[], Any]] = {
+    "sms_pipeline.db.models.gateways.Gateway": _gateway_row,
+    "sms_pipeline.db.models.gateways.AccountGateway": _account_gateway_row,
+    "sms_pipeline.db.gateways.Route": _route,
+    "sms_pipeline.services.gateways.Login": _login,
     "sms_pipeline.gateway.client.IP2SMSClient": _client,
     "sms_pipeline.gateway.inbound.InboundClient": _inbound,
     "sms_pipeline.settings.Settings": _settings,

@@ -3,6 +3,7 @@
 from .accounts import POSTPAID_CREDITS, Account
 from .api import ApiKey, CallbackEvent, IdempotencyRecord
 from .base import SCHEMA, Base, UTCDateTime, UTCTimestamp, utcnow
+from .gateways import GATEWAY_STATES, AccountGateway, Gateway, GatewayEvent, GatewayMinute
 from .inbound import OptOut, SmsReply, SmsShortcode
 from .messages import (
     MESSAGE_TYPES,
@@ -23,6 +24,7 @@ from .queue import SmsQueue, SmsQueueUnreadable
 from .verifications import VERIFICATION_STATUSES, Verification
 
 __all__ = [
+    "GATEWAY_STATES",
     "MESSAGE_TYPES",
     "MOVING_STATUS_VALUES",
     "PENDING_SEND_STATUSES",
@@ -32,11 +34,15 @@ __all__ = [
     "URGENT_TYPES",
     "VERIFICATION_STATUSES",
     "Account",
+    "AccountGateway",
     "ApiKey",
     "AuditEvent",
     "Base",
     "CallbackEvent",
     "DailyRollup",
+    "Gateway",
+    "GatewayEvent",
+    "GatewayMinute",
     "IdempotencyRecord",
     "MessageType",
     "MetricCounter",

@@ -156,6 +156,10 @@ class SmsLog(Base):
     type: Mapped[str] = mapped_column(String(32))
     body: Mapped[str] = mapped_column(Text)
     gateway_id: Mapped[str | None] = mapped_column(String(64))
+    # The gateway (verification.gateways.name) that accepted it, or may have (an attempt
+    # whose outcome is unknown): set when an attempt goes out, cleared only by a definite
+    # refusal; its resends and status checks go there and nowhere else.
+    gateway: Mapped[str | None] = mapped_column(String(64))
     gateway_status: Mapped[str | None] = mapped_column(String(16))
     status_changed_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -13,6 +13,7 @@ from .rules import (
     next_window_open,
     pause_account,
     pause_warning,
+    take_gateway_token,
     take_rate_token,
 )
 
@@ -27,5 +28,6 @@ __all__ = [
     "next_window_open",
     "pause_account",
     "pause_warning",
+    "take_gateway_token",
     "take_rate_token",
 ]

@@ -203,3 +203,12 @@ def take_rate_token(account: Account, settings: Settings | None = None) -> bool:
     per_second = max(1, int(account.rate_limit_per_second))
     item = RateLimitItemPerSecond(per_second)
     return bool(_limiter(settings).hit(item, "sms-pipeline", "account", str(account.id)))
+
+
+def take_gateway_token(gateway: str, per_second: float | None, settings: Settings) -> bool:
+    """False when a gateway (verification.gateways.max_per_second) has taken its requests
+    for this second, across every worker."""
+    if not per_second:
+        return True
+    item = RateLimitItemPerSecond(max(1, int(per_second)))
+    return bool(_limiter(settings).hit(item, "sms-pipeline", "gateway", gateway))

@@ -11,7 +11,7 @@ import functools
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import bindparam, select
 
@@ -39,6 +39,8 @@ def _read_statement() -> Any:  # a Select (its generic form varies across 2.x)
     return select(
         SmsLog.id,
         SmsLog.gateway_id,
+        SmsLog.gateway,
+        SmsLog.account_id,
         SmsLog.gateway_status,
         SmsLog.type,
         SmsLog.submitted_at,
@@ -63,6 +65,44 @@ def _not_askable(message_id: uuid.UUID, row: Any) -> CheckResult | None:
     return None
 
 
+def _client_of(row: Any, settings: Settings) -> Any:
+    """The client of the gateway that accepted this message, with its account's login there.
+
+    A message without a gateway (accepted before gateways were data), or on the settings'
+    gateway with the settings' login, asks the IP2SMS_* gateway.
+    """
+    from sqlalchemy import Table
+
+    from sms_pipeline.db.models import Account
+    from sms_pipeline.services import gateways as registry
+    from sms_pipeline.services.gateway import client_for, client_for_account
+
+    accounts = cast(Table, Account.__table__)
+    with one_statement(settings) as conn:
+        table = registry.routes(conn, settings)
+        found = conn.execute(select(accounts).where(accounts.c.id == row.account_id)).first()
+    route = table.by_name().get(row.gateway or registry.DEFAULT)
+    if route is None and not table.routes[0].from_table:
+        route = table.routes[0]
+    if route is None or found is None:
+        return get_gateway_client(settings)
+    account = Account(**found._mapping)
+    login = registry.login_for(account, route, table)
+    if not route.from_table and (
+        not login.own
+        or (login.login, registry.resolve_password(login.password_ref, settings))
+        == (settings.ip2sms_login, settings.ip2sms_password.get_secret_value())
+    ):
+        return get_gateway_client(settings)
+    client = client_for_account(route, account, table, settings)
+    if client is not None:
+        return client
+    # Its own password cannot be found: asked with the gateway's login (a status check
+    # sends nothing).
+    password = registry.resolve_password(route.password_ref, settings) or ""
+    return client_for(route, route.login, password, settings)
+
+
 def check_status(
     message_id: uuid.UUID,
     *,
@@ -81,7 +121,7 @@ def check_status(
     if skipped is not None:
         return skipped
     assert row is not None  # _not_askable says MISSING otherwise
-    client = client or get_gateway_client(settings)
+    client = client or _client_of(row, settings)
     asked_at = now or utcnow()
     try:
         answer: Answer = client.status(row.gateway_id)
@@ -113,10 +153,16 @@ def check_many(ids: Sequence[uuid.UUID], settings: Settings | None = None) -> li
             else:
                 askable.append(message_id)
         if askable:
-            client = get_gateway_client(settings)
+            # Each message is asked about where it was accepted, with its account's login.
+            groups: dict[tuple[str | None, int], list[uuid.UUID]] = {}
+            for i in askable:
+                groups.setdefault((rows[i].gateway, rows[i].account_id), []).append(i)
             asked_at = utcnow()
-            answers = client.status_many([rows[i].gateway_id for i in askable])
-            asked = [Asked(i, rows[i], answer) for i, answer in zip(askable, answers, strict=True)]
+            asked = []
+            for members in groups.values():
+                client = _client_of(rows[members[0]], settings)
+                answers = client.status_many([rows[i].gateway_id for i in members])
+                asked += [Asked(i, rows[i], a) for i, a in zip(members, answers, strict=True)]
             with one_statement(settings) as conn:
                 for result in record_answers(conn, asked, asked_at):
                     results[result.message_id] = result

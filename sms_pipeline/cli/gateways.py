@@ -89,7 +89,7 @@ def _list(args: argparse.Namespace) -> int:
     from sms_pipeline.db import get_engine
     from sms_pipeline.db.models import GatewayEvent
     from sms_pipeline.services import gateways as registry
-    from sms_pipeline.services.gateway_stats import recent_figures
+    from sms_pipeline.services.gateways.stats import recent_figures
     from sms_pipeline.settings import get_settings, mask_url
 
     settings = get_settings()

@@ -27,8 +27,8 @@ from sms_pipeline import enqueue_many
 from sms_pipeline.db import get_engine, session_scope
 from sms_pipeline.db.models import GatewayEvent, SmsLog
 from sms_pipeline.gateway import IP2SMSClient
-from sms_pipeline.services import gateway_health
 from sms_pipeline.services import gateways as registry
+from sms_pipeline.services.gateways import health as gateway_health
 from sms_pipeline.simulator import SimulatorConfig
 from sms_pipeline.simulator.rules import Action, Rule, RuleTable
 from sms_pipeline.simulator.server import SimulatorServer

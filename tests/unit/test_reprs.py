@@ -192,7 +192,7 @@ INSTANCES: dict[str, Callable[[], Any]] = {
     "sms_pipeline.db.models.gateways.Gateway": _gateway_row,
     "sms_pipeline.db.models.gateways.AccountGateway": _account_gateway_row,
     "sms_pipeline.db.gateways.Route": _route,
-    "sms_pipeline.services.gateways.Login": _login,
+    "sms_pipeline.services.gateways.registry.Login": _login,
     "sms_pipeline.gateway.client.IP2SMSClient": _client,
     "sms_pipeline.gateway.inbound.InboundClient": _inbound,
     "sms_pipeline.settings.Settings": _settings,

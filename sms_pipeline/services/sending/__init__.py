@@ -18,7 +18,7 @@ The send rules live once each: the account's (active, pause, window) in
 `accounts.take_rate_token`, the daily cap in `quotas.account_cap_reached`, the opt-out in
 `optout.stops`, expiry and supersede in `privacy.still_sendable`; `eligibility` applies
 them around the claim. The modules: `claim`, `eligibility`, `record`, `batch` (one batch:
-claim, submit through `gateway_routing`, record), `drain` and `results`.
+claim, submit through `gateways.routing`, record), `drain` and `results`.
 """
 
 from .batch import send_batch

@@ -17,10 +17,10 @@ from sms_pipeline.gateway import (
     SendRequest,
 )
 from sms_pipeline.metrics import hooks as metrics
-from sms_pipeline.services import gateway_routing as routing
 from sms_pipeline.services import gateways as gateway_routes
 from sms_pipeline.services import outbox, privacy
 from sms_pipeline.services.accounts import quotas
+from sms_pipeline.services.gateways import routing
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.services.sending.claim import Claim, _accounts, _claim, _database, _Db, _Scope
 from sms_pipeline.services.sending.eligibility import (

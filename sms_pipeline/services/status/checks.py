@@ -19,7 +19,7 @@ from sms_pipeline.db import one_statement
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, utcnow
 from sms_pipeline.gateway import GatewayError, StatusResult
 from sms_pipeline.metrics import hooks as metrics
-from sms_pipeline.services.gateway import get_gateway_client
+from sms_pipeline.services.gateways.clients import get_gateway_client
 from sms_pipeline.services.status.outcomes import CheckOutcome, CheckResult
 from sms_pipeline.services.status.record import Answer, Asked, record_answers
 from sms_pipeline.settings import Settings, get_settings
@@ -75,7 +75,7 @@ def _client_of(row: Any, settings: Settings) -> Any:
 
     from sms_pipeline.db.models import Account
     from sms_pipeline.services import gateways as registry
-    from sms_pipeline.services.gateway import client_for, client_for_account
+    from sms_pipeline.services.gateways.clients import client_for, client_for_account
 
     accounts = cast(Table, Account.__table__)
     with one_statement(settings) as conn:

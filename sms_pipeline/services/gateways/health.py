@@ -35,7 +35,7 @@ from sqlalchemy import Connection, insert, update
 from sms_pipeline.db.models import Gateway, GatewayEvent, utcnow
 from sms_pipeline.gateway.errors import GatewayAuthError, GatewayError
 from sms_pipeline.metrics import hooks as metrics
-from sms_pipeline.services import gateways as registry
+from sms_pipeline.services.gateways import registry
 from sms_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)

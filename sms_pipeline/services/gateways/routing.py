@@ -42,10 +42,13 @@ from sms_pipeline.gateway import (
 )
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import accounts as account_rules
-from sms_pipeline.services import gateway_health as health
-from sms_pipeline.services import gateway_stats
-from sms_pipeline.services import gateways as registry
-from sms_pipeline.services.gateway import client_for, client_for_account, get_gateway_client
+from sms_pipeline.services.gateways import health, registry
+from sms_pipeline.services.gateways import stats as gateway_stats
+from sms_pipeline.services.gateways.clients import (
+    client_for,
+    client_for_account,
+    get_gateway_client,
+)
 from sms_pipeline.settings import Settings
 
 Answer = SendResult | GatewayError

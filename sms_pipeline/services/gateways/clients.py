@@ -8,7 +8,7 @@ import threading
 from sms_pipeline.db.models import Account
 from sms_pipeline.gateway import IP2SMSClient
 from sms_pipeline.metrics import hooks as metrics
-from sms_pipeline.services.gateways import GatewayTable, Route, login_for, resolve_password
+from sms_pipeline.services.gateways.registry import GatewayTable, Route, login_for, resolve_password
 from sms_pipeline.settings import Settings, get_settings
 
 _lock = threading.Lock()

@@ -272,16 +272,19 @@ class _HeldInsert:
         self._local.conn, self._local.key = conn, (os.getpid(), settings.database_url)
         return conn
 
-    def __call__(self, values: dict[str, Any], settings: Settings) -> str | None:
-        import psycopg
-
-        compiled = self._statement(settings, values["phone_hash"] is not None)
+    def _params(self, compiled: Any, values: dict[str, Any]) -> dict[str, Any]:
         params = compiled.construct_params(values)
         for name, default in self._defaults.items():
             if name not in values and params.get(name) is None:
                 params[name] = default
         processors = compiled._bind_processors
-        params = {k: (processors[k](v) if k in processors else v) for k, v in params.items()}
+        return {k: (processors[k](v) if k in processors else v) for k, v in params.items()}
+
+    def __call__(self, values: dict[str, Any], settings: Settings) -> str | None:
+        import psycopg
+
+        compiled = self._statement(settings, values["phone_hash"] is not None)
+        params = self._params(compiled, values)
         sql = compiled.string
         for attempt in (1, 2):
             conn = self._connection(settings)
@@ -293,6 +296,72 @@ class _HeldInsert:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def code(self, values: dict[str, Any], settings: Settings) -> tuple[str | None, list[int]]:
+        """A one-time code: the number's lock, then one statement that ends the older codes
+        and inserts this one (`_code_sql`), in one transaction sent as one pipeline (one
+        round trip). Its send status, and the attempts of each code it ended SUPERSEDED."""
+        import psycopg
+
+        compiled = self._statement(settings, values["phone_hash"] is not None)
+        params = self._params(compiled, values)
+        params["superseded_reason"] = privacy.superseded_reason(values["id"])
+        sql = _code_sql(compiled.string)
+        lock = privacy.number_lock_key(values["account_id"], values["phone_number"])
+        for attempt in (1, 2):
+            conn = self._connection(settings)
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute(privacy.NUMBER_LOCK_SQL, {"k": lock})
+                    cursor = conn.execute(sql, params)
+                    conn.execute("COMMIT")
+                row = cursor.fetchone()
+                return (None, []) if row is None else (str(row[0]), list(row[1] or []))
+            except psycopg.OperationalError:
+                conn.close()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                conn.close()  # never hand on a connection inside a failed transaction
+                raise
+        raise AssertionError("unreachable")
+
+
+@functools.cache
+def _code_sql(insert_sql: str) -> str:
+    """The one statement of a code (PostgreSQL): the older codes of the same account, number
+    and type not yet submitted end SUPERSEDED (waiting ones) or are marked `superseded_by`
+    (an attempt in flight: its answer is recorded as it comes, it is never attempted again),
+    and the new row is inserted; RETURNING its status and the ended codes' attempts.
+
+    Run after the number's advisory lock in the same transaction (a later statement's
+    snapshot sees every code committed by a producer that held the lock before), and only
+    for an active account (the INSERT's own condition: no row inserted, nothing ended).
+    The older codes are found by the number's index (ix_sms_log_phone_number).
+    """
+    log_table = cast(Table, SmsLog.__table__).fullname
+    accounts = cast(Table, Account.__table__).fullname
+    superseded = SendStatus.SUPERSEDED.value
+    waiting, in_flight = SendStatus.QUEUED.value, SendStatus.SENDING.value
+    ends = f"send_status = '{waiting}'"
+    return (
+        f"WITH older AS (UPDATE {log_table} SET"
+        f" send_status = CASE WHEN {ends} THEN '{superseded}' ELSE send_status END,"
+        f" final_at = CASE WHEN {ends} THEN %(inserted_at)s::TIMESTAMPTZ ELSE final_at END,"
+        f" lease_until = CASE WHEN {ends} THEN NULL ELSE lease_until END,"
+        f" last_error = CASE WHEN {ends} THEN %(superseded_reason)s::VARCHAR"
+        " ELSE last_error END,"
+        " superseded_by = %(id)s::UUID, updated_at = %(inserted_at)s::TIMESTAMPTZ"
+        " WHERE phone_number = %(phone_number)s::VARCHAR AND account_id = %(account_id)s::INTEGER"
+        " AND type = %(type)s::VARCHAR AND id <> %(id)s::UUID"
+        f" AND ({ends} OR (send_status = '{in_flight}' AND superseded_by IS NULL))"
+        f" AND EXISTS (SELECT 1 FROM {accounts} WHERE {accounts}.id = %(account_id)s::INTEGER"
+        f" AND {accounts}.active IS true)"
+        " RETURNING attempts, send_status) "
+        f"{insert_sql}, (SELECT array_agg(attempts) FROM older"
+        f" WHERE older.send_status = '{superseded}')"
+    )
 
 
 _held_insert = _HeldInsert()
@@ -306,15 +375,24 @@ def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
         with session_scope(settings) as session:
             return fn(session)
 
+    ended: list[int] = []
+
     def execute(values: dict[str, Any]) -> str | None:
         if not is_sqlite(settings.database_url):
+            if code:
+                status, attempts = _held_insert.code(values, settings)
+                ended.extend(attempts)
+                return status
             return _held_insert(values, settings)
         # Its own connection: the look-ups above run with none open (SQLite has one writer).
         with one_statement(settings) as conn:
             return conn.execute(_insert_one(values["phone_hash"] is not None), values).scalar()
 
+    code = privacy.supersedes(v.type, settings)
     message_id, status, ref, dispatch = _insert(execute, lookup, v, settings)
     metrics.message_stored_committed(v.type, ref.name, status)
+    if ended:
+        metrics.messages_ended_committed(v.type, ref.name, ended, SendStatus.SUPERSEDED.value)
     if status == SendStatus.OPTED_OUT.value:
         raise OptedOut(message_id)  # the OPTED OUT row is stored: the log explains it
     if dispatch is not None:
@@ -364,10 +442,9 @@ def enqueue_sms(
     if session is not None:
         # An OptedOut raised here leaves its row in the caller's transaction.
         return _store_one(session, valid, settings)
-    if privacy.supersedes(valid.type, settings):
+    if privacy.supersedes(valid.type, settings) and is_sqlite(settings.database_url):
         # A code ends older ones in the same transaction as its insert (never OPTED OUT:
-        # codes are essential), so it takes a transaction of its own, not the one-statement
-        # fast path.
+        # codes are essential); on PostgreSQL `_store_alone` does both in one statement.
         with session_scope(settings) as own:
             return _store_one(own, valid, settings)
     return _store_alone(valid, settings)

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sms_pipeline.db import one_statement
 from sms_pipeline.db.models import Account, ApiKey, utcnow
+from sms_pipeline.settings import Settings
 
 KEY_PREFIX = "sk"
 _PREFIX_BYTES = 4  # 8 hex characters: no "_", so the key splits unambiguously
@@ -176,6 +178,28 @@ def _kind(key: ApiKey) -> str:
     if key.platform_admin:
         return "platform-admin"
     return "admin" if key.admin else "send"
+
+
+def authenticate_alone(presented: str, settings: Settings | None = None) -> Principal | None:
+    """`authenticate` as one statement in autocommit (the API's per-request check: one
+    round trip, no ORM session, no BEGIN/COMMIT)."""
+    prefix = _split(presented)
+    if prefix is None or len(presented) > 200:
+        return None
+    expected = hash_key(presented)
+    table = ApiKey.__table__.c
+    columns = (
+        table.id, table.name, table.account_id, table.admin, table.prefix,
+        table.platform_admin, table.key_hash, table.active,
+    )  # fmt: skip
+    with one_statement(settings) as conn:
+        rows = conn.execute(select(*columns).where(table.prefix == prefix)).all()
+    for key in rows:
+        if hmac.compare_digest(key.key_hash, expected) and key.active:
+            return Principal(
+                key.id, key.name, key.account_id, key.admin, key.prefix, key.platform_admin
+            )
+    return None
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:

@@ -137,6 +137,7 @@ _COLUMNS = (
     "id", "phone_number", "type", "body", "account_id", "sender_id", "priority",
     "send_after", "due_at", "ext_id", "uniq_key", "customer_id", "cost_centre",
     "segments", "encoding", "callback_url", "inserted_at", "updated_at", "expires_at",
+    "api_key_id",
 )  # fmt: skip
 
 
@@ -170,10 +171,13 @@ def _insert_one(by_hash: bool = False) -> Insert:
 
 
 def _insert_params(
-    v: _Valid, ref: _AccountRef, settings: Settings
+    v: _Valid, ref: _AccountRef, settings: Settings, extra: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Any], Dispatch | None]:
     now = utcnow()
     values = intake.row_values(v, ref.id, now, settings)
+    values["api_key_id"] = None
+    if extra:
+        values.update(extra)
     dispatch = dispatch_of_values(values, now)
     values["stoppable"] = optout.stops(v.type)
     values["phone_hash"] = _erased_hash(v.phone_number, v.type, settings)
@@ -186,6 +190,7 @@ def _insert(
     lookup: Callable[[Callable[[Session], Any]], Any],
     v: _Valid,
     settings: Settings,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[uuid.UUID, str, _AccountRef, Dispatch | None]:
     """Run the one-row INSERT; its id, send status, account and dispatch (or InvalidMessage).
 
@@ -195,7 +200,7 @@ def _insert(
     ref, from_cache = _cached_ref(v.account, settings) or lookup(
         lambda s: _account_ref(s, v.account, settings, cached=False)
     )
-    values, dispatch = _insert_params(v, ref, settings)
+    values, dispatch = _insert_params(v, ref, settings, extra)
     status = execute(values)
     if status is None and from_cache:
         # Nothing inserted: the account is inactive, or the cached identity is stale.
@@ -207,7 +212,9 @@ def _insert(
     return values["id"], status, ref, dispatch
 
 
-def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
+def _store_one(
+    session: Session, v: _Valid, settings: Settings, extra: Mapping[str, Any] | None = None
+) -> uuid.UUID:
     """In the caller's transaction: counted and dispatched when it commits."""
 
     def execute(values: dict[str, Any]) -> str | None:
@@ -221,7 +228,7 @@ def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
         return session.execute(_insert_one(values["phone_hash"] is not None), values).scalar()
 
     supersedes = privacy.supersedes(v.type, settings)
-    message_id, status, ref, dispatch = _insert(execute, lambda fn: fn(session), v, settings)
+    message_id, status, ref, dispatch = _insert(execute, lambda fn: fn(session), v, settings, extra)
     metrics.message_stored(session, v.type, ref.name, status)
     if status == SendStatus.OPTED_OUT.value:
         raise OptedOut(message_id)
@@ -367,7 +374,9 @@ def _code_sql(insert_sql: str) -> str:
 _held_insert = _HeldInsert()
 
 
-def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
+def _store_alone(
+    v: _Valid, settings: Settings, extra: Mapping[str, Any] | None = None
+) -> uuid.UUID:
     """In a transaction of its own: one INSERT as one statement (`one_statement`: no BEGIN
     and COMMIT round trips on PostgreSQL, most of an enqueue's time), then the dispatch."""
 
@@ -389,7 +398,7 @@ def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
             return conn.execute(_insert_one(values["phone_hash"] is not None), values).scalar()
 
     code = privacy.supersedes(v.type, settings)
-    message_id, status, ref, dispatch = _insert(execute, lookup, v, settings)
+    message_id, status, ref, dispatch = _insert(execute, lookup, v, settings, extra)
     metrics.message_stored_committed(v.type, ref.name, status)
     if ended:
         metrics.messages_ended_committed(v.type, ref.name, ended, SendStatus.SUPERSEDED.value)
@@ -398,6 +407,26 @@ def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
     if dispatch is not None:
         outbox.publish([dispatch])
     return message_id
+
+
+def store_checked(
+    valid: _Valid,
+    *,
+    session: Session | None = None,
+    extra: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> uuid.UUID:
+    """`enqueue_sms` for a message a door has already validated (`intake.check_message`),
+    with columns of that door's own (`extra`: the API's `api_key_id` and its signed
+    `callback_url`) written by the same INSERT. In `session`'s transaction, or alone (one
+    statement). Raises OptedOut like enqueue_sms."""
+    settings = settings or get_settings()
+    if session is not None:
+        return _store_one(session, valid, settings, extra)
+    if privacy.supersedes(valid.type, settings) and is_sqlite(settings.database_url):
+        with session_scope(settings) as own:
+            return _store_one(own, valid, settings, extra)
+    return _store_alone(valid, settings, extra)
 
 
 def dispatch_of_values(values: Mapping[str, Any], now: dt.datetime) -> Dispatch | None:

@@ -86,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
-        help="send, status: py-spy record the worker for SECONDS (.sms_pipeline/profile-*.txt)",
+        help="send, status, api: py-spy record the worker (the API) for SECONDS "
+        "(.sms_pipeline/profile-*.txt)",
     )  # fmt: skip
     return parser
 
@@ -301,10 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "api" in chosen:
             from bench import bench_api
 
+            profile_out = REPO / ".sms_pipeline" / "profile-api.txt"
             results["api"] = bench_api.run(
                 env, count=sizes["api"], seconds=sizes["api_seconds"], baseline=baseline,
-                workers=args.workers,
+                workers=args.workers, profile_seconds=args.profile, profile_out=profile_out,
             )  # fmt: skip
+            if args.profile and profile_out.exists():
+                from bench.profile import summarise
+
+                results["api"]["profile"] = {"file": str(profile_out), **summarise(profile_out, 25)}
     run_info["seconds"] = round(time.perf_counter() - started, 1)
     run_info["load_average_after"] = load_average()
     results["run"] = run_info

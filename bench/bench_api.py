@@ -20,6 +20,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import CLI, BenchEnv, free_port, log, percentile, phone
@@ -162,6 +163,8 @@ def run(
     seconds: float,
     baseline: dict[str, Any] | None,
     workers: int | None = None,
+    profile_seconds: float = 0.0,
+    profile_out: Path | None = None,
 ) -> dict[str, Any]:
     env.truncate()
     from sms_pipeline.db import session_scope
@@ -182,7 +185,9 @@ def run(
         "SMS_ALLOW_SIMULATOR": "true",
         "SMS_PRIVACY_KEY": "bench-privacy-key-not-a-secret",
     }
-    proc = env.spawn("api", argv, env.pipeline_env(1, **overrides))
+    api_env = env.pipeline_env(1, **overrides)
+    api_env.pop("SMS_WORKER_CONCURRENCY")  # the API's pool as deployed (its default size)
+    proc = env.spawn("api", argv, api_env)
     try:
         _wait_up(port, proc)
         conn = _client(port)
@@ -192,7 +197,16 @@ def run(
         env.vacuum_analyze()  # a production table has statistics
         cpu0 = proc.cpu_seconds()
         one = single_client(port, key, count, 0)
+        profiler = None
+        if profile_seconds > 0 and profile_out is not None:
+            from bench.bench_send import _profile
+
+            profiler = _profile(proc.pid, profile_seconds, profile_out)
         eight = concurrent_clients(port, key, 8, seconds, 2_000_000)
+        if profiler is not None:
+            from bench.bench_send import _profile_done
+
+            _profile_done(profiler, profile_seconds)
         cpu = proc.cpu_seconds() - cpu0
         rss = proc.rss_mib()
     finally:

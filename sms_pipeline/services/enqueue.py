@@ -304,6 +304,21 @@ class _HeldInsert:
                     raise
         raise AssertionError("unreachable")
 
+    def rows(self, sql: str, params: Mapping[str, Any], settings: Settings) -> list[Any]:
+        """A read of one statement on this thread's held connection (psycopg placeholders):
+        the API's key check, on the connection its INSERT then uses."""
+        import psycopg
+
+        for attempt in (1, 2):
+            conn = self._connection(settings)
+            try:
+                return list(conn.execute(sql, params).fetchall())
+            except psycopg.OperationalError:
+                conn.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def code(self, values: dict[str, Any], settings: Settings) -> tuple[str | None, list[int]]:
         """A one-time code: the number's lock, then one statement that ends the older codes
         and inserts this one (`_code_sql`), in one transaction sent as one pipeline (one
@@ -372,6 +387,11 @@ def _code_sql(insert_sql: str) -> str:
 
 
 _held_insert = _HeldInsert()
+
+
+def held_rows(sql: str, params: Mapping[str, Any], settings: Settings) -> list[Any]:
+    """One read on this thread's held PostgreSQL connection (autocommit)."""
+    return _held_insert.rows(sql, params, settings)
 
 
 def _store_alone(

@@ -28,6 +28,8 @@ from typing import Any
 from bench.common import REPO, BenchEnv, load_average, log, save_results
 
 BENCHMARKS = ("send", "status", "history", "urgent", "replication", "enqueue", "api")
+# Long: only when named (`python -m bench soak --minutes 30`, `make bench-soak`).
+OPTIONAL = ("soak",)
 POOL = "threads"
 # Chosen by measurement (docs/performance.md): enough threads to keep PostgreSQL and the
 # gateway busy, few enough that the GIL is not fought over.
@@ -69,10 +71,12 @@ QUICK: dict[str, Any] = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "benchmark", nargs="*", default="all", choices=("all", *BENCHMARKS),
+        "benchmark", nargs="*", default="all", choices=("all", *BENCHMARKS, *OPTIONAL),
         help="one or more; `send status` prints the status rate as a multiple of the send rate",
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smaller counts (~2-3 minutes)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="soak: length (minutes)")
+    parser.add_argument("--rate", type=float, default=40.0, help="soak: messages per second")
     parser.add_argument("--count", type=int, default=None, help="main count of the benchmark")
     parser.add_argument("--concurrency", type=int, default=None, help="worker threads")
     parser.add_argument("--latency-ms", type=float, default=None, help="send: gateway latency")
@@ -193,6 +197,21 @@ def _table(results: dict[str, Any]) -> list[list[str]]:
             f"{r['ratio']:.2f}" if "ratio" in r else "—", "≥ 300 req/s, 0 errors",
             "yes" if eight["per_second"] >= 300 and eight["errors"] == 0 else "NO",
         ])  # fmt: skip
+    if "soak" in results:
+        r = results["soak"]
+        rows.append([
+            f"soak {r['minutes']:g} min, {r['offered_per_second']:g} msg/s, mix, "
+            f"{r['gateway_latency_ms']:g} ms gateway",
+            f"{r['worker_bytes_per_message']} B/message "
+            f"({r['worker_rss_start_mib']} → {r['worker_rss_end_mib']} MiB), backlog "
+            f"{r['backlog_after_2_min']}",
+            f"{r.get('baseline_worker_rss_mib', '—')} MiB",
+            f"{r['rss_ratio']:.2f}" if "rss_ratio" in r else "—",
+            "≤ 50 B/message, backlog 0",
+            "yes"
+            if (r["worker_bytes_per_message"] or 0) <= 50 and r["backlog_after_2_min"] == 0
+            else "NO",
+        ])  # fmt: skip
     return rows
 
 
@@ -209,7 +228,11 @@ def print_table(results: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
-    chosen = BENCHMARKS if "all" in args.benchmark else tuple(args.benchmark)
+    chosen = (
+        (*BENCHMARKS, *(b for b in args.benchmark if b in OPTIONAL))
+        if "all" in args.benchmark
+        else tuple(args.benchmark)
+    )
     if args.count is not None:
         for benchmark in chosen:
             key = {"history": "history_large", "urgent": "urgent_bulk"}.get(benchmark, benchmark)
@@ -231,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     send_c = args.concurrency or (SEND_CONCURRENCY if pool == "threads" else os.cpu_count() or 1)
     with BenchEnv() as env:
         baseline: dict[str, Any] | None = None
-        if any(b in chosen for b in ("send", "status", "api")):
+        if any(b in chosen for b in ("send", "status", "api", "soak")):
             from bench import bench_send
 
             baseline = bench_send.raw_baseline(
@@ -311,6 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from bench.profile import summarise
 
                 results["api"]["profile"] = {"file": str(profile_out), **summarise(profile_out, 25)}
+        if "soak" in chosen:
+            from bench import bench_soak
+
+            latency = 20.0 if args.latency_ms is None else args.latency_ms
+            results["soak"] = bench_soak.run(
+                env, minutes=args.minutes, rate=args.rate, latency_ms=latency,
+                concurrency=send_c, baseline=baseline,
+            )  # fmt: skip
     run_info["seconds"] = round(time.perf_counter() - started, 1)
     run_info["load_average_after"] = load_average()
     results["run"] = run_info

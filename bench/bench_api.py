@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import CLI, BenchEnv, free_port, log, percentile, phone
+from bench.common import BenchEnv, log, percentile, phone
+from sms_pipeline.cli.children import CLI
+from tests.support import free_port
 
 # The production mix: half one-time codes, the rest texts and prescription notices.
 MIX = (

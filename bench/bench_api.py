@@ -183,9 +183,6 @@ def run(
     overrides = {
         "SMS_API_KEY_RATE_PER_MINUTE": 0,
         "SMS_API_KEY_DAILY_CAP": 0,
-        # The loopback simulator stands in for the gateway (the API never calls it).
-        "SMS_ALLOW_SIMULATOR": "true",
-        "SMS_PRIVACY_KEY": "bench-privacy-key-not-a-secret",
     }
     api_env = env.pipeline_env(1, **overrides)
     api_env.pop("SMS_WORKER_CONCURRENCY")  # the API's pool as deployed (its default size)

@@ -169,6 +169,10 @@ class BenchEnv:
             "IP2SMS_LOGIN": LOGIN,
             "IP2SMS_PASSWORD": PASSWORD,
             "IP2SMS_READ_TIMEOUT": "10",
+            # The loopback simulator stands in for the gateway: production processes refuse
+            # to start against it (and without a privacy key) unless told it is a demo.
+            "SMS_ALLOW_SIMULATOR": "true",
+            "SMS_PRIVACY_KEY": "bench-privacy-key-not-a-secret",
         }
 
     def redis(self) -> Any:

@@ -27,7 +27,9 @@ from typing import Any
 
 from bench.common import REPO, BenchEnv, load_average, log, save_results
 
-BENCHMARKS = ("send", "status", "history", "urgent", "replication", "enqueue", "api")
+BENCHMARKS = (
+    "send", "status", "history", "urgent", "replication", "enqueue", "api", "mix", "slow",
+)  # fmt: skip
 # Long: only when named (`python -m bench soak --minutes 30`, `make bench-soak`).
 OPTIONAL = ("soak",)
 POOL = "threads"
@@ -51,6 +53,8 @@ FULL: dict[str, Any] = {
     "enqueue": 2_000,
     "api": 2_000,
     "api_seconds": 20.0,
+    "mix": 10_000,
+    "slow": 4_000,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -65,6 +69,8 @@ QUICK: dict[str, Any] = {
     "enqueue": 500,
     "api": 500,
     "api_seconds": 8.0,
+    "mix": 2_000,
+    "slow": 2_000,
 }
 
 
@@ -197,6 +203,27 @@ def _table(results: dict[str, Any]) -> list[list[str]]:
             f"{r['ratio']:.2f}" if "ratio" in r else "—", "≥ 300 req/s, 0 errors",
             "yes" if eight["per_second"] >= 300 and eight["errors"] == 0 else "NO",
         ])  # fmt: skip
+    for key in sorted(k for k in results if k.startswith("mix_")):
+        r = results[key]
+        target = 0.8 if r["gateway_latency_ms"] == 0 else 0.7
+        rows.append([
+            f"production mix end to end, 1 producer, {r['gateway_latency_ms']:g} ms gateway",
+            f"{r['per_second']:.0f} SMS/s", f"{r['baseline_per_second']:.0f} tasks/s",
+            f"{r['ratio']:.2f}", f"≥ {target} × baseline", _met(r["ratio"], target),
+        ])  # fmt: skip
+    if "slow" in results:
+        r = results["slow"]
+        rows.append([
+            "slow minority: healthy texts' rate / clean rate (1 % hung)",
+            f"{r['slow']['healthy_texts_per_second']:.0f} texts/s",
+            f"{r['clean']['healthy_texts_per_second']:.0f} texts/s (clean)",
+            f"{r['healthy_rate_ratio']:.2f}", "≥ 0.8", _met(r["healthy_rate_ratio"], 0.8),
+        ])  # fmt: skip
+        rows.append([
+            "slow minority: healthy codes' enqueue→submission p99 (2 of 40 hung)",
+            f"{r['slow']['healthy_codes_p99_s']} s", f"{r['clean']['healthy_codes_p99_s']} s",
+            "—", "≤ 2 s", _met(r["slow"]["healthy_codes_p99_s"], 2.0, False),
+        ])  # fmt: skip
     if "soak" in results:
         r = results["soak"]
         rows.append([
@@ -254,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     send_c = args.concurrency or (SEND_CONCURRENCY if pool == "threads" else os.cpu_count() or 1)
     with BenchEnv() as env:
         baseline: dict[str, Any] | None = None
-        if any(b in chosen for b in ("send", "status", "api", "soak")):
+        if any(b in chosen for b in ("send", "status", "api", "soak", "mix", "slow")):
             from bench import bench_send
 
             baseline = bench_send.raw_baseline(
@@ -334,6 +361,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from bench.profile import summarise
 
                 results["api"]["profile"] = {"file": str(profile_out), **summarise(profile_out, 25)}
+        if "mix" in chosen:
+            from bench import bench_mix
+
+            assert baseline is not None
+            latencies = [args.latency_ms] if args.latency_ms is not None else [0.0, 100.0]
+            for latency in latencies:
+                results[f"mix_{latency:g}ms"] = bench_mix.run_mix(
+                    env, count=sizes["mix"], latency_ms=latency, concurrency=send_c,
+                    baseline=baseline,
+                )  # fmt: skip
+        if "slow" in chosen:
+            from bench import bench_mix
+
+            results["slow"] = bench_mix.run_slow(
+                env, texts=sizes["slow"], concurrency=send_c, baseline=baseline
+            )
         if "soak" in chosen:
             from bench import bench_soak
 

@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smaller counts (~2-3 minutes)")
     parser.add_argument("--minutes", type=float, default=30.0, help="soak: length (minutes)")
     parser.add_argument("--rate", type=float, default=40.0, help="soak: messages per second")
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="soak: run the worker under tracemalloc (bench.traced_worker): where memory grows",
+    )  # fmt: skip
     parser.add_argument("--count", type=int, default=None, help="main count of the benchmark")
     parser.add_argument("--concurrency", type=int, default=None, help="worker threads")
     parser.add_argument("--latency-ms", type=float, default=None, help="send: gateway latency")
@@ -383,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency = 20.0 if args.latency_ms is None else args.latency_ms
             results["soak"] = bench_soak.run(
                 env, minutes=args.minutes, rate=args.rate, latency_ms=latency,
-                concurrency=send_c, baseline=baseline,
+                concurrency=send_c, baseline=baseline, trace=args.trace,
             )  # fmt: skip
     run_info["seconds"] = round(time.perf_counter() - started, 1)
     run_info["load_average_after"] = load_average()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.common import BenchEnv, count_where, log, phone
+from bench.common import REPO, BenchEnv, count_where, log, phone
 
 # The production mix (the API bench posts the same).
 MIX = (
@@ -57,16 +57,21 @@ def run(
     concurrency: int,
     warmup: float = 0.2,
     baseline: dict[str, Any] | None = None,
+    trace: bool = False,
 ) -> dict[str, Any]:
     env.truncate()
     env.start_simulator(latency_ms)
     from sms_pipeline.services.enqueue import enqueue_sms
 
     # Status checks and the sweeper on, as in production (the bench's default is off).
+    traced = REPO / ".sms_pipeline" / "soak-tracemalloc.txt"
     worker = env.start_worker(
         pool="threads", concurrency=concurrency, sms_status_poll_seconds=1,
-        sms_outbox_sweep_seconds=5, sms_status_first_check_seconds=1,
+        sms_outbox_sweep_seconds=5, sms_status_first_check_seconds=1, traced=trace,
+        sms_trace_out=traced,
     )  # fmt: skip
+    if trace:
+        log(f"soak: the worker runs under tracemalloc (growth written to {traced})")
     beat = env.start_beat(
         sms_status_poll_seconds=1, sms_outbox_sweep_seconds=5, sms_status_first_check_seconds=1
     )

@@ -98,12 +98,16 @@ def _start_slow_simulator(env: BenchEnv, latency_ms: float) -> Any:
     argv += ["--latency-ms", str(latency_ms)]
     proc = env.spawn(f"slow-simulator-{port}", argv, dict(os.environ, **env.base_env()))
     env.sim_url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: requests.get(f"{env.sim_url}/_sim/stats", timeout=1).ok,
-        30,
-        "the slow simulator",
-        0.1,
-    )
+
+    def up() -> bool:
+        try:
+            return requests.get(f"{env.sim_url}/_sim/stats", timeout=1).ok
+        except requests.RequestException:
+            if not proc.alive():
+                raise RuntimeError(f"slow simulator:\n{proc.log_text()[-2000:]}") from None
+            return False
+
+    wait_until(up, 30, "the slow simulator", 0.1)
     os.environ["IP2SMS_SEND_URL"] = f"{env.sim_url}/ip2sms/"
     os.environ["IP2SMS_STATUS_URL"] = f"{env.sim_url}/ip2sms-request/"
     reset_settings_cache()

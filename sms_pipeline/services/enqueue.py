@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db import get_engine, is_sqlite, one_statement, session_scope
+from sms_pipeline.db.engine import scrubbed
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.metrics import hooks as metrics
@@ -298,10 +299,12 @@ class _HeldInsert:
             try:
                 row = conn.execute(sql, params).fetchone()
                 return None if row is None else str(row[0])
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 conn.close()
                 if attempt == 2:
-                    raise
+                    raise _database_error(exc, sql) from exc
+            except psycopg.Error as exc:
+                raise _database_error(exc, sql) from exc
         raise AssertionError("unreachable")
 
     def rows(self, sql: str, params: Mapping[str, Any], settings: Settings) -> list[Any]:
@@ -313,10 +316,12 @@ class _HeldInsert:
             conn = self._connection(settings)
             try:
                 return list(conn.execute(sql, params).fetchall())
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 conn.close()
                 if attempt == 2:
-                    raise
+                    raise _database_error(exc, sql) from exc
+            except psycopg.Error as exc:
+                raise _database_error(exc, sql) from exc
         raise AssertionError("unreachable")
 
     def code(self, values: dict[str, Any], settings: Settings) -> tuple[str | None, list[int]]:
@@ -340,14 +345,28 @@ class _HeldInsert:
                     conn.execute("COMMIT")
                 row = cursor.fetchone()
                 return (None, []) if row is None else (str(row[0]), list(row[1] or []))
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 conn.close()
                 if attempt == 2:
-                    raise
-            except BaseException:
+                    raise _database_error(exc, sql) from exc
+            except psycopg.Error as exc:
                 conn.close()  # never hand on a connection inside a failed transaction
+                raise _database_error(exc, sql) from exc
+            except BaseException:
+                conn.close()
                 raise
         raise AssertionError("unreachable")
+
+
+def _database_error(exc: Exception, sql: str) -> Exception:
+    """A psycopg error from a held connection as SQLAlchemy would raise it (IntegrityError,
+    OperationalError, ...: what callers and the API's 503 handler expect), its server text
+    scrubbed of row data (`db.engine.scrub_error`) and no parameters shown."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    scrubbed(exc)
+    return DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True)
 
 
 @functools.cache

@@ -20,8 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sms_pipeline.api.schemas import error_body
-from sms_pipeline.db import session_scope
-from sms_pipeline.services.api_keys import Principal, authenticate
+from sms_pipeline.services.api_keys import Principal, authenticate_alone
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +60,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _lookup(presented: str) -> Principal | None:
-    with session_scope() as session:
-        return authenticate(session, presented)
+    return authenticate_alone(presented)  # one statement: no ORM session per request
 
 
 class ApiGuard:

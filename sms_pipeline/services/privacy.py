@@ -155,7 +155,7 @@ def _expiry_reason(expires_at: dt.datetime | None) -> str:
     return f"expired: not submitted by {when} (code validity or maximum queue age)"
 
 
-def _superseded_reason(newer: uuid.UUID | None) -> str:
+def superseded_reason(newer: uuid.UUID | None) -> str:
     return f"superseded by a newer code to the same number ({newer})"
 
 
@@ -214,13 +214,21 @@ def expire_waiting(settings: Settings | None = None, *, now: dt.datetime | None 
 # --- supersede -------------------------------------------------------------------------------
 
 
+# The per-number lock of a code (PostgreSQL; psycopg's placeholder, SQLAlchemy's below).
+NUMBER_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 18))"
+
+
+def number_lock_key(account_id: int, phone_number: str) -> str:
+    return f"otp:{account_id}:{phone_number}"
+
+
 def _lock_number(session: Session, account_id: int, phone_number: str) -> None:
     # Two enqueues to one number take turns: the later one sees (and supersedes) the
     # earlier one's committed row. SQLite's BEGIN IMMEDIATE already serialises writers.
     if not is_sqlite(session.get_bind()):
         session.execute(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 18))"),
-            {"k": f"otp:{account_id}:{phone_number}"},
+            {"k": number_lock_key(account_id, phone_number)},
         )
 
 
@@ -262,7 +270,7 @@ def supersede_older(
             superseded_by=new_id,
             final_at=now,
             lease_until=None,
-            last_error=_superseded_reason(new_id),
+            last_error=superseded_reason(new_id),
         )
         .returning(SmsLog.attempts)
         .execution_options(synchronize_session=False)

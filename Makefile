@@ -9,7 +9,7 @@ DEV    := $(VENV)/.installed-dev
 LOCKT  := $(VENV)/.installed-lock
 LOCK   := requirements.lock
 
-.PHONY: install run test test-fast lint format demo bench docs lock audit clean promtool
+.PHONY: install run test test-fast lint format demo bench bench-soak docs lock audit clean promtool
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ demo: $(RUN)
 
 bench: $(DEV)
 	$(BIN)/python -m bench
+
+# Worker/beat RSS growth per message at a steady production mix (SOAK_MINUTES, default 30).
+SOAK_MINUTES ?= 30
+bench-soak: $(DEV)
+	$(BIN)/python -m bench soak --minutes $(SOAK_MINUTES)
 
 docs: $(RUN)
 	$(BIN)/python scripts/gen_config_docs.py

@@ -27,7 +27,11 @@ from typing import Any
 
 from bench.common import REPO, BenchEnv, load_average, log, save_results
 
-BENCHMARKS = ("send", "status", "history", "urgent", "replication", "enqueue")
+BENCHMARKS = (
+    "send", "status", "history", "urgent", "replication", "enqueue", "api", "mix", "slow",
+)  # fmt: skip
+# Long: only when named (`python -m bench soak --minutes 30`, `make bench-soak`).
+OPTIONAL = ("soak",)
 POOL = "threads"
 # Chosen by measurement (docs/performance.md): enough threads to keep PostgreSQL and the
 # gateway busy, few enough that the GIL is not fought over.
@@ -47,6 +51,10 @@ FULL: dict[str, Any] = {
     "replication": 100_000,
     "replication_rate": 2_000.0,
     "enqueue": 2_000,
+    "api": 2_000,
+    "api_seconds": 20.0,
+    "mix": 10_000,
+    "slow": 4_000,
 }
 QUICK: dict[str, Any] = {
     **FULL,
@@ -59,16 +67,26 @@ QUICK: dict[str, Any] = {
     "urgent_spread": 3.0,
     "replication": 10_000,
     "enqueue": 500,
+    "api": 500,
+    "api_seconds": 8.0,
+    "mix": 2_000,
+    "slow": 2_000,
 }
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "benchmark", nargs="*", default="all", choices=("all", *BENCHMARKS),
+        "benchmark", nargs="*", default="all", choices=("all", *BENCHMARKS, *OPTIONAL),
         help="one or more; `send status` prints the status rate as a multiple of the send rate",
     )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smaller counts (~2-3 minutes)")
+    parser.add_argument("--minutes", type=float, default=30.0, help="soak: length (minutes)")
+    parser.add_argument("--rate", type=float, default=40.0, help="soak: messages per second")
+    parser.add_argument(
+        "--trace", action="store_true",
+        help="soak: run the worker under tracemalloc (bench.traced_worker): where memory grows",
+    )  # fmt: skip
     parser.add_argument("--count", type=int, default=None, help="main count of the benchmark")
     parser.add_argument("--concurrency", type=int, default=None, help="worker threads")
     parser.add_argument("--latency-ms", type=float, default=None, help="send: gateway latency")
@@ -82,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
-        help="send, status: py-spy record the worker for SECONDS (.sms_pipeline/profile-*.txt)",
+        help="send, status, api: py-spy record the worker (the API) for SECONDS "
+        "(.sms_pipeline/profile-*.txt)",
     )  # fmt: skip
     return parser
 
@@ -154,17 +173,76 @@ def _table(results: dict[str, Any]) -> list[list[str]]:
         ])  # fmt: skip
     if "enqueue" in results:
         r = results["enqueue"]
-        for key, label in (("own_session", "own session"), ("caller_session", "caller session")):
-            f = r[key]
+        for message_type, f in r.get("by_type", {}).items():
+            met = _met(f["p50_ms"], 1.0, False) == "yes" and _met(f["p99_ms"], 3.0, False) == "yes"
             rows.append([
-                f"enqueue_sms, {label}", f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms",
-                "—", "—", "p50 ≤ 1.5 ms", _met(f["p50_ms"], 1.5, False),
+                f"enqueue_sms, own transaction, {message_type}",
+                f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms",
+                "—", "—", "p50 ≤ 1.0 ms, p99 ≤ 3 ms", "yes" if met else "NO",
             ])  # fmt: skip
+        f = r["caller_session"]
+        rows.append([
+            "enqueue_sms, caller session (text)", f"p50 {f['p50_ms']} ms, p99 {f['p99_ms']} ms",
+            "—", "—", "p50 ≤ 1.5 ms", _met(f["p50_ms"], 1.5, False),
+        ])  # fmt: skip
         if "many" in r:
             rows.append([
                 f"enqueue_many, batches of {r['many']['batch']}",
                 f"{r['many']['rows_per_second']:.0f} rows/s", "—", "—", "—", "—",
             ])  # fmt: skip
+    if "api" in results:
+        r = results["api"]
+        one, eight = r["single"], r["eight"]
+        rows.append([
+            f"POST /v1/messages, 1 keep-alive client, mix ({r['workers']} worker(s))",
+            f"p50 {one['p50_ms']} ms, p99 {one['p99_ms']} ms",
+            f"enqueue_sms p50 {r['enqueue_sms']['p50_ms']} ms",
+            f"{r['single_p50_over_enqueue_p50']:.2f}", "p50 ≤ 3 ms",
+            _met(one["p50_ms"], 3.0, False),
+        ])  # fmt: skip
+        rows.append([
+            "POST /v1/messages, 8 keep-alive clients, mix",
+            f"{eight['per_second']:.0f} req/s, {eight['errors']} errors",
+            f"{r['baseline_per_second']:.0f} tasks/s" if "ratio" in r else "—",
+            f"{r['ratio']:.2f}" if "ratio" in r else "—", "≥ 300 req/s, 0 errors",
+            "yes" if eight["per_second"] >= 300 and eight["errors"] == 0 else "NO",
+        ])  # fmt: skip
+    for key in sorted(k for k in results if k.startswith("mix_")):
+        r = results[key]
+        target = 0.8 if r["gateway_latency_ms"] == 0 else 0.7
+        rows.append([
+            f"production mix end to end, 1 producer, {r['gateway_latency_ms']:g} ms gateway",
+            f"{r['per_second']:.0f} SMS/s", f"{r['baseline_per_second']:.0f} tasks/s",
+            f"{r['ratio']:.2f}", f"≥ {target} × baseline", _met(r["ratio"], target),
+        ])  # fmt: skip
+    if "slow" in results:
+        r = results["slow"]
+        rows.append([
+            "slow minority: healthy texts' rate / clean rate (1 % hung)",
+            f"{r['slow']['healthy_texts_per_second']:.0f} texts/s",
+            f"{r['clean']['healthy_texts_per_second']:.0f} texts/s (clean)",
+            f"{r['healthy_rate_ratio']:.2f}", "≥ 0.8", _met(r["healthy_rate_ratio"], 0.8),
+        ])  # fmt: skip
+        rows.append([
+            "slow minority: healthy codes' enqueue→submission p99 (2 of 40 hung)",
+            f"{r['slow']['healthy_codes_p99_s']} s", f"{r['clean']['healthy_codes_p99_s']} s",
+            "—", "≤ 2 s", _met(r["slow"]["healthy_codes_p99_s"], 2.0, False),
+        ])  # fmt: skip
+    if "soak" in results:
+        r = results["soak"]
+        rows.append([
+            f"soak {r['minutes']:g} min, {r['offered_per_second']:g} msg/s, mix, "
+            f"{r['gateway_latency_ms']:g} ms gateway",
+            f"{r['worker_bytes_per_message']} B/message "
+            f"({r['worker_rss_start_mib']} → {r['worker_rss_end_mib']} MiB), backlog "
+            f"{r['backlog_after_2_min']}",
+            f"{r.get('baseline_worker_rss_mib', '—')} MiB",
+            f"{r['rss_ratio']:.2f}" if "rss_ratio" in r else "—",
+            "≤ 50 B/message, backlog 0",
+            "yes"
+            if (r["worker_bytes_per_message"] or 0) <= 50 and r["backlog_after_2_min"] == 0
+            else "NO",
+        ])  # fmt: skip
     return rows
 
 
@@ -181,7 +259,11 @@ def print_table(results: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
-    chosen = BENCHMARKS if "all" in args.benchmark else tuple(args.benchmark)
+    chosen = (
+        (*BENCHMARKS, *(b for b in args.benchmark if b in OPTIONAL))
+        if "all" in args.benchmark
+        else tuple(args.benchmark)
+    )
     if args.count is not None:
         for benchmark in chosen:
             key = {"history": "history_large", "urgent": "urgent_bulk"}.get(benchmark, benchmark)
@@ -203,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     send_c = args.concurrency or (SEND_CONCURRENCY if pool == "threads" else os.cpu_count() or 1)
     with BenchEnv() as env:
         baseline: dict[str, Any] | None = None
-        if "send" in chosen or "status" in chosen:
+        if any(b in chosen for b in ("send", "status", "api", "soak", "mix", "slow")):
             from bench import bench_send
 
             baseline = bench_send.raw_baseline(
@@ -271,6 +353,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bench import bench_enqueue
 
             results["enqueue"] = bench_enqueue.run(env, count=sizes["enqueue"])
+        if "api" in chosen:
+            from bench import bench_api
+
+            profile_out = REPO / ".sms_pipeline" / "profile-api.txt"
+            results["api"] = bench_api.run(
+                env, count=sizes["api"], seconds=sizes["api_seconds"], baseline=baseline,
+                workers=args.workers, profile_seconds=args.profile, profile_out=profile_out,
+            )  # fmt: skip
+            if args.profile and profile_out.exists():
+                from bench.profile import summarise
+
+                results["api"]["profile"] = {"file": str(profile_out), **summarise(profile_out, 25)}
+        if "mix" in chosen:
+            from bench import bench_mix
+
+            assert baseline is not None
+            latencies = [args.latency_ms] if args.latency_ms is not None else [0.0, 100.0]
+            for latency in latencies:
+                results[f"mix_{latency:g}ms"] = bench_mix.run_mix(
+                    env, count=sizes["mix"], latency_ms=latency, concurrency=send_c,
+                    baseline=baseline,
+                )  # fmt: skip
+        if "slow" in chosen:
+            from bench import bench_mix
+
+            results["slow"] = bench_mix.run_slow(
+                env, texts=sizes["slow"], concurrency=send_c, baseline=baseline
+            )
+        if "soak" in chosen:
+            from bench import bench_soak
+
+            latency = 20.0 if args.latency_ms is None else args.latency_ms
+            results["soak"] = bench_soak.run(
+                env, minutes=args.minutes, rate=args.rate, latency_ms=latency,
+                concurrency=send_c, baseline=baseline, trace=args.trace,
+            )  # fmt: skip
     run_info["seconds"] = round(time.perf_counter() - started, 1)
     run_info["load_average_after"] = load_average()
     results["run"] = run_info

@@ -169,6 +169,10 @@ class BenchEnv:
             "IP2SMS_LOGIN": LOGIN,
             "IP2SMS_PASSWORD": PASSWORD,
             "IP2SMS_READ_TIMEOUT": "10",
+            # The loopback simulator stands in for the gateway: production processes refuse
+            # to start against it (and without a privacy key) unless told it is a demo.
+            "SMS_ALLOW_SIMULATOR": "true",
+            "SMS_PRIVACY_KEY": "bench-privacy-key-not-a-secret",
         }
 
     def redis(self) -> Any:
@@ -296,6 +300,8 @@ class BenchEnv:
         **env_overrides: object,
     ) -> Proc:
         entry = [sys.executable, "-m", "bench.noop_worker"] if baseline else [*CLI, "worker"]
+        if env_overrides.pop("traced", False):
+            entry = [sys.executable, "-m", "bench.traced_worker"]
         argv = [*entry, "--pool", pool, "--concurrency", str(concurrency)]
         argv += [f"--hostname={name}-{uuid.uuid4().hex[:6]}@%h"]
         if queues:

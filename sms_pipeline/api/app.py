@@ -42,7 +42,7 @@ from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.services.accounts import quotas
 from sms_pipeline.services.accounts.api_keys import Principal
 from sms_pipeline.services.callbacks import final_status
-from sms_pipeline.services.intake.enqueue import enqueue_sms
+from sms_pipeline.services.intake.enqueue import store_checked
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.settings import Settings, get_settings, require_production_gateway
 
@@ -119,9 +119,12 @@ def _account_for(session: Session, principal: Principal, named: str | None) -> s
 def create_message(
     message: MessageIn, principal: Principal, idempotency_key: str | None
 ) -> JSONResponse:
-    request_hash = _request_hash(message)
-    maker = get_sessionmaker()
-    session = maker()
+    """Check the message once (the intake core), then one INSERT that also writes the key
+    and the callback URL: alone in autocommit (one statement, as `enqueue_sms` does) or,
+    with an Idempotency-Key, in one transaction with its record."""
+    settings = get_settings()
+    request_hash = _request_hash(message) if idempotency_key is not None else ""
+    session = get_sessionmaker()()  # no connection until a statement needs one
     try:
         if idempotency_key is not None:
             replay = _replay(session, principal, idempotency_key, request_hash)
@@ -136,30 +139,19 @@ def create_message(
                 headers={"Retry-After": str(refusal.retry_after)},
             )
         account = _account_for(session, principal, message.account)
-        problems = message_rules.intake_problems(message.model_dump(), get_settings())
-        if problems:
+        checked = message_rules.checked_message(message.model_dump(), settings, account)
+        if isinstance(checked, list):
             # Every field at fault in one answer, in the words every door uses.
-            errors = message_rules.merged([], problems)
-            return JSONResponse(error_body("invalid", str(problems[0]), errors), status_code=422)
+            errors = message_rules.merged([], checked)
+            return JSONResponse(error_body("invalid", str(checked[0]), errors), status_code=422)
+        # The callback URL is signed with this key's secret: the key is on the row.
+        extra = {"api_key_id": principal.key_id}
+        own = session if idempotency_key is not None else None
         try:
-            # Signed with this key's secret; the URL is set on the row below.
-            callback_url = message.callback_url
-            message_id = enqueue_sms(
-                message.phone_number,
-                message.body,
-                message.type,
-                account=account,
-                priority=message.priority,
-                send_at=message.send_at,
-                sender_id=message.sender_id,
-                ext_id=message.ext_id,
-                customer_id=message.customer_id,
-                cost_centre=message.cost_centre,
-                session=session,
-            )
+            message_id = store_checked(checked, session=own, extra=extra, settings=settings)
             send_status = SendStatus.QUEUED.value
         except OptedOut as exc:
-            # The OPTED OUT row stays in this transaction: the log explains the refusal.
+            # The OPTED OUT row is stored (in this transaction with a key): the log explains it.
             message_id = exc.message_id
             send_status = SendStatus.OPTED_OUT.value
         except InvalidMessage as exc:
@@ -172,10 +164,6 @@ def create_message(
                 ),
                 status_code=422,
             )
-        row = session.get(SmsLog, message_id)
-        assert row is not None  # enqueue_sms flushed it into this session
-        row.api_key_id = principal.key_id
-        row.callback_url = callback_url
         if idempotency_key is not None:
             session.add(
                 IdempotencyRecord(
@@ -185,25 +173,24 @@ def create_message(
                     message_id=message_id,
                 )
             )
-        try:
-            session.commit()  # the send is dispatched after this commit, not before
-        except IntegrityError:
-            # Two identical requests raced: the other one's record committed first (the
-            # primary key made this insert wait for it). Ours is rolled back, nothing was
-            # dispatched; answer with the winner's message.
-            session.rollback()
-            if idempotency_key is None:
-                raise
-            replay = _replay(session, principal, idempotency_key, request_hash)
-            if replay is None:
-                raise
-            return replay
-        log.info(
-            "api: key %s enqueued %s to %s",
-            principal.name,
-            message_id,
-            mask_phone(row.phone_number),
-        )
+            try:
+                session.commit()  # the send is dispatched after this commit, not before
+            except IntegrityError:
+                # Two identical requests raced: the other one's record committed first (the
+                # primary key made this insert wait for it). Ours is rolled back, nothing was
+                # dispatched; answer with the winner's message.
+                session.rollback()
+                replay = _replay(session, principal, idempotency_key, request_hash)
+                if replay is None:
+                    raise
+                return replay
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "api: key %s enqueued %s to %s",
+                principal.name,
+                message_id,
+                mask_phone(checked.phone_number),
+            )
         return _created(message_id, send_status, replayed=False)
     finally:
         session.close()

@@ -20,8 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sms_pipeline.api.schemas import error_body
-from sms_pipeline.db import session_scope
-from sms_pipeline.services.accounts.api_keys import Principal, authenticate
+from sms_pipeline.services.accounts.api_keys import Principal, authenticate_alone
+from sms_pipeline.services.intake.enqueue import held_rows
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _lookup(presented: str) -> Principal | None:
-    with session_scope() as session:
-        return authenticate(session, presented)
+    # One statement, no ORM session per request, on the held connection enqueue then uses.
+    return authenticate_alone(presented, held_rows=held_rows)
 
 
 class ApiGuard:

@@ -10,6 +10,7 @@ words a Python producer or the SQL route gets), the model's where only the model
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,15 +22,19 @@ from sms_pipeline.settings import Settings
 _CHECKED = frozenset(intake.FIELDS) - {"callback_url", "valid_for"}
 
 
-def intake_problems(values: Mapping[str, Any], settings: Settings) -> list[InvalidMessage]:
-    """Every field of a message (as JSON gave it) that the intake core refuses, in order;
-    the callback URL is checked as the API signs it (with the key's secret)."""
+def checked_message(
+    values: Mapping[str, Any], settings: Settings, account: str | int | None = None
+) -> intake.Message | list[InvalidMessage]:
+    """A message (as JSON gave it) checked once by the intake core: the `Message` to store
+    (its callback URL checked as the API signs it, with the key's secret), or every field
+    the intake refuses, in order."""
     fields = {k: v for k, v in values.items() if k in _CHECKED}
     checked = intake.check_message(
         settings,
         fields.pop("phone_number", None),
         fields.pop("body", None),
         fields.pop("type", "text"),
+        account=account,
         priority=fields.pop("priority", 0),
         send_at=fields.pop("send_at", None),
         **fields,
@@ -41,7 +46,16 @@ def intake_problems(values: Mapping[str, Any], settings: Settings) -> list[Inval
             intake.validate_callback_url(url, settings)
         except InvalidMessage as exc:
             problems.append(exc)
-    return problems
+    if problems or isinstance(checked, list):
+        return problems
+    return dataclasses.replace(checked, callback_url=url) if url is not None else checked
+
+
+def intake_problems(values: Mapping[str, Any], settings: Settings) -> list[InvalidMessage]:
+    """Every field of a message (as JSON gave it) that the intake core refuses, in order;
+    the callback URL is checked as the API signs it (with the key's secret)."""
+    checked = checked_message(values, settings)
+    return checked if isinstance(checked, list) else []
 
 
 _REQUIRED = ("phone_number", "body")

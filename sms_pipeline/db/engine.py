@@ -93,12 +93,25 @@ def scrub_error(context: ExceptionContext) -> None:
     message (no values) and the table, column and constraint names.
     """
     orig = context.original_exception
+    text = scrubbed(orig)
+    if text is None:
+        return
+    wrapped = context.sqlalchemy_exception
+    if wrapped is not None and wrapped.args:
+        name = f"{type(orig).__module__}.{type(orig).__name__}"
+        wrapped.args = (f"({name}) {text}", *wrapped.args[1:])
+
+
+def scrubbed(orig: BaseException) -> str | None:
+    """`scrub_error` for a psycopg error raised outside SQLAlchemy (a statement run on a
+    held psycopg connection): its text without row data, set on it and returned (None when
+    there is nothing to take out)."""
     diag = getattr(orig, "diag", None)
     sqlstate = getattr(orig, "sqlstate", None)
     if diag is None or not sqlstate:
         # Not psycopg (SQLite's messages name columns, never values), or no server answer
         # (a connection failure: libpq's message holds no row data and says what failed).
-        return
+        return None
     primary = str(diag.message_primary or "database error")
     if sqlstate.startswith("22"):
         primary = "data exception: a value was refused"
@@ -113,10 +126,7 @@ def scrub_error(context: ExceptionContext) -> None:
     ]
     text = f"{primary} (SQLSTATE {sqlstate}{'; ' if where else ''}{', '.join(where)})"
     orig.args = (text,)
-    wrapped = context.sqlalchemy_exception
-    if wrapped is not None and wrapped.args:
-        name = f"{type(orig).__module__}.{type(orig).__name__}"
-        wrapped.args = (f"({name}) {text}", *wrapped.args[1:])
+    return text
 
 
 def make_engine(

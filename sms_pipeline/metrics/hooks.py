@@ -318,6 +318,22 @@ def message_ended(
 
 
 @_never_raises
+def messages_ended_committed(
+    message_type: str, account: str, attempts: Iterable[int], send_status: str
+) -> None:
+    """Messages ended without a send attempt of their own, already committed (a code's
+    one-statement supersede): `attempts` holds each one's attempt count."""
+    increments: list[Increment] = []
+    observations: list[Observation] = []
+    for n in attempts:
+        more, seen = _ended(message_type, account, n, send_status)
+        increments.extend(more)
+        observations.extend(seen)
+    if increments or observations:
+        get_store().add(increments, observations)
+
+
+@_never_raises
 def privacy_action(action: str, count: int) -> None:
     """Bodies redacted, messages purged by retention, people erased (docs/privacy.md)."""
     get_store().inc(c.PRIVACY_ACTIONS_TOTAL, {"action": action}, float(count))

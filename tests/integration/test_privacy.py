@@ -224,6 +224,106 @@ def test_concurrent_codes_to_one_number_leave_exactly_one_live(
     assert dict(statuses) == {"QUEUED": 1, "SUPERSEDED": 5}
 
 
+def test_codes_racing_through_every_door_leave_exactly_one_live_per_type(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    """The one-statement code (enqueue_sms in its own transaction), a caller's session and
+    enqueue_many race to one number: one live code per type, every other one SUPERSEDED."""
+    from sms_pipeline import enqueue_many
+
+    doors = 3
+    rounds = 4
+    barrier = threading.Barrier(doors * 2)
+    failures: list[BaseException] = []
+
+    def enqueue(door: int, message_type: str) -> None:
+        barrier.wait()
+        try:
+            for n in range(rounds):
+                body = f"Code {door}{n:05d}"
+                if door == 0:
+                    enqueue_sms(NUMBER, body, message_type)
+                elif door == 1:
+                    with session_scope() as session:
+                        enqueue_sms(NUMBER, body, message_type, session=session)
+                else:
+                    enqueue_many([{"phone_number": NUMBER, "body": body, "type": message_type}])
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=enqueue, args=(door, message_type))
+        for door in range(doors)
+        for message_type in ("verification", "2FA")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with session_scope() as session:
+        statuses = session.execute(
+            select(SmsLog.type, SmsLog.send_status, func.count()).group_by(
+                SmsLog.type, SmsLog.send_status
+            )
+        ).all()
+    superseded = doors * rounds - 1
+    assert {(t, s): n for t, s, n in statuses} == {
+        ("verification", "QUEUED"): 1,
+        ("verification", "SUPERSEDED"): superseded,
+        ("2FA", "QUEUED"): 1,
+        ("2FA", "SUPERSEDED"): superseded,
+    }
+
+
+def test_a_code_refused_for_an_inactive_account_ends_no_older_code(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    from sms_pipeline import InvalidMessage
+
+    account_id = make_account()
+    with session_scope() as session:
+        name = session.get(Account, account_id).name  # type: ignore[union-attr]
+    first = enqueue_sms(NUMBER, "Code 111111", "verification", account=name)
+    with session_scope() as session:
+        session.execute(update(Account).where(Account.id == account_id).values(active=False))
+    with pytest.raises(InvalidMessage, match="not active"):
+        enqueue_sms(NUMBER, "Code 222222", "verification", account=name)
+    kept = row(first)
+    assert kept.send_status == SendStatus.QUEUED.value and kept.superseded_by is None
+
+
+def test_a_code_marks_an_attempt_in_flight_and_ends_a_waiting_one_in_plain_sql(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    """What the one statement leaves, read by plain SQL: the waiting code SUPERSEDED with
+    its reason, the one in flight still SENDING but marked, the newest QUEUED."""
+    waiting = enqueue_sms(NUMBER, "Code 111111", "2FA")
+    in_flight = enqueue_sms(OTHER, "Code 222222", "2FA")
+    with session_scope() as session:  # a worker claimed it (its attempt is at the gateway)
+        session.execute(
+            text("UPDATE verification.sms_log SET send_status = 'SENDING', phone_number = :n"
+                 " WHERE id = :id"),
+            {"n": NUMBER, "id": in_flight},
+        )  # fmt: skip
+    newest = enqueue_sms(NUMBER, "Code 333333", "2FA")
+    with session_scope() as session:
+        rows = {
+            r.id: r
+            for r in session.execute(
+                text(
+                    "SELECT id, send_status, superseded_by, final_at, last_error"
+                    " FROM verification.sms_log"
+                )
+            )
+        }
+    assert rows[waiting].send_status == "SUPERSEDED" and rows[waiting].superseded_by == newest
+    assert rows[waiting].final_at is not None and str(newest) in rows[waiting].last_error
+    assert rows[in_flight].send_status == "SENDING" and rows[in_flight].superseded_by == newest
+    assert rows[in_flight].final_at is None
+    assert rows[newest].send_status == "QUEUED" and rows[newest].superseded_by is None
+
+
 def test_superseded_in_flight_attempt_is_recorded_truthfully_and_never_retried(
     db: Any, no_dispatch: list[Any]
 ) -> None:

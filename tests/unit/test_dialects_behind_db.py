@@ -30,14 +30,22 @@ def _dialect_tests(tree: ast.AST) -> list[str]:
     return found
 
 
+# Not yet behind db/: the held PostgreSQL connection of enqueue_sms and the API (a code in
+# one pipelined statement, the key check on the same connection). Nothing may be added here.
+KNOWN = {"services/intake/enqueue.py", "services/accounts/api_keys.py"}
+
+
 def test_no_dialect_test_outside_db() -> None:
     offenders = {
-        str(path.relative_to(PACKAGE)): found
+        name: found
         for path in PACKAGE.rglob("*.py")
         if "db" not in path.relative_to(PACKAGE).parts[:1]
+        and (name := str(path.relative_to(PACKAGE))) not in KNOWN
         and (found := _dialect_tests(ast.parse(path.read_text(encoding="utf-8"))))
     }
     assert not offenders, offenders
+    for name in KNOWN:  # a file that lost its dialect test leaves the list
+        assert _dialect_tests(ast.parse((PACKAGE / name).read_text(encoding="utf-8"))), name
 
 
 def test_the_check_sees_a_dialect_test() -> None:

@@ -13,12 +13,16 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
+from sms_pipeline.db import get_engine, is_sqlite, one_statement
 from sms_pipeline.db.models import Account, ApiKey, utcnow
+from sms_pipeline.settings import Settings, get_settings
 
 KEY_PREFIX = "sk"
 _PREFIX_BYTES = 4  # 8 hex characters: no "_", so the key splits unambiguously
@@ -176,6 +180,52 @@ def _kind(key: ApiKey) -> str:
     if key.platform_admin:
         return "platform-admin"
     return "admin" if key.admin else "send"
+
+
+def authenticate_alone(
+    presented: str,
+    settings: Settings | None = None,
+    *,
+    held_rows: Callable[[str, Mapping[str, Any], Settings], list[Any]] | None = None,
+) -> Principal | None:
+    """`authenticate` as one statement in autocommit (the API's per-request check: one
+    round trip; on PostgreSQL through the producing thread's held connection, no pool
+    checkout and no SQLAlchemy execution per request: the caller passes that connection's
+    `held_rows`, enqueue's, so the INSERT that follows uses it too)."""
+    prefix = _split(presented)
+    if prefix is None or len(presented) > 200:
+        return None
+    expected = hash_key(presented)
+    settings = settings or get_settings()
+    if held_rows is None or is_sqlite(settings.database_url):
+        with one_statement(settings) as conn:
+            rows = conn.execute(_key_columns().where(ApiKey.prefix == prefix)).all()
+    else:
+        rows = held_rows(_key_sql(settings), {"prefix": prefix}, settings)
+    for key_id, name, account_id, admin, key_prefix, platform_admin, key_hash, active in rows:
+        if hmac.compare_digest(key_hash, expected) and active:
+            return Principal(key_id, name, account_id, admin, key_prefix, platform_admin)
+    return None
+
+
+def _key_columns() -> Select[Any]:
+    c = ApiKey.__table__.c
+    return select(
+        c.id, c.name, c.account_id, c.admin, c.prefix, c.platform_admin, c.key_hash, c.active
+    )
+
+
+_key_sql_cache: dict[str, str] = {}
+
+
+def _key_sql(settings: Settings) -> str:
+    """The key's SELECT compiled once per database (psycopg placeholders)."""
+    sql = _key_sql_cache.get(settings.database_url)
+    if sql is None:
+        statement = _key_columns().where(ApiKey.prefix == bindparam("prefix"))
+        sql = str(statement.compile(dialect=get_engine(settings).dialect))
+        _key_sql_cache[settings.database_url] = sql
+    return sql
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:

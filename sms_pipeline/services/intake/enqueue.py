@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import threading
 import time
 import uuid
@@ -32,8 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import session_scope
-from sms_pipeline.db.fast_insert import insert_alone
+from sms_pipeline.db import get_engine, is_sqlite, one_statement, session_scope
+from sms_pipeline.db.engine import scrubbed
 from sms_pipeline.db.models import Account, OptOut, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import InvalidMessage, OptedOut
 from sms_pipeline.metrics import hooks as metrics
@@ -137,6 +138,7 @@ _COLUMNS = (
     "id", "phone_number", "type", "body", "account_id", "sender_id", "priority",
     "send_after", "due_at", "ext_id", "uniq_key", "customer_id", "cost_centre",
     "segments", "encoding", "callback_url", "inserted_at", "updated_at", "expires_at",
+    "api_key_id",
 )  # fmt: skip
 
 
@@ -170,10 +172,13 @@ def _insert_one(by_hash: bool = False) -> Insert:
 
 
 def _insert_params(
-    v: _Valid, ref: _AccountRef, settings: Settings
+    v: _Valid, ref: _AccountRef, settings: Settings, extra: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Any], Dispatch | None]:
     now = utcnow()
     values = intake.row_values(v, ref.id, now, settings)
+    values["api_key_id"] = None
+    if extra:
+        values.update(extra)
     dispatch = dispatch_of_values(values, now)
     values["stoppable"] = optout.stops(v.type)
     values["phone_hash"] = _erased_hash(v.phone_number, v.type, settings)
@@ -186,6 +191,7 @@ def _insert(
     lookup: Callable[[Callable[[Session], Any]], Any],
     v: _Valid,
     settings: Settings,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[uuid.UUID, str, _AccountRef, Dispatch | None]:
     """Run the one-row INSERT; its id, send status, account and dispatch (or InvalidMessage).
 
@@ -195,7 +201,7 @@ def _insert(
     ref, from_cache = _cached_ref(v.account, settings) or lookup(
         lambda s: _account_ref(s, v.account, settings, cached=False)
     )
-    values, dispatch = _insert_params(v, ref, settings)
+    values, dispatch = _insert_params(v, ref, settings, extra)
     status = execute(values)
     if status is None and from_cache:
         # Nothing inserted: the account is inactive, or the cached identity is stale.
@@ -207,7 +213,9 @@ def _insert(
     return values["id"], status, ref, dispatch
 
 
-def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
+def _store_one(
+    session: Session, v: _Valid, settings: Settings, extra: Mapping[str, Any] | None = None
+) -> uuid.UUID:
     """In the caller's transaction: counted and dispatched when it commits."""
 
     def execute(values: dict[str, Any]) -> str | None:
@@ -221,7 +229,7 @@ def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
         return session.execute(_insert_one(values["phone_hash"] is not None), values).scalar()
 
     supersedes = privacy.supersedes(v.type, settings)
-    message_id, status, ref, dispatch = _insert(execute, lambda fn: fn(session), v, settings)
+    message_id, status, ref, dispatch = _insert(execute, lambda fn: fn(session), v, settings, extra)
     metrics.message_stored(session, v.type, ref.name, status)
     if status == SendStatus.OPTED_OUT.value:
         raise OptedOut(message_id)
@@ -230,25 +238,234 @@ def _store_one(session: Session, v: _Valid, settings: Settings) -> uuid.UUID:
     return message_id
 
 
-def _store_alone(v: _Valid, settings: Settings) -> uuid.UUID:
-    """In a transaction of its own: one INSERT as one statement (`db.fast_insert`: no BEGIN
+class _HeldInsert:
+    """PostgreSQL, own transaction: the one-row INSERT on a connection each producing thread
+    keeps, in autocommit, through psycopg directly.
+
+    The hot path of a producer calling `enqueue_sms` in a loop: no pool checkout and ping,
+    no BEGIN/COMMIT, no SQLAlchemy execution machinery per call (the statement is compiled
+    once). A failed connection is dropped and the INSERT tried once more on a fresh one.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._compiled: dict[tuple[str, bool], Any] = {}
+
+    def _statement(self, settings: Settings, by_hash: bool) -> Any:
+        key = (settings.database_url, by_hash)
+        if key not in self._compiled:
+            statement = _insert_one(by_hash)
+            self._compiled[key] = statement.compile(dialect=get_engine(settings).dialect)
+        return self._compiled[key]
+
+    @functools.cached_property
+    def _defaults(self) -> dict[str, Any]:
+        # Scalar column defaults SQLAlchemy would fill in at execution (attempts=0, ...).
+        table = cast(Table, SmsLog.__table__)
+        return {
+            c.name: getattr(c.default, "arg", None)
+            for c in table.columns
+            if c.default is not None and getattr(c.default, "is_scalar", False)
+        }
+
+    def _connection(self, settings: Settings) -> Any:
+        import psycopg
+
+        held = getattr(self._local, "conn", None)
+        key = (os.getpid(), settings.database_url)
+        if held is not None and self._local.key == key and not held.closed:
+            return held
+        url = get_engine(settings).url.set(drivername="postgresql")
+        conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+        self._local.conn, self._local.key = conn, (os.getpid(), settings.database_url)
+        return conn
+
+    def _params(self, compiled: Any, values: dict[str, Any]) -> dict[str, Any]:
+        params = compiled.construct_params(values)
+        for name, default in self._defaults.items():
+            if name not in values and params.get(name) is None:
+                params[name] = default
+        processors = compiled._bind_processors
+        return {k: (processors[k](v) if k in processors else v) for k, v in params.items()}
+
+    def __call__(self, values: dict[str, Any], settings: Settings) -> str | None:
+        import psycopg
+
+        compiled = self._statement(settings, values["phone_hash"] is not None)
+        params = self._params(compiled, values)
+        sql = compiled.string
+        for attempt in (1, 2):
+            conn = self._connection(settings)
+            try:
+                row = conn.execute(sql, params).fetchone()
+                return None if row is None else str(row[0])
+            except psycopg.OperationalError as exc:
+                conn.close()
+                if attempt == 2:
+                    raise _database_error(exc, sql) from exc
+            except psycopg.Error as exc:
+                raise _database_error(exc, sql) from exc
+        raise AssertionError("unreachable")
+
+    def rows(self, sql: str, params: Mapping[str, Any], settings: Settings) -> list[Any]:
+        """A read of one statement on this thread's held connection (psycopg placeholders):
+        the API's key check, on the connection its INSERT then uses."""
+        import psycopg
+
+        for attempt in (1, 2):
+            conn = self._connection(settings)
+            try:
+                return list(conn.execute(sql, params).fetchall())
+            except psycopg.OperationalError as exc:
+                conn.close()
+                if attempt == 2:
+                    raise _database_error(exc, sql) from exc
+            except psycopg.Error as exc:
+                raise _database_error(exc, sql) from exc
+        raise AssertionError("unreachable")
+
+    def code(self, values: dict[str, Any], settings: Settings) -> tuple[str | None, list[int]]:
+        """A one-time code: the number's lock, then one statement that ends the older codes
+        and inserts this one (`_code_sql`), in one transaction sent as one pipeline (one
+        round trip). Its send status, and the attempts of each code it ended SUPERSEDED."""
+        import psycopg
+
+        compiled = self._statement(settings, values["phone_hash"] is not None)
+        params = self._params(compiled, values)
+        params["superseded_reason"] = privacy.superseded_reason(values["id"])
+        sql = _code_sql(compiled.string)
+        lock = privacy.number_lock_key(values["account_id"], values["phone_number"])
+        for attempt in (1, 2):
+            conn = self._connection(settings)
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    conn.execute(privacy.NUMBER_LOCK_SQL, {"k": lock})
+                    cursor = conn.execute(sql, params)
+                    conn.execute("COMMIT")
+                row = cursor.fetchone()
+                return (None, []) if row is None else (str(row[0]), list(row[1] or []))
+            except psycopg.OperationalError as exc:
+                conn.close()
+                if attempt == 2:
+                    raise _database_error(exc, sql) from exc
+            except psycopg.Error as exc:
+                conn.close()  # never hand on a connection inside a failed transaction
+                raise _database_error(exc, sql) from exc
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")
+
+
+def _database_error(exc: Exception, sql: str) -> Exception:
+    """A psycopg error from a held connection as SQLAlchemy would raise it (IntegrityError,
+    OperationalError, ...: what callers and the API's 503 handler expect), its server text
+    scrubbed of row data (`db.engine.scrub_error`) and no parameters shown."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    scrubbed(exc)
+    return DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True)
+
+
+@functools.cache
+def _code_sql(insert_sql: str) -> str:
+    """The one statement of a code (PostgreSQL): the older codes of the same account, number
+    and type not yet submitted end SUPERSEDED (waiting ones) or are marked `superseded_by`
+    (an attempt in flight: its answer is recorded as it comes, it is never attempted again),
+    and the new row is inserted; RETURNING its status and the ended codes' attempts.
+
+    Run after the number's advisory lock in the same transaction (a later statement's
+    snapshot sees every code committed by a producer that held the lock before), and only
+    for an active account (the INSERT's own condition: no row inserted, nothing ended).
+    The older codes are found by the number's index (ix_sms_log_phone_number).
+    """
+    log_table = cast(Table, SmsLog.__table__).fullname
+    accounts = cast(Table, Account.__table__).fullname
+    superseded = SendStatus.SUPERSEDED.value
+    waiting, in_flight = SendStatus.QUEUED.value, SendStatus.SENDING.value
+    ends = f"send_status = '{waiting}'"
+    return (
+        f"WITH older AS (UPDATE {log_table} SET"
+        f" send_status = CASE WHEN {ends} THEN '{superseded}' ELSE send_status END,"
+        f" final_at = CASE WHEN {ends} THEN %(inserted_at)s::TIMESTAMPTZ ELSE final_at END,"
+        f" lease_until = CASE WHEN {ends} THEN NULL ELSE lease_until END,"
+        f" last_error = CASE WHEN {ends} THEN %(superseded_reason)s::VARCHAR"
+        " ELSE last_error END,"
+        " superseded_by = %(id)s::UUID, updated_at = %(inserted_at)s::TIMESTAMPTZ"
+        " WHERE phone_number = %(phone_number)s::VARCHAR AND account_id = %(account_id)s::INTEGER"
+        " AND type = %(type)s::VARCHAR AND id <> %(id)s::UUID"
+        f" AND ({ends} OR (send_status = '{in_flight}' AND superseded_by IS NULL))"
+        f" AND EXISTS (SELECT 1 FROM {accounts} WHERE {accounts}.id = %(account_id)s::INTEGER"
+        f" AND {accounts}.active IS true)"
+        " RETURNING attempts, send_status) "
+        f"{insert_sql}, (SELECT array_agg(attempts) FROM older"
+        f" WHERE older.send_status = '{superseded}')"
+    )
+
+
+_held_insert = _HeldInsert()
+
+
+def held_rows(sql: str, params: Mapping[str, Any], settings: Settings) -> list[Any]:
+    """One read on this thread's held PostgreSQL connection (autocommit)."""
+    return _held_insert.rows(sql, params, settings)
+
+
+def _store_alone(
+    v: _Valid, settings: Settings, extra: Mapping[str, Any] | None = None
+) -> uuid.UUID:
+    """In a transaction of its own: one INSERT as one statement (`one_statement`: no BEGIN
     and COMMIT round trips on PostgreSQL, most of an enqueue's time), then the dispatch."""
 
     def lookup(fn: Callable[[Session], Any]) -> Any:
         with session_scope(settings) as session:
             return fn(session)
 
-    def execute(values: dict[str, Any]) -> str | None:
-        status = insert_alone(_insert_one(values["phone_hash"] is not None), values, settings)
-        return None if status is None else str(status)
+    ended: list[int] = []
 
-    message_id, status, ref, dispatch = _insert(execute, lookup, v, settings)
+    def execute(values: dict[str, Any]) -> str | None:
+        if not is_sqlite(settings.database_url):
+            if code:
+                status, attempts = _held_insert.code(values, settings)
+                ended.extend(attempts)
+                return status
+            return _held_insert(values, settings)
+        # Its own connection: the look-ups above run with none open (SQLite has one writer).
+        with one_statement(settings) as conn:
+            return conn.execute(_insert_one(values["phone_hash"] is not None), values).scalar()
+
+    code = privacy.supersedes(v.type, settings)
+    message_id, status, ref, dispatch = _insert(execute, lookup, v, settings, extra)
     metrics.message_stored_committed(v.type, ref.name, status)
+    if ended:
+        metrics.messages_ended_committed(v.type, ref.name, ended, SendStatus.SUPERSEDED.value)
     if status == SendStatus.OPTED_OUT.value:
         raise OptedOut(message_id)  # the OPTED OUT row is stored: the log explains it
     if dispatch is not None:
         outbox.publish([dispatch])
     return message_id
+
+
+def store_checked(
+    valid: _Valid,
+    *,
+    session: Session | None = None,
+    extra: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
+) -> uuid.UUID:
+    """`enqueue_sms` for a message a door has already validated (`intake.check_message`),
+    with columns of that door's own (`extra`: the API's `api_key_id` and its signed
+    `callback_url`) written by the same INSERT. In `session`'s transaction, or alone (one
+    statement). Raises OptedOut like enqueue_sms."""
+    settings = settings or get_settings()
+    if session is not None:
+        return _store_one(session, valid, settings, extra)
+    if privacy.supersedes(valid.type, settings) and is_sqlite(settings.database_url):
+        with session_scope(settings) as own:
+            return _store_one(own, valid, settings, extra)
+    return _store_alone(valid, settings, extra)
 
 
 def dispatch_of_values(values: Mapping[str, Any], now: dt.datetime) -> Dispatch | None:
@@ -293,10 +510,9 @@ def enqueue_sms(
     if session is not None:
         # An OptedOut raised here leaves its row in the caller's transaction.
         return _store_one(session, valid, settings)
-    if privacy.supersedes(valid.type, settings):
+    if privacy.supersedes(valid.type, settings) and is_sqlite(settings.database_url):
         # A code ends older ones in the same transaction as its insert (never OPTED OUT:
-        # codes are essential), so it takes a transaction of its own, not the one-statement
-        # fast path.
+        # codes are essential); on PostgreSQL `_store_alone` does both in one statement.
         with session_scope(settings) as own:
             return _store_one(own, valid, settings)
     return _store_alone(valid, settings)

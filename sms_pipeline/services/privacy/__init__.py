@@ -16,15 +16,17 @@ from .expiry import (
     gateway_validity,
     parse_valid_for,
     still_sendable,
+    superseded_reason,
 )
 from .keyed_hash import KEY_FILE, erased_opt_out, forget_erased_opt_out, privacy_key, subject_hash
 from .redaction import REDACTED, privacy_sweep, redact_final
 from .retention import PurgeResult, purge_expired_rows
 from .subjects import erase_subject, export_subject, normalise_subject
-from .supersede import supersede_older, supersedes
+from .supersede import NUMBER_LOCK_SQL, number_lock_key, supersede_older, supersedes
 
 __all__ = [
     "KEY_FILE",
+    "NUMBER_LOCK_SQL",
     "OTP_TYPES",
     "REDACTED",
     "PurgeResult",
@@ -40,6 +42,7 @@ __all__ = [
     "forget_erased_opt_out",
     "gateway_validity",
     "normalise_subject",
+    "number_lock_key",
     "os_actor",
     "parse_valid_for",
     "privacy_key",
@@ -49,5 +52,6 @@ __all__ = [
     "still_sendable",
     "subject_hash",
     "supersede_older",
+    "superseded_reason",
     "supersedes",
 ]

@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from sms_pipeline import enqueue_many, enqueue_sms
+from sms_pipeline.broker.app import ALL_QUEUES
 from sms_pipeline.db.models import SendStatus
 from sms_pipeline.simulator.rules import DEFAULT_RULES
 from tests.faults.broker_servers import (
@@ -106,6 +107,26 @@ def _outcome(sim: Any, ids: list[uuid.UUID], timeout: float) -> dict[str, Any]:
     }
 
 
+def _nothing_lost_nor_twice(
+    figure: str, ids: list[uuid.UUID], in_flight: int, result: dict[str, Any], **timings: float
+) -> None:
+    """Record the run's figures, then the verdict every fault under load must meet."""
+    record_figure(
+        figure,
+        messages=len(ids),
+        in_flight_at_kill=in_flight,
+        lost=result["lost"],
+        accepted_twice=result["accepted_twice"],
+        submitted_twice=result["submitted_twice"],
+        gateway_duplicates_refused=result["duplicates_refused"],
+        **timings,
+    )
+    assert in_flight >= 1000
+    assert result["lost"] == 0, result["counts"]
+    assert result["counts"] == {SendStatus.SUBMITTED.value: len(ids)}, result["counts"]
+    assert result["accepted_twice"] == 0
+
+
 @pytest.mark.slow
 def test_sentinel_failover_under_load_loses_nothing_and_sends_nothing_twice(
     db: Any,
@@ -142,23 +163,16 @@ def test_sentinel_failover_under_load_loses_nothing_and_sends_nothing_twice(
     resumed_at = time.monotonic()
 
     result = _outcome(sim, ids, timeout=120)
-    record_figure(
+    _nothing_lost_nor_twice(
         "sentinel_failover",
-        messages=len(ids),
-        in_flight_at_kill=in_flight,
-        lost=result["lost"],
-        accepted_twice=result["accepted_twice"],
-        submitted_twice=result["submitted_twice"],
-        gateway_duplicates_refused=result["duplicates_refused"],
+        ids,
+        in_flight,
+        result,
         promotion_seconds=round(promoted_at - killed_at, 1),
         resume_after_promotion_seconds=round(resumed_at - promoted_at, 1),
         all_final_after_promotion_seconds=round(time.monotonic() - promoted_at, 1),
     )
     assert new_master != old_master
-    assert in_flight >= 1000
-    assert result["lost"] == 0, result["counts"]
-    assert result["counts"] == {SendStatus.SUBMITTED.value: len(ids)}, result["counts"]
-    assert result["accepted_twice"] == 0
     assert worker.alive(), "the worker died with the master"
     assert "Unrecoverable error" not in worker.log_text()
     for name, text in procs.logs().items():  # masked in every URL of the list, everywhere
@@ -202,26 +216,19 @@ def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twic
     resumed_at = time.monotonic()
     # Every queue of the pipeline is a durable quorum queue, there again after the crash.
     types = rabbit_node.queue_types()
-    for name in ("urgent", "bulk", "status", "maintenance", "callbacks"):
+    for name in ALL_QUEUES:
         assert types.get(name) == "quorum durable=true", types
 
     result = _outcome(sim, ids, timeout=120)
-    record_figure(
+    _nothing_lost_nor_twice(
         "rabbitmq_restart",
-        messages=len(ids),
-        in_flight_at_kill=in_flight,
-        lost=result["lost"],
-        accepted_twice=result["accepted_twice"],
-        submitted_twice=result["submitted_twice"],
-        gateway_duplicates_refused=result["duplicates_refused"],
+        ids,
+        in_flight,
+        result,
         node_down_seconds=round(back_at - killed_at, 1),
         resume_after_restart_seconds=round(resumed_at - back_at, 1),
         all_final_after_restart_seconds=round(time.monotonic() - back_at, 1),
     )
-    assert in_flight >= 1000
-    assert result["lost"] == 0, result["counts"]
-    assert result["counts"] == {SendStatus.SUBMITTED.value: len(ids)}, result["counts"]
-    assert result["accepted_twice"] == 0
     assert worker.alive(), "the worker died with the node"
     assert "delayed delivery" not in worker.log_text()  # no countdowns, no such exchanges
 
@@ -261,25 +268,18 @@ def test_rabbitmq_one_node_of_three_killed_under_load_loses_nothing_and_sends_no
     )
     resumed_at = time.monotonic()
     members = rabbit_cluster.members()  # the dead node's members are still listed
-    for name in ("urgent", "bulk", "status", "maintenance", "callbacks"):
+    for name in ALL_QUEUES:
         assert members.get(name) == 3, members  # a member on every node
 
     result = _outcome(sim, ids, timeout=120)
-    record_figure(
+    _nothing_lost_nor_twice(
         "rabbitmq_cluster_node_killed",
-        messages=len(ids),
-        in_flight_at_kill=in_flight,
-        lost=result["lost"],
-        accepted_twice=result["accepted_twice"],
-        submitted_twice=result["submitted_twice"],
-        gateway_duplicates_refused=result["duplicates_refused"],
+        ids,
+        in_flight,
+        result,
         going_again_after_kill_seconds=round(resumed_at - killed_at, 1),
         all_final_after_kill_seconds=round(time.monotonic() - killed_at, 1),
     )
-    assert in_flight >= 1000
-    assert result["lost"] == 0, result["counts"]
-    assert result["counts"] == {SendStatus.SUBMITTED.value: len(ids)}, result["counts"]
-    assert result["accepted_twice"] == 0
     assert worker.alive(), "the worker died with the node"
 
 

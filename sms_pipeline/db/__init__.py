@@ -1,6 +1,7 @@
 """Database access: engines, sessions, models and migrations."""
 
 from .engine import (
+    HeldRows,
     affected,
     alone,
     autocommit_connection,
@@ -12,6 +13,7 @@ from .engine import (
     is_file_database,
     is_sqlite,
     one_statement,
+    rows_alone,
     session_scope,
     truncate_wal,
 )
@@ -31,6 +33,7 @@ from .statements import (
 )
 
 __all__ = [
+    "HeldRows",
     "affected",
     "alone",
     "among",
@@ -49,6 +52,7 @@ __all__ = [
     "is_sqlite",
     "lock_until_commit",
     "one_statement",
+    "rows_alone",
     "schema_of",
     "session_scope",
     "skip_locked",

@@ -13,11 +13,20 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event, exc
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Result,
+    Select,
+    create_engine,
+    event,
+    exc,
+)
 from sqlalchemy.engine import URL, Dialect, ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
@@ -335,6 +344,35 @@ def one_statement(settings: Settings | None = None) -> Iterator[Connection]:
     """A connection for one statement that is its own transaction (it commits on exit)."""
     with autocommit_connection(get_engine(settings)) as conn, alone(conn):
         yield conn
+
+
+# A read on a connection the caller holds (enqueue's per-thread PostgreSQL connection):
+# driver SQL with its placeholders, the parameters, the settings; rows back.
+HeldRows = Callable[[str, Mapping[str, Any], Settings], list[Any]]
+
+_compiled: dict[tuple[str, int], tuple[Select[Any], str]] = {}
+
+
+def rows_alone(
+    statement: Select[Any],
+    params: Mapping[str, Any],
+    settings: Settings,
+    held_rows: HeldRows | None = None,
+) -> list[Any]:
+    """One read as a statement of its own (autocommit): on PostgreSQL through the caller's
+    held connection when it passes one (`statement` compiled once per database; keep it
+    in a constant), else through a pooled connection (SQLite, where a held connection
+    would block the one writer)."""
+    if held_rows is None or is_sqlite(settings.database_url):
+        with one_statement(settings) as conn:
+            return list(conn.execute(statement, dict(params)).all())
+    key = (settings.database_url, id(statement))
+    entry = _compiled.get(key)
+    if entry is None:
+        # The statement is kept with its SQL: its id cannot be reused while cached.
+        entry = (statement, str(statement.compile(dialect=get_engine(settings).dialect)))
+        _compiled[key] = entry
+    return held_rows(entry[1], params, settings)
 
 
 def dispose_engines() -> None:

@@ -30,9 +30,9 @@ def _dialect_tests(tree: ast.AST) -> list[str]:
     return found
 
 
-# Not yet behind db/: the held PostgreSQL connection of enqueue_sms and the API (a code in
-# one pipelined statement, the key check on the same connection). Nothing may be added here.
-KNOWN = {"services/intake/enqueue.py", "services/accounts/api_keys.py"}
+# Not yet behind db/: the held PostgreSQL connection of enqueue_sms (a code in
+# one pipelined statement). Nothing may be added here.
+KNOWN = {"services/intake/enqueue.py"}
 
 
 def test_no_dialect_test_outside_db() -> None:

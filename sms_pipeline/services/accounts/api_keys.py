@@ -13,14 +13,12 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from sms_pipeline.db import get_engine, is_sqlite, one_statement
+from sms_pipeline.db import HeldRows, rows_alone
 from sms_pipeline.db.models import Account, ApiKey, utcnow
 from sms_pipeline.settings import Settings, get_settings
 
@@ -186,7 +184,7 @@ def authenticate_alone(
     presented: str,
     settings: Settings | None = None,
     *,
-    held_rows: Callable[[str, Mapping[str, Any], Settings], list[Any]] | None = None,
+    held_rows: HeldRows | None = None,
 ) -> Principal | None:
     """`authenticate` as one statement in autocommit (the API's per-request check: one
     round trip; on PostgreSQL through the producing thread's held connection, no pool
@@ -197,35 +195,25 @@ def authenticate_alone(
         return None
     expected = hash_key(presented)
     settings = settings or get_settings()
-    if held_rows is None or is_sqlite(settings.database_url):
-        with one_statement(settings) as conn:
-            rows = conn.execute(_key_columns().where(ApiKey.prefix == prefix)).all()
-    else:
-        rows = held_rows(_key_sql(settings), {"prefix": prefix}, settings)
+    rows = rows_alone(_KEY_BY_PREFIX, {"prefix": prefix}, settings, held_rows)
     for key_id, name, account_id, admin, key_prefix, platform_admin, key_hash, active in rows:
         if hmac.compare_digest(key_hash, expected) and active:
             return Principal(key_id, name, account_id, admin, key_prefix, platform_admin)
     return None
 
 
-def _key_columns() -> Select[Any]:
-    c = ApiKey.__table__.c
-    return select(
-        c.id, c.name, c.account_id, c.admin, c.prefix, c.platform_admin, c.key_hash, c.active
-    )
-
-
-_key_sql_cache: dict[str, str] = {}
-
-
-def _key_sql(settings: Settings) -> str:
-    """The key's SELECT compiled once per database (psycopg placeholders)."""
-    sql = _key_sql_cache.get(settings.database_url)
-    if sql is None:
-        statement = _key_columns().where(ApiKey.prefix == bindparam("prefix"))
-        sql = str(statement.compile(dialect=get_engine(settings).dialect))
-        _key_sql_cache[settings.database_url] = sql
-    return sql
+_columns = ApiKey.__table__.c
+# One statement for the process: `rows_alone` compiles it once per database.
+_KEY_BY_PREFIX = select(
+    _columns.id,
+    _columns.name,
+    _columns.account_id,
+    _columns.admin,
+    _columns.prefix,
+    _columns.platform_admin,
+    _columns.key_hash,
+    _columns.active,
+).where(_columns.prefix == bindparam("prefix"))
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:

@@ -22,14 +22,15 @@ from sms_pipeline.services import outbox, privacy
 from sms_pipeline.services.accounts import quotas
 from sms_pipeline.services.gateways import routing
 from sms_pipeline.services.masking import mask_phone
-from sms_pipeline.services.sending.claim import Claim, _accounts, _claim, _database, _Db, _Scope
+from sms_pipeline.services.sending.claim import _claim
 from sms_pipeline.services.sending.eligibility import (
-    _defer_blocked,
-    _per_message_rules,
-    _permission,
+    account_may_send,
+    defer_blocked,
+    message_rules,
 )
 from sms_pipeline.services.sending.record import _failed, _not_sent, _record, _submitted, _Write
 from sms_pipeline.services.sending.results import _ENDED, AttemptResult, BatchResult, Outcome
+from sms_pipeline.services.sending.scope import Claim, _accounts, _database, _Db, _Scope
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,9 @@ def send_batch(
     scope = _Scope(queue_class, tuple(ids) if ids is not None else None)
     batch = BatchResult()
     accounts = _accounts(db)
-    permissions = {a.id: _permission(a, now, settings) for a in accounts.values()}
+    permissions = {a.id: account_may_send(a, now, settings) for a in accounts.values()}
     blocked = {i: p for i, p in permissions.items() if not p.allowed}
-    deferred, later = _defer_blocked(scope, blocked, now, db)
+    deferred, later = defer_blocked(scope, blocked, now, db)
     batch.results.update(deferred)
     allowed = sorted(i for i, p in permissions.items() if p.allowed)
     claims = _claim(scope, allowed, now, limit or settings.sms_send_batch_size, settings, db)
@@ -90,7 +91,7 @@ def send_batch(
     if not claims:
         _kick_later(later)
         return batch
-    go, writes = _per_message_rules(claims, accounts, now, settings)
+    go, writes = message_rules(claims, accounts, now, settings)
     table = None
     if go:
         with alone(db.auto):

@@ -11,8 +11,8 @@ from sms_pipeline.gateway import (
     IP2SMSClient,
 )
 from sms_pipeline.services.sending.batch import send_batch
-from sms_pipeline.services.sending.claim import _database
 from sms_pipeline.services.sending.results import BatchResult
+from sms_pipeline.services.sending.scope import _database
 from sms_pipeline.settings import Settings, get_settings
 
 

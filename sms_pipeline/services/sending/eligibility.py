@@ -1,5 +1,15 @@
-"""Who may send now: the account's rules and daily cap (before the claim), and the
-per-message rules on the claimed batch (opt-out, a prepaid balance, the rate limit)."""
+"""Eligibility: the one rule for "may this message be sent now", its parts in the order
+they apply.
+
+1. The account (`account_may_send`, once per account before the claim): its own rules
+   (active, not paused, inside its send window), then its daily cap. Due messages of an
+   account that may not send wait until it may (`defer_blocked`).
+2. The row (`claimable`, the claim's SQL predicate): QUEUED, due, of an account part 1
+   allowed, and still sendable (neither expired nor superseded).
+3. The message (`message_rules`, on the claimed batch): its number has not opted out, a
+   prepaid account's balance covers it across the batch, the account's rate limit gives a
+   token.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +17,34 @@ import datetime as dt
 import random
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, bindparam, update
 
-from sms_pipeline.db.models import Account, SmsLog
+from sms_pipeline.db.models import Account, SendStatus, SmsLog
 from sms_pipeline.services import accounts as account_rules
-from sms_pipeline.services import optout, outbox
+from sms_pipeline.services import optout, outbox, privacy
 from sms_pipeline.services.accounts import quotas
-from sms_pipeline.services.sending.claim import Claim, _Db, _Scope
 from sms_pipeline.services.sending.record import _not_sent, _Write
 from sms_pipeline.services.sending.results import EARLY_TOLERANCE, AttemptResult, Outcome
+from sms_pipeline.services.sending.scope import Claim, _Db, _Scope
 from sms_pipeline.settings import Settings
 
 
-def _defer_blocked(
+def account_may_send(
+    account: Account, now: dt.datetime, settings: Settings
+) -> account_rules.SendPermission:
+    """Part 1: may this account send now: its own rules, then its daily cap (when one is
+    set)."""
+    permission = account_rules.account_permission(account, now)
+    if permission.allowed and quotas.account_caps_on(settings):
+        reopens = quotas.account_cap_reached(account, now, settings)
+        if reopens is not None:
+            return account_rules.SendPermission(False, reopens, "daily cap reached")
+    return permission
+
+
+def defer_blocked(
     scope: _Scope,
     blocked: dict[int, account_rules.SendPermission],
     now: dt.datetime,
@@ -56,26 +80,31 @@ def _defer_blocked(
     return results, later
 
 
-def _permission(
-    account: Account, now: dt.datetime, settings: Settings
-) -> account_rules.SendPermission:
-    """May this account send now: its own rules, then its daily cap (when one is set)."""
-    permission = account_rules.account_permission(account, now)
-    if permission.allowed and quotas.account_caps_on(settings):
-        reopens = quotas.account_cap_reached(account, now, settings)
-        if reopens is not None:
-            return account_rules.SendPermission(False, reopens, "daily cap reached")
-    return permission
+def claimable() -> list[ColumnElement[bool]]:
+    """Part 2, the claim's SQL predicate; its parameters come from `claimable_params`."""
+    return [
+        SmsLog.send_status == SendStatus.QUEUED.value,
+        SmsLog.due_at <= bindparam("b_due"),
+        SmsLog.account_id.in_(bindparam("b_accounts", expanding=True)),
+        # Expired or superseded rows are never claimed; the privacy sweep ends them.
+        privacy.still_sendable(bindparam("b_now")),
+    ]
 
 
-def _per_message_rules(
+def claimable_params(now: dt.datetime, allowed: Sequence[int]) -> dict[str, Any]:
+    """`claimable`'s parameters: due by `now` (a little early is fine), of the accounts
+    that may send now."""
+    return {"b_due": now + EARLY_TOLERANCE, "b_now": now, "b_accounts": list(allowed)}
+
+
+def message_rules(
     claims: Sequence[Claim],
     accounts: dict[int, Account],
     now: dt.datetime,
     settings: Settings,
 ) -> tuple[list[Claim], list[_Write]]:
-    """Split the claimed batch into what goes now and what the per-message rules hold back
-    (opt-out, the balance of a prepaid account across the batch, the rate limit)."""
+    """Part 3: split the claimed batch into what goes now and what the per-message rules
+    hold back (opt-out, the balance of a prepaid account across the batch, the rate limit)."""
     go: list[Claim] = []
     held: list[_Write] = []
     balance = {a.id: a.credits for a in accounts.values()}

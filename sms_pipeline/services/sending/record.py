@@ -28,8 +28,8 @@ from sms_pipeline.gateway import (
 )
 from sms_pipeline.services import accounts as account_rules
 from sms_pipeline.services import outbox
-from sms_pipeline.services.sending.claim import Claim, _Db
 from sms_pipeline.services.sending.results import AttemptResult, Outcome, retry_delay, with_db_retry
+from sms_pipeline.services.sending.scope import Claim, _Db
 from sms_pipeline.services.status import first_check_at
 from sms_pipeline.settings import Settings
 

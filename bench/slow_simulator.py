@@ -10,7 +10,8 @@ import argparse
 import os
 
 from sms_pipeline.simulator.rules import SUFFIX_SLOW, Action, Rule
-from sms_pipeline.simulator.server import SimulatorConfig, run
+from sms_pipeline.simulator.runner import run
+from sms_pipeline.simulator.server import SimulatorConfig
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""One typed settings object (long because every setting lives here, each with its doc).
+"""One typed settings object (long: every setting lives here, each with its doc).
 
 Read from the environment and an optional `.env` file.
 

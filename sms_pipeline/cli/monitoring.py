@@ -142,7 +142,8 @@ def _embedded_flower(settings: Settings, argv: list[str], environment: dict[str,
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sms_pipeline.metrics.report import build_report, parse_duration, render_text
+    from sms_pipeline.metrics.report import build_report, parse_duration
+    from sms_pipeline.metrics.report_text import render_text
 
     try:
         since = parse_duration(args.since)

@@ -135,7 +135,8 @@ def channel_report(
     """The channel report (metrics.report) for this run's messages, and its PNG chart."""
     from sms_pipeline.db import get_engine
     from sms_pipeline.metrics.plot import render_png
-    from sms_pipeline.metrics.report import build_report, render_text
+    from sms_pipeline.metrics.report import build_report
+    from sms_pipeline.metrics.report_text import render_text
 
     report = build_report(
         get_engine(settings),

@@ -1,4 +1,4 @@
-"""The IP2SMS client (one per process; long: send, status and balance share its pools).
+"""The IP2SMS client, one per process (long: send, status and balance share its pools).
 
 One keep-alive connection pool per kind of request; a batch runs concurrently.
 

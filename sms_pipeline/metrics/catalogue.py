@@ -1,4 +1,6 @@
-"""The SMS channel's predefined metrics: one list that the exporter, the docs and the tests share.
+"""The SMS channel's predefined metrics (long: one entry per metric, each with its help).
+
+One list that the exporter, the docs and the tests share.
 
 Two sources:
 - ``stored``: counters and histograms kept in ``verification.metric_counters`` (they survive

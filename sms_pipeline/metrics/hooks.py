@@ -1,4 +1,4 @@
-"""The hooks services call to record metrics: one call per event, or per batch.
+"""The hooks services call to record metrics (long: one small hook per event or batch).
 
 Metrics must never turn a good send into a failure (and a resend): every hook swallows
 its own errors. Labels are bounded: message type, status words, account NAME (the

@@ -18,10 +18,10 @@ _LAZY = {
     "CONFIG_KEY": "server",
     "STATE_KEY": "server",
     "SimulatorConfig": "server",
-    "SimulatorServer": "server",
+    "SimulatorServer": "runner",
     "create_app": "server",
-    "run": "server",
-    "running_simulator": "server",
+    "run": "runner",
+    "running_simulator": "runner",
     "SimState": "state",
 }
 
@@ -38,7 +38,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if module == "server":
+    if module in ("server", "runner"):
         require_aiohttp()
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 

@@ -90,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 def main_from_args(args: argparse.Namespace) -> int:
     """Run the simulator as the parsed options say; blocks until interrupted."""
-    from sms_pipeline.simulator.server import run
+    from sms_pipeline.simulator.runner import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run(config_from_args(args))

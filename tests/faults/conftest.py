@@ -132,7 +132,7 @@ def pipeline_env(**overrides: object) -> dict[str, str]:
 def start_sim(settings_env: Any) -> Iterator[Callable[..., Any]]:
     """Start the simulator (state readable in-process); settings point at it."""
     from sms_pipeline.simulator import SimulatorConfig
-    from sms_pipeline.simulator.server import SimulatorServer
+    from sms_pipeline.simulator.runner import SimulatorServer
 
     servers: list[Any] = []
 

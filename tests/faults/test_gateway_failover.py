@@ -31,7 +31,7 @@ from sms_pipeline.services import gateways as registry
 from sms_pipeline.services.gateways import health as gateway_health
 from sms_pipeline.simulator import SimulatorConfig
 from sms_pipeline.simulator.rules import Action, Rule, RuleTable
-from sms_pipeline.simulator.server import SimulatorServer
+from sms_pipeline.simulator.runner import SimulatorServer
 from tests.faults.conftest import record_figure
 
 OUTAGE_AT = 5.0  # seconds into the run

@@ -24,7 +24,8 @@ from sms_pipeline.gateway import (
     IP2SMSClient,
 )
 from sms_pipeline.simulator import STATE_KEY, SimulatorConfig
-from sms_pipeline.simulator.server import SEND_PATH, STATUS_PATH, SimulatorServer
+from sms_pipeline.simulator.runner import SimulatorServer
+from sms_pipeline.simulator.server import SEND_PATH, STATUS_PATH
 from tests.helpers import SimClock
 from tests.support import wait_until
 

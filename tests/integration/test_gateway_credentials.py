@@ -17,7 +17,7 @@ from sms_pipeline.services import gateways as registry
 from sms_pipeline.services import sending
 from sms_pipeline.services.status.checks import check_many
 from sms_pipeline.simulator import SimulatorConfig
-from sms_pipeline.simulator.server import SimulatorServer
+from sms_pipeline.simulator.runner import SimulatorServer
 
 SEND = "/ip2sms/ "
 STATUS = "/ip2sms-request/ "

@@ -33,7 +33,7 @@ from sms_pipeline.services.inbound import poll as inbound_service
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.simulator import SimulatorConfig
 from sms_pipeline.simulator.inbound import register_inbound
-from sms_pipeline.simulator.server import SimulatorServer
+from sms_pipeline.simulator.runner import SimulatorServer
 from tests.helpers import SimClock, attempt_send
 from tests.support import wait_until
 

@@ -24,7 +24,7 @@ from typing import Any
 import requests
 
 from sms_pipeline.simulator import SimulatorConfig
-from sms_pipeline.simulator.server import SimulatorServer
+from sms_pipeline.simulator.runner import SimulatorServer
 
 SENT = "+380931234567"  # enqueued, exported, erased (in bodies)
 IN_PATH = "+380671112233"  # put in URL paths by careless clients

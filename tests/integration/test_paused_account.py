@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from sms_pipeline import enqueue_sms
-from sms_pipeline.cli.up import status_counts, status_line
+from sms_pipeline.cli.up_screen import status_counts, status_line
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics.collector import SmsCollector, build_registry

@@ -21,8 +21,8 @@ from sms_pipeline.metrics.report import (
     ChannelReport,
     bucket_seconds_for,
     build_report,
-    render_text,
 )
+from sms_pipeline.metrics.report_text import render_text
 from sms_pipeline.metrics.store import MetricsStore
 
 UNTIL = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)

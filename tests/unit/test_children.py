@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sms_pipeline.cli.up import LogEcho
+from sms_pipeline.cli.up_screen import LogEcho
 from sms_pipeline.supervise import ChildError, ChildProcess
 
 

@@ -1,4 +1,6 @@
-"""Replication: every new row of `verification.verifications` becomes one `sms_log` row.
+"""Replication of verifications (long: one pass, and the fallback that sets a bad row aside).
+
+Every new row of `verification.verifications` becomes one `sms_log` row.
 
 By fact, not by age: a verification is replicated because no `sms_log` row holds its id
 (NOT EXISTS on the unique `sms_log.verification_id`), whatever its age or the order the

@@ -12,8 +12,8 @@ spread over the run; 1 % of the texts and 2 of the codes go to numbers the simul
 (`bench.slow_simulator`) holds past the read timeout on their first attempt (12 s against
 IP2SMS_READ_TIMEOUT=10), everything else is answered after 20 ms. The same workload runs
 once against a clean simulator. Printed: the healthy texts' rate against the clean run's,
-and the healthy codes' enqueue → submission p99 (the issue's target ≤ 2 s). Today's drain
-waits for its whole batch: this measures that head-of-line blocking.
+and the healthy codes' enqueue → submission p99 (target ≤ 2 s): how far a slow minority
+holds up the healthy messages behind it.
 """
 
 from __future__ import annotations

@@ -1,27 +1,12 @@
-"""The one outbound HTTP path for URLs that producers give us (callbacks, any future webhook).
+"""The one outbound HTTP path for URLs producers give us (callbacks, any future webhook).
 
-A URL from outside is a request to make our network connect somewhere; unchecked, it is a
-port scanner and a way to reach Redis, PostgreSQL or the cloud metadata service. So:
-
-- http and https only, no user info in the URL;
-- the host is resolved once and every address checked (`check_address`): loopback,
-  private, shared (CGNAT), link-local, multicast, reserved, unspecified, IPv4-mapped and
-  6to4/Teredo/NAT64 addresses, and the cloud metadata and provider-internal addresses, are
-  refused, by explicit lists (not the interpreter's tables). `SMS_CALLBACK_ALLOW_PRIVATE`
-  lets on-premise receivers (loopback, private, link-local) through; the metadata and
-  provider-internal, multicast, reserved and unspecified addresses stay refused;
-- the connection goes to the address that was checked (pinned: no second DNS lookup the
-  answer of which could differ), with the URL's host in the Host header and in TLS (SNI
-  and certificate check);
-- nothing from the environment: no proxies, no `.netrc` (http.client reads neither);
-- a TOTAL deadline over connect, TLS handshake, request, status line, headers and body: a
-  watchdog shuts the socket (the TLS socket for https) down when it passes, so a server
-  that drips one byte at a time cannot hold a worker thread longer than the deadline;
-- no redirects, the answer's body read to at most `max_body_bytes` and then dropped.
-
-Failures raise `OutboundError` whose `reason` is a short text for our logs and for the
-event row (never the URL: it may hold a token); producers see only "delivery failed".
-The resolver is a parameter so tests of private or metadata addresses never connect.
+An unchecked URL from outside would make us a port scanner with a way into Redis,
+PostgreSQL or the cloud metadata service, so every request is checked and bounded: http(s)
+only; every resolved address checked (`check_address`, by explicit lists;
+`SMS_CALLBACK_ALLOW_PRIVATE` lets on-premise receivers through, never metadata addresses)
+and the connection pinned to it; no proxy or `.netrc`; one total deadline a watchdog
+enforces; no redirects; the body capped. docs/security.md lists each guard with its test.
+Failures raise `OutboundError`, whose `reason` never holds the URL (it may carry a token).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ publishes a kick only when none is pending for the class: a Redis flag set with
 `SET NX` failed is always seen (it committed before the flag was deleted).
 
 A producer that found the flag set trusts it for `FLAG_TRUST_SECONDS` without asking Redis
-again (that round trip was a quarter of an `enqueue_sms`): its row commits within that
+again (a round trip on every enqueue saved): its row commits within that
 time of a moment the flag certainly existed, and the drain's last claim comes at least
 `RELEASE_WAIT_SECONDS` (more than the trust) after the deletion, so it still sees the
 row. Both are durations on each process's own monotonic clock. The flag's TTL and the

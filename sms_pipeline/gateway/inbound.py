@@ -1,27 +1,10 @@
 """Our inbound API next to IP2SMS: replies and shortcode messages, fetched in pages.
 
-IP2SMS defines no way to fetch incoming messages, so this small protocol is ours
-(docs/inbound.md); it keeps the gateway's conventions: HTTP POST of a small XML document
-with Basic auth, XML answers, the same error classes. Both sides live here, like
-:mod:`sms_pipeline.gateway.codec`: the client (:class:`InboundClient`) and the helpers the
-simulator answers with.
-
-Request (``POST <IP2SMS_INBOUND_URL>replies`` or ``.../shortcodes``)::
-
-    <request after="0" limit="100">replies</request>
-
-Answers, items in increasing ``id`` order, every ``id`` greater than ``after``::
-
-    <replies date="Wed, 28 Mar 2007 12:35:00 +0300">
-      <reply id="17" ref="3806712345671174984921384" from="+380931234567"
-             date="Wed, 28 Mar 2007 12:34:00 +0300">STOP</reply>
-    </replies>
-    <shortcodes date="...">
-      <shortcode id="5" code="31234" keyword="HEALTH" from="+380931234567"
-                 date="...">HEALTH yes</shortcode>
-    </shortcodes>
-
-A page holding ``limit`` items means "there may be more: ask again after the last id".
+IP2SMS defines no way to fetch incoming messages, so this small protocol is ours (its
+requests and answers: docs/inbound.md), in the gateway's conventions: a POST of a small XML
+document with Basic auth, XML answers, the same error classes. Both sides live here, like
+`codec`: the client (`InboundClient`) and the helpers the simulator answers with. A page
+holding `limit` items means "there may be more: ask again after the last id".
 """
 
 from __future__ import annotations

@@ -6,8 +6,7 @@ A :class:`CurlPool` is one keep-alive connection pool (at most `max_connections`
 connections) and the thread that runs its transfers. :meth:`CurlPool.exchange` hands it a
 batch of POSTs and waits; the thread runs them concurrently and gives back, per request,
 a :class:`Reply` (status, header lines, body) or the :class:`GatewayError` its failure
-means. libcurl does the HTTP in C: a request costs about half the CPU time aiohttp's
-client took, which was half of a status check's cost (measured: docs/performance.md).
+means. libcurl does the HTTP in C, for the CPU time a request costs (docs/performance.md).
 
 Guards, set once per connection handle:
 

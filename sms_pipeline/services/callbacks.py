@@ -1,24 +1,12 @@
-"""Delivery-status callbacks: one signed POST per message and final status.
+"""Delivery-status callbacks: one signed POST per message and final status (docs/api.md).
 
-Decoupled from the rest of the pipeline: the periodic sweep finds messages that became
-final (`final_at` set) and asked for a callback, records one `callback_events` row per
-(message, final status) — the unique key makes a second sweep, or two sweeps at once,
-harmless — and dispatches a delivery task per due event. A delivery claims its event
-with one conditional UPDATE (attempts + 1, next_attempt_at pushed past the POST's
-timeouts), POSTs outside any transaction, and records the outcome only if its claim still
-stands. A worker killed mid-POST leaves a claim that expires and is retried. Delivery is
-at least once (a crash after the receiver answered but before the commit resends):
-receivers de-duplicate by `X-SMS-Event-Id`.
-
-Signing: HMAC-SHA256 over `"{timestamp}.{event id}.{body}"` with the signing secret of the
-API key that created the message, or SMS_CALLBACK_SECRET for messages enqueued from
-Python. Every callback is signed: enqueue refuses a callback URL without a secret, and an
-event whose secret has gone is given up rather than sent unsigned.
-
-Every POST goes through `sms_pipeline.http` (the one hardened outbound path): the URL is
-checked again at delivery and the connection pinned to the checked address, under one
-total deadline. The event row and the API show producers only "delivery failed"; the
-reason stays in our logs.
+The periodic sweep records one `callback_events` row per (message, final status), its
+unique key making a second sweep harmless, and dispatches a delivery per due event. A
+delivery claims its event with one conditional UPDATE, POSTs outside any transaction
+through `sms_pipeline.http`, and records the outcome only if its claim still stands: at
+least once, so receivers de-duplicate by `X-SMS-Event-Id`. Every callback is signed; an
+event whose secret has gone is given up, never sent unsigned. Producers see only "delivery
+failed"; the reason stays in our logs.
 """
 
 from __future__ import annotations

@@ -1,22 +1,11 @@
-"""Gateway health: out of rotation on definite refusals, probed, and brought back gradually.
+"""Gateway health: out of rotation on definite refusals, probed, and brought back gradually
+(the states and their thresholds: docs/gateways.md).
 
-Each worker process counts what its own requests met over the last
-SMS_GATEWAY_WINDOW_SECONDS; the state itself (`verification.gateways.state`) is shared by
-every worker. A state changes with one conditional UPDATE (only the worker whose update
-wins writes the `gateway_events` row, the metric and the one WARNING line):
-
-- **up → down**: ≥ SMS_GATEWAY_FAILURES definite refusals and ≥ SMS_GATEWAY_FAILURE_SHARE
-  of the gateway's requests in the window (connection refused, TLS failure, connect
-  timeout, HTTP 5xx/429/401/403: the request was not taken). A timeout or a reset after the
-  request was written is not counted: it says nothing certain and the message stays there.
-- **down → probing**: every SMS_GATEWAY_PROBE_SECONDS one status request for an id that does
-  not exist (no message is sent); any HTTP answer that is not 5xx/429 moves it on.
-- **probing**: new messages go to it with a share growing from a tenth of its weight to all
-  of it over SMS_GATEWAY_RAMP_SECONDS; one definite refusal in a fifth of its requests puts
-  it back down; at the end of the ramp it is **up**.
-
-The implicit gateway `default` (no rows) is never taken out of rotation: with one gateway
-there is nowhere else to go, and today's behaviour (retry with backoff) is kept.
+Each worker counts what its own requests met over SMS_GATEWAY_WINDOW_SECONDS; the state
+(`verification.gateways.state`) is shared and changes with one conditional UPDATE, so only
+the worker whose update wins writes the event row, the metric and the one WARNING line. A
+timeout or a reset after the request was written is not counted: it says nothing certain.
+The implicit gateway `default` is never taken out: alone, it has nowhere to fail over to.
 """
 
 from __future__ import annotations

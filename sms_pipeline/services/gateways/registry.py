@@ -1,21 +1,11 @@
-"""Gateways as data (docs/gateways.md): which gateways there are, and whose login goes where.
+"""Gateways as data: which gateways there are, and whose login goes where (docs/gateways.md).
 
-With no row in `verification.gateways`, the IP2SMS_* settings are the one gateway `default`,
-so nothing changes for an installation that never adds one. Rows are read at most once a
-second per process (`routes`); their `state` is the health every worker shares.
-
-Credentials, per account and gateway (`login_for`):
-
-1. the account's row in `account_gateways` for that gateway, when it names a password_ref
-   (its login there, or the account's username);
-2. else the account's own `username`/`password_ref`, when password_ref is set (and is not
-   `IP2SMS_PASSWORD`, which the default account is created with: that means the gateway's);
-3. else the gateway's login (`gateways.login`/`password_ref`, empty: IP2SMS_LOGIN/PASSWORD).
-
-A password_ref is the name of an environment variable, or the path of a secret file
-(absolute, or `file:PATH`); `IP2SMS_PASSWORD` also resolves to that setting. One that
-resolves to nothing is never replaced by another login: the account's messages wait on
-that gateway (docs/gateways.md), and `gateway list`, `up` and the worker's start-up name it.
+With no row in `verification.gateways`, the IP2SMS_* settings are the one gateway `default`.
+Rows are read at most once a second per process (`routes`); their `state` is the health
+every worker shares. `login_for` picks an account's credentials on a gateway in the order
+docs/gateways.md gives ("Whose login"). A password_ref (an environment variable's name or a
+secret file's path) that resolves to nothing is never replaced by another login: the
+account's messages wait on that gateway, and `gateway list`, `up` and the worker name it.
 """
 
 from __future__ import annotations

@@ -1,23 +1,11 @@
-"""Routing one attempt of a batch across the gateways (docs/gateways.md).
+"""Routing one attempt of a batch across the gateways (the rules in order: docs/gateways.md).
 
-For each claimed message, in this order:
-
-1. A message with `sms_log.gateway` set (an earlier attempt there was accepted or its
-   outcome is unknown) goes to that gateway and nowhere else: sending it elsewhere could
-   deliver it twice. While that gateway is out of rotation it waits (its attempt given back).
-2. Otherwise, the account's gateways (`account_gateways`, in order: the first in rotation),
-   or every active gateway by weight (a probing gateway with a growing share of its
-   weight; standby gateways, weight 0, only when no weighted one is in rotation; every
-   gateway as if up when none is).
-3. Only gateways where the account's password resolves are candidates; with none, the
-   message waits with the reason (never another login).
-
-Before the request goes out the message is marked with its gateway (one statement per
-gateway and batch), so a worker that dies mid-request leaves it bound there. A **definite**
-refusal (connection refused, TLS, connect timeout, HTTP 5xx/429/401/403) sends the message
-on to another candidate within the same attempt: failover adds no attempt. Anything
-ambiguous (a timeout or a reset after the request was written, an unreadable answer) keeps
-the message on that gateway for its next attempt, with the same uniq_key.
+A message bound to a gateway (an earlier attempt there accepted, or its outcome unknown)
+goes there and nowhere else: elsewhere could deliver it twice. Others go to the account's
+gateways or every active one by weight, among those where the account's password resolves.
+The message is marked with its gateway before the request goes out; a definite refusal
+moves it on within the same attempt, an ambiguous outcome keeps it there for its next
+attempt, with the same uniq_key.
 """
 
 from __future__ import annotations

@@ -152,10 +152,12 @@ def release_expired_claims(
     return released, len(exhausted)
 
 
-def sweep_outbox(settings: Settings | None = None, *, limit: int = 5000) -> SweepResult:
+def sweep_outbox(
+    settings: Settings | None = None, *, limit: int = 5000, now: dt.datetime | None = None
+) -> SweepResult:
     """One pass: release dead claims, then publish due messages whose dispatch is stale."""
     settings = settings or get_settings()
-    now = utcnow()
+    now = now or utcnow()
     stale = now - dt.timedelta(seconds=settings.sms_outbox_grace_seconds)
     with session_scope(settings) as session:
         released, exhausted = release_expired_claims(session, now, settings)

@@ -203,7 +203,7 @@ def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twic
     in_flight = len(ids) - _submitted(ids)
     killed_at = time.monotonic()
     rabbit_node.kill()  # kill -9 of the node: a crash
-    time.sleep(1)
+    time.sleep(1)  # the outage under test
     rabbit_node.start()
     back_at = time.monotonic()
     at_restart = _submitted(ids)

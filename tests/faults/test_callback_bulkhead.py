@@ -35,7 +35,7 @@ def _send_codes(first: int) -> list[uuid.UUID]:
     ids = []
     for i in range(CODES):
         ids.append(enqueue_sms(phone(first + i), f"code {100000 + i}", "verification"))
-        time.sleep(0.1)
+        time.sleep(0.1)  # codes spread over the run, as producers send them
     return ids
 
 

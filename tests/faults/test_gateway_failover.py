@@ -179,7 +179,7 @@ def test_failover_loses_nothing_and_sends_nothing_twice(
                     ]
                 )
                 n += chunk
-                time.sleep(0.5)
+                time.sleep(0.5)  # traffic spread over the fault and the return
             rows = settle(ids, delivered=fault != "timeout")
         with session_scope() as session:
             events = list(

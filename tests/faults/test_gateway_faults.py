@@ -4,6 +4,7 @@ memory stays bounded, and every message ends in a final state that says why."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import http.server
 import re
 import socket
@@ -18,7 +19,7 @@ import pytest
 
 from sms_pipeline import enqueue_sms
 from sms_pipeline.db import session_scope
-from sms_pipeline.db.models import SendStatus, SmsLog
+from sms_pipeline.db.models import SendStatus, SmsLog, utcnow
 from sms_pipeline.gateway import GatewayError, IP2SMSClient
 from sms_pipeline.gateway.codec import parse_answer
 from tests.faults.conftest import (
@@ -263,12 +264,14 @@ def test_gateway_that_accepts_and_closes_ends_in_retrycount_exceeded(
         client = IP2SMSClient(url, url, GATEWAY_LOGIN, GATEWAY_PASSWORD, "HEALTH", (1.0, 1.0))
         message_id = enqueue_sms("+380931234567", "reset me", "text")
         outcomes = []
+        clock = utcnow()
         for _ in range(10):  # bounded: 3 attempts are expected
-            result = attempt_send(message_id, settings=settings, client=client)
+            result = attempt_send(message_id, settings=settings, client=client, now=clock)
             outcomes.append(result.outcome)
             if result.outcome not in ("retry", "skipped"):
                 break
-            time.sleep(result.retry_in or 0.3)
+            # The backoff passes on the clock the next attempt is given, not in a sleep.
+            clock = max(utcnow(), clock) + dt.timedelta(seconds=result.retry_in or 0.3)
     with session_scope() as session:
         row = session.get(SmsLog, message_id)
         assert row is not None

@@ -43,7 +43,7 @@ def test_redis_restart_mid_run_loses_nothing(
     # Enqueue while the broker is down: the rows commit, the publish fails, the sweeper
     # publishes them later.
     ids += [enqueue_sms(phone(MESSAGES + i), f"redis down {i}", "text") for i in range(5)]
-    time.sleep(2)
+    time.sleep(2)  # the outage under test: two seconds without a broker
     own_redis.start()
     back_at = time.monotonic()
     ids += [enqueue_sms(phone(MESSAGES + 5 + i), f"redis back {i}", "text") for i in range(50)]
@@ -91,7 +91,7 @@ def test_redis_lost_while_a_late_ack_task_runs_the_worker_reconnects_and_sends_o
     wait_until(lambda: sim.state.in_flight > 0, 60, "a status check waiting on the gateway")
 
     own_redis.kill()
-    time.sleep(1)
+    time.sleep(1)  # the outage under test
     own_redis.start()
     ids += [enqueue_sms(phone(100 + i), f"after {i}", "text") for i in range(3)]
 
@@ -119,7 +119,7 @@ def test_postgres_restart_mid_run_loses_nothing_and_leaves_nothing_sending(
         wait_until(lambda: _submitted(ids) >= MESSAGES // 4, 120, "a quarter submitted")
 
         own_postgres.stop("immediate")  # a crash, as far as clients can tell
-        time.sleep(3)
+        time.sleep(3)  # the outage under test: three seconds without a database
         own_postgres.start()
         back_at = time.monotonic()
 

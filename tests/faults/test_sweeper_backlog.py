@@ -8,7 +8,6 @@ the very backlog it was re-publishing.
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from typing import Any
 
@@ -50,6 +49,7 @@ def test_sweeper_republishes_a_waiting_backlog_with_backoff_not_every_sweep(
                 for _ in range(50)
             ],
         )
-    assert outbox.sweep_outbox().dispatched == 50  # stale: published again, once
-    time.sleep(1.2)  # past the grace period
-    assert outbox.sweep_outbox().dispatched == 0  # not again at the next sweep
+    now = utcnow()
+    assert outbox.sweep_outbox(now=now).dispatched == 50  # stale: published again, once
+    later = now + dt.timedelta(seconds=1.2)  # past the grace period
+    assert outbox.sweep_outbox(now=later).dispatched == 0  # not again at the next sweep

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import requests
 
 from sms_pipeline.db import session_scope
 from sms_pipeline.services.accounts.api_keys import create_api_key
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 CHECKS = (
     "not_a_server_error",
@@ -61,15 +60,15 @@ def api_url(db: Any, redis_url: str, tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except (requests.ConnectionError, requests.Timeout):  # still starting (or busy)
-                pass
+
+        def healthy() -> bool:
             assert server.poll() is None, (tmp_path / "api.log").read_text()
-            time.sleep(0.2)
+            try:
+                return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+            except (requests.ConnectionError, requests.Timeout):  # still starting (or busy)
+                return False
+
+        wait_until(healthy, 60, "the API to answer /healthz", 0.2)
         yield url
     finally:
         server.terminate()

@@ -467,11 +467,11 @@ def test_pipeline_end_to_end_rejected_message_calls_back_once_after_a_500(
     wait_until(final, 30, "the message to end")
     with TaskWatch([CALLBACKS_SWEEP_TASK, DELIVER_CALLBACK_TASK]) as tasks:
         # Beat's job, run through the broker: the sweep dispatches deliveries to the worker.
-        for _ in range(100):
+        def delivered() -> bool:
             app.send_task(CALLBACKS_SWEEP_TASK)
-            time.sleep(0.2)
-            if [r for r in receiver.received if r.answered == 200]:
-                break
+            return any(r.answered == 200 for r in receiver.received)
+
+        wait_until(delivered, 30, "a sweep's delivery to be answered 200", 0.2)
         for _ in range(3):  # more sweeps after delivery send nothing more
             app.send_task(CALLBACKS_SWEEP_TASK)
         # Every sweep has run, and every delivery any of them dispatched.

@@ -14,13 +14,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 CLI = [sys.executable, "-m", "sms_pipeline.cli"]
 NUMBER = "+380931234567"
@@ -83,19 +82,21 @@ class Up:
         return "\n".join(self.lines)
 
     def wait_for(self, pattern: str, timeout: float = 120.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        found: list[re.Match[str]] = []
+
+        def shown() -> bool:
+            exited = self.popen.poll() is not None
+            if exited:
+                self._reader.join(5)  # what it wrote before it exited
             match = re.search(pattern, self.output)
             if match:
-                return match
-            if self.popen.poll() is not None:
-                self._reader.join(5)
-                match = re.search(pattern, self.output)
-                if match:
-                    return match
-                raise AssertionError(f"up exited {self.popen.returncode}:\n{self.output}")
-            time.sleep(0.1)
-        raise AssertionError(f"no {pattern!r} within {timeout} s:\n{self.output}")
+                found.append(match)
+                return True
+            assert not exited, f"up exited {self.popen.returncode}:\n{self.output}"
+            return False
+
+        wait_until(shown, timeout, lambda: f"{pattern!r} from up:\n{self.output}", 0.1)
+        return found[0]
 
     def child_pids(self) -> list[int]:
         found = re.search(r"started\s+(.*)", self.output)
@@ -163,24 +164,26 @@ def test_up_runs_a_sent_message_to_delivered_and_ctrl_c_stops_every_child(
         assert f"queued as {message_id}" in sent.stderr
         assert "Traceback" not in sent.stderr
 
-        deadline = time.monotonic() + 60
         record: dict[str, object] = {}
-        while time.monotonic() < deadline:
+
+        def final() -> bool:
             shown = run(["show", str(message_id), "--json"], env, cwd)
             assert shown.returncode == 0, shown.stderr
-            record = json.loads(shown.stdout)
-            if record["final_at"]:
-                break
-            time.sleep(0.5)
+            record.update(json.loads(shown.stdout))
+            return bool(record["final_at"])
+
+        wait_until(final, 60, lambda: f"the message to end: {record}", 0.5)
         assert record["gateway_status"] == "Delivered", record
         up.wait_for(r"final: Delivered 1")
 
         assert up.interrupt() == 0, up.output
         assert "stopped" in up.lines[-1]
-        deadline = time.monotonic() + 10
-        while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert all(_gone(pid) for pid in pids), up.output
+        wait_until(
+            lambda: all(_gone(pid) for pid in pids),
+            10,
+            lambda: f"the children to go: {up.output}",
+            0.1,
+        )
     finally:
         up.kill()
 

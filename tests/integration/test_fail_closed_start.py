@@ -14,13 +14,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from sms_pipeline.settings import load_settings, production_problems
+from tests.support import wait_until
 
 REAL_GATEWAY = {
     "IP2SMS_SEND_URL": "https://gateway.example.org/ip2sms/",
@@ -127,15 +127,18 @@ def test_allow_simulator_lets_a_demo_api_start(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        answer = None
-        while answer is None and time.monotonic() < deadline and api.poll() is None:
+        answers: list[requests.Response] = []
+
+        def answered() -> bool:
+            assert api.poll() is None, "the demo API exited"
             try:
-                answer = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+                answers.append(requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10))
             except requests.ConnectionError:
-                time.sleep(0.2)
-        assert answer is not None, "the demo API did not answer"
-        assert answer.status_code == 503  # it runs; the database it names is unreachable
+                return False
+            return True
+
+        wait_until(answered, 60, "the demo API to answer", 0.2)
+        assert answers[-1].status_code == 503  # it runs; the database it names is unreachable
     finally:
         api.terminate()
         api.wait(timeout=30)

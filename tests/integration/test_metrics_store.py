@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from sms_pipeline.db.engine import make_engine
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics.store import MetricsStore
+from tests.support import wait_until
 
 PER_WORKER = 500
 FLUSH_EVERY = 50
@@ -80,16 +81,15 @@ def test_totals_survive_a_restart_and_keep_adding(db: Engine) -> None:
 
 
 def test_background_flusher_writes_without_an_explicit_flush(db: Engine) -> None:
-    import time
-
     store = MetricsStore(db, flush_interval=0.05)
     store.start()
     try:
         store.inc("sms_test_total", {"k": "v"})
-        deadline = time.monotonic() + 10
-        while store.value("sms_test_total", {"k": "v"}) != 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert store.value("sms_test_total", {"k": "v"}) == 1
+        wait_until(
+            lambda: store.value("sms_test_total", {"k": "v"}) == 1,
+            10,
+            "the flusher to write the increment",
+        )
     finally:
         store.stop()
 

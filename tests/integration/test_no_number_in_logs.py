@@ -17,7 +17,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import requests
 
 from sms_pipeline.simulator import SimulatorConfig
 from sms_pipeline.simulator.runner import SimulatorServer
+from tests.support import wait_until
 
 SENT = "+380931234567"  # enqueued, exported, erased (in bodies)
 IN_PATH = "+380671112233"  # put in URL paths by careless clients
@@ -74,25 +74,26 @@ def _key(created: str) -> str:
 
 
 def _wait_until_up(base: str, server: subprocess.Popen[Any]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         assert server.poll() is None, "the API exited"
         try:
             requests.get(f"{base}/healthz", timeout=2)
-            return
         except requests.ConnectionError:
-            time.sleep(0.2)
-    raise AssertionError("the API did not answer within 60 s")
+            return False
+        return True
+
+    wait_until(answers, 60, "the API to answer", 0.2)
 
 
 def _wait_until_submitted(base: str, message_id: str, headers: dict[str, str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    seen = [""]
+
+    def submitted() -> bool:
         state = requests.get(f"{base}/v1/messages/{message_id}", headers=headers, timeout=10)
-        if state.json().get("send_status") == "SUBMITTED":
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not submitted within 60 s: {state.text}")
+        seen[0] = state.text
+        return bool(state.json().get("send_status") == "SUBMITTED")
+
+    wait_until(submitted, 60, lambda: f"the message to be submitted: {seen[0]}", 0.2)
 
 
 def test_no_log_line_of_an_api_run_holds_a_phone_number(tmp_path: Path) -> None:

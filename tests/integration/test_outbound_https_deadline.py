@@ -16,7 +16,7 @@ import pytest
 
 from sms_pipeline import http
 from tests.loopback_peers import DripServer, read_request, self_signed
-from tests.support import merge_json
+from tests.support import merge_json, wait_until
 
 DEADLINE = 1.0
 # A post that has not returned by then is held by the receiver: the drip below lasts hours.
@@ -67,9 +67,7 @@ def test_a_receiver_dripping_its_answer_is_cut_off_at_the_total_deadline(
         error, seconds = _post_in_thread(server.url)
         assert isinstance(error, http.DeadlineExceededError), error
         # The receiver saw the connection go (the watchdog shut it down, handshake or not).
-        deadline = time.monotonic() + 10
-        while server.cut_off == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: server.cut_off > 0, 10, "the receiver to see the connection go")
         assert server.cut_off == 1
     finally:
         server.close()

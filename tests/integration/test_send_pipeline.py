@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
 import pytest
@@ -121,9 +120,10 @@ def test_sweeper_resends_message_whose_dispatch_was_lost(
     from sms_pipeline.services import outbox
 
     real_publish = outbox.publish
-    monkeypatch.setattr(outbox, "publish", lambda dispatches: 0)
+    lost: list[Any] = []
+    monkeypatch.setattr(outbox, "publish", lambda dispatches: lost.extend(dispatches) or 0)
     message_id = enqueue_sms(NORMAL, "hello", "text")
-    time.sleep(0.5)
+    assert [d.message_id for d in lost] == [message_id]  # its one kick, lost
     with session_scope() as session:
         assert session.get_one(SmsLog, message_id).send_status == SendStatus.QUEUED.value
     monkeypatch.setattr(outbox, "publish", real_publish)

@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from sms_pipeline.services import status
 from sms_pipeline.services.intake import sql_route
 from tests.conftest import PG_TEST_URL
 from tests.helpers import Published, attempt_send, capture_publishes
+from tests.support import wait_until
 
 NUMBER = "+380931234568"
 FINAL_WORDS = {"DELIVRD", "UNDELIV", "EXPIRED", "DELETED", "UNKNOWN", "REJECTD"}
@@ -303,9 +303,10 @@ def test_final_status_is_read_from_sms_sent_by_customer_id_after_a_real_send(
     if send_inline is not None:
         (message_id,) = send_inline.ids
         assert attempt_send(message_id).outcome == "submitted"
-    deadline = time.monotonic() + 30
-    while (row := plain.sent("order-42"))["status"] not in FINAL_WORDS:
-        assert time.monotonic() < deadline, row
+
+    def final() -> bool:
+        if plain.sent("order-42")["status"] in FINAL_WORDS:
+            return True
         ((next_check,),) = plain.run(
             "SELECT next_check_at FROM {s}sms_log WHERE customer_id = 'order-42'"
         )
@@ -313,7 +314,10 @@ def test_final_status_is_read_from_sms_sent_by_customer_id_after_a_real_send(
             # The pipeline's status sweep, its clock moved to the check it planned itself.
             when = max(utcnow(), plain.read_moment(next_check))
             status.sweep_statuses(inline=True, now=when)
-        time.sleep(0.1)
+        return False
+
+    wait_until(final, 30, lambda: f"a final status: {plain.sent('order-42')}", 0.1)
+    row = plain.sent("order-42")
     assert row["status"] == "DELIVRD"
     assert row["submitted_at"] is not None and row["status_at"] is not None
     assert (row["num_to"], row["data1"], row["retry_count"]) == (

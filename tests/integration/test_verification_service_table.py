@@ -33,7 +33,7 @@ from sms_pipeline.services import status
 from sms_pipeline.services.intake import replication
 from tests.conftest import TEST_DB_NAME
 from tests.helpers import capture_publishes
-from tests.support import PG_ADMIN_URL
+from tests.support import PG_ADMIN_URL, wait_until
 
 # The service's table, column for column (Ecto :string is varchar(255), timestamps are
 # `timestamp without time zone` in UTC).
@@ -176,7 +176,7 @@ def test_every_code_is_logged_once_and_each_numbers_latest_code_is_delivered(
         try:
             while not stop.is_set():
                 replication.replicate_verifications()
-                time.sleep(0.02)
+                time.sleep(0.02)  # passes back to back, as a busy beat runs them
         except BaseException as exc:
             errors.append(exc)
 
@@ -194,17 +194,27 @@ def test_every_code_is_logged_once_and_each_numbers_latest_code_is_delivered(
             t.start()
         first = {n: service.new_code(n, 100000 + i) for i, n in enumerate(numbers)}
         service.bump_attempts()
-        time.sleep(0.05)  # let a pass see some first codes before they are replaced
+        # A pass sees some first codes before they are replaced.
+        wait_until(
+            lambda: service.rows(
+                "SELECT 1 FROM verification.sms_log WHERE verification_id = ANY(%s)",
+                (list(first.values()),),
+            ),
+            30,
+            "a pass to replicate a first code",
+        )
         latest = {n: service.new_code(n, 200000 + i) for i, n in enumerate(numbers)}
         service.bump_attempts()
         late.commit()
         latest["+380935559999"] = late_id
         latest["+380935558888"] = replaced_at_once
         every = set(first.values()) | set(latest.values()) | {canceled_unseen}
-        deadline = time.monotonic() + 30
-        while len(service.rows("SELECT 1 FROM verification.sms_log")) < len(every):
-            assert time.monotonic() < deadline and not errors, errors
-            time.sleep(0.05)
+
+        def replicated() -> bool:
+            assert not errors, errors
+            return len(service.rows("SELECT 1 FROM verification.sms_log")) >= len(every)
+
+        wait_until(replicated, 30, "every code replicated")
     finally:
         stop.set()
         for t in replicators:
@@ -240,13 +250,13 @@ def test_every_code_is_logged_once_and_each_numbers_latest_code_is_delivered(
             (list(latest.values()),),
         )
 
-    deadline = time.monotonic() + 30
-    while waiting := undelivered():
-        assert time.monotonic() < deadline, waiting
-        due = [r[2] for r in waiting if r[2] is not None]
-        if due:
+    def delivered() -> bool:
+        due = [r[2] for r in undelivered() if r[2] is not None]
+        if due:  # the status sweep, its clock moved to the first check it planned
             status.sweep_statuses(inline=True, now=max(utcnow(), min(due)))
-        time.sleep(0.1)
+        return not undelivered()
+
+    wait_until(delivered, 30, lambda: f"every code delivered: {undelivered()}", 0.1)
     bodies = service.rows(
         "SELECT v.code, l.body FROM verification.sms_log l "
         "JOIN verification.verifications v ON v.id = l.verification_id "

@@ -9,7 +9,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +26,33 @@ from sms_pipeline.settings import Settings
 from tests.support import wait_until
 
 NORMAL = "+380931234567"
+
+
+@contextlib.contextmanager
+def repeating(step: Callable[[], object], threads: int) -> Iterator[list[BaseException]]:
+    """`step` run over and over on `threads` threads for the block, as a busy beat runs a
+    periodic task (several beats: several at once); yields the errors they met (others
+    may add theirs), stops and joins them on the way out."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                step()
+                time.sleep(0.02)  # back to back, with a breath for the other threads
+        except BaseException as exc:
+            errors.append(exc)
+
+    running = [threading.Thread(target=loop) for _ in range(threads)]
+    for t in running:
+        t.start()
+    try:
+        yield errors
+    finally:
+        stop.set()
+        for t in running:
+            t.join(60)
 
 
 def wait_for(

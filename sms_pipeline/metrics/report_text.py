@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
-from sms_pipeline.metrics.report import SHORT_TYPE_NAMES, SQLITE_LATENCY_LIMIT, ChannelReport
+from sms_pipeline.metrics.report import (
+    SHORT_TYPE_NAMES,
+    SQLITE_LATENCY_LIMIT,
+    ChannelReport,
+    TypeReport,
+)
 
 
 def _pct(value: float | None) -> str:
@@ -42,7 +48,22 @@ def render_text(report: ChannelReport, *, width: int = 80) -> str:
     short_names = [
         f"{short}: {name}." for name, short in SHORT_TYPE_NAMES.items() if name in per_type_names
     ]
-    delivery = table(
+
+    def per_type(
+        title: str, caption: str, columns: tuple[str, ...], cells: Callable[[TypeReport], list[str]]
+    ) -> None:
+        """A table of a row per type, then the overall row."""
+        per = table(title, caption)
+        for column in columns:
+            per.add_column(column, justify="left" if column == "type" else "right")
+        for row in rows:
+            per.add_row(
+                SHORT_TYPE_NAMES.get(row.type, row.type), *cells(row), end_section=row is last
+            )
+        console.print(per)
+        console.print()
+
+    per_type(
         "Delivery by type",
         " ".join(
             [
@@ -51,43 +72,28 @@ def render_text(report: ChannelReport, *, width: int = 80) -> str:
                 *short_names,
             ]
         ),
-    )
-    for column in (
-        "type", "enqueued", "final", "delivered", "delivery\nrate", "Terminated",
-        "RETRYCOUNT\nEXCEEDED",
-    ):  # fmt: skip
-        delivery.add_column(column, justify="left" if column == "type" else "right")
-    for row in rows:
-        delivery.add_row(
-            SHORT_TYPE_NAMES.get(row.type, row.type),
+        ("type", "enqueued", "final", "delivered", "delivery\nrate", "Terminated",
+         "RETRYCOUNT\nEXCEEDED"),
+        lambda row: [
             str(row.total),
             str(row.final),
             str(row.delivered),
             _pct(row.delivery_rate),
             _pct(row.terminated_share),
             _pct(row.retrycount_exceeded_share),
-            end_section=row is last,
-        )
-    console.print(delivery)
-    console.print()
-
-    latency = table(
+        ],
+    )  # fmt: skip
+    per_type(
         "Time from submission to Delivered",
         "percentiles over the n delivered messages",
-    )
-    for column in ("type", "n", "median", "95th pct", "99th pct"):
-        latency.add_column(column, justify="left" if column == "type" else "right")
-    for row in rows:
-        latency.add_row(
-            SHORT_TYPE_NAMES.get(row.type, row.type),
+        ("type", "n", "median", "95th pct", "99th pct"),
+        lambda row: [
             str(row.latency_count),
             _secs(row.latency_p50),
             _secs(row.latency_p95),
             _secs(row.latency_p99),
-            end_section=row is last,
-        )
-    console.print(latency)
-    console.print()
+        ],
+    )
 
     statuses = sorted({s for row in report.types for s in row.by_status})
     if statuses:

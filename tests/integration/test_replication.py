@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -19,7 +18,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import SendStatus, SmsLog, Verification, utcnow
 from sms_pipeline.services.intake import replication
-from tests.helpers import Published, capture_publishes
+from tests.helpers import Published, capture_publishes, repeating
 from tests.support import wait_until
 
 _numbers = itertools.count(1000000)
@@ -65,17 +64,6 @@ def sent(db: Any, monkeypatch: pytest.MonkeyPatch) -> Published:
 def test_out_of_order_commits_and_two_replicators_give_exactly_one_row_each(
     pg_engine: Any, sent: Published
 ) -> None:
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def replicator() -> None:
-        try:
-            while not stop.is_set():
-                replication.replicate_verifications()
-                time.sleep(0.02)  # passes back to back, as a busy beat runs them
-        except BaseException as exc:
-            errors.append(exc)
-
     def writer(rows: list[dict[str, Any]]) -> None:
         try:
             for start in range(0, len(rows), 50):
@@ -87,33 +75,29 @@ def test_out_of_order_commits_and_two_replicators_give_exactly_one_row_each(
     # The long transaction inserts first (earliest inserted_at) and commits last.
     long_conn = pg_engine.connect()
     long_tx = long_conn.begin()
-    replicators = [threading.Thread(target=replicator) for _ in range(2)]
     try:
         # Earlier inserted_at values than any row the writers add.
         early = [verification(inserted_at=utcnow() - dt.timedelta(seconds=1)) for _ in range(100)]
         add(long_conn, early)
 
-        writers = [threading.Thread(target=writer, args=([{}] * 300,)) for _ in range(3)]
-        for t in replicators + writers:
-            t.start()
-        for t in writers:
-            t.join(120)
-        wait_until(lambda: log_count() >= 900 or errors, 60, "900 rows replicated")
-        assert not errors
-        replicated_before = log_rows()
-        assert len(replicated_before) == 900  # the long transaction's rows are not visible yet
+        with repeating(replication.replicate_verifications, threads=2) as errors:
+            writers = [threading.Thread(target=writer, args=([{}] * 300,)) for _ in range(3)]
+            for t in writers:
+                t.start()
+            for t in writers:
+                t.join(120)
+            wait_until(lambda: log_count() >= 900 or errors, 60, "900 rows replicated")
+            assert not errors
+            replicated_before = log_rows()
+            assert len(replicated_before) == 900  # the long transaction's rows are not visible
 
-        long_tx.commit()
-        wait_until(lambda: log_count() >= 1000 or errors, 60, "1000 rows replicated")
+            long_tx.commit()
+            wait_until(lambda: log_count() >= 1000 or errors, 60, "1000 rows replicated")
     finally:
         # A failure above must not leave a transaction holding locks (teardown truncates).
         if long_tx.is_active:
             long_tx.rollback()
         long_conn.close()
-        stop.set()
-        for t in replicators:
-            if t.ident is not None:  # started
-                t.join(60)
     # Two last passes at once, after everything committed: nothing new, nothing twice.
     finals = [threading.Thread(target=replication.replicate_verifications) for _ in range(2)]
     for t in finals:

@@ -121,7 +121,12 @@ def test_sweeper_resends_message_whose_dispatch_was_lost(
 
     real_publish = outbox.publish
     lost: list[Any] = []
-    monkeypatch.setattr(outbox, "publish", lambda dispatches: lost.extend(dispatches) or 0)
+
+    def lose(dispatches: list[Any]) -> int:
+        lost.extend(dispatches)
+        return 0
+
+    monkeypatch.setattr(outbox, "publish", lose)
     message_id = enqueue_sms(NORMAL, "hello", "text")
     assert [d.message_id for d in lost] == [message_id]  # its one kick, lost
     with session_scope() as session:

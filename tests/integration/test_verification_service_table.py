@@ -15,8 +15,6 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,7 +30,7 @@ from sms_pipeline.db.models import utcnow
 from sms_pipeline.services import status
 from sms_pipeline.services.intake import replication
 from tests.conftest import TEST_DB_NAME
-from tests.helpers import capture_publishes
+from tests.helpers import capture_publishes, repeating
 from tests.support import PG_ADMIN_URL, wait_until
 
 # The service's table, column for column (Ecto :string is varchar(255), timestamps are
@@ -169,17 +167,6 @@ def test_every_code_is_logged_once_and_each_numbers_latest_code_is_delivered(
     service = Service(dsn)
     # Numbers ending 20..27: no fault rule of the simulator matches them.
     numbers = [f"+38093555{20 + n:04d}" for n in range(8)]
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def replicator() -> None:
-        try:
-            while not stop.is_set():
-                replication.replicate_verifications()
-                time.sleep(0.02)  # passes back to back, as a busy beat runs them
-        except BaseException as exc:
-            errors.append(exc)
-
     # A code inserted early whose transaction commits last (a late commit behind rows
     # already replicated), on a number of its own.
     late = psycopg.connect(dsn, application_name=SERVICE)
@@ -188,37 +175,32 @@ def test_every_code_is_logged_once_and_each_numbers_latest_code_is_delivered(
     # Two codes for one number before any pass: the first is canceled when first seen.
     canceled_unseen = service.new_code("+380935558888", 111111)
     replaced_at_once = service.new_code("+380935558888", 222222)
-    replicators = [threading.Thread(target=replicator) for _ in range(2)]
     try:
-        for t in replicators:
-            t.start()
-        first = {n: service.new_code(n, 100000 + i) for i, n in enumerate(numbers)}
-        service.bump_attempts()
-        # A pass sees some first codes before they are replaced.
-        wait_until(
-            lambda: service.rows(
-                "SELECT 1 FROM verification.sms_log WHERE verification_id = ANY(%s)",
-                (list(first.values()),),
-            ),
-            30,
-            "a pass to replicate a first code",
-        )
-        latest = {n: service.new_code(n, 200000 + i) for i, n in enumerate(numbers)}
-        service.bump_attempts()
-        late.commit()
-        latest["+380935559999"] = late_id
-        latest["+380935558888"] = replaced_at_once
-        every = set(first.values()) | set(latest.values()) | {canceled_unseen}
+        with repeating(replication.replicate_verifications, threads=2) as errors:
+            first = {n: service.new_code(n, 100000 + i) for i, n in enumerate(numbers)}
+            service.bump_attempts()
+            # A pass sees some first codes before they are replaced.
+            wait_until(
+                lambda: service.rows(
+                    "SELECT 1 FROM verification.sms_log WHERE verification_id = ANY(%s)",
+                    (list(first.values()),),
+                ),
+                30,
+                "a pass to replicate a first code",
+            )
+            latest = {n: service.new_code(n, 200000 + i) for i, n in enumerate(numbers)}
+            service.bump_attempts()
+            late.commit()
+            latest["+380935559999"] = late_id
+            latest["+380935558888"] = replaced_at_once
+            every = set(first.values()) | set(latest.values()) | {canceled_unseen}
 
-        def replicated() -> bool:
-            assert not errors, errors
-            return len(service.rows("SELECT 1 FROM verification.sms_log")) >= len(every)
+            def replicated() -> bool:
+                assert not errors, errors
+                return len(service.rows("SELECT 1 FROM verification.sms_log")) >= len(every)
 
-        wait_until(replicated, 30, "every code replicated")
+            wait_until(replicated, 30, "every code replicated")
     finally:
-        stop.set()
-        for t in replicators:
-            t.join(30)
         late.close()
     assert not errors
     service.bump_attempts()

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db import skip_locked
@@ -18,6 +18,17 @@ from sms_pipeline.services.status.rules import checked_after_deadline, deadline_
 from sms_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def _past_deadline(cutoff: dt.datetime) -> list[ColumnElement[bool]]:
+    """Still moving, and submitted (or, never submitted, enqueued) before `cutoff`."""
+    return [
+        SmsLog.gateway_status.in_(MOVING_STATUS_VALUES),
+        or_(
+            SmsLog.submitted_at < cutoff,
+            and_(SmsLog.submitted_at.is_(None), SmsLog.inserted_at < cutoff),
+        ),
+    ]
 
 
 def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) -> int:
@@ -45,11 +56,7 @@ def terminate_overdue(session: Session, now: dt.datetime, settings: Settings) ->
             SmsLog.last_checked_at,
         )
         .where(
-            SmsLog.gateway_status.in_(MOVING_STATUS_VALUES),
-            or_(
-                SmsLog.submitted_at < cutoff,
-                and_(SmsLog.submitted_at.is_(None), SmsLog.inserted_at < cutoff),
-            ),
+            *_past_deadline(cutoff),
             # In SQL as well as below, so a backlog of messages not yet checked after their
             # deadline cannot fill the batch and starve those that are.
             or_(
@@ -120,11 +127,7 @@ def give_up_failing(session: Session, now: dt.datetime, settings: Settings) -> i
             SmsLog.status_failure,
         )
         .where(
-            SmsLog.gateway_status.in_(MOVING_STATUS_VALUES),
-            or_(
-                SmsLog.submitted_at < cutoff,
-                and_(SmsLog.submitted_at.is_(None), SmsLog.inserted_at < cutoff),
-            ),
+            *_past_deadline(cutoff),
             SmsLog.status_failures > 0,
             SmsLog.status_failing_since <= failing_for,
         )

@@ -6,10 +6,12 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -23,9 +25,32 @@ from sms_pipeline.metrics.catalogue import Kind as MetricKind
 from sms_pipeline.metrics.catalogue import MetricSpec
 from sms_pipeline.services.sending import AttemptResult, Outcome
 from sms_pipeline.settings import Settings
+from sms_pipeline.supervise import CLI
 from tests.support import wait_until
 
 NORMAL = "+380931234567"
+
+
+def run_cli(
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    *,
+    stdin: str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """`sms-pipeline ARGS` as a subprocess, as an operator runs it (in the test process's
+    environment unless `env` is given); the caller reads the exit code and the output."""
+    return subprocess.run(
+        [*CLI, *args],
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @contextlib.contextmanager

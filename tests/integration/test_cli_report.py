@@ -4,11 +4,9 @@ where none exists, the plot kept out of the working tree, lengths said in good E
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-CLI = [sys.executable, "-m", "sms_pipeline.cli"]
+from tests.helpers import run_cli
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -17,16 +15,10 @@ def _env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def test_report_and_show_refuse_where_there_is_no_database(tmp_path: Path) -> None:
     env = {k: v for k, v in _env(tmp_path).items() if k != "SMS_DATA_DIR"}
     for args in (["report"], ["show", "3fa85f64-5717-4562-b3fc-2c963f66afa6"]):
-        result = _run(args, env, tmp_path)
+        result = run_cli(args, env, tmp_path)
         assert result.returncode == 2, result.stderr
         line = result.stderr.strip().splitlines()[-1]
         assert f"no database in the data folder {tmp_path / '.sms_pipeline'}" in line, line
@@ -39,16 +31,16 @@ def test_report_plot_without_a_file_goes_to_the_data_folder_and_show_counts_one_
 ) -> None:
     data = tmp_path / "data"
     env = _env(data)
-    sent = _run(["send", "--to", "+380931234567", "--body", "x", "--wait", "0"], env, tmp_path)
+    sent = run_cli(["send", "--to", "+380931234567", "--body", "x", "--wait", "0"], env, tmp_path)
     assert sent.returncode == 0, sent.stderr
     message_id = sent.stdout.strip()
-    shown = _run(["show", message_id], env, tmp_path)
+    shown = run_cli(["show", message_id], env, tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "<1 character; --body to show>" in shown.stdout
-    report = _run(["report", "--since", "1h", "--plot"], env, tmp_path)
+    report = run_cli(["report", "--since", "1h", "--plot"], env, tmp_path)
     assert report.returncode == 0, report.stderr
     assert (data / "report.png").read_bytes().startswith(b"\x89PNG")
     assert f"plot written to {data / 'report.png'}" in report.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing in the work folder
-    helped = _run(["report", "--help"], env, tmp_path)
+    helped = run_cli(["report", "--help"], env, tmp_path)
     assert "(default 24h)" in helped.stdout

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-CLI = [sys.executable, "-m", "sms_pipeline.cli"]
+from tests.helpers import run_cli
 
 # (variable, value, what the line says about it)
 BAD = [
@@ -27,12 +27,6 @@ def _clean_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("SMS_", "IP2SMS_"))}
     env["SMS_DATA_DIR"] = str(tmp_path / "data")
     return env
-
-
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def _commands() -> list[str]:
@@ -64,7 +58,7 @@ def test_a_bad_setting_is_one_line_from_the_environment_and_exit_2(
     name, value, says = bad
     env = _clean_env(tmp_path)
     env[name] = value
-    result = _run(args, env, tmp_path)
+    result = run_cli(args, env, tmp_path)
     _assert_one_line(result, name, says)
     assert "(from the environment)" in result.stderr
 
@@ -104,7 +98,7 @@ def test_every_command_refuses_a_bad_setting_before_it_starts(tmp_path: Path) ->
 def test_a_bad_value_in_dot_env_names_the_file(tmp_path: Path) -> None:
     env = _clean_env(tmp_path)
     (tmp_path / ".env").write_text("SMS_WORKER_CONCURRENCY=many\n", encoding="utf-8")
-    result = _run(["beat"], env, tmp_path)
+    result = run_cli(["beat"], env, tmp_path)
     _assert_one_line(result, "SMS_WORKER_CONCURRENCY", "valid integer")
     assert f"(from the .env file {tmp_path / '.env'})" in result.stderr
 
@@ -112,7 +106,7 @@ def test_a_bad_value_in_dot_env_names_the_file(tmp_path: Path) -> None:
 def test_debug_adds_the_traceback(tmp_path: Path) -> None:
     env = _clean_env(tmp_path)
     env["SMS_MAX_ATTEMPTS"] = "0"
-    result = _run(["--debug", "report"], env, tmp_path)
+    result = run_cli(["--debug", "report"], env, tmp_path)
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "SettingsError" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("sms-pipeline: invalid configuration")
@@ -121,7 +115,7 @@ def test_debug_adds_the_traceback(tmp_path: Path) -> None:
 def test_help_with_good_settings_creates_no_data_folder(tmp_path: Path) -> None:
     env = _clean_env(tmp_path)
     env["SMS_DATA_DIR"] = str(tmp_path / "not" / "yet")
-    result = _run(["--help"], env, tmp_path)
+    result = run_cli(["--help"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "usage: sms-pipeline" in result.stdout
     assert not (tmp_path / "not").exists()
@@ -148,6 +142,6 @@ def test_the_celery_app_imports_with_a_bad_setting(tmp_path: Path) -> None:
 def test_the_data_folder_a_command_creates_is_private(tmp_path: Path) -> None:
     env = _clean_env(tmp_path)
     env["SMS_DATA_DIR"] = str(tmp_path / "new" / "data")
-    result = _run(["db", "upgrade"], env, tmp_path)
+    result = run_cli(["db", "upgrade"], env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "new" / "data").stat().st_mode & 0o777 == 0o700

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from sms_pipeline.supervise import CLI
+from tests.helpers import run_cli
 from tests.support import free_port, wait_until
 
-CLI = [sys.executable, "-m", "sms_pipeline.cli"]
 NUMBER = "+380931234567"
 
 
@@ -37,21 +38,6 @@ def embedded_env(data_dir: Path, gateway_port: int) -> dict[str, str]:
         }
     )
     return env
-
-
-def run(
-    args: list[str], env: dict[str, str], cwd: Path, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        env=env,
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 class Up:
@@ -167,7 +153,7 @@ def test_up_runs_a_sent_message_to_delivered_and_ctrl_c_stops_every_child(
         record: dict[str, object] = {}
 
         def final() -> bool:
-            shown = run(["show", str(message_id), "--json"], env, cwd)
+            shown = run_cli(["show", str(message_id), "--json"], env, cwd)
             assert shown.returncode == 0, shown.stderr
             record.update(json.loads(shown.stdout))
             return bool(record["final_at"])
@@ -197,7 +183,7 @@ def test_up_without_a_reachable_gateway_warns_with_the_url_and_the_hint(
     up = Up(["--simulator=no"], env, cwd)
     try:
         up.wait_for(r"(?m)^ready\b")
-        sent = run(["send", "--to", NUMBER, "--body", "hi"], env, cwd)
+        sent = run_cli(["send", "--to", NUMBER, "--body", "hi"], env, cwd)
         assert sent.returncode == 0, sent.stderr
         port = env["IP2SMS_SEND_URL"].split(":")[2].split("/")[0]
         line = up.wait_for(r"worker: .* WARNING .*gateway unreachable at (\S+):.*sms-pipeline up")
@@ -217,19 +203,19 @@ def test_fresh_embedded_folder_needs_no_db_upgrade_and_prints_its_absolute_data_
     # Commands that only read refuse to make an empty database (issue 33: a report run from
     # another folder reported on nothing); the line names the folder they looked in.
     for args in (["show", str(unknown)], ["report", "--since", "1h"]):
-        refused = run(args, env, cwd)
+        refused = run_cli(args, env, cwd)
         assert refused.returncode == 2, (args, refused.stderr)
         assert f"no database in the data folder {cwd / 'relative-data'}" in refused.stderr
     for args in (["inbound", "list"], ["api-key", "list"]):
-        result = run(args, env, cwd)
+        result = run_cli(args, env, cwd)
         assert result.returncode == 0, (args, result.stderr)
         assert "Traceback" not in result.stderr
-    shown = run(["show", str(unknown)], env, cwd)
+    shown = run_cli(["show", str(unknown)], env, cwd)
     assert shown.returncode == 1 and f"no message {unknown}" in shown.stderr, shown.stderr
     assert f"data folder {cwd / 'relative-data'}" in shown.stderr
-    assert run(["report", "--since", "1h"], env, cwd).returncode == 0
+    assert run_cli(["report", "--since", "1h"], env, cwd).returncode == 0
     # kombu's exchange table lives in the data folder, not in the working directory.
-    sent = run(["send", "--to", NUMBER, "--body", "hi", "--wait", "0"], env, cwd)
+    sent = run_cli(["send", "--to", NUMBER, "--body", "hi", "--wait", "0"], env, cwd)
     assert sent.returncode == 0, sent.stderr
     assert not (cwd / "control").exists()
     assert list((cwd / "relative-data" / "broker" / "control").glob("*.exchange"))
@@ -237,22 +223,22 @@ def test_fresh_embedded_folder_needs_no_db_upgrade_and_prints_its_absolute_data_
 
 def test_send_without_a_worker_says_to_start_up(fresh: tuple[dict[str, str], Path]) -> None:
     env, cwd = fresh
-    sent = run(["send", "--to", NUMBER], env, cwd, stdin="Your code is 123456\n")
+    sent = run_cli(["send", "--to", NUMBER], env, cwd, stdin="Your code is 123456\n")
     assert sent.returncode == 0, sent.stderr
     message_id = sent.stdout.strip()
     assert f"queued as {message_id}; no worker answered in 1 s: start `sms-pipeline up`" in (
         sent.stderr
     )
-    shown = run(["show", message_id, "--json", "--body"], env, cwd)
+    shown = run_cli(["show", message_id, "--json", "--body"], env, cwd)
     assert json.loads(shown.stdout)["body"] == "Your code is 123456"  # stdin, newline dropped
 
 
 def test_send_reads_the_body_from_a_file(fresh: tuple[dict[str, str], Path]) -> None:
     env, cwd = fresh
     (cwd / "body.txt").write_text("from a file", encoding="utf-8")
-    sent = run(["send", "--to", NUMBER, "--body-file", "body.txt", "--wait", "0"], env, cwd)
+    sent = run_cli(["send", "--to", NUMBER, "--body-file", "body.txt", "--wait", "0"], env, cwd)
     assert sent.returncode == 0, sent.stderr
-    shown = run(["show", sent.stdout.strip(), "--json", "--body"], env, cwd)
+    shown = run_cli(["show", sent.stdout.strip(), "--json", "--body"], env, cwd)
     assert json.loads(shown.stdout)["body"] == "from a file"
 
 
@@ -274,7 +260,7 @@ def test_bad_send_input_is_one_clear_line_and_exit_2(
     base = {"--to": NUMBER, "--body": "hi"}
     for flag, value in zip(args[::2], args[1::2], strict=True):
         base[flag] = value
-    result = run(["send", *(part for pair in base.items() for part in pair)], env, cwd)
+    result = run_cli(["send", *(part for pair in base.items() for part in pair)], env, cwd)
     assert result.returncode == 2, result.stderr
     assert says in result.stderr
     assert "Traceback" not in result.stderr
@@ -282,7 +268,7 @@ def test_bad_send_input_is_one_clear_line_and_exit_2(
 
 def test_send_at_accepts_relative_times(fresh: tuple[dict[str, str], Path]) -> None:
     env, cwd = fresh
-    sent = run(["send", "--to", NUMBER, "--body", "hi", "--send-at", "+10m"], env, cwd)
+    sent = run_cli(["send", "--to", NUMBER, "--body", "hi", "--send-at", "+10m"], env, cwd)
     assert sent.returncode == 0, sent.stderr
     assert "waits until" in sent.stderr
 
@@ -292,12 +278,12 @@ def test_an_unreachable_database_is_one_line_and_debug_shows_the_traceback(
 ) -> None:
     env, cwd = fresh
     env["SMS_DATABASE_URL"] = f"postgresql+psycopg://postgres:secret@127.0.0.1:{free_port()}/x"
-    plain = run(["show", str(uuid.uuid4())], env, cwd)
+    plain = run_cli(["show", str(uuid.uuid4())], env, cwd)
     assert plain.returncode == 2
     lines = [x for x in plain.stderr.strip().splitlines() if "data folder" not in x]
     assert len(lines) == 1 and lines[0].startswith("sms-pipeline: database "), plain.stderr
     assert "secret" not in plain.stderr and "***" in plain.stderr
-    debug = run(["show", str(uuid.uuid4()), "--debug"], env, cwd)
+    debug = run_cli(["show", str(uuid.uuid4()), "--debug"], env, cwd)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 
 
@@ -317,7 +303,7 @@ def test_postgres_without_tables_names_db_upgrade(
     try:
         env, cwd = fresh
         env["SMS_DATABASE_URL"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-        result = run(["send", "--to", NUMBER, "--body", "hi"], env, cwd)
+        result = run_cli(["send", "--to", NUMBER, "--body", "hi"], env, cwd)
         assert result.returncode == 2, result.stderr
         assert "has no sms-pipeline tables: run `sms-pipeline db upgrade`" in result.stderr
         assert "Traceback" not in result.stderr

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_up import NUMBER, Up, fresh, run  # noqa: F401  (fixture)
+from tests.helpers import run_cli
+from tests.integration.test_cli_up import NUMBER, Up, fresh  # noqa: F401  (fixture)
 
 
 @pytest.mark.slow
@@ -20,25 +21,25 @@ def test_up_status_line_and_send_name_a_paused_account(
     up = Up([], env, cwd)
     try:
         up.wait_for(r"(?m)^ready\b")
-        first = run(["send", "--to", NUMBER, "--body", "hi"], env, cwd)  # creates `default`
+        first = run_cli(["send", "--to", NUMBER, "--body", "hi"], env, cwd)  # creates `default`
         assert first.returncode == 0, first.stderr
-        paused = run(
+        paused = run_cli(
             ["account", "pause", "default", "--until", "+10m", "--reason", "maintenance"],
             env,
             cwd,
         )
         assert paused.returncode == 0, paused.stderr
         assert "paused (manual: maintenance) until " in paused.stderr  # the one WARNING
-        sent = run(["send", "--to", NUMBER, "--type", "verification", "--body", "1"], env, cwd)
+        sent = run_cli(["send", "--to", NUMBER, "--type", "verification", "--body", "1"], env, cwd)
         assert sent.returncode == 0, sent.stderr
         message_id = uuid.UUID(sent.stdout.strip())
         assert "waits behind a paused account: account default paused (manual" in sent.stderr
         held = up.wait_for(
             r"queued 1 \(paused: default, manual, until \d\d:\d\d:\d\dZ, 1 waiting\)"
         )
-        shown = run(["show", str(message_id)], env, cwd)
+        shown = run_cli(["show", str(message_id)], env, cwd)
         assert "behind a paused account" in shown.stdout
-        resumed = run(["account", "resume", "default"], env, cwd)
+        resumed = run_cli(["account", "resume", "default"], env, cwd)
         assert resumed.returncode == 0, resumed.stderr
         # Resumed: the code goes out and the line says so (a later line than the pause's).
         up.wait_for(rf"(?s){re.escape(held.group(0))}.*status: queued 0 · sending 0")

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_cli
 
 
 @pytest.mark.slow
 def test_demo_runs_every_message_to_its_promised_final_state_and_reports(tmp_path: Path) -> None:
     # Embedded mode: none of the test run's SMS_* / IP2SMS_* settings reach the demo.
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("SMS_", "IP2SMS_"))}
-    result = subprocess.run(
-        [sys.executable, "-m", "sms_pipeline.cli", "demo", "--count", "30", "--seed", "7"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    result = run_cli(["demo", "--count", "30", "--seed", "7"], env, tmp_path, timeout=240)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert re.search(r"all \d+ messages final", output), output

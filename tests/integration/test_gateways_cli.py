@@ -10,20 +10,21 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from tests.integration.test_cli_up import embedded_env, run
+from tests.helpers import run_cli
+from tests.integration.test_cli_up import embedded_env
 from tests.support import free_port
 
 
 def test_gateway_cli_add_list_disable_enable_on_sqlite(tmp_path: Path) -> None:
     env = embedded_env(tmp_path / "data", free_port())
     cwd = tmp_path
-    assert run(["db", "upgrade"], env, cwd).returncode == 0
-    listed = run(["gateway", "list"], env, cwd)
+    assert run_cli(["db", "upgrade"], env, cwd).returncode == 0
+    listed = run_cli(["gateway", "list"], env, cwd)
     assert listed.returncode == 0, listed.stderr
     # No rows: the IP2SMS_* settings are the one gateway `default`.
     assert listed.stdout.startswith("default: up, weight 1"), listed.stdout
     assert "the IP2SMS_* settings" in listed.stdout
-    added = run(
+    added = run_cli(
         [
             "gateway", "add", "second", "--send-url", "http://127.0.0.1:9/ip2sms/",
             "--status-url", "http://127.0.0.1:9/ip2sms-request/", "--login", "two",
@@ -33,31 +34,31 @@ def test_gateway_cli_add_list_disable_enable_on_sqlite(tmp_path: Path) -> None:
         cwd,
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    again = run(
+    again = run_cli(
         ["gateway", "add", "second", "--send-url", "u", "--status-url", "u", "--login", "x",
          "--password-env", "X"],
         env,
         cwd,
     )  # fmt: skip
     assert again.returncode == 1 and "exists already" in again.stderr
-    listed = run(["gateway", "list"], env, cwd)
+    listed = run_cli(["gateway", "list"], env, cwd)
     assert "second: up, weight 3" in listed.stdout
     # Its password variable is not set: refused loudly, never used with another login.
     assert "REFUSED gateway second: password_ref 'SECOND_PASSWORD'" in listed.stdout
     env_with = {**env, "SECOND_PASSWORD": "s3cret"}
-    listed = run(["gateway", "list"], env_with, cwd)
+    listed = run_cli(["gateway", "list"], env_with, cwd)
     assert "REFUSED" not in listed.stdout and "s3cret" not in listed.stdout
-    disabled = run(["gateway", "disable", "second"], env_with, cwd)
+    disabled = run_cli(["gateway", "disable", "second"], env_with, cwd)
     assert disabled.returncode == 0, disabled.stderr
     assert "gateway second disabled by an operator" in disabled.stderr  # the one WARNING
-    listed = run(["gateway", "list"], env_with, cwd)
+    listed = run_cli(["gateway", "list"], env_with, cwd)
     assert "second: disabled, weight 3" in listed.stdout
     assert "up -> disabled: disabled by an operator" in listed.stdout
-    assert run(["gateway", "enable", "second"], env_with, cwd).returncode == 0
-    listed = run(["gateway", "list"], env_with, cwd)
+    assert run_cli(["gateway", "enable", "second"], env_with, cwd).returncode == 0
+    listed = run_cli(["gateway", "list"], env_with, cwd)
     assert "second: up, weight 3" in listed.stdout
     assert "disabled -> up: enabled by an operator" in listed.stdout
-    assert run(["gateway", "disable", "nope"], env, cwd).returncode == 1
+    assert run_cli(["gateway", "disable", "nope"], env, cwd).returncode == 1
 
 
 def test_plain_sql_insert_gets_server_defaults(db: Any) -> None:
@@ -103,7 +104,7 @@ def test_up_and_the_worker_name_an_account_whose_password_cannot_be_found(tmp_pa
     from tests.integration.test_cli_up import Up
 
     env = embedded_env(tmp_path / "data", free_port())
-    assert run(["db", "upgrade"], env, tmp_path).returncode == 0
+    assert run_cli(["db", "upgrade"], env, tmp_path).returncode == 0
     with sqlite3.connect(tmp_path / "data" / "sms_pipeline.db") as conn:
         conn.execute(
             "INSERT INTO accounts (name, username, password_ref) "

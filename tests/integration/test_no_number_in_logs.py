@@ -24,6 +24,7 @@ import requests
 
 from sms_pipeline.simulator import SimulatorConfig
 from sms_pipeline.simulator.runner import SimulatorServer
+from tests.helpers import run_cli
 from tests.support import wait_until
 
 SENT = "+380931234567"  # enqueued, exported, erased (in bodies)
@@ -55,15 +56,7 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 
 def _cli(env: dict[str, str], cwd: Path, logs: list[str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "sms_pipeline.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_cli(args, env, cwd)
     logs.append(result.stderr)  # stdout is the command's answer (a key), not a log
     assert result.returncode == 0, result.stderr
     return result.stdout

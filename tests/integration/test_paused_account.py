@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -23,16 +22,15 @@ from sms_pipeline.db import session_scope
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
 from sms_pipeline.metrics.collector import SmsCollector, build_registry
 from sms_pipeline.services import accounts
-from tests.helpers import attempt_send
+from tests.helpers import attempt_send, run_cli
 
-CLI = [sys.executable, "-m", "sms_pipeline.cli"]
 OUT_OF_CREDITS = "+380931234510"
 CODE_TO = "+380931234567"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     # The test's settings (database, broker) are in os.environ: the CLI reads the same.
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, check=False)
+    return run_cli(args)
 
 
 def scrape(clock: dt.datetime | None = None) -> str:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -46,7 +44,7 @@ from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts.api_keys import create_api_key
 from tests.factories import make_account
 from tests.factories import message_row as row
-from tests.helpers import attempt_send
+from tests.helpers import attempt_send, run_cli
 
 NUMBER = "+380931234567"
 DIGITS = NUMBER[1:]
@@ -94,14 +92,7 @@ class RecordingClient:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sms_pipeline.cli", *args],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(args)
 
 
 # --- expiry -----------------------------------------------------------------------------------

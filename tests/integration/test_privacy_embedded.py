@@ -6,7 +6,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from sms_pipeline import enqueue_sms
 from sms_pipeline.db import get_engine, migrate, session_scope
 from sms_pipeline.services import outbox, privacy
+from tests.helpers import run_cli
 
 NUMBER = "+380931234567"
 
@@ -22,15 +22,7 @@ NUMBER = "+380931234567"
 def _cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("SMS_", "IP2SMS_"))}
     env["SMS_DATA_DIR"] = str(data_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "sms_pipeline.cli", *args],
-        cwd=data_dir.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(args, env, data_dir.parent)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ no audit row. Issue 32: `clinicBadmin` read clinic A's "secret appointment".
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +32,7 @@ from sms_pipeline.db.models import (
 from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts.api_keys import ApiKeyError, create_api_key
 from tests.factories import make_account
+from tests.helpers import run_cli
 
 NUMBER = "+380931234567"
 BODIES = {"clinicA": "clinic A secret appointment", "clinicB": "clinic B secret appointment"}
@@ -169,13 +169,7 @@ def test_the_cli_creates_and_lists_the_three_kinds(db: Any) -> None:
         session.add(Account(name="clinicA", username="demo", postpaid=True, credits=0))
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "sms_pipeline.cli", "api-key", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_cli(["api-key", *args])
 
     assert cli("create", "a-admin", "--account", "clinicA", "--admin").returncode == 0
     made = cli("create", "dpo", "--platform-admin")

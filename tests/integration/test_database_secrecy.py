@@ -8,6 +8,7 @@ the worst case of a database error carrying data.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import traceback
@@ -33,9 +34,10 @@ def leaks(text_: str) -> list[str]:
     return [s for s in SECRETS if s in text_]
 
 
-@pytest.fixture
-def refusing_database(db: Any) -> Iterator[Any]:
-    """sms_log refuses new and changed rows (NOT VALID: rows already there stay)."""
+@contextlib.contextmanager
+def refusing_writes(db: Any) -> Iterator[Any]:
+    """sms_log refuses new and changed rows for the block (NOT VALID: rows already there
+    stay)."""
     with db.begin() as conn:
         conn.execute(
             text(
@@ -50,6 +52,12 @@ def refusing_database(db: Any) -> Iterator[Any]:
             conn.execute(
                 text("ALTER TABLE verification.sms_log DROP CONSTRAINT test_refuse_everything")
             )
+
+
+@pytest.fixture
+def refusing_database(db: Any) -> Iterator[Any]:
+    with refusing_writes(db):
+        yield db
 
 
 def everything_logged(caplog: pytest.LogCaptureFixture) -> str:
@@ -112,21 +120,9 @@ def test_a_send_task_failing_on_the_database_reports_no_number_or_body(
     )
     with session_scope() as session:
         session.execute(update(SmsLog).where(SmsLog.id == message_id).values(due_at=utcnow()))
-    with db.begin() as conn:
-        conn.execute(
-            text(
-                "ALTER TABLE verification.sms_log "
-                "ADD CONSTRAINT test_refuse_everything CHECK (false) NOT VALID"
-            )
-        )
-    try:
+    with refusing_writes(db):
         # What a worker records, logs and sends in its task-failed event: repr + traceback.
         result = app.tasks[SEND_DUE_TASK].apply(args=["urgent"])
-    finally:
-        with db.begin() as conn:
-            conn.execute(
-                text("ALTER TABLE verification.sms_log DROP CONSTRAINT test_refuse_everything")
-            )
     assert result.failed()
     assert "test_refuse_everything" in str(result.traceback)
     assert leaks(str(result.traceback)) == []

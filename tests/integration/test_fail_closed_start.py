@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from sms_pipeline.settings import load_settings, production_problems
+from tests.helpers import run_cli
 from tests.support import wait_until
 
 REAL_GATEWAY = {
@@ -72,15 +73,7 @@ def test_a_production_process_refuses_to_start_in_one_line_exit_2(
     tmp_path: Path, program: str, finding: str
 ) -> None:
     values, reason = FINDINGS[finding]
-    done = subprocess.run(
-        [sys.executable, "-m", "sms_pipeline.cli", program],
-        env=_env(tmp_path, values),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli([program], _env(tmp_path, values), tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr

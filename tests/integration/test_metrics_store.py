@@ -146,24 +146,18 @@ def test_a_send_records_gateway_request_outcome_latency_and_attempts(
     send_ok = {"operation": "send", "outcome": "ok"}
     submitted = {"type": "verification", "account": "default", "status": "submitted"}
     attempts_le_1 = {"type": "verification", "le": "1.0"}
-    before = [
-        _stored(c.GATEWAY_REQUESTS_TOTAL, send_ok),
-        _stored(c.MESSAGES_TOTAL, submitted),
-        _stored(f"{c.MESSAGE_ATTEMPTS}_bucket", attempts_le_1),
-        _stored(f"{c.ENQUEUE_TO_SUBMIT}_count", {"type": "verification"}),
-        _stored(f"{c.GATEWAY_DURATION}_count", {"operation": "send"}),
-        _stored(c.STATUS_TRANSITIONS_TOTAL, {"type": "verification", "status": "Accepted"}),
+    counted = [
+        (c.GATEWAY_REQUESTS_TOTAL, send_ok),
+        (c.MESSAGES_TOTAL, submitted),
+        (f"{c.MESSAGE_ATTEMPTS}_bucket", attempts_le_1),
+        (f"{c.ENQUEUE_TO_SUBMIT}_count", {"type": "verification"}),
+        (f"{c.GATEWAY_DURATION}_count", {"operation": "send"}),
+        (c.STATUS_TRANSITIONS_TOTAL, {"type": "verification", "status": "Accepted"}),
     ]
+    before = [_stored(name, labels) for name, labels in counted]
     message_id = enqueue_sms("+380931234567", "Your code is 123456", "verification")
     assert attempt_send(message_id).outcome == "submitted"
-    after = [
-        _stored(c.GATEWAY_REQUESTS_TOTAL, send_ok),
-        _stored(c.MESSAGES_TOTAL, submitted),
-        _stored(f"{c.MESSAGE_ATTEMPTS}_bucket", attempts_le_1),
-        _stored(f"{c.ENQUEUE_TO_SUBMIT}_count", {"type": "verification"}),
-        _stored(f"{c.GATEWAY_DURATION}_count", {"operation": "send"}),
-        _stored(c.STATUS_TRANSITIONS_TOTAL, {"type": "verification", "status": "Accepted"}),
-    ]
+    after = [_stored(name, labels) for name, labels in counted]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1, 1, 1]
 
 

@@ -126,6 +126,7 @@ HEARTBEAT: Final = "sms_heartbeat_timestamp_seconds"
 GATEWAY_ROUTE_REQUESTS_TOTAL: Final = "sms_gateway_route_requests_total"
 GATEWAY_ROUTE_DURATION: Final = "sms_gateway_route_request_duration_seconds"
 GATEWAY_SWITCHES_TOTAL: Final = "sms_gateway_switches_total"
+GATEWAY_SLOW_DEMOTIONS_TOTAL: Final = "sms_gateway_slow_demotions_total"
 GATEWAY_STATE: Final = "sms_gateway_state"
 GATEWAY_WEIGHT: Final = "sms_gateway_weight"
 # A send's outcome on one gateway: accepted, a definite refusal (safe to move), ambiguous
@@ -414,6 +415,14 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         "Gateway state changes (out of rotation, probing, back), by the state reached.",
         ("gateway", "to"),
         label_values="gateway: gateway name; to: up, probing, down",
+    ),
+    MetricSpec(
+        GATEWAY_SLOW_DEMOTIONS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Gateways taken out of rotation for slow deliveries (SMS_GATEWAY_SLOW_SECONDS).",
+        ("gateway",),
+        label_values="gateway: gateway name",
     ),
     MetricSpec(
         GATEWAY_STATE,

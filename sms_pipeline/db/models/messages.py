@@ -141,6 +141,15 @@ class SmsLog(Base):
             sqlite_where=text("redacted_at IS NULL AND final_at IS NOT NULL"),
         ),
         Index("ix_sms_log_inserted_at", "inserted_at"),
+        # Latency-based demotion (services/gateways/latency.py): a gateway's recent
+        # submissions, read every few seconds when SMS_GATEWAY_SLOW_SECONDS is set.
+        Index(
+            "ix_sms_log_gateway_submitted",
+            "gateway",
+            "submitted_at",
+            postgresql_where=text("gateway IS NOT NULL"),
+            sqlite_where=text("gateway IS NOT NULL"),
+        ),
         # Callback sweep: recently final messages that asked for a status callback.
         Index(
             "ix_sms_log_callbacks",

@@ -11,6 +11,8 @@ wins writes the `gateway_events` row, the metric and the one WARNING line):
   request was written is not counted: it says nothing certain and the message stays there.
 - **down → probing**: every SMS_GATEWAY_PROBE_SECONDS one status request for an id that does
   not exist (no message is sent); any HTTP answer that is not 5xx/429 moves it on.
+- **up → down** too when its deliveries are slow (latency.py, SMS_GATEWAY_SLOW_SECONDS);
+  it is then first probed only that long after.
 - **probing**: new messages go to it with a share growing from a tenth of its weight to all
   of it over SMS_GATEWAY_RAMP_SECONDS; one definite refusal in a fifth of its requests puts
   it back down; at the end of the ramp it is **up**.
@@ -39,6 +41,10 @@ from sms_pipeline.services.gateways import registry
 from sms_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The reason a gateway goes down for slowness (services/gateways/latency.py): it is first
+# probed only SMS_GATEWAY_SLOW_SECONDS later, since a probe cannot tell slowness.
+SLOW_REASON = "deliveries slower than SMS_GATEWAY_SLOW_SECONDS"
 
 
 def is_definite(error: GatewayError) -> bool:
@@ -211,7 +217,10 @@ def probe(
             continue
         if route.state_since is not None:
             down_for = (utcnow() - route.state_since).total_seconds()
-            if down_for < settings.sms_gateway_probe_seconds:
+            wait = settings.sms_gateway_probe_seconds
+            if route.state_reason.startswith(SLOW_REASON):
+                wait = max(wait, settings.sms_gateway_slow_seconds)
+            if down_for < wait:
                 continue
         error = ask(route)
         # Any answer but 5xx/429 means it is there again (a 401 too: the probe carries the

@@ -1,10 +1,17 @@
-"""inbound per gateway: replies and shortcodes keyed by gateway, a read mark per gateway
+"""inbound per gateway (replies and shortcodes keyed by gateway, a read mark per gateway);
+an index for latency-based demotion
 
 `sms_replies.gateway` / `sms_shortcodes.gateway`: the gateway an incoming message was polled
 from ('' = the IP2SMS_* settings' inbound API, or pushed); the gateway's id is unique per
 account **and gateway**, since two gateways number their replies independently.
 `inbound_marks`: how far each account has read each gateway row's inbound pages (the
 settings' own API keeps `accounts.max_replies_id` / `max_sc_id`).
+`ix_sms_log_gateway_submitted`: a gateway's recent submissions, for latency-based demotion
+(SMS_GATEWAY_SLOW_SECONDS). Building it reads sms_log once and holds inserts meanwhile; on a
+large log create it beforehand without blocking, and this migration finds it there:
+
+    CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_sms_log_gateway_submitted
+        ON verification.sms_log (gateway, submitted_at) WHERE gateway IS NOT NULL;
 
 Revision ID: 0010
 Revises: 0009
@@ -57,12 +64,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("account_id", "gateway", "kind", name="pk_inbound_marks"),
         schema=schema,
     )
+    where = sa.text("gateway IS NOT NULL")
+    op.create_index(
+        "ix_sms_log_gateway_submitted", "sms_log", ["gateway", "submitted_at"], schema=schema,
+        postgresql_where=where, sqlite_where=where, if_not_exists=True,
+    )  # fmt: skip
 
 
 def downgrade() -> None:
     # Fails if two gateways stored the same id for one account: then they are two messages,
     # and the old key cannot hold both.
     schema = _schema()
+    op.drop_index(
+        "ix_sms_log_gateway_submitted", table_name="sms_log", schema=schema, if_exists=True
+    )
     op.drop_table("inbound_marks", schema=schema)
     for table, id_column in _TABLES:
         with op.batch_alter_table(table, schema=schema) as batch:

@@ -273,6 +273,13 @@ class Settings(BaseSettings):
         description="Share of a gateway's judged messages that must be slow to take it out "
         "of rotation (with SMS_GATEWAY_SLOW_SECONDS set).",
     )
+    sms_otp_fallback_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="A verification/2FA code not Delivered this long after submission, while "
+        "still valid, is sent once more (the same code) through another gateway (0 = off; "
+        "docs/gateways.md).",
+    )
     sms_gateway_slow_messages: int = Field(
         20,
         ge=1,

@@ -229,6 +229,12 @@ class SmsLog(Base):
     status_failure: Mapped[str | None] = mapped_column(String(200))
     final_at: Mapped[dt.datetime | None]  # when the message reached a final state
 
+    # --- OTP fallback (services/gateways/fallback.py) -------------------------------------
+    # A code not Delivered in SMS_OTP_FALLBACK_SECONDS is sent once more, the same code,
+    # through another gateway: the copy's id on the original, the original's on the copy.
+    fallback_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    fallback_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
     def __repr__(self) -> str:
         # Never the body or the full number.
         return (

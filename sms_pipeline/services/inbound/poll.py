@@ -299,7 +299,7 @@ def poll_inbound(
             default_client = client or get_inbound_client(settings)
             for source in sources_for(account, settings, default_client):
                 _poll_source(
-                    account.id, kind, source.key, source.gateway, source.client, settings, result
+                    account.id, kind, source.scope, source.gateway, source.client, settings, result
                 )
     return result
 

@@ -31,7 +31,7 @@ SETTINGS_KEY = ""  # the settings' own inbound API: the account's mark columns
 class Source:
     """One inbound API to read for one account."""
 
-    key: str  # '' (the settings' API) or the gateway's name: the mark's and the rows' key
+    scope: str  # '' (the settings' API) or the gateway's name: the mark's and the rows' key
     gateway: str  # the gateway's name (sms_log.gateway of the messages it carried)
     client: InboundClient
 
@@ -84,7 +84,7 @@ def sources_for(
                 login.login,
             )
             continue
-        key = SETTINGS_KEY if route.inbound_url == settings.ip2sms_inbound_url else route.name
+        scope = SETTINGS_KEY if route.inbound_url == settings.ip2sms_inbound_url else route.name
         client = _client(route.inbound_url, login.login, password, settings)
-        sources.append(Source(key, route.name, client))
+        sources.append(Source(scope, route.name, client))
     return sources

@@ -134,6 +134,15 @@ def test_a_late_code_is_sent_once_more_through_the_other_gateway(
         assert keys <= set(sim_b.state.accepted_keys)
         assert not keys & set(sim_a.state.accepted_keys)
         assert sim_b.state.stats["auth_failures"] == 0
+        # The channel report counts the copies of its window (the rows above were enqueued
+        # ten minutes before it, "a copy itself" among them).
+        from sms_pipeline.metrics.report import build_report, render_text
+
+        report = build_report(
+            get_engine(), since=now - dt.timedelta(minutes=1), until=utcnow() + dt.timedelta(1)
+        )
+        assert report.otp_fallbacks == {"copies": 2, "delivered": 0}
+        assert "OTP fallbacks: 2 codes sent once more via another gateway" in render_text(report)
     registry.forget()
 
 

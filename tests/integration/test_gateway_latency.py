@@ -175,3 +175,54 @@ def test_off_by_default_and_below_the_fewest_messages(gateways: Any, settings_en
         off = get_settings()
         assert off.sms_gateway_slow_seconds == 0
         assert judge_latency(conn, table, off, now=NOW, due=lambda _n: True) == []
+
+
+def test_a_send_batch_judges_latency_on_the_workers_path(
+    db: Any, redis_url: str, settings_env: Any
+) -> None:
+    """The wiring: after a real send batch (routing.after_batch on the batch's connection),
+    a gateway with a slow history goes out of rotation; the message itself is sent."""
+    from sms_pipeline import enqueue_sms
+    from sms_pipeline.services.gateways import latency
+    from sms_pipeline.simulator import SimulatorConfig
+    from sms_pipeline.simulator.server import SimulatorServer
+    from tests.helpers import attempt_send
+
+    config = SimulatorConfig(port=0, login="demo", password="demo", rules=())
+    with SimulatorServer(config) as sim_a, SimulatorServer(config) as sim_b:
+        settings_env(
+            SMS_GATEWAY_SLOW_SECONDS=str(SLOW), SMS_GATEWAY_SLOW_MESSAGES="10",
+            IP2SMS_LOGIN="demo", IP2SMS_PASSWORD="demo",
+        )  # fmt: skip
+        registry.forget()
+        latency.DUE.reset()
+        now = utcnow()
+        with get_engine().begin() as conn:
+            for name, sim in (("a", sim_a), ("b", sim_b)):
+                conn.execute(
+                    text(
+                        "INSERT INTO verification.gateways (name, send_url, status_url, "
+                        "state_since) VALUES (:n, :s, :t, :since)"
+                    ),
+                    {"n": name, "s": sim.send_url, "t": sim.status_url,
+                     "since": now - dt.timedelta(days=1)},
+                )  # fmt: skip
+        history = []
+        for _ in range(12):
+            values = sent("a", 120, "Delivered", delivered_after=90)
+            values["submitted_at"] = now - dt.timedelta(seconds=120)
+            values["status_changed_at"] = values["submitted_at"] + dt.timedelta(seconds=90)
+            values["final_at"] = values["status_changed_at"]
+            history.append(values)
+        store(history)
+        message_id = enqueue_sms("+380931234567", "hello")
+
+        assert attempt_send(message_id).outcome == "submitted"
+
+        with session_scope() as session:
+            states = dict(session.execute(select(Gateway.name, Gateway.state)).all())
+            reasons = [e.reason for e in session.scalars(select(GatewayEvent))]
+        assert states == {"a": "down", "b": "up"}
+        assert reasons == ["deliveries slower than SMS_GATEWAY_SLOW_SECONDS"]
+    registry.forget()
+    latency.DUE.reset()

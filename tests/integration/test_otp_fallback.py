@@ -149,3 +149,36 @@ def test_a_late_code_is_sent_once_more_through_the_other_gateway(
 def test_off_by_default(db: Any, settings_env: Any) -> None:
     settings_env(SMS_OTP_FALLBACK_SECONDS="0")
     assert sweep_fallbacks().copied == 0
+
+
+def test_the_status_sweep_task_runs_it(db: Any, redis_url: str, settings_env: Any) -> None:
+    """Beat's status sweep is what runs the fallback (the task body, called as beat would)."""
+    from sms_pipeline.tasks.status import status_sweep
+
+    settings_env(SMS_OTP_FALLBACK_SECONDS=str(FALLBACK), GW_PW="x")
+    registry.forget()
+    with get_engine().begin() as conn:
+        for name in ("a", "b"):
+            conn.execute(
+                text(
+                    "INSERT INTO verification.gateways (name, send_url, password_ref) "
+                    "VALUES (:n, :s, 'GW_PW')"
+                ),
+                {"n": name, "s": f"http://{name}.invalid/ip2sms/"},
+            )
+    now = utcnow()
+    with session_scope() as session:
+        account_id = get_or_create_default_account(session).id
+        late = message(
+            account_id, now, type="verification", send_status=SendStatus.SUBMITTED.value,
+            gateway="a", gateway_id="1", gateway_status="Enroute",
+            submitted_at=now - dt.timedelta(seconds=FALLBACK + 5),
+            expires_at=now + dt.timedelta(minutes=5), next_check_at=now + dt.timedelta(hours=1),
+        )  # fmt: skip
+        session.add(late)
+
+    assert status_sweep()["fallbacks"] == 1
+    with session_scope() as session:
+        copy = session.scalars(select(SmsLog).where(SmsLog.fallback_of.is_not(None))).one()
+        assert copy.gateway == "b"
+    registry.forget()

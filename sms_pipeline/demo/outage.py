@@ -13,10 +13,10 @@ while it is out and at the end; the verdict counts what each simulator accepted.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
@@ -27,7 +27,7 @@ from sms_pipeline.settings import Settings
 from sms_pipeline.simulator.server import SimulatorConfig, SimulatorServer
 from sms_pipeline.supervise import CLI, ChildError, ChildProcess
 
-PRODUCER = ("-m", "sms_pipeline.demo.producer")
+PRODUCER = (sys.executable, "-m", "sms_pipeline.demo.producer")
 GATEWAYS = ("north", "south")
 STOPPED = "south"
 ACCEPTED_BEFORE_STOP = 4  # south's share of the traffic before it is stopped
@@ -53,7 +53,11 @@ class Outage:
 
 
 def _cli(
-    name: str, args: Sequence[str], env: Mapping[str, str], log_dir: Path, one_shot: list[Any]
+    name: str,
+    args: Sequence[str],
+    env: Mapping[str, str],
+    log_dir: Path,
+    one_shot: list[ChildProcess],
 ) -> str:
     """`sms-pipeline ARGS` as a child; its output (ChildError if it fails)."""
     child = ChildProcess(name, [*CLI, *args], env, log_dir / f"{name}.log")
@@ -86,7 +90,7 @@ def gateway_state(settings: Settings, name: str) -> str | None:
 
 
 def print_gateway_list(
-    console: Console, env: Mapping[str, str], log_dir: Path, one_shot: list[Any], when: str
+    console: Console, env: Mapping[str, str], log_dir: Path, one_shot: list[ChildProcess], when: str
 ) -> None:
     output = _cli(f"gateway-list-{when}", ["gateway", "list"], env, log_dir, one_shot)
     console.print(f"  [bold]sms-pipeline gateway list[/bold] ({when}):")
@@ -97,7 +101,7 @@ def print_gateway_list(
 
 
 def start_gateways(
-    console: Console, env: Mapping[str, str], log_dir: Path, one_shot: list[Any]
+    console: Console, env: Mapping[str, str], log_dir: Path, one_shot: list[ChildProcess]
 ) -> Outage:
     """Two more simulators, added as the gateways `north` and `south`, weight 1 each."""
     config = SimulatorConfig(
@@ -135,18 +139,16 @@ def run_outage(
     tag: str,
     settings: Settings,
     children: Sequence[ChildProcess],
-    one_shot: list[Any],
+    one_shot: list[ChildProcess],
     outage: Outage,
 ) -> RunRecord:
     """Steady traffic; south stopped, taken out, restarted, back in rotation. What went in."""
-    import sys
-
     log_dir = data_dir / "logs"
     stop_file = data_dir / f"{tag}.outage-stop"
     out = data_dir / f"{tag}.outage.json"
     producer = ChildProcess(
         "producer-outage",
-        [sys.executable, *PRODUCER, "--tag", tag, "--steady-until", str(stop_file), "--out",
+        [*PRODUCER, "--tag", tag, "--steady-until", str(stop_file), "--out",
          str(out)],
         env, log_dir / "producer-outage.log",
     )  # fmt: skip

@@ -259,6 +259,32 @@ class Settings(BaseSettings):
         description="A probed gateway's share of new messages grows from a tenth to its "
         "weight over this time; without a refusal meanwhile it is up again.",
     )
+    sms_gateway_slow_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="A message not Delivered this long after submission counts as slow for "
+        "its gateway (0 = off). Judged over the messages submitted in the three such periods "
+        "before the last, from sms_log (docs/gateways.md).",
+    )
+    sms_gateway_slow_share: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description="Share of a gateway's judged messages that must be slow to take it out "
+        "of rotation (with SMS_GATEWAY_SLOW_SECONDS set).",
+    )
+    sms_otp_fallback_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="A verification/2FA code not Delivered this long after submission, while "
+        "still valid, is sent once more (the same code) through another gateway (0 = off; "
+        "docs/gateways.md).",
+    )
+    sms_gateway_slow_messages: int = Field(
+        20,
+        ge=1,
+        description="The fewest judged messages a gateway needs before its slowness counts.",
+    )
 
     sms_send_batch_size: int = Field(
         200,

@@ -28,6 +28,7 @@ def _run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             concurrency=args.concurrency,
             seed=args.seed,
+            gateway_outage=not args.no_gateway_outage,
         )
     )
 
@@ -59,4 +60,9 @@ def register(subparsers: Any) -> None:
     )
     demo.add_argument("--concurrency", type=_positive, default=8, help="worker threads (8)")
     demo.add_argument("--seed", type=int, default=None, help="random seed for the message mix")
+    demo.add_argument(
+        "--no-gateway-outage",
+        action="store_true",
+        help="skip the second act (two gateways, one stopped mid-run)",
+    )
     demo.set_defaults(func=_run, uses_data=False)

@@ -51,6 +51,10 @@ def demo_environment(data_dir: Path, gateway_url: str, concurrency: int = 8) -> 
         "SMS_REPLICATION_SECONDS": "1",
         "SMS_WORKER_CONCURRENCY": str(concurrency),
         "SMS_LOG_LEVEL": "INFO",
+        # The gateway outage act: a stopped gateway is probed every 2 s and ramped back
+        # over 5 s once it answers (defaults 5 s and 20 s).
+        "SMS_GATEWAY_PROBE_SECONDS": "2",
+        "SMS_GATEWAY_RAMP_SECONDS": "5",
     }
 
 

@@ -1,6 +1,7 @@
 """The demo's producer: a child process that enqueues the run's messages.
 
     python -m sms_pipeline.demo.producer --tag TAG --count N [--seed S] --out FILE
+    python -m sms_pipeline.demo.producer --tag TAG --steady-until STOPFILE --out FILE
 
 The demo starts it like the worker and beat, with the demo's environment as an explicit
 `env=` dict: `enqueue_sms` and the Celery app it publishes through take their settings
@@ -8,7 +9,8 @@ from the process's environment, so the messages are enqueued from a process conf
 for the demo from its first line, the way an application would enqueue them. It also
 writes the rows other systems write (the SQL route's queue, a verification to
 replicate), records a STOP reply and texts that number (logged OPTED OUT), then the run's
-record (ids and scenario names) to FILE. It prints counts,
+record (ids and scenario names) to FILE. With --steady-until (the gateway outage act) it
+enqueues a few plain messages at a time, steadily, until STOPFILE exists. It prints counts,
 never a number or a body.
 """
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from sms_pipeline.demo.record import RunRecord
 from sms_pipeline.demo.scenario import (
+    GATEWAY_OUTAGE,
     OPTED_OUT,
     REPLICATED,
     SQL_ROUTE_BAD_NUMBER,
@@ -123,16 +126,51 @@ def produce(tag: str, count: int, seed: int | None) -> RunRecord:
     return record
 
 
+# The outage act's pace: enough requests for a stopped gateway to meet its threshold
+# (SMS_GATEWAY_FAILURES refusals) within a couple of seconds, few enough for SQLite.
+STEADY_CHUNK = 2
+STEADY_PAUSE_SECONDS = 0.4
+STEADY_MAX_SECONDS = 120.0
+
+
+def produce_steadily(tag: str, stop_file: Path, seed: int | None) -> RunRecord:
+    """Plain messages, STEADY_CHUNK every STEADY_PAUSE_SECONDS, until `stop_file` exists."""
+    from sms_pipeline import enqueue_sms
+
+    rng = random.Random(seed)
+    record = RunRecord(tag=tag)
+    started = time.monotonic()
+    while not stop_file.exists() and time.monotonic() - started < STEADY_MAX_SECONDS:
+        for _ in range(STEADY_CHUNK):
+            message_type = rng.choice(("verification", "text"))
+            message_id = enqueue_sms(
+                phone_number(rng, None),
+                message_body(rng, message_type),
+                message_type,
+                cost_centre=tag,
+            )
+            record.by_id[message_id] = GATEWAY_OUTAGE
+        time.sleep(STEADY_PAUSE_SECONDS)
+    record.enqueue_seconds = time.monotonic() - started
+    return record
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sms_pipeline.demo.producer")
     parser.add_argument("--tag", required=True, help="the run's cost centre")
-    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument(
+        "--steady-until", type=Path, default=None, help="enqueue steadily until this file exists"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--out", type=Path, required=True, help="where the record goes")
     args = parser.parse_args(argv)
     # "No hostname was supplied" is how kombu greets every serverless transport.
     logging.getLogger("kombu.connection").setLevel(logging.ERROR)
-    record = produce(args.tag, args.count, args.seed)
+    if args.steady_until is not None:
+        record = produce_steadily(args.tag, args.steady_until, args.seed)
+    else:
+        record = produce(args.tag, args.count, args.seed)
     record.save(args.out)
     print(
         f"enqueued {len(record.by_id)} messages ({sum(record.refused.values())} refused), "

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sms_pipeline.demo.environment import SIM_DELIVER_AFTER
+from sms_pipeline.demo.outage import OutageVerdict
 from sms_pipeline.demo.record import Row, RunRecord, outcome_of, scenario_of
 from sms_pipeline.demo.scenario import ALL_SCENARIOS, Scenario
 from sms_pipeline.settings import Settings
@@ -160,6 +161,7 @@ class Finished:
     wait_seconds: float  # how long the demo was prepared to wait
     waited: float  # how long it waited
     started: float  # time.monotonic() at the start of the demo
+    outage: OutageVerdict | None = None  # the second act's verdict, when it ran
 
 
 def summarise(console: Console, run: Finished) -> int:
@@ -171,6 +173,8 @@ def summarise(console: Console, run: Finished) -> int:
     console.print()
     console.print(table)
     for line in timing_lines(rows):
+        console.print(f"  {line}")
+    for line in run.outage.lines if run.outage else ():
         console.print(f"  {line}")
     console.print()
     report_problem = None
@@ -197,6 +201,11 @@ def summarise(console: Console, run: Finished) -> int:
             console.print(f"  - {hint}")
         return 1
     if report_problem:
+        return 1
+    if run.outage and run.outage.problems:
+        console.print("[red]the gateway outage did not end as promised:[/red]")
+        for line in run.outage.problems:
+            console.print(f"  - {line}")
         return 1
     if surprises:
         console.print("[red]some messages ended differently than the rules promise:[/red]")

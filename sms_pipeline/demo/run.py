@@ -4,7 +4,8 @@
 (SQLite database and a serverless broker in the demo's own data folder), then a producer
 child that enqueues a realistic mix of messages (the four types, bad numbers, gateway
 faults chosen by the number's last digits, SQL-route rows and a verification row for
-replication). It follows them to their final states and prints the report. Every child
+replication). It follows them to their final states; then, as a second act (demo/outage.py),
+two more gateways are added and one is stopped mid-run. It prints the report. Every child
 is stopped on the way out, also on Ctrl-C.
 
 Each child gets its environment as an explicit dict; this process reads the demo's
@@ -33,6 +34,14 @@ from sms_pipeline.demo.environment import (
     child_environment,
     demo_settings,
 )
+from sms_pipeline.demo.outage import (
+    Outage,
+    OutageVerdict,
+    outage_verdict,
+    print_gateway_list,
+    run_outage,
+    start_gateways,
+)
 from sms_pipeline.demo.progress import check_alive, follow
 from sms_pipeline.demo.record import RunRecord
 from sms_pipeline.demo.report import Finished, summarise
@@ -51,6 +60,7 @@ class DemoOptions:
     timeout: float | None = None  # None: scaled with count
     concurrency: int = 8
     seed: int | None = None
+    gateway_outage: bool = True  # the second act (demo/outage.py)
 
     @property
     def wait_seconds(self) -> float:
@@ -176,6 +186,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
 
     children: list[ChildProcess] = []
     one_shot: list[ChildProcess] = []
+    outage: Outage | None = None
+    verdict: OutageVerdict | None = None
     try:
         env = start_pipeline(console, data_dir, options.concurrency, children, one_shot)
         settings = demo_settings(env)
@@ -190,6 +202,19 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         )
         wait_started = time.monotonic()
         rows = follow(console, record, settings, children, wait_started + options.wait_seconds)
+        if options.gateway_outage and sum(r.final_at is not None for r in rows) == len(rows):
+            console.print("[bold]Second act[/bold]: a gateway outage")
+            log_dir = data_dir / "logs"
+            outage = start_gateways(console, env, log_dir, one_shot)
+            more = run_outage(
+                console, env, data_dir, record.tag, settings, children, one_shot, outage
+            )
+            record.by_id.update(more.by_id)
+            rows = follow(
+                console, record, settings, children, time.monotonic() + options.wait_seconds
+            )
+            print_gateway_list(console, env, log_dir, one_shot, "at the end")
+            verdict = outage_verdict(outage, settings)
         waited = time.monotonic() - wait_started
     except ChildError as exc:
         console.print(f"[red]demo failed: {exc}[/red]")
@@ -200,6 +225,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         return 130
     finally:
         stop_all([*children, *one_shot], CHILD_STOP_TIMEOUT)
+        if outage is not None:
+            outage.stop()
 
     finished = Finished(
         rows=rows,
@@ -211,5 +238,6 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> int:
         wait_seconds=options.wait_seconds,
         waited=waited,
         started=started,
+        outage=verdict,
     )
     return summarise(console, finished)

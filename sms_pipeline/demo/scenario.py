@@ -50,6 +50,11 @@ REPLICATED = Scenario(
 OPTED_OUT = Scenario(
     "opted out", None, "OPTED OUT", 0.0, "the number sent STOP first: a text is logged, not sent"
 )
+# The demo's second act (demo/outage.py): plain messages across two gateways, one of which
+# is stopped mid-run; every one must still end Delivered.
+GATEWAY_OUTAGE = Scenario(
+    "gateway outage", None, "Delivered", 0.0, "1 of 2 gateways stopped mid-run: the other sends"
+)
 # Every scenario, in the order the report lists them (names are unique: the producer
 # child hands its record back by name).
 ALL_SCENARIOS: tuple[Scenario, ...] = (
@@ -60,6 +65,7 @@ ALL_SCENARIOS: tuple[Scenario, ...] = (
     SQL_ROUTE_EMPTY_TEXT,
     REPLICATED,
     OPTED_OUT,
+    GATEWAY_OUTAGE,
 )
 # The simulator's fault suffixes the demo sends to (every rule it has; a test holds them equal).
 FAULT_SUFFIXES: frozenset[str] = frozenset(s.suffix for s in SCENARIOS if s.suffix)

@@ -128,6 +128,8 @@ HEARTBEAT: Final = "sms_heartbeat_timestamp_seconds"
 GATEWAY_ROUTE_REQUESTS_TOTAL: Final = "sms_gateway_route_requests_total"
 GATEWAY_ROUTE_DURATION: Final = "sms_gateway_route_request_duration_seconds"
 GATEWAY_SWITCHES_TOTAL: Final = "sms_gateway_switches_total"
+GATEWAY_SLOW_DEMOTIONS_TOTAL: Final = "sms_gateway_slow_demotions_total"
+OTP_FALLBACKS_TOTAL: Final = "sms_otp_fallbacks_total"
 GATEWAY_STATE: Final = "sms_gateway_state"
 GATEWAY_WEIGHT: Final = "sms_gateway_weight"
 # A send's outcome on one gateway: accepted, a definite refusal (safe to move), ambiguous
@@ -416,6 +418,23 @@ CATALOGUE: Final[tuple[MetricSpec, ...]] = (
         "Gateway state changes (out of rotation, probing, back), by the state reached.",
         ("gateway", "to"),
         label_values="gateway: gateway name; to: up, probing, down",
+    ),
+    MetricSpec(
+        GATEWAY_SLOW_DEMOTIONS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Gateways taken out of rotation for slow deliveries (SMS_GATEWAY_SLOW_SECONDS).",
+        ("gateway",),
+        label_values="gateway: gateway name",
+    ),
+    MetricSpec(
+        OTP_FALLBACKS_TOTAL,
+        Kind.COUNTER,
+        Source.STORED,
+        "Verification/2FA codes sent once more through another gateway "
+        "(SMS_OTP_FALLBACK_SECONDS), by type and the gateway of the copy.",
+        ("type", "gateway"),
+        label_values="type: verification, 2FA; gateway: gateway name",
     ),
     MetricSpec(
         GATEWAY_STATE,

@@ -180,6 +180,18 @@ def gateway_switch(gateway: str, from_state: str, to_state: str) -> None:
 
 
 @_never_raises
+def gateway_slow(gateway: str) -> None:
+    """A gateway was taken out of rotation for slow deliveries (once, by the winning worker)."""
+    get_store().inc(c.GATEWAY_SLOW_DEMOTIONS_TOTAL, {"gateway": gateway})
+
+
+@_never_raises
+def otp_fallback(message_type: str, gateway: str) -> None:
+    """A code was sent once more through `gateway` (SMS_OTP_FALLBACK_SECONDS)."""
+    get_store().inc(c.OTP_FALLBACKS_TOTAL, {"type": message_type, "gateway": gateway})
+
+
+@_never_raises
 def limit_refused(limit: str, subject: str) -> None:
     """An abuse limit held a message back (`subject`: API key or account NAME)."""
     get_store().inc(c.LIMIT_REFUSALS_TOTAL, {"limit": limit, "subject": subject})

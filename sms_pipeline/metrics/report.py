@@ -20,7 +20,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, case, func, select
 
 from sms_pipeline.db import epoch_seconds, has_percentiles, table_name
 from sms_pipeline.db.models import MESSAGE_TYPES, MetricCounter, utcnow
@@ -84,6 +84,9 @@ class ChannelReport:
     # gateway state change in the window (docs/gateways.md).
     by_gateway: dict[str, int] = field(default_factory=dict)
     gateway_switches: list[dict[str, str]] = field(default_factory=list)
+    # Codes sent once more via another gateway (SMS_OTP_FALLBACK_SECONDS): the copies
+    # enqueued in the window, and how many of them were Delivered.
+    otp_fallbacks: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -312,6 +315,22 @@ def _gateways(
     return {str(g): int(n) for g, n in sorted(counts)}, switches
 
 
+def _fallbacks(conn: Connection, since: dt.datetime, until: dt.datetime) -> dict[str, int]:
+    from sms_pipeline.db.models import SmsLog
+
+    copies, delivered = conn.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(case((SmsLog.gateway_status == "Delivered", 1), else_=0)), 0),
+        ).where(
+            SmsLog.inserted_at >= since,
+            SmsLog.inserted_at < until,
+            SmsLog.fallback_of.is_not(None),
+        )
+    ).one()
+    return {"copies": int(copies), "delivered": int(delivered)} if copies else {}
+
+
 def _privacy(conn: Connection) -> dict[str, int]:
     rows = conn.execute(
         select(MetricCounter.labels, MetricCounter.value).where(
@@ -376,6 +395,7 @@ def build_report(
             latency = _latency_in_python(conn, start, until)
         gateway = _gateway(conn)
         by_gateway, switches = _gateways(conn, start, until)
+        fallbacks = _fallbacks(conn, start, until)
 
     per_type: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     per_bucket: dict[dt.datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -416,4 +436,5 @@ def build_report(
         privacy=privacy,
         by_gateway=by_gateway,
         gateway_switches=switches,
+        otp_fallbacks=fallbacks,
     )

@@ -135,6 +135,11 @@ def render_text(report: ChannelReport, *, width: int = 80) -> str:
         for e in report.gateway_switches:
             switches.add_row(e["at"][11:19], e["gateway"], f"{e['from']} → {e['to']}", e["reason"])
         console.print(switches)
+    if report.otp_fallbacks:
+        console.print(
+            f"OTP fallbacks: {report.otp_fallbacks['copies']} codes sent once more via another "
+            f"gateway, {report.otp_fallbacks['delivered']} of them Delivered"
+        )
     if report.privacy:
         console.print(
             "Data protection (since counting began): "

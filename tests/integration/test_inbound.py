@@ -248,9 +248,9 @@ def test_crash_between_fetch_and_commit_refetches_without_duplicates(
     real_advance = inbound_service._advance_mark
     calls = []
 
-    def crash_on_second_page(session: Any, acct: int, kind: Any, to: int) -> None:
+    def crash_on_second_page(session: Any, acct: int, kind: Any, to: int, key: str) -> None:
         calls.append(to)
-        real_advance(session, acct, kind, to)  # rows and mark written, not yet committed
+        real_advance(session, acct, kind, to, key)  # rows and mark written, not yet committed
         if len(calls) == 2:
             raise RuntimeError("worker killed before commit")
 
@@ -521,3 +521,176 @@ def test_parse_since_accepts_durations_and_zoned_times() -> None:
         parse_since("yesterday", now)
     with pytest.raises(argparse.ArgumentTypeError):
         parse_since("2030-01-01T00:00", now)
+
+
+# --------------------------------------------------------------------------- per gateway
+
+
+def add_gateway(name: str, server: SimulatorServer, password_ref: str, active: bool) -> None:
+    from sqlalchemy import text
+
+    from sms_pipeline.db import get_engine
+
+    with get_engine().begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO verification.gateways (name, send_url, status_url, inbound_url, "
+                "login, password_ref, active) VALUES (:n, :s, :t, :i, :l, :p, :a)"
+            ),
+            {
+                "n": name, "s": server.send_url, "t": server.status_url,
+                "i": server.base_url + "/ip2sms-inbound/", "l": server.config.login,
+                "p": password_ref, "a": active,
+            },
+        )  # fmt: skip
+
+
+@pytest.fixture
+def fresh_gateways() -> Iterator[None]:
+    """No process-wide copy of the gateways table from another test, before or after."""
+    from sms_pipeline.services import gateways as registry
+
+    registry.forget()
+    yield
+    registry.forget()
+
+
+def set_active(name: str, active: bool) -> None:
+    from sqlalchemy import text
+
+    from sms_pipeline.db import get_engine
+    from sms_pipeline.services import gateways as registry
+
+    with get_engine().begin() as conn:
+        conn.execute(
+            text("UPDATE verification.gateways SET active = :a WHERE name = :n"),
+            {"a": active, "n": name},
+        )
+    registry.forget()
+
+
+def test_each_gateway_is_polled_with_its_login_and_its_own_mark(
+    db: Any, redis_url: str, settings_env: Any, fresh_gateways: None
+) -> None:
+    """Two gateways number their replies independently (both start at 1): each is polled
+    with its own login, both sets stored, none mistaken for the other's, a second poll
+    stores nothing twice, and each gateway's mark moves on its own."""
+    from sqlalchemy import text
+
+    from sms_pipeline.db import get_engine
+    from sms_pipeline.services import gateways as registry
+
+    configs = {
+        name: SimulatorConfig(
+            port=0, login=f"gw-{name}", password=f"p{name}", enroute_after=0.1,
+            deliver_after=0.2, extra_routes=(register_inbound,),
+        )
+        for name in ("a", "b")
+    }  # fmt: skip
+    with SimulatorServer(configs["a"]) as sim_a, SimulatorServer(configs["b"]) as sim_b:
+        settings_env(GW_A_PW="pa", GW_B_PW="pb", IP2SMS_LOGIN="nobody", IP2SMS_PASSWORD="no")
+        registry.forget()
+        add_gateway("a", sim_a, "GW_A_PW", active=True)
+        add_gateway("b", sim_b, "GW_B_PW", active=False)
+        registry.forget()
+        to_a = sent_message(NUMBER)
+        set_active("a", False)
+        set_active("b", True)
+        to_b = sent_message(OTHER)
+        set_active("a", True)
+        assert (to_a.gateway, to_b.gateway) == ("a", "b")
+        sims = {
+            name: InboundSim(server.base_url, SimClock())
+            for name, server in (("a", sim_a), ("b", sim_b))
+        }
+        ids_a = [sims["a"].reply(to_a.gateway_id or "", t) for t in ("yes", "thanks", "STOP")]
+        ids_b = [sims["b"].reply(to_b.gateway_id or "", t) for t in ("no", "later")]
+        assert ids_a[:2] == ids_b == [1, 2]  # the ids collide across gateways
+        account_id = set_intervals(replies=1)
+
+        first = inbound_service.poll_inbound()
+
+        assert (first.polled, first.stored, first.errors) == (2, 5, 0), first.details
+        with get_engine().connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT gateway, gateway_reply_id, message_id, received_data "
+                    "FROM verification.sms_replies ORDER BY gateway, gateway_reply_id"
+                )
+            ).all()
+            marks: dict[str, int] = dict(
+                conn.execute(
+                    text(
+                        "SELECT gateway, max_id FROM verification.inbound_marks "
+                        "WHERE account_id = :a AND kind = 'replies'"
+                    ),
+                    {"a": account_id},
+                ).all()
+            )
+        assert [(r[0], r[1], r[3]) for r in rows] == [
+            ("a", 1, "yes"), ("a", 2, "thanks"), ("a", 3, "STOP"),
+            ("b", 1, "no"), ("b", 2, "later"),
+        ]  # fmt: skip
+        # Each reply is linked to the message the gateway it came from carried.
+        assert {str(r[2]) for r in rows if r[0] == "a"} == {str(to_a.id)}
+        assert {str(r[2]) for r in rows if r[0] == "b"} == {str(to_b.id)}
+        assert marks == {"a": 3, "b": 2}
+        assert account_row(account_id).max_replies_id == 0  # the settings' API was not read
+        assert is_opted_out(NUMBER) and not is_opted_out(OTHER)
+        # Every inbound request carried that gateway's login: none refused.
+        assert sim_a.state.stats["auth_failures"] == sim_b.state.stats["auth_failures"] == 0
+
+        make_due(account_id)
+        again = inbound_service.poll_inbound()
+        assert (again.polled, again.fetched, again.stored) == (2, 0, 0)
+        sims["b"].reply(to_b.gateway_id or "", "ok now")
+        make_due(account_id)
+        third = inbound_service.poll_inbound()
+        assert (third.fetched, third.stored) == (1, 1)
+        assert count(SmsReply) == 6
+
+        # A mark lost altogether still stores nothing twice: the key holds the gateway.
+        with get_engine().begin() as conn:
+            conn.execute(text("UPDATE verification.inbound_marks SET max_id = 0"))
+        make_due(account_id)
+        replay = inbound_service.poll_inbound()
+        assert (replay.fetched, replay.stored) == (6, 0)
+        assert count(SmsReply) == 6
+
+
+def test_a_gateway_row_for_the_settings_inbound_api_keeps_the_accounts_mark(
+    db: Any, redis_url: str, inbound_sim: InboundSim, fresh_gateways: None
+) -> None:
+    """Adding the existing gateway as a row re-reads nothing: its inbound URL is the
+    settings' own, so the account's mark and rows carry on."""
+    from sqlalchemy import text
+
+    from sms_pipeline.db import get_engine
+    from sms_pipeline.services import gateways as registry
+
+    account_id = set_intervals(replies=1)
+    message = sent_message()
+    inbound_sim.reply(message.gateway_id or "", "first")
+    assert inbound_service.poll_inbound().stored == 1
+
+    with get_engine().begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO verification.gateways (name, send_url, inbound_url, login, "
+                "password_ref) VALUES ('main', :s, :i, 'demo', 'IP2SMS_PASSWORD')"
+            ),
+            {
+                "s": inbound_sim.base_url + "/ip2sms/",
+                "i": inbound_sim.base_url + "/ip2sms-inbound/",
+            },
+        )
+    registry.forget()
+    inbound_sim.reply(message.gateway_id or "", "second")
+    make_due(account_id)
+
+    result = inbound_service.poll_inbound()
+
+    assert (result.fetched, result.stored) == (1, 1)
+    assert account_row(account_id).max_replies_id == 2
+    with session_scope() as session:
+        assert sorted(session.scalars(select(SmsReply.gateway))) == ["", ""]

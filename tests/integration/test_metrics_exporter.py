@@ -129,6 +129,9 @@ def test_metrics_parse_and_carry_every_catalogue_name(scraped: dict[str, Any]) -
             c.GATEWAY_ROUTE_REQUESTS_TOTAL,
             c.GATEWAY_ROUTE_DURATION,
             c.GATEWAY_SWITCHES_TOTAL,
+            # tests/integration/test_gateway_latency.py and test_otp_fallback.py
+            c.GATEWAY_SLOW_DEMOTIONS_TOTAL,
+            c.OTP_FALLBACKS_TOTAL,
         ):
             continue  # nothing observed in this fixture
         if spec.name == c.STATUS_TRANSITIONS_TOTAL:

@@ -4,7 +4,7 @@ from .accounts import POSTPAID_CREDITS, Account
 from .api import ApiKey, CallbackEvent, IdempotencyRecord
 from .base import SCHEMA, Base, UTCDateTime, UTCTimestamp, utcnow
 from .gateways import GATEWAY_STATES, AccountGateway, Gateway, GatewayEvent, GatewayMinute
-from .inbound import OptOut, SmsReply, SmsShortcode
+from .inbound import InboundMark, OptOut, SmsReply, SmsShortcode
 from .messages import (
     MESSAGE_TYPES,
     MOVING_STATUS_VALUES,
@@ -44,6 +44,7 @@ __all__ = [
     "GatewayEvent",
     "GatewayMinute",
     "IdempotencyRecord",
+    "InboundMark",
     "MessageType",
     "MetricCounter",
     "OptOut",

@@ -141,6 +141,15 @@ class SmsLog(Base):
             sqlite_where=text("redacted_at IS NULL AND final_at IS NOT NULL"),
         ),
         Index("ix_sms_log_inserted_at", "inserted_at"),
+        # Latency-based demotion (services/gateways/latency.py): a gateway's recent
+        # submissions, read every few seconds when SMS_GATEWAY_SLOW_SECONDS is set.
+        Index(
+            "ix_sms_log_gateway_submitted",
+            "gateway",
+            "submitted_at",
+            postgresql_where=text("gateway IS NOT NULL"),
+            sqlite_where=text("gateway IS NOT NULL"),
+        ),
         # Callback sweep: recently final messages that asked for a status callback.
         Index(
             "ix_sms_log_callbacks",
@@ -219,6 +228,12 @@ class SmsLog(Base):
     status_failing_since: Mapped[dt.datetime | None]
     status_failure: Mapped[str | None] = mapped_column(String(200))
     final_at: Mapped[dt.datetime | None]  # when the message reached a final state
+
+    # --- OTP fallback (services/gateways/fallback.py) -------------------------------------
+    # A code not Delivered in SMS_OTP_FALLBACK_SECONDS is sent once more, the same code,
+    # through another gateway: the copy's id on the original, the original's on the copy.
+    fallback_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    fallback_of: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
     def __repr__(self) -> str:
         # Never the body or the full number.

@@ -5,6 +5,7 @@ Each worker counts what its own requests met over SMS_GATEWAY_WINDOW_SECONDS; th
 (`verification.gateways.state`) is shared and changes with one conditional UPDATE, so only
 the worker whose update wins writes the event row, the metric and the one WARNING line. A
 timeout or a reset after the request was written is not counted: it says nothing certain.
+A gateway whose deliveries are slow goes down too (latency.py, SMS_GATEWAY_SLOW_SECONDS).
 The implicit gateway `default` is never taken out: alone, it has nowhere to fail over to.
 """
 
@@ -28,6 +29,10 @@ from sms_pipeline.services.gateways import registry
 from sms_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# The reason a gateway goes down for slowness (services/gateways/latency.py): it is first
+# probed only SMS_GATEWAY_SLOW_SECONDS later, since a probe cannot tell slowness.
+SLOW_REASON = "deliveries slower than SMS_GATEWAY_SLOW_SECONDS"
 
 
 def is_definite(error: GatewayError) -> bool:
@@ -200,7 +205,10 @@ def probe(
             continue
         if route.state_since is not None:
             down_for = (utcnow() - route.state_since).total_seconds()
-            if down_for < settings.sms_gateway_probe_seconds:
+            wait = settings.sms_gateway_probe_seconds
+            if route.state_reason.startswith(SLOW_REASON):
+                wait = max(wait, settings.sms_gateway_slow_seconds)
+            if down_for < wait:
                 continue
         error = ask(route)
         # Any answer but 5xx/429 means it is there again (a 401 too: the probe carries the

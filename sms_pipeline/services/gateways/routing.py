@@ -30,7 +30,7 @@ from sms_pipeline.gateway import (
 )
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import accounts as account_rules
-from sms_pipeline.services.gateways import health, registry
+from sms_pipeline.services.gateways import health, latency, registry
 from sms_pipeline.services.gateways import stats as gateway_stats
 from sms_pipeline.services.gateways.clients import (
     client_for,
@@ -255,6 +255,7 @@ def after_batch(table: registry.GatewayTable, settings: Settings, db: Any) -> No
     if not table.routes[0].from_table:
         return
     health.judge(db.tx, table, settings)
+    latency.judge_latency(db.tx, table, settings)
     if any(r.state == "down" and r.active for r in table.routes):
         health.probe(db.tx, table, settings, _probe)
 

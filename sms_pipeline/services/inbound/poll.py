@@ -7,8 +7,10 @@ account at once. Pages of :data:`MAX_PAGE` are fetched after the high-water mark
 at once while they come back full; each page's rows and the mark it advances to commit in
 one transaction, so a crash re-fetches the page and the unique key drops what was stored.
 
-Every account polls with the gateway login from settings: with one gateway login, enable
-polling on one account only, or each account stores its own copy of every message.
+Which inbound APIs an account reads, with whose login, is `sources.sources_for`: the
+settings' one (mark on the account) or each active gateway row with an `inbound_url` (mark
+per account and gateway in `inbound_marks`); one gateway failing leaves the others polled.
+Accounts that share one login on a gateway each store their own copy of its messages.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from sqlalchemy import case, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from sms_pipeline.db import affected, session_scope
-from sms_pipeline.db.models import Account, utcnow
+from sms_pipeline.db import affected, insert_ignore, session_scope
+from sms_pipeline.db.models import Account, InboundMark, utcnow
 from sms_pipeline.gateway import GatewayError
 from sms_pipeline.gateway.inbound import (
     MAX_PAGE,
@@ -35,6 +37,7 @@ from sms_pipeline.gateway.inbound import (
     Kind,
 )
 from sms_pipeline.metrics import hooks as metrics
+from sms_pipeline.services.inbound.sources import SETTINGS_KEY, sources_for
 from sms_pipeline.services.inbound.store import StoredInbound, store_inbound
 from sms_pipeline.services.optout import KeywordAction
 from sms_pipeline.settings import Settings, get_settings
@@ -114,13 +117,46 @@ def _claim_round(account_id: int, kind: Kind, now: dt.datetime, settings: Settin
         return claimed > 0
 
 
-def _advance_mark(session: Session, account_id: int, kind: Kind, to: int) -> None:
-    mark_col = _MARKS[kind][2]
+def _read_mark(session: Session, account_id: int, kind: Kind, key: str = SETTINGS_KEY) -> int:
+    if key == SETTINGS_KEY:
+        mark_col = _MARKS[kind][2]
+        return int(session.scalar(select(mark_col).where(Account.id == account_id)) or 0)
+    mark = session.scalar(
+        select(InboundMark.max_id).where(
+            InboundMark.account_id == account_id,
+            InboundMark.gateway == key,
+            InboundMark.kind == kind,
+        )
+    )
+    return int(mark or 0)
+
+
+def _advance_mark(
+    session: Session, account_id: int, kind: Kind, to: int, key: str = SETTINGS_KEY
+) -> None:
     # Never backwards: a slower concurrent poll may commit an older page after ours.
+    if key == SETTINGS_KEY:
+        mark_col = _MARKS[kind][2]
+        session.execute(
+            update(Account)
+            .where(Account.id == account_id)
+            .values({mark_col.key: case((mark_col < to, to), else_=mark_col)})
+            .execution_options(synchronize_session=False)
+        )
+        return
     session.execute(
-        update(Account)
-        .where(Account.id == account_id)
-        .values({mark_col.key: case((mark_col < to, to), else_=mark_col)})
+        insert_ignore(session, InboundMark, ["account_id", "gateway", "kind"]).values(
+            account_id=account_id, gateway=key, kind=kind, max_id=0
+        )
+    )
+    session.execute(
+        update(InboundMark)
+        .where(
+            InboundMark.account_id == account_id,
+            InboundMark.gateway == key,
+            InboundMark.kind == kind,
+        )
+        .values(max_id=case((InboundMark.max_id < to, to), else_=InboundMark.max_id))
         .execution_options(synchronize_session=False)
     )
 
@@ -132,9 +168,12 @@ def store_page(
     settings: Settings,
     *,
     last_id: int | None = None,
+    key: str = SETTINGS_KEY,
+    gateway: str | None = None,
 ) -> list[StoredInbound | None]:
     """Store one fetched page and advance the mark past it (and past `last_id`, the page's
-    unreadable items), in one transaction.
+    unreadable items), in one transaction. `key`: whose mark and rows ('' = the settings'
+    inbound API, else the gateway's name); `gateway`: the gateway's name.
 
     Each item is stored in its own savepoint: an item the database refuses is skipped
     (None in the result, logged without its text) and the rest of the page, a STOP after
@@ -147,7 +186,13 @@ def store_page(
                 with session.begin_nested():
                     stored.append(
                         store_inbound(
-                            session, account_id, item, gateway_item_id=item.id, settings=settings
+                            session,
+                            account_id,
+                            item,
+                            gateway_item_id=item.id,
+                            settings=settings,
+                            gateway=key,
+                            sent_via=gateway,
                         )
                     )
             except (DBAPIError, ValueError, OverflowError) as exc:
@@ -163,7 +208,7 @@ def store_page(
             [item.id for item in items] + ([last_id] if last_id is not None else []), default=None
         )
         if mark is not None:
-            _advance_mark(session, account_id, kind, mark)
+            _advance_mark(session, account_id, kind, mark, key)
     return stored
 
 
@@ -174,26 +219,30 @@ def poll_account(
     client: InboundClient | None = None,
     settings: Settings | None = None,
     result: PollResult | None = None,
+    key: str = SETTINGS_KEY,
+    gateway: str | None = None,
 ) -> PollResult:
-    """Fetch and store everything new of one kind for one account (no interval check).
+    """Fetch and store everything new of one kind for one account from one inbound API (no
+    interval check): `key` '' is the settings' one, else the gateway `key`'s.
 
     Raises GatewayError when the gateway fails; pages stored before that stay stored.
     """
     settings = settings or get_settings()
     client = client or get_inbound_client(settings)
     result = result if result is not None else PollResult()
-    mark_col = _MARKS[kind][2]
     result.polled += 1
     new = pages = 0
     for _ in range(MAX_PAGES_PER_POLL):
         with session_scope(settings) as session:
-            after = int(session.scalar(select(mark_col).where(Account.id == account_id)) or 0)
+            after = _read_mark(session, account_id, kind, key)
         page = client.fetch_page(kind, after, MAX_PAGE)
         items = page.items
         pages += 1
         result.pages += 1
         result.fetched += len(items)
-        stored = store_page(account_id, kind, items, settings, last_id=page.last_id)
+        stored = store_page(
+            account_id, kind, items, settings, last_id=page.last_id, key=key, gateway=gateway
+        )
         skipped = page.skipped + sum(entry is None for entry in stored)
         if skipped:
             result.skipped += skipped
@@ -210,7 +259,8 @@ def poll_account(
         if page.seen < MAX_PAGE or page.last_id is None or page.last_id <= after:
             break
     if new:
-        log.info("account %s: %d new %s in %d page(s)", account_id, new, kind, pages)
+        where = f" from gateway {key}" if key else ""
+        log.info("account %s: %d new %s%s in %d page(s)", account_id, new, kind, where, pages)
     return result
 
 
@@ -224,43 +274,61 @@ def poll_inbound(
     settings = settings or get_settings()
     now = now or utcnow()
     with session_scope(settings) as session:
-        accounts = session.execute(
-            select(
-                Account.id,
-                Account.get_replies_interval,
-                Account.last_process_replies,
-                Account.get_sc_interval,
-                Account.last_process_sc,
+        accounts = list(
+            session.scalars(
+                select(Account)
+                .where(
+                    Account.active.is_(True),
+                    or_(Account.get_replies_interval > 0, Account.get_sc_interval > 0),
+                )
+                .order_by(Account.id)
             )
-            .where(
-                Account.active.is_(True),
-                or_(Account.get_replies_interval > 0, Account.get_sc_interval > 0),
-            )
-            .order_by(Account.id)
-        ).all()
+        )
+        session.expunge_all()
     result = PollResult()
-    for account_id, replies_every, replies_last, sc_every, sc_last in accounts:
+    for account in accounts:
         rounds: tuple[tuple[Kind, int, dt.datetime | None], ...] = (
-            (REPLIES, replies_every, replies_last),
-            (SHORTCODES, sc_every, sc_last),
+            (REPLIES, account.get_replies_interval, account.last_process_replies),
+            (SHORTCODES, account.get_sc_interval, account.last_process_sc),
         )
         for kind, every, last in rounds:
             if every <= 0 or (last is not None and last > now - dt.timedelta(minutes=every)):
                 continue
-            if not _claim_round(account_id, kind, now, settings):
+            if not _claim_round(account.id, kind, now, settings):
                 continue
-            try:
-                poll_account(account_id, kind, client=client, settings=settings, result=result)
-            except GatewayError as exc:
-                # The next round comes after the interval; the mark keeps what was stored.
-                metrics.poller_unit_failed("inbound")
-                result.errors += 1
-                result.details.append(f"account {account_id} {kind}: {exc.reason}")
-                log.warning("account %s: polling %s failed: %s", account_id, kind, exc.reason)
-            except Exception as exc:
-                # Whatever went wrong with this account, the others are still polled.
-                metrics.poller_unit_failed("inbound")
-                result.errors += 1
-                result.details.append(f"account {account_id} {kind}: {type(exc).__name__}")
-                log.exception("account %s: polling %s failed", account_id, kind)
+            default_client = client or get_inbound_client(settings)
+            for source in sources_for(account, settings, default_client):
+                _poll_source(
+                    account.id, kind, source.scope, source.gateway, source.client, settings, result
+                )
     return result
+
+
+def _poll_source(
+    account_id: int,
+    kind: Kind,
+    key: str,
+    gateway: str,
+    client: InboundClient,
+    settings: Settings,
+    result: PollResult,
+) -> None:
+    """One account's round on one inbound API; its failure leaves the others polled."""
+    where = f" on gateway {gateway}" if key else ""
+    try:
+        poll_account(
+            account_id, kind, client=client, settings=settings, result=result, key=key,
+            gateway=gateway,
+        )  # fmt: skip
+    except GatewayError as exc:
+        # The next round comes after the interval; the mark keeps what was stored.
+        metrics.poller_unit_failed("inbound")
+        result.errors += 1
+        result.details.append(f"account {account_id} {kind}{where}: {exc.reason}")
+        log.warning("account %s: polling %s%s failed: %s", account_id, kind, where, exc.reason)
+    except Exception as exc:
+        # Whatever went wrong with this account, the others are still polled.
+        metrics.poller_unit_failed("inbound")
+        result.errors += 1
+        result.details.append(f"account {account_id} {kind}{where}: {type(exc).__name__}")
+        log.exception("account %s: polling %s%s failed", account_id, kind, where)

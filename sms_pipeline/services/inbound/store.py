@@ -1,6 +1,6 @@
 """Storing incoming messages: one code path for polled pages and pushed messages.
 
-A message is stored once per (account, gateway id) by ``INSERT ... ON CONFLICT DO
+A message is stored once per (account, gateway, the gateway's id) by ``INSERT ... ON CONFLICT DO
 NOTHING``; only a newly stored message changes the opt-out list, so a page fetched twice
 cannot replay an old STOP over a newer START.
 """
@@ -54,12 +54,20 @@ def _number(raw: str) -> str:
         return raw.strip()[:32]
 
 
-def _answered(session: Session, account_id: int, gateway_id: str) -> tuple[Any, str | None]:
-    """(sms_log id, customer_id) of the message with this gateway id, preferring the account's."""
+def _answered(
+    session: Session, account_id: int, gateway_id: str, sent_via: str | None
+) -> tuple[Any, str | None]:
+    """(sms_log id, customer_id) of the message with this gateway id, preferring the account's
+    and, when known, the gateway's that carried it (two gateways' ids may be equal)."""
+    via = case((SmsLog.gateway == sent_via, 0), else_=1) if sent_via else None
     row = session.execute(
         select(SmsLog.id, SmsLog.customer_id)
         .where(SmsLog.gateway_id == gateway_id)
-        .order_by(case((SmsLog.account_id == account_id, 0), else_=1), SmsLog.inserted_at.desc())
+        .order_by(
+            case((SmsLog.account_id == account_id, 0), else_=1),
+            *([via] if via is not None else []),
+            SmsLog.inserted_at.desc(),
+        )
         .limit(1)
     ).first()
     return (row[0], row[1]) if row is not None else (None, None)
@@ -98,8 +106,12 @@ def store_inbound(
     *,
     gateway_item_id: int | None,
     settings: Settings | None = None,
+    gateway: str = "",
+    sent_via: str | None = None,
 ) -> StoredInbound:
-    """Store one incoming message (once per account and gateway id) and act on keywords."""
+    """Store one incoming message (once per account, gateway and the gateway's id) and act
+    on keywords. `gateway`: the key it was polled under ('' = the settings' inbound API or
+    pushed); `sent_via`: the gateway's name, to find the message a reply answers."""
     settings = settings or get_settings()
     number = _number(item.phone_number)
     received = item.received_at or utcnow()
@@ -116,11 +128,12 @@ def store_inbound(
     if item.kind == REPLIES:
         customer_id = None
         if item.in_reply_to:
-            message_id, customer_id = _answered(session, account_id, item.in_reply_to)
+            message_id, customer_id = _answered(session, account_id, item.in_reply_to, sent_via)
         model: Any = SmsReply
         id_column: InstrumentedAttribute[Any] = SmsReply.gateway_reply_id
         values: dict[str, Any] = {
             "account_id": account_id,
+            "gateway": gateway,
             "gateway_reply_id": gateway_item_id,
             "message_id": message_id,
             "phone_number": number,
@@ -129,12 +142,13 @@ def store_inbound(
             "customer_id": customer_id,
             **flags,
         }
-        conflict = ["account_id", "gateway_reply_id"]
+        conflict = ["account_id", "gateway", "gateway_reply_id"]
     else:
         model = SmsShortcode
         id_column = SmsShortcode.gateway_sc_id
         values = {
             "account_id": account_id,
+            "gateway": gateway,
             "gateway_sc_id": gateway_item_id,
             "shortcode": (item.shortcode or "")[:16],
             "keyword": (item.keyword or "")[:64] or None,
@@ -143,13 +157,17 @@ def store_inbound(
             "received_at": received,
             **flags,
         }
-        conflict = ["account_id", "gateway_sc_id"]
+        conflict = ["account_id", "gateway", "gateway_sc_id"]
     row_id = session.execute(
         insert_ignore(session, model, conflict).values(**values).returning(model.id)
     ).scalar()
     if row_id is None:
         existing = session.scalar(
-            select(model.id).where(model.account_id == account_id, id_column == gateway_item_id)
+            select(model.id).where(
+                model.account_id == account_id,
+                model.gateway == gateway,
+                id_column == gateway_item_id,
+            )
         )
         # Only a non-NULL gateway id can conflict, so the earlier row exists.
         assert existing is not None

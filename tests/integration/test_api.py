@@ -139,6 +139,27 @@ def test_a_key_found_valid_is_trusted_for_a_second_then_read_again(
     assert message_count() == 2
 
 
+def test_a_request_with_a_known_key_takes_one_thread_pool_hop(
+    client: TestClient, key: NewApiKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key is trusted from the first request on, and the principal is read without a
+    hop: only the route (the INSERT) runs in the thread pool."""
+    import anyio.to_thread
+
+    message = {"phone_number": NUMBER, "body": BODY}
+    assert client.post("/v1/messages", json=message, headers=auth(key)).status_code == 201
+    hops: list[object] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    assert client.post("/v1/messages", json=message, headers=auth(key)).status_code == 201
+    assert len(hops) == 1
+
+
 def test_key_with_the_right_prefix_but_wrong_secret_is_refused(
     client: TestClient, key: NewApiKey
 ) -> None:

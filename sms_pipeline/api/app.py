@@ -105,12 +105,14 @@ def _replay(
     return _created(record.message_id, send_status or "", replayed=True)
 
 
-def _account_for(session: Session, principal: Principal, named: str | None) -> str | int | None:
+def _account_for(
+    session: Callable[[], Session], principal: Principal, named: str | None
+) -> str | int | None:
     """The account to enqueue under; a key limited to an account may name only that one."""
     if principal.account_id is None:
         return named
     if named is not None:
-        own = session.scalar(select(Account.name).where(Account.id == principal.account_id))
+        own = session().scalar(select(Account.name).where(Account.id == principal.account_id))
         if named != own:
             raise StarletteHTTPException(403, "this API key may only send for its own account")
     return principal.account_id
@@ -124,10 +126,17 @@ def create_message(
     with an Idempotency-Key, in one transaction with its record."""
     settings = get_settings()
     request_hash = _request_hash(message) if idempotency_key is not None else ""
-    session = get_sessionmaker()()  # no connection until a statement needs one
+    opened: list[Session] = []
+
+    def session() -> Session:
+        # Only a replay, a named account or an Idempotency-Key needs one: not the hot path.
+        if not opened:
+            opened.append(get_sessionmaker()())
+        return opened[0]
+
     try:
         if idempotency_key is not None:
-            replay = _replay(session, principal, idempotency_key, request_hash)
+            replay = _replay(session(), principal, idempotency_key, request_hash)
             if replay is not None:
                 return replay  # a replay sends nothing: not counted against the limits
         refusal = quotas.check_api_key(principal.prefix or str(principal.key_id), principal.name)
@@ -146,7 +155,7 @@ def create_message(
             return JSONResponse(error_body("invalid", str(checked[0]), errors), status_code=422)
         # The callback URL is signed with this key's secret: the key is on the row.
         extra = {"api_key_id": principal.key_id}
-        own = session if idempotency_key is not None else None
+        own = session() if idempotency_key is not None else None
         try:
             message_id = store_checked(checked, session=own, extra=extra, settings=settings)
             send_status = SendStatus.QUEUED.value
@@ -155,7 +164,8 @@ def create_message(
             message_id = exc.message_id
             send_status = SendStatus.OPTED_OUT.value
         except InvalidMessage as exc:
-            session.rollback()
+            if opened:
+                opened[0].rollback()
             return JSONResponse(
                 error_body(
                     "invalid",
@@ -165,7 +175,8 @@ def create_message(
                 status_code=422,
             )
         if idempotency_key is not None:
-            session.add(
+            own = session()
+            own.add(
                 IdempotencyRecord(
                     api_key_id=principal.key_id,
                     key=idempotency_key,
@@ -174,13 +185,13 @@ def create_message(
                 )
             )
             try:
-                session.commit()  # the send is dispatched after this commit, not before
+                own.commit()  # the send is dispatched after this commit, not before
             except IntegrityError:
                 # Two identical requests raced: the other one's record committed first (the
                 # primary key made this insert wait for it). Ours is rolled back, nothing was
                 # dispatched; answer with the winner's message.
-                session.rollback()
-                replay = _replay(session, principal, idempotency_key, request_hash)
+                own.rollback()
+                replay = _replay(own, principal, idempotency_key, request_hash)
                 if replay is None:
                     raise
                 return replay
@@ -193,7 +204,8 @@ def create_message(
             )
         return _created(message_id, send_status, replayed=False)
     finally:
-        session.close()
+        if opened:
+            opened[0].close()
 
 
 def read_message(message_id: uuid.UUID, principal: Principal) -> MessageOut | None:

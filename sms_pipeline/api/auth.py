@@ -5,12 +5,20 @@ decodes the JSON body before it runs dependencies: a request without a valid key
 otherwise be answered 422 for a malformed body instead of 401, and an oversized body would
 be read in full. Here a request is refused on its headers alone (Content-Length too large:
 413; no valid key: 401) and a body without Content-Length is read only up to the limit.
+
+A key found valid is trusted for KEY_CACHE_SECONDS without asking the database again (a
+round trip and a thread-pool hop per request otherwise): a revoked key is refused within
+that time. Only valid keys are kept, by their hash, a bounded number; the per-key limits
+are counted per request as before (in the route).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -20,13 +28,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sms_pipeline.api.schemas import error_body
-from sms_pipeline.services.accounts.api_keys import Principal, authenticate_alone
+from sms_pipeline.services.accounts.api_keys import Principal, authenticate_alone, hash_key
 from sms_pipeline.services.intake.enqueue import held_rows
 
 log = logging.getLogger(__name__)
 
 PROTECTED_PREFIX = "/v1/"
 PRINCIPAL_KEY = "sms_principal"
+# How long a key found valid is trusted (a revocation takes effect within this), and how
+# many keys are remembered (least recently used first out).
+KEY_CACHE_SECONDS = 1.0
+KEY_CACHE_SIZE = 256
+_clock: Callable[[], float] = time.monotonic
 
 # Documents the scheme in OpenAPI (the "Authorize" button); the middleware enforces it.
 bearer_scheme = HTTPBearer(
@@ -65,10 +78,48 @@ def _lookup(presented: str) -> Principal | None:
     return authenticate_alone(presented, held_rows=held_rows)
 
 
+class _KeyCache:
+    """Valid keys' principals by the key's hash, each trusted until its deadline. Used from
+    the event loop only (no lock)."""
+
+    def __init__(self) -> None:
+        self._found: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+
+    def get(self, digest: str) -> Principal | None:
+        hit = self._found.get(digest)
+        if hit is None:
+            return None
+        if hit[1] <= _clock():
+            del self._found[digest]
+            return None
+        self._found.move_to_end(digest)
+        return hit[0]
+
+    def put(self, digest: str, principal: Principal, asked_at: float) -> None:
+        # From the moment the lookup began: a revocation committed during it counts.
+        self._found[digest] = (principal, asked_at + KEY_CACHE_SECONDS)
+        self._found.move_to_end(digest)
+        while len(self._found) > KEY_CACHE_SIZE:
+            self._found.popitem(last=False)
+
+
 class ApiGuard:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self._keys = _KeyCache()
+
+    async def _principal(self, presented: str) -> Principal | None:
+        """The key's principal: remembered, or looked up (in the thread pool)."""
+        digest = hash_key(presented)
+        principal = self._keys.get(digest)
+        if principal is not None:
+            return principal
+        asked_at = _clock()
+        principal = await run_in_threadpool(_lookup, presented)
+        if principal is not None:
+            self._keys.put(digest, principal, asked_at)
+        return principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith(PROTECTED_PREFIX):
@@ -90,7 +141,7 @@ class ApiGuard:
         principal = None
         if scheme.lower() == "bearer" and presented.strip():
             try:
-                principal = await run_in_threadpool(_lookup, presented.strip())
+                principal = await self._principal(presented.strip())
             except SQLAlchemyError:
                 log.warning("api: key lookup failed: database unavailable")
                 await _answer(send, 503, error_body("unavailable", "the database is unavailable"))
@@ -133,8 +184,9 @@ class ApiGuard:
         await self.app(scope, replay, send)
 
 
-def get_principal(request: Request) -> Principal:
-    """The caller the guard authenticated (every /v1/ route has one)."""
+async def get_principal(request: Request) -> Principal:
+    """The caller the guard authenticated (every /v1/ route has one). Async: FastAPI runs a
+    plain `def` dependency in the thread pool, a hop per request for a dictionary read."""
     principal = request.scope.get("state", {}).get(PRINCIPAL_KEY)
     if not isinstance(principal, Principal):  # a route outside the guard's prefix
         raise RuntimeError("route is not behind the API guard")

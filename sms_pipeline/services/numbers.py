@@ -8,6 +8,7 @@ pumping). Letters are never read as keypad digits and extensions are never dropp
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -85,15 +86,34 @@ def _parse(raw: object) -> phonenumbers.PhoneNumber:
     return parsed
 
 
-def destination(raw: object, settings: Settings) -> str:
-    """A number a message may be sent to (E.164), or InvalidMessage saying why not."""
-    parsed = _parse(raw)
+def _read(raw: object) -> tuple[str, int] | str:
+    """The number's E.164 form and type, or the reason it is refused (settings aside)."""
+    try:
+        parsed = _parse(raw)
+    except InvalidMessage as exc:
+        return exc.reason
     # The number's type is what validity is decided on (is_valid_number asks for it too):
     # asked once, it answers both.
     kind = phonenumbers.number_type(parsed)
     if kind is PhoneNumberType.UNKNOWN or phonenumbers.region_code_for_number(parsed) is None:
-        raise _refuse("not a valid phone number")
-    number = _e164(parsed)
+        return "not a valid phone number"
+    return _e164(parsed), kind
+
+
+# The same written number reads the same every time (phonenumbers' metadata is fixed for
+# the process), and patients get message after message: remembered, least recently used
+# first out. Only short texts are kept (a longer one is refused anyway, and read anew).
+_read_remembered = functools.lru_cache(maxsize=4096)(_read)
+_REMEMBERED_LENGTH = 2 * MAX_LENGTH
+
+
+def destination(raw: object, settings: Settings) -> str:
+    """A number a message may be sent to (E.164), or InvalidMessage saying why not."""
+    short = isinstance(raw, str) and len(raw) <= _REMEMBERED_LENGTH
+    read = _read_remembered(raw) if short else _read(raw)
+    if isinstance(read, str):
+        raise _refuse(read)
+    number, kind = read
     for prefix in settings.sms_refused_prefixes:
         if number.startswith(prefix):
             raise _refuse(

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from schemathesis.checks import not_a_server_error
 from sqlalchemy import func, select, text
 
+from sms_pipeline.api import auth as api_auth
 from sms_pipeline.api.app import create_app, create_message
 from sms_pipeline.api.schemas import MessageIn
 from sms_pipeline.db import session_scope
@@ -119,6 +120,44 @@ def test_revoked_key_is_refused(client: TestClient, key: NewApiKey) -> None:
     )
     assert answer.status_code == 401
     assert message_count() == 0
+
+
+def test_a_key_found_valid_is_trusted_for_a_second_then_read_again(
+    client: TestClient, key: NewApiKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(api_auth, "_clock", lambda: now[0])
+    message = {"phone_number": NUMBER, "body": BODY}
+    assert client.post("/v1/messages", json=message, headers=auth(key)).status_code == 201
+    with session_scope() as session:
+        assert revoke_api_key(session, key.name)
+    now[0] += api_auth.KEY_CACHE_SECONDS / 2  # still trusted: not read back yet
+    assert client.post("/v1/messages", json=message, headers=auth(key)).status_code == 201
+    now[0] += api_auth.KEY_CACHE_SECONDS / 2  # the trust ran out: read again, revoked
+    answer = client.post("/v1/messages", json=message, headers=auth(key))
+    assert answer.status_code == 401
+    assert message_count() == 2
+
+
+def test_a_request_with_a_known_key_takes_one_thread_pool_hop(
+    client: TestClient, key: NewApiKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key is trusted from the first request on, and the principal is read without a
+    hop: only the route (the INSERT) runs in the thread pool."""
+    import anyio.to_thread
+
+    message = {"phone_number": NUMBER, "body": BODY}
+    assert client.post("/v1/messages", json=message, headers=auth(key)).status_code == 201
+    hops: list[object] = []
+    real = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(func)
+        return await real(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    assert client.post("/v1/messages", json=message, headers=auth(key)).status_code == 201
+    assert len(hops) == 1
 
 
 def test_key_with_the_right_prefix_but_wrong_secret_is_refused(

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import String, Text, func, select, text, update
+from sqlalchemy.orm import Session
 
 from sms_pipeline import OptedOut, enqueue_sms
 from sms_pipeline.api.app import create_app
@@ -42,9 +43,10 @@ from sms_pipeline.metrics.report import build_report
 from sms_pipeline.metrics.store import get_store
 from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts.api_keys import create_api_key
-from tests.factories import make_account
+from tests.factories import make_account, message
 from tests.factories import message_row as row
 from tests.helpers import attempt_send, run_cli
+from tests.support import wait_until
 
 NUMBER = "+380931234567"
 DIGITS = NUMBER[1:]
@@ -213,6 +215,43 @@ def test_concurrent_codes_to_one_number_leave_exactly_one_live(
             select(SmsLog.send_status, func.count()).group_by(SmsLog.send_status)
         ).all()
     assert dict(statuses) == {"QUEUED": 1, "SUPERSEDED": 5}
+
+
+def test_a_code_waiting_for_the_numbers_lock_ends_the_code_committed_meanwhile(
+    db: Any, no_dispatch: list[Any]
+) -> None:
+    """The lock comes before the statement that looks for older codes, which therefore sees
+    a code committed while it waited (one statement taking both would not: its snapshot
+    predates the other commit)."""
+    account_id = int(row(enqueue_sms(OTHER, "warm up", "text")).account_id)
+    lock = text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 18))")
+    waiters = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    newer: list[uuid.UUID] = []
+    with db.connect() as holder:
+        held = holder.begin()
+        holder.execute(lock, {"k": privacy.number_lock_key(account_id, NUMBER)})
+        waiting = threading.Thread(
+            target=lambda: newer.append(enqueue_sms(NUMBER, "Code 222222", "verification"))
+        )
+        waiting.start()
+        with db.connect() as watcher:
+            wait_until(
+                lambda: watcher.execute(waiters).scalar(), 30, "the code waiting for the lock"
+            )
+        with Session(bind=holder) as session:
+            older = message(account_id, type="verification", phone_number=NUMBER)
+            session.add(older)
+            session.flush()
+            older_id = older.id
+        held.commit()  # the older code commits as the lock is released
+    waiting.join(timeout=30)
+    assert newer
+    assert row(older_id).send_status == SendStatus.SUPERSEDED.value
+    assert row(older_id).superseded_by == newer[0]
+    assert row(newer[0]).send_status == SendStatus.QUEUED.value
 
 
 def test_codes_racing_through_every_door_leave_exactly_one_live_per_type(

@@ -1,9 +1,32 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from sms_pipeline.services.intake.segments import GSM7, UCS2, count_segments
+from sms_pipeline.services.intake.segments import GSM7, UCS2, SegmentInfo, count_segments
 from sms_pipeline.services.masking import mask_phone
+
+
+def _by_the_codec(body: str) -> SegmentInfo:
+    """What the codec itself says (the counting above skips encoding ASCII bodies)."""
+    try:
+        units, single, multi, encoding = len(body.encode("gsm03.38")), 160, 153, GSM7
+    except UnicodeEncodeError:
+        units, single, multi, encoding = len(body.encode("utf-16-le")) // 2, 70, 67, UCS2
+    return SegmentInfo(encoding, units, 1 if units <= single else -(-units // multi))
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=400))
+def test_an_ascii_body_counts_as_the_codec_encodes_it(body: str) -> None:
+    assert count_segments(body) == _by_the_codec(body)
+
+
+@pytest.mark.parametrize(
+    "body", ["a`b", "tab\there", "[x]{y}~^|\\", "a\x0cb", "del\x7f", "ok é", "€5 ~"]
+)
+def test_edge_characters_count_as_the_codec_encodes_them(body: str) -> None:
+    assert count_segments(body) == _by_the_codec(body)
 
 
 @pytest.mark.parametrize(

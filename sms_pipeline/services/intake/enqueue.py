@@ -326,8 +326,13 @@ class _HeldInsert:
 
     def code(self, values: dict[str, Any], settings: Settings) -> tuple[str | None, list[int]]:
         """A one-time code: the number's lock, then one statement that ends the older codes
-        and inserts this one (`_code_sql`), in one transaction sent as one pipeline (one
-        round trip). Its send status, and the attempts of each code it ended SUPERSEDED."""
+        and inserts this one (`_code_sql`), sent as one pipeline (one round trip). Its send
+        status, and the attempts of each code it ended SUPERSEDED.
+
+        No BEGIN and COMMIT: in autocommit the statements of a pipeline before its Sync run
+        in one implicit transaction (the lock is held until the Sync commits the INSERT,
+        and an error rolls back both), and each statement still takes its own snapshot, so
+        the second sees every code committed before the lock was granted."""
         import psycopg
 
         compiled = self._statement(settings, values["phone_hash"] is not None)
@@ -339,10 +344,8 @@ class _HeldInsert:
             conn = self._connection(settings)
             try:
                 with conn.pipeline():
-                    conn.execute("BEGIN")
                     conn.execute(privacy.NUMBER_LOCK_SQL, {"k": lock})
                     cursor = conn.execute(sql, params)
-                    conn.execute("COMMIT")
                 row = cursor.fetchone()
                 return (None, []) if row is None else (str(row[0]), list(row[1] or []))
             except psycopg.OperationalError as exc:

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import Future
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +27,26 @@ from sms_pipeline.settings import Settings
 from tests.support import wait_until
 
 NORMAL = "+380931234567"
+
+
+class AnswersAtOnce:
+    """For a fake gateway client with `send_many`/`status_many`: the window's non-blocking
+    interface (`start_send`, `start_status`, `deadline`), every future settled at once."""
+
+    def start_send(self, batch: Any) -> list[Future[Any]]:
+        return [_settled(a) for a in self.send_many(batch)]  # type: ignore[attr-defined]
+
+    def start_status(self, gateway_ids: Any) -> list[Future[Any]]:
+        return [_settled(a) for a in self.status_many(gateway_ids)]  # type: ignore[attr-defined]
+
+    def deadline(self, op: str, requests: int) -> float:
+        return 60.0
+
+
+def _settled(answer: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(answer)
+    return future
 
 
 def wait_for(

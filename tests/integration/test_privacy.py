@@ -46,14 +46,14 @@ from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts.api_keys import create_api_key
 from tests.factories import make_account
 from tests.factories import message_row as row
-from tests.helpers import attempt_send
+from tests.helpers import AnswersAtOnce, attempt_send
 
 NUMBER = "+380931234567"
 DIGITS = NUMBER[1:]
 OTHER = "+380671112233"
 
 
-class RecordingClient:
+class RecordingClient(AnswersAtOnce):
     """A gateway client that records each send and answers as told."""
 
     def __init__(self, answer: Any = None, during: Any = None) -> None:

@@ -25,6 +25,7 @@ from sms_pipeline.services import status
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.status import checks as status_checks
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
+from tests.helpers import AnswersAtOnce
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -33,7 +34,7 @@ GATEWAY_DATE = dt.datetime(2026, 5, 25, 17, 29, 56, tzinfo=dt.timezone(dt.timede
 LONG_AGO = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-class ChunkGateway:
+class ChunkGateway(AnswersAtOnce):
     """Answers each gateway id from `answers`; `meanwhile` runs while it is being asked."""
 
     def __init__(self, answers: dict[str, GatewayStatus | GatewayError]) -> None:

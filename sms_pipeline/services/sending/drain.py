@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from sms_pipeline.services.sending.claim import _database, _Scope
 from sms_pipeline.services.sending.results import BatchResult
 from sms_pipeline.services.sending.window import Window
 from sms_pipeline.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,4 +105,11 @@ def drain(
     finally:
         if window is not None:
             result.add(window.result, window.claims)
+    if result.claimed:
+        log.info(
+            "send drain of %s: %d claims, %s",
+            queue_class.value,
+            result.batches,
+            ", ".join(f"{n} {k}" for k, n in sorted(result.outcomes.items())),
+        )
     return result

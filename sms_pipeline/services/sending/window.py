@@ -215,7 +215,7 @@ def _observe(
     writes: Sequence[_Write], accounts: dict[int, Account], now: dt.datetime, settings: Settings
 ) -> None:
     """Metrics and logs for a recorded group: the metrics in one call, the daily caps counted
-    once per account, logs per message on DEBUG and per group on INFO."""
+    once per account, logs per message and per group on DEBUG (the drain sums up on INFO)."""
     if not writes:
         return
     sent: list[metrics.Sent] = []
@@ -263,14 +263,15 @@ def _observe(
             )
     metrics.messages_sent(sent)
     quotas.count_account_sends(submitted, settings)
-    counts: dict[str, int] = {}
-    for w in writes:
-        counts[w.result.outcome.value] = counts.get(w.result.outcome.value, 0) + 1
-    log.info(
-        "send group of %d: %s",
-        len(writes),
-        ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-    )
+    if log.isEnabledFor(logging.DEBUG):
+        counts: dict[str, int] = {}
+        for w in writes:
+            counts[w.result.outcome.value] = counts.get(w.result.outcome.value, 0) + 1
+        log.debug(
+            "send group of %d: %s",
+            len(writes),
+            ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+        )
 
 
 def _kick_later(later: Sequence[outbox.Dispatch]) -> None:

@@ -1,4 +1,4 @@
-"""Routing one attempt of a batch across the gateways (docs/gateways.md).
+"""Routing one attempt of each claimed message across the gateways (docs/gateways.md).
 
 For each claimed message, in this order:
 
@@ -13,11 +13,13 @@ For each claimed message, in this order:
    message waits with the reason (never another login).
 
 Before the request goes out the message is marked with its gateway (one statement per
-gateway and batch), so a worker that dies mid-request leaves it bound there. A **definite**
+gateway and claim), so a worker that dies mid-request leaves it bound there. A **definite**
 refusal (connection refused, TLS, connect timeout, HTTP 5xx/429/401/403) sends the message
 on to another candidate within the same attempt: failover adds no attempt. Anything
 ambiguous (a timeout or a reset after the request was written, an unreadable answer) keeps
-the message on that gateway for its next attempt, with the same uniq_key.
+the message on that gateway for its next attempt, with the same uniq_key. `Attempts`
+starts requests and settles answers without waiting (the send window); `submit` is the
+same and waits for all.
 """
 
 from __future__ import annotations

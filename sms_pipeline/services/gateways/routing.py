@@ -324,6 +324,16 @@ def wait_any(flights: Sequence[Flight], timeout: float | None, clock: Callable[[
     )
 
 
+def split_done(flights: Sequence[Flight], now: float) -> tuple[list[Flight], list[Flight]]:
+    """(answered or past their deadline, still out): each flight looked at once, so one
+    answered meanwhile is in exactly one of them."""
+    answered: list[Flight] = []
+    out: list[Flight] = []
+    for flight in flights:
+        (answered if flight.done(now) else out).append(flight)
+    return answered, out
+
+
 def submit(
     go: Sequence[Any],
     accounts: dict[int, Account],
@@ -341,9 +351,7 @@ def submit(
     sent: list[tuple[Any, str, Answer]] = []
     while flights:
         wait_any(flights, None, attempts.clock)
-        now = attempts.clock()
-        answered = [f for f in flights if f.done(now)]
-        flights = [f for f in flights if not f.done(now)]
+        answered, flights = split_done(flights, attempts.clock())
         final, again, more = attempts.settle(answered)
         sent += final
         flights += again
@@ -403,6 +411,7 @@ __all__ = [
     "choose",
     "get_gateway_client",
     "movable",
+    "split_done",
     "submit",
     "wait_any",
 ]

@@ -25,10 +25,12 @@ class DrainResult:
     claimed: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
 
-    def add(self, batch: BatchResult, claims: int = 1) -> None:
+    def add(
+        self, batch: BatchResult, claims: int = 1, counts: dict[str, int] | None = None
+    ) -> None:
         self.batches += claims
         self.claimed += batch.claimed
-        for key, n in batch.counts().items():
+        for key, n in (batch.counts() if counts is None else counts).items():
             self.outcomes[key] = self.outcomes.get(key, 0) + n
 
 
@@ -104,7 +106,7 @@ def drain(
         raise
     finally:
         if window is not None:
-            result.add(window.result, window.claims)
+            result.add(window.result, window.claims, window.counts)
     if result.claimed:
         log.info(
             "send drain of %s: %d claims, %s",

@@ -70,8 +70,11 @@ class Window:
         db: _Db,
         client: IP2SMSClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        keep_results: bool = True,
     ) -> None:
         self.scope = scope
+        self.keep_results = keep_results
         self.size = size
         self.settings = settings
         self.db = db
@@ -81,7 +84,10 @@ class Window:
             functools.partial(_request, now=utcnow(), settings=settings), settings, db, client
         )
         self.flights: list[routing.Flight] = []
-        self.result = BatchResult()  # every message touched, and how many were claimed
+        # How many were claimed, and what happened to each message touched (a drain keeps
+        # the counts only: its results would grow with every message of its run).
+        self.result = BatchResult()
+        self.counts: dict[str, int] = {}
         self.claims = 0  # claim statements that claimed something
         self.accounts: dict[int, Account] = {}
         self._waiting: list[_Write] = []  # held back by a rule: written with the next group
@@ -108,7 +114,7 @@ class Window:
         permissions = {a.id: _permission(a, now, settings) for a in accounts.values()}
         blocked = {i: p for i, p in permissions.items() if not p.allowed}
         deferred, later = _defer_blocked(self.scope, blocked, now, db)
-        self.result.results.update(deferred)
+        self._tally(deferred)
         self._later += later
         allowed = sorted(i for i, p in permissions.items() if p.allowed)
         claims = _claim(self.scope, allowed, now, limit, settings, db)
@@ -117,8 +123,8 @@ class Window:
         if ids is not None and len(claims) < len(ids):
             # Given messages the claim refused because they expired or were superseded end
             # now, explained (a drain leaves those to the privacy sweep).
-            for message_id, status in privacy.end_unsendable(settings, now=now, ids=ids):
-                self.result.results[message_id] = AttemptResult(_ENDED[status], detail=status.value)
+            ended = privacy.end_unsendable(settings, now=now, ids=ids)
+            self._tally({i: AttemptResult(_ENDED[s], detail=s.value) for i, s in ended})
         if not claims:
             return 0
         self.claims += 1
@@ -142,11 +148,9 @@ class Window:
         """Wait until an answer is in (`timeout` at most; None: until one is), then record
         every answered request, and whatever the rules held back, as one group."""
         routing.wait_any(self.flights, timeout, self.clock)
-        now = self.clock()
-        answered = [f for f in self.flights if f.done(now)]
+        answered, self.flights = routing.split_done(self.flights, self.clock())
         if not answered:
             return
-        self.flights = [f for f in self.flights if not f.done(now)]
         final, again, held = self.attempts.settle(answered)
         self.flights += again
         at = utcnow()
@@ -193,8 +197,7 @@ class Window:
                 )
             if self.attempts.table is not None:
                 routing.after_batch(self.attempts.table, self.settings, self.db)
-            for w in writes:
-                self.result.results[w.claim.id] = w.result
+            self._tally({w.claim.id: w.result for w in writes})
             _observe(writes, self.accounts, now, self.settings)
             self._later += [
                 outbox.Dispatch(w.claim.id, w.claim.type, w.claim.priority, w.result.retry_in)
@@ -203,6 +206,12 @@ class Window:
             ]
         later, self._later = self._later, []
         _kick_later(later)
+
+    def _tally(self, results: dict[uuid.UUID, AttemptResult]) -> None:
+        for result in results.values():
+            self.counts[result.outcome.value] = self.counts.get(result.outcome.value, 0) + 1
+        if self.keep_results:
+            self.result.results.update(results)
 
     def finish(self) -> None:
         """Wait for every request in flight and record it (the one-shot batch, a handover)."""

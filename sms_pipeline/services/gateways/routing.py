@@ -324,6 +324,14 @@ def wait_any(flights: Sequence[Flight], timeout: float | None, clock: Callable[[
     )
 
 
+def wait_all(flights: Sequence[Flight], timeout: float, clock: Callable[[], float]) -> None:
+    """Wait until every flight is answered (or past its deadline), `timeout` at most."""
+    if not flights:
+        return
+    until = min(f.deadline for f in flights) - clock()
+    concurrent.futures.wait([f.future for f in flights], max(0.0, min(timeout, until)))
+
+
 def split_done(flights: Sequence[Flight], now: float) -> tuple[list[Flight], list[Flight]]:
     """(answered or past their deadline, still out): each flight looked at once, so one
     answered meanwhile is in exactly one of them."""
@@ -413,5 +421,6 @@ __all__ = [
     "movable",
     "split_done",
     "submit",
+    "wait_all",
     "wait_any",
 ]

@@ -84,7 +84,8 @@ def drain(
                     claimed = window.fill(free)
                     next_claim = now + linger if claimed < free else 0.0
                 if window.flights:
-                    window.collect(None if handing_over else poll)
+                    # Answers gather for up to the linger: a group per linger at most.
+                    window.collect(None if handing_over else poll, gather=linger)
                     continue
                 window.record()  # what the rules held back, nothing in flight
                 if handing_over:

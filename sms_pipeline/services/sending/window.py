@@ -92,6 +92,7 @@ class Window:
         self.accounts: dict[int, Account] = {}
         self._waiting: list[_Write] = []  # held back by a rule: written with the next group
         self._later: list[outbox.Dispatch] = []
+        self._recorded_at = float("-inf")  # clock() of the last group recorded
         # Segments of prepaid messages in flight, not yet charged: the next claim's balance
         # check counts them, as if charged.
         self._reserved: dict[uuid.UUID, tuple[int, int]] = {}
@@ -144,10 +145,16 @@ class Window:
             self.flights += flights
         return len(claims)
 
-    def collect(self, timeout: float | None) -> None:
+    def collect(self, timeout: float | None, gather: float = 0.0) -> None:
         """Wait until an answer is in (`timeout` at most; None: until one is), then record
-        every answered request, and whatever the rules held back, as one group."""
+        every answered request, and whatever the rules held back, as one group.
+
+        With `gather`, a group is recorded at most that often: answers that come within
+        it join the group (fewer, larger groups; the statements cost per group)."""
         routing.wait_any(self.flights, timeout, self.clock)
+        since = self.clock() - self._recorded_at
+        if gather and since < gather:
+            routing.wait_all(self.flights, gather - since, self.clock)
         answered, self.flights = routing.split_done(self.flights, self.clock())
         if not answered:
             return
@@ -187,6 +194,7 @@ class Window:
         gateways' judgement, the metrics, the daily caps and the countdown kicks."""
         writes, self._waiting = self._waiting, []
         now = now or utcnow()
+        self._recorded_at = self.clock()
         if writes:
             written = _record(writes, now, self.db)
             if written < len(writes):

@@ -63,8 +63,9 @@ log = logging.getLogger(__name__)
 
 Op = Literal["send", "status"]
 Observer = Callable[[Op, Sequence[tuple[Outcome, float]]], None]
-"""Called with (op, [(outcome, seconds), ...]) as each request's answer is read (on the
-pool's thread); outcome is OK or the error's."""
+"""Called with (op, [(outcome, seconds), ...]) once every request of a group started together
+(a batch) is answered, one pair per request that went out; outcome is OK or the error's.
+Once per batch: a metrics store takes a batch in one call."""
 
 # Statuses that mean "the gateway did not take the message", whatever the id says.
 _SEND_FAILURES: Final = frozenset({GatewayStatus.REJECTED, GatewayStatus.UNACCEPTED})
@@ -200,6 +201,22 @@ def _http_body(reply: Reply) -> bytes:
             raise GatewayProtocolError(f"unexpected HTTP {code}")
         raise GatewayHTTPError.from_status(code, parse_retry_after(reply.header("Retry-After")))
     return reply.body
+
+
+class _Seen:
+    """The outcomes of one group of requests started together, for one observer call once
+    the last of them is answered (a metrics store takes a batch in one call)."""
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._outcomes: list[tuple[Outcome, float]] = []
+        self._lock = threading.Lock()
+
+    def add(self, outcome: Outcome, seconds: float) -> list[tuple[Outcome, float]] | None:
+        with self._lock:
+            self._outcomes.append((outcome, seconds))
+            self._left -= 1
+            return self._outcomes if self._left == 0 else None
 
 
 class _Pools:
@@ -467,8 +484,10 @@ class IP2SMSClient:
         if not payloads:
             return out
         replies = self._submit(op, url, payloads)
+        seen = _Seen(len(replies))
         for (index, future), reply in zip(slots, replies, strict=True):
-            reply.add_done_callback(functools.partial(self._convert, op, index, future, convert))
+            convert_one = functools.partial(self._convert, op, index, future, convert, seen)
+            reply.add_done_callback(convert_one)
         return out
 
     def _convert(
@@ -477,16 +496,18 @@ class IP2SMSClient:
         index: int,
         future: Future[_R | GatewayError],
         convert: Callable[[int, ParsedAnswer, bytes], _R],
+        seen: _Seen,
         done: Future[Reply],
     ) -> None:
         # Runs on the pool's thread: it must settle `future` whatever happens.
+        outcomes: list[tuple[Outcome, float]] | None = None
         try:
             reply = late_reply(done)
             result = self._answer(index, reply, convert)
             if isinstance(result, GatewayError):
-                self._observe(op, [(result.outcome, reply.seconds)])
+                outcomes = seen.add(result.outcome, reply.seconds)
             else:
-                self._observe(op, [(Outcome.OK, reply.seconds)])
+                outcomes = seen.add(Outcome.OK, reply.seconds)
                 if op == "send" and log.isEnabledFor(logging.DEBUG):
                     log.debug(
                         "ip2sms send ok gateway_id=%s status=%s", result.gateway_id, result.status
@@ -494,6 +515,8 @@ class IP2SMSClient:
         except BaseException as exc:  # a bug here must not leave the caller waiting
             result = GatewayProtocolError(f"answer could not be read ({type(exc).__name__})")
         future.set_result(result)
+        if outcomes is not None:  # the group's last answer: its figures in one call
+            self._observe(op, outcomes)
 
     def _wait(
         self, op: Op, futures: Sequence[Future[_R | GatewayError]]

@@ -18,6 +18,10 @@ from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+# A trickle's claims wait at most this for a gateway round trip (a slow gateway does not
+# slow a trickle's claims further; the healthy codes' target is 2 s end to end).
+MAX_PACE = 0.25
+
 
 @dataclass
 class DrainResult:
@@ -46,13 +50,14 @@ def drain(
     in flight, until none is left.
 
     The window claims again once a quarter of it is free (or it is empty); a claim that
-    finds fewer than it asked for waits SMS_DRAIN_LINGER_MS before the next, so a trickle
-    gathers instead of paying a claim per message. When a claim finds nothing and nothing
-    is in flight, the pending-kick flag is released and the queue is claimed once more: a
-    producer that relied on the flag committed its row before the release ended
-    (`dispatch.release_kick`), so that last claim sees it. After SMS_DRAIN_MAX_SECONDS the
-    drain hands over to a fresh kick (published regardless of the flag), claims no more,
-    records what is in flight and returns.
+    finds fewer than it asked for waits SMS_DRAIN_LINGER_MS plus the gateway's recent
+    latency (MAX_PACE at most) before the next, and answers are recorded as one group per
+    that pace, so a trickle gathers instead of paying statements per message. When a claim
+    finds nothing and nothing is in flight, the pending-kick flag is released and the queue
+    is claimed once more: a producer that relied on the flag committed its row before the
+    release ended (`dispatch.release_kick`), so that last claim sees it. After
+    SMS_DRAIN_MAX_SECONDS the drain hands over to a fresh kick (published regardless of the
+    flag), claims no more, records what is in flight and returns.
     """
     settings = settings or get_settings()
     result = DrainResult()
@@ -61,6 +66,7 @@ def drain(
     linger = settings.sms_drain_linger_ms / 1000.0
     poll = linger or 0.005  # a claim that found nothing is not repeated in a busy loop
     refill = max(1, settings.sms_send_window // 4)
+    pace = linger
     window: Window | None = None
     try:
         with _database(settings) as db:
@@ -82,10 +88,16 @@ def drain(
                     and (free >= refill or (free and not window.flights))
                 ):
                     claimed = window.fill(free)
-                    next_claim = now + linger if claimed < free else 0.0
+                    pace = linger
+                    if claimed < free:
+                        # The queue ran dry: a trickle. The next claim (and record) waits a
+                        # gateway round trip on top of the linger, as a batch did, so a
+                        # trickle pays its statements per round trip, not per message.
+                        pace += min(window.latency, MAX_PACE)
+                    next_claim = now + pace if claimed < free else 0.0
                 if window.flights:
-                    # Answers gather for up to the linger: a group per linger at most.
-                    window.collect(None if handing_over else poll, gather=linger)
+                    # Answers gather into one group per pace at most.
+                    window.collect(None if handing_over else poll, gather=pace)
                     continue
                 window.record()  # what the rules held back, nothing in flight
                 if handing_over:

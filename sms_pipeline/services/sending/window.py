@@ -93,6 +93,7 @@ class Window:
         self._waiting: list[_Write] = []  # held back by a rule: written with the next group
         self._later: list[outbox.Dispatch] = []
         self._recorded_at = float("-inf")  # clock() of the last group recorded
+        self.latency = 0.0  # seconds: the median request of the last group answered
         # Segments of prepaid messages in flight, not yet charged: the next claim's balance
         # check counts them, as if charged.
         self._reserved: dict[uuid.UUID, tuple[int, int]] = {}
@@ -155,9 +156,11 @@ class Window:
         since = self.clock() - self._recorded_at
         if gather and since < gather:
             routing.wait_all(self.flights, gather - since, self.clock)
-        answered, self.flights = routing.split_done(self.flights, self.clock())
+        now = self.clock()
+        answered, self.flights = routing.split_done(self.flights, now)
         if not answered:
             return
+        self.latency = sorted(f.seconds(now) for f in answered)[len(answered) // 2]
         final, again, held = self.attempts.settle(answered)
         self.flights += again
         at = utcnow()

@@ -29,6 +29,10 @@ from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
+# After a chunk's first answer, how long the others may take to join its group: answers
+# that come within it cost one statement, a hung request holds back only its own.
+GATHER_SECONDS = 0.02
+
 
 class StatusClient(Protocol):
     def status(self, gateway_id: str) -> StatusResult: ...
@@ -155,6 +159,10 @@ def _ask_and_record(
     while pending:
         left = max(0.0, deadline - time.monotonic())
         done, _ = concurrent.futures.wait(pending, left, concurrent.futures.FIRST_COMPLETED)
+        if done and len(done) < len(pending):
+            # Answers that come together are recorded together (a statement per group).
+            concurrent.futures.wait(pending, min(GATHER_SECONDS, left))
+            done = {f for f in pending if f.done()}
         if done:
             asked = [Asked(pending[f], rows[pending[f]], f.result()) for f in done]
             for f in done:

@@ -45,10 +45,11 @@ def test_a_send_batch_counts_each_recorded_group_in_one_store_call(
         lookups.append(account_id)
         return "looked up"
 
+    from sms_pipeline.services.sending import record as recording
     from sms_pipeline.services.sending import window
 
     groups: list[int] = []
-    record = window._record
+    record = recording._record
 
     def counting_record(writes: Any, now: Any, db: Any) -> int:
         groups.append(len(writes))

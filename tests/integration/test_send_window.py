@@ -37,4 +37,5 @@ def test_messages_behind_a_hung_request_are_sent_and_recorded_before_it_ends(
             assert row.attempts == 1
             # Recorded (submitted_at is the time its group was recorded) while the hung
             # request was still out: nothing waited for it.
+            assert row.submitted_at is not None and late.submitted_at is not None
             assert row.submitted_at < late.submitted_at

@@ -290,15 +290,25 @@ class Settings(BaseSettings):
         200,
         ge=1,
         le=5000,
-        description="Most messages one send batch claims; their gateway calls run concurrently.",
+        description="Most messages one one-shot send batch claims (`send_batch`: the CLI); "
+        "a drain claims up to SMS_SEND_WINDOW instead.",
+    )
+    sms_send_window: int = Field(
+        100,
+        ge=1,
+        le=5000,
+        description="Most send requests one drain (one queue class) keeps in flight; it claims "
+        "more as answers free slots, so a slow request holds only its own slot. Keep the sum "
+        "over the queue classes (urgent, bulk) at most SMS_GATEWAY_CONNECTIONS, so a slot is "
+        "a connection and urgent requests never queue behind bulk ones in the pool.",
     )
     sms_gateway_connections: int = Field(
         200,
         ge=1,
         le=1000,
         description="Concurrent gateway requests per worker process (keep-alive pool size). "
-        "At least SMS_SEND_BATCH_SIZE, a batch is one gateway round trip; sends per second "
-        "per worker are at most this / the gateway's latency.",
+        "At least 2 x SMS_SEND_WINDOW (urgent and bulk drains); sends per second per worker "
+        "are at most this / the gateway's latency.",
     )
     sms_kick_ttl_seconds: float = Field(
         5.0,

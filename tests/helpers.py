@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -78,6 +79,26 @@ def repeating(step: Callable[[], object], threads: int) -> Iterator[list[BaseExc
         stop.set()
         for t in running:
             t.join(60)
+
+
+class AnswersAtOnce:
+    """For a fake gateway client with `send_many`/`status_many`: the window's non-blocking
+    interface (`start_send`, `start_status`, `deadline`), every future settled at once."""
+
+    def start_send(self, batch: Any) -> list[Future[Any]]:
+        return [_settled(a) for a in self.send_many(batch)]  # type: ignore[attr-defined]
+
+    def start_status(self, gateway_ids: Any) -> list[Future[Any]]:
+        return [_settled(a) for a in self.status_many(gateway_ids)]  # type: ignore[attr-defined]
+
+    def deadline(self, op: str, requests: int) -> float:
+        return 60.0
+
+
+def _settled(answer: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    future.set_result(answer)
+    return future
 
 
 def wait_for(

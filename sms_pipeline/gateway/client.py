@@ -3,11 +3,12 @@
 One keep-alive connection pool per kind of request; a batch runs concurrently.
 
 The transport is libcurl's multi interface on a thread of its own
-(:mod:`sms_pipeline.gateway.transport`). ``send_many``/``status_many`` hand a whole batch
-over as concurrent requests, so a batch costs one gateway round trip and no thread per
-request; ``send``/``status``/``post_xml`` are the same exchange for one request, callable
-from any thread. Sends and status checks use separate connection pools, so status
-traffic can never take the connections sends need.
+(:mod:`sms_pipeline.gateway.transport`). ``start_send``/``start_status`` hand requests
+over and return one future each, settled as that answer arrives (the send window waits on
+them); ``send_many``/``status_many`` are the same and wait for all, so a batch costs one
+gateway round trip and no thread per request; ``send``/``status``/``post_xml`` are the
+same exchange for one request, callable from any thread. Sends and status checks use
+separate connection pools, so status traffic can never take the connections sends need.
 
 Every exchange has a total deadline (IP2SMS_TOTAL_TIMEOUT: connect, headers and body
 together) on top of the connect and read timeouts: a server that drips its answer a byte
@@ -20,7 +21,9 @@ at a time is cut off at the deadline. Every failure is sorted into permanent/tra
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import email.utils
+import functools
 import logging
 import os
 import threading
@@ -45,11 +48,12 @@ from sms_pipeline.gateway.errors import (
     GatewayProtocolError,
     GatewayRejected,
     GatewayRequestInvalid,
+    GatewayTimeout,
     Outcome,
     rejection,
 )
 from sms_pipeline.gateway.statuses import GatewayStatus
-from sms_pipeline.gateway.transport import CurlPool, Reply
+from sms_pipeline.gateway.transport import CurlPool, Future, Reply, late_reply
 from sms_pipeline.settings import mask_url
 
 if TYPE_CHECKING:
@@ -59,9 +63,9 @@ log = logging.getLogger(__name__)
 
 Op = Literal["send", "status"]
 Observer = Callable[[Op, Sequence[tuple[Outcome, float]]], None]
-"""Called after every batch of requests with (op, [(outcome, seconds), ...]), one pair per
-request that went out; outcome is OK or the error's. Once per batch: a metrics store
-takes a batch in one call."""
+"""Called with (op, [(outcome, seconds), ...]) once every request of a group started together
+(a batch) is answered, one pair per request that went out; outcome is OK or the error's.
+Once per batch: a metrics store takes a batch in one call."""
 
 # Statuses that mean "the gateway did not take the message", whatever the id says.
 _SEND_FAILURES: Final = frozenset({GatewayStatus.REJECTED, GatewayStatus.UNACCEPTED})
@@ -197,6 +201,22 @@ def _http_body(reply: Reply) -> bytes:
             raise GatewayProtocolError(f"unexpected HTTP {code}")
         raise GatewayHTTPError.from_status(code, parse_retry_after(reply.header("Retry-After")))
     return reply.body
+
+
+class _Seen:
+    """The outcomes of one group of requests started together, for one observer call once
+    the last of them is answered (a metrics store takes a batch in one call)."""
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._outcomes: list[tuple[Outcome, float]] = []
+        self._lock = threading.Lock()
+
+    def add(self, outcome: Outcome, seconds: float) -> list[tuple[Outcome, float]] | None:
+        with self._lock:
+            self._outcomes.append((outcome, seconds))
+            self._left -= 1
+            return self._outcomes if self._left == 0 else None
 
 
 class _Pools:
@@ -359,13 +379,19 @@ class IP2SMSClient:
         A request that cannot be built comes back as a permanent GatewayRequestInvalid:
         nothing was sent for it.
         """
+        return self._wait("send", self.start_send(batch))
+
+    def start_send(self, batch: Sequence[SendRequest]) -> list[Future[SendResult | GatewayError]]:
+        """Submit a batch without waiting: one future per request, in order, each settled
+        with its result or GatewayError as soon as its own answer is read (by the total
+        deadline). A request that cannot be built is settled at once, permanent."""
         built: list[bytes | GatewayError] = []
         for r in batch:
             try:
                 built.append(self._send_payload(r))
             except GatewayRequestInvalid as exc:
                 built.append(exc)
-        return self._exchange_built("send", self.send_url, built, _send_answer)
+        return self._start("send", self.send_url, built, _send_answer)
 
     def status(self, gateway_id: str) -> StatusResult:
         """Ask for one message's status; any status word is returned, none raises."""
@@ -373,21 +399,30 @@ class IP2SMSClient:
 
     def status_many(self, gateway_ids: Sequence[str]) -> list[StatusResult | GatewayError]:
         """Ask for several statuses concurrently; one result or GatewayError per id, in order."""
+        return self._wait("status", self.start_status(gateway_ids))
+
+    def start_status(self, gateway_ids: Sequence[str]) -> list[Future[StatusResult | GatewayError]]:
+        """Ask for several statuses without waiting: one future per id, in order."""
         built: list[bytes | GatewayError] = []
         for gateway_id in gateway_ids:
             try:
                 built.append(build_status_xml(gateway_id))
             except Exception as exc:
                 built.append(_unbuildable(exc))
-        asked = [i for i, b in zip(gateway_ids, built, strict=True) if isinstance(b, bytes)]
-        return self._exchange_built("status", self.status_url, built, _status_of(asked))
+        return self._start("status", self.status_url, built, _status_of(gateway_ids))
+
+    def deadline(self, op: Op, requests: int) -> float:
+        """Seconds by which `requests` started at once are certainly answered."""
+        return self._pool(op).deadline(requests)
 
     def post_xml(self, url: str, payload: bytes) -> bytes:
         """POST XML with our auth and limits; the answer bytes, or the transport/HTTP GatewayError.
 
         Public for protocol extensions on the same gateway (the inbound API client).
         """
-        reply = self._post_many("status", url, [payload])[0]
+        (future,) = self._submit("status", url, [payload])
+        concurrent.futures.wait([future], self.deadline("status", 1))
+        reply = late_reply(future)
         try:
             return _http_body(reply)
         except GatewayError as exc:
@@ -414,26 +449,84 @@ class IP2SMSClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _post_many(self, op: Op, url: str, payloads: Sequence[bytes]) -> list[Reply]:
+    def _pool(self, op: Op) -> CurlPool:
         with self._pools_lock:
             pools = self._pools
             if pools is None or pools.pid != os.getpid():  # first use, or a forked child
                 pools = self._pools = self._new_pools()
                 # A client dropped without close() still closes its pools.
                 weakref.finalize(self, pools.close)
-        return pools.get(op).exchange(url, payloads)
+        return pools.get(op)
 
-    def _exchange_built(
+    def _submit(self, op: Op, url: str, payloads: Sequence[bytes]) -> list[Future[Reply]]:
+        return self._pool(op).submit(url, payloads)
+
+    def _start(
         self,
         op: Op,
         url: str,
         built: Sequence[bytes | GatewayError],
         convert: Callable[[int, ParsedAnswer, bytes], _R],
+    ) -> list[Future[_R | GatewayError]]:
+        """Start the payloads that could be built (the others settled with their error);
+        each answer is converted where it arrives, so a caller only ever sees results."""
+        out: list[Future[_R | GatewayError]] = []
+        payloads: list[bytes] = []
+        slots: list[tuple[int, Future[_R | GatewayError]]] = []
+        for index, b in enumerate(built):
+            future: Future[_R | GatewayError] = Future()
+            out.append(future)
+            if isinstance(b, bytes):
+                payloads.append(b)
+                slots.append((index, future))
+            else:
+                future.set_result(b)
+        if not payloads:
+            return out
+        replies = self._submit(op, url, payloads)
+        seen = _Seen(len(replies))
+        for (index, future), reply in zip(slots, replies, strict=True):
+            convert_one = functools.partial(self._convert, op, index, future, convert, seen)
+            reply.add_done_callback(convert_one)
+        return out
+
+    def _convert(
+        self,
+        op: Op,
+        index: int,
+        future: Future[_R | GatewayError],
+        convert: Callable[[int, ParsedAnswer, bytes], _R],
+        seen: _Seen,
+        done: Future[Reply],
+    ) -> None:
+        # Runs on the pool's thread: it must settle `future` whatever happens.
+        outcomes: list[tuple[Outcome, float]] | None = None
+        try:
+            reply = late_reply(done)
+            result = self._answer(index, reply, convert)
+            if isinstance(result, GatewayError):
+                outcomes = seen.add(result.outcome, reply.seconds)
+            else:
+                outcomes = seen.add(Outcome.OK, reply.seconds)
+                if op == "send" and log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "ip2sms send ok gateway_id=%s status=%s", result.gateway_id, result.status
+                    )
+        except BaseException as exc:  # a bug here must not leave the caller waiting
+            result = GatewayProtocolError(f"answer could not be read ({type(exc).__name__})")
+        future.set_result(result)
+        if outcomes is not None:  # the group's last answer: its figures in one call
+            self._observe(op, outcomes)
+
+    def _wait(
+        self, op: Op, futures: Sequence[Future[_R | GatewayError]]
     ) -> list[_R | GatewayError]:
-        """Send the payloads that could be built; the others keep their error, in order."""
-        payloads = [b for b in built if isinstance(b, bytes)]
-        answers = iter(self._exchange(op, url, payloads, convert))
-        return [next(answers) if isinstance(b, bytes) else b for b in built]
+        """Wait for every future (the pool's deadline at most); one result each, in order."""
+        if not futures:
+            return []
+        concurrent.futures.wait(futures, self.deadline(op, len(futures)))
+        late = GatewayTimeout("total deadline exceeded")
+        return [f.result() if f.done() else late for f in futures]
 
     def _exchange(
         self,
@@ -443,22 +536,7 @@ class IP2SMSClient:
         convert: Callable[[int, ParsedAnswer, bytes], _R],
     ) -> list[_R | GatewayError]:
         """POST the payloads concurrently; each answer converted, or its GatewayError."""
-        if not payloads:
-            return []
-        replies = self._post_many(op, url, payloads)
-        results = [self._answer(i, reply, convert) for i, reply in enumerate(replies)]
-        self._observe(
-            op,
-            [
-                (r.outcome if isinstance(r, GatewayError) else Outcome.OK, reply.seconds)
-                for r, reply in zip(results, replies, strict=True)
-            ],
-        )
-        if op == "send" and log.isEnabledFor(logging.DEBUG):
-            for r in results:
-                if not isinstance(r, GatewayError):
-                    log.debug("ip2sms send ok gateway_id=%s status=%s", r.gateway_id, r.status)
-        return results
+        return self._wait(op, self._start(op, url, payloads, convert))
 
     def _answer(
         self, index: int, reply: Reply, convert: Callable[[int, ParsedAnswer, bytes], _R]

@@ -3,10 +3,12 @@
 libcurl's multi interface, driven by a thread of its own.
 
 A :class:`CurlPool` is one keep-alive connection pool (at most `max_connections`
-connections) and the thread that runs its transfers. :meth:`CurlPool.exchange` hands it a
-batch of POSTs and waits; the thread runs them concurrently and gives back, per request,
-a :class:`Reply` (status, header lines, body) or the :class:`GatewayError` its failure
-means. libcurl does the HTTP in C, for the CPU time a request costs (docs/performance.md).
+connections) and the thread that runs its transfers. :meth:`CurlPool.submit` hands it
+POSTs and returns at once with one future per request, each settled on its own as its
+transfer ends (a slow request delays no other's answer); :meth:`CurlPool.exchange` is
+submit and wait for all. Per request the future holds a :class:`Reply` (status, header
+lines, body) or the :class:`GatewayError` its failure means. libcurl does the HTTP in C,
+for the CPU time a request costs (docs/performance.md).
 
 Guards, set once per connection handle:
 
@@ -30,6 +32,7 @@ message (it may quote the URL).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import os
@@ -51,6 +54,8 @@ from sms_pipeline.gateway.errors import (
     GatewayProtocolError,
     GatewayTimeout,
 )
+
+Future = concurrent.futures.Future  # of a Reply: settled by the pool's thread
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
@@ -75,6 +80,7 @@ _TIMED_OUT: Final = 28
 _TOO_LARGE: Final = 63  # CURLE_FILESIZE_EXCEEDED
 _WRITE_ABORTED: Final = 23  # our write callback refused more bytes
 _MAX_IDLE_HANDLES: Final = 4096
+_STOPPED: Final = "request failed (transport stopped)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,9 @@ class Reply:
             if line[: len(wanted)].lower() == wanted:
                 return line[len(wanted) :].strip().decode("latin-1")
         return None
+
+
+_Work = tuple[list["Future[Reply]"], str, Sequence[bytes]]  # futures, url, payloads
 
 
 def _transfer_error(
@@ -126,24 +135,14 @@ def _transfer_error(
     return GatewayConnectionError(f"request failed (curl error {errno})")
 
 
-class _Batch:
-    __slots__ = ("done", "left", "replies")
-
-    def __init__(self, size: int) -> None:
-        self.replies: list[Reply | None] = [None] * size
-        self.left = size
-        self.done = threading.Event()
-
-
 class _Transfer:
     """One request in flight: where its answer goes, and the answer so far."""
 
     __slots__ = (
-        "batch",
         "chunks",
+        "future",
         "headers",
         "headers_seen",
-        "index",
         "last_read",
         "limit",
         "size",
@@ -151,9 +150,8 @@ class _Transfer:
         "too_large",
     )
 
-    def __init__(self, batch: _Batch, index: int, limit: int, now: float) -> None:
-        self.batch = batch
-        self.index = index
+    def __init__(self, future: Future[Reply], limit: int, now: float) -> None:
+        self.future = future
         self.limit = limit
         self.chunks: list[bytes] = []
         self.headers: list[bytes] = []
@@ -213,9 +211,7 @@ class CurlPool:
         self._max_bytes = max_bytes
         self._max_connections = max_connections
         self._cas = _trusted_cas()
-        self._incoming: queue.SimpleQueue[tuple[_Batch, str, Sequence[bytes]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._incoming: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._idle: list[pycurl.Curl] = []
         self._active: dict[pycurl.Curl, _Transfer] = {}
         self._watched: set[int] = set()
@@ -244,27 +240,32 @@ class CurlPool:
 
     # --- callers' side -------------------------------------------------------------------
 
+    def submit(self, url: str, payloads: Sequence[bytes]) -> list[Future[Reply]]:
+        """POST each payload to `url` without waiting: one future per payload, in order,
+        each settled with its Reply as soon as that transfer ends (by its total deadline)."""
+        futures: list[Future[Reply]] = [concurrent.futures.Future() for _ in payloads]
+        if not payloads:
+            return futures
+        if self._broken is None:
+            self._incoming.put((futures, url, payloads))
+            self._wake()
+            if self._broken is not None:  # closed meanwhile: _shutdown may have missed it
+                _settle_all(futures, GatewayConnectionError(_STOPPED))
+        else:
+            _settle_all(futures, GatewayConnectionError(_STOPPED))
+        return futures
+
+    def deadline(self, requests: int) -> float:
+        """Seconds by which `requests` submitted at once are certainly answered (each
+        transfer ends by its total deadline; the margin covers waiting for a connection)."""
+        return self._total * (1 + requests / self._max_connections) + 5
+
     def exchange(self, url: str, payloads: Sequence[bytes]) -> list[Reply]:
         """POST each payload to `url`, concurrently; one Reply per payload, in order."""
-        if not payloads:
-            return []
-        batch = _Batch(len(payloads))
-        if self._broken is None:
-            self._incoming.put((batch, url, payloads))
-            self._wake()
-            # Every transfer ends by its total deadline; the margin covers a batch waiting
-            # for pool connections. A pool whose thread died answers at once (below).
-            batch.done.wait(self._total * (1 + len(payloads) / self._max_connections) + 5)
-        if batch.left == 0:
-            return [reply for reply in batch.replies if reply is not None]
-        # Unanswered in time (the thread is stuck or gone): transient, like any timeout; a
-        # send retried later carries the same uniq_key.
-        late = (
-            GatewayTimeout("total deadline exceeded")
-            if self._broken is None
-            else GatewayConnectionError("request failed (transport stopped)")
-        )
-        return [reply or Reply(0, (), b"", 0.0, late) for reply in batch.replies]
+        futures = self.submit(url, payloads)
+        if futures:
+            concurrent.futures.wait(futures, self.deadline(len(futures)))
+        return [late_reply(f, stopped=self._broken is not None) for f in futures]
 
     def close(self) -> None:
         """Stop the thread: transfers still running end as failed; idle connections close."""
@@ -351,10 +352,10 @@ class CurlPool:
                 return True
             if item is None:
                 return False
-            batch, url, payloads = item
+            futures, url, payloads = item
             now = time.monotonic()
-            for index, payload in enumerate(payloads):
-                transfer = _Transfer(batch, index, self._max_bytes, now)
+            for future, payload in zip(futures, payloads, strict=True):
+                transfer = _Transfer(future, self._max_bytes, now)
                 handle = self._idle.pop() if self._idle else self._new_handle()
                 handle.setopt(pycurl.URL, url)
                 # The body through a read callback that cannot seek: libcurl re-sends a POST
@@ -443,14 +444,12 @@ class CurlPool:
 
     @staticmethod
     def _settle(transfer: _Transfer, reply: Reply) -> None:
-        batch = transfer.batch
-        batch.replies[transfer.index] = reply
-        batch.left -= 1
-        if batch.left == 0:
-            batch.done.set()
+        # Its callbacks (the client's conversion) run here, on the pool's thread.
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # settled at close
+            transfer.future.set_result(reply)
 
     def _shutdown(self) -> None:
-        stopped = GatewayConnectionError("request failed (transport stopped)")
+        stopped = GatewayConnectionError(_STOPPED)
         for handle, transfer in list(self._active.items()):
             self._multi.remove_handle(handle)
             handle.close()
@@ -463,7 +462,7 @@ class CurlPool:
             except queue.Empty:
                 break
             if item is not None:
-                item[0].done.set()
+                _settle_all(item[0], stopped)
         for handle in self._idle:
             handle.close()
         self._idle.clear()
@@ -471,6 +470,26 @@ class CurlPool:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+def _settle_all(futures: Sequence[Future[Reply]], error: GatewayError) -> None:
+    for future in futures:
+        if not future.done():
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # settled meanwhile
+                future.set_result(Reply(0, (), b"", 0.0, error))
+
+
+def late_reply(future: Future[Reply], *, stopped: bool = False) -> Reply:
+    """The future's Reply, or, unanswered by its deadline (the pool's thread stuck or
+    gone), the transient failure that means: a send retried later carries the same
+    uniq_key."""
+    if future.done():
+        reply: Reply = future.result()
+        return reply
+    late = (
+        GatewayConnectionError(_STOPPED) if stopped else GatewayTimeout("total deadline exceeded")
+    )
+    return Reply(0, (), b"", 0.0, late)
 
 
 def _discard(_data: bytes) -> None:
@@ -481,4 +500,4 @@ def _no_body(_size: int) -> bytes:
     return b""
 
 
-__all__ = ["CurlPool", "Reply"]
+__all__ = ["CurlPool", "Future", "Reply", "late_reply"]

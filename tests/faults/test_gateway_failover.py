@@ -53,14 +53,14 @@ class Requests:
 @pytest.fixture
 def requests_seen(monkeypatch: pytest.MonkeyPatch) -> Requests:
     seen = Requests()
-    original = IP2SMSClient.send_many
+    original = IP2SMSClient.start_send
 
-    def send_many(self: IP2SMSClient, batch: Any) -> Any:
+    def start_send(self: IP2SMSClient, batch: Any) -> Any:
         with seen.lock:
             seen.seen.append((time.monotonic(), self.send_url, len(batch)))
         return original(self, batch)
 
-    monkeypatch.setattr(IP2SMSClient, "send_many", send_many)
+    monkeypatch.setattr(IP2SMSClient, "start_send", start_send)
     return seen
 
 

@@ -39,7 +39,7 @@ LATENCY_MS = 100
 # Drains hand over every second, so kicks (one pending per queue class) land on either
 # worker; the rest of the clocks as in production.
 SCALE_ENV = {"SMS_DRAIN_MAX_SECONDS": "1", "SMS_WORKER_CONCURRENCY": "16"}
-_SUBMITTED = re.compile(r"send batch of \d+: .*?(\d+) submitted")
+_SUBMITTED = re.compile(r"send drain of \w+: .*?(\d+) submitted")
 
 
 def _start_gateway(procs: Procs, settings_env: Any) -> str:

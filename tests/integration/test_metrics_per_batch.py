@@ -1,4 +1,4 @@
-"""Metrics of the send path: one store call per batch, no account look-ups of their own,
+"""Metrics of the send path: one store call per recorded group, no account look-ups of their own,
 and nothing counted for a transaction that rolls back."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _stored(name: str, labels: dict[str, str]) -> float:
     return store.value(name, labels)
 
 
-def test_a_send_batch_records_its_messages_in_one_store_call(
+def test_a_send_batch_counts_each_recorded_group_in_one_store_call(
     db: Engine, simulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sms_pipeline import enqueue_sms
@@ -45,15 +45,30 @@ def test_a_send_batch_records_its_messages_in_one_store_call(
         lookups.append(account_id)
         return "looked up"
 
+    from sms_pipeline.services.sending import record as recording
+    from sms_pipeline.services.sending import window
+
+    groups: list[int] = []
+    record = recording._record
+
+    def counting_record(writes: Any, now: Any, db: Any) -> int:
+        groups.append(len(writes))
+        return record(writes, now, db)
+
     monkeypatch.setattr(store, "add", counting_add)
     monkeypatch.setattr(hooks, "account_name", no_lookup)
+    monkeypatch.setattr(window, "_record", counting_record)
 
     batch = send_batch(ids=ids)
 
     assert sorted(r.outcome for r in batch.results.values()) == ["submitted"] * 3
     with_messages = [i for i in calls if any(name == c.MESSAGES_TOTAL for name, _, _ in i)]
-    assert len(with_messages) == 1
-    statuses = [labels for name, labels, _ in with_messages[0] if name == c.MESSAGES_TOTAL]
+    # Answers are recorded in groups as they come (one statement each): one store call per
+    # group, never one per message.
+    assert sum(groups) == 3 and len(with_messages) == len(groups)
+    statuses = [
+        labels for call in with_messages for name, labels, _ in call if name == c.MESSAGES_TOTAL
+    ]
     assert [(dict(s or {})["account"], dict(s or {})["status"]) for s in statuses] == [
         ("default", "submitted")
     ] * 3

@@ -45,7 +45,7 @@ from sms_pipeline.services import privacy
 from sms_pipeline.services.accounts.api_keys import create_api_key
 from tests.factories import make_account, message
 from tests.factories import message_row as row
-from tests.helpers import attempt_send, run_cli
+from tests.helpers import AnswersAtOnce, attempt_send, run_cli
 from tests.support import wait_until
 
 NUMBER = "+380931234567"
@@ -53,7 +53,7 @@ DIGITS = NUMBER[1:]
 OTHER = "+380671112233"
 
 
-class RecordingClient:
+class RecordingClient(AnswersAtOnce):
     """A gateway client that records each send and answers as told."""
 
     def __init__(self, answer: Any = None, during: Any = None) -> None:

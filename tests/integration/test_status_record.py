@@ -9,8 +9,10 @@ was being asked, a row already looked at later, a final row and an id that is go
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -25,6 +27,8 @@ from sms_pipeline.services import status
 from sms_pipeline.services.accounts import get_or_create_default_account
 from sms_pipeline.services.status import checks as status_checks
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
+from tests.helpers import AnswersAtOnce
+from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -33,7 +37,7 @@ GATEWAY_DATE = dt.datetime(2026, 5, 25, 17, 29, 56, tzinfo=dt.timezone(dt.timede
 LONG_AGO = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-class ChunkGateway:
+class ChunkGateway(AnswersAtOnce):
     """Answers each gateway id from `answers`; `meanwhile` runs while it is being asked."""
 
     def __init__(self, answers: dict[str, GatewayStatus | GatewayError]) -> None:
@@ -254,3 +258,47 @@ def test_a_status_answers_state_error_is_stored_like_a_send_answers(
         undeliverable: "Undeliverable: Absent subscriber",
         delivered: "an earlier note",  # an answer without an error keeps what was there
     }
+
+
+class OneHeld(ChunkGateway):
+    """Answers every id at once but `held`, whose answer comes only when the test gives it."""
+
+    def __init__(self, answers: dict[str, GatewayStatus | GatewayError], held: str) -> None:
+        super().__init__(answers)
+        self.held = held
+        self.pending: Future[Any] = Future()
+
+    def start_status(self, gateway_ids: Any) -> list[Future[Any]]:
+        quick = super().start_status([i for i in gateway_ids if i != self.held])
+        return [self.pending if i == self.held else quick.pop(0) for i in gateway_ids]
+
+
+def test_a_hung_status_request_holds_back_only_its_own_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = {g: insert(g, "Accepted") for g in ("g-held", "g-one", "g-two")}
+    gateway = OneHeld({"g-one": S.DELIVERED, "g-two": S.ENROUTE}, held="g-held")
+    monkeypatch.setattr(status_checks, "get_gateway_client", lambda settings=None: gateway)
+
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.extend(status.check_many(list(ids.values()))))
+    worker.start()
+    try:
+        # The chunk's other answers are recorded while the held request is still out.
+        wait_until(
+            lambda: (
+                (stored(ids["g-one"]).gateway_status, stored(ids["g-two"]).gateway_status)
+                == ("Delivered", "Enroute")
+            ),
+            30,
+            "the answers that came",
+        )
+        assert worker.is_alive() and not results
+        assert stored(ids["g-held"]).gateway_status == "Accepted"
+    finally:
+        gateway.pending.set_result(
+            StatusResult("g-held", S.DELIVERED, GATEWAY_DATE, None, None, None, b"")
+        )
+        worker.join(30)
+    assert stored(ids["g-held"]).gateway_status == "Delivered"
+    assert [r.new_status for r in results] == ["Delivered"] * 2 + ["Enroute"]

@@ -25,7 +25,7 @@ from sms_pipeline.services.status import checks as status_checks
 from sms_pipeline.simulator import SimulatorConfig, SimulatorServer
 from tests.backends import backend  # noqa: F401  (the fixture, used by name)
 from tests.factories import message_row as row
-from tests.helpers import attempt_send
+from tests.helpers import AnswersAtOnce, attempt_send
 
 # Every test here runs on PostgreSQL and on the embedded SQLite database.
 pytestmark = pytest.mark.usefixtures("backend")
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("backend")
 NUMBERS = itertools.count(1000)
 
 
-class ClockedGateway:
+class ClockedGateway(AnswersAtOnce):
     """Accepts every message; a message is Enroute until its `delivered_after` seconds
     (None: forever), then Delivered, on the test's clock (`now`)."""
 

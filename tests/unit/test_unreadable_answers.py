@@ -7,6 +7,7 @@ unreadable date, an id too long to keep or an odd encoding is still an accepted 
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -19,6 +20,14 @@ from sms_pipeline.gateway.codec import (
     parse_gateway_date,
 )
 from sms_pipeline.gateway.transport import Reply
+
+
+def _answered(reply: Reply) -> Future[Reply]:
+    """A transport future already settled with `reply` (no network)."""
+    future: Future[Reply] = Future()
+    future.set_result(reply)
+    return future
+
 
 NUMBER = "+380931234567"
 OVERFLOW_DATE = "Fri, 31 Dec 9999 23:59:00 -0100"
@@ -74,7 +83,7 @@ def test_a_request_that_cannot_be_built_is_a_permanent_error_and_nothing_is_sent
         assert not payloads, "nothing may be sent"
         return []
 
-    monkeypatch.setattr(client, "_post_many", no_network)
+    monkeypatch.setattr(client, "_submit", no_network)
     with pytest.raises(GatewayRequestInvalid) as info:
         client.send(NUMBER, "code \ufffe 123456")
     assert info.value.permanent
@@ -146,9 +155,9 @@ def test_any_other_failure_reading_a_2xx_answer_is_a_transient_protocol_error(
     client = IP2SMSClient("http://127.0.0.1:9/s", "http://127.0.0.1:9/q", "u", "p", "SRC")
 
     def answer(op: str, url: str, payloads: Any) -> Any:
-        return [Reply(200, (), b"<status/>", 0.01) for _ in payloads]
+        return [_answered(Reply(200, (), b"<status/>", 0.01)) for _ in payloads]
 
-    monkeypatch.setattr(client, "_post_many", answer)
+    monkeypatch.setattr(client, "_submit", answer)
     with pytest.raises(GatewayProtocolError) as info:
         client.send(NUMBER, "hello")
     assert not info.value.permanent

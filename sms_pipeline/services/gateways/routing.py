@@ -5,16 +5,19 @@ goes there and nowhere else: elsewhere could deliver it twice. Others go to the 
 gateways or every active one by weight, among those where the account's password resolves.
 The message is marked with its gateway before the request goes out; a definite refusal
 moves it on within the same attempt, an ambiguous outcome keeps it there for its next
-attempt, with the same uniq_key.
+attempt, with the same uniq_key. `Attempts` starts requests and settles answers without
+waiting (the send window); `submit` is the same and waits for all.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -24,6 +27,7 @@ from sms_pipeline.db.models import Account, SmsLog
 from sms_pipeline.gateway import (
     GatewayAuthError,
     GatewayError,
+    GatewayTimeout,
     IP2SMSClient,
     SendRequest,
     SendResult,
@@ -134,6 +138,197 @@ def _bind(db: Any, gateway: str, ids: Sequence[uuid.UUID]) -> None:
         db.tx.execute(statement, [{"b_id": i} for i in ids])
 
 
+@dataclass(eq=False)
+class Flight:
+    """One request of one claim's attempt, out to `gateway`; `ended` is set (monotonic) by
+    the pool's thread when its answer is in."""
+
+    claim: Any
+    gateway: str
+    account_id: int
+    future: Future[Answer]
+    started: float
+    deadline: float  # monotonic: unanswered by then, it is a timeout (the pool is stuck)
+    ended: float | None = None
+
+    def done(self, now: float) -> bool:
+        return self.future.done() or now >= self.deadline
+
+    def answer(self) -> Answer:
+        if self.future.done():
+            return self.future.result()
+        return GatewayTimeout("total deadline exceeded")
+
+    def seconds(self, now: float) -> float:
+        return (self.ended or now) - self.started
+
+
+class Attempts:
+    """One attempt of each claim across the gateways, without waiting for any answer.
+
+    `start` routes claims, binds them (before the request goes out) and starts their
+    requests; `settle` takes answered flights: a definite refusal of a message not bound
+    to its gateway is started again on another candidate within the same attempt, anything
+    else is final for this attempt. The send window and `submit` share it.
+    """
+
+    def __init__(
+        self,
+        build: Callable[[Any], SendRequest],
+        settings: Settings,
+        db: Any,
+        client: IP2SMSClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.build = build
+        self.settings = settings
+        self.db = db
+        self.client = client
+        self.clock = clock
+        self.accounts: dict[int, Account] = {}
+        self.table: registry.GatewayTable | None = None
+        # Per claim in flight (dropped once final): gateways tried, the last answer.
+        self._tried: dict[uuid.UUID, set[str]] = {}
+        self._last: dict[uuid.UUID, tuple[str, Answer]] = {}
+        self._bound: set[uuid.UUID] = set()
+
+    def refresh(self, accounts: dict[int, Account], table: registry.GatewayTable) -> None:
+        """The accounts and gateways the next routing decisions use."""
+        self.accounts = accounts
+        self.table = table
+
+    def start(self, claims: Sequence[Any]) -> tuple[list[Flight], list[tuple[Any, str, float]]]:
+        """Start one request per claim; returns the flights, and (claim, reason, wait
+        seconds) for the claims never sent in this attempt that wait."""
+        table = self.table
+        assert table is not None, "refresh() first"
+        settings = self.settings
+        held: list[tuple[Any, str, float]] = []
+        groups: dict[tuple[str, int], list[Any]] = {}
+        routes: dict[str, registry.Route] = {}
+        full: set[str] = set()  # gateways at their max_per_second for now
+        for claim in claims:
+            tried = self._tried.setdefault(claim.id, set())
+            if claim.gateway:
+                self._bound.add(claim.id)
+            account = self.accounts[claim.account_id]
+            choice = choose(claim.gateway, account, table, tried | full, settings)
+            while choice.route is not None and not account_rules.take_gateway_token(
+                choice.route.name, choice.route.max_per_second, settings
+            ):
+                full.add(choice.route.name)
+                choice = choose(claim.gateway, account, table, tried | full, settings)
+            if choice.route is None:
+                if claim.id not in self._last:
+                    if choice.wait_reason:
+                        wait, why = settings.sms_gateway_probe_seconds, choice.wait_reason
+                    elif full:
+                        # Every gateway it may use took its requests for this second.
+                        wait, why = random.uniform(0.2, 1.0), "gateway rate"
+                    else:
+                        wait, why = 1.0, "no gateway"
+                    held.append((claim, why, wait))
+                    self._forget(claim.id)
+                continue
+            routes[choice.route.name] = choice.route
+            groups.setdefault((choice.route.name, claim.account_id), []).append(claim)
+        if table.routes[0].from_table:
+            for (gateway, _account), members in groups.items():
+                fresh = [c.id for c in members if c.id not in self._bound]
+                if fresh:
+                    _bind(self.db, gateway, fresh)
+        flights: list[Flight] = []
+        for (gateway, account_id), members in groups.items():
+            flights += self._start_group(routes[gateway], account_id, members)
+        return flights, held
+
+    def _start_group(
+        self, route: registry.Route, account_id: int, claims: list[Any]
+    ) -> list[Flight]:
+        if not route.from_table and self.client is not None:
+            chosen: IP2SMSClient | None = self.client
+        else:
+            assert self.table is not None
+            chosen = client_for_account(route, self.accounts[account_id], self.table, self.settings)
+        assert chosen is not None  # choose() kept gateways without a password out
+        started = self.clock()
+        futures = chosen.start_send([self.build(c) for c in claims])
+        deadline = started + chosen.deadline("send", len(claims))
+        flights = []
+        for claim, future in zip(claims, futures, strict=True):
+            flight = Flight(claim, route.name, account_id, future, started, deadline)
+            future.add_done_callback(functools.partial(_ended, flight, self.clock))
+            flights.append(flight)
+        return flights
+
+    def settle(
+        self, answered: Sequence[Flight]
+    ) -> tuple[list[tuple[Any, str, Answer]], list[Flight], list[tuple[Any, str, float]]]:
+        """The answered flights: (claim, gateway, answer) final for this attempt; the
+        flights started again elsewhere (definite refusals); and (claim, reason, wait) for
+        claims held back (none here: a re-routed claim has its last answer)."""
+        now = self.clock()
+        outcomes: list[tuple[str, Answer, float]] = []
+        again: list[Any] = []
+        for flight in answered:
+            claim, answer = flight.claim, flight.answer()
+            self._tried.setdefault(claim.id, set()).add(flight.gateway)
+            self._last[claim.id] = (flight.gateway, answer)
+            outcomes.append((flight.gateway, answer, flight.seconds(now)))
+            if isinstance(answer, GatewayError) and movable(answer) and claim.id not in self._bound:
+                again.append(claim)
+        assert self.table is not None
+        _observe(outcomes, self.table, self.settings, self.db)
+        flights, held = self.start(again) if again else ([], [])
+        moving = {f.claim.id for f in flights}
+        final: list[tuple[Any, str, Answer]] = []
+        for flight in answered:
+            claim = flight.claim
+            if claim.id in moving or claim.id not in self._last:
+                continue
+            final.append((claim, *self._last[claim.id]))
+            self._forget(claim.id)
+        return final, flights, held
+
+    def _forget(self, claim_id: uuid.UUID) -> None:
+        self._tried.pop(claim_id, None)
+        self._last.pop(claim_id, None)
+        self._bound.discard(claim_id)
+
+
+def _ended(flight: Flight, clock: Callable[[], float], _future: Future[Answer]) -> None:
+    flight.ended = clock()
+
+
+def wait_any(flights: Sequence[Flight], timeout: float | None, clock: Callable[[], float]) -> None:
+    """Wait until one flight is answered (or past its deadline), `timeout` at most."""
+    if not flights:
+        return
+    until = min(f.deadline for f in flights) - clock()
+    limit = until if timeout is None else min(timeout, until)
+    concurrent.futures.wait(
+        [f.future for f in flights], max(0.0, limit), concurrent.futures.FIRST_COMPLETED
+    )
+
+
+def wait_all(flights: Sequence[Flight], timeout: float, clock: Callable[[], float]) -> None:
+    """Wait until every flight is answered (or past its deadline), `timeout` at most."""
+    if not flights:
+        return
+    until = min(f.deadline for f in flights) - clock()
+    concurrent.futures.wait([f.future for f in flights], max(0.0, min(timeout, until)))
+
+
+def split_done(flights: Sequence[Flight], now: float) -> tuple[list[Flight], list[Flight]]:
+    """(answered or past their deadline, still out): each flight looked at once, so one
+    answered meanwhile is in exactly one of them."""
+    answered: list[Flight] = []
+    out: list[Flight] = []
+    for flight in flights:
+        (answered if flight.done(now) else out).append(flight)
+    return answered, out
+
+
 def submit(
     go: Sequence[Any],
     accounts: dict[int, Account],
@@ -143,110 +338,46 @@ def submit(
     db: Any,
     client: IP2SMSClient | None = None,
 ) -> tuple[list[tuple[Any, str, Answer]], list[tuple[Any, str, float]]]:
-    """Send one attempt of each claim; returns (claim, gateway, answer) for every claim
-    that went out, and (claim, reason, wait seconds) for those that wait."""
-    tried: dict[uuid.UUID, set[str]] = {c.id: set() for c in go}
-    last: dict[uuid.UUID, tuple[str, Answer]] = {}
-    held: list[tuple[Any, str, float]] = []
-    pending = list(go)
-    bound = {c.id for c in go if c.gateway}
-    full: set[str] = set()  # gateways at their max_per_second for now
-    while pending:
-        groups: dict[tuple[str, int], list[Any]] = {}
-        routes: dict[str, registry.Route] = {}
-        for claim in pending:
-            account = accounts[claim.account_id]
-            choice = choose(claim.gateway, account, table, tried[claim.id] | full, settings)
-            while choice.route is not None and not account_rules.take_gateway_token(
-                choice.route.name, choice.route.max_per_second, settings
-            ):
-                full.add(choice.route.name)
-                choice = choose(claim.gateway, account, table, tried[claim.id] | full, settings)
-            if choice.route is None:
-                if claim.id not in last:
-                    if choice.wait_reason:
-                        wait, why = settings.sms_gateway_probe_seconds, choice.wait_reason
-                    elif full:
-                        # Every gateway it may use took its requests for this second.
-                        wait, why = random.uniform(0.2, 1.0), "gateway rate"
-                    else:
-                        wait, why = 1.0, "no gateway"
-                    held.append((claim, why, wait))
-                continue
-            routes[choice.route.name] = choice.route
-            groups.setdefault((choice.route.name, claim.account_id), []).append(claim)
-        if not groups:
-            break
-        answers = _send_groups(groups, routes, accounts, table, build, settings, db, client, bound)
-        pending = []
-        for (gateway, _account), (claims, results, _seconds) in answers.items():
-            for claim, answer in zip(claims, results, strict=True):
-                tried[claim.id].add(gateway)
-                last[claim.id] = (gateway, answer)
-                if isinstance(answer, GatewayError) and movable(answer) and claim.id not in bound:
-                    pending.append(claim)
-        _observe(answers, table, settings, db)
-    sent = [(c, *last[c.id]) for c in go if c.id in last]
+    """Send one attempt of each claim and wait for all; returns (claim, gateway, answer) for
+    every claim that went out, and (claim, reason, wait seconds) for those that wait."""
+    attempts = Attempts(build, settings, db, client)
+    attempts.refresh(accounts, table)
+    flights, held = attempts.start(go)
+    sent: list[tuple[Any, str, Answer]] = []
+    while flights:
+        wait_any(flights, None, attempts.clock)
+        answered, flights = split_done(flights, attempts.clock())
+        final, again, more = attempts.settle(answered)
+        sent += final
+        flights += again
+        held += more
+    order = {c.id: i for i, c in enumerate(go)}
+    sent.sort(key=lambda s: order[s[0].id])
     return sent, held
 
 
-def _send_groups(
-    groups: dict[tuple[str, int], list[Any]],
-    routes: dict[str, registry.Route],
-    accounts: dict[int, Account],
-    table: registry.GatewayTable,
-    build: Callable[[Any], SendRequest],
-    settings: Settings,
-    db: Any,
-    client: IP2SMSClient | None,
-    bound: set[uuid.UUID],
-) -> dict[tuple[str, int], tuple[list[Any], list[Answer], float]]:
-    def one(key: tuple[str, int], claims: list[Any]) -> tuple[list[Any], list[Answer], float]:
-        route = routes[key[0]]
-        account = accounts[key[1]]
-        if not route.from_table and client is not None:
-            chosen: IP2SMSClient | None = client
-        else:
-            chosen = client_for_account(route, account, table, settings)
-        assert chosen is not None  # choose() kept gateways without a password out
-        started = time.monotonic()
-        results = chosen.send_many([build(c) for c in claims])
-        return claims, list(results), time.monotonic() - started
-
-    if table.routes[0].from_table:
-        for (gateway, _account), claims in groups.items():
-            fresh = [c.id for c in claims if c.id not in bound]
-            if fresh:
-                _bind(db, gateway, fresh)
-    if len(groups) == 1:
-        ((key, claims),) = groups.items()
-        return {key: one(key, claims)}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(groups))) as pool:
-        futures = {key: pool.submit(one, key, claims) for key, claims in groups.items()}
-        return {key: future.result() for key, future in futures.items()}
-
-
 def _observe(
-    answers: dict[tuple[str, int], tuple[list[Any], list[Answer], float]],
+    outcomes: Sequence[tuple[str, Answer, float]],
     table: registry.GatewayTable,
     settings: Settings,
     db: Any,
 ) -> None:
+    """Answered requests, (gateway, answer, seconds) each: metrics, health and stats."""
     per_gateway: dict[str, list[tuple[str, float]]] = {}
-    for (gateway, _account), (_claims, results, seconds) in answers.items():
-        per_gateway.setdefault(gateway, []).extend((_route_outcome(a), seconds) for a in results)
-    for gateway, outcomes in per_gateway.items():
-        metrics.gateway_route(gateway, outcomes)
+    for gateway, answer, seconds in outcomes:
+        per_gateway.setdefault(gateway, []).append((_route_outcome(answer), seconds))
+    for gateway, counted in per_gateway.items():
+        metrics.gateway_route(gateway, counted)
         if not table.routes[0].from_table:
             continue  # the settings' one gateway: nothing to judge, nowhere to go
-        health.HEALTH.record(gateway, [(o == "definite", s) for o, s in outcomes])
+        health.HEALTH.record(gateway, [(o == "definite", s) for o, s in counted])
         gateway_stats.add(
             db.tx,
             gateway,
-            requests=len(outcomes),
-            definite_failures=sum(1 for o, _ in outcomes if o == "definite"),
-            ambiguous=sum(1 for o, _ in outcomes if o == "ambiguous"),
-            latency_seconds=sum(s for _, s in outcomes),
+            requests=len(counted),
+            definite_failures=sum(1 for o, _ in counted if o == "definite"),
+            ambiguous=sum(1 for o, _ in counted if o == "ambiguous"),
+            latency_seconds=sum(s for _, s in counted),
         )
 
 
@@ -269,4 +400,15 @@ def _probe(route: registry.Route) -> GatewayError | None:
     return answer if isinstance(answer, GatewayError) else None
 
 
-__all__ = ["after_batch", "choose", "get_gateway_client", "movable", "submit"]
+__all__ = [
+    "Attempts",
+    "Flight",
+    "after_batch",
+    "choose",
+    "get_gateway_client",
+    "movable",
+    "split_done",
+    "submit",
+    "wait_all",
+    "wait_any",
+]

@@ -6,18 +6,21 @@ id, and records the answer (`record.record_answers`); safe to run twice.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any, Protocol, cast
 
 from sqlalchemy import bindparam, select
 
 from sms_pipeline.db import one_statement
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, utcnow
-from sms_pipeline.gateway import GatewayError, StatusResult
+from sms_pipeline.gateway import GatewayError, GatewayTimeout, StatusResult
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.gateways.clients import get_gateway_client
 from sms_pipeline.services.status.outcomes import CheckOutcome, CheckResult
@@ -25,6 +28,10 @@ from sms_pipeline.services.status.record import Answer, Asked, record_answers
 from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+# After a chunk's first answer, how long the others may take to join its group: answers
+# that come within it cost one statement, a hung request holds back only its own.
+GATHER_SECONDS = 0.02
 
 
 class StatusClient(Protocol):
@@ -131,10 +138,48 @@ def check_status(
         return record_answers(conn, [Asked(message_id, row, answer)], asked_at)[0]
 
 
+def _ask_and_record(
+    askable: Sequence[uuid.UUID], rows: dict[uuid.UUID, Any], settings: Settings
+) -> list[CheckResult]:
+    """Ask about every message at once, each where it was accepted with its account's login,
+    and record the answers in groups as they come (one statement each): a hung request
+    holds back only its own answer, never the chunk's."""
+    groups: dict[tuple[str | None, int], list[uuid.UUID]] = {}
+    for i in askable:
+        groups.setdefault((rows[i].gateway, rows[i].account_id), []).append(i)
+    asked_at = utcnow()
+    pending: dict[Future[Answer], uuid.UUID] = {}
+    deadline = 0.0
+    for members in groups.values():
+        client = _client_of(rows[members[0]], settings)
+        futures = client.start_status([rows[i].gateway_id for i in members])
+        deadline = max(deadline, time.monotonic() + client.deadline("status", len(members)))
+        pending.update(zip(futures, members, strict=True))
+    results: list[CheckResult] = []
+    while pending:
+        left = max(0.0, deadline - time.monotonic())
+        done, _ = concurrent.futures.wait(pending, left, concurrent.futures.FIRST_COMPLETED)
+        if done and len(done) < len(pending):
+            # Answers that come together are recorded together (a statement per group).
+            concurrent.futures.wait(pending, min(GATHER_SECONDS, left))
+            done = {f for f in pending if f.done()}
+        if done:
+            asked = [Asked(pending[f], rows[pending[f]], f.result()) for f in done]
+            for f in done:
+                del pending[f]
+        else:  # past every deadline: the pool's thread is stuck; a timeout, like any other
+            late = GatewayTimeout("total deadline exceeded")
+            asked = [Asked(i, rows[i], late) for i in pending.values()]
+            pending.clear()
+        with one_statement(settings) as conn:
+            results += record_answers(conn, asked, asked_at)
+    return results
+
+
 def check_many(ids: Sequence[uuid.UUID], settings: Settings | None = None) -> list[CheckResult]:
     """Check a chunk of messages (the worker's side of `fan_out`): one read for the chunk,
-    the gateway asked for all of them concurrently, every answer recorded in one statement
-    (PostgreSQL; one transaction on SQLite).
+    the gateway asked for all of them concurrently, the answers recorded as they come, in
+    groups of one statement each (PostgreSQL; one transaction on SQLite).
 
     A chunk that fails as a whole is logged; the sweep's lease already scheduled the next
     look at each of its messages.
@@ -153,19 +198,8 @@ def check_many(ids: Sequence[uuid.UUID], settings: Settings | None = None) -> li
             else:
                 askable.append(message_id)
         if askable:
-            # Each message is asked about where it was accepted, with its account's login.
-            groups: dict[tuple[str | None, int], list[uuid.UUID]] = {}
-            for i in askable:
-                groups.setdefault((rows[i].gateway, rows[i].account_id), []).append(i)
-            asked_at = utcnow()
-            asked = []
-            for members in groups.values():
-                client = _client_of(rows[members[0]], settings)
-                answers = client.status_many([rows[i].gateway_id for i in members])
-                asked += [Asked(i, rows[i], a) for i, a in zip(members, answers, strict=True)]
-            with one_statement(settings) as conn:
-                for result in record_answers(conn, asked, asked_at):
-                    results[result.message_id] = result
+            for result in _ask_and_record(askable, rows, settings):
+                results[result.message_id] = result
     except Exception:
         metrics.poller_unit_failed("status")
         log.exception("status checks of a chunk of %d failed; the next sweep retries", len(ids))

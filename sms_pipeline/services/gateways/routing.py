@@ -11,13 +11,11 @@ waiting (the send window); `submit` is the same and waits for all.
 
 from __future__ import annotations
 
-import concurrent.futures
 import functools
 import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -27,10 +25,8 @@ from sms_pipeline.db.models import Account, SmsLog
 from sms_pipeline.gateway import (
     GatewayAuthError,
     GatewayError,
-    GatewayTimeout,
     IP2SMSClient,
     SendRequest,
-    SendResult,
 )
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import accounts as account_rules
@@ -41,9 +37,8 @@ from sms_pipeline.services.gateways.clients import (
     client_for_account,
     get_gateway_client,
 )
+from sms_pipeline.services.gateways.flights import Answer, Flight, _ended, split_done, wait_any
 from sms_pipeline.settings import Settings
-
-Answer = SendResult | GatewayError
 
 
 def movable(error: GatewayError) -> bool:
@@ -136,31 +131,6 @@ def _bind(db: Any, gateway: str, ids: Sequence[uuid.UUID]) -> None:
     statement = update(table).where(table.c.id == bindparam("b_id")).values(gateway=gateway)
     with db.tx.begin():
         db.tx.execute(statement, [{"b_id": i} for i in ids])
-
-
-@dataclass(eq=False)
-class Flight:
-    """One request of one claim's attempt, out to `gateway`; `ended` is set (monotonic) by
-    the pool's thread when its answer is in."""
-
-    claim: Any
-    gateway: str
-    account_id: int
-    future: Future[Answer]
-    started: float
-    deadline: float  # monotonic: unanswered by then, it is a timeout (the pool is stuck)
-    ended: float | None = None
-
-    def done(self, now: float) -> bool:
-        return self.future.done() or now >= self.deadline
-
-    def answer(self) -> Answer:
-        if self.future.done():
-            return self.future.result()
-        return GatewayTimeout("total deadline exceeded")
-
-    def seconds(self, now: float) -> float:
-        return (self.ended or now) - self.started
 
 
 class Attempts:
@@ -296,39 +266,6 @@ class Attempts:
         self._bound.discard(claim_id)
 
 
-def _ended(flight: Flight, clock: Callable[[], float], _future: Future[Answer]) -> None:
-    flight.ended = clock()
-
-
-def wait_any(flights: Sequence[Flight], timeout: float | None, clock: Callable[[], float]) -> None:
-    """Wait until one flight is answered (or past its deadline), `timeout` at most."""
-    if not flights:
-        return
-    until = min(f.deadline for f in flights) - clock()
-    limit = until if timeout is None else min(timeout, until)
-    concurrent.futures.wait(
-        [f.future for f in flights], max(0.0, limit), concurrent.futures.FIRST_COMPLETED
-    )
-
-
-def wait_all(flights: Sequence[Flight], timeout: float, clock: Callable[[], float]) -> None:
-    """Wait until every flight is answered (or past its deadline), `timeout` at most."""
-    if not flights:
-        return
-    until = min(f.deadline for f in flights) - clock()
-    concurrent.futures.wait([f.future for f in flights], max(0.0, min(timeout, until)))
-
-
-def split_done(flights: Sequence[Flight], now: float) -> tuple[list[Flight], list[Flight]]:
-    """(answered or past their deadline, still out): each flight looked at once, so one
-    answered meanwhile is in exactly one of them."""
-    answered: list[Flight] = []
-    out: list[Flight] = []
-    for flight in flights:
-        (answered if flight.done(now) else out).append(flight)
-    return answered, out
-
-
 def submit(
     go: Sequence[Any],
     accounts: dict[int, Account],
@@ -402,13 +339,9 @@ def _probe(route: registry.Route) -> GatewayError | None:
 
 __all__ = [
     "Attempts",
-    "Flight",
     "after_batch",
     "choose",
     "get_gateway_client",
     "movable",
-    "split_done",
     "submit",
-    "wait_all",
-    "wait_any",
 ]

@@ -26,7 +26,7 @@ from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services import gateways as gateway_routes
 from sms_pipeline.services import outbox, privacy
 from sms_pipeline.services.accounts import quotas
-from sms_pipeline.services.gateways import routing
+from sms_pipeline.services.gateways import flights, routing
 from sms_pipeline.services.masking import mask_phone
 from sms_pipeline.services.sending.claim import _claim
 from sms_pipeline.services.sending.eligibility import (
@@ -84,7 +84,7 @@ class Window:
         self.attempts = routing.Attempts(
             functools.partial(_request, now=utcnow(), settings=settings), settings, db, client
         )
-        self.flights: list[routing.Flight] = []
+        self.flights: list[flights.Flight] = []
         # How many were claimed, and what happened to each message touched (a drain keeps
         # the counts only: its results would grow with every message of its run).
         self.result = BatchResult()
@@ -153,12 +153,12 @@ class Window:
 
         With `gather`, a group is recorded at most that often: answers that come within
         it join the group (fewer, larger groups; the statements cost per group)."""
-        routing.wait_any(self.flights, timeout, self.clock)
+        flights.wait_any(self.flights, timeout, self.clock)
         since = self.clock() - self._recorded_at
         if gather and since < gather:
-            routing.wait_all(self.flights, gather - since, self.clock)
+            flights.wait_all(self.flights, gather - since, self.clock)
         now = self.clock()
-        answered, self.flights = routing.split_done(self.flights, now)
+        answered, self.flights = flights.split_done(self.flights, now)
         if not answered:
             return
         self.latency = sorted(f.seconds(now) for f in answered)[len(answered) // 2]
@@ -172,7 +172,7 @@ class Window:
             self._waiting.append(self._write(claim, gateway, answer, at))
         self.record(at)
 
-    def _write(self, claim: Claim, gateway: str, answer: routing.Answer, at: dt.datetime) -> _Write:
+    def _write(self, claim: Claim, gateway: str, answer: flights.Answer, at: dt.datetime) -> _Write:
         table = self.attempts.table
         settings = self.settings
         bound = claim.gateway is not None and table is not None and table.routes[0].from_table

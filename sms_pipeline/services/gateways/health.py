@@ -65,6 +65,28 @@ class _Window:
         }
 
 
+class Every:
+    """Per gateway, at most once every `seconds` in this process (a clock passed in)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+
+    def due(self, gateway: str, seconds: float) -> bool:
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(gateway)
+            if last is not None and now - last < seconds:
+                return False
+            self._last[gateway] = now
+            return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._last.clear()
+
+
 class Health:
     """One process's view of the gateways it talks to."""
 
@@ -72,7 +94,7 @@ class Health:
         self.clock = clock
         self._lock = threading.Lock()
         self._windows: dict[str, _Window] = {}
-        self._probed: dict[str, float] = {}
+        self._probed = Every(lambda: self.clock())
 
     def record(self, gateway: str, outcomes: Sequence[tuple[bool, float]]) -> None:
         now = self.clock()
@@ -92,18 +114,12 @@ class Health:
             return window.figures(start)
 
     def probe_due(self, gateway: str, every: float) -> bool:
-        now = self.clock()
-        with self._lock:
-            last = self._probed.get(gateway)
-            if last is not None and now - last < every:
-                return False
-            self._probed[gateway] = now
-            return True
+        return self._probed.due(gateway, every)
 
     def reset(self) -> None:
         with self._lock:
             self._windows.clear()
-            self._probed.clear()
+        self._probed.reset()
 
 
 HEALTH = Health()

@@ -22,8 +22,6 @@ ramp), but is first probed only S after it went out: a probe cannot tell slownes
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -33,7 +31,7 @@ from sms_pipeline.db.models import SmsLog, utcnow
 from sms_pipeline.gateway.statuses import MOVING_STATUSES, GatewayStatus
 from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.gateways import registry
-from sms_pipeline.services.gateways.health import SLOW_REASON, change_state
+from sms_pipeline.services.gateways.health import SLOW_REASON, Every, change_state
 from sms_pipeline.settings import Settings
 
 PERIODS: Final = 3  # judged: messages submitted in the PERIODS periods of S before the last
@@ -103,26 +101,11 @@ def _recent(conn: Connection, gateway: str, oldest: dt.datetime, newest: dt.date
     )
 
 
-class _Due:
-    """When this process last judged each gateway's latency (a clock passed in)."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
+class _Due(Every):
+    """When this process last judged each gateway's latency: at most every CHECK_SECONDS."""
 
     def __call__(self, gateway: str) -> bool:
-        now = self.clock()
-        with self._lock:
-            last = self._last.get(gateway)
-            if last is not None and now - last < CHECK_SECONDS:
-                return False
-            self._last[gateway] = now
-            return True
-
-    def reset(self) -> None:
-        with self._lock:
-            self._last.clear()
+        return self.due(gateway, CHECK_SECONDS)
 
 
 DUE = _Due()

@@ -90,6 +90,25 @@ def pytest_report_header(config: Any) -> list[str]:
     ]
 
 
+_FIGURE_LINES: list[str] = []
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    """Keep the fault suite's `FIGURE:` lines from each test's captured output: it reaches
+    this process's reports whether the test ran here or in a pytest-xdist worker."""
+    if report.when == "call":
+        _FIGURE_LINES.extend(
+            line for line in report.capstdout.splitlines() if line.startswith("FIGURE: ")
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURE_LINES:
+        terminalreporter.section("reliability figures")
+        for line in _FIGURE_LINES:
+            terminalreporter.write_line(line)
+
+
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     if REDIS_DB is not None:
         with contextlib.suppress(Exception):

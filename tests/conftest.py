@@ -23,8 +23,8 @@ from tests.support import (
     claim_redis_db,
     create_database,
     database_url,
+    delete_rows,
     drop_database,
-    empty_tables,
     release_redis_db,
 )
 
@@ -156,7 +156,7 @@ def pg_engine() -> Iterator[Any]:
 def db(pg_engine: Any) -> Iterator[Any]:
     """A clean PostgreSQL database for one test (every pipeline table emptied after)."""
     yield pg_engine
-    empty_tables(pg_engine)
+    delete_rows(pg_engine)
     # Ids restart: names cached by enqueue (and the metrics) would point at other accounts.
     from sms_pipeline.metrics.hooks import forget_account_names
     from sms_pipeline.services.intake.enqueue import forget_accounts

@@ -88,6 +88,24 @@ def empty_tables(engine: Engine) -> None:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
+def delete_rows(engine: Engine) -> None:
+    """What `empty_tables` does, by DELETE (children first) and each sequence of the schema
+    set back to its start. The tests' `db` fixture runs it after every test, on the few rows
+    a test leaves: there it takes a tenth of TRUNCATE's time, which makes new files for
+    every table."""
+    from sms_pipeline.db.models import Base
+
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(text(f"DELETE FROM verification.{table.name}"))
+        conn.execute(
+            text(
+                "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, "
+                "start_value, false) FROM pg_sequences WHERE schemaname = 'verification'"
+            )
+        )
+
+
 # --- ports, polling, figures ----------------------------------------------------------
 
 

@@ -163,6 +163,12 @@ def db(pg_engine: Any) -> Iterator[Any]:
 
     forget_accounts()
     forget_account_names()
+    # The gateways table just emptied: its cached copy and the gateways' health go too, or
+    # the next test routes to the gateways (and simulators) of this one.
+    from sms_pipeline.services.gateways import health, registry
+
+    registry.forget()
+    health.HEALTH.reset()
     if REDIS_TEST_URL is not None:
         import redis
 

@@ -90,6 +90,17 @@ def pytest_report_header(config: Any) -> list[str]:
     ]
 
 
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    """schemathesis 4.32 on pytest 9.2 gives every operation of a fuzzed test one node id,
+    the test's name without the operation: pytest-xdist, which keys its work by node id,
+    then ran one of the five. Each gets the id its name shows (`test_x[POST /v1/messages]`)."""
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        if "[" in item.name and not item.nodeid.endswith("]"):
+            item._id = coerce_node_id(item.nodeid + item.name[item.name.index("[") :])
+
+
 _FIGURE_LINES: list[str] = []
 
 

@@ -32,8 +32,13 @@ $(BIN)/promtool: | $(BIN)/python
 
 promtool: $(BIN)/promtool
 
+# Two test processes (pytest-xdist; each makes its own database and claims its own Redis
+# db), a whole file to one process, so a file's tests keep their order and fixtures.
+# TEST_PROCESSES=0 runs everything in this process.
+TEST_PROCESSES ?= 2
+
 test: $(DEV) promtool
-	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --cov --cov-report=term $(PYTEST_ARGS)
 
 test-fast: $(DEV) promtool
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)

@@ -23,8 +23,8 @@ from tests.support import (
     claim_redis_db,
     create_database,
     database_url,
+    delete_rows,
     drop_database,
-    empty_tables,
     release_redis_db,
 )
 
@@ -90,6 +90,36 @@ def pytest_report_header(config: Any) -> list[str]:
     ]
 
 
+def pytest_collection_modifyitems(items: list[Any]) -> None:
+    """schemathesis 4.32 on pytest 9.2 gives every operation of a fuzzed test one node id,
+    the test's name without the operation: pytest-xdist, which keys its work by node id,
+    then ran one of the five. Each gets the id its name shows (`test_x[POST /v1/messages]`)."""
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        if "[" in item.name and not item.nodeid.endswith("]"):
+            item._id = coerce_node_id(item.nodeid + item.name[item.name.index("[") :])
+
+
+_FIGURE_LINES: list[str] = []
+
+
+def pytest_runtest_logreport(report: Any) -> None:
+    """Keep the fault suite's `FIGURE:` lines from each test's captured output: it reaches
+    this process's reports whether the test ran here or in a pytest-xdist worker."""
+    if report.when == "call":
+        _FIGURE_LINES.extend(
+            line for line in report.capstdout.splitlines() if line.startswith("FIGURE: ")
+        )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURE_LINES:
+        terminalreporter.section("reliability figures")
+        for line in _FIGURE_LINES:
+            terminalreporter.write_line(line)
+
+
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     if REDIS_DB is not None:
         with contextlib.suppress(Exception):
@@ -137,13 +167,19 @@ def pg_engine() -> Iterator[Any]:
 def db(pg_engine: Any) -> Iterator[Any]:
     """A clean PostgreSQL database for one test (every pipeline table emptied after)."""
     yield pg_engine
-    empty_tables(pg_engine)
+    delete_rows(pg_engine)
     # Ids restart: names cached by enqueue (and the metrics) would point at other accounts.
     from sms_pipeline.metrics.hooks import forget_account_names
     from sms_pipeline.services.intake.enqueue import forget_accounts
 
     forget_accounts()
     forget_account_names()
+    # The gateways table just emptied: its cached copy and the gateways' health go too, or
+    # the next test routes to the gateways (and simulators) of this one.
+    from sms_pipeline.services.gateways import health, registry
+
+    registry.forget()
+    health.HEALTH.reset()
     if REDIS_TEST_URL is not None:
         import redis
 

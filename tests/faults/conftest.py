@@ -2,8 +2,9 @@
 
 Every process started here lives in its own process group and is killed (SIGKILL to the
 group) in fixture teardown, whatever the test did. Every wait is bounded in time. Figures
-each test measures are printed (`FIGURE: ...`), shown again in the terminal summary and
-merged into `.sms_pipeline/reliability.json` so RELIABILITY.md can be refreshed.
+each test measures are printed (`FIGURE: ...`), shown again in the terminal summary
+(tests/conftest.py) and merged into `.sms_pipeline/reliability.json` so RELIABILITY.md can
+be refreshed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ FIGURES_FILE = REPO / ".sms_pipeline" / "reliability.json"
 # Distinctive, so that a leak of it into a log or the broker is findable.
 GATEWAY_LOGIN = "fault-suite"
 GATEWAY_PASSWORD = "gw-Pw-7Qx2ZrK9"
-_FIGURE_LINES: list[str] = []
 
 
 # --- figures ---------------------------------------------------------------------------
@@ -44,16 +44,8 @@ def record_figure(name: str, **values: Any) -> None:
     """Print one figure line and merge it into the JSON file of the suite's figures."""
     line = f"FIGURE: {name} " + " ".join(f"{k}={v}" for k, v in values.items())
     print(line)
-    _FIGURE_LINES.append(line)
     measured_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     merge_json(FIGURES_FILE, {name: {**values, "measured_at": measured_at}})
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _FIGURE_LINES:
-        terminalreporter.section("reliability figures")
-        for line in _FIGURE_LINES:
-            terminalreporter.write_line(line)
 
 
 # --- processes -------------------------------------------------------------------------

@@ -143,8 +143,10 @@ def test_sentinel_failover_under_load_loses_nothing_and_sends_nothing_twice(
         SMS_BROKER_URL=sentinel_group.url, SMS_BROKER_MASTER_NAME=MASTER_NAME, **LOAD
     )
     procs.beat(env)
-    worker = procs.worker(env)
+    # The worker starts once every message is queued: the load in flight at the fault does
+    # not depend on how fast this process enqueues next to a busy machine.
     ids = _enqueue(MESSAGES)
+    worker = procs.worker(env)
     wait_until(lambda: _submitted(ids) >= 60, 60, "sending under way")
 
     in_flight = len(ids) - _submitted(ids)
@@ -196,8 +198,10 @@ def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twic
     rabbit_node.provision(use_broker(rabbit_node.url))
     env = pipeline_env(SMS_BROKER_URL=rabbit_node.url, SMS_REDIS_URL=own_redis.url, **LOAD)
     procs.beat(env)
-    worker = procs.worker(env)
+    # The worker starts once every message is queued: the load in flight at the fault does
+    # not depend on how fast this process enqueues next to a busy machine.
     ids = _enqueue(MESSAGES)
+    worker = procs.worker(env)
     wait_until(lambda: _submitted(ids) >= 60, 60, "sending under way")
 
     in_flight = len(ids) - _submitted(ids)
@@ -250,8 +254,10 @@ def test_rabbitmq_one_node_of_three_killed_under_load_loses_nothing_and_sends_no
     declare_queues(use_broker(rabbit_cluster.url))
     env = pipeline_env(SMS_BROKER_URL=rabbit_cluster.url, SMS_REDIS_URL=own_redis.url, **LOAD)
     procs.beat(env)
-    worker = procs.worker(env)
+    # The worker starts once every message is queued: the load in flight at the fault does
+    # not depend on how fast this process enqueues next to a busy machine.
     ids = _enqueue(MESSAGES)
+    worker = procs.worker(env)
     wait_until(lambda: _submitted(ids) >= 60, 60, "sending under way")
 
     in_flight = len(ids) - _submitted(ids)

@@ -132,7 +132,7 @@ class _GatewayServer(http.server.ThreadingHTTPServer):
 def odd_gateway() -> Iterator[str]:
     server = _GatewayServer(("127.0.0.1", 0), OddGateway)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -62,7 +62,7 @@ class LoopbackGateway:
 @pytest.fixture
 def gateway(settings_env: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[LoopbackGateway]:
     fake = LoopbackGateway()
-    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
+    thread = threading.Thread(target=fake.server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     settings_env(
         IP2SMS_SEND_URL=f"{fake.url}/ip2sms/",

@@ -216,7 +216,7 @@ class LoopbackGateway:
         server.request_queue_size = 64
         self.server = server
         self.url = f"http://127.0.0.1:{server.server_address[1]}"
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
 
     def _answer(self, h: http.server.BaseHTTPRequestHandler, what: Any) -> None:
         with contextlib.suppress(OSError):

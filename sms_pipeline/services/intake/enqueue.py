@@ -31,7 +31,6 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from sms_pipeline.db import held, session_scope
-from sms_pipeline.db.held import held_rows
 from sms_pipeline.db.models import Account, SendStatus, SmsLog, utcnow
 from sms_pipeline.errors import OptedOut
 from sms_pipeline.metrics import hooks as metrics
@@ -47,7 +46,21 @@ from sms_pipeline.services.intake.many import enqueue_many
 from sms_pipeline.services.outbox import Dispatch, dispatch_after_commit, dispatch_for
 from sms_pipeline.settings import Settings, get_settings
 
-__all__ = ["enqueue_many", "enqueue_sms", "forget_accounts", "held_rows", "store_checked"]
+__all__ = [
+    "ESSENTIAL_TYPES",
+    "ValidBody",
+    "dispatch_of_values",
+    "enqueue_many",
+    "enqueue_sms",
+    "forget_accounts",
+    "is_opted_out",
+    "normalise_phone_number",
+    "store_checked",
+    "validate_body",
+    "validate_callback_url",
+    "validate_type",
+    "validate_xml_text",
+]
 
 ESSENTIAL_TYPES = optout.ESSENTIAL_TYPES  # the rule lives in services/optout.py
 

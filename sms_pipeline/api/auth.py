@@ -28,8 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sms_pipeline.api.schemas import error_body
+from sms_pipeline.db.held import held_rows
 from sms_pipeline.services.accounts.api_keys import Principal, authenticate_alone, hash_key
-from sms_pipeline.services.intake.enqueue import held_rows
 
 log = logging.getLogger(__name__)
 

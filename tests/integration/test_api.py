@@ -292,7 +292,7 @@ def test_concurrent_identical_request_waits_and_returns_the_winners_message(
         principal = authenticate(session, key.key)
     assert principal is not None
     message = MessageIn(phone_number=NUMBER, body=BODY)
-    from sms_pipeline.api.app import _request_hash
+    from sms_pipeline.api.messages import _request_hash
     from sms_pipeline.db import get_sessionmaker
 
     # "The other request": enqueued and its idempotency record inserted, not yet committed.

@@ -22,11 +22,10 @@ from .keyed_hash import KEY_FILE, erased_opt_out, forget_erased_opt_out, privacy
 from .redaction import REDACTED, privacy_sweep, redact_final
 from .retention import PurgeResult, purge_expired_rows
 from .subjects import erase_subject, export_subject, normalise_subject
-from .supersede import NUMBER_LOCK_SQL, number_lock_key, supersede_older, supersedes
+from .supersede import number_lock_key, supersede_older, supersedes
 
 __all__ = [
     "KEY_FILE",
-    "NUMBER_LOCK_SQL",
     "OTP_TYPES",
     "REDACTED",
     "PurgeResult",

@@ -18,10 +18,6 @@ from sms_pipeline.metrics import hooks as metrics
 from sms_pipeline.services.privacy.expiry import IN_FLIGHT, OTP_TYPES, WAITING, superseded_reason
 from sms_pipeline.settings import Settings
 
-# The per-number lock of a code on enqueue's held PostgreSQL connection (psycopg's
-# placeholder); `lock_until_commit` takes the same lock through SQLAlchemy.
-NUMBER_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 18))"
-
 
 def number_lock_key(account_id: int, phone_number: str) -> str:
     return f"otp:{account_id}:{phone_number}"

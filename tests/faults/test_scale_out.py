@@ -94,6 +94,13 @@ def _run(procs: Procs, gateway: str, workers: int, offset: int) -> dict[str, Any
     assert last is not None
     seconds = (last - due).total_seconds()
     stats = requests.get(f"{gateway}/_sim/stats", timeout=5).json()
+    # Each drain logs its line when it ends, a moment after its last record: wait for the
+    # lines to account for every message (a drain still lingering has not written its own).
+    wait_until(
+        lambda: sum(_sent_by(p.log_text()) for p in started) >= MESSAGES,
+        30,
+        lambda: f"the drains' log lines to count {MESSAGES} submitted",
+    )
     shares = [_sent_by(p.log_text()) for p in started]
     for proc in started:
         proc.kill()

@@ -21,8 +21,10 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
+from bench.bench_send import _profile, _profile_done
 from bench.bench_soak import MIX
 from bench.common import BenchEnv, count_where, log, percentile, phone, wait_until
 
@@ -41,6 +43,8 @@ def run_mix(
     latency_ms: float,
     concurrency: int,
     baseline: dict[str, Any],
+    profile_seconds: float = 0.0,
+    profile_out: Path | None = None,
 ) -> dict[str, Any]:
     env.truncate()
     env.start_simulator(latency_ms)
@@ -51,6 +55,9 @@ def run_mix(
     wait_until(lambda: count_where(DONE_SQL) >= 1, 60, "the warm-up message")
     env.truncate()
     forget_accounts()
+    profiler = None
+    if profile_seconds > 0 and profile_out is not None:
+        profiler = _profile(worker.pid, profile_seconds, profile_out)
     cpu0 = worker.cpu_seconds()
     started = time.perf_counter()
     for i in range(count):
@@ -62,6 +69,7 @@ def run_mix(
     )
     cpu = worker.cpu_seconds() - cpu0
     rss = worker.rss_mib()
+    _profile_done(profiler, profile_seconds)
     env.stop(worker)
     seconds = finished - started
     result = {

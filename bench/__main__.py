@@ -100,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
-        help="send, status, api, mix: py-spy record the worker (the API) for SECONDS "
-        "(.sms_pipeline/profile-*.txt)",
+        help="send, status, api: py-spy record the worker (the API) for SECONDS; mix: yappi "
+        "inside the worker (bench.profiled_worker) (.sms_pipeline/profile-*.txt)",
     )  # fmt: skip
     return parser
 
@@ -377,11 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     baseline=baseline, profile_seconds=args.profile, profile_out=mix_profile,
                 )  # fmt: skip
                 if args.profile and mix_profile.exists():
-                    from bench.profile import summarise
-
-                    results[f"mix_{latency:g}ms"]["profile"] = {
-                        "file": str(mix_profile), **summarise(mix_profile, 25)
-                    }
+                    results[f"mix_{latency:g}ms"]["profile"] = str(mix_profile)
         if "slow" in chosen:
             from bench import bench_mix
 

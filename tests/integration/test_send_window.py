@@ -20,7 +20,7 @@ def test_messages_behind_a_hung_request_are_sent_and_recorded_before_it_ends(
     db: Any, redis_url: str, simulator: Any, settings_env: Any
 ) -> None:
     # Two slots: the hung request holds one, every other message goes through the other.
-    settings_env(SMS_SEND_WINDOW=2, SMS_DRAIN_LINGER_MS=0)
+    settings_env(SMS_SEND_WINDOW=2, SMS_DRAIN_LINGER_MS=0, SMS_DRAIN_LINGER_BULK_MS=0)
     hung = enqueue_sms(HUNG, "first in the queue, answered late")
     healthy = [enqueue_sms(f"+3809312345{n}", f"behind it {n}") for n in range(20, 26)]
 

@@ -41,6 +41,27 @@ DONE_SQL = "SELECT count(*) FROM verification.sms_log WHERE gateway_id IS NOT NU
 COMMITS_SQL = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
 
 
+def commit_ms(rounds: int = 50) -> float:
+    """p50 of a one-row INSERT committed alone in the bench database: the WAL flush every
+    `enqueue_sms` call waits for (on a busy disk it sets the producer's pace)."""
+    from sqlalchemy import text
+
+    from sms_pipeline.db import get_engine
+
+    times = []
+    with get_engine().connect() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS bench_commit_probe (i int)"))
+        conn.commit()
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            conn.execute(text("INSERT INTO bench_commit_probe VALUES (:i)"), {"i": i})
+            conn.commit()
+            times.append(time.perf_counter() - t0)
+        conn.execute(text("DROP TABLE bench_commit_probe"))
+        conn.commit()
+    return round(1000 * percentile(times, 0.5), 2)
+
+
 def _number(i: int, slow: bool, base: int = 0) -> str:
     """A number whose last two digits are 06 (held by the slow simulator) or 07."""
     return phone(base + i * 100 + (6 if slow else 7))
@@ -73,6 +94,7 @@ def run_mix(
     forget_accounts()
     if profiling:
         start_profile.touch()
+    commit_p50 = commit_ms()
     commits0 = count_where(COMMITS_SQL)
     cpu0 = worker.cpu_seconds()
     producer_cpu0 = time.process_time()
@@ -105,6 +127,7 @@ def run_mix(
         "worker_cpu_ms_per_message": round(1000 * cpu / count, 3),
         "producer_cpu_ms_per_call": round(1000 * producer_cpu / count, 3),
         "commits_per_message": round(commits / count, 2),
+        "commit_ms_p50": commit_p50,
         "worker_rss_mib": rss,
         "load_average": load_average(),
     }
@@ -114,7 +137,7 @@ def run_mix(
         f"(producer {result['producer_calls_per_second']:.0f} calls/s, "
         f"{result['producer_cpu_ms_per_call']} ms CPU/call; worker CPU "
         f"{result['worker_cpu_ms_per_message']} ms/msg; {result['commits_per_message']} "
-        f"commits/msg; load {result['load_average'][0]})"
+        f"commits/msg; a commit {commit_p50} ms; load {result['load_average'][0]})"
     )
     return result
 

@@ -82,7 +82,8 @@ def run_mix(
     from sms_pipeline.services.intake.enqueue import enqueue_sms, forget_accounts
 
     enqueue_sms(phone(9_999_999), MIX[1][1])  # the default account, connections, SQL
-    profiling = {}
+    profiling: dict[str, Any] = {}
+    start_profile = None
     if profile_seconds > 0 and profile_out is not None:
         profile_out.unlink(missing_ok=True)
         start_profile = Path(f"{profile_out}.start")
@@ -92,7 +93,7 @@ def run_mix(
     wait_until(lambda: count_where(DONE_SQL) >= 1, 60, "the warm-up message")
     env.truncate()
     forget_accounts()
-    if profiling:
+    if start_profile is not None:
         start_profile.touch()
     commit_p50 = commit_ms()
     commits0 = count_where(COMMITS_SQL)
@@ -109,7 +110,7 @@ def run_mix(
     )
     cpu = worker.cpu_seconds() - cpu0
     rss = worker.rss_mib()
-    if profiling:
+    if profile_out is not None and start_profile is not None:
         wait_until(profile_out.exists, profile_seconds + 60, "the worker's profile", 0.2)
     env.stop(worker)
     time.sleep(1.1)  # backends report their counts at most once a second

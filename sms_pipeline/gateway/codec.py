@@ -163,7 +163,7 @@ _TEXT_ESCAPES: Final = {"\r": "&#13;"}
 _ATTR_ESCAPES: Final = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
 # Most values (numbers, ids, a plain body) hold none of these: one scan in C instead of
 # escape()'s replace per character, nine values a request.
-_TEXT_SPECIAL: Final = re.compile('[&<>\r]')
+_TEXT_SPECIAL: Final = re.compile("[&<>\r]")
 _ATTR_SPECIAL: Final = re.compile('[&<>"\r\n\t]')
 
 
@@ -191,9 +191,7 @@ def _write(element: ET.Element, out: list[str]) -> None:
     tag = element.tag
     if not isinstance(tag, str) or tag.startswith("{"):
         raise ValueError("xml_bytes writes plain elements only (no namespaces, comments)")
-    attrs = "".join(
-        f' {name}="{_attr(value)}"' for name, value in element.attrib.items()
-    )
+    attrs = "".join(f' {name}="{_attr(value)}"' for name, value in element.attrib.items())
     if element.text or len(element):
         out.append(f"<{tag}{attrs}>")
         if element.text:

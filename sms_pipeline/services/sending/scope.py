@@ -4,8 +4,8 @@ holds, the accounts, and one claimed message (`Claim`)."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass

@@ -100,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--profile", type=float, default=0.0, metavar="SECONDS",
-        help="send, status, api: py-spy record the worker (the API) for SECONDS "
-        "(.sms_pipeline/profile-*.txt)",
+        help="send, status, api: py-spy record the worker (the API) for SECONDS; mix: yappi "
+        "inside the worker (bench.profiled_worker) (.sms_pipeline/profile-*.txt)",
     )  # fmt: skip
     return parser
 
@@ -371,10 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert baseline is not None
             latencies = [args.latency_ms] if args.latency_ms is not None else [0.0, 100.0]
             for latency in latencies:
+                mix_profile = REPO / ".sms_pipeline" / f"profile-mix-{latency:g}ms.txt"
                 results[f"mix_{latency:g}ms"] = bench_mix.run_mix(
                     env, count=sizes["mix"], latency_ms=latency, concurrency=send_c,
-                    baseline=baseline,
+                    baseline=baseline, profile_seconds=args.profile, profile_out=mix_profile,
                 )  # fmt: skip
+                if args.profile and mix_profile.exists():
+                    results[f"mix_{latency:g}ms"]["profile"] = str(mix_profile)
         if "slow" in chosen:
             from bench import bench_mix
 

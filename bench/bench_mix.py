@@ -21,12 +21,45 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from bench.bench_soak import MIX
-from bench.common import BenchEnv, count_where, log, percentile, phone, wait_until
+from bench.common import (
+    BenchEnv,
+    count_where,
+    load_average,
+    log,
+    percentile,
+    phone,
+    wait_until,
+)
 
 DONE_SQL = "SELECT count(*) FROM verification.sms_log WHERE gateway_id IS NOT NULL"
+# Transactions committed in the bench's database (producer and worker, read-only ones
+# included): each writing one waits for a WAL flush, which sets the producer's pace.
+COMMITS_SQL = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+
+
+def commit_ms(rounds: int = 50) -> float:
+    """p50 of a one-row INSERT committed alone in the bench database: the WAL flush every
+    `enqueue_sms` call waits for (on a busy disk it sets the producer's pace)."""
+    from sqlalchemy import text
+
+    from sms_pipeline.db import get_engine
+
+    times = []
+    with get_engine().connect() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS bench_commit_probe (i int)"))
+        conn.commit()
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            conn.execute(text("INSERT INTO bench_commit_probe VALUES (:i)"), {"i": i})
+            conn.commit()
+            times.append(time.perf_counter() - t0)
+        conn.execute(text("DROP TABLE bench_commit_probe"))
+        conn.commit()
+    return round(1000 * percentile(times, 0.5), 2)
 
 
 def _number(i: int, slow: bool, base: int = 0) -> str:
@@ -41,28 +74,47 @@ def run_mix(
     latency_ms: float,
     concurrency: int,
     baseline: dict[str, Any],
+    profile_seconds: float = 0.0,
+    profile_out: Path | None = None,
 ) -> dict[str, Any]:
     env.truncate()
     env.start_simulator(latency_ms)
     from sms_pipeline.services.intake.enqueue import enqueue_sms, forget_accounts
 
     enqueue_sms(phone(9_999_999), MIX[1][1])  # the default account, connections, SQL
-    worker = env.start_worker(pool="threads", concurrency=concurrency)
+    profiling: dict[str, Any] = {}
+    start_profile = None
+    if profile_seconds > 0 and profile_out is not None:
+        profile_out.unlink(missing_ok=True)
+        start_profile = Path(f"{profile_out}.start")
+        start_profile.unlink(missing_ok=True)
+        profiling = {"sms_profile_out": str(profile_out), "sms_profile_seconds": profile_seconds}
+    worker = env.start_worker(pool="threads", concurrency=concurrency, **profiling)
     wait_until(lambda: count_where(DONE_SQL) >= 1, 60, "the warm-up message")
     env.truncate()
     forget_accounts()
+    if start_profile is not None:
+        start_profile.touch()
+    commit_p50 = commit_ms()
+    commits0 = count_where(COMMITS_SQL)
     cpu0 = worker.cpu_seconds()
+    producer_cpu0 = time.process_time()
     started = time.perf_counter()
     for i in range(count):
         message_type, body = MIX[i % len(MIX)]
         enqueue_sms(phone(i), body, message_type)
     produced = time.perf_counter()
+    producer_cpu = time.process_time() - producer_cpu0
     finished = wait_until(
         lambda: count_where(DONE_SQL) >= count, 120 + count / 20, "every message sent", 0.05
     )
     cpu = worker.cpu_seconds() - cpu0
     rss = worker.rss_mib()
+    if profile_out is not None and start_profile is not None:
+        wait_until(profile_out.exists, profile_seconds + 60, "the worker's profile", 0.2)
     env.stop(worker)
+    time.sleep(1.1)  # backends report their counts at most once a second
+    commits = count_where(COMMITS_SQL) - commits0
     seconds = finished - started
     result = {
         "messages": count,
@@ -74,13 +126,19 @@ def run_mix(
         "baseline_per_second": baseline["per_second"],
         "ratio": round(count / seconds / baseline["per_second"], 3),
         "worker_cpu_ms_per_message": round(1000 * cpu / count, 3),
+        "producer_cpu_ms_per_call": round(1000 * producer_cpu / count, 3),
+        "commits_per_message": round(commits / count, 2),
+        "commit_ms_p50": commit_p50,
         "worker_rss_mib": rss,
+        "load_average": load_average(),
     }
     log(
         f"production mix end to end ({latency_ms:g} ms gateway): {result['per_second']:.0f} "
         f"SMS/s vs raw Celery {baseline['per_second']:.0f}/s → ratio {result['ratio']:.2f} "
-        f"(producer {result['producer_calls_per_second']:.0f} calls/s, worker CPU "
-        f"{result['worker_cpu_ms_per_message']} ms/msg)"
+        f"(producer {result['producer_calls_per_second']:.0f} calls/s, "
+        f"{result['producer_cpu_ms_per_call']} ms CPU/call; worker CPU "
+        f"{result['worker_cpu_ms_per_message']} ms/msg; {result['commits_per_message']} "
+        f"commits/msg; a commit {commit_p50} ms; load {result['load_average'][0]})"
     )
     return result
 

@@ -302,6 +302,8 @@ class BenchEnv:
         entry = [sys.executable, "-m", "bench.noop_worker"] if baseline else [*CLI, "worker"]
         if env_overrides.pop("traced", False):
             entry = [sys.executable, "-m", "bench.traced_worker"]
+        if env_overrides.get("sms_profile_out"):
+            entry = [sys.executable, "-m", "bench.profiled_worker"]
         argv = [*entry, "--pool", pool, "--concurrency", str(concurrency)]
         argv += [f"--hostname={name}-{uuid.uuid4().hex[:6]}@%h"]
         if queues:

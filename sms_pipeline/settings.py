@@ -330,6 +330,14 @@ class Settings(BaseSettings):
         description="After a part-full send batch the drain waits this long for more "
         "messages (bigger batches under a steady trickle; a lone message is not delayed).",
     )
+    sms_drain_linger_bulk_ms: float = Field(
+        100.0,
+        ge=0,
+        le=1000,
+        description="SMS_DRAIN_LINGER_MS for the bulk queue class (texts, prescription "
+        "notices), which no one waits on by the millisecond: under a trickle each claim and "
+        "each recorded group is a commit, so a longer linger makes fewer, larger groups.",
+    )
     sms_account_cache_seconds: float = Field(
         5.0,
         ge=0,

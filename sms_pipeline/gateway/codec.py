@@ -161,6 +161,18 @@ def safe_fromstring(raw: bytes) -> ET.Element:
 # character reference survives.
 _TEXT_ESCAPES: Final = {"\r": "&#13;"}
 _ATTR_ESCAPES: Final = {'"': "&quot;", "\r": "&#13;", "\n": "&#10;", "\t": "&#09;"}
+# Most values (numbers, ids, a plain body) hold none of these: one scan in C instead of
+# escape()'s replace per character, nine values a request.
+_TEXT_SPECIAL: Final = re.compile("[&<>\r]")
+_ATTR_SPECIAL: Final = re.compile('[&<>"\r\n\t]')
+
+
+def _text(value: str) -> str:
+    return xml_escape(value, _TEXT_ESCAPES) if _TEXT_SPECIAL.search(value) else value
+
+
+def _attr(value: str) -> str:
+    return xml_escape(value, _ATTR_ESCAPES) if _ATTR_SPECIAL.search(value) else value
 
 
 def xml_bytes(root: ET.Element) -> bytes:
@@ -179,20 +191,18 @@ def _write(element: ET.Element, out: list[str]) -> None:
     tag = element.tag
     if not isinstance(tag, str) or tag.startswith("{"):
         raise ValueError("xml_bytes writes plain elements only (no namespaces, comments)")
-    attrs = "".join(
-        f' {name}="{xml_escape(value, _ATTR_ESCAPES)}"' for name, value in element.attrib.items()
-    )
+    attrs = "".join(f' {name}="{_attr(value)}"' for name, value in element.attrib.items())
     if element.text or len(element):
         out.append(f"<{tag}{attrs}>")
         if element.text:
-            out.append(xml_escape(element.text, _TEXT_ESCAPES))
+            out.append(_text(element.text))
         for child in element:
             _write(child, out)
         out.append(f"</{tag}>")
     else:
         out.append(f"<{tag}{attrs} />")
     if element.tail:
-        out.append(xml_escape(element.tail, _TEXT_ESCAPES))
+        out.append(_text(element.tail))
 
 
 def parse_gateway_date(raw: str | None) -> datetime | None:

@@ -52,6 +52,7 @@ LOAD = {
     "SMS_SEND_BATCH_SIZE": "20",
     "SMS_DRAIN_MAX_SECONDS": "2",
     "SMS_DRAIN_LINGER_MS": "0",
+    "SMS_DRAIN_LINGER_BULK_MS": "0",
 }
 RESUME_BOUND_SECONDS = 30  # the bound: sends resume within 30 s of the recovery
 

@@ -20,7 +20,7 @@ def test_messages_behind_a_hung_request_are_sent_and_recorded_before_it_ends(
     db: Any, redis_url: str, simulator: Any, settings_env: Any
 ) -> None:
     # Two slots: the hung request holds one, every other message goes through the other.
-    settings_env(SMS_SEND_WINDOW=2, SMS_DRAIN_LINGER_MS=0)
+    settings_env(SMS_SEND_WINDOW=2, SMS_DRAIN_LINGER_MS=0, SMS_DRAIN_LINGER_BULK_MS=0)
     hung = enqueue_sms(HUNG, "first in the queue, answered late")
     healthy = [enqueue_sms(f"+3809312345{n}", f"behind it {n}") for n in range(20, 26)]
 
@@ -39,3 +39,34 @@ def test_messages_behind_a_hung_request_are_sent_and_recorded_before_it_ends(
             # request was still out: nothing waited for it.
             assert row.submitted_at is not None and late.submitted_at is not None
             assert row.submitted_at < late.submitted_at
+
+
+@pytest.mark.parametrize(
+    ("queue_class", "message_type", "linger"),
+    [(QueueClass.BULK, "text", 0.3), (QueueClass.URGENT, "verification", 0.05)],
+)
+def test_a_part_full_claim_waits_its_queue_class_linger_before_the_next(
+    db: Any,
+    redis_url: str,
+    simulator: Any,
+    settings_env: Any,
+    queue_class: QueueClass,
+    message_type: str,
+    linger: float,
+) -> None:
+    # Bulk lingers SMS_DRAIN_LINGER_BULK_MS, urgent SMS_DRAIN_LINGER_MS: a trickle of texts
+    # gathers into fewer claims (commits) while codes are not held up by it.
+    settings_env(SMS_DRAIN_LINGER_MS=50, SMS_DRAIN_LINGER_BULK_MS=300)
+    enqueue_sms("+380931234520", "one message, a part-full claim", message_type)
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    result = sending.drain(queue_class, clock=lambda: now[0], sleep=sleep)
+
+    assert result.claimed == 1
+    # The first sleep is the wait before the next claim: the linger (no latency known yet).
+    assert sleeps[0] == pytest.approx(linger)

@@ -38,6 +38,12 @@ class DrainResult:
             self.outcomes[key] = self.outcomes.get(key, 0) + n
 
 
+def _linger_ms(queue_class: dispatch.QueueClass, settings: Settings) -> float:
+    if queue_class is dispatch.QueueClass.BULK:
+        return settings.sms_drain_linger_bulk_ms
+    return settings.sms_drain_linger_ms
+
+
 def drain(
     queue_class: dispatch.QueueClass,
     *,
@@ -50,9 +56,10 @@ def drain(
     in flight, until none is left.
 
     The window claims again once a quarter of it is free (or it is empty); a claim that
-    finds fewer than it asked for waits SMS_DRAIN_LINGER_MS plus the gateway's recent
-    latency (MAX_PACE at most) before the next, and answers are recorded as one group per
-    that pace, so a trickle gathers instead of paying statements per message. When a claim
+    finds fewer than it asked for waits SMS_DRAIN_LINGER_MS (bulk: SMS_DRAIN_LINGER_BULK_MS)
+    plus the gateway's recent latency (MAX_PACE at most) before the next, and answers are
+    recorded as one group per that pace, so a trickle gathers instead of paying statements
+    (and commits) per message. When a claim
     finds nothing and nothing is in flight, the pending-kick flag is released and the queue
     is claimed once more: a producer that relied on the flag committed its row before the
     release ended (`dispatch.release_kick`), so that last claim sees it. After
@@ -63,7 +70,7 @@ def drain(
     result = DrainResult()
     started = clock()
     cleared = False
-    linger = settings.sms_drain_linger_ms / 1000.0
+    linger = _linger_ms(queue_class, settings) / 1000.0
     poll = linger or 0.005  # a claim that found nothing is not repeated in a busy loop
     refill = max(1, settings.sms_send_window // 4)
     pace = linger

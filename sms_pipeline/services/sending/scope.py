@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,8 +79,13 @@ def _database(settings: Settings) -> Iterator[_Db]:
         yield _Db(auto, tx, engine)
 
 
+@functools.cache
+def _accounts_statement() -> Any:
+    # Built once: constructing the SELECT of every column cost more than running it.
+    return select(cast(Table, Account.__table__))
+
+
 def _accounts(db: _Db) -> dict[int, Account]:
     # Accounts are few (one per sending customer): reading them all is one cheap query,
     # and the rules are then evaluated once per account, not once per message.
-    table = cast(Table, Account.__table__)
-    return {r.id: Account(**r._mapping) for r in db.rows(select(table))}
+    return {r.id: Account(**r._mapping) for r in db.rows(_accounts_statement())}

@@ -99,7 +99,7 @@ def _run(procs: Procs, gateway: str, workers: int, offset: int) -> dict[str, Any
     wait_until(
         lambda: sum(_sent_by(p.log_text()) for p in started) >= MESSAGES,
         30,
-        lambda: f"the drains' log lines to count {MESSAGES} submitted",
+        f"the drains' log lines to count {MESSAGES} submitted",
     )
     shares = [_sent_by(p.log_text()) for p in started]
     for proc in started:

@@ -141,6 +141,18 @@ def test_opt_out_stops_texts_but_not_essential_types(database: str) -> None:
     assert row(text).attempts == 0
 
 
+def test_one_number_opting_out_stops_only_that_numbers_texts(database: str) -> None:
+    # On SQLite a claim that read the opt-out in its RETURNING compared the opt-out table
+    # with itself: one STOP made every text of every number OPTED OUT.
+    stopped = enqueue_sms(NUMBER, "newsletter")
+    others = [enqueue_sms(f"+38093123456{i}", "newsletter") for i in range(3)]
+    with session_scope() as session:
+        session.add(OptOut(phone_number=NUMBER, source="test"))
+    batch = send_once()
+    assert batch.results[stopped].outcome == "opted_out"
+    assert [batch.results[i].outcome for i in others] == ["submitted"] * 3
+
+
 def test_higher_priority_goes_first_and_urgent_never_waits_for_bulk(database: str) -> None:
     low = enqueue_sms(NUMBER, "low", priority=0)
     high = enqueue_sms(NUMBER, "high", priority=9)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +130,32 @@ def _nothing_lost_nor_twice(
     assert result["accepted_twice"] == 0
 
 
+@dataclass
+class _Fault:
+    ids: list[uuid.UUID]  # the load and the 100 enqueued after the fault
+    in_flight: int  # not yet submitted when the fault struck
+    struck: float  # monotonic
+    recovered: float  # monotonic: the fault call returned (promotion seen, node back)
+    resumed: float  # monotonic: sends going on
+
+
+def _fault_under_load(
+    ids: list[uuid.UUID], fault: Callable[[], object], after: str, more: int = 0
+) -> _Fault:
+    """The fault struck under load, 100 messages enqueued after it, then the wait (within
+    the issue's bound) for sends to go on: `more` than were submitted when it recovered."""
+    in_flight = len(ids) - _submitted(ids)
+    struck = time.monotonic()
+    fault()
+    recovered = time.monotonic()
+    before = _submitted(ids)
+    ids = ids + _enqueue(100, start=MESSAGES, label=after)
+    wait_until(
+        lambda: _submitted(ids) > before + more, RESUME_BOUND_SECONDS, f"sends to go on {after}"
+    )
+    return _Fault(ids, in_flight, struck, recovered, time.monotonic())
+
+
 @pytest.mark.slow
 def test_sentinel_failover_under_load_loses_nothing_and_sends_nothing_twice(
     db: Any,
@@ -150,30 +178,24 @@ def test_sentinel_failover_under_load_loses_nothing_and_sends_nothing_twice(
     worker = procs.worker(env)
     wait_until(lambda: _submitted(ids) >= 60, 60, "sending under way")
 
-    in_flight = len(ids) - _submitted(ids)
-    killed_at = time.monotonic()
-    old_master = sentinel_group.kill_master()  # kill -9: no shutdown, no last write
-    new_master = sentinel_group.wait_promotion(old_master)
-    promoted_at = time.monotonic()
-    at_promotion = _submitted(ids)
-    # Producers go on through the Sentinels: these reach the promoted master.
-    ids += _enqueue(100, start=MESSAGES, label="after promotion")
-    wait_until(
-        lambda: _submitted(ids) > at_promotion,
-        RESUME_BOUND_SECONDS,
-        "sends to resume after the promotion",
-    )
-    resumed_at = time.monotonic()
+    masters: list[str] = []
 
-    result = _outcome(sim, ids, timeout=120)
+    def kill_the_master() -> None:  # kill -9: no shutdown, no last write
+        masters.append(sentinel_group.kill_master())
+        masters.append(sentinel_group.wait_promotion(masters[0]))
+
+    # Producers go on through the Sentinels: those after it reach the promoted master.
+    run = _fault_under_load(ids, kill_the_master, "after promotion")
+    old_master, new_master = masters
+    result = _outcome(sim, run.ids, timeout=120)
     _nothing_lost_nor_twice(
         "sentinel_failover",
-        ids,
-        in_flight,
+        run.ids,
+        run.in_flight,
         result,
-        promotion_seconds=round(promoted_at - killed_at, 1),
-        resume_after_promotion_seconds=round(resumed_at - promoted_at, 1),
-        all_final_after_promotion_seconds=round(time.monotonic() - promoted_at, 1),
+        promotion_seconds=round(run.recovered - run.struck, 1),
+        resume_after_promotion_seconds=round(run.resumed - run.recovered, 1),
+        all_final_after_promotion_seconds=round(time.monotonic() - run.recovered, 1),
     )
     assert new_master != old_master
     assert worker.alive(), "the worker died with the master"
@@ -205,34 +227,26 @@ def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twic
     worker = procs.worker(env)
     wait_until(lambda: _submitted(ids) >= 60, 60, "sending under way")
 
-    in_flight = len(ids) - _submitted(ids)
-    killed_at = time.monotonic()
-    rabbit_node.kill()  # kill -9 of the node: a crash
-    time.sleep(1)  # the outage under test
-    rabbit_node.start()
-    back_at = time.monotonic()
-    at_restart = _submitted(ids)
-    ids += _enqueue(100, start=MESSAGES, label="after restart")
-    wait_until(
-        lambda: _submitted(ids) > at_restart,
-        RESUME_BOUND_SECONDS,
-        "sends to resume after the restart",
-    )
-    resumed_at = time.monotonic()
+    def crash_and_restart() -> None:
+        rabbit_node.kill()  # kill -9 of the node: a crash
+        time.sleep(1)  # the outage under test
+        rabbit_node.start()
+
+    run = _fault_under_load(ids, crash_and_restart, "after restart")
     # Every queue of the pipeline is a durable quorum queue, there again after the crash.
     types = rabbit_node.queue_types()
     for name in ALL_QUEUES:
         assert types.get(name) == "quorum durable=true", types
 
-    result = _outcome(sim, ids, timeout=120)
+    result = _outcome(sim, run.ids, timeout=120)
     _nothing_lost_nor_twice(
         "rabbitmq_restart",
-        ids,
-        in_flight,
+        run.ids,
+        run.in_flight,
         result,
-        node_down_seconds=round(back_at - killed_at, 1),
-        resume_after_restart_seconds=round(resumed_at - back_at, 1),
-        all_final_after_restart_seconds=round(time.monotonic() - back_at, 1),
+        node_down_seconds=round(run.recovered - run.struck, 1),
+        resume_after_restart_seconds=round(run.resumed - run.recovered, 1),
+        all_final_after_restart_seconds=round(time.monotonic() - run.recovered, 1),
     )
     assert worker.alive(), "the worker died with the node"
     assert "delayed delivery" not in worker.log_text()  # no countdowns, no such exchanges
@@ -261,31 +275,26 @@ def test_rabbitmq_one_node_of_three_killed_under_load_loses_nothing_and_sends_no
     worker = procs.worker(env)
     wait_until(lambda: _submitted(ids) >= 60, 60, "sending under way")
 
-    in_flight = len(ids) - _submitted(ids)
-    killed_at = time.monotonic()
-    at_kill = _submitted(ids)
-    rabbit_cluster.nodes[0].kill()  # kill -9 of the node every client is connected to
-    ids += _enqueue(100, start=MESSAGES, label="after the kill")
     # A drain already running sends at most ~200 more (2 s at ~100/s) without the broker:
     # 300 more means kicks went through the two nodes left.
-    wait_until(
-        lambda: _submitted(ids) > at_kill + 300,
-        RESUME_BOUND_SECONDS,
-        "sends to go on through the other two nodes",
+    run = _fault_under_load(
+        ids,
+        rabbit_cluster.nodes[0].kill,  # kill -9 of the node every client is connected to
+        "through the other two nodes",
+        more=300,
     )
-    resumed_at = time.monotonic()
     members = rabbit_cluster.members()  # the dead node's members are still listed
     for name in ALL_QUEUES:
         assert members.get(name) == 3, members  # a member on every node
 
-    result = _outcome(sim, ids, timeout=120)
+    result = _outcome(sim, run.ids, timeout=120)
     _nothing_lost_nor_twice(
         "rabbitmq_cluster_node_killed",
-        ids,
-        in_flight,
+        run.ids,
+        run.in_flight,
         result,
-        going_again_after_kill_seconds=round(resumed_at - killed_at, 1),
-        all_final_after_kill_seconds=round(time.monotonic() - killed_at, 1),
+        going_again_after_kill_seconds=round(run.resumed - run.struck, 1),
+        all_final_after_kill_seconds=round(time.monotonic() - run.struck, 1),
     )
     assert worker.alive(), "the worker died with the node"
 

@@ -412,3 +412,17 @@ def settle(ids: list[uuid.UUID], timeout: float) -> tuple[dict[str, int], float]
 def lost_of(ids: list[uuid.UUID], counts: dict[str, int]) -> int:
     """Messages not in a final state (or missing altogether)."""
     return pending(counts) + (len(ids) - sum(counts.values()))
+
+
+def outcome(sim: Any, ids: list[uuid.UUID], timeout: float) -> dict[str, Any]:
+    """Once `ids` settle: their counts by status, how many were lost, and what the gateway
+    saw (accepted twice, submitted more than once, duplicates it refused)."""
+    counts, _ = settle(ids, timeout=timeout)
+    snap = sim_snapshot(sim.state)
+    return {
+        "counts": counts,
+        "lost": lost_of(ids, counts),
+        "accepted_twice": snap["stats"].get("accepted", 0) - len(snap["accepted_keys"]),
+        "submitted_twice": sum(1 for n in snap["attempts"].values() if n > 1),
+        "duplicates_refused": snap["stats"].get("duplicates", 0),
+    }

@@ -37,12 +37,10 @@ from tests.faults.broker_servers import (
 )
 from tests.faults.conftest import (
     Procs,
-    lost_of,
+    outcome,
     phone,
     pipeline_env,
     record_figure,
-    settle,
-    sim_snapshot,
     tally,
     wait_until,
 )
@@ -96,18 +94,6 @@ def _enqueue(count: int, start: int = 0, label: str = "load") -> list[uuid.UUID]
             [{"phone_number": phone(i), "body": f"{label} {i}", "type": "text"} for i in batch]
         )
     return ids
-
-
-def _outcome(sim: Any, ids: list[uuid.UUID], timeout: float) -> dict[str, Any]:
-    counts, _ = settle(ids, timeout=timeout)
-    snap = sim_snapshot(sim.state)
-    return {
-        "counts": counts,
-        "lost": lost_of(ids, counts),
-        "accepted_twice": snap["stats"].get("accepted", 0) - len(snap["accepted_keys"]),
-        "submitted_twice": sum(1 for n in snap["attempts"].values() if n > 1),
-        "duplicates_refused": snap["stats"].get("duplicates", 0),
-    }
 
 
 def _nothing_lost_nor_twice(
@@ -187,7 +173,7 @@ def test_sentinel_failover_under_load_loses_nothing_and_sends_nothing_twice(
     # Producers go on through the Sentinels: those after it reach the promoted master.
     run = _fault_under_load(ids, kill_the_master, "after promotion")
     old_master, new_master = masters
-    result = _outcome(sim, run.ids, timeout=120)
+    result = outcome(sim, run.ids, timeout=120)
     _nothing_lost_nor_twice(
         "sentinel_failover",
         run.ids,
@@ -238,7 +224,7 @@ def test_rabbitmq_node_restarted_under_load_loses_nothing_and_sends_nothing_twic
     for name in ALL_QUEUES:
         assert types.get(name) == "quorum durable=true", types
 
-    result = _outcome(sim, run.ids, timeout=120)
+    result = outcome(sim, run.ids, timeout=120)
     _nothing_lost_nor_twice(
         "rabbitmq_restart",
         run.ids,
@@ -287,7 +273,7 @@ def test_rabbitmq_one_node_of_three_killed_under_load_loses_nothing_and_sends_no
     for name in ALL_QUEUES:
         assert members.get(name) == 3, members  # a member on every node
 
-    result = _outcome(sim, run.ids, timeout=120)
+    result = outcome(sim, run.ids, timeout=120)
     _nothing_lost_nor_twice(
         "rabbitmq_cluster_node_killed",
         run.ids,
@@ -383,7 +369,7 @@ def _lose_the_broker_between_commit_and_publish(
 
     restore()
     back_at = time.monotonic()
-    result = _outcome(sim, ids, timeout=60)
+    result = outcome(sim, ids, timeout=60)
     record_figure(
         figure,
         messages=len(ids),

@@ -10,12 +10,11 @@ import pytest
 from sms_pipeline import enqueue_sms
 from sms_pipeline.db.models import SendStatus
 from tests.faults.conftest import (
-    lost_of,
+    outcome,
     phone,
     pipeline_env,
     record_figure,
     settle,
-    sim_snapshot,
     tally,
     wait_until,
 )
@@ -48,23 +47,20 @@ def test_redis_restart_mid_run_loses_nothing(
     back_at = time.monotonic()
     ids += [enqueue_sms(phone(MESSAGES + 5 + i), f"redis back {i}", "text") for i in range(50)]
 
-    counts, _ = settle(ids, timeout=150)
-    recovery = round(time.monotonic() - back_at, 1)
-    snap = sim_snapshot(sim.state)
-    lost = lost_of(ids, counts)
-    accepted_twice = snap["stats"].get("accepted", 0) - len(snap["accepted_keys"])
+    result = outcome(sim, ids, timeout=150)
+    counts = result["counts"]
     record_figure(
         "redis_restart",
         messages=len(ids),
-        lost=lost,
+        lost=result["lost"],
         final_not_submitted=sum(counts.values()) - counts.get("SUBMITTED", 0),
-        gateway_duplicates_refused=snap["stats"].get("duplicates", 0),
-        accepted_twice=accepted_twice,
-        recovery_seconds=recovery,
+        gateway_duplicates_refused=result["duplicates_refused"],
+        accepted_twice=result["accepted_twice"],
+        recovery_seconds=round(time.monotonic() - back_at, 1),
     )
-    assert lost == 0, counts
+    assert result["lost"] == 0, counts
     assert counts == {SendStatus.SUBMITTED.value: len(ids)}, counts
-    assert accepted_twice == 0
+    assert result["accepted_twice"] == 0
     assert worker.alive(), "the worker died with the broker"
 
 
@@ -123,27 +119,24 @@ def test_postgres_restart_mid_run_loses_nothing_and_leaves_nothing_sending(
         own_postgres.start()
         back_at = time.monotonic()
 
-        counts, _ = settle(ids, timeout=150)
-        recovery = round(time.monotonic() - back_at, 1)
-        snap = sim_snapshot(sim.state)
-        lost = lost_of(ids, counts)
-        accepted_twice = snap["stats"].get("accepted", 0) - len(snap["accepted_keys"])
+        result = outcome(sim, ids, timeout=150)
+        counts = result["counts"]
         record_figure(
             "postgres_restart",
             messages=len(ids),
-            lost=lost,
+            lost=result["lost"],
             still_sending=counts.get(SendStatus.SENDING.value, 0),
             final_not_submitted=sum(counts.values()) - counts.get("SUBMITTED", 0),
-            gateway_duplicates_refused=snap["stats"].get("duplicates", 0),
-            accepted_twice=accepted_twice,
+            gateway_duplicates_refused=result["duplicates_refused"],
+            accepted_twice=result["accepted_twice"],
             # Send tasks that died on the outage; their rows stayed QUEUED for the sweeper.
             tasks_failed_on_outage=worker.log_text().count("raised unexpected: OperationalError"),
-            recovery_seconds=recovery,
+            recovery_seconds=round(time.monotonic() - back_at, 1),
         )
-        assert lost == 0, counts
+        assert result["lost"] == 0, counts
         assert counts.get(SendStatus.SENDING.value, 0) == 0
         assert counts == {SendStatus.SUBMITTED.value: len(ids)}, counts
-        assert accepted_twice == 0
+        assert result["accepted_twice"] == 0
         assert worker.alive(), "the worker died with the database"
     finally:
         procs.kill_all()

@@ -1,7 +1,9 @@
 """Several gateways (docs/gateways.md): `registry` (the gateways as data and whose login
 goes where), `routing` (which gateway a message goes to, failover within an attempt),
-`health` (out of rotation and back), `stats` (requests per gateway and minute) and
-`clients` (the process's client per gateway and login). The package re-exports `registry`.
+`flights` (its requests in flight), `health` (out of rotation and back), `latency` (out on
+slow deliveries), `fallback` (a late code once more elsewhere), `stats` (requests per
+gateway and minute) and `clients` (the process's client per gateway and login). The package
+re-exports `registry`.
 """
 
 from .registry import (

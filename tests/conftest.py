@@ -167,6 +167,11 @@ def pg_engine() -> Iterator[Any]:
 def db(pg_engine: Any) -> Iterator[Any]:
     """A clean PostgreSQL database for one test (every pipeline table emptied after)."""
     yield pg_engine
+    # The process's metrics store flushes in the background: what this test buffered would
+    # land in the next test's tables. It flushes now, before they are emptied.
+    from sms_pipeline.metrics.store import shutdown_store
+
+    shutdown_store()
     delete_rows(pg_engine)
     # Ids restart: names cached by enqueue (and the metrics) would point at other accounts.
     from sms_pipeline.metrics.hooks import forget_account_names

@@ -16,17 +16,16 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from sqlalchemy import (
-    Boolean,
     Insert,
     String,
     Table,
-    and_,
     bindparam,
     case,
     insert,
     literal,
     null,
     select,
+    true,
 )
 from sqlalchemy.orm import Session
 
@@ -94,32 +93,50 @@ _COLUMNS = (
 
 
 @functools.cache
-def _insert_one(by_hash: bool = False) -> Insert:
+def _insert_one(stoppable: bool, by_hash: bool = False) -> Insert:
     """INSERT … SELECT … FROM accounts WHERE id = :account_id AND active RETURNING send_status.
 
-    Built once per shape. No row inserted means the account is not active. The send status
-    is decided in the same statement: OPTED OUT when an opt-out stops this message (with
-    `by_hash`, also one kept only as the number's keyed hash after an erasure; without a
-    privacy key there is no such opt-out, and the statement does not look).
+    Built once per shape. No row inserted means the account is not active. For a type an
+    opt-out stops (`stoppable`), the send status is decided in the same statement: OPTED
+    OUT when the number opted out (with `by_hash`, also by an opt-out kept only as the
+    number's keyed hash after an erasure; without a privacy key there is no such opt-out,
+    and the statement does not look). The check is one derived column, read by the four
+    columns it decides: the statement is planned again on most calls (PostgreSQL's custom
+    plans), and each copy of the check would be planned too. An essential type's statement
+    has no check at all.
     """
     table = cast(Table, SmsLog.__table__)
     params = {name: bindparam(name, type_=table.c[name].type) for name in _COLUMNS}
-    phone_hash = bindparam("phone_hash", type_=String()) if by_hash else None
-    stopped = and_(
-        bindparam("stoppable", type_=Boolean()),
-        optout.opted_out_clause(params["phone_number"], phone_hash),
-    )
-    queued, opted = SendStatus.QUEUED.value, SendStatus.OPTED_OUT.value
-    chosen = select(
-        *params.values(),
-        case((stopped, literal(opted)), else_=literal(queued)),
-        case((stopped, null()), else_=bindparam("dispatched_at", type_=table.c.dispatched_at.type)),
-        case((stopped, params["inserted_at"]), else_=None),
-        case((stopped, literal("number opted out")), else_=None),
-    ).where(Account.id == params["account_id"], Account.active.is_(True))  # fmt: skip
+    dispatched_at = bindparam("dispatched_at", type_=table.c.dispatched_at.type)
+    queued = literal(SendStatus.QUEUED.value)
     columns = [*_COLUMNS, "send_status", "dispatched_at", "final_at", "last_error"]
+    active = (Account.id == params["account_id"], Account.active.is_(True))
+    if not stoppable:
+        chosen = select(*params.values(), queued, dispatched_at, null(), null()).where(*active)
+    else:
+        phone_hash = bindparam("phone_hash", type_=String()) if by_hash else None
+        check = optout.opted_out_clause(params["phone_number"], phone_hash)
+        # OFFSET 0: kept a subquery (PostgreSQL would copy the check into each column).
+        stop = select(check.label("stopped")).offset(0).subquery("stop")
+        stopped = stop.c.stopped.is_(True)
+        chosen = (
+            select(
+                *params.values(),
+                case((stopped, literal(SendStatus.OPTED_OUT.value)), else_=queued),
+                case((stopped, null()), else_=dispatched_at),
+                case((stopped, params["inserted_at"]), else_=None),
+                case((stopped, literal("number opted out")), else_=None),
+            )
+            .select_from(Account)
+            .join(stop, true())
+            .where(*active)
+        )
     # The Table, not the entity: a Core statement, no ORM bulk-insert machinery per call.
     return insert(table).from_select(columns, chosen).returning(table.c.send_status)
+
+
+def _statement(values: Mapping[str, Any]) -> Insert:
+    return _insert_one(bool(values["stoppable"]), values["phone_hash"] is not None)
 
 
 def _insert_params(
@@ -177,7 +194,7 @@ def _store_one(
                 phone_number=v.phone_number, message_type=v.type, now=values["inserted_at"],
                 settings=settings,
             )  # fmt: skip
-        return session.execute(_insert_one(values["phone_hash"] is not None), values).scalar()
+        return session.execute(_statement(values), values).scalar()
 
     supersedes = privacy.supersedes(v.type, settings)
     message_id, status, ref, dispatch = _insert(execute, lambda fn: fn(session), v, settings, extra)
@@ -202,7 +219,7 @@ def _store_alone(
     ended: list[int] = []
 
     def execute(values: dict[str, Any]) -> str | None:
-        statement = _insert_one(values["phone_hash"] is not None)
+        statement = _statement(values)
         if code:
             lock = privacy.number_lock_key(values["account_id"], values["phone_number"])
             reason = privacy.superseded_reason(values["id"])

@@ -84,7 +84,7 @@ def test_broker_serves_higher_priority_first(db: Any, redis_url: str, simulator:
         served = session.execute(select(SmsLog.id, SmsLog.gateway_id)).all()
     # The order the gateway accepted them in (its ids count up): the messages of one claim
     # are recorded together, so their submitted_at ties and says nothing of the order.
-    order = [i for i, _ in sorted(served, key=lambda row: int(row[1]))]
+    order = [i for i, _ in sorted(served, key=lambda row: int(row[1] or 0))]
     # Prefetch lets the worker hold one low message before it sees the high one.
     assert order.index(high) <= 1
 

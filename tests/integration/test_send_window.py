@@ -43,6 +43,29 @@ def test_messages_behind_a_hung_request_are_sent_and_recorded_before_it_ends(
             assert row.submitted_at < late.submitted_at
 
 
+@pytest.mark.parametrize("simulator", [{"slow_seconds": 2.5}], indirect=True)
+def test_answers_gather_without_waiting_for_a_request_already_late(
+    db: Any, redis_url: str, simulator: Any, settings_env: Any
+) -> None:
+    # A 1 s linger gathers answers into groups; the hung request must not hold each group
+    # (and the claim after it) for the whole second: three groups of two would then end
+    # after the late answer came in.
+    settings_env(SMS_SEND_WINDOW=3, SMS_DRAIN_LINGER_BULK_MS=1000)
+    hung = enqueue_sms(HUNG, "first in the queue, answered late")
+    healthy = [enqueue_sms(f"+3809312345{n}", f"behind it {n}") for n in range(20, 26)]
+
+    result = sending.drain(QueueClass.BULK)
+
+    assert result.claimed == 7
+    with session_scope() as session:
+        late = session.get_one(SmsLog, hung)
+        assert late.send_status == SendStatus.SUBMITTED.value and late.submitted_at
+        for message_id in healthy:
+            row = session.get_one(SmsLog, message_id)
+            assert row.send_status == SendStatus.SUBMITTED.value
+            assert row.submitted_at is not None and row.submitted_at < late.submitted_at
+
+
 @pytest.mark.parametrize(
     ("queue_class", "message_type", "linger"),
     [(QueueClass.BULK, "text", 0.3), (QueueClass.URGENT, "verification", 0.05)],

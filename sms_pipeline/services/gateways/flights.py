@@ -54,12 +54,24 @@ def wait_any(flights: Sequence[Flight], timeout: float | None, clock: Callable[[
     )
 
 
-def wait_all(flights: Sequence[Flight], timeout: float, clock: Callable[[], float]) -> None:
-    """Wait until every flight is answered (or past its deadline), `timeout` at most."""
+def wait_all(
+    flights: Sequence[Flight], timeout: float, clock: Callable[[], float], enough: int | None = None
+) -> None:
+    """Wait until every flight is answered (or past its deadline), `timeout` at most; with
+    `enough`, until that many are."""
     if not flights:
         return
-    until = min(f.deadline for f in flights) - clock()
-    concurrent.futures.wait([f.future for f in flights], max(0.0, min(timeout, until)))
+    ends = clock() + max(0.0, min(timeout, min(f.deadline for f in flights) - clock()))
+    futures = {f.future for f in flights}
+    wanted = len(futures) if enough is None else min(enough, len(futures))
+    answered = sum(1 for f in futures if f.done())
+    while answered < wanted and (left := ends - clock()) > 0:
+        done, _ = concurrent.futures.wait(
+            [f for f in futures if not f.done()], left, concurrent.futures.FIRST_COMPLETED
+        )
+        if not done:
+            return
+        answered = sum(1 for f in futures if f.done())
 
 
 def split_done(flights: Sequence[Flight], now: float) -> tuple[list[Flight], list[Flight]]:

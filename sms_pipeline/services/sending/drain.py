@@ -74,6 +74,7 @@ def drain(
     poll = linger or 0.005  # a claim that found nothing is not repeated in a busy loop
     refill = max(1, settings.sms_send_window // 4)
     pace = linger
+    backlog = False  # the last claim took every free slot: more is waiting
     window: Window | None = None
     try:
         with _database(settings) as db:
@@ -102,9 +103,15 @@ def drain(
                         # trickle pays its statements per round trip, not per message.
                         pace += min(window.latency, MAX_PACE)
                     next_claim = now + pace if claimed < free else 0.0
+                    backlog = claimed == free
                 if window.flights:
-                    # Answers gather into one group per pace at most.
-                    window.collect(None if handing_over else poll, gather=pace)
+                    # Answers gather into one group per pace at most; with a backlog, a
+                    # group of a refill's size is recorded and its slots claimed again.
+                    window.collect(
+                        None if handing_over else poll,
+                        gather=pace,
+                        enough=refill if backlog and not handing_over else None,
+                    )
                     continue
                 window.record()  # what the rules held back, nothing in flight
                 if handing_over:

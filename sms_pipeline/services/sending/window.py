@@ -147,16 +147,26 @@ class Window:
             self.flights += flights
         return len(claims)
 
-    def collect(self, timeout: float | None, gather: float = 0.0) -> None:
+    def collect(
+        self, timeout: float | None, gather: float = 0.0, enough: int | None = None
+    ) -> None:
         """Wait until an answer is in (`timeout` at most; None: until one is), then record
         every answered request, and whatever the rules held back, as one group.
 
         With `gather`, a group is recorded at most that often: answers that come within
-        it join the group (fewer, larger groups; the statements cost per group)."""
+        it join the group (fewer, larger groups; the statements cost per group). Only
+        requests out for less than `gather` (or twice the recent latency) are waited for:
+        one out longer is late, and waiting for it made every group wait the whole
+        `gather` (and the next claim with it) while any request hung: a barrier. With
+        `enough` (a backlog waits), the group is recorded once that many are answered: the
+        slots they free are claimed again while the rest are still out."""
         flights.wait_any(self.flights, timeout, self.clock)
         since = self.clock() - self._recorded_at
         if gather and since < gather:
-            flights.wait_all(self.flights, gather - since, self.clock)
+            late = max(gather, 2 * self.latency)
+            started = self.attempts.clock()
+            fresh = [f for f in self.flights if started - f.started < late]
+            flights.wait_all(fresh, gather - since, self.clock, enough)
         now = self.clock()
         answered, self.flights = flights.split_done(self.flights, now)
         if not answered:

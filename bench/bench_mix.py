@@ -26,6 +26,7 @@ from typing import Any
 
 from bench.bench_soak import MIX
 from bench.common import (
+    WorkerProfile,
     BenchEnv,
     count_where,
     load_average,
@@ -82,19 +83,12 @@ def run_mix(
     from sms_pipeline.services.intake.enqueue import enqueue_sms, forget_accounts
 
     enqueue_sms(phone(9_999_999), MIX[1][1])  # the default account, connections, SQL
-    profiling: dict[str, Any] = {}
-    start_profile = None
-    if profile_seconds > 0 and profile_out is not None:
-        profile_out.unlink(missing_ok=True)
-        start_profile = Path(f"{profile_out}.start")
-        start_profile.unlink(missing_ok=True)
-        profiling = {"sms_profile_out": str(profile_out), "sms_profile_seconds": profile_seconds}
-    worker = env.start_worker(pool="threads", concurrency=concurrency, **profiling)
+    profile = WorkerProfile(profile_seconds, profile_out)
+    worker = env.start_worker(pool="threads", concurrency=concurrency, **profile.env)
     wait_until(lambda: count_where(DONE_SQL) >= 1, 60, "the warm-up message")
     env.truncate()
     forget_accounts()
-    if start_profile is not None:
-        start_profile.touch()
+    profile.start()
     commit_p50 = commit_ms()
     commits0 = count_where(COMMITS_SQL)
     cpu0 = worker.cpu_seconds()
@@ -110,8 +104,7 @@ def run_mix(
     )
     cpu = worker.cpu_seconds() - cpu0
     rss = worker.rss_mib()
-    if profile_out is not None and start_profile is not None:
-        wait_until(profile_out.exists, profile_seconds + 60, "the worker's profile", 0.2)
+    profile.wait()
     env.stop(worker)
     time.sleep(1.1)  # backends report their counts at most once a second
     commits = count_where(COMMITS_SQL) - commits0

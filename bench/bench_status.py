@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.bench_send import _profile, _profile_done
 from bench.bench_simulator import _Conn
 from bench.common import (
     BenchEnv,
+    WorkerProfile,
     count_where,
     default_account_id,
     insert_rows,
@@ -107,12 +107,13 @@ def run(
     insert_rows(rows)
     env.vacuum_analyze()
 
-    worker = env.start_worker(pool=pool, concurrency=concurrency, sms_status_poll_seconds=1)
+    profile = WorkerProfile(profile_seconds, profile_out)
+    worker = env.start_worker(
+        pool=pool, concurrency=concurrency, sms_status_poll_seconds=1, **profile.env
+    )
     cpu0 = worker.cpu_seconds()
     beat = env.start_beat(sms_status_poll_seconds=1)
-    profiler = None
-    if profile_seconds > 0 and profile_out is not None:
-        profiler = _profile(worker.pid, profile_seconds, profile_out)
+    profile.start()
     started = wait_until(
         lambda: (
             count_where(
@@ -138,7 +139,7 @@ def run(
     )
     rss = worker.rss_mib()
     cpu = worker.cpu_seconds() - cpu0
-    _profile_done(profiler, profile_seconds)
+    profile.wait()
     env.stop(beat)
     env.stop(worker)
     env.stop(simulator)

@@ -377,6 +377,29 @@ def wait_until(
 # --- rows ------------------------------------------------------------------------------
 
 
+class WorkerProfile:
+    """yappi inside the worker (`bench.profiled_worker`) for `seconds` once `start()` is called:
+    py-spy cannot read this machine's processes. Off when seconds is 0 or out is None."""
+
+    def __init__(self, seconds: float, out: Path | None) -> None:
+        self.on = seconds > 0 and out is not None
+        self.seconds, self.out = seconds, out
+        self.env: dict[str, Any] = {}
+        if self.on and out is not None:
+            out.unlink(missing_ok=True)
+            Path(f"{out}.start").unlink(missing_ok=True)
+            self.env = {"sms_profile_out": str(out), "sms_profile_seconds": seconds}
+
+    def start(self) -> None:
+        if self.on:
+            Path(f"{self.out}.start").touch()
+
+    def wait(self) -> None:
+        """Until the worker has written its profile."""
+        if self.on and self.out is not None:
+            wait_until(self.out.exists, self.seconds + 60, "the worker's profile", 0.2)
+
+
 def phone(i: int) -> str:
     return f"+38093{i % 10_000_000:07d}"
 

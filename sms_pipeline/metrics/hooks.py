@@ -351,16 +351,30 @@ def privacy_action(action: str, count: int) -> None:
     get_store().inc(c.PRIVACY_ACTIONS_TOTAL, {"action": action}, float(count))
 
 
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One message's gateway status changed to `status` (a real change, once)."""
+
+    type: str
+    status: str
+    submitted_at: dt.datetime | None = None
+    changed_at: dt.datetime | None = None
+    enqueued_at: dt.datetime | None = None
+
+
 @_never_raises
-def status_changed(
-    message_type: str,
-    status: str,
-    submitted_at: dt.datetime | None = None,
-    changed_at: dt.datetime | None = None,
-    enqueued_at: dt.datetime | None = None,
-) -> None:
-    """A message's gateway status changed to `status` (call once per real change)."""
-    get_store().add(*_status_change(message_type, status, submitted_at, changed_at, enqueued_at))
+def statuses_changed(changes: Iterable[StatusChange]) -> None:
+    """A group of status answers was recorded: all of their metrics in one call."""
+    increments: list[Increment] = []
+    observations: list[Observation] = []
+    for ch in changes:
+        counted, observed = _status_change(
+            ch.type, ch.status, ch.submitted_at, ch.changed_at, ch.enqueued_at
+        )
+        increments += counted
+        observations += observed
+    if increments or observations:
+        get_store().add(increments, observations)
 
 
 @_never_raises
@@ -407,6 +421,7 @@ def statuses_changed_in(session: Session, message_types: Iterable[str], status: 
 __all__ = [
     "Answer",
     "Sent",
+    "StatusChange",
     "account_name",
     "forget_account_names",
     "gateway_request",
@@ -417,7 +432,7 @@ __all__ = [
     "message_stored_committed",
     "messages_sent",
     "privacy_action",
-    "status_changed",
     "status_went_backwards",
+    "statuses_changed",
     "statuses_changed_in",
 ]

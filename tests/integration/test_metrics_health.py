@@ -20,7 +20,7 @@ from sms_pipeline.db.models import Account, SmsLog, SmsQueue, Verification
 from sms_pipeline.metrics import catalogue as c
 from sms_pipeline.metrics import heartbeat
 from sms_pipeline.metrics.collector import SmsCollector, build_registry, serve
-from sms_pipeline.metrics.hooks import status_changed
+from sms_pipeline.metrics.hooks import StatusChange, statuses_changed
 from sms_pipeline.metrics.store import MetricsStore
 from sms_pipeline.settings import load_settings
 from tests import factories
@@ -169,8 +169,13 @@ def test_enqueue_to_delivered_is_observed_when_delivered(
     store = MetricsStore(db)
     monkeypatch.setattr(hooks, "get_store", lambda: store)
     enqueued = NOW - dt.timedelta(seconds=700)
-    status_changed("verification", "Delivered", NOW - dt.timedelta(seconds=30), NOW, enqueued)
-    status_changed("verification", "Enroute", NOW - dt.timedelta(seconds=30), NOW, enqueued)
+    submitted = NOW - dt.timedelta(seconds=30)
+    statuses_changed(
+        [
+            StatusChange("verification", "Delivered", submitted, NOW, enqueued),
+            StatusChange("verification", "Enroute", submitted, NOW, enqueued),
+        ]
+    )
     store.flush()
     samples = _scrape(db)
     bucket = f"{c.ENQUEUE_TO_DELIVERED}_bucket"

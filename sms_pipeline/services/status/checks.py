@@ -6,19 +6,19 @@ id, and records the answer (`record.record_answers`); safe to run twice.
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as dt
 import functools
 import logging
+import queue
 import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Uuid, any_, bindparam, select
 
-from sms_pipeline.db import one_statement
+from sms_pipeline.db import array_param, one_statement, takes_arrays
 from sms_pipeline.db.models import MOVING_STATUS_VALUES, SmsLog, utcnow
 from sms_pipeline.gateway import GatewayError, GatewayTimeout, StatusResult
 from sms_pipeline.metrics import hooks as metrics
@@ -29,9 +29,12 @@ from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-# After a chunk's first answer, how long the others may take to join its group: answers
-# that come within it cost one statement, a hung request holds back only its own.
-GATHER_SECONDS = 0.02
+# How long an answer may wait for others to join its group: a statement costs more than
+# a check's parse and bookkeeping together, and with many chunks in flight a chunk's
+# answers trickle in (the connections serve every chunk in turn), so a short gather made
+# a statement of every two or three answers. A hung request still holds back only itself;
+# a status answer recorded this much later changes nothing (its asked time is recorded).
+RECORD_EVERY_SECONDS = 0.2
 
 
 class StatusClient(Protocol):
@@ -39,10 +42,16 @@ class StatusClient(Protocol):
 
 
 @functools.cache
-def _read_statement() -> Any:  # a Select (its generic form varies across 2.x)
+def _read_statement(arrays: bool) -> Any:  # a Select (its generic form varies across 2.x)
     # Built once: building a statement costs more Python time than a status check's query.
     # type, submitted_at and inserted_at are for the status-change metrics: read now, not in
-    # a third query.
+    # a third query. On PostgreSQL the ids are one array parameter: the same short query
+    # text whatever the chunk's size (psycopg converts it once), not a parameter per id.
+    ids = (
+        SmsLog.id == any_(array_param("b_ids", Uuid()))
+        if arrays
+        else SmsLog.id.in_(bindparam("b_ids", expanding=True))
+    )
     return select(
         SmsLog.id,
         SmsLog.gateway_id,
@@ -52,13 +61,14 @@ def _read_statement() -> Any:  # a Select (its generic form varies across 2.x)
         SmsLog.type,
         SmsLog.submitted_at,
         SmsLog.inserted_at,
-    ).where(SmsLog.id.in_(bindparam("b_ids", expanding=True)))
+    ).where(ids)
 
 
 def read_rows(ids: Sequence[uuid.UUID], settings: Settings) -> dict[uuid.UUID, Any]:
     """The rows a check needs, by id (ids that are gone are left out)."""
     with one_statement(settings) as conn:
-        return {r.id: r for r in conn.execute(_read_statement(), {"b_ids": list(ids)})}
+        statement = _read_statement(takes_arrays(conn))
+        return {r.id: r for r in conn.execute(statement, {"b_ids": list(ids)})}
 
 
 def _not_askable(message_id: uuid.UUID, row: Any) -> CheckResult | None:
@@ -148,6 +158,9 @@ def _ask_and_record(
     for i in askable:
         groups.setdefault((rows[i].gateway, rows[i].account_id), []).append(i)
     asked_at = utcnow()
+    # Answers arrive on the pool's thread: each future puts itself here when done, so
+    # taking the next answer costs the same whatever is still out (no wait over them all).
+    answered: queue.SimpleQueue[Future[Answer]] = queue.SimpleQueue()
     pending: dict[Future[Answer], uuid.UUID] = {}
     deadline = 0.0
     for members in groups.values():
@@ -155,24 +168,34 @@ def _ask_and_record(
         futures = client.start_status([rows[i].gateway_id for i in members])
         deadline = max(deadline, time.monotonic() + client.deadline("status", len(members)))
         pending.update(zip(futures, members, strict=True))
+    for future in pending:
+        future.add_done_callback(answered.put)
     results: list[CheckResult] = []
-    while pending:
-        left = max(0.0, deadline - time.monotonic())
-        done, _ = concurrent.futures.wait(pending, left, concurrent.futures.FIRST_COMPLETED)
-        if done and len(done) < len(pending):
-            # Answers that come together are recorded together (a statement per group).
-            concurrent.futures.wait(pending, min(GATHER_SECONDS, left))
-            done = {f for f in pending if f.done()}
-        if done:
-            asked = [Asked(pending[f], rows[pending[f]], f.result()) for f in done]
-            for f in done:
-                del pending[f]
-        else:  # past every deadline: the pool's thread is stuck; a timeout, like any other
-            late = GatewayTimeout("total deadline exceeded")
-            asked = [Asked(i, rows[i], late) for i in pending.values()]
-            pending.clear()
+
+    def record(asked: list[Asked]) -> None:
         with one_statement(settings) as conn:
-            results += record_answers(conn, asked, asked_at)
+            results.extend(record_answers(conn, asked, asked_at))
+
+    group: list[Asked] = []
+    group_ends = deadline
+    while pending:
+        try:
+            future = answered.get(timeout=max(0.0, min(deadline, group_ends) - time.monotonic()))
+        except queue.Empty:
+            if group:  # the group's time is up: record it, the rest stay out
+                record(group)
+                group, group_ends = [], deadline
+                continue
+            # Past every deadline: the pool's thread is stuck; a timeout, like any other.
+            late = GatewayTimeout("total deadline exceeded")
+            record([Asked(i, rows[i], late) for i in pending.values()])
+            break
+        message_id = pending.pop(future)
+        if not group:
+            group_ends = time.monotonic() + RECORD_EVERY_SECONDS
+        group.append(Asked(message_id, rows[message_id], future.result()))
+        if not pending:
+            record(group)
     return results
 
 

@@ -108,13 +108,15 @@ def record_answers(
     if failed:
         _count_failures(conn, failed, asked_at)
     results: list[CheckResult] = []
+    changes: list[metrics.StatusChange] = []
     for d in decided:
         if isinstance(d, _Write):
-            results.append(_settle(d, landed))
+            results.append(_settle(d, landed, changes))
         elif isinstance(d, _Failed):
             results.append(CheckResult(d.message_id, CheckOutcome.GATEWAY_ERROR, d.stored))
         else:
             results.append(d)
+    metrics.statuses_changed(changes)
     return results
 
 
@@ -201,8 +203,11 @@ def _decide(asked: Asked, asked_at: dt.datetime) -> CheckResult | _Write | _Fail
     )
 
 
-def _settle(write: _Write, landed: set[uuid.UUID]) -> CheckResult:
-    """The check's result once written; a forward change is counted once, when it landed."""
+def _settle(
+    write: _Write, landed: set[uuid.UUID], changes: list[metrics.StatusChange]
+) -> CheckResult:
+    """The check's result once written; a forward change is counted once, when it landed
+    (added to `changes`, whose metrics are recorded together)."""
     result = write.result
     if write.status is None:
         return result  # a look: its outcome does not depend on the write
@@ -210,8 +215,10 @@ def _settle(write: _Write, landed: set[uuid.UUID]) -> CheckResult:
         return CheckResult(result.message_id, CheckOutcome.LOST_RACE, write.stored, write.status)
     row = write.asked.row
     log.debug("message %s: %s -> %s", result.message_id, write.stored, write.status)
-    metrics.status_changed(
-        row.type, write.status, row.submitted_at, write.changed_at, row.inserted_at
+    changes.append(
+        metrics.StatusChange(
+            row.type, write.status, row.submitted_at, write.changed_at, row.inserted_at
+        )
     )
     return result
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.bench_mix import COMMITS_SQL
 from bench.bench_simulator import _Conn
 from bench.common import (
     BenchEnv,
@@ -112,6 +113,8 @@ def run(
         pool=pool, concurrency=concurrency, sms_status_poll_seconds=1, **profile.env
     )
     cpu0 = worker.cpu_seconds()
+    sim_cpu0 = simulator.cpu_seconds()
+    commits0 = count_where(COMMITS_SQL)
     beat = env.start_beat(sms_status_poll_seconds=1)
     profile.start()
     started = wait_until(
@@ -139,6 +142,10 @@ def run(
     )
     rss = worker.rss_mib()
     cpu = worker.cpu_seconds() - cpu0
+    sim_cpu = simulator.cpu_seconds() - sim_cpu0
+    time.sleep(1.1)  # backends report their counts at most once a second
+    # Every statement of the worker is its own transaction (the bench's polls add a few).
+    commits = count_where(COMMITS_SQL) - commits0
     profile.wait()
     env.stop(beat)
     env.stop(worker)
@@ -161,12 +168,15 @@ def run(
         "checked_more_than_once": double_checked,
         "preload_submissions_per_second": round(count / preload_seconds, 1),
         "worker_cpu_ms_per_check": round(1000 * cpu / count, 3),
+        "simulator_cpu_ms_per_check": round(1000 * sim_cpu / count, 3),
+        "commits_per_check": round(commits / count, 3),
         "worker_rss_mib": rss,
     }
     log(
         f"status checks ({pool} c={concurrency}): {ours:.0f} checks/s vs baseline "
         f"{baseline['per_second']:.0f}/s → ratio {result['ratio']:.2f}"
         + (f"; {result['ratio_to_send']:.2f} × the send rate" if send_rate else "")
-        + f"; worker CPU {result['worker_cpu_ms_per_check']} ms per check"
+        + f"; worker CPU {result['worker_cpu_ms_per_check']} ms per check (simulator "
+        f"{result['simulator_cpu_ms_per_check']} ms); {result['commits_per_check']} commits/check"
     )
     return result

@@ -8,6 +8,7 @@ so a lost broker message is re-dispatched by the outbox sweeper.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import sys
 from typing import Any
 
@@ -248,3 +249,16 @@ def _stop_heartbeats(**_kwargs: Any) -> None:
 signals.celeryd_init.connect(_start_heartbeat("worker"), weak=False)
 signals.beat_init.connect(_start_heartbeat("beat"), weak=False)
 signals.worker_shutdown.connect(_stop_heartbeats, weak=False)
+
+
+def _freeze_startup_objects(**_kwargs: Any) -> None:
+    # What the worker built to start (modules, the app, mappers, compiled statements) lives
+    # as long as the process: out of the cyclic collector's reach, so its full collections
+    # no longer walk it. They cost ~11 % of a busy worker's CPU (perf: gc_collect_main;
+    # 2.5 % after), and status checks went 1,567-2,017 -> 1,936-2,577/s in A/B pairs.
+    gc.collect()
+    gc.freeze()
+
+
+signals.worker_ready.connect(_freeze_startup_objects, weak=False)  # the worker (threads pool)
+signals.worker_process_init.connect(_freeze_startup_objects, weak=False)  # a prefork child

@@ -30,13 +30,14 @@ class GatewayStatus(enum.StrEnum):
 
         Raises ValueError for a word that is not one of the 11 statuses.
         """
-        key = word.strip().lower()
-        for status in cls:
-            if status.value.lower() == key:
-                return status
-        raise ValueError(f"unknown gateway status {word.strip()[:40]!r}")
+        status = _BY_WORD.get(word.strip().lower())
+        if status is None:
+            raise ValueError(f"unknown gateway status {word.strip()[:40]!r}")
+        return status
 
 
+# Every status answer is read through `parse`: one lookup, not a scan of the members.
+_BY_WORD: dict[str, GatewayStatus] = {s.value.lower(): s for s in GatewayStatus}
 FINAL_STATUSES: frozenset[GatewayStatus] = frozenset(
     {
         GatewayStatus.DELIVERED,

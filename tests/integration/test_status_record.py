@@ -302,3 +302,49 @@ def test_a_hung_status_request_holds_back_only_its_own_answer(
         worker.join(30)
     assert stored(ids["g-held"]).gateway_status == "Delivered"
     assert [r.new_status for r in results] == ["Delivered"] * 2 + ["Enroute"]
+
+
+class Trickle(ChunkGateway):
+    """Answers one id every `gap` seconds, from a thread of its own (as many chunks sharing
+    the connections do)."""
+
+    def __init__(self, answers: dict[str, GatewayStatus | GatewayError], gap: float) -> None:
+        super().__init__(answers)
+        self.gap = gap
+
+    def start_status(self, gateway_ids: Any) -> list[Future[Any]]:
+        futures: list[Future[Any]] = [Future() for _ in gateway_ids]
+        answers = self.status_many(gateway_ids)
+
+        def answer_one_by_one() -> None:
+            for future, answer in zip(futures, answers, strict=True):
+                threading.Event().wait(self.gap)
+                future.set_result(answer)
+
+        threading.Thread(target=answer_one_by_one, daemon=True).start()
+        return futures
+
+
+def test_answers_that_keep_coming_are_recorded_together(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A statement per answer or two cost more than the checks themselves: a group is
+    # recorded once the chunk is answered, or when answers stop coming (not per arrival).
+    ids = [insert(f"g-{n}", "Accepted") for n in range(12)]
+    gateway = Trickle({f"g-{n}": S.DELIVERED for n in range(12)}, gap=0.005)
+    monkeypatch.setattr(status_checks, "get_gateway_client", lambda settings=None: gateway)
+    # Gaps far below the idle time and a group time far above the whole chunk's: whatever
+    # the machine's pace, the answers form one group.
+    monkeypatch.setattr(status_checks, "GROUP_IDLE_SECONDS", 0.5)
+    monkeypatch.setattr(status_checks, "GROUP_MAX_SECONDS", 30.0)
+    groups: list[int] = []
+    record = status_checks.record_answers
+
+    def counted(conn: Any, answers: Any, asked_at: Any) -> Any:
+        groups.append(len(answers))
+        return record(conn, answers, asked_at)
+
+    monkeypatch.setattr(status_checks, "record_answers", counted)
+    results = status.check_many(ids)
+    assert [r.new_status for r in results] == ["Delivered"] * 12
+    assert groups == [12]

@@ -29,12 +29,15 @@ from sms_pipeline.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-# How long an answer may wait for others to join its group: a statement costs more than
-# a check's parse and bookkeeping together, and with many chunks in flight a chunk's
-# answers trickle in (the connections serve every chunk in turn), so a short gather made
-# a statement of every two or three answers. A hung request still holds back only itself;
-# a status answer recorded this much later changes nothing (its asked time is recorded).
-RECORD_EVERY_SECONDS = 0.2
+# When a group of answers is recorded (one statement): once the chunk is all answered, or
+# no answer came for GROUP_IDLE_SECONDS (what is still out is slow), or GROUP_MAX_SECONDS
+# after the group's first answer. A statement costs more than a check's parse and
+# bookkeeping together, and with many chunks in flight a chunk's answers trickle in (the
+# connections serve every chunk in turn): a fixed short gather made a statement of every
+# two or three answers. A hung request holds back only itself; a status answer recorded
+# a second later changes nothing (the time it was asked is what is recorded).
+GROUP_IDLE_SECONDS = 0.05
+GROUP_MAX_SECONDS = 1.0
 
 
 class StatusClient(Protocol):
@@ -177,26 +180,40 @@ def _ask_and_record(
             results.extend(record_answers(conn, asked, asked_at))
 
     group: list[Asked] = []
-    group_ends = deadline
+    group_latest = deadline  # the group's first answer + GROUP_MAX_SECONDS
     while pending:
-        try:
-            future = answered.get(timeout=max(0.0, min(deadline, group_ends) - time.monotonic()))
-        except queue.Empty:
-            if group:  # the group's time is up: record it, the rest stay out
-                record(group)
-                group, group_ends = [], deadline
-                continue
-            # Past every deadline: the pool's thread is stuck; a timeout, like any other.
-            late = GatewayTimeout("total deadline exceeded")
-            record([Asked(i, rows[i], late) for i in pending.values()])
-            break
-        message_id = pending.pop(future)
-        if not group:
-            group_ends = time.monotonic() + RECORD_EVERY_SECONDS
-        group.append(Asked(message_id, rows[message_id], future.result()))
-        if not pending:
+        if group:
+            # Let answers gather rather than waking this thread for each one.
+            time.sleep(max(0.0, min(GROUP_IDLE_SECONDS, group_latest - time.monotonic())))
+            arrived = _take_all(answered)
+        else:
+            try:
+                arrived = [answered.get(timeout=max(0.0, deadline - time.monotonic()))]
+            except queue.Empty:
+                # Past every deadline: the pool's thread is stuck; a timeout, like any other.
+                late = GatewayTimeout("total deadline exceeded")
+                record([Asked(i, rows[i], late) for i in pending.values()])
+                break
+            group_latest = min(deadline, time.monotonic() + GROUP_MAX_SECONDS)
+            arrived += _take_all(answered)
+        for future in arrived:
+            message_id = pending.pop(future)
+            group.append(Asked(message_id, rows[message_id], future.result()))
+        if not pending or not arrived or time.monotonic() >= group_latest:
+            # All answered, or none came meanwhile (what is out is slow), or time is up.
             record(group)
+            group = []
     return results
+
+
+def _take_all(answered: queue.SimpleQueue[Future[Answer]]) -> list[Future[Answer]]:
+    """Every answer already there, without waiting."""
+    taken: list[Future[Answer]] = []
+    while True:
+        try:
+            taken.append(answered.get_nowait())
+        except queue.Empty:
+            return taken
 
 
 def check_many(ids: Sequence[uuid.UUID], settings: Settings | None = None) -> list[CheckResult]:

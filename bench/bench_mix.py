@@ -26,8 +26,8 @@ from typing import Any
 
 from bench.bench_soak import MIX
 from bench.common import (
-    WorkerProfile,
     BenchEnv,
+    WorkerProfile,
     count_where,
     load_average,
     log,

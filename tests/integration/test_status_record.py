@@ -338,7 +338,7 @@ def test_answers_that_keep_coming_are_recorded_together(
     monkeypatch.setattr(status_checks, "GROUP_IDLE_SECONDS", 0.5)
     monkeypatch.setattr(status_checks, "GROUP_MAX_SECONDS", 30.0)
     groups: list[int] = []
-    record = status_checks.record_answers
+    from sms_pipeline.services.status.record import record_answers as record
 
     def counted(conn: Any, answers: Any, asked_at: Any) -> Any:
         groups.append(len(answers))

@@ -182,9 +182,6 @@ def status_checks(ids: Sequence[uuid.UUID], chunk_size: int, expires: float) -> 
             app.send_task(
                 CHECK_STATUSES_TASK,
                 args=[chunk],
-                # Said, not computed: Celery's repr of a hundred ids cost more than the
-                # rest of the publish (and shows nothing an operator reads).
-                argsrepr=f"[<{len(chunk)} ids>]",
                 queue=STATUS_QUEUE,
                 expires=expires,
                 producer=producer,

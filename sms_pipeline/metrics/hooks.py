@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, ParamSpec
 
@@ -291,30 +291,32 @@ class Sent:
     answer: Answer | None = None  # when the gateway took it with an answer
 
 
-@_never_raises
-def messages_sent(messages: Iterable[Sent]) -> None:
-    """A send batch was recorded (after its transaction): all of its metrics in one call."""
+def _add_all(parts: Iterable[tuple[list[Increment], list[Observation]]]) -> None:
+    """Every part's increments and observations in one `add` (one lock, one buffer pass)."""
     increments: list[Increment] = []
     observations: list[Observation] = []
-    for m in messages:
-        counted, observed = _ended(m.type, m.account, m.attempts, m.send_status)
-        increments += counted
-        observations += observed
-        a = m.answer
-        if a is None:
-            continue
-        waited = _seconds(a.submitted_at, a.ready_at)
-        if waited is not None:
-            observations.append(
-                (c.ENQUEUE_TO_SUBMIT, {"type": m.type}, waited, c.ENQUEUE_TO_SUBMIT_BUCKETS)
-            )
-        counted, observed = _status_change(
-            m.type, a.gateway_status, a.submitted_at, a.status_changed_at, a.ready_at
-        )
+    for counted, observed in parts:
         increments += counted
         observations += observed
     if increments or observations:
         get_store().add(increments, observations)
+
+
+def _sent(m: Sent) -> Iterator[tuple[list[Increment], list[Observation]]]:
+    yield _ended(m.type, m.account, m.attempts, m.send_status)
+    a = m.answer
+    if a is None:
+        return
+    waited = _seconds(a.submitted_at, a.ready_at)
+    if waited is not None:
+        yield [], [(c.ENQUEUE_TO_SUBMIT, {"type": m.type}, waited, c.ENQUEUE_TO_SUBMIT_BUCKETS)]
+    yield _status_change(m.type, a.gateway_status, a.submitted_at, a.status_changed_at, a.ready_at)
+
+
+@_never_raises
+def messages_sent(messages: Iterable[Sent]) -> None:
+    """A send batch was recorded (after its transaction): all of its metrics in one call."""
+    _add_all(part for m in messages for part in _sent(m))
 
 
 @_never_raises
@@ -365,16 +367,10 @@ class StatusChange:
 @_never_raises
 def statuses_changed(changes: Iterable[StatusChange]) -> None:
     """A group of status answers was recorded: all of their metrics in one call."""
-    increments: list[Increment] = []
-    observations: list[Observation] = []
-    for ch in changes:
-        counted, observed = _status_change(
-            ch.type, ch.status, ch.submitted_at, ch.changed_at, ch.enqueued_at
-        )
-        increments += counted
-        observations += observed
-    if increments or observations:
-        get_store().add(increments, observations)
+    _add_all(
+        _status_change(ch.type, ch.status, ch.submitted_at, ch.changed_at, ch.enqueued_at)
+        for ch in changes
+    )
 
 
 @_never_raises
